@@ -1,0 +1,57 @@
+# Atelier: the verbs a newcomer needs. `make run` and `make test` set themselves up.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint typecheck protos protos-check bench lock clean
+
+help:
+	@echo "make run        start every service on localhost (SQLite, local files); Ctrl-C stops"
+	@echo "make test       run the test suite"
+	@echo "make lint       ruff + mypy"
+	@echo "make protos     regenerate Python code from protos/"
+	@echo "make bench      run the benchmarks (figures go to BENCHMARKS.md)"
+
+# The virtual environment, rebuilt when the dependencies change. torch is pinned (CPU wheel).
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Atelier needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/atelier serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests protos bench
+	$(BIN)/ruff format --check services/runtime services/cli
+	$(BIN)/mypy services/runtime services/cli
+
+typecheck: $(STAMP)
+	$(BIN)/mypy services/runtime services/cli
+
+protos: $(STAMP)
+	$(BIN)/python protos/generate.py
+
+protos-check: $(STAMP)
+	$(BIN)/python protos/generate.py --check
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Re-pin constraints.txt from what the venv resolved (after changing pyproject.toml).
+lock: $(STAMP)
+	{ echo '# Exact versions installed by `make` (pip install -c constraints.txt). Regenerate with `make lock`.'; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

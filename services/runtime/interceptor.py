@@ -1,0 +1,210 @@
+"""The server interceptor: request id, tenant, auth, metrics, logs and error mapping for
+every RPC of every service, written once."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from atelier.runtime import metrics
+from atelier.runtime.context import method_var, request_id_var, tenant_var
+from atelier.runtime.errors import AtelierError, InvalidArgumentError
+from atelier.runtime.status import abort
+
+log = logging.getLogger("atelier.rpc")
+
+# Open without an API key: probes and tooling must reach these.
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                           "grpc.reflection.v1.ServerReflection"})
+TENANT_HEADER = "x-atelier-tenant"
+REQUEST_ID_HEADER = "x-request-id"
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+def _code_name(context: grpc.ServicerContext) -> str:
+    code = context.code()  # set by abort/set_code; None when the handler returned normally
+    if code is None:
+        if not context.is_active():  # the client gave up: its deadline passed or it cancelled
+            remaining = context.time_remaining()
+            return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+        return "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    def __init__(self, service: str, api_keys: frozenset[str], default_tenant: str) -> None:
+        self.service = service
+        self.api_keys = api_keys
+        self.default_tenant = default_tenant
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        full_method: str = details.method  # type: ignore[attr-defined]
+        grpc_service, _, grpc_method = full_method.lstrip("/").partition("/")
+        rpc_type = _rpc_type(handler)
+        labels = (rpc_type, grpc_service, grpc_method)
+        metadata = dict(details.invocation_metadata or ())  # type: ignore[attr-defined]
+        wrap = _Call(self, labels, full_method, metadata)
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap.unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap.streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                wrap.unary(handler.stream_unary, streaming_request=True),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            wrap.streaming(handler.stream_stream, streaming_request=True),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+
+class _Call:
+    """What the interceptor does around one RPC."""
+
+    def __init__(self, owner: ServerInterceptor, labels: tuple[str, str, str], method: str,
+                 metadata: dict[str, Any]) -> None:
+        self.owner = owner
+        self.labels = labels
+        self.method = method
+        self.metadata = metadata
+
+    def _begin(self, context: grpc.ServicerContext) -> tuple[float, list[Any]]:
+        metrics.started_total.labels(*self.labels).inc()
+        request_id = str(self.metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        tenant = str(self.metadata.get(TENANT_HEADER) or self.owner.default_tenant)
+        tokens = [request_id_var.set(request_id), tenant_var.set(tenant), method_var.set(self.method)]
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        return time.perf_counter(), tokens
+
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        if not _TENANT_RE.match(tenant_var.get()):
+            abort(context, InvalidArgumentError.for_field(
+                f"metadata {TENANT_HEADER}",
+                "must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
+            ))
+        self._authorise(context)
+
+    def _authorise(self, context: grpc.ServicerContext) -> None:
+        keys = self.owner.api_keys
+        if not keys or self.labels[1] in OPEN_SERVICES:
+            return
+        presented = str(self.metadata.get("x-api-key") or "")
+        bearer = str(self.metadata.get("authorization") or "")
+        if bearer.lower().startswith("bearer "):
+            presented = bearer[7:].strip()
+        if not presented or not any(hmac.compare_digest(presented, k) for k in keys):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "missing or unknown API key: send 'authorization: Bearer <key>' metadata")
+
+    def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.handled_total.labels(*self.labels, code).inc()
+        metrics.handling_seconds.labels(*self.labels).observe(elapsed)
+        if self.labels[1] not in OPEN_SERVICES:
+            level = logging.WARNING if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else logging.INFO
+            log.log(level, "rpc %s %s", self.method, code, extra={"grpc_code": code, "duration_ms": round(elapsed * 1000, 2)})
+        for var, token in zip((request_id_var, tenant_var, method_var), tokens, strict=True):
+            var.reset(token)
+
+    def _fail(self, context: grpc.ServicerContext, exc: BaseException) -> None:
+        """Turn an exception from the handler into the RPC's status (always raises)."""
+        if isinstance(exc, AtelierError):
+            abort(context, exc)
+        if context.code() not in (None, grpc.StatusCode.OK):
+            raise exc  # the handler already ended the call with context.abort(...)
+        log.exception("unhandled error in %s", self.method)
+        context.abort(grpc.StatusCode.INTERNAL,
+                      f"internal error (request id {request_id_var.get()}); the server log has the details")
+
+    def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            metrics.msg_received_total.labels(*self.labels).inc()
+            yield request
+
+    def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            code = "UNKNOWN"
+            started, tokens = self._begin(context)
+            try:
+                self._admit(context)
+                if streaming_request:
+                    request = self._count_requests(request)
+                else:
+                    metrics.msg_received_total.labels(*self.labels).inc()
+                try:
+                    response = behaviour(request, context)
+                except Exception as exc:
+                    self._fail(context, exc)
+                metrics.msg_sent_total.labels(*self.labels).inc()
+                code = _code_name(context)
+                return response
+            except BaseException:
+                code = _code_name(context) if context.code() is not None else "UNKNOWN"
+                raise
+            finally:
+                self._end(context, started, tokens, code)
+
+        return handle
+
+    def streaming(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            code = "UNKNOWN"
+            started, tokens = self._begin(context)
+            try:
+                self._admit(context)
+                if streaming_request:
+                    request = self._count_requests(request)
+                else:
+                    metrics.msg_received_total.labels(*self.labels).inc()
+                try:
+                    for response in behaviour(request, context):
+                        metrics.msg_sent_total.labels(*self.labels).inc()
+                        yield response
+                except GeneratorExit:
+                    code = "CANCELLED"
+                    raise
+                except Exception as exc:
+                    self._fail(context, exc)
+                code = _code_name(context)
+            except GeneratorExit:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                code = _code_name(context) if context.code() is not None else "UNKNOWN"
+                raise
+            finally:
+                self._end(context, started, tokens, code)
+
+        return handle

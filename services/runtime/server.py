@@ -1,0 +1,242 @@
+"""Server construction and lifecycle, the same for every service.
+
+    python -m atelier.runtime.server nesting           # one service, configured from the env
+    python -m atelier.runtime.server --spec mod:build  # any build() function (tests use this)
+
+Lifecycle: metrics up; servicers, health, reflection and operations registered; port bound;
+health NOT_SERVING while ``ServiceSpec.load`` runs (models, profiles, indexes), SERVING after.
+On SIGTERM or SIGINT health flips to NOT_SERVING, new calls are refused, in-flight calls get
+``ATELIER_GRACE_SECONDS`` to finish, running jobs are then cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from atelier.runtime import logs, metrics
+from atelier.runtime.config import ServiceConfig
+from atelier.runtime.errors import UnimplementedError
+from atelier.runtime.interceptor import ServerInterceptor
+from atelier.runtime.jobs import JobManager
+from atelier.runtime.operations import OperationsServicer
+from atelier.runtime.storage import Store
+
+log = logging.getLogger("atelier.server")
+
+OPERATIONS_SERVICE = operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name
+
+
+class Runtime:
+    """What the runtime offers a service's build(): its configuration, store and jobs."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self._jobs: JobManager | None = None
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.config.database_url)
+
+    @property
+    def data_dir(self) -> Path:
+        path = self.config.service_data_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def jobs(self, workers: int | None = None) -> JobManager:
+        if self._jobs is None:
+            count = workers or int(self.config.setting("JOB_WORKERS", "2"))
+            self._jobs = JobManager(self.store, self.config.service, workers=count)
+        return self._jobs
+
+    @property
+    def job_manager(self) -> JobManager | None:
+        return self._jobs
+
+
+@dataclass
+class ServiceSpec:
+    """One service as the runtime sees it."""
+
+    name: str
+    # (add_XServicer_to_server, servicer instance) pairs.
+    servicers: list[tuple[Callable[[Any, grpc.Server], None], Any]]
+    # Full names of the gRPC services, e.g. "atelier.nesting.v1.NestingService".
+    service_names: list[str]
+    # Work to finish before the service reports SERVING (load models, warm caches).
+    load: Callable[[], None] | None = None
+    # Called once on shutdown, after in-flight calls finished.
+    close: Callable[[], None] | None = None
+    # Extra health names the service sets itself (e.g. one per model), initially NOT_SERVING.
+    health_names: list[str] = field(default_factory=list)
+
+
+def unimplemented_servicer(base: type, service_full_name: str, issue: str) -> Any:
+    """A servicer whose every RPC answers UNIMPLEMENTED, naming what is missing and where it is tracked."""
+
+    def make(method: str) -> Callable[..., Any]:
+        def rpc(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            raise UnimplementedError(
+                f"{service_full_name}/{method} is not built yet (tracked in issue {issue}); "
+                "the contract is final enough to code against"
+            )
+
+        return rpc
+
+    methods = {name: make(name) for name in dir(base) if name[:1].isupper()}
+    return type(f"Unimplemented{base.__name__}", (base,), methods)()
+
+
+class Server:
+    """A running gRPC server for one ServiceSpec."""
+
+    def __init__(self, config: ServiceConfig, build: Callable[[Runtime], ServiceSpec]) -> None:
+        self.config = config
+        self.runtime = Runtime(config)
+        self.spec = build(self.runtime)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self._stopped = threading.Event()
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"{config.service}-rpc"),
+            interceptors=[ServerInterceptor(config.service, config.api_keys, config.default_tenant)],
+            options=options,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        for add, servicer in self.spec.servicers:
+            add(servicer, self.grpc_server)
+        names = list(self.spec.service_names)
+        if self.runtime.job_manager is not None:
+            operations_pb2_grpc.add_OperationsServicer_to_server(
+                OperationsServicer(self.runtime.job_manager), self.grpc_server
+            )
+            names.append(OPERATIONS_SERVICE)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        names.append(health.SERVICE_NAME)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc_server)
+        self.service_names = names
+        for name in ("", *self.spec.service_names, *self.spec.health_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self.port = self._bind()
+        self.metrics_port = 0
+
+    def _bind(self) -> int:
+        address = f"{self.config.host}:{self.config.port}"
+        cert = self.config.setting("TLS_CERT_FILE", "")
+        key = self.config.setting("TLS_KEY_FILE", "")
+        if cert and key:
+            credentials = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+            port = self.grpc_server.add_secure_port(address, credentials)
+        else:
+            port = self.grpc_server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"could not bind {address}: is another process using the port?")
+        return port
+
+    def start(self, metrics_port: int | None = None) -> None:
+        port = self.config.metrics_port if metrics_port is None else metrics_port
+        self.metrics_port = metrics.start_metrics_server(self.config.service, self.config.host, port)
+        self.grpc_server.start()
+        log.info(
+            "%s listening on %s:%d (metrics on :%d)", self.config.service, self.config.host, self.port,
+            self.metrics_port, extra={"port": self.port, "metrics_port": self.metrics_port},
+        )
+        threading.Thread(target=self._load, name=f"{self.config.service}-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            if self.spec.load is not None:
+                self.spec.load()
+        except BaseException as exc:
+            self.load_error = exc
+            log.exception("%s failed to load; health stays NOT_SERVING", self.config.service)
+            return
+        if self._stopped.is_set():
+            return
+        for name in ("", *self.spec.service_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        metrics.service_ready.labels(self.config.service).set(1)
+        self.ready.set()
+        log.info("%s is ready", self.config.service)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight calls finish, then close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_s if grace_s is None else grace_s
+        log.info("%s shutting down (grace %.0f s)", self.config.service, grace)
+        self.health.enter_graceful_shutdown()
+        metrics.service_ready.labels(self.config.service).set(0)
+        self.grpc_server.stop(grace).wait()
+        if self.runtime.job_manager is not None:
+            self.runtime.job_manager.shutdown(wait_s=0)
+        if self.spec.close is not None:
+            self.spec.close()
+        log.info("%s stopped", self.config.service)
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def load_build(target: str) -> Callable[[Runtime], ServiceSpec]:
+    """'nesting' -> atelier.nesting.server:build; 'pkg.mod:func' -> that function."""
+    module_name, _, func = target.partition(":") if ":" in target else (f"atelier.{target}.server", "", "build")
+    build = getattr(importlib.import_module(module_name), func or "build")
+    return build  # type: ignore[no-any-return]
+
+
+def serve(service: str, target: str | None = None) -> int:
+    config = ServiceConfig.from_env(service)
+    logs.configure(service, config.log_level, config.log_format)
+    server = Server(config, load_build(target or service))
+    server.start()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("received %s", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, name="shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one Atelier service.")
+    parser.add_argument("service", help="service name, e.g. nesting")
+    parser.add_argument("--spec", help="module:function returning a ServiceSpec (default atelier.<service>.server:build)")
+    args = parser.parse_args(argv)
+    return serve(args.service, args.spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
