@@ -30,6 +30,7 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     DESCRIPTOR: _descriptor.EnumDescriptor
     EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
     EVENT_TYPE_VIEW: _EventType.ValueType  # 1
+    """Confidence weights (default): view 1, add to cart 4, purchase 10, return -10 (negative)."""
     EVENT_TYPE_ADD_TO_CART: _EventType.ValueType  # 2
     EVENT_TYPE_PURCHASE: _EventType.ValueType  # 3
     EVENT_TYPE_RETURN: _EventType.ValueType  # 4
@@ -38,6 +39,7 @@ class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
 EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
 EVENT_TYPE_VIEW: EventType.ValueType  # 1
+"""Confidence weights (default): view 1, add to cart 4, purchase 10, return -10 (negative)."""
 EVENT_TYPE_ADD_TO_CART: EventType.ValueType  # 2
 EVENT_TYPE_PURCHASE: EventType.ValueType  # 3
 EVENT_TYPE_RETURN: EventType.ValueType  # 4
@@ -61,6 +63,36 @@ ALGORITHM_UNSPECIFIED: Algorithm.ValueType  # 0
 ALGORITHM_ALS: Algorithm.ValueType  # 1
 ALGORITHM_BPR: Algorithm.ValueType  # 2
 Global___Algorithm: _TypeAlias = Algorithm  # noqa: Y015
+
+@_typing.final
+class DominantColour(_message.Message):
+    """A colour found in the product photo. Output only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HEX_RGB_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A name from the colour vocabulary, e.g. "navy"."""
+    hex_rgb: _builtins.str
+    """The cluster centre as "#rrggbb" (sRGB)."""
+    fraction: _builtins.float
+    """Share of the garment's pixels (background excluded), 0..1."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        hex_rgb: _builtins.str = ...,
+        fraction: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "hex_rgb", b"hex_rgb", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DominantColour: _TypeAlias = DominantColour  # noqa: Y015
 
 @_typing.final
 class Item(_message.Message):
@@ -96,24 +128,38 @@ class Item(_message.Message):
     SIZES_IN_STOCK_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    DOMINANT_COLOURS_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
+    """Required, 1..128 characters, unique per tenant."""
     category: _builtins.str
-    """e.g. "tops", "bottoms", "shoes", "outerwear", "accessories", "dresses"."""
+    """Required, e.g. "tops", "bottoms", "shoes", "outerwear", "accessories", "dresses".
+    Lower-cased on input; complete-the-look rules use these names.
+    """
     style: _builtins.str
     silhouette: _builtins.str
     material: _builtins.str
     @_builtins.property
-    def colours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def colours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Colour names given by the retailer (lower-cased)."""
+
     @_builtins.property
-    def price(self) -> _money_pb2.Money: ...
+    def price(self) -> _money_pb2.Money:
+        """Optional; when set, units and nanos must not be negative."""
+
     @_builtins.property
     def sizes_in_stock(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def image(self) -> _image_pb2.Image:
-        """Optional product photo; dominant colours are extracted from it."""
+        """Optional product photo; dominant colours are extracted from it. Not stored, not returned."""
 
     @_builtins.property
-    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form attributes; keys and values count in attribute similarity as "key=value"."""
+
+    @_builtins.property
+    def dominant_colours(self) -> _containers.RepeatedCompositeFieldContainer[Global___DominantColour]:
+        """Output only: colours extracted from the photo (of the last upsert that had one)."""
+
     def __init__(
         self,
         *,
@@ -127,10 +173,11 @@ class Item(_message.Message):
         sizes_in_stock: _abc.Iterable[_builtins.str] | None = ...,
         image: _image_pb2.Image | None = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dominant_colours: _abc.Iterable[Global___DominantColour] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "category", b"category", "colours", b"colours", "image", b"image", "item_id", b"item_id", "material", b"material", "price", b"price", "silhouette", b"silhouette", "sizes_in_stock", b"sizes_in_stock", "style", b"style"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "category", b"category", "colours", b"colours", "dominant_colours", b"dominant_colours", "image", b"image", "item_id", b"item_id", "material", b"material", "price", b"price", "silhouette", b"silhouette", "sizes_in_stock", b"sizes_in_stock", "style", b"style"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,15 +208,19 @@ class UpsertItemsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UPSERTED_FIELD_NUMBER: _builtins.int
+    COLOURS_EXTRACTED_FIELD_NUMBER: _builtins.int
     upserted: _builtins.int
+    colours_extracted: _builtins.int
+    """Items whose photo gave dominant colours."""
     def __init__(
         self,
         *,
         upserted: _builtins.int = ...,
+        colours_extracted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["upserted", b"upserted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["colours_extracted", b"colours_extracted", "upserted", b"upserted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -204,15 +255,23 @@ class Event(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     BASKET_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """Unique per event; a repeated id is ignored."""
+    """Required, unique per tenant; a repeated id is ignored (counted in duplicates)."""
     user_id: _builtins.str
+    """Required."""
     item_id: _builtins.str
+    """Required."""
     type: Global___EventType.ValueType
+    """Required (not UNSPECIFIED)."""
     basket_id: _builtins.str
-    """The basket or outfit the event belongs to, for complete-the-look learning."""
+    """The basket or outfit the event belongs to, for complete-the-look learning. Optional."""
+    segment: _builtins.str
+    """The shopper's segment (e.g. "women-25-34"), remembered for cold start. Optional."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Required: when it happened."""
+
     def __init__(
         self,
         *,
@@ -222,10 +281,11 @@ class Event(_message.Message):
         type: Global___EventType.ValueType = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         basket_id: _builtins.str = ...,
+        segment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basket_id", b"basket_id", "event_id", b"event_id", "item_id", b"item_id", "time", b"time", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basket_id", b"basket_id", "event_id", b"event_id", "item_id", b"item_id", "segment", b"segment", "time", b"time", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,11 +318,16 @@ class RecordEventsResponse(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
     UNKNOWN_ITEMS_FIELD_NUMBER: _builtins.int
+    USERS_FOLDED_IN_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     duplicates: _builtins.int
+    users_folded_in: _builtins.int
+    """Users whose factors were updated at once (fold-in into the active model)."""
     @_builtins.property
     def unknown_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Event ids whose item is not in the catalogue (accepted, not used until the item exists)."""
+        """Event ids whose item is not in the catalogue (accepted and stored, not used until the
+        item exists).
+        """
 
     def __init__(
         self,
@@ -270,10 +335,11 @@ class RecordEventsResponse(_message.Message):
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
         unknown_items: _abc.Iterable[_builtins.str] | None = ...,
+        users_folded_in: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "unknown_items", b"unknown_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "unknown_items", b"unknown_items", "users_folded_in", b"users_folded_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,10 +353,19 @@ class TrainModelRequest(_message.Message):
     FACTORS_FIELD_NUMBER: _builtins.int
     ITERATIONS_FIELD_NUMBER: _builtins.int
     REGULARIZATION_FIELD_NUMBER: _builtins.int
+    RECENCY_HALF_LIFE_DAYS_FIELD_NUMBER: _builtins.int
+    ACTIVATE_FIELD_NUMBER: _builtins.int
     algorithm: Global___Algorithm.ValueType
     factors: _builtins.int
+    """0 means 64; at most 512."""
     iterations: _builtins.int
+    """0 means 15; at most 200."""
     regularization: _builtins.float
+    """0 means 0.05 (ALS) / 0.01 (BPR)."""
+    recency_half_life_days: _builtins.float
+    """Half-life of an event's weight, in days before the newest event. 0 means 60."""
+    activate: _builtins.bool
+    """Whether to hot-swap the new version in when training ends. Unset behaves as true."""
     def __init__(
         self,
         *,
@@ -298,12 +373,16 @@ class TrainModelRequest(_message.Message):
         factors: _builtins.int = ...,
         iterations: _builtins.int = ...,
         regularization: _builtins.float = ...,
+        recency_half_life_days: _builtins.float = ...,
+        activate: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_activate", b"_activate", "activate", b"activate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "factors", b"factors", "iterations", b"iterations", "regularization", b"regularization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_activate", b"_activate", "activate", b"activate", "algorithm", b"algorithm", "factors", b"factors", "iterations", b"iterations", "recency_half_life_days", b"recency_half_life_days", "regularization", b"regularization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__activate: _TypeAlias = _typing.Literal["activate"]  # noqa: Y015
+    _WhichOneofArgType__activate: _TypeAlias = _typing.Literal["_activate", b"_activate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__activate) -> _WhichOneofReturnType__activate | None: ...
 
 Global___TrainModelRequest: _TypeAlias = TrainModelRequest  # noqa: Y015
 
@@ -318,12 +397,16 @@ class ModelVersion(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     TRAIN_SECONDS_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    FACTORS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     algorithm: Global___Algorithm.ValueType
     users: _builtins.int
     items: _builtins.int
     active: _builtins.bool
     train_seconds: _builtins.float
+    interactions: _builtins.int
+    factors: _builtins.int
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -336,10 +419,12 @@ class ModelVersion(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         active: _builtins.bool = ...,
         train_seconds: _builtins.float = ...,
+        interactions: _builtins.int = ...,
+        factors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "algorithm", b"algorithm", "create_time", b"create_time", "items", b"items", "train_seconds", b"train_seconds", "users", b"users", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "algorithm", b"algorithm", "create_time", b"create_time", "factors", b"factors", "interactions", b"interactions", "items", b"items", "train_seconds", b"train_seconds", "users", b"users", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,14 +478,19 @@ class Filter(_message.Message):
     size: _builtins.str
     """Only items in stock in this size."""
     exclude_purchased: _builtins.bool
+    """Leave out what the user bought or returned."""
     @_builtins.property
-    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only items of these categories (any of them)."""
+
     @_builtins.property
     def min_price(self) -> _money_pb2.Money: ...
     @_builtins.property
     def max_price(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def colours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def colours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only items having any of these colours (given by the retailer or found in the photo)."""
+
     def __init__(
         self,
         *,
@@ -430,7 +520,7 @@ class Recommendation(_message.Message):
     item_id: _builtins.str
     score: _builtins.float
     reason: _builtins.str
-    """e.g. "similar to item 123", "popular in your segment"."""
+    """e.g. "similar to item 123 you viewed", "popular in your segment women-25-34"."""
     category: _builtins.str
     def __init__(
         self,
@@ -458,10 +548,13 @@ class RecommendRequest(_message.Message):
     SEGMENT_FIELD_NUMBER: _builtins.int
     DIVERSIFY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
+    """Required. An unknown user gets a cold-start answer."""
     n: _builtins.int
-    """1..100."""
+    """1..100; 0 means 10."""
     segment: _builtins.str
-    """Segment for cold start (e.g. "women-25-34")."""
+    """Segment for cold start (e.g. "women-25-34"); empty means the segment last seen in the
+    user's events.
+    """
     diversify: _builtins.bool
     """Spread results across categories."""
     @_builtins.property
@@ -491,6 +584,7 @@ class RecommendResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     COLD_START_FIELD_NUMBER: _builtins.int
     model_version: _builtins.int
+    """0 when no model is active (popularity and attributes only)."""
     cold_start: _builtins.bool
     @_builtins.property
     def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recommendation]: ...
@@ -517,7 +611,9 @@ class SimilarItemsRequest(_message.Message):
     N_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
+    """Required; NOT_FOUND when not in the catalogue."""
     n: _builtins.int
+    """1..100; 0 means 10."""
     @_builtins.property
     def filter(self) -> Global___Filter: ...
     def __init__(
@@ -563,8 +659,11 @@ class CompleteTheLookRequest(_message.Message):
     N_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     n: _builtins.int
+    """1..100; 0 means 10."""
     @_builtins.property
-    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required, 1..50 items of the catalogue (NOT_FOUND otherwise)."""
+
     @_builtins.property
     def filter(self) -> Global___Filter: ...
     def __init__(

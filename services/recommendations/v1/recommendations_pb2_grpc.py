@@ -27,7 +27,16 @@ if _version_not_supported:
 
 
 class RecommendationsServiceStub:
-    """Personalised recommendations, similar items and outfit completion per retailer.
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+    - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+    10 MiB and 4096 px a side.
+    - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+    1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+    of the server clock.
+    - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+    in CompleteTheLook.
     """
 
     def __init__(self, channel):
@@ -84,11 +93,23 @@ class RecommendationsServiceStub:
 
 
 class RecommendationsServiceServicer:
-    """Personalised recommendations, similar items and outfit completion per retailer.
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+    - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+    10 MiB and 4096 px a side.
+    - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+    1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+    of the server clock.
+    - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+    in CompleteTheLook.
     """
 
     def UpsertItems(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
+        are extracted (background removed, k-means in CIELAB, named from the vocabulary in
+        services/recommendations/README.md), stored and usable in Filter.colours.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -100,7 +121,10 @@ class RecommendationsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordEvents(self, request, context):
-        """Durable before acknowledged; idempotent on event id.
+        """Durable (committed to the store) before acknowledged; idempotent on event id.
+        Events for items not in the catalogue are accepted, stored and reported in
+        unknown_items; they count once the item is upserted (at the next training).
+        Events of users known to the active model are folded into their factors at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +137,8 @@ class RecommendationsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TrainModel(self, request, context):
-        """Starts a training job; the Operation's response is a ModelVersion.
+        """Starts a training job; the Operation's response is a ModelVersion, activated
+        (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,19 +151,22 @@ class RecommendationsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Recommend(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Top n for a user. An unknown user is not an error: the answer is a cold start.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SimilarItems(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Items like the given one: latent factors blended with attribute similarity.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteTheLook(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Complementary items from compatible categories for a cart or a page.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -200,7 +228,16 @@ def add_RecommendationsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RecommendationsService:
-    """Personalised recommendations, similar items and outfit completion per retailer.
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+    - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+    10 MiB and 4096 px a side.
+    - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+    1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+    of the server clock.
+    - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+    in CompleteTheLook.
     """
 
     @staticmethod

@@ -28,50 +28,110 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RecommendationsServiceStub:
-    """Personalised recommendations, similar items and outfit completion per retailer."""
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+      - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+        10 MiB and 4096 px a side.
+      - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+        1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+        of the server clock.
+      - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+        in CompleteTheLook.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RecommendationsServiceAsyncStub: ...
     UpsertItems: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.UpsertItemsRequest, _recommendations_pb2.UpsertItemsResponse]
+    """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
+    are extracted (background removed, k-means in CIELAB, named from the vocabulary in
+    services/recommendations/README.md), stored and usable in Filter.colours.
+    """
     GetItem: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.GetItemRequest, _recommendations_pb2.Item]
     RecordEvents: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]
-    """Durable before acknowledged; idempotent on event id."""
+    """Durable (committed to the store) before acknowledged; idempotent on event id.
+    Events for items not in the catalogue are accepted, stored and reported in
+    unknown_items; they count once the item is upserted (at the next training).
+    Events of users known to the active model are folded into their factors at once.
+    """
     StreamEvents: _grpc.StreamUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]
     TrainModel: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.TrainModelRequest, _operations_pb2.Operation]
-    """Starts a training job; the Operation's response is a ModelVersion."""
+    """Starts a training job; the Operation's response is a ModelVersion, activated
+    (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
+    """
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.ListModelVersionsRequest, _recommendations_pb2.ListModelVersionsResponse]
     Recommend: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]
+    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]
+    """Items like the given one: latent factors blended with attribute similarity."""
     CompleteTheLook: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]
+    """Complementary items from compatible categories for a cart or a page."""
 
 @_typing.type_check_only
 class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
-    """Personalised recommendations, similar items and outfit completion per retailer."""
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+      - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+        10 MiB and 4096 px a side.
+      - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+        1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+        of the server clock.
+      - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+        in CompleteTheLook.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     UpsertItems: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.UpsertItemsRequest, _recommendations_pb2.UpsertItemsResponse]  # type: ignore[assignment]
+    """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
+    are extracted (background removed, k-means in CIELAB, named from the vocabulary in
+    services/recommendations/README.md), stored and usable in Filter.colours.
+    """
     GetItem: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.GetItemRequest, _recommendations_pb2.Item]  # type: ignore[assignment]
     RecordEvents: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]  # type: ignore[assignment]
-    """Durable before acknowledged; idempotent on event id."""
+    """Durable (committed to the store) before acknowledged; idempotent on event id.
+    Events for items not in the catalogue are accepted, stored and reported in
+    unknown_items; they count once the item is upserted (at the next training).
+    Events of users known to the active model are folded into their factors at once.
+    """
     StreamEvents: _aio.StreamUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]  # type: ignore[assignment]
     TrainModel: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.TrainModelRequest, _operations_pb2.Operation]  # type: ignore[assignment]
-    """Starts a training job; the Operation's response is a ModelVersion."""
+    """Starts a training job; the Operation's response is a ModelVersion, activated
+    (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
+    """
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.ListModelVersionsRequest, _recommendations_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
     Recommend: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]  # type: ignore[assignment]
+    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
     SimilarItems: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]  # type: ignore[assignment]
+    """Items like the given one: latent factors blended with attribute similarity."""
     CompleteTheLook: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]  # type: ignore[assignment]
+    """Complementary items from compatible categories for a cart or a page."""
 
 class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Personalised recommendations, similar items and outfit completion per retailer."""
+    """Personalised recommendations, similar items and outfit completion per retailer (tenant).
+
+    Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
+      - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
+        10 MiB and 4096 px a side.
+      - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
+        1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
+        of the server clock.
+      - Recommend / SimilarItems / CompleteTheLook: n 1..100 (0 means 10); at most 50 item ids
+        in CompleteTheLook.
+    """
 
     @_abc_1.abstractmethod
     def UpsertItems(
         self,
         request: _recommendations_pb2.UpsertItemsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_recommendations_pb2.UpsertItemsResponse, _abc.Awaitable[_recommendations_pb2.UpsertItemsResponse]]: ...
+    ) -> _typing.Union[_recommendations_pb2.UpsertItemsResponse, _abc.Awaitable[_recommendations_pb2.UpsertItemsResponse]]:
+        """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
+        are extracted (background removed, k-means in CIELAB, named from the vocabulary in
+        services/recommendations/README.md), stored and usable in Filter.colours.
+        """
 
     @_abc_1.abstractmethod
     def GetItem(
@@ -86,7 +146,11 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendations_pb2.RecordEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendations_pb2.RecordEventsResponse, _abc.Awaitable[_recommendations_pb2.RecordEventsResponse]]:
-        """Durable before acknowledged; idempotent on event id."""
+        """Durable (committed to the store) before acknowledged; idempotent on event id.
+        Events for items not in the catalogue are accepted, stored and reported in
+        unknown_items; they count once the item is upserted (at the next training).
+        Events of users known to the active model are folded into their factors at once.
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(
@@ -101,7 +165,9 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendations_pb2.TrainModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
-        """Starts a training job; the Operation's response is a ModelVersion."""
+        """Starts a training job; the Operation's response is a ModelVersion, activated
+        (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
+        """
 
     @_abc_1.abstractmethod
     def ListModelVersions(
@@ -115,20 +181,23 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _recommendations_pb2.RecommendRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_recommendations_pb2.RecommendResponse, _abc.Awaitable[_recommendations_pb2.RecommendResponse]]: ...
+    ) -> _typing.Union[_recommendations_pb2.RecommendResponse, _abc.Awaitable[_recommendations_pb2.RecommendResponse]]:
+        """Top n for a user. An unknown user is not an error: the answer is a cold start."""
 
     @_abc_1.abstractmethod
     def SimilarItems(
         self,
         request: _recommendations_pb2.SimilarItemsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_recommendations_pb2.SimilarItemsResponse, _abc.Awaitable[_recommendations_pb2.SimilarItemsResponse]]: ...
+    ) -> _typing.Union[_recommendations_pb2.SimilarItemsResponse, _abc.Awaitable[_recommendations_pb2.SimilarItemsResponse]]:
+        """Items like the given one: latent factors blended with attribute similarity."""
 
     @_abc_1.abstractmethod
     def CompleteTheLook(
         self,
         request: _recommendations_pb2.CompleteTheLookRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_recommendations_pb2.CompleteTheLookResponse, _abc.Awaitable[_recommendations_pb2.CompleteTheLookResponse]]: ...
+    ) -> _typing.Union[_recommendations_pb2.CompleteTheLookResponse, _abc.Awaitable[_recommendations_pb2.CompleteTheLookResponse]]:
+        """Complementary items from compatible categories for a cart or a page."""
 
 def add_RecommendationsServiceServicer_to_server(servicer: RecommendationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
