@@ -27,8 +27,9 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -36,11 +37,15 @@ def commit() -> str:
 def write_section(name: str, body: str, command: str) -> None:
     """Replace the text between <!-- bench:NAME:start --> and <!-- bench:NAME:end -->."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = (f"<!-- bench:{name}:start -->\n"
-             f"Reproduce: `{command}` (run {stamp}, commit {commit()}, {machine()})\n\n"
-             f"{body.strip()}\n<!-- bench:{name}:end -->")
+    block = (
+        f"<!-- bench:{name}:start -->\n"
+        f"Reproduce: `{command}` (run {stamp}, commit {commit()}, {machine()})\n\n"
+        f"{body.strip()}\n<!-- bench:{name}:end -->"
+    )
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"<!-- bench:{re.escape(name)}:start -->.*?<!-- bench:{re.escape(name)}:end -->", re.S)
+    pattern = re.compile(
+        rf"<!-- bench:{re.escape(name)}:start -->.*?<!-- bench:{re.escape(name)}:end -->", re.S
+    )
     if pattern.search(text):
         text = pattern.sub(lambda _m: block, text)
     else:

@@ -52,8 +52,14 @@ def service_config(tmp_path: Path) -> Callable[..., ServiceConfig]:
 
     def make(service: str, **overrides: object) -> ServiceConfig:
         values: dict[str, object] = dict(
-            service=service, host="127.0.0.1", port=0, metrics_port=0, data_dir=tmp_path / "data",
-            database_url=f"sqlite:///{tmp_path / 'data' / (service + '.db')}", log_format="text", grace_s=5.0,
+            service=service,
+            host="127.0.0.1",
+            port=0,
+            metrics_port=0,
+            data_dir=tmp_path / "data",
+            database_url=f"sqlite:///{tmp_path / 'data' / (service + '.db')}",
+            log_format="text",
+            grace_s=5.0,
         )
         values.update(overrides)
         return ServiceConfig(**values)  # type: ignore[arg-type]
@@ -65,13 +71,14 @@ def service_config(tmp_path: Path) -> Callable[..., ServiceConfig]:
 def start_server(service_config: Callable[..., ServiceConfig]) -> Iterator[Callable[..., Server]]:
     """Starts an in-process server for a build() function on a free port; stops it after the test.
 
-        server = start_server("nesting", build)      # waits until SERVING
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    server = start_server("nesting", build)      # waits until SERVING
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     """
     servers: list[Server] = []
 
-    def start(service: str, build: Callable[[Runtime], ServiceSpec], wait: bool = True,
-              **overrides: object) -> Server:
+    def start(
+        service: str, build: Callable[[Runtime], ServiceSpec], wait: bool = True, **overrides: object
+    ) -> Server:
         server = Server(service_config(service, **overrides), build)
         server.start(metrics_port=0)
         servers.append(server)
@@ -92,8 +99,9 @@ def service_process(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.P
     """
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(service: str, spec: str | None = None, env: dict[str, str] | None = None,
-              wait: bool = True) -> tuple[subprocess.Popen[bytes], int, int]:
+    def start(
+        service: str, spec: str | None = None, env: dict[str, str] | None = None, wait: bool = True
+    ) -> tuple[subprocess.Popen[bytes], int, int]:
         port, metrics_port = free_port(), free_port()
         child_env = {
             **os.environ,

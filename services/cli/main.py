@@ -1,8 +1,8 @@
 """The ``atelier`` command for people.
 
-    atelier serve                 # every service on localhost (what `make run` runs)
-    atelier status                # health of every service
-    atelier <group> ...           # one group per service: gen, body, nest, inspect, trends, recs
+atelier serve                 # every service on localhost (what `make run` runs)
+atelier status                # health of every service
+atelier <group> ...           # one group per service: gen, body, nest, inspect, trends, recs
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ def serve(
     chosen = services or list(SERVICES)
     unknown = [s for s in chosen if s not in SERVICES]
     if unknown:
-        raise typer.BadParameter(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
+        raise typer.BadParameter(
+            f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
+        )
     table = Table(title="Atelier on localhost")
     for column in ("service", "gRPC", "metrics"):
         table.add_column(column)
     for name in chosen:
         config = ServiceConfig.from_env(name)
-        table.add_row(name, f"{config.host}:{config.port}", f"http://{config.host}:{config.metrics_port}/metrics")
+        table.add_row(
+            name, f"{config.host}:{config.port}", f"http://{config.host}:{config.metrics_port}/metrics"
+        )
     console.print(table)
     console.print("Ctrl-C stops them all. `atelier status` (in another terminal) shows their health.")
     raise typer.Exit(supervisor.run(chosen))
@@ -93,8 +97,14 @@ def config(service: str = typer.Argument(..., help="a service name")) -> None:
     """Print the configuration a service would run with (from the environment)."""
     if service not in SERVICES:
         raise typer.BadParameter(f"choose from {', '.join(SERVICES)}")
+    import sqlalchemy as sa
+
     for key, value in vars(ServiceConfig.from_env(service)).items():
-        shown = "***" if key == "api_keys" and value else value
+        shown = value
+        if key == "api_keys" and value:
+            shown = f"{len(value)} key(s)"
+        elif key == "database_url":
+            shown = sa.engine.make_url(value).render_as_string(hide_password=True)
         console.print(f"{key} = {shown}")
 
 

@@ -21,8 +21,13 @@ from atelier.runtime.status import abort
 log = logging.getLogger("atelier.rpc")
 
 # Open without an API key: probes and tooling must reach these.
-OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                           "grpc.reflection.v1.ServerReflection"})
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 TENANT_HEADER = "x-atelier-tenant"
 REQUEST_ID_HEADER = "x-request-id"
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -75,7 +80,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                wrap.streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                wrap.streaming(handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
@@ -93,8 +100,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
 class _Call:
     """What the interceptor does around one RPC."""
 
-    def __init__(self, owner: ServerInterceptor, labels: tuple[str, str, str], method: str,
-                 metadata: dict[str, Any]) -> None:
+    def __init__(
+        self, owner: ServerInterceptor, labels: tuple[str, str, str], method: str, metadata: dict[str, Any]
+    ) -> None:
         self.owner = owner
         self.labels = labels
         self.method = method
@@ -110,10 +118,13 @@ class _Call:
 
     def _admit(self, context: grpc.ServicerContext) -> None:
         if not _TENANT_RE.match(tenant_var.get()):
-            abort(context, InvalidArgumentError.for_field(
-                f"metadata {TENANT_HEADER}",
-                "must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
-            ))
+            abort(
+                context,
+                InvalidArgumentError.for_field(
+                    f"metadata {TENANT_HEADER}",
+                    "must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
+                ),
+            )
         self._authorise(context)
 
     def _authorise(self, context: grpc.ServicerContext) -> None:
@@ -125,8 +136,10 @@ class _Call:
         if bearer.lower().startswith("bearer "):
             presented = bearer[7:].strip()
         if not presented or not any(hmac.compare_digest(presented, k) for k in keys):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or unknown API key: send 'authorization: Bearer <key>' metadata")
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or unknown API key: send 'authorization: Bearer <key>' metadata",
+            )
 
     def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
         elapsed = time.perf_counter() - started
@@ -134,7 +147,13 @@ class _Call:
         metrics.handling_seconds.labels(*self.labels).observe(elapsed)
         if self.labels[1] not in OPEN_SERVICES:
             level = logging.WARNING if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else logging.INFO
-            log.log(level, "rpc %s %s", self.method, code, extra={"grpc_code": code, "duration_ms": round(elapsed * 1000, 2)})
+            log.log(
+                level,
+                "rpc %s %s",
+                self.method,
+                code,
+                extra={"grpc_code": code, "duration_ms": round(elapsed * 1000, 2)},
+            )
         for var, token in zip((request_id_var, tenant_var, method_var), tokens, strict=True):
             var.reset(token)
 
@@ -145,8 +164,10 @@ class _Call:
         if context.code() not in (None, grpc.StatusCode.OK):
             raise exc  # the handler already ended the call with context.abort(...)
         log.exception("unhandled error in %s", self.method)
-        context.abort(grpc.StatusCode.INTERNAL,
-                      f"internal error (request id {request_id_var.get()}); the server log has the details")
+        context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error (request id {request_id_var.get()}); the server log has the details",
+        )
 
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
         for request in requests:

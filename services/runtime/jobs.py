@@ -93,8 +93,14 @@ class JobHandle:
     cancellation: Cancellation = field(default_factory=Cancellation)
     _last_write: float = 0.0
 
-    def progress(self, fraction: float, message: str = "", steps_done: int = 0, steps_total: int = 0,
-                 partial: message.Message | None = None) -> None:
+    def progress(
+        self,
+        fraction: float,
+        message: str = "",
+        steps_done: int = 0,
+        steps_total: int = 0,
+        partial: message.Message | None = None,
+    ) -> None:
         """Report progress (and optionally the best result so far). Raises when cancelled."""
         now = time.monotonic()
         # Writes are throttled to 4 a second; watchers still see every update in memory.
@@ -155,10 +161,21 @@ class JobManager:
         with self.store.engine.begin() as conn:
             conn.execute(
                 operations_table.insert().values(
-                    name=name, tenant_id=tenant or current_tenant(), service=self.service, kind=kind,
-                    state=JobState.JOB_STATE_QUEUED, fraction=0.0, message="queued", steps_done=0,
-                    steps_total=0, cancel_requested=False, runner="local", create_time=now,
-                    update_time=now, error_code=0, error_message="",
+                    name=name,
+                    tenant_id=tenant or current_tenant(),
+                    service=self.service,
+                    kind=kind,
+                    state=JobState.JOB_STATE_QUEUED,
+                    fraction=0.0,
+                    message="queued",
+                    steps_done=0,
+                    steps_total=0,
+                    cancel_requested=False,
+                    runner="local",
+                    create_time=now,
+                    update_time=now,
+                    error_code=0,
+                    error_message="",
                 )
             )
         handle = JobHandle(name=name, manager=self)
@@ -168,10 +185,15 @@ class JobManager:
 
     def _run(self, handle: JobHandle, kind: str, fn: JobFunction) -> None:
         if handle.cancellation.cancelled:
-            self._finish(handle.name, JobState.JOB_STATE_CANCELLED, code_pb2.CANCELLED, "cancelled before it started")
+            self._finish(
+                handle.name, JobState.JOB_STATE_CANCELLED, code_pb2.CANCELLED, "cancelled before it started"
+            )
             return
-        self._publish(handle.name, {"state": JobState.JOB_STATE_RUNNING, "message": "running",
-                                    "update_time": utcnow()}, persist=True)
+        self._publish(
+            handle.name,
+            {"state": JobState.JOB_STATE_RUNNING, "message": "running", "update_time": utcnow()},
+            persist=True,
+        )
         metrics.jobs_running.labels(self.service, kind).inc()
         started = time.monotonic()
         try:
@@ -180,7 +202,9 @@ class JobManager:
         except CancelledError as exc:
             self._finish(handle.name, JobState.JOB_STATE_CANCELLED, code_pb2.CANCELLED, exc.message)
         except AtelierError as exc:
-            self._finish(handle.name, JobState.JOB_STATE_FAILED, code_pb2.Code.Value(exc.code_name), exc.message)
+            self._finish(
+                handle.name, JobState.JOB_STATE_FAILED, code_pb2.Code.Value(exc.code_name), exc.message
+            )
         except Exception as exc:
             log.exception("job %s failed", handle.name)
             self._finish(handle.name, JobState.JOB_STATE_FAILED, code_pb2.INTERNAL, f"internal error: {exc}")
@@ -189,25 +213,33 @@ class JobManager:
             metrics.job_seconds.labels(self.service, kind).observe(time.monotonic() - started)
             self._handles.pop(handle.name, None)
 
-    def _finish(self, name: str, state: int, code: int, error: str,
-                response: message.Message | None = None) -> None:
-        values: dict[str, Any] = {"state": state, "error_code": code, "error_message": error,
-                                  "update_time": utcnow()}
+    def _finish(
+        self, name: str, state: int, code: int, error: str, response: message.Message | None = None
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": state,
+            "error_code": code,
+            "error_message": error,
+            "update_time": utcnow(),
+        }
         if state == JobState.JOB_STATE_SUCCEEDED:
             values.update(fraction=1.0, message="done")
         if response is not None:
             values["response"] = _pack(response)
         self._publish(name, values, persist=True)
         row = self._row(name, tenant=None)
-        metrics.jobs_total.labels(self.service, row["kind"], JobState.Name(state)).inc()
+        metrics.jobs_total.labels(self.service, row["kind"], JobState.Name(JobState.ValueType(state))).inc()
 
     def _publish(self, name: str, values: dict[str, Any], persist: bool) -> None:
         with self._changed:
             self._live.setdefault(name, {}).update(values)
             if persist:
                 with self.store.engine.begin() as conn:
-                    conn.execute(operations_table.update().where(operations_table.c.name == name)
-                                 .values(**self._live[name]))
+                    conn.execute(
+                        operations_table.update()
+                        .where(operations_table.c.name == name)
+                        .values(**self._live[name])
+                    )
                 if values.get("state") in TERMINAL:
                     self._live.pop(name, None)
             self._changed.notify_all()
@@ -240,7 +272,9 @@ class JobManager:
         packed.ParseFromString(blob)
         return packed
 
-    def list(self, page_size: int = 50, page_token: str = "", kind: str = "") -> tuple[list[operations_pb2.Operation], str]:
+    def list(
+        self, page_size: int = 50, page_token: str = "", kind: str = ""
+    ) -> tuple[list[operations_pb2.Operation], str]:
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgumentError.for_field("page_size", f"must be 0..{MAX_PAGE_SIZE}")
         size = page_size or 50
@@ -249,12 +283,17 @@ class JobManager:
             try:
                 offset = int(page_token)
             except ValueError:
-                raise InvalidArgumentError.for_field("page_token", "not a token from a previous response") from None
-        query = (operations_table.select()
-                 .where(operations_table.c.tenant_id == current_tenant())
-                 .where(operations_table.c.service == self.service)
-                 .order_by(operations_table.c.create_time.desc(), operations_table.c.name)
-                 .offset(offset).limit(size + 1))
+                raise InvalidArgumentError.for_field(
+                    "page_token", "not a token from a previous response"
+                ) from None
+        query = (
+            operations_table.select()
+            .where(operations_table.c.tenant_id == current_tenant())
+            .where(operations_table.c.service == self.service)
+            .order_by(operations_table.c.create_time.desc(), operations_table.c.name)
+            .offset(offset)
+            .limit(size + 1)
+        )
         if kind:
             query = query.where(operations_table.c.kind == kind)
         with self.store.engine.connect() as conn:
@@ -262,8 +301,9 @@ class JobManager:
         more = len(rows) > size
         return [self.to_operation(r) for r in rows[:size]], str(offset + size) if more else ""
 
-    def watch(self, name: str, cancellation: Cancellation | None = None,
-              interval_s: float = 1.0) -> Iterator[operations_pb2.Operation]:
+    def watch(
+        self, name: str, cancellation: Cancellation | None = None, interval_s: float = 1.0
+    ) -> Iterator[operations_pb2.Operation]:
         """Yields the operation whenever it changes (at least every interval_s) until it is done."""
         last: tuple[Any, ...] | None = None
         while True:
@@ -295,8 +335,11 @@ class JobManager:
         if row["state"] in TERMINAL:
             return  # AIP-151: cancelling a finished operation is not an error
         with self.store.engine.begin() as conn:
-            conn.execute(operations_table.update().where(operations_table.c.name == name)
-                         .values(cancel_requested=True, update_time=utcnow()))
+            conn.execute(
+                operations_table.update()
+                .where(operations_table.c.name == name)
+                .values(cancel_requested=True, update_time=utcnow())
+            )
         handle = self._handles.get(name)
         if handle is not None:
             handle.cancellation.cancel("cancelled by request")
@@ -320,12 +363,18 @@ class JobManager:
     def to_operation(self, row: dict[str, Any]) -> operations_pb2.Operation:
         state = int(row["state"])
         meta = progress_pb2.OperationMetadata(
-            service=row["service"], kind=row["kind"], runner=row["runner"],
+            service=row["service"],
+            kind=row["kind"],
+            runner=row["runner"],
             cancel_requested=bool(row["cancel_requested"]),
             progress=progress_pb2.Progress(
-                state=state, fraction=float(row["fraction"]), message=row["message"],
-                steps_done=int(row["steps_done"]), steps_total=int(row["steps_total"]),
-                create_time=_timestamp(row["create_time"]), update_time=_timestamp(row["update_time"]),
+                state=JobState.ValueType(state),
+                fraction=float(row["fraction"]),
+                message=row["message"],
+                steps_done=int(row["steps_done"]),
+                steps_total=int(row["steps_total"]),
+                create_time=_timestamp(row["create_time"]),
+                update_time=_timestamp(row["update_time"]),
             ),
         )
         op = operations_pb2.Operation(name=row["name"], done=state in TERMINAL)
@@ -333,6 +382,9 @@ class JobManager:
         if state == JobState.JOB_STATE_SUCCEEDED and row.get("response"):
             op.response.ParseFromString(row["response"])
         elif state in (JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED):
-            op.error.CopyFrom(status_pb2.Status(code=int(row["error_code"]) or code_pb2.UNKNOWN,
-                                                message=row["error_message"]))
+            op.error.CopyFrom(
+                status_pb2.Status(
+                    code=int(row["error_code"]) or code_pb2.UNKNOWN, message=row["error_message"]
+                )
+            )
         return op

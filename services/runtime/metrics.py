@@ -8,7 +8,26 @@ from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 import atelier
 
 # Latency buckets from 1 ms (a cached recommendation) to 10 min (a long generation or marker).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -32,10 +51,15 @@ service_ready = Gauge(
 )
 build_info = Info("atelier_build", "Version of the running service.")
 
-jobs_total = Counter("atelier_jobs_total", "Long-running jobs that ended, by final state.", ("service", "kind", "state"))
+jobs_total = Counter(
+    "atelier_jobs_total", "Long-running jobs that ended, by final state.", ("service", "kind", "state")
+)
 jobs_running = Gauge("atelier_jobs_running", "Long-running jobs running now.", ("service", "kind"))
 job_seconds = Histogram(
-    "atelier_job_seconds", "Duration of long-running jobs, in seconds.", ("service", "kind"), buckets=LATENCY_BUCKETS
+    "atelier_job_seconds",
+    "Duration of long-running jobs, in seconds.",
+    ("service", "kind"),
+    buckets=LATENCY_BUCKETS,
 )
 
 

@@ -24,13 +24,15 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     def __init__(self, jobs: JobManager) -> None:
         self.jobs = jobs
 
-    def GetOperation(self, request: operations_pb2.GetOperationRequest,
-                     context: grpc.ServicerContext) -> operations_pb2.Operation:
+    def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         _require_name(request.name)
         return self.jobs.get(request.name)
 
-    def ListOperations(self, request: operations_pb2.ListOperationsRequest,
-                       context: grpc.ServicerContext) -> operations_pb2.ListOperationsResponse:
+    def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.ListOperationsResponse:
         kind = ""
         if request.filter:
             key, _, value = request.filter.partition("=")
@@ -40,20 +42,23 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         ops, token = self.jobs.list(request.page_size, request.page_token, kind)
         return operations_pb2.ListOperationsResponse(operations=ops, next_page_token=token)
 
-    def DeleteOperation(self, request: operations_pb2.DeleteOperationRequest,
-                        context: grpc.ServicerContext) -> empty_pb2.Empty:
+    def DeleteOperation(
+        self, request: operations_pb2.DeleteOperationRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         _require_name(request.name)
         self.jobs.delete(request.name)
         return empty_pb2.Empty()
 
-    def CancelOperation(self, request: operations_pb2.CancelOperationRequest,
-                        context: grpc.ServicerContext) -> empty_pb2.Empty:
+    def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         _require_name(request.name)
         self.jobs.cancel(request.name)
         return empty_pb2.Empty()
 
-    def WaitOperation(self, request: operations_pb2.WaitOperationRequest,
-                      context: grpc.ServicerContext) -> operations_pb2.Operation:
+    def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         _require_name(request.name)
         timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else MAX_WAIT_S
         if timeout < 0:

@@ -121,7 +121,9 @@ class Server:
             ("grpc.so_reuseport", 0),
         ]
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=f"{config.service}-rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=config.max_workers, thread_name_prefix=f"{config.service}-rpc"
+            ),
             interceptors=[ServerInterceptor(config.service, config.api_keys, config.default_tenant)],
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
@@ -162,8 +164,12 @@ class Server:
         self.metrics_port = metrics.start_metrics_server(self.config.service, self.config.host, port)
         self.grpc_server.start()
         log.info(
-            "%s listening on %s:%d (metrics on :%d)", self.config.service, self.config.host, self.port,
-            self.metrics_port, extra={"port": self.port, "metrics_port": self.metrics_port},
+            "%s listening on %s:%d (metrics on :%d)",
+            self.config.service,
+            self.config.host,
+            self.port,
+            self.metrics_port,
+            extra={"port": self.port, "metrics_port": self.metrics_port},
         )
         threading.Thread(target=self._load, name=f"{self.config.service}-load", daemon=True).start()
 
@@ -205,7 +211,9 @@ class Server:
 
 def load_build(target: str) -> Callable[[Runtime], ServiceSpec]:
     """'nesting' -> atelier.nesting.server:build; 'pkg.mod:func' -> that function."""
-    module_name, _, func = target.partition(":") if ":" in target else (f"atelier.{target}.server", "", "build")
+    module_name, _, func = (
+        target.partition(":") if ":" in target else (f"atelier.{target}.server", "", "build")
+    )
     build = getattr(importlib.import_module(module_name), func or "build")
     return build  # type: ignore[no-any-return]
 
@@ -233,7 +241,9 @@ def serve(service: str, target: str | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one Atelier service.")
     parser.add_argument("service", help="service name, e.g. nesting")
-    parser.add_argument("--spec", help="module:function returning a ServiceSpec (default atelier.<service>.server:build)")
+    parser.add_argument(
+        "--spec", help="module:function returning a ServiceSpec (default atelier.<service>.server:build)"
+    )
     args = parser.parse_args(argv)
     return serve(args.service, args.spec)
 

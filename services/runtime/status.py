@@ -63,7 +63,9 @@ def cancellation_from(context: grpc.ServicerContext) -> Cancellation:
     remaining = context.time_remaining()
     deadline = None if remaining is None else time.monotonic() + remaining
     token = Cancellation(deadline_monotonic=deadline, is_active=context.is_active)
-    context.add_callback(lambda: token.cancel("the call ended (cancelled by the client or past its deadline)"))
+    context.add_callback(
+        lambda: token.cancel("the call ended (cancelled by the client or past its deadline)")
+    )
     return token
 
 

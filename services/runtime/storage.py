@@ -53,7 +53,7 @@ def normalise_url(url: str) -> str:
     """postgres:// and postgresql:// use psycopg 3 (the driver we install)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -90,7 +90,9 @@ class Store:
             sa.event.listen(engine, "connect", _on_sqlite_connect)
             return engine
         connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+        )
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply the component's pending migrations in order; returns the schema version."""
@@ -114,7 +116,9 @@ class Store:
             for migration in migrations:
                 if migration.version in applied:
                     continue
-                log.info("migrating %s to version %d: %s", component, migration.version, migration.description)
+                log.info(
+                    "migrating %s to version %d: %s", component, migration.version, migration.description
+                )
                 migration.upgrade(conn)
                 conn.execute(
                     schema_versions.insert().values(
@@ -129,7 +133,9 @@ class Store:
     def schema_version(self, component: str) -> int:
         with self.engine.connect() as conn:
             value = conn.scalar(
-                sa.select(sa.func.max(schema_versions.c.version)).where(schema_versions.c.component == component)
+                sa.select(sa.func.max(schema_versions.c.version)).where(
+                    schema_versions.c.component == component
+                )
             )
         return int(value or 0)
 

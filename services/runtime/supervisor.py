@@ -21,14 +21,19 @@ log = logging.getLogger("atelier.supervisor")
 def run(services: Sequence[str], grace_s: float = 30.0) -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name in services:
-        children[name] = subprocess.Popen([sys.executable, "-m", "atelier.runtime.server", name], env=os.environ.copy())
+        children[name] = subprocess.Popen(
+            [sys.executable, "-m", "atelier.runtime.server", name], env=os.environ.copy()
+        )
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         if not stopping:
             stopping = True
-            print(f"\natelier: stopping {len(children)} services (signal {signal.Signals(signum).name})", file=sys.stderr)
+            print(
+                f"\natelier: stopping {len(children)} services (signal {signal.Signals(signum).name})",
+                file=sys.stderr,
+            )
             for child in children.values():
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
@@ -44,7 +49,9 @@ def run(services: Sequence[str], grace_s: float = 30.0) -> int:
             if code is not None and name not in reported:
                 reported.add(name)
                 if not stopping:
-                    print(f"atelier: {name} exited with code {code}; the others keep running", file=sys.stderr)
+                    print(
+                        f"atelier: {name} exited with code {code}; the others keep running", file=sys.stderr
+                    )
                     exit_code = exit_code or code or 1
         if stopping:
             deadline = deadline or time.monotonic() + grace_s + 5

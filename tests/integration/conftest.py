@@ -20,8 +20,17 @@ def echo_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("echo_gen")
     include = generate._googleapis_include(out)
     well_known = Path(protoc.__file__).parent / "_proto"
-    code = protoc.main(["protoc", f"-I{HERE}", f"-I{include}", f"-I{well_known}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "echo.proto"])
+    code = protoc.main(
+        [
+            "protoc",
+            f"-I{HERE}",
+            f"-I{include}",
+            f"-I{well_known}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            "echo.proto",
+        ]
+    )
     assert code == 0, "compiling tests/runtime/echo.proto failed"
     sys.path[:0] = [str(out), str(HERE)]
     old = os.environ.get("PYTHONPATH", "")

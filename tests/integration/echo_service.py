@@ -53,8 +53,13 @@ class EchoServicer(echo_pb2_grpc.EchoServiceServicer):  # type: ignore[misc]
     def StartJob(self, request: Any, context: Any) -> Any:
         def work(job: JobHandle) -> Any:
             for step in range(request.steps):
-                job.progress((step + 1) / request.steps, f"step {step + 1}", step + 1, request.steps,
-                             partial=echo_pb2.CountResponse(value=step + 1))
+                job.progress(
+                    (step + 1) / request.steps,
+                    f"step {step + 1}",
+                    step + 1,
+                    request.steps,
+                    partial=echo_pb2.CountResponse(value=step + 1),
+                )
                 time.sleep(request.step_s)
                 if request.fail:
                     raise FailedPreconditionError("asked to fail")

@@ -29,8 +29,9 @@ def test_atelier_serve_starts_every_service(tmp_path: Path) -> None:
         env[f"ATELIER_{name.upper()}_METRICS_PORT"] = str(metrics_port)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "atelier.cli.main", "serve"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atelier.cli.main", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         for name, (port, metrics_port) in ports.items():
             try:
@@ -43,10 +44,17 @@ def test_atelier_serve_starts_every_service(tmp_path: Path) -> None:
             )
             listed = {s.name for r in replies for s in r.list_services_response.service}
             assert {GRPC_SERVICES[name], "grpc.health.v1.Health"} <= listed, (name, listed)
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            metrics = (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+            )
             assert f'atelier_service_ready{{service="{name}"}} 1.0' in metrics
-        status = subprocess.run([sys.executable, "-m", "atelier.cli.main", "status"], env=env,
-                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [sys.executable, "-m", "atelier.cli.main", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.count("SERVING") == len(SERVICES)
     finally:

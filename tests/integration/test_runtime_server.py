@@ -21,6 +21,7 @@ from atelier.runtime.server import Server
 from atelier.runtime.status import field_violations
 from tests.conftest import wait_serving
 
+
 def echo() -> Any:
     import echo_pb2  # type: ignore[import-not-found]
     import echo_pb2_grpc  # type: ignore[import-not-found]
@@ -104,7 +105,9 @@ def test_deadline_exceeded_and_work_stops(echo_server: Server) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         text = scrape(echo_server.metrics_port)
-        if metric_value(text, "grpc_server_handled_total", grpc_method="Sleep", grpc_code="DEADLINE_EXCEEDED"):
+        if metric_value(
+            text, "grpc_server_handled_total", grpc_method="Sleep", grpc_code="DEADLINE_EXCEEDED"
+        ):
             break
         time.sleep(0.1)
     else:
@@ -136,11 +139,17 @@ def test_reflection_lists_services(echo_server: Server) -> None:
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
     replies = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for reply in replies for s in reply.list_services_response.service}
-    assert {"atelier.testing.v1.EchoService", "grpc.health.v1.Health",
-            "google.longrunning.Operations", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert {
+        "atelier.testing.v1.EchoService",
+        "grpc.health.v1.Health",
+        "google.longrunning.Operations",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
 
 
-def test_health_not_serving_until_loaded(start_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_not_serving_until_loaded(
+    start_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ECHO_LOAD_SECONDS", "1.5")
     server = start_server("echo", build_echo, wait=False)
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
@@ -159,7 +168,10 @@ def test_api_keys_required_when_configured(start_server: Callable[..., Server]) 
     with pytest.raises(grpc.RpcError) as err:
         stub(server).Echo(pb2.EchoRequest(text="x"))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert stub(server).Echo(pb2.EchoRequest(text="x"), metadata=[("authorization", "Bearer s3cret")]).text == "x"
+    assert (
+        stub(server).Echo(pb2.EchoRequest(text="x"), metadata=[("authorization", "Bearer s3cret")]).text
+        == "x"
+    )
     # Probes stay open.
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
@@ -176,7 +188,9 @@ def test_job_runs_reports_progress_and_result(echo_server: Server) -> None:
     op = stub(echo_server).StartJob(pb2.StartJobRequest(steps=5, step_s=0.05))
     assert op.name.startswith("operations/echo/") and not op.done
     ops = operations_pb2_grpc.OperationsStub(grpc.insecure_channel(f"127.0.0.1:{echo_server.port}"))
-    done = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=10)))
+    done = ops.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=10))
+    )
     assert done.done and _operation_state(done) == progress_pb2.JOB_STATE_SUCCEEDED
     result = pb2.CountResponse()
     done.response.Unpack(result)
@@ -185,7 +199,9 @@ def test_job_runs_reports_progress_and_result(echo_server: Server) -> None:
     assert op.name in [o.name for o in listed.operations]
     # Other tenants do not see it.
     with pytest.raises(grpc.RpcError) as err:
-        ops.GetOperation(operations_pb2.GetOperationRequest(name=op.name), metadata=[("x-atelier-tenant", "other")])
+        ops.GetOperation(
+            operations_pb2.GetOperationRequest(name=op.name), metadata=[("x-atelier-tenant", "other")]
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -195,12 +211,16 @@ def test_job_cancel_and_failure(echo_server: Server) -> None:
     op = stub(echo_server).StartJob(pb2.StartJobRequest(steps=200, step_s=0.05))
     time.sleep(0.2)
     ops.CancelOperation(operations_pb2.CancelOperationRequest(name=op.name))
-    done = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=10)))
+    done = ops.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=10))
+    )
     assert done.done and _operation_state(done) == progress_pb2.JOB_STATE_CANCELLED
     assert done.error.code == grpc.StatusCode.CANCELLED.value[0]
 
     failed = stub(echo_server).StartJob(pb2.StartJobRequest(steps=3, step_s=0.01, fail=True))
-    done = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=failed.name, timeout=duration_pb2.Duration(seconds=10)))
+    done = ops.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=failed.name, timeout=duration_pb2.Duration(seconds=10))
+    )
     assert _operation_state(done) == progress_pb2.JOB_STATE_FAILED
     assert done.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert done.error.message == "asked to fail"
@@ -211,8 +231,9 @@ def test_job_cancel_and_failure(echo_server: Server) -> None:
 
 def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(service_process: Callable[..., Any]) -> None:
     pb2, _ = echo()
-    proc, port, _metrics_port = service_process("echo", spec="echo_service:build",
-                                                env={"ATELIER_ECHO_GRACE_SECONDS": "10"})
+    proc, port, _metrics_port = service_process(
+        "echo", spec="echo_service:build", env={"ATELIER_ECHO_GRACE_SECONDS": "10"}
+    )
     results: dict[str, Any] = {}
 
     def slow_call() -> None:
@@ -239,10 +260,14 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(service_process: Ca
 
 def test_restart_keeps_finished_jobs_and_fails_interrupted_ones(service_process: Callable[..., Any]) -> None:
     pb2, _ = echo()
-    proc, port, _ = service_process("echo", spec="echo_service:build", env={"ATELIER_ECHO_GRACE_SECONDS": "0"})
+    proc, port, _ = service_process(
+        "echo", spec="echo_service:build", env={"ATELIER_ECHO_GRACE_SECONDS": "0"}
+    )
     ops = operations_pb2_grpc.OperationsStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     finished = stub(port).StartJob(pb2.StartJobRequest(steps=2, step_s=0.01))
-    ops.WaitOperation(operations_pb2.WaitOperationRequest(name=finished.name, timeout=duration_pb2.Duration(seconds=10)))
+    ops.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=finished.name, timeout=duration_pb2.Duration(seconds=10))
+    )
     running = stub(port).StartJob(pb2.StartJobRequest(steps=1000, step_s=0.05))
     time.sleep(0.3)
     proc.kill()  # no goodbye: as when a node dies

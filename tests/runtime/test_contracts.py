@@ -14,7 +14,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescripto
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO_MODULES = sorted(
-    f"atelier.{p.parent.parent.name}.v1.{p.stem}_pb2" for p in (REPO / "protos" / "atelier").glob("*/v1/*.proto")
+    f"atelier.{p.parent.parent.name}.v1.{p.stem}_pb2"
+    for p in (REPO / "protos" / "atelier").glob("*/v1/*.proto")
 )
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 PASCAL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
@@ -24,8 +25,9 @@ LENGTH_WORDS = {"width", "height", "length", "spacing", "margin", "depth", "girt
 
 
 def test_generated_code_is_fresh() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "protos" / "generate.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "protos" / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -60,7 +62,9 @@ def test_contract_conventions(module: str) -> None:
         first = enum.values[0]
         if first.number != 0 or first.name != prefix + "UNSPECIFIED":
             problems.append(f"enum {enum.full_name}: first value must be {prefix}UNSPECIFIED = 0")
-        problems += [f"enum value {v.name} lacks prefix {prefix}" for v in enum.values if not v.name.startswith(prefix)]
+        problems += [
+            f"enum value {v.name} lacks prefix {prefix}" for v in enum.values if not v.name.startswith(prefix)
+        ]
     for msg in file.message_types_by_name.values():
         if not PASCAL.match(msg.name):
             problems.append(f"message {msg.full_name} is not PascalCase")
@@ -68,8 +72,11 @@ def test_contract_conventions(module: str) -> None:
             if not SNAKE.match(fld.name):
                 problems.append(f"field {msg.name}.{fld.name} is not lower_snake_case")
             words = set(fld.name.split("_"))
-            if fld.type in (fld.TYPE_DOUBLE, fld.TYPE_FLOAT, fld.TYPE_INT32, fld.TYPE_INT64) and words & LENGTH_WORDS \
-                    and not words & {"mm", "cm", "m", "px", "in", "yd", "m2", "mm2", "index", "count"}:
+            if (
+                fld.type in (fld.TYPE_DOUBLE, fld.TYPE_FLOAT, fld.TYPE_INT32, fld.TYPE_INT64)
+                and words & LENGTH_WORDS
+                and not words & {"mm", "cm", "m", "px", "in", "yd", "m2", "mm2", "index", "count"}
+            ):
                 problems.append(f"field {msg.name}.{fld.name} holds a length without a unit in its name")
     for service in file.services_by_name.values():
         if not service.name.endswith("Service"):
@@ -77,8 +84,10 @@ def test_contract_conventions(module: str) -> None:
         request_types = [m.input_type.full_name for m in service.methods]
         for method in service.methods:
             if method.input_type.name != f"{method.name}Request":
-                problems.append(f"rpc {service.name}.{method.name} takes {method.input_type.name}, "
-                                f"not {method.name}Request")
+                problems.append(
+                    f"rpc {service.name}.{method.name} takes {method.input_type.name}, "
+                    f"not {method.name}Request"
+                )
         duplicates = {t for t in request_types if request_types.count(t) > 1}
         problems += [f"request {t} is shared by several RPCs" for t in sorted(duplicates)]
     assert not problems, "\n".join(problems)

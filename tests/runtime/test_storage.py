@@ -5,8 +5,13 @@ import sqlalchemy as sa
 from atelier.runtime.storage import Migration, Store, create_tables, tenant_column
 
 meta = sa.MetaData()
-things = sa.Table("things", meta, sa.Column("id", sa.String(32), primary_key=True), tenant_column(),
-                  sa.Column("payload", sa.LargeBinary))
+things = sa.Table(
+    "things",
+    meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    tenant_column(),
+    sa.Column("payload", sa.LargeBinary),
+)
 
 
 def add_colour(conn: sa.Connection) -> None:
