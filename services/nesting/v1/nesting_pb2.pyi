@@ -70,7 +70,9 @@ class _MirrorRuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MirrorRule
     MIRROR_RULE_PAIR: _MirrorRule.ValueType  # 2
     """each copy is a pair: one as drawn and one mirrored"""
     MIRROR_RULE_ALLOWED: _MirrorRule.ValueType  # 3
-    """the solver may flip a copy when that packs better"""
+    """Copies may be flipped (fabric with identical face and back). The solver cannot choose flips,
+    so the split is fixed: floor(n/2) of the n copies are placed mirrored, the rest as drawn.
+    """
 
 class MirrorRule(_MirrorRule, metaclass=_MirrorRuleEnumTypeWrapper):
     """Whether a piece also needs its mirror image (left/right pairs cut from single-ply fabric)."""
@@ -82,7 +84,9 @@ MIRROR_RULE_NONE: MirrorRule.ValueType  # 1
 MIRROR_RULE_PAIR: MirrorRule.ValueType  # 2
 """each copy is a pair: one as drawn and one mirrored"""
 MIRROR_RULE_ALLOWED: MirrorRule.ValueType  # 3
-"""the solver may flip a copy when that packs better"""
+"""Copies may be flipped (fabric with identical face and back). The solver cannot choose flips,
+so the split is fixed: floor(n/2) of the n copies are placed mirrored, the rest as drawn.
+"""
 Global___MirrorRule: _TypeAlias = MirrorRule  # noqa: Y015
 
 class _FileFormat:
@@ -156,7 +160,9 @@ Global___Piece: _TypeAlias = Piece  # noqa: Y015
 
 @_typing.final
 class FlawZone(_message.Message):
-    """A region of the roll to keep clear, e.g. a flaw found by the inspection service."""
+    """A region of the roll to keep clear, e.g. a flaw found by the inspection service.
+    A flaw blocks the roll across its whole width over its x extent (see services/nesting/README.md).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -258,9 +264,11 @@ class CreateMarkerRequest(_message.Message):
     spacing_mm: _builtins.float
     """Minimum gap between two pieces, in mm."""
     time_budget_s: _builtins.float
-    """Wall-clock budget for the search, in seconds (documented maximum: 3600). Default 30."""
+    """Wall-clock budget for the search, in seconds, 1..3600, rounded to whole seconds. 0: 30."""
     seed: _builtins.int
-    """Seed of the solver; the same seed and budget give the same marker where the solver allows."""
+    """Seed of the solver. The same seed and budget give the same marker only with one solver
+    worker (ATELIER_NESTING_SOLVER_WORKERS=1); with several threads the search is timing dependent.
+    """
     marker_name: _builtins.str
     """A caller-chosen name shown on exports."""
     @_builtins.property
@@ -413,6 +421,10 @@ class Marker(_message.Message):
     WASTE_AREA_MM2_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     ELAPSED_S_FIELD_NUMBER: _builtins.int
+    FABRIC_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    SPACING_MM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     length_mm: _builtins.float
     width_mm: _builtins.float
@@ -424,8 +436,18 @@ class Marker(_message.Message):
     """Whether the search ran to its budget (false: best so far of a running job)."""
     elapsed_s: _builtins.float
     """Seconds of search behind this marker."""
+    seed: _builtins.int
+    spacing_mm: _builtins.float
     @_builtins.property
     def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Placement]: ...
+    @_builtins.property
+    def fabric(self) -> Global___Fabric:
+        """The fabric the marker was made for (margins and flaw zones, for exports)."""
+
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the service did beyond the solver, e.g. pieces shifted past a flaw zone."""
+
     def __init__(
         self,
         *,
@@ -438,10 +460,14 @@ class Marker(_message.Message):
         waste_area_mm2: _builtins.float = ...,
         final: _builtins.bool = ...,
         elapsed_s: _builtins.float = ...,
+        fabric: Global___Fabric | None = ...,
+        seed: _builtins.int = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+        spacing_mm: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "final", b"final", "length_mm", b"length_mm", "name", b"name", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "fabric", b"fabric", "final", b"final", "length_mm", b"length_mm", "name", b"name", "notes", b"notes", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "seed", b"seed", "spacing_mm", b"spacing_mm", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -455,6 +481,9 @@ class ImportPiecesRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     UNIT_MM_FIELD_NUMBER: _builtins.int
     format: Global___FileFormat.ValueType
+    """FILE_FORMAT_DXF or FILE_FORMAT_JSON (Atelier pieces JSON, or the jagua-rs/sparrow instance
+    format of shared/benchmarks/nesting, whose allowed_orientations map to grain rules).
+    """
     content: _builtins.bytes
     unit_mm: _builtins.float
     """The unit of the file's coordinates in mm (e.g. 10 for cm); 0 reads the file's own units."""

@@ -30,6 +30,15 @@ GRPC_VERSION: str
 class NestingServiceStub:
     """Marker making: garment pieces placed on a fabric roll of fixed width for the shortest marker.
     Coordinates are millimetres; x runs along the roll (the marker length), y across it (the width).
+
+    Limits (each enforced with INVALID_ARGUMENT naming the field):
+      at most 1000 placed pieces per marker (after size ratios and mirrored copies),
+      at most 500 pieces per request, at most 1000 vertices per outline,
+      time_budget_s 1..3600 (whole seconds: the solver takes integer seconds),
+      ratios: at most 50 sizes, counts 1..100.
+    The engine is spyrrow (sparrow). Every returned marker (final or partial) is verified with
+    shapely: all copies placed, no overlap, spacing held, inside the fabric and its margins,
+    flaw zones clear, rotations allowed by the grain rule.
     """
 
     @_typing.overload
@@ -54,6 +63,15 @@ class NestingServiceStub:
 class NestingServiceAsyncStub(NestingServiceStub):
     """Marker making: garment pieces placed on a fabric roll of fixed width for the shortest marker.
     Coordinates are millimetres; x runs along the roll (the marker length), y across it (the width).
+
+    Limits (each enforced with INVALID_ARGUMENT naming the field):
+      at most 1000 placed pieces per marker (after size ratios and mirrored copies),
+      at most 500 pieces per request, at most 1000 vertices per outline,
+      time_budget_s 1..3600 (whole seconds: the solver takes integer seconds),
+      ratios: at most 50 sizes, counts 1..100.
+    The engine is spyrrow (sparrow). Every returned marker (final or partial) is verified with
+    shapely: all copies placed, no overlap, spacing held, inside the fabric and its margins,
+    flaw zones clear, rotations allowed by the grain rule.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -74,6 +92,15 @@ class NestingServiceAsyncStub(NestingServiceStub):
 class NestingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Marker making: garment pieces placed on a fabric roll of fixed width for the shortest marker.
     Coordinates are millimetres; x runs along the roll (the marker length), y across it (the width).
+
+    Limits (each enforced with INVALID_ARGUMENT naming the field):
+      at most 1000 placed pieces per marker (after size ratios and mirrored copies),
+      at most 500 pieces per request, at most 1000 vertices per outline,
+      time_budget_s 1..3600 (whole seconds: the solver takes integer seconds),
+      ratios: at most 50 sizes, counts 1..100.
+    The engine is spyrrow (sparrow). Every returned marker (final or partial) is verified with
+    shapely: all copies placed, no overlap, spacing held, inside the fabric and its margins,
+    flaw zones clear, rotations allowed by the grain rule.
     """
 
     @_abc_1.abstractmethod
