@@ -60,7 +60,8 @@ Global___Fit: _TypeAlias = Fit  # noqa: Y015
 @_typing.final
 class Measurement(_message.Message):
     """A named body measurement, e.g. "chest_girth", "waist_girth", "hip_girth", "inseam",
-    "sleeve_length", "neck_girth", "shoulder_width", "thigh_girth", "back_length".
+    "sleeve_length", "neck_girth", "shoulder_width", "thigh_girth", "back_length" (the full list
+    is in services/body/README.md). "height" is also accepted as a known measurement.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -94,6 +95,31 @@ class Measurement(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Measurement: _TypeAlias = Measurement  # noqa: Y015
+
+@_typing.final
+class MeasurementWarning(_message.Message):
+    """Why a measurement could not be taken from the photos (it is then predicted by the model)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    measurement: _builtins.str
+    """The measurement concerned, or "" for the whole photo."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        measurement: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measurement", b"measurement", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeasurementWarning: _TypeAlias = MeasurementWarning  # noqa: Y015
 
 @_typing.final
 class Landmark(_message.Message):
@@ -167,6 +193,14 @@ class MeasureBodyResponse(_message.Message):
     SIDE_LANDMARKS_FIELD_NUMBER: _builtins.int
     OVERLAY_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_WARNINGS_FIELD_NUMBER: _builtins.int
+    SIDE_OVERLAY_FIELD_NUMBER: _builtins.int
+    SEGMENTATION_METHOD_FIELD_NUMBER: _builtins.int
+    MALE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    segmentation_method: _builtins.str
+    """"mediapipe-pose" or "grabcut" (fallback when the pose model is absent or finds nobody)."""
+    male_probability: _builtins.float
+    """P(male) given what is known (1 or 0 when sex was stated)."""
     @_builtins.property
     def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]: ...
     @_builtins.property
@@ -177,7 +211,15 @@ class MeasureBodyResponse(_message.Message):
     def overlay(self) -> _image_pb2.Image: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Measurements that could not be taken from the photos, and why."""
+        """Measurements that could not be taken from the photos, and why (human-readable)."""
+
+    @_builtins.property
+    def measurement_warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeasurementWarning]:
+        """The same, structured."""
+
+    @_builtins.property
+    def side_overlay(self) -> _image_pb2.Image:
+        """Side overlay, when a side photo was given and include_overlay is set."""
 
     def __init__(
         self,
@@ -187,10 +229,14 @@ class MeasureBodyResponse(_message.Message):
         side_landmarks: _abc.Iterable[Global___Landmark] | None = ...,
         overlay: _image_pb2.Image | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        measurement_warnings: _abc.Iterable[Global___MeasurementWarning] | None = ...,
+        side_overlay: _image_pb2.Image | None = ...,
+        segmentation_method: _builtins.str = ...,
+        male_probability: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["overlay", b"overlay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overlay", b"overlay", "side_overlay", b"side_overlay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["front_landmarks", b"front_landmarks", "measurements", b"measurements", "overlay", b"overlay", "side_landmarks", b"side_landmarks", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["front_landmarks", b"front_landmarks", "male_probability", b"male_probability", "measurement_warnings", b"measurement_warnings", "measurements", b"measurements", "overlay", b"overlay", "segmentation_method", b"segmentation_method", "side_landmarks", b"side_landmarks", "side_overlay", b"side_overlay", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,16 +276,20 @@ class PredictMeasurementsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEASUREMENTS_FIELD_NUMBER: _builtins.int
+    MALE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    male_probability: _builtins.float
+    """P(male) given what is known (1 or 0 when sex was stated)."""
     @_builtins.property
     def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]: ...
     def __init__(
         self,
         *,
         measurements: _abc.Iterable[Global___Measurement] | None = ...,
+        male_probability: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["measurements", b"measurements"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["male_probability", b"male_probability", "measurements", b"measurements"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,7 +297,7 @@ Global___PredictMeasurementsResponse: _TypeAlias = PredictMeasurementsResponse  
 
 @_typing.final
 class SizeRange(_message.Message):
-    """One size's range for one measurement."""
+    """One size's range for one body measurement (EN 13402-3 / ISO 8559-2 style body dimensions)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -477,20 +527,24 @@ class ZoneFit(_message.Message):
     MEASUREMENT_FIELD_NUMBER: _builtins.int
     FIT_FIELD_NUMBER: _builtins.int
     DIFFERENCE_CM_FIELD_NUMBER: _builtins.int
+    OUTSIDE_CM_FIELD_NUMBER: _builtins.int
     measurement: _builtins.str
     fit: Global___Fit.ValueType
     difference_cm: _builtins.float
-    """Body minus the size's range: negative is room to spare, positive is too tight, in cm."""
+    """Body minus the middle of the size's range, in cm: negative is room to spare, positive is tighter."""
+    outside_cm: _builtins.float
+    """How far the body is outside the range (0 inside): > 0 too tight, < 0 too loose, in cm."""
     def __init__(
         self,
         *,
         measurement: _builtins.str = ...,
         fit: Global___Fit.ValueType = ...,
         difference_cm: _builtins.float = ...,
+        outside_cm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["difference_cm", b"difference_cm", "fit", b"fit", "measurement", b"measurement"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["difference_cm", b"difference_cm", "fit", b"fit", "measurement", b"measurement", "outside_cm", b"outside_cm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -505,7 +559,7 @@ class SizeChoice(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     size: _builtins.str
     score: _builtins.float
-    """0..1."""
+    """0..1: probability that every zone falls in this size's ranges, given the measurements' sd."""
     @_builtins.property
     def zones(self) -> _containers.RepeatedCompositeFieldContainer[Global___ZoneFit]: ...
     def __init__(
@@ -583,19 +637,25 @@ class CreateSizeGridRequest(_message.Message):
 
     MEASUREMENTS_FIELD_NUMBER: _builtins.int
     BLOCK_FIELD_NUMBER: _builtins.int
+    SKIRT_LENGTH_CM_FIELD_NUMBER: _builtins.int
     block: _builtins.str
-    """e.g. "skirt", "bodice"; empty for no block."""
+    """"skirt" (straight skirt block, front and back half-panels, darts drawn in) or empty for none."""
+    skirt_length_cm: _builtins.float
+    """Skirt length from the waist, default 60 cm (20..120)."""
     @_builtins.property
-    def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]: ...
+    def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]:
+        """Needs at least waist_girth and hip_girth for a skirt block."""
+
     def __init__(
         self,
         *,
         measurements: _abc.Iterable[Global___Measurement] | None = ...,
         block: _builtins.str = ...,
+        skirt_length_cm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "measurements", b"measurements"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "measurements", b"measurements", "skirt_length_cm", b"skirt_length_cm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,13 @@ if _version_not_supported:
 
 class BodyServiceStub:
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+    at least 256 px on the short side with the person at least 400 px tall;
+    size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     def __init__(self, channel):
@@ -85,7 +91,13 @@ class BodyServiceStub:
 
 class BodyServiceServicer:
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+    at least 256 px on the short side with the person at least 400 px tall;
+    size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     def MeasureBody(self, request, context):
@@ -203,7 +215,13 @@ def add_BodyServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BodyService:
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+    at least 256 px on the short side with the person at least 400 px tall;
+    size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     @staticmethod

@@ -28,7 +28,13 @@ GRPC_VERSION: str
 
 class BodyServiceStub:
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+      height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+      at least 256 px on the short side with the person at least 400 px tall;
+      size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     @_typing.overload
@@ -51,7 +57,13 @@ class BodyServiceStub:
 @_typing.type_check_only
 class BodyServiceAsyncStub(BodyServiceStub):
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+      height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+      at least 256 px on the short side with the person at least 400 px tall;
+      size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -70,7 +82,13 @@ class BodyServiceAsyncStub(BodyServiceStub):
 
 class BodyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Body measurements from photos and height, size recommendation, made-to-measure grids.
-    Lengths are centimetres (the unit of size charts); photos are processed in memory only.
+    Lengths are centimetres (the unit of size charts); photos are processed in memory only and
+    never stored or logged.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
+      height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
+      at least 256 px on the short side with the person at least 400 px tall;
+      size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,250 @@
+"""Statistical body model: a Gaussian over log-measurements per sex, fitted on ANSUR II.
+
+Why a Gaussian: conditioning on whatever is known (height and weight only, or plus photo
+widths/depths, or plus a few tape measurements) is one closed-form step, and every answer comes
+with its uncertainty. Why logs: body dimensions scale multiplicatively (girth ~ weight / height),
+so a Gaussian in log space fits better than in millimetres and never predicts a negative girth.
+Two derived variables, (log weight)^2 and log height * log weight, make height+weight answers a
+quadratic rather than a plane; the log Ramanujan ellipse perimeter of each width/depth pair is
+the "fitted ellipse correction" of the photo path (the model learns how far the ellipse
+underestimates each girth, for each body).
+
+This module imports no gRPC and no pandas (pandas only in :func:`fit_from_csv`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PARAMS_PATH = Path(__file__).with_name("model_params.json")
+SEXES = ("female", "male")
+
+# Public measurement name -> (ANSUR II column, divisor to cm or kg, description).
+MEASUREMENTS: dict[str, tuple[str, float, str]] = {
+    "height": ("stature", 10.0, "standing height"),
+    "weight_kg": ("weightkg", 10.0, "body mass in kg"),
+    "chest_girth": ("chestcircumference", 10.0, "chest/bust girth at nipple level"),
+    "waist_girth": ("waistcircumference", 10.0, "waist girth at the navel"),
+    "hip_girth": ("buttockcircumference", 10.0, "hip/seat girth at maximum buttock protrusion"),
+    "inseam": ("crotchheight", 10.0, "crotch height (inseam)"),
+    "sleeve_length": ("sleeveoutseam", 10.0, "shoulder (acromion) to wrist, sleeve outseam"),
+    "sleeve_length_spine": ("sleevelengthspinewrist", 10.0, "spine to wrist over the shoulder"),
+    "neck_girth": ("neckcircumference", 10.0, "neck girth"),
+    "neck_base_girth": ("neckcircumferencebase", 10.0, "neck base girth (collar)"),
+    "shoulder_width": ("biacromialbreadth", 10.0, "shoulder breadth between acromions"),
+    "shoulder_girth": ("shouldercircumference", 10.0, "girth over the deltoids"),
+    "thigh_girth": ("thighcircumference", 10.0, "upper thigh girth"),
+    "calf_girth": ("calfcircumference", 10.0, "calf girth"),
+    "wrist_girth": ("wristcircumference", 10.0, "wrist girth"),
+    "bicep_girth": ("bicepscircumferenceflexed", 10.0, "upper arm girth (flexed)"),
+    "back_length": ("waistbacklength", 10.0, "nape (cervicale) to waist along the back"),
+    "crotch_length": ("crotchlengthomphalion", 10.0, "front waist through the crotch to back waist"),
+    "chest_height": ("chestheight", 10.0, "height of the chest level"),
+    "waist_height": ("waistheightomphalion", 10.0, "height of the navel"),
+    "hip_height": ("buttockheight", 10.0, "height of the buttock level"),
+    "shoulder_height": ("acromialheight", 10.0, "height of the acromion"),
+    "trochanter_height": ("trochanterionheight", 10.0, "height of the greater trochanter"),
+    "knee_height": ("kneeheightmidpatella", 10.0, "height of mid-patella"),
+    "chest_width": ("chestbreadth", 10.0, "chest breadth, front view"),
+    "chest_depth": ("chestdepth", 10.0, "chest depth, side view"),
+    "waist_width": ("waistbreadth", 10.0, "waist breadth, front view"),
+    "waist_depth": ("waistdepth", 10.0, "waist depth, side view"),
+    "hip_width": ("hipbreadth", 10.0, "hip breadth, front view"),
+    "hip_depth": ("buttockdepth", 10.0, "buttock depth, side view"),
+    "deltoid_width": ("bideltoidbreadth", 10.0, "breadth across the deltoids (arms hanging)"),
+}
+
+# Width/depth pairs whose ellipse perimeter is a derived variable: girth name -> (width, depth).
+ELLIPSES: dict[str, tuple[str, str]] = {
+    "chest_girth": ("chest_width", "chest_depth"),
+    "waist_girth": ("waist_width", "waist_depth"),
+    "hip_girth": ("hip_width", "hip_depth"),
+}
+DERIVED = ("log_weight_sq", "log_height_x_log_weight", *(f"ellipse_{g}" for g in ELLIPSES))
+VARIABLES: tuple[str, ...] = (*MEASUREMENTS, *DERIVED)
+# What a customer and a pattern maker want back (the rest are helpers for the photo path).
+GARMENT_MEASUREMENTS = (
+    "chest_girth", "waist_girth", "hip_girth", "shoulder_width", "sleeve_length", "inseam",
+    "neck_girth", "thigh_girth", "back_length", "neck_base_girth", "shoulder_girth",
+    "sleeve_length_spine", "bicep_girth", "wrist_girth", "calf_girth", "crotch_length",
+)
+# Plausible ranges of the inputs (cm / kg), wider than ANSUR's, used to validate requests.
+HEIGHT_RANGE_CM = (100.0, 230.0)
+WEIGHT_RANGE_KG = (25.0, 250.0)
+
+
+def ellipse_perimeter_cm(width_cm: float | np.ndarray, depth_cm: float | np.ndarray) -> np.ndarray:
+    """Ramanujan's second approximation for an ellipse with these full axes."""
+    a, b = np.asarray(width_cm, float) / 2.0, np.asarray(depth_cm, float) / 2.0
+    h = ((a - b) / (a + b)) ** 2
+    return np.asarray(math.pi * (a + b) * (1.0 + 3.0 * h / (10.0 + np.sqrt(4.0 - 3.0 * h))))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A known value (cm, or kg for weight) and its measurement noise as one sd in cm (kg)."""
+
+    value: float
+    stddev: float = 0.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    name: str
+    value_cm: float
+    stddev_cm: float
+
+
+def _log_obs(values: Mapping[str, Observation]) -> dict[str, tuple[float, float]]:
+    """Known values -> log-space (value, noise variance), with the derived variables added."""
+    out: dict[str, tuple[float, float]] = {}
+    for name, obs in values.items():
+        out[name] = (math.log(obs.value), (obs.stddev / obs.value) ** 2)
+    if "height" in out and "weight_kg" in out:
+        lh, vh = out["height"]
+        lw, vw = out["weight_kg"]
+        out["log_weight_sq"] = (lw * lw, 4 * lw * lw * vw)
+        out["log_height_x_log_weight"] = (lh * lw, lw * lw * vh + lh * lh * vw)
+    for girth, (w, d) in ELLIPSES.items():
+        if w in values and d in values:
+            perimeter = float(ellipse_perimeter_cm(values[w].value, values[d].value))
+            # The perimeter's relative noise is about the mean of the two inputs' relative noises.
+            var = 0.25 * (out[w][1] + out[d][1])
+            out[f"ellipse_{girth}"] = (math.log(perimeter), var)
+    return out
+
+
+@dataclass
+class SexModel:
+    mean: np.ndarray  # log space, len(VARIABLES)
+    cov: np.ndarray
+    count: int
+
+    def condition(self, known: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Posterior mean, covariance (log space) and log-likelihood of the known values."""
+        index = {v: i for i, v in enumerate(VARIABLES)}
+        k = [index[n] for n in known]
+        if not k:
+            return self.mean.copy(), self.cov.copy(), 0.0
+        z = np.array([known[n][0] for n in known])
+        noise = np.diag([known[n][1] for n in known])
+        s_kk = self.cov[np.ix_(k, k)] + noise + 1e-10 * np.eye(len(k))
+        s_ak = self.cov[:, k]
+        resid = z - self.mean[k]
+        chol = np.linalg.cholesky(s_kk)
+        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, resid))
+        gain = np.linalg.solve(chol.T, np.linalg.solve(chol, s_ak.T)).T
+        mean = self.mean + s_ak @ alpha
+        cov = self.cov - gain @ s_ak.T
+        loglik = -0.5 * float(resid @ alpha) - float(np.log(np.diag(chol)).sum()) - 0.5 * len(k) * math.log(2 * math.pi)
+        return mean, cov, loglik
+
+
+@dataclass
+class Prediction:
+    estimates: dict[str, Estimate]
+    # Probability of each sex given the known values (1.0 for the stated one).
+    sex_probability: dict[str, float]
+
+
+class BodyModel:
+    """Per-sex Gaussians over log-measurements; :meth:`predict` conditions on what is known."""
+
+    def __init__(self, models: dict[str, SexModel], source: str = "") -> None:
+        self.models = models
+        self.source = source
+
+    def predict(self, known: Mapping[str, Observation], sex: str | None = None,
+                names: tuple[str, ...] | None = None) -> Prediction:
+        """Every measurement (cm) with one sd, given ``known`` (see MEASUREMENTS for names).
+
+        With no sex the two sexes are mixed by how well each explains the known values.
+        The value is the conditional median (exp of the log mean): it minimises absolute error.
+        """
+        unknown_names = [n for n in known if n not in MEASUREMENTS]
+        if unknown_names:
+            raise KeyError(f"unknown measurement(s): {', '.join(unknown_names)}")
+        logs = _log_obs(known)
+        sexes = (sex,) if sex else SEXES
+        results = {s: self.models[s].condition(logs) for s in sexes}
+        top = max(r[2] for r in results.values())
+        weights = {s: math.exp(results[s][2] - top) for s in sexes}
+        total = sum(weights.values())
+        prob = {s: w / total for s, w in weights.items()}
+        wanted = names or tuple(MEASUREMENTS)
+        index = {v: i for i, v in enumerate(VARIABLES)}
+        estimates = {}
+        for name in wanted:
+            i = index[name]
+            mu = sum(prob[s] * results[s][0][i] for s in sexes)
+            var = sum(prob[s] * (results[s][1][i, i] + (results[s][0][i] - mu) ** 2) for s in sexes)
+            value = math.exp(mu)
+            estimates[name] = Estimate(name, value, value * math.sqrt(max(var, 0.0)))
+        return Prediction(estimates, prob)
+
+    # --- persistence -------------------------------------------------------------------------
+    def to_json(self) -> str:
+        doc = {
+            "variables": list(VARIABLES),
+            "source": self.source,
+            "sexes": {
+                s: {"count": m.count, "mean": [round(float(x), 7) for x in m.mean],
+                    "cov": [[round(float(x), 9) for x in row] for row in m.cov]}
+                for s, m in self.models.items()
+            },
+        }
+        return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> BodyModel:
+        doc = json.loads(text)
+        if tuple(doc["variables"]) != VARIABLES:
+            raise ValueError("model_params.json was fitted for other variables: regenerate it "
+                             "(python -m atelier.body.fit)")
+        models = {
+            s: SexModel(np.array(d["mean"]), np.array(d["cov"]), int(d["count"])) for s, d in doc["sexes"].items()
+        }
+        return cls(models, doc.get("source", ""))
+
+    @classmethod
+    def load(cls, path: Path = PARAMS_PATH) -> BodyModel:
+        return cls.from_json(path.read_text())
+
+
+def design_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows of log-space variables (len(VARIABLES) columns) from ANSUR columns in cm / kg."""
+    lm = {name: np.log(np.asarray(columns[name], float)) for name in MEASUREMENTS}
+    derived = {
+        "log_weight_sq": lm["weight_kg"] ** 2,
+        "log_height_x_log_weight": lm["height"] * lm["weight_kg"],
+    }
+    for girth, (w, d) in ELLIPSES.items():
+        derived[f"ellipse_{girth}"] = np.log(ellipse_perimeter_cm(columns[w], columns[d]))
+    return np.column_stack([lm[n] for n in MEASUREMENTS] + [derived[n] for n in DERIVED])
+
+
+def fit_sex(columns: Mapping[str, np.ndarray]) -> SexModel:
+    x = design_matrix(columns)
+    return SexModel(x.mean(axis=0), np.cov(x, rowvar=False), len(x))
+
+
+def read_ansur(path: Path) -> dict[str, np.ndarray]:
+    """One ANSUR II CSV -> {measurement name: values in cm (kg for weight)}."""
+    import pandas as pd  # only needed for fitting
+
+    frame = pd.read_csv(path, encoding="latin-1")
+    return {name: frame[col].to_numpy(float) / div for name, (col, div, _) in MEASUREMENTS.items()}
+
+
+ANSUR_FILES = {"male": "ANSUR II MALE Public.csv", "female": "ANSUR II FEMALE Public.csv"}
+
+
+def fit_from_csv(folder: Path) -> BodyModel:
+    models = {sex: fit_sex(read_ansur(folder / name)) for sex, name in ANSUR_FILES.items()}
+    return BodyModel(models, source="ANSUR II public release (US Army, 2012), male + female CSVs")
