@@ -49,6 +49,13 @@ class Runtime:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._jobs: JobManager | None = None
+        self._health: health.HealthServicer | None = None
+
+    def set_health(self, name: str, serving: bool) -> None:
+        """Sets one of ServiceSpec.health_names (e.g. a model's) SERVING or NOT_SERVING."""
+        if self._health is not None:
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            self._health.set(name, status)
 
     @cached_property
     def store(self) -> Store:
@@ -112,6 +119,7 @@ class Server:
         self.runtime = Runtime(config)
         self.spec = build(self.runtime)
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.runtime._health = self.health
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
         self._stopped = threading.Event()
