@@ -121,6 +121,15 @@ class JobHandle:
 
 JobFunction = Callable[[JobHandle], message.Message]
 
+# The cancellation reason jobs see when the service process stops (not the caller's cancel).
+SHUTDOWN_REASON = "the service is shutting down"
+
+
+class JobDetached(Exception):
+    """Raised by a job function whose work goes on outside this process (a Kubernetes Job, see
+    atelier.runtime.kube) when the service stops: the operation keeps its state for the next
+    process to resume instead of being recorded as cancelled."""
+
 
 class JobManager:
     """Runs and records the jobs of one service."""
@@ -155,7 +164,9 @@ class JobManager:
 
     # -- submitting and running -------------------------------------------------------------
 
-    def submit(self, kind: str, fn: JobFunction, tenant: str | None = None) -> str:
+    def submit(self, kind: str, fn: JobFunction, tenant: str | None = None, runner: str = "local") -> str:
+        """Run fn in this process; runner names where the work itself runs ("local" jobs are
+        marked interrupted when the service restarts, others are resumed with attach())."""
         name = f"operations/{self.service}/{uuid.uuid4().hex}"
         now = utcnow()
         with self.store.engine.begin() as conn:
@@ -171,7 +182,7 @@ class JobManager:
                     steps_done=0,
                     steps_total=0,
                     cancel_requested=False,
-                    runner="local",
+                    runner=runner,
                     create_time=now,
                     update_time=now,
                     error_code=0,
@@ -182,6 +193,12 @@ class JobManager:
         self._handles[name] = handle
         self._pool.submit(self._run, handle, kind, fn)
         return name
+
+    def attach(self, name: str, kind: str, fn: JobFunction) -> None:
+        """Run fn for an existing, unfinished operation (resuming a job that runs elsewhere)."""
+        handle = JobHandle(name=name, manager=self)
+        self._handles[name] = handle
+        self._pool.submit(self._run, handle, kind, fn)
 
     def _run(self, handle: JobHandle, kind: str, fn: JobFunction) -> None:
         if handle.cancellation.cancelled:
@@ -199,6 +216,8 @@ class JobManager:
         try:
             response = fn(handle)
             self._finish(handle.name, JobState.JOB_STATE_SUCCEEDED, 0, "", response)
+        except JobDetached as exc:
+            log.info("job %s detached: %s", handle.name, exc)
         except CancelledError as exc:
             self._finish(handle.name, JobState.JOB_STATE_CANCELLED, code_pb2.CANCELLED, exc.message)
         except AtelierError as exc:
@@ -357,7 +376,7 @@ class JobManager:
         while self._handles and time.monotonic() < deadline:
             time.sleep(0.1)
         for handle in list(self._handles.values()):
-            handle.cancellation.cancel("the service is shutting down")
+            handle.cancellation.cancel(SHUTDOWN_REASON)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def to_operation(self, row: dict[str, Any]) -> operations_pb2.Operation:
