@@ -1,0 +1,151 @@
+"""Unit tests of the garment layer: expansion, verification, flaw clearing, formats."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import ezdxf
+import pytest
+from shapely.geometry import Polygon
+
+from atelier.nesting import formats
+from atelier.nesting.domain import (
+    FabricSpec,
+    FlawZone,
+    Grain,
+    Marker,
+    MarkerRequest,
+    Mirror,
+    PieceSpec,
+    PlacedPiece,
+    expand_items,
+    min_extent_y_mm,
+    mirror_outline,
+    placed_count,
+    transform,
+)
+from atelier.nesting.engine import SolverLayout, to_marker
+from atelier.nesting.verify import VerificationError, verify_marker
+from tests.conftest import SHARED_BENCHMARKS
+from tests.nesting.garment import CUFF, FRONT, SLEEVE, shirt_dxf, signed_area
+
+SQUARE = ((0.0, 0.0), (100.0, 0.0), (100.0, 100.0), (0.0, 100.0))
+
+
+def test_expand_items_ratios_and_mirrors() -> None:
+    pieces = (
+        PieceSpec("front", FRONT, quantity=1, mirror=Mirror.PAIR, size="S"),
+        PieceSpec("cuff", CUFF, quantity=2, size="M"),
+        PieceSpec("sleeve", SLEEVE, quantity=3, mirror=Mirror.ALLOWED, size="M"),
+    )
+    req = MarkerRequest(pieces, FabricSpec(500.0), ratios={"S": 2, "M": 3})
+    items = {it.key: it for it in expand_items(req)}
+    assert items["p0"].demand == 2 and items["p0m"].demand == 2  # pair: S x 2 -> 2 drawn + 2 mirrored
+    assert items["p1"].demand == 6 and "p1m" not in items  # cuff: 2 x M 3
+    assert items["p2"].demand == 5 and items["p2m"].demand == 4  # allowed: 9 copies, floor(9/2) mirrored
+    assert items["p2m"].first_copy == 5
+    assert items["p0m"].outline_mm == mirror_outline(FRONT)
+    assert signed_area(items["p0m"].outline_mm) == pytest.approx(-signed_area(FRONT))
+    assert placed_count(req) == 4 + 6 + 9
+
+
+def test_grain_rotations_and_narrowest_width() -> None:
+    assert PieceSpec("a", SQUARE, grain=Grain.WOVEN).allowed_rotations_deg() == [0.0, 180.0]
+    assert PieceSpec("a", SQUARE, grain=Grain.STEP, rotation_step_deg=45).allowed_rotations_deg() == [
+        0, 45, 90, 135, 180, 225, 270, 315]
+    assert PieceSpec("a", SQUARE, grain=Grain.FREE).allowed_rotations_deg() is None
+    long = ((0.0, 0.0), (600.0, 0.0), (600.0, 50.0), (0.0, 50.0))
+    # Woven keeps the 600 mm side along the roll: 50 mm across; fixed too.
+    assert min_extent_y_mm(PieceSpec("l", long, grain=Grain.WOVEN))[0] == pytest.approx(50.0)
+    standing = ((0.0, 0.0), (50.0, 0.0), (50.0, 600.0), (0.0, 600.0))
+    assert min_extent_y_mm(PieceSpec("s", standing, grain=Grain.WOVEN))[0] == pytest.approx(600.0)
+    assert min_extent_y_mm(PieceSpec("s", standing, grain=Grain.FOUR_WAY))[0] == pytest.approx(50.0)
+    diagonal = tuple(transform(long, 30.0, 0, 0))
+    assert min_extent_y_mm(PieceSpec("d", diagonal, grain=Grain.FREE))[0] == pytest.approx(50.0)
+
+
+def _two_squares(spacing: float, dx: float, rotation: float = 0.0, fabric: FabricSpec | None = None,
+                 grain: Grain = Grain.WOVEN) -> tuple[MarkerRequest, Marker]:
+    fabric = fabric or FabricSpec(300.0)
+    req = MarkerRequest((PieceSpec("sq", SQUARE, quantity=2, grain=grain),), fabric, spacing_mm=spacing)
+    placed = [PlacedPiece("sq", 0, "", 10.0, 10.0, 0.0, False, transform(SQUARE, 0.0, 10.0, 10.0)),
+              PlacedPiece("sq", 1, "", 10.0 + dx, 10.0, rotation, False, transform(SQUARE, rotation, 10.0 + dx, 10.0))]
+    length = max(max(x for x, _ in p.outline_mm) for p in placed) + fabric.end_margin_mm
+    return req, Marker("t", placed, length, fabric.width_mm, 2 * 100.0 * 100.0, fabric=fabric)
+
+
+def test_verify_accepts_a_good_marker_and_rejects_each_broken_rule() -> None:
+    verify_marker(*_two_squares(spacing=5.0, dx=105.0))
+    with pytest.raises(VerificationError, match="overlap"):
+        verify_marker(*_two_squares(spacing=0.0, dx=90.0))
+    with pytest.raises(VerificationError, match="apart, spacing is 5"):
+        verify_marker(*_two_squares(spacing=5.0, dx=103.0))
+    with pytest.raises(VerificationError, match="grain allows"):
+        verify_marker(*_two_squares(spacing=0.0, dx=210.0, rotation=90.0))
+    with pytest.raises(VerificationError, match="outside the fabric"):
+        verify_marker(*_two_squares(spacing=0.0, dx=105.0, fabric=FabricSpec(300.0, edge_margin_mm=20.0)))
+    req, marker = _two_squares(spacing=0.0, dx=105.0)
+    marker.placements.pop()
+    with pytest.raises(VerificationError, match="differ from the demand"):
+        verify_marker(req, marker)
+    req, marker = _two_squares(spacing=0.0, dx=105.0, fabric=FabricSpec(300.0, flaws=(FlawZone(
+        ((150.0, 50.0), (160.0, 50.0), (160.0, 60.0), (150.0, 60.0))),)))
+    with pytest.raises(VerificationError, match="flaw zone 0"):
+        verify_marker(req, marker)
+
+
+def test_flaw_zone_shifts_pieces_rigidly_past_it() -> None:
+    flaw = ((150.0, 200.0), (170.0, 200.0), (170.0, 230.0), (150.0, 230.0))
+    fabric = FabricSpec(300.0, flaws=(FlawZone(flaw, "hole"),))
+    req = MarkerRequest((PieceSpec("sq", SQUARE, quantity=4),), fabric, spacing_mm=2.0)
+    # Solver coordinates carry the spacing offset (strip edges keep the separation too).
+    layout = SolverLayout(0.0, [("p0", 0.0, 2.0, 2.0), ("p0", 0.0, 104.0, 2.0), ("p0", 0.0, 104.0, 104.0),
+                                ("p0", 180.0, 306.0, 204.0)], True, 1.0)
+    marker = to_marker(req, expand_items(req), layout)
+    verify_marker(req, marker)
+    zone = Polygon(flaw)
+    assert all(Polygon(p.outline_mm).distance(zone) >= 2.0 - 1e-9 for p in marker.placements)
+    # The first piece (x 0..100) stays; the others start 2 mm past the flaw's end.
+    xs = sorted(min(x for x, _ in p.outline_mm) for p in marker.placements)
+    assert xs[0] == pytest.approx(0.0) and xs[1] == pytest.approx(172.0)
+    assert marker.notes and "3 pieces shifted" in marker.notes[0]
+
+
+def test_dxf_import_reads_blocks_sizes_quantities_and_units() -> None:
+    imported = formats.import_dxf(shirt_dxf({"S": 0.9, "M": 1.0}, insunits=5))  # cm file
+    by_id = {p.id: p for p in imported.pieces}
+    assert len(by_id) == 8
+    front = by_id["FRONT-M"]
+    assert front.size == "M" and front.mirror is Mirror.PAIR and front.quantity == 1 and front.grain is Grain.WOVEN
+    assert by_id["CUFF-S"].quantity == 2
+    # The boundary (layer 1), not the drill hole; cm -> mm.
+    assert Polygon(front.outline_mm).area == pytest.approx(Polygon(FRONT).area * 100.0, rel=1e-6)
+
+
+def test_json_import_of_the_shared_instance_format() -> None:
+    path = SHARED_BENCHMARKS / "nesting" / "instances" / "shirts.json"
+    if not path.exists():
+        pytest.skip(f"shared benchmark data not found at {path}")
+    imported = formats.import_json(path.read_bytes())
+    assert imported.fabric_width_mm == 40.0
+    assert len(imported.pieces) == 8 and sum(p.quantity for p in imported.pieces) == 99
+    assert all(p.grain is Grain.WOVEN for p in imported.pieces)
+    assert formats.grain_from_orientations([0, 90, 180, 270]) == (Grain.FOUR_WAY, 0.0)
+    assert formats.grain_from_orientations(None) == (Grain.FREE, 0.0)
+    with pytest.raises(formats.ImportError_):
+        formats.grain_from_orientations([0, 10])
+
+
+def test_exports_carry_the_layout() -> None:
+    req, marker = _two_squares(spacing=0.0, dx=105.0)
+    svg = formats.export_svg(marker).decode()
+    assert svg.count("<polygon") == 2 and "efficiency" in svg and f"length {marker.length_mm:.1f} mm" in svg
+    doc = ezdxf.read(io.StringIO(formats.export_dxf(marker).decode()))
+    pieces = [e for e in doc.modelspace() if e.dxftype() == "LWPOLYLINE" and e.dxf.layer == "PIECES"]
+    assert len(pieces) == 2 and doc.header["$INSUNITS"] == 4
+    assert {tuple(map(round, p)) for p in pieces[1].get_points("xy")} == {(115, 10), (215, 10), (215, 110), (115, 110)}
+    hpgl = formats.export_hpgl(marker).decode()
+    assert hpgl.startswith("IN;") and hpgl.count("PD") == 3 and "PU4600,400;" in hpgl  # 115 mm x 40 units
+    data = json.loads(json.dumps(formats.marker_json(marker)))
+    assert data["efficiency"] == pytest.approx(20000.0 / (300.0 * 215.0))
