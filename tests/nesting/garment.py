@@ -6,8 +6,8 @@ import math
 
 import ezdxf
 
-from atelier.nesting.v1 import nesting_pb2 as pb
 from atelier.nesting.servicer import to_polygon
+from atelier.nesting.v1 import nesting_pb2 as pb
 
 # An asymmetric front panel: a trapezoid with a notch (its mirror image differs from any rotation).
 FRONT = ((0.0, 0.0), (220.0, 0.0), (200.0, 160.0), (60.0, 160.0), (40.0, 120.0), (0.0, 110.0))

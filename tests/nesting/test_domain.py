@@ -138,7 +138,7 @@ def test_json_import_of_the_shared_instance_format() -> None:
 
 
 def test_exports_carry_the_layout() -> None:
-    req, marker = _two_squares(spacing=0.0, dx=105.0)
+    _req, marker = _two_squares(spacing=0.0, dx=105.0)
     svg = formats.export_svg(marker).decode()
     assert svg.count("<polygon") == 2 and "efficiency" in svg and f"length {marker.length_mm:.1f} mm" in svg
     doc = ezdxf.read(io.StringIO(formats.export_dxf(marker).decode()))

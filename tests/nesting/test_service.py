@@ -23,6 +23,7 @@ from atelier.runtime.status import field_violations
 from tests.nesting.garment import CUFF, FRONT, POCKET, SLEEVE, outline, piece, shirt_dxf, signed_area
 
 TOL_MM = 0.02
+Stubs = tuple[nesting_pb2_grpc.NestingServiceStub, operations_pb2_grpc.OperationsStub]
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def result(op: operations_pb2.Operation) -> pb.Marker:
     return marker
 
 
-def test_marker_holds_grain_mirror_ratio_spacing_and_margin_rules(nesting) -> None:  # noqa: ANN001
+def test_marker_holds_grain_mirror_ratio_spacing_and_margin_rules(nesting: Stubs) -> None:
     stub, ops = nesting
     pieces = [
         piece("front-S", tuple((x * 0.9, y * 0.9) for x, y in FRONT), size="S", mirror=pb.MIRROR_RULE_PAIR),
@@ -99,7 +100,7 @@ def test_marker_holds_grain_mirror_ratio_spacing_and_margin_rules(nesting) -> No
     assert marker.efficiency > 0.5
 
 
-def test_flaw_zones_stay_empty(nesting) -> None:  # noqa: ANN001
+def test_flaw_zones_stay_empty(nesting: Stubs) -> None:
     stub, ops = nesting
     flaws = [pb.FlawZone(rect=geometry_pb2.RectMm(x_mm=100.0, y_mm=150.0, width_mm=40.0, height_mm=60.0),
                          reason="hole"),
@@ -120,7 +121,7 @@ def test_flaw_zones_stay_empty(nesting) -> None:  # noqa: ANN001
     assert len(marker.fabric.flaws) == 2
 
 
-def test_watch_streams_markers_and_cancel_stops_the_solver(nesting) -> None:  # noqa: ANN001
+def test_watch_streams_markers_and_cancel_stops_the_solver(nesting: Stubs) -> None:
     stub, ops = nesting
     op = stub.CreateMarker(pb.CreateMarkerRequest(
         pieces=[piece("front", FRONT, quantity=10, mirror=pb.MIRROR_RULE_PAIR), piece("cuff", CUFF, quantity=20)],
@@ -167,7 +168,7 @@ def test_finished_markers_survive_a_restart(start_server: Callable[..., Server])
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_dxf_in_marker_out_round_trip(nesting) -> None:  # noqa: ANN001
+def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     stub, ops = nesting
     imported = stub.ImportPieces(pb.ImportPiecesRequest(format=pb.FILE_FORMAT_DXF,
                                                         content=shirt_dxf({"S": 0.9, "M": 1.0})))
@@ -187,7 +188,7 @@ def test_dxf_in_marker_out_round_trip(nesting) -> None:  # noqa: ANN001
     outlines = [e for e in msp if e.dxftype() == "LWPOLYLINE" and e.dxf.layer == "PIECES"]
     labels = [e for e in msp if e.dxftype() == "TEXT" and e.dxf.layer == "LABELS"]
     assert len(outlines) == len(labels) == 21
-    fabric = [e for e in msp if e.dxf.layer == "FABRIC"][0]
+    fabric = next(e for e in msp if e.dxf.layer == "FABRIC")
     assert max(x for x, _ in fabric.get_points("xy")) == pytest.approx(marker.length_mm)
     # The DXF outlines are the marker's outlines.
     dxf_areas = sorted(round(Polygon(list(e.get_points("xy"))).area, 3) for e in outlines)
@@ -234,7 +235,7 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_requests_name_the_field(nesting, case: str) -> None:  # noqa: ANN001
+def test_bad_requests_name_the_field(nesting: Stubs, case: str) -> None:
     stub, _ = nesting
     mutate, field, words = BAD_REQUESTS[case]
     with pytest.raises(grpc.RpcError) as err:
@@ -244,7 +245,7 @@ def test_bad_requests_name_the_field(nesting, case: str) -> None:  # noqa: ANN00
     assert any(f == field and words in d for f, d in violations), violations
 
 
-def test_bad_imports_and_operation_names(nesting) -> None:  # noqa: ANN001
+def test_bad_imports_and_operation_names(nesting: Stubs) -> None:
     stub, _ = nesting
     with pytest.raises(grpc.RpcError) as err:
         stub.ImportPieces(pb.ImportPiecesRequest(format=pb.FILE_FORMAT_DXF, content=b"not a dxf"))
