@@ -1,0 +1,646 @@
+"""Serving: per-tenant in-memory state, vectorised scoring, fold-in and atomic model swaps.
+
+A :class:`TenantState` holds everything one request needs as numpy arrays in catalogue order:
+item factors, boolean masks per category/size/colour, prices, attribute features, popularity by
+segment and co-purchase. A request is a matrix-vector product, a few mask ANDs and an
+argpartition. States are immutable apart from fold-in overrides (guarded by a lock); a new model
+or a changed catalogue builds a new state beside the old one and replaces the reference, so
+in-flight requests finish on the state they started with and none fails during a swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from prometheus_client import Counter, Histogram
+
+from atelier.recommendations.store import CatalogItem, Event, EventType, RecsStore
+from atelier.recommendations.training import Artefact, EventWeights, build_interactions, load_artefact
+
+log = logging.getLogger(__name__)
+
+FOLD_IN = Counter(
+    "atelier_recommendations_fold_in_users_total", "Users whose factors were recomputed from new events"
+)
+COLD_START = Counter(
+    "atelier_recommendations_cold_start_total", "Recommend answers given without user factors"
+)
+SWAPS = Counter("atelier_recommendations_state_swaps_total", "Serving states published", ["reason"])
+BUILD_SECONDS = Histogram(
+    "atelier_recommendations_state_build_seconds",
+    "Time to build a serving state",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+)
+
+# Complete-the-look: which categories go with which. Categories outside these rules are
+# compatible with anything but their own category.
+COMPATIBLE: dict[str, set[str]] = {
+    "tops": {"bottoms", "shoes", "outerwear", "accessories", "bags"},
+    "bottoms": {"tops", "shoes", "outerwear", "accessories", "bags"},
+    "dresses": {"shoes", "outerwear", "accessories", "bags"},
+    "outerwear": {"tops", "bottoms", "dresses", "shoes", "accessories", "bags"},
+    "shoes": {"tops", "bottoms", "dresses", "outerwear", "accessories", "bags"},
+    "accessories": {"tops", "bottoms", "dresses", "outerwear", "shoes", "bags"},
+    "bags": {"tops", "bottoms", "dresses", "outerwear", "shoes", "accessories"},
+}
+
+SIMILAR_FACTOR_WEIGHT = 0.6  # SimilarItems: share of latent-factor similarity vs attributes
+NEW_ITEM_NEIGHBOURS = 10
+
+
+def compatible(given: str, candidate: str) -> bool:
+    if given in COMPATIBLE and candidate in COMPATIBLE:
+        return candidate in COMPATIBLE[given]
+    return given != candidate
+
+
+@dataclass(frozen=True)
+class Filter:
+    categories: tuple[str, ...] = ()
+    size: str = ""
+    min_price: float | None = None
+    max_price: float | None = None
+    colours: tuple[str, ...] = ()
+    exclude_purchased: bool = False
+
+
+@dataclass(frozen=True)
+class Scored:
+    item_id: str
+    score: float
+    reason: str
+    category: str
+
+
+@dataclass
+class RecommendResult:
+    items: list[Scored]
+    model_version: int
+    cold_start: bool
+
+
+class CatalogIndex:
+    """The catalogue as arrays: masks per value, prices, L2-normalised one-hot attributes."""
+
+    def __init__(self, items: Sequence[CatalogItem]) -> None:
+        self.items = list(items)
+        n = len(self.items)
+        self.item_ids = np.array([it.item_id for it in self.items], dtype=object)
+        self.index = {it.item_id: i for i, it in enumerate(self.items)}
+        self.categories = np.array([it.category for it in self.items], dtype=object)
+        self.category_masks = self._masks(lambda it: [it.category])
+        self.size_masks = self._masks(lambda it: it.sizes_in_stock)
+        self.colour_masks = self._masks(lambda it: sorted(it.all_colours))
+        self.prices = np.array(
+            [np.nan if it.price is None else it.price for it in self.items], dtype=np.float64
+        )
+        self.none = np.zeros(n, bool)
+        self.features = self._features()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _masks(self, values_of: object) -> dict[str, np.ndarray]:
+        masks: dict[str, np.ndarray] = {}
+        for i, it in enumerate(self.items):
+            for value in values_of(it):  # type: ignore[operator]
+                masks.setdefault(value, np.zeros(len(self.items), bool))[i] = True
+        return masks
+
+    def _features(self) -> sp.csr_matrix:
+        vocab: dict[str, int] = {}
+        rows, cols = [], []
+        priced = self.prices[~np.isnan(self.prices)]
+        edges = np.quantile(priced, [0.2, 0.4, 0.6, 0.8]) if len(priced) else np.zeros(0)
+        for i, it in enumerate(self.items):
+            tokens = [f"category={it.category}"] + [f"colour={c}" for c in sorted(it.all_colours)]
+            tokens += [
+                f"{k}={v}"
+                for k, v in (("style", it.style), ("silhouette", it.silhouette), ("material", it.material))
+                if v
+            ]
+            tokens += [f"{k}={v}" for k, v in sorted(it.attributes.items())]
+            if it.price is not None:
+                tokens.append(f"price_band={int(np.searchsorted(edges, it.price))}")
+            for token in tokens:
+                rows.append(i)
+                cols.append(vocab.setdefault(token, len(vocab)))
+        self.feature_names = list(vocab)
+        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(self.items), len(vocab)))
+        m.sum_duplicates()
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        return (sp.diags(1.0 / np.maximum(norms, 1e-9)) @ m).tocsr().astype(np.float32)
+
+    def attribute_similarity(self, rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Cosine similarity of every item to the (weighted) mean attribute profile of rows."""
+        if len(rows) == 0 or self.features.shape[1] == 0:
+            return np.zeros(len(self.items), np.float32)
+        profile = self.features[rows]
+        if weights is not None:
+            profile = sp.diags(weights.astype(np.float32)) @ profile
+        vector = np.asarray(profile.sum(axis=0)).ravel()
+        norm = np.linalg.norm(vector)
+        if norm == 0:
+            return np.zeros(len(self.items), np.float32)
+        return np.asarray(self.features @ (vector / norm), dtype=np.float32).ravel()
+
+    def mask(self, flt: Filter) -> np.ndarray:
+        mask = np.ones(len(self.items), bool)
+        if flt.categories:
+            any_cat = self.none.copy()
+            for c in flt.categories:
+                any_cat |= self.category_masks.get(c, self.none)
+            mask &= any_cat
+        if flt.size:
+            mask &= self.size_masks.get(flt.size, self.none)
+        if flt.colours:
+            any_colour = self.none.copy()
+            for c in flt.colours:
+                any_colour |= self.colour_masks.get(c, self.none)
+            mask &= any_colour
+        if flt.min_price is not None:
+            mask &= self.prices >= flt.min_price  # unpriced items (NaN) fail both bounds
+        if flt.max_price is not None:
+            mask &= self.prices <= flt.max_price
+        return mask
+
+
+def _to_catalog_space(
+    m: sp.csr_matrix, perm: np.ndarray, n_items: int, axis_both: bool = False
+) -> sp.csr_matrix:
+    """Re-index columns (and rows when axis_both) from the artefact's item order to the catalogue's."""
+    coo = m.tocoo()
+    cols = perm[coo.col]
+    keep = cols >= 0
+    rows = coo.row[keep]
+    if axis_both:
+        rows = perm[rows]
+        keep2 = rows >= 0
+        return sp.csr_matrix(
+            (coo.data[keep][keep2], (rows[keep2], cols[keep][keep2])), shape=(n_items, n_items)
+        )
+    return sp.csr_matrix((coo.data[keep], (rows, cols[keep])), shape=(m.shape[0], n_items))
+
+
+def _remap_vector(v: np.ndarray, perm: np.ndarray, n_items: int) -> np.ndarray:
+    out = np.zeros((n_items, *v.shape[1:]), dtype=v.dtype)
+    keep = perm >= 0
+    out[perm[keep]] = v[keep]
+    return out
+
+
+class TenantState:
+    """One tenant's serving state for one (catalogue, model version) pair."""
+
+    def __init__(
+        self,
+        catalog: CatalogIndex,
+        artefact: Artefact,
+        version: int,
+        algorithm: str,
+        segments: dict[str, str],
+        weights: EventWeights,
+    ) -> None:
+        started = time.monotonic()
+        self.catalog = catalog
+        self.version = version
+        self.algorithm = algorithm
+        self.weights = weights.array()
+        self.segments = dict(segments)
+        self.last_seq = artefact.max_event_seq
+        n = len(catalog)
+        perm = np.array([catalog.index.get(i, -1) for i in artefact.item_ids], dtype=np.int64)
+        self.user_index = {u: k for k, u in enumerate(artefact.user_ids)}
+        self.history = _to_catalog_space(artefact.confidence, perm, n)
+        self.bought = _to_catalog_space(artefact.bought, perm, n)
+        self.copurchase = _to_catalog_space(artefact.copurchase, perm, n, axis_both=True).tocsr()
+        self.popularity = self._unit(_remap_vector(artefact.popularity, perm, n))
+        self.segment_index = {s: k for k, s in enumerate(artefact.segment_names)}
+        self.segment_popularity = (
+            np.stack([self._unit(_remap_vector(row, perm, n)) for row in artefact.segment_popularity])
+            if len(artefact.segment_names)
+            else np.zeros((0, n), np.float32)
+        )
+        self.has_model = artefact.item_factors.size > 0
+        self.user_factors = artefact.user_factors
+        self.fold_model = None
+        if self.has_model:
+            trained = _remap_vector(artefact.item_factors, perm, n)
+            self.item_factors = self._fill_new_items(trained, perm)
+            norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+            self.item_unit = (self.item_factors / np.maximum(norms, 1e-9)).astype(np.float32)
+            if algorithm == "als":
+                from implicit.cpu.als import AlternatingLeastSquares
+
+                params = artefact.params
+                # implicit's own fold-in (recalculate_user) against the trained items only: a filled
+                # new item has no observed confidence, so it must not shape YtY.
+                self.fold_model = AlternatingLeastSquares(
+                    factors=trained.shape[1],
+                    regularization=float(params.get("regularization", 0.05)),  # type: ignore[arg-type]
+                    num_threads=1,
+                )
+                self.fold_model.item_factors = np.ascontiguousarray(trained)
+        else:
+            self.item_factors = np.zeros((n, 0), np.float32)
+            self.item_unit = self.item_factors
+        # Fold-in state since the model was trained (guarded by Engine's per-tenant lock).
+        self.overrides: dict[str, np.ndarray] = {}
+        self.extra: dict[str, dict[int, float]] = {}
+        self.extra_bought: dict[str, set[int]] = {}
+        BUILD_SECONDS.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _unit(v: np.ndarray) -> np.ndarray:
+        top = float(v.max()) if v.size else 0.0
+        return (v / top).astype(np.float32) if top > 0 else v.astype(np.float32)
+
+    def _fill_new_items(self, trained: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        """Items newer than the model get the mean factors of their attribute neighbours."""
+        n = len(self.catalog)
+        has = np.zeros(n, bool)
+        has[perm[perm >= 0]] = True
+        new = np.flatnonzero(~has)
+        if len(new) == 0 or not has.any():
+            return trained
+        filled = trained.copy()
+        feats = self.catalog.features
+        old = np.flatnonzero(has)
+        sims = (feats[new] @ feats[old].T).toarray()
+        k = min(NEW_ITEM_NEIGHBOURS, len(old))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        w = np.take_along_axis(sims, top, axis=1)
+        total = w.sum(axis=1, keepdims=True)
+        filled[new] = np.einsum("nk,nkf->nf", w / np.maximum(total, 1e-9), trained[old[top]]) * (total > 0)
+        return filled
+
+    # -- fold-in ------------------------------------------------------------------------------
+
+    def user_row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The user's (item indices, confidences): trained history plus events since."""
+        conf: dict[int, float] = {}
+        k = self.user_index.get(user_id)
+        if k is not None:
+            start, end = self.history.indptr[k], self.history.indptr[k + 1]
+            conf.update(
+                zip(
+                    self.history.indices[start:end].tolist(),
+                    self.history.data[start:end].tolist(),
+                    strict=True,
+                )
+            )
+        for i, w in dict(self.extra.get(user_id, {})).items():  # a copy: fold-in may add meanwhile
+            conf[i] = conf.get(i, 0.0) + w
+        if not conf:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        idx = np.fromiter(conf.keys(), np.int64, len(conf))
+        return idx, np.fromiter(conf.values(), np.float32, len(conf))
+
+    def bought_by(self, user_id: str) -> np.ndarray:
+        k = self.user_index.get(user_id)
+        rows = self.bought.indices[self.bought.indptr[k] : self.bought.indptr[k + 1]] if k is not None else []
+        extra = set(self.extra_bought.get(user_id, set()))
+        return np.union1d(np.asarray(rows, np.int64), np.fromiter(extra, np.int64, len(extra)))
+
+    def fold(self, events: Sequence[Event]) -> int:
+        """Add events to users' histories and recompute those users' factors. Returns users folded."""
+        touched: set[str] = set()
+        for e in events:
+            i = self.catalog.index.get(e.item_id)
+            if i is None:
+                continue  # unknown item: stored, used once the item is in the catalogue
+            row = self.extra.setdefault(e.user_id, {})
+            # Newest events: no recency decay.
+            row[i] = row.get(i, 0.0) + float(self.weights[int(e.type)])
+            if e.type in (EventType.PURCHASE, EventType.RETURN):
+                self.extra_bought.setdefault(e.user_id, set()).add(i)
+            touched.add(e.user_id)
+        if not self.has_model or not touched:
+            return 0
+        users = sorted(touched)
+        rows = [self.user_row(u) for u in users]
+        if self.fold_model is not None:
+            indptr = np.cumsum([0] + [len(r[0]) for r in rows])
+            matrix = sp.csr_matrix(
+                (np.concatenate([r[1] for r in rows]), np.concatenate([r[0] for r in rows]), indptr),
+                shape=(len(users), len(self.catalog)),
+                dtype=np.float32,
+            )
+            factors = self.fold_model.recalculate_user(np.arange(len(users)), matrix)
+        else:
+            # implicit's BPR has no recalculate_user: a user is the confidence-weighted mean of the
+            # items they liked (the bias column, last, stays 1 as in BPR's user factors).
+            factors = np.zeros((len(users), self.item_factors.shape[1]), np.float32)
+            for k, (idx, w) in enumerate(rows):
+                pos = w > 0
+                if pos.any():
+                    factors[k] = (w[pos, None] * self.item_factors[idx[pos]]).sum(0) / w[pos].sum()
+                    factors[k, -1] = 1.0
+        for u, f in zip(users, factors, strict=True):
+            self.overrides[u] = np.asarray(f, np.float32)
+        FOLD_IN.inc(len(users))
+        return len(users)
+
+    def user_vector(self, user_id: str) -> np.ndarray | None:
+        if not self.has_model:
+            return None
+        vec = self.overrides.get(user_id)
+        if vec is not None:
+            return vec
+        k = self.user_index.get(user_id)
+        return None if k is None else self.user_factors[k]
+
+
+def _top(scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the count best masked scores, best first."""
+    valid = np.flatnonzero(mask)
+    if len(valid) == 0:
+        return valid
+    s = scores[valid]
+    if len(valid) > count:
+        part = np.argpartition(-s, count - 1)[:count]
+        valid, s = valid[part], s[part]
+    return valid[np.argsort(-s, kind="stable")]
+
+
+def _diversify(candidates: np.ndarray, scores: np.ndarray, categories: np.ndarray, n: int) -> np.ndarray:
+    """Greedy re-rank: each further item of an already chosen category costs a share of the score spread."""
+    if len(candidates) <= 1:
+        return candidates[:n]
+    s = scores[candidates]
+    penalty = 0.35 * float(s[0] - s[-1] if s[0] > s[-1] else 1.0)
+    chosen: list[int] = []
+    counts: dict[str, int] = {}
+    left = list(range(len(candidates)))
+    while left and len(chosen) < n:
+        best = max(left, key=lambda j: s[j] - penalty * counts.get(categories[candidates[j]], 0))
+        left.remove(best)
+        chosen.append(int(candidates[best]))
+        counts[categories[candidates[best]]] = counts.get(categories[candidates[best]], 0) + 1
+    return np.array(chosen, dtype=np.int64)
+
+
+class Engine:
+    """Serving states of every tenant, built from the store and model artefacts."""
+
+    def __init__(self, store: RecsStore, weights: EventWeights | None = None) -> None:
+        self.store = store
+        self.weights = weights or EventWeights()
+        self._states: dict[str, TenantState] = {}
+        self._fold_locks: dict[str, threading.Lock] = {}
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._artefacts: dict[str, Artefact] = {}
+        self._guard = threading.Lock()
+
+    def _locks(self, tenant: str) -> tuple[threading.Lock, threading.Lock]:
+        with self._guard:
+            return (
+                self._build_locks.setdefault(tenant, threading.Lock()),
+                self._fold_locks.setdefault(tenant, threading.Lock()),
+            )
+
+    def load_all(self) -> None:
+        for tenant in self.store.tenants():
+            self.rebuild(tenant, "load")
+
+    def state(self, tenant: str) -> TenantState:
+        state = self._states.get(tenant)
+        if state is None:
+            state = self.rebuild(tenant, "first use")
+        return state
+
+    def _artefact(self, path: str) -> Artefact:
+        artefact = self._artefacts.get(path)
+        if artefact is None:
+            artefact = load_artefact(path)
+            self._artefacts = {path: artefact}  # keep only the newest: old versions are on disk
+        return artefact
+
+    def rebuild(self, tenant: str, reason: str, version: dict[str, object] | None = None) -> TenantState:
+        """Build a state from the store (active or given version) and publish it atomically."""
+        build_lock, fold_lock = self._locks(tenant)
+        with build_lock:
+            items = self.store.load_items(tenant)
+            catalog = CatalogIndex(items)
+            segments = self.store.segments(tenant)
+            row = version or self.store.active_version(tenant)
+            if row is not None and Path(str(row["path"])).exists():
+                artefact = self._artefact(str(row["path"]))
+                number, algorithm = int(row["version"]), str(row["algorithm"])  # type: ignore[call-overload]
+            else:
+                if row is not None:
+                    log.error(
+                        "model artefact %s of %s is missing; serving popularity only", row["path"], tenant
+                    )
+                artefact = self._popularity_only(tenant, catalog, segments)
+                number, algorithm = 0, ""
+            state = TenantState(catalog, artefact, number, algorithm, segments, self.weights)
+            self._replay(tenant, state)
+            with fold_lock:
+                self._replay(tenant, state)  # events committed while this state was built
+                self._states[tenant] = state
+        SWAPS.labels(reason).inc()
+        log.info("serving %s: %d items, model version %d (%s)", tenant, len(catalog), number, reason)
+        return state
+
+    def _popularity_only(self, tenant: str, catalog: CatalogIndex, segments: dict[str, str]) -> Artefact:
+        max_seq = self.store.max_event_seq(tenant)
+        inter = build_interactions(
+            self.store.load_events(tenant, upto_seq=max_seq),
+            catalog.item_ids,
+            segments,
+            self.weights,
+            half_life_days=60.0,
+        )
+        empty = np.zeros((0, 0), np.float32)
+        return Artefact(
+            "",
+            inter.user_ids,
+            inter.item_ids,
+            empty,
+            empty,
+            inter.popularity,
+            inter.segment_names,
+            inter.segment_popularity,
+            inter.confidence,
+            inter.bought,
+            inter.copurchase,
+            inter.newest_time_s,
+            max_seq,
+            {},
+        )
+
+    def _replay(self, tenant: str, state: TenantState) -> int:
+        arrays = self.store.load_events(tenant, after_seq=state.last_seq)
+        if len(arrays) == 0:
+            return 0
+        from datetime import UTC, datetime
+
+        events = [
+            Event(f"seq:{s}", u, i, EventType(int(t)), datetime.fromtimestamp(ts, UTC))
+            for s, u, i, t, ts in zip(
+                arrays.seq, arrays.user_ids, arrays.item_ids, arrays.types, arrays.times_s, strict=True
+            )
+        ]
+        folded = state.fold(events)
+        state.last_seq = int(arrays.seq[-1])
+        return folded
+
+    def record(self, tenant: str, events: Sequence[Event]) -> int:
+        """Fold committed events into the live state; returns how many users were refolded."""
+        if tenant not in self._states:
+            return 0  # the first request builds the state from the store, these events included
+        _, fold_lock = self._locks(tenant)
+        with fold_lock:
+            state = self._states[tenant]
+            for e in events:
+                if e.segment:
+                    state.segments[e.user_id] = e.segment
+            # Replaying by seq (not the request's events) folds each stored event exactly once, also
+            # when a concurrent rebuild already saw some of them.
+            return self._replay(tenant, state)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def recommend(
+        self, tenant: str, user_id: str, n: int, flt: Filter, segment: str = "", diversify: bool = False
+    ) -> RecommendResult:
+        state = self.state(tenant)
+        catalog = state.catalog
+        mask = catalog.mask(flt)
+        if flt.exclude_purchased:
+            mask[state.bought_by(user_id)] = False
+        vector = state.user_vector(user_id)
+        hist_idx, hist_w = state.user_row(user_id)
+        pool = n * 4 if diversify else n
+        if vector is not None:
+            scores = state.item_factors @ vector
+            top = _top(scores, mask, pool)
+            if diversify:
+                top = _diversify(top, scores, catalog.categories, n)
+            reasons = self._because(state, top, hist_idx, hist_w)
+            return RecommendResult(
+                [
+                    Scored(catalog.item_ids[i], float(scores[i]), r, catalog.categories[i])
+                    for i, r in zip(top, reasons, strict=True)
+                ],
+                state.version,
+                False,
+            )
+        # Cold start: popularity in the segment, plus attribute similarity to anything they touched.
+        COLD_START.inc()
+        seg = segment or state.segments.get(user_id, "")
+        k = state.segment_index.get(seg)
+        popular = state.segment_popularity[k] if k is not None else state.popularity
+        where = f"popular in your segment {seg}" if k is not None else "popular with shoppers now"
+        positive = hist_w > 0
+        content = catalog.attribute_similarity(hist_idx[positive], hist_w[positive])
+        scores = 0.5 * popular + 0.5 * content if positive.any() else popular.copy()
+        top = _top(scores, mask, pool)
+        if diversify:
+            top = _diversify(top, scores, catalog.categories, n)
+        reasons = (
+            self._because(state, top, hist_idx[positive], hist_w[positive], content=True)
+            if positive.any()
+            else [where] * len(top)
+        )
+        reasons = [
+            r if content[i] >= popular[i] or not positive.any() else where
+            for i, r in zip(top, reasons, strict=True)
+        ]
+        return RecommendResult(
+            [
+                Scored(catalog.item_ids[i], float(scores[i]), r, catalog.categories[i])
+                for i, r in zip(top, reasons, strict=True)
+            ],
+            state.version,
+            True,
+        )
+
+    @staticmethod
+    def _because(
+        state: TenantState, top: np.ndarray, hist_idx: np.ndarray, hist_w: np.ndarray, content: bool = False
+    ) -> list[str]:
+        """For each recommended item, the liked item it is closest to."""
+        if len(top) == 0:
+            return []
+        positive = hist_idx[hist_w > 0]
+        if len(positive) == 0:
+            return ["matches your taste profile"] * len(top)
+        # The 50 strongest signals are enough to explain, and keep this O(n x 50).
+        positive = positive[np.argsort(-hist_w[hist_w > 0])[:50]]
+        if content or not state.has_model:
+            sims = (state.catalog.features[top] @ state.catalog.features[positive].T).toarray()
+        else:
+            sims = state.item_unit[top] @ state.item_unit[positive].T
+        best = positive[np.argmax(sims, axis=1)]
+        return [f"similar to {state.catalog.item_ids[b]}" for b in best]
+
+    def similar_items(self, tenant: str, item_id: str, n: int, flt: Filter) -> list[Scored]:
+        state = self.state(tenant)
+        catalog = state.catalog
+        i = catalog.index[item_id]
+        attr = catalog.attribute_similarity(np.array([i]))
+        if state.has_model and np.any(state.item_unit[i]):
+            latent = state.item_unit @ state.item_unit[i]
+            scores = SIMILAR_FACTOR_WEIGHT * latent + (1 - SIMILAR_FACTOR_WEIGHT) * attr
+        else:
+            latent = np.zeros_like(attr)
+            scores = attr
+        mask = catalog.mask(flt)
+        mask[i] = False
+        top = _top(scores, mask, n)
+        out = []
+        for j in top:
+            if SIMILAR_FACTOR_WEIGHT * latent[j] > (1 - SIMILAR_FACTOR_WEIGHT) * attr[j]:
+                reason = f"liked by the same shoppers as {item_id}"
+            else:
+                shared = self._shared_attributes(catalog, i, int(j))
+                reason = f"shares {', '.join(shared)} with {item_id}" if shared else f"similar to {item_id}"
+            out.append(Scored(catalog.item_ids[j], float(scores[j]), reason, catalog.categories[j]))
+        return out
+
+    @staticmethod
+    def _shared_attributes(catalog: CatalogIndex, a: int, b: int) -> list[str]:
+        fa = set(catalog.features[a].indices.tolist())
+        shared = [catalog.feature_names[k] for k in catalog.features[b].indices if k in fa]
+        return [s.replace("=", " ") for s in shared if not s.startswith("price_band")][:3]
+
+    def complete_the_look(self, tenant: str, item_ids: Sequence[str], n: int, flt: Filter) -> list[Scored]:
+        state = self.state(tenant)
+        catalog = state.catalog
+        given = np.array([catalog.index[i] for i in item_ids], dtype=np.int64)
+        given_cats = {catalog.categories[g] for g in given}
+        allowed = catalog.none.copy()
+        for category, cmask in catalog.category_masks.items():
+            if all(compatible(g, category) for g in given_cats):
+                allowed |= cmask
+        mask = catalog.mask(flt) & allowed
+        mask[given] = False
+        co = np.asarray(state.copurchase[given].sum(axis=0)).ravel() / len(given)
+        co_unit = co / co.max() if co.max() > 0 else co
+        # Little basket data for an item: fall back on taste (factors) and style (attributes).
+        if state.has_model:
+            centre = state.item_unit[given].mean(axis=0)
+            taste = np.clip(state.item_unit @ centre, 0, None)
+        else:
+            taste = np.zeros(len(catalog), np.float32)
+        style = catalog.attribute_similarity(given)
+        scores = 0.6 * co_unit + 0.2 * taste + 0.1 * style + 0.1 * state.popularity
+        top = _diversify(_top(scores, mask, n * 4), scores, catalog.categories, n)
+        out = []
+        for j in top:
+            if co[j] > 0:
+                partner = given[int(np.argmax(state.copurchase[given, j].toarray().ravel()))]
+                reason = f"bought together with {catalog.item_ids[partner]}"
+            else:
+                reason = f"goes with your {' and '.join(sorted(given_cats))}"
+            out.append(Scored(catalog.item_ids[j], float(scores[j]), reason, catalog.categories[j]))
+        return out

@@ -1,0 +1,378 @@
+"""Training: events -> confidence matrix -> implicit ALS/BPR -> a model artefact on disk.
+
+``train(store_url, tenant, params)`` is a plain function with no service state, so it can run in
+the service's job thread, in a child process or in a Kubernetes Job against the same database.
+It writes one ``.npz`` artefact (factors, id maps, popularity by segment, co-purchase, who bought
+what) and a (not yet active) row in ``recs_model_versions``; the service activates it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from atelier.recommendations.store import EventArrays, EventType, RecsStore
+from atelier.runtime.storage import Store
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+MAX_SEGMENTS = 500
+MAX_BASKET_ITEMS = 50
+
+
+@dataclass(frozen=True)
+class EventWeights:
+    """Confidence an event type adds to a (user, item) pair; a return takes confidence away."""
+
+    view: float = 1.0
+    add_to_cart: float = 4.0
+    purchase: float = 10.0
+    return_: float = -10.0
+
+    def array(self) -> np.ndarray:
+        # Indexed by EventType value (0 unused).
+        return np.array([0.0, self.view, self.add_to_cart, self.purchase, self.return_], dtype=np.float32)
+
+
+@dataclass
+class TrainParams:
+    algorithm: str = "als"  # "als" or "bpr"
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.05
+    learning_rate: float = 0.01  # BPR only
+    recency_half_life_days: float = 60.0
+    weights: EventWeights = field(default_factory=EventWeights)
+    models_dir: str = ".atelier/recommendations/models"
+    num_threads: int = 0  # 0: every core
+    random_seed: int = 42
+
+
+@dataclass
+class Interactions:
+    """Events of one tenant aggregated over the catalogue's items, plus what is learned without a model."""
+
+    user_ids: np.ndarray  # object: row -> user id
+    item_ids: np.ndarray  # object: column -> item id
+    confidence: sp.csr_matrix  # users x items, float32, decayed and weighted; may hold negatives
+    bought: sp.csr_matrix  # users x items, 1 where purchased or returned
+    popularity: np.ndarray  # items, float32: decayed positive weight over every user
+    segment_names: list[str]
+    segment_popularity: np.ndarray  # segments x items, float32
+    copurchase: sp.csr_matrix  # items x items, cosine-normalised basket co-occurrence
+    newest_time_s: float
+
+
+def build_interactions(
+    events: EventArrays,
+    item_ids: np.ndarray,
+    segments: dict[str, str],
+    weights: EventWeights,
+    half_life_days: float,
+) -> Interactions:
+    """Aggregate raw events into the matrices training and serving use (pure numpy/scipy)."""
+    item_index = {item: i for i, item in enumerate(item_ids)}
+    cols = np.fromiter((item_index.get(i, -1) for i in events.item_ids), dtype=np.int64, count=len(events))
+    keep = cols >= 0  # events of items not (yet) in the catalogue wait for the item
+    cols = cols[keep]
+    users_raw = events.user_ids[keep]
+    types = events.types[keep].astype(np.int64)
+    times = events.times_s[keep]
+    baskets = events.basket_ids[keep]
+    user_ids, rows = (
+        np.unique(users_raw.astype(str), return_inverse=True)
+        if len(users_raw)
+        else (np.zeros(0, dtype=str), np.zeros(0, dtype=np.int64))
+    )
+    user_ids = user_ids.astype(object)
+    n_users, n_items = len(user_ids), len(item_ids)
+    newest = float(times.max()) if len(times) else 0.0
+    decay = np.power(0.5, (newest - times) / (half_life_days * DAY_S)).astype(np.float32)
+    w = weights.array()[types] * decay
+    confidence = sp.csr_matrix((w, (rows, cols)), shape=(n_users, n_items), dtype=np.float32)
+    confidence.sum_duplicates()
+    confidence.eliminate_zeros()
+    is_bought = (types == EventType.PURCHASE) | (types == EventType.RETURN)
+    bought = sp.csr_matrix(
+        (np.ones(int(is_bought.sum()), np.float32), (rows[is_bought], cols[is_bought])),
+        shape=(n_users, n_items),
+    )
+    bought.sum_duplicates()
+    bought.data[:] = 1.0
+
+    positive = np.maximum(w, 0.0)
+    popularity = np.bincount(cols, weights=positive, minlength=n_items).astype(np.float32)
+    seg_of_user = np.array([segments.get(u, "") for u in user_ids], dtype=object)
+    names, counts = (
+        np.unique(seg_of_user[seg_of_user != ""].astype(str), return_counts=True)
+        if n_users
+        else (np.zeros(0, str), np.zeros(0))
+    )
+    segment_names = [str(s) for s in names[np.argsort(-counts)][:MAX_SEGMENTS]]
+    seg_index = {s: k for k, s in enumerate(segment_names)}
+    seg_rows = np.array([seg_index.get(s, -1) for s in seg_of_user], dtype=np.int64)
+    ev_seg = seg_rows[rows] if n_users else np.zeros(0, np.int64)
+    has_seg = ev_seg >= 0
+    segment_popularity = sp.csr_matrix(
+        (positive[has_seg], (ev_seg[has_seg], cols[has_seg])),
+        shape=(len(segment_names), n_items),
+        dtype=np.float32,
+    ).toarray()
+
+    copurchase = _copurchase(rows, cols, types, times, baskets, n_items)
+    return Interactions(
+        user_ids,
+        np.asarray(item_ids, dtype=object),
+        confidence,
+        bought,
+        popularity,
+        segment_names,
+        segment_popularity,
+        copurchase,
+        newest,
+    )
+
+
+def _copurchase(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    types: np.ndarray,
+    times: np.ndarray,
+    baskets: np.ndarray,
+    n_items: int,
+) -> sp.csr_matrix:
+    """Item-item co-occurrence in baskets (cart or purchase), cosine-normalised.
+
+    An event without a basket id belongs to the basket "that user, that day".
+    """
+    sel = (types == EventType.ADD_TO_CART) | (types == EventType.PURCHASE)
+    if not sel.any():
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    keys = np.where(
+        baskets[sel] != "",
+        "b:" + baskets[sel].astype(str),
+        np.char.add(
+            np.char.add("u:", rows[sel].astype(str)),
+            np.char.add(":", (times[sel] // DAY_S).astype(np.int64).astype(str)),
+        ),
+    )
+    _, basket_rows = np.unique(keys, return_inverse=True)
+    incidence = sp.csr_matrix(
+        (np.ones(len(basket_rows), np.float32), (basket_rows, cols[sel])),
+        shape=(int(basket_rows.max()) + 1, n_items),
+    )
+    incidence.sum_duplicates()
+    incidence.data[:] = 1.0
+    sizes = np.diff(incidence.indptr)
+    incidence = incidence[(sizes >= 2) & (sizes <= MAX_BASKET_ITEMS)]
+    co = (incidence.T @ incidence).tocsr().astype(np.float32)
+    counts = co.diagonal().copy()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    norm = np.sqrt(np.maximum(counts, 1.0))
+    co = sp.diags(1.0 / norm) @ co @ sp.diags(1.0 / norm)
+    return co.tocsr().astype(np.float32)
+
+
+def fit_factors(
+    confidence: sp.csr_matrix, params: TrainParams, on_iteration: Callable[[int, float], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Factorise with implicit (CPU); returns (user_factors, item_factors) as float32 arrays."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
+        return _fit(confidence, params, on_iteration)
+
+
+def _fit(
+    confidence: sp.csr_matrix, params: TrainParams, on_iteration: Callable[[int, float], None] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    def callback(iteration: int, elapsed_s: float, *_rest: object) -> None:
+        if on_iteration is not None:
+            on_iteration(iteration, elapsed_s)
+
+    if params.algorithm == "bpr":
+        # BPR learns from positives only: a pair whose returns outweigh its other events is dropped.
+        positive = confidence.copy()
+        positive.data[positive.data < 0] = 0
+        positive.eliminate_zeros()
+        model = BayesianPersonalizedRanking(
+            factors=params.factors,
+            learning_rate=params.learning_rate,
+            regularization=params.regularization,
+            iterations=params.iterations,
+            num_threads=params.num_threads,
+            random_state=params.random_seed,
+        )
+        model.fit(positive, show_progress=False, callback=callback)
+    else:
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            iterations=params.iterations,
+            num_threads=params.num_threads,
+            random_state=params.random_seed,
+            calculate_training_loss=False,
+        )
+        model.fit(confidence, show_progress=False, callback=callback)
+    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
+
+
+def save_artefact(
+    path: Path,
+    inter: Interactions,
+    user_factors: np.ndarray | None,
+    item_factors: np.ndarray | None,
+    params: TrainParams,
+    max_event_seq: int,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+
+    def csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}_data": m.data,
+            f"{prefix}_indices": m.indices,
+            f"{prefix}_indptr": m.indptr,
+            f"{prefix}_shape": np.array(m.shape),
+        }
+
+    np.savez(
+        tmp,
+        user_ids=inter.user_ids.astype(str),
+        item_ids=inter.item_ids.astype(str),
+        user_factors=user_factors if user_factors is not None else np.zeros((0, 0), np.float32),
+        item_factors=item_factors if item_factors is not None else np.zeros((0, 0), np.float32),
+        popularity=inter.popularity,
+        segment_names=np.array(inter.segment_names, dtype=str),
+        segment_popularity=inter.segment_popularity,
+        newest_time_s=np.array(inter.newest_time_s),
+        max_event_seq=np.array(max_event_seq),
+        params=np.array(json.dumps(asdict(params))),
+        **csr("confidence", inter.confidence),
+        **csr("bought", inter.bought),
+        **csr("copurchase", inter.copurchase),
+    )
+    tmp.replace(path)  # a reader never sees half a file
+
+
+@dataclass
+class Artefact:
+    path: str
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    popularity: np.ndarray
+    segment_names: list[str]
+    segment_popularity: np.ndarray
+    confidence: sp.csr_matrix
+    bought: sp.csr_matrix
+    copurchase: sp.csr_matrix
+    newest_time_s: float
+    max_event_seq: int
+    params: dict[str, object]
+
+
+def load_artefact(path: str | Path) -> Artefact:
+    with np.load(path, allow_pickle=False) as z:
+
+        def csr(prefix: str) -> sp.csr_matrix:
+            return sp.csr_matrix(
+                (z[f"{prefix}_data"], z[f"{prefix}_indices"], z[f"{prefix}_indptr"]),
+                shape=tuple(z[f"{prefix}_shape"]),
+            )
+
+        return Artefact(
+            path=str(path),
+            user_ids=z["user_ids"].astype(object),
+            item_ids=z["item_ids"].astype(object),
+            user_factors=z["user_factors"],
+            item_factors=z["item_factors"],
+            popularity=z["popularity"],
+            segment_names=[str(s) for s in z["segment_names"]],
+            segment_popularity=z["segment_popularity"],
+            confidence=csr("confidence"),
+            bought=csr("bought"),
+            copurchase=csr("copurchase"),
+            newest_time_s=float(z["newest_time_s"]),
+            max_event_seq=int(z["max_event_seq"]),
+            params=json.loads(str(z["params"])),
+        )
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+def train(store_url: str, tenant: str, params: TrainParams, progress: ProgressFn | None = None) -> str:
+    """Train one model version for a tenant from the store; returns the artefact's path.
+
+    Reads the catalogue and every event up to now, fits implicit, writes the artefact under
+    ``params.models_dir/<tenant>/`` and records a (not yet active) row in recs_model_versions.
+    ``progress(fraction, message)`` may raise to cancel.
+    """
+    report = progress or (lambda _f, _m: None)
+    started = time.monotonic()
+    store = RecsStore(Store(store_url))
+    try:
+        report(0.0, "loading events")
+        max_seq = store.max_event_seq(tenant)
+        items = store.load_items(tenant)
+        events = store.load_events(tenant, upto_seq=max_seq)
+        segments = store.segments(tenant)
+        item_ids = np.array([it.item_id for it in items], dtype=object)
+        inter = build_interactions(events, item_ids, segments, params.weights, params.recency_half_life_days)
+        if inter.confidence.nnz == 0:
+            from atelier.runtime.errors import FailedPreconditionError
+
+            raise FailedPreconditionError(
+                f"tenant {tenant!r} has no events on catalogue items to learn from; record events first"
+            )
+        report(
+            0.1, f"fitting {params.algorithm.upper()} on {len(inter.user_ids)} users x {len(item_ids)} items"
+        )
+        fit_started = time.monotonic()
+
+        def on_iteration(iteration: int, _elapsed: float) -> None:
+            report(
+                0.1 + 0.85 * (iteration + 1) / params.iterations,
+                f"iteration {iteration + 1}/{params.iterations}",
+            )
+
+        user_factors, item_factors = fit_factors(inter.confidence, params, on_iteration)
+        fit_s = time.monotonic() - fit_started
+        safe_tenant = "".join(c if c.isalnum() or c in "-_" else "_" for c in tenant)
+        path = Path(params.models_dir) / safe_tenant / f"model-{uuid.uuid4().hex[:12]}.npz"
+        report(0.96, "saving")
+        save_artefact(path, inter, user_factors, item_factors, params, max_seq)
+        total_s = time.monotonic() - started
+        store.add_version(
+            tenant,
+            {
+                "algorithm": params.algorithm,
+                "path": str(path),
+                "users": len(inter.user_ids),
+                "items": len(item_ids),
+                "interactions": int(inter.confidence.nnz),
+                "factors": params.factors,
+                "train_seconds": total_s,
+                "max_event_seq": max_seq,
+                "params": json.dumps({**asdict(params), "fit_seconds": fit_s}),
+            },
+        )
+        log.info("trained %s for %s in %.1f s (fit %.1f s)", path, tenant, total_s, fit_s)
+        return str(path)
+    finally:
+        store.store.dispose()
