@@ -1,21 +1,63 @@
-"""The generation service's registration with the runtime (placeholder until issue #8 lands).
+"""The generation service's registration with the runtime.
 
-Every RPC answers UNIMPLEMENTED with a message naming the issue; health reports SERVING so
-`make run` shows the platform up, and no RPC returns made-up data.
+Settings (env ``ATELIER_GENERATION_<NAME>`` or ``ATELIER_<NAME>``):
+MODELS_DIR (default <ATELIER_DATA_DIR>/models/generation), PRELOAD ("none", "all", or model names, comma-separated),
+MEMORY_BUDGET_MB (8192), QUEUE_SIZE (jobs waiting per device, 4), DEVICE ("auto": cuda if
+available, else cpu), DTYPE ("auto": float16 on CUDA, float32 on CPU; or bfloat16).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from atelier.generation.models import DeviceSettings
+from atelier.generation.service import GenerationService
+from atelier.generation.servicer import GenerationServicer
+from atelier.generation.sessions import SessionStore
 from atelier.generation.v1 import generation_pb2, generation_pb2_grpc
-from atelier.runtime.server import Runtime, ServiceSpec, unimplemented_servicer
+from atelier.runtime.server import Runtime, ServiceSpec
 
 SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
 
 
+def device_settings(device: str, dtype: str) -> DeviceSettings:
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"ATELIER_GENERATION_DTYPE must be auto, float32, float16 or bfloat16, got {dtype!r}")
+    return DeviceSettings(device=device, dtype=dtype)
+
+
 def build(runtime: Runtime) -> ServiceSpec:
-    servicer = unimplemented_servicer(generation_pb2_grpc.GenerationServiceServicer, SERVICE_NAME, "#8")
+    config = runtime.config
+    models_dir = Path(config.setting("MODELS_DIR", str(config.data_dir / "models" / "generation")))
+    device = device_settings(config.setting("DEVICE", "auto"), config.setting("DTYPE", "auto"))
+    service = GenerationService(
+        models_dir=models_dir,
+        sessions=SessionStore(runtime.store),
+        device=device,
+        memory_budget_bytes=int(float(config.setting("MEMORY_BUDGET_MB", "8192")) * 1024 * 1024),
+        max_waiting=int(config.setting("QUEUE_SIZE", "4")),
+        on_health=runtime.set_health,
+    )
+    preload = config.setting("PRELOAD", "none").strip()
+
+    def load() -> None:
+        service.list_models()  # publishes each model's health now that the health servicer exists
+        if preload == "all":
+            service.cache.preload(None)
+        elif preload and preload != "none":
+            service.cache.preload([name.strip() for name in preload.split(",") if name.strip()])
+
     return ServiceSpec(
         name="generation",
-        servicers=[(generation_pb2_grpc.add_GenerationServiceServicer_to_server, servicer)],
+        servicers=[(generation_pb2_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(service))],
         service_names=[SERVICE_NAME],
+        load=load,
+        close=service.close,
+        health_names=service.cache.health_names(),
     )

@@ -28,17 +28,21 @@ class _ModelStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelState
     DESCRIPTOR: _descriptor.EnumDescriptor
     MODEL_STATE_UNSPECIFIED: _ModelState.ValueType  # 0
     MODEL_STATE_INSTALLED: _ModelState.ValueType  # 1
+    """Installed and valid, not in memory (it loads on first use)."""
     MODEL_STATE_LOADING: _ModelState.ValueType  # 2
     MODEL_STATE_LOADED: _ModelState.ValueType  # 3
     MODEL_STATE_FAILED: _ModelState.ValueType  # 4
+    """Loading failed; `error` says why and the model's health name is NOT_SERVING."""
 
 class ModelState(_ModelState, metaclass=_ModelStateEnumTypeWrapper): ...
 
 MODEL_STATE_UNSPECIFIED: ModelState.ValueType  # 0
 MODEL_STATE_INSTALLED: ModelState.ValueType  # 1
+"""Installed and valid, not in memory (it loads on first use)."""
 MODEL_STATE_LOADING: ModelState.ValueType  # 2
 MODEL_STATE_LOADED: ModelState.ValueType  # 3
 MODEL_STATE_FAILED: ModelState.ValueType  # 4
+"""Loading failed; `error` says why and the model's health name is NOT_SERVING."""
 Global___ModelState: _TypeAlias = ModelState  # noqa: Y015
 
 class _Mode:
@@ -48,20 +52,28 @@ class _Mode:
 class _ModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Mode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MODE_UNSPECIFIED: _Mode.ValueType  # 0
-    """text-to-image without init image, image-to-image with one"""
+    """text-to-image without an init image, image-to-image with one"""
     MODE_TEXT_TO_IMAGE: _Mode.ValueType  # 1
     MODE_IMAGE_TO_IMAGE: _Mode.ValueType  # 2
     MODE_INPAINT: _Mode.ValueType  # 3
+    """Requires init_image and mask: only the mask's non-zero region changes."""
     MODE_SKETCH: _Mode.ValueType  # 4
+    """Sketch to illustration: img2img on the sketch, ControlNet conditioning when
+    settings.controlnet names an installed ControlNet.
+    """
 
 class Mode(_Mode, metaclass=_ModeEnumTypeWrapper): ...
 
 MODE_UNSPECIFIED: Mode.ValueType  # 0
-"""text-to-image without init image, image-to-image with one"""
+"""text-to-image without an init image, image-to-image with one"""
 MODE_TEXT_TO_IMAGE: Mode.ValueType  # 1
 MODE_IMAGE_TO_IMAGE: Mode.ValueType  # 2
 MODE_INPAINT: Mode.ValueType  # 3
+"""Requires init_image and mask: only the mask's non-zero region changes."""
 MODE_SKETCH: Mode.ValueType  # 4
+"""Sketch to illustration: img2img on the sketch, ControlNet conditioning when
+settings.controlnet names an installed ControlNet.
+"""
 Global___Mode: _TypeAlias = Mode  # noqa: Y015
 
 @_typing.final
@@ -75,17 +87,29 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     DEFAULTS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    HEALTH_NAME_FIELD_NUMBER: _builtins.int
+    CONDITIONING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     base: _builtins.str
     """e.g. "sd15", "sdxl"."""
     licence: _builtins.str
+    """Licence text or link, from the manifest."""
     state: Global___ModelState.ValueType
     error: _builtins.str
     """Why loading failed (MODEL_STATE_FAILED)."""
     kind: _builtins.str
     """"diffusers", "single_file", "lora", "controlnet"."""
+    memory_bytes: _builtins.int
+    """Memory the loaded model holds (0 when not loaded)."""
+    health_name: _builtins.str
+    """The grpc.health.v1 service name that reports this model's health."""
+    conditioning: _builtins.str
+    """ControlNet only: the conditioning it was trained for, e.g. "scribble", "lineart"."""
     @_builtins.property
-    def defaults(self) -> Global___GenerationSettings: ...
+    def defaults(self) -> Global___GenerationSettings:
+        """Defaults from the manifest; a request's unset (zero) settings take these."""
+
     def __init__(
         self,
         *,
@@ -96,10 +120,13 @@ class ModelInfo(_message.Message):
         error: _builtins.str = ...,
         kind: _builtins.str = ...,
         defaults: Global___GenerationSettings | None = ...,
+        memory_bytes: _builtins.int = ...,
+        health_name: _builtins.str = ...,
+        conditioning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "defaults", b"defaults", "error", b"error", "kind", b"kind", "licence", b"licence", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "conditioning", b"conditioning", "defaults", b"defaults", "error", b"error", "health_name", b"health_name", "kind", b"kind", "licence", b"licence", "memory_bytes", b"memory_bytes", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,16 +152,27 @@ class ListModelsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: _builtins.int
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    memory_budget_bytes: _builtins.int
+    """The cache's memory budget and what loaded models use now."""
+    memory_used_bytes: _builtins.int
+    device: _builtins.str
+    """"cpu", "cuda:0", ..."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___ModelInfo] | None = ...,
+        memory_budget_bytes: _builtins.int = ...,
+        memory_used_bytes: _builtins.int = ...,
+        device: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "memory_budget_bytes", b"memory_budget_bytes", "memory_used_bytes", b"memory_used_bytes", "models", b"models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,21 +194,33 @@ class GenerationSettings(_message.Message):
     TILEABLE_FIELD_NUMBER: _builtins.int
     LORAS_FIELD_NUMBER: _builtins.int
     CONTROLNET_FIELD_NUMBER: _builtins.int
+    CONTROLNET_SCALE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
+    """Required for generation; at most the tokenizer limit (75 tokens for SD 1.x)."""
     negative_prompt: _builtins.str
     strength: _builtins.float
-    """(0, 1]; 0.75 in the reference design workflow."""
+    """(0, 1]; 0 takes the model default (0.75, as in the reference design workflow). Image modes only."""
     guidance_scale: _builtins.float
+    """0..30; 0 takes the model default (7.5)."""
     steps: _builtins.int
+    """1..150; 0 takes the model default."""
     scheduler: _builtins.str
+    """"ddim", "pndm", "euler", "euler_a", "dpmpp_2m", "lms", "heun", "unipc", "ddpm"; empty: the model's own."""
     seed: _builtins.int
+    """0: the server picks one and returns it. Image i of a request uses seed + i."""
     width_px: _builtins.int
-    """Multiples of 8."""
+    """Multiples of 8 in 64..2048; 0 takes the init image's size (image modes) or the model default."""
     height_px: _builtins.int
     tileable: _builtins.bool
+    """Circular padding in the UNet and VAE convolutions: the output tiles seamlessly."""
     controlnet: _builtins.str
+    """Name of an installed ControlNet (MODE_SKETCH)."""
+    controlnet_scale: _builtins.float
+    """0..2; 0 takes 1.0."""
     @_builtins.property
-    def loras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def loras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of installed LoRA adapters to apply."""
+
     def __init__(
         self,
         *,
@@ -186,10 +236,11 @@ class GenerationSettings(_message.Message):
         tileable: _builtins.bool = ...,
         loras: _abc.Iterable[_builtins.str] | None = ...,
         controlnet: _builtins.str = ...,
+        controlnet_scale: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "controlnet_scale", b"controlnet_scale", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,20 +258,30 @@ class GenerateRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     NUM_IMAGES_FIELD_NUMBER: _builtins.int
     PREVIEW_EVERY_FIELD_NUMBER: _builtins.int
+    SESSION_IMAGE_INDEX_FIELD_NUMBER: _builtins.int
     model: _builtins.str
+    """Required: an installed checkpoint name (ListModels)."""
     mode: Global___Mode.ValueType
     session_id: _builtins.str
-    """Continue a refinement session: its last output is the init image."""
+    """Continue a refinement session: its last round's image is the init image."""
     num_images: _builtins.int
-    """Number of variations, 1..8."""
+    """Number of variations, 1..8; 0 means 1."""
     preview_every: _builtins.int
-    """Send a low-resolution preview every N steps (0: none)."""
+    """Send a low-resolution preview every N steps (0: none). Previews are the latents mapped to
+    RGB linearly (no VAE decode), at 1/8 of the output size.
+    """
+    session_image_index: _builtins.int
+    """With session_id: which image of the last round continues (default 0)."""
     @_builtins.property
     def settings(self) -> Global___GenerationSettings: ...
     @_builtins.property
-    def init_image(self) -> _image_pb2.Image: ...
+    def init_image(self) -> _image_pb2.Image:
+        """The input of image-to-image, inpainting and sketch; not allowed with session_id."""
+
     @_builtins.property
-    def mask(self) -> _image_pb2.Mask: ...
+    def mask(self) -> _image_pb2.Mask:
+        """MODE_INPAINT: the same size as the init image."""
+
     def __init__(
         self,
         *,
@@ -232,10 +293,11 @@ class GenerateRequest(_message.Message):
         session_id: _builtins.str = ...,
         num_images: _builtins.int = ...,
         preview_every: _builtins.int = ...,
+        session_image_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["init_image", b"init_image", "mask", b"mask", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["init_image", b"init_image", "mask", b"mask", "mode", b"mode", "model", b"model", "num_images", b"num_images", "preview_every", b"preview_every", "session_id", b"session_id", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["init_image", b"init_image", "mask", b"mask", "mode", b"mode", "model", b"model", "num_images", b"num_images", "preview_every", b"preview_every", "session_id", b"session_id", "session_image_index", b"session_image_index", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -252,7 +314,7 @@ class ProgressEvent(_message.Message):
     step: _builtins.int
     total_steps: _builtins.int
     queue_position: _builtins.int
-    """Place in the GPU queue (0: running)."""
+    """Place in the device queue (0: running)."""
     @_builtins.property
     def preview(self) -> _image_pb2.Image: ...
     def __init__(
@@ -278,11 +340,18 @@ class GeneratedImage(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
     index: _builtins.int
     @_builtins.property
     def image(self) -> _image_pb2.Image:
-        """PNG with the full settings in text chunks."""
+        """PNG with the full settings in text chunks ("parameters" as the web UIs write it, and
+        "atelier" with JSON).
+        """
+
+    @_builtins.property
+    def settings(self) -> Global___GenerationSettings:
+        """The settings in effect (defaults filled in); with `seed` they reproduce this image."""
 
     def __init__(
         self,
@@ -290,10 +359,11 @@ class GeneratedImage(_message.Message):
         image: _image_pb2.Image | None = ...,
         seed: _builtins.int = ...,
         index: _builtins.int = ...,
+        settings: Global___GenerationSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "index", b"index", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "index", b"index", "seed", b"seed", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -306,8 +376,11 @@ class GenerateResponse(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The refinement session the images belong to."""
+    round: _builtins.int
+    """The session round these events belong to (1 for a new session)."""
     @_builtins.property
     def progress(self) -> Global___ProgressEvent: ...
     @_builtins.property
@@ -318,10 +391,11 @@ class GenerateResponse(_message.Message):
         progress: Global___ProgressEvent | None = ...,
         image: Global___GeneratedImage | None = ...,
         session_id: _builtins.str = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "image", b"image", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "image", b"image", "progress", b"progress", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "image", b"image", "progress", b"progress", "round", b"round", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "image"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -336,9 +410,13 @@ class MakeTileableRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     BLEND_FIELD_NUMBER: _builtins.int
     blend: _builtins.float
-    """Width of the blended seam, as a share of the tile size (0..0.5); 0 picks a default."""
+    """Width of the blended band around the offset seams, as a share of the tile size (0..0.5];
+    0 picks 0.25.
+    """
     @_builtins.property
-    def image(self) -> _image_pb2.Image: ...
+    def image(self) -> _image_pb2.Image:
+        """Required; at most 4096 x 4096 px."""
+
     def __init__(
         self,
         *,
@@ -359,19 +437,29 @@ class MakeTileableResponse(_message.Message):
 
     TILE_FIELD_NUMBER: _builtins.int
     SEAM_ERROR_FIELD_NUMBER: _builtins.int
+    SEAM_ERROR_BEFORE_FIELD_NUMBER: _builtins.int
+    INTERIOR_ERROR_FIELD_NUMBER: _builtins.int
     seam_error: _builtins.float
-    """Mean absolute difference across the wrap-around edges, 0..255."""
+    """Mean absolute difference across the wrap-around edges of the tile, 0..255."""
+    seam_error_before: _builtins.float
+    """The same measure on the input, before the blend."""
+    interior_error: _builtins.float
+    """Mean absolute difference of neighbouring pixels inside the tile: what a seamless edge looks like."""
     @_builtins.property
-    def tile(self) -> _image_pb2.Image: ...
+    def tile(self) -> _image_pb2.Image:
+        """PNG of the same size as the input."""
+
     def __init__(
         self,
         *,
         tile: _image_pb2.Image | None = ...,
         seam_error: _builtins.float = ...,
+        seam_error_before: _builtins.float = ...,
+        interior_error: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tile", b"tile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seam_error", b"seam_error", "tile", b"tile"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interior_error", b"interior_error", "seam_error", b"seam_error", "seam_error_before", b"seam_error_before", "tile", b"tile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -405,13 +493,22 @@ class Session(_message.Message):
     ROUNDS_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     LAST_IMAGE_FIELD_NUMBER: _builtins.int
+    LAST_IMAGES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     model: _builtins.str
     rounds: _builtins.int
     @_builtins.property
-    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationSettings]: ...
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationSettings]:
+        """The settings of each round, oldest first."""
+
     @_builtins.property
-    def last_image(self) -> _image_pb2.Image: ...
+    def last_image(self) -> _image_pb2.Image:
+        """The first image of the last round."""
+
+    @_builtins.property
+    def last_images(self) -> _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]:
+        """Every image of the last round."""
+
     def __init__(
         self,
         *,
@@ -420,10 +517,11 @@ class Session(_message.Message):
         rounds: _builtins.int = ...,
         history: _abc.Iterable[Global___GenerationSettings] | None = ...,
         last_image: _image_pb2.Image | None = ...,
+        last_images: _abc.Iterable[_image_pb2.Image] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_image", b"last_image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "last_image", b"last_image", "model", b"model", "rounds", b"rounds", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "last_image", b"last_image", "last_images", b"last_images", "model", b"model", "rounds", b"rounds", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,12 @@ if _version_not_supported:
 class GenerationServiceStub:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     def __init__(self, channel):
@@ -61,16 +67,26 @@ class GenerationServiceStub:
 class GenerationServiceServicer:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     def ListModels(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Generate(self, request, context):
-        """Streams progress events, then one event per output image.
+        """Streams progress events (queue position, then step counts with optional previews), then
+        one event per output image. Every call is one round of a refinement session: a new session
+        when session_id is empty, the next round of that session otherwise. A full queue answers
+        RESOURCE_EXHAUSTED with google.rpc.RetryInfo; so does an out-of-memory error on the device.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,7 +100,8 @@ class GenerationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSession(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A refinement session: its rounds' settings and the images of its last round.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -123,6 +140,12 @@ def add_GenerationServiceServicer_to_server(servicer, server):
 class GenerationService:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     @staticmethod

@@ -29,6 +29,12 @@ GRPC_VERSION: str
 class GenerationServiceStub:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     @_typing.overload
@@ -36,29 +42,53 @@ class GenerationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GenerationServiceAsyncStub: ...
     ListModels: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListModelsRequest, _generation_pb2.ListModelsResponse]
+    """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
     Generate: _grpc.UnaryStreamMultiCallable[_generation_pb2.GenerateRequest, _generation_pb2.GenerateResponse]
-    """Streams progress events, then one event per output image."""
+    """Streams progress events (queue position, then step counts with optional previews), then
+    one event per output image. Every call is one round of a refinement session: a new session
+    when session_id is empty, the next round of that session otherwise. A full queue answers
+    RESOURCE_EXHAUSTED with google.rpc.RetryInfo; so does an out-of-memory error on the device.
+    """
     MakeTileable: _grpc.UnaryUnaryMultiCallable[_generation_pb2.MakeTileableRequest, _generation_pb2.MakeTileableResponse]
     """Makes a seamless tile from any fabric photo, without a diffusion model."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetSessionRequest, _generation_pb2.Session]
+    """A refinement session: its rounds' settings and the images of its last round."""
 
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListModelsRequest, _generation_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
     Generate: _aio.UnaryStreamMultiCallable[_generation_pb2.GenerateRequest, _generation_pb2.GenerateResponse]  # type: ignore[assignment]
-    """Streams progress events, then one event per output image."""
+    """Streams progress events (queue position, then step counts with optional previews), then
+    one event per output image. Every call is one round of a refinement session: a new session
+    when session_id is empty, the next round of that session otherwise. A full queue answers
+    RESOURCE_EXHAUSTED with google.rpc.RetryInfo; so does an out-of-memory error on the device.
+    """
     MakeTileable: _aio.UnaryUnaryMultiCallable[_generation_pb2.MakeTileableRequest, _generation_pb2.MakeTileableResponse]  # type: ignore[assignment]
     """Makes a seamless tile from any fabric photo, without a diffusion model."""
     GetSession: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetSessionRequest, _generation_pb2.Session]  # type: ignore[assignment]
+    """A refinement session: its rounds' settings and the images of its last round."""
 
 class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
+
+    Limits (defaults; each is a service setting, see services/generation/README.md):
+    width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
+    per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
+    4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
+    prompts are REJECTED (INVALID_ARGUMENT on settings.prompt), never silently truncated.
     """
 
     @_abc_1.abstractmethod
@@ -66,7 +96,8 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _generation_pb2.ListModelsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_generation_pb2.ListModelsResponse, _abc.Awaitable[_generation_pb2.ListModelsResponse]]: ...
+    ) -> _typing.Union[_generation_pb2.ListModelsResponse, _abc.Awaitable[_generation_pb2.ListModelsResponse]]:
+        """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
 
     @_abc_1.abstractmethod
     def Generate(
@@ -74,7 +105,11 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _generation_pb2.GenerateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_generation_pb2.GenerateResponse], _abc.AsyncIterator[_generation_pb2.GenerateResponse]]:
-        """Streams progress events, then one event per output image."""
+        """Streams progress events (queue position, then step counts with optional previews), then
+        one event per output image. Every call is one round of a refinement session: a new session
+        when session_id is empty, the next round of that session otherwise. A full queue answers
+        RESOURCE_EXHAUSTED with google.rpc.RetryInfo; so does an out-of-memory error on the device.
+        """
 
     @_abc_1.abstractmethod
     def MakeTileable(
@@ -89,6 +124,7 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _generation_pb2.GetSessionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_generation_pb2.Session, _abc.Awaitable[_generation_pb2.Session]]: ...
+    ) -> _typing.Union[_generation_pb2.Session, _abc.Awaitable[_generation_pb2.Session]]:
+        """A refinement session: its rounds' settings and the images of its last round."""
 
 def add_GenerationServiceServicer_to_server(servicer: GenerationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,306 @@
+"""One generation, top to bottom: settings in, PNGs with their settings out (no gRPC here).
+
+The modes are the diffusers Stable Diffusion pipelines built from one loaded pipeline's
+components (no second copy of the weights): text-to-image, image-to-image, inpainting, and
+sketch to illustration (ControlNet img2img when a ControlNet is given, plain img2img otherwise).
+Tileable output switches every Conv2d of the UNet, VAE (and ControlNet) to circular padding for
+the call, as the web UIs' "tiling" option does; the cached modules are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from atelier.runtime.context import Cancellation
+
+MODES = ("text_to_image", "image_to_image", "inpaint", "sketch")
+
+# Scheduler names people know from the web UIs -> diffusers classes.
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+# A linear map from SD 1.x latents to RGB (the web UIs' cheap preview): no VAE decode needed.
+LATENT_RGB = np.array(
+    [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
+    dtype=np.float32,
+)
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "strength": 0.75,
+    "guidance_scale": 7.5,
+    "steps": 30,
+    "width_px": 512,
+    "height_px": 512,
+    "controlnet_scale": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of one generation; with the model, seed and input they determine the image."""
+
+    prompt: str
+    negative_prompt: str = ""
+    strength: float = 0.75
+    guidance_scale: float = 7.5
+    steps: int = 30
+    scheduler: str = ""
+    seed: int = 0
+    width_px: int = 512
+    height_px: int = 512
+    tileable: bool = False
+    loras: tuple[str, ...] = ()
+    controlnet: str = ""
+    controlnet_scale: float = 1.0
+
+
+@dataclass
+class Job:
+    model: str
+    mode: str
+    settings: Settings
+    num_images: int = 1
+    init_image: Image.Image | None = None  # RGB, already at settings' size
+    mask: Image.Image | None = None  # "L", same size as init_image; non-zero = repaint
+    preview_every: int = 0
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    preview: Image.Image | None = None
+
+
+@dataclass
+class Output:
+    index: int
+    seed: int
+    png: bytes
+    width_px: int
+    height_px: int
+    settings: Settings
+    pixels: np.ndarray = field(repr=False)  # uint8 HxWx3
+
+
+def fill_defaults(settings: Settings, model_defaults: dict[str, Any], explicit: set[str]) -> Settings:
+    """Settings the caller left unset take the model manifest's defaults, then the built-in ones."""
+    values = asdict(settings)
+    for key, builtin in BUILTIN_DEFAULTS.items():
+        if key not in explicit:
+            values[key] = type(builtin)(model_defaults.get(key, builtin))
+    if "scheduler" not in explicit and model_defaults.get("scheduler"):
+        values["scheduler"] = str(model_defaults["scheduler"])
+    values["loras"] = tuple(values["loras"])
+    return Settings(**values)
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    """Tokens of a prompt without the start and end tokens."""
+    return len(tokenizer(text, truncation=False, add_special_tokens=False).input_ids)
+
+
+def token_limit(tokenizer: Any) -> int:
+    return int(tokenizer.model_max_length) - 2
+
+
+@contextmanager
+def circular_padding(*modules: Any) -> Iterator[None]:
+    """Every Conv2d pads circularly inside the block, so the output wraps around seamlessly."""
+    import torch
+
+    convs = [m for module in modules if module is not None for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    previous = [c.padding_mode for c in convs]
+    for conv in convs:
+        conv.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for conv, mode in zip(convs, previous, strict=True):
+            conv.padding_mode = mode
+
+
+def make_scheduler(pipe: Any, name: str) -> Any:
+    if not name:
+        return pipe.scheduler
+    import diffusers
+
+    return getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
+
+
+def latent_preview(latents: Any) -> Image.Image:
+    """The first latent of a batch as a small RGB image (1/8 of the output size)."""
+    lat = latents[0].detach().float().cpu().numpy()  # 4 x h x w
+    rgb = np.einsum("chw,cr->hwr", lat[:4], LATENT_RGB)
+    return Image.fromarray(np.clip((rgb + 1.0) * 127.5, 0, 255).astype(np.uint8))
+
+
+def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
+    """The "parameters" text chunk in the format the web UIs write and read back."""
+    fields = [
+        f"Steps: {s.steps}", f"Sampler: {s.scheduler or 'model default'}", f"CFG scale: {s.guidance_scale}",
+        f"Seed: {seed}", f"Size: {s.width_px}x{s.height_px}", f"Model: {model}",
+    ]
+    if mode != "text_to_image":
+        fields.append(f"Denoising strength: {s.strength}")
+    if s.tileable:
+        fields.append("Tiling: True")
+    if s.loras:
+        fields.append(f"LoRA: {', '.join(s.loras)}")
+    if s.controlnet:
+        fields.append(f"ControlNet: {s.controlnet} ({s.controlnet_scale})")
+    return f"{s.prompt}\nNegative prompt: {s.negative_prompt}\n" + ", ".join(fields)
+
+
+def encode_png(pixels: np.ndarray, text: dict[str, str]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def image_digest(image: Image.Image | None) -> str:
+    if image is None:
+        return ""
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]
+
+
+def scribble_control(sketch: Image.Image) -> Image.Image:
+    """Scribble/lineart ControlNets expect light lines on black: invert a dark-on-light sketch."""
+    grey = np.asarray(sketch.convert("L"))
+    if grey.mean() > 127:
+        grey = 255 - grey
+    return Image.fromarray(grey).convert("RGB")
+
+
+def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
+    """A pipeline object of the mode's class over the loaded components (no weights copied)."""
+    from diffusers import (
+        StableDiffusionControlNetImg2ImgPipeline,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+    )
+
+    components = {k: v for k, v in pipe.components.items() if k in ("unet", "vae", "text_encoder", "tokenizer")}
+    common = dict(components, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                  requires_safety_checker=False)
+    if mode == "text_to_image":
+        out = StableDiffusionPipeline(**common)
+    elif mode == "inpaint":
+        out = StableDiffusionInpaintPipeline(**common)
+    elif mode == "sketch" and controlnet is not None:
+        out = StableDiffusionControlNetImg2ImgPipeline(**common, controlnet=controlnet)
+    else:
+        out = StableDiffusionImg2ImgPipeline(**common)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+def apply_loras(pipe: Any, loras: dict[str, Any]) -> None:
+    """Activate exactly the given LoRA adapters (name -> weights file) on the cached pipeline."""
+    loaded: set[str] = pipe.__dict__.setdefault("_atelier_loras", set())
+    for name, path in loras.items():
+        if name not in loaded:
+            pipe.load_lora_weights(str(path), adapter_name=name)
+            loaded.add(name)
+    if loras:
+        pipe.set_adapters(list(loras), adapter_weights=[1.0] * len(loras))
+        pipe.enable_lora()
+    elif loaded:
+        pipe.disable_lora()
+
+
+def run(
+    pipe: Any,
+    job: Job,
+    cancellation: Cancellation,
+    on_progress: Callable[[Progress], None],
+    controlnet: Any = None,
+    loras: dict[str, Any] | None = None,
+) -> list[Output]:
+    """Runs one job on a loaded pipeline; the caller owns the device (one job at a time)."""
+    import torch
+
+    s = job.settings
+    device = pipe.device
+    apply_loras(pipe, loras or {})
+    worker = _pipeline_for(pipe, job.mode, make_scheduler(pipe, s.scheduler), controlnet)
+    # One CPU generator per image: image i is reproducible alone with seed + i, on any device.
+    seeds = [s.seed + i for i in range(job.num_images)]
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+
+    def on_step_end(p: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        cancellation.check()  # stops the denoising loop: raises out of the pipeline call
+        total = int(getattr(p, "num_timesteps", s.steps) or s.steps)
+        preview = None
+        if job.preview_every > 0 and ((step + 1) % job.preview_every == 0):
+            preview = latent_preview(kwargs["latents"])
+        on_progress(Progress(step=step + 1, total_steps=total, preview=preview))
+        return kwargs
+
+    call: dict[str, Any] = dict(
+        prompt=s.prompt,
+        negative_prompt=s.negative_prompt or None,
+        num_inference_steps=s.steps,
+        guidance_scale=s.guidance_scale,
+        num_images_per_prompt=job.num_images,
+        generator=generators,
+        output_type="np",
+        callback_on_step_end=on_step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    if job.mode == "text_to_image":
+        call.update(width=s.width_px, height=s.height_px)
+    elif job.mode == "inpaint":
+        call.update(image=job.init_image, mask_image=job.mask, strength=s.strength, width=s.width_px,
+                    height=s.height_px)
+    elif job.mode == "sketch" and controlnet is not None:
+        call.update(image=job.init_image, control_image=scribble_control(job.init_image), strength=s.strength,
+                    controlnet_conditioning_scale=s.controlnet_scale)  # type: ignore[arg-type]
+    else:
+        call.update(image=job.init_image, strength=s.strength)
+
+    cancellation.check()
+    with torch.inference_mode(), circular_padding(*(
+        (pipe.unet, pipe.vae, controlnet) if s.tileable else ()
+    )):
+        result = worker(**call)
+    images = np.clip(np.round(result.images * 255.0), 0, 255).astype(np.uint8)
+    if job.mode == "inpaint" and job.init_image is not None and job.mask is not None:
+        # Only the mask region changes: the person and background stay pixel-exact (VAE round trips blur them).
+        keep = (np.asarray(job.mask) == 0)[..., None]
+        images = np.where(keep, np.asarray(job.init_image)[None], images)
+    outputs = []
+    for index, (pixels, seed) in enumerate(zip(images, seeds, strict=True)):
+        settings = replace(s, seed=seed)
+        meta = {
+            "model": job.model, "mode": job.mode, "index": index, "settings": asdict(settings),
+            "init_image_sha256_16": image_digest(job.init_image), "mask_sha256_16": image_digest(job.mask),
+            "device": str(device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+        }
+        text = {"parameters": a1111_parameters(job.model, job.mode, settings, seed),
+                "atelier": json.dumps(meta, sort_keys=True)}
+        outputs.append(Output(index=index, seed=seed, png=encode_png(pixels, text), width_px=pixels.shape[1],
+                              height_px=pixels.shape[0], settings=settings, pixels=pixels))
+    return outputs

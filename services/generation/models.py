@@ -1,0 +1,391 @@
+"""The model directory and the in-memory model cache (no gRPC here).
+
+Layout of ``ATELIER_MODELS_DIR`` (default ``<data dir>/models/generation``)::
+
+    dreamlike-photoreal-2/          a diffusers folder (model_index.json, unet/, vae/, ...)
+        manifest.json               optional: {"name", "kind", "base", "licence", "defaults"}
+    openjourney.safetensors         a single-file SD 1.x checkpoint ...
+    openjourney.json                ... with its manifest beside it; "config" names a local
+                                    diffusers folder (configs + tokenizer, weights not needed)
+                                    so loading never goes to the network
+    brand-style/                    a LoRA adapter: manifest {"kind": "lora", "file": "....safetensors"}
+    scribble-cn/                    a ControlNet: diffusers ControlNetModel folder + manifest
+                                    {"kind": "controlnet", "conditioning": "scribble"}
+
+Models load on first use (or at start, ``ATELIER_GENERATION_PRELOAD``) and stay cached while
+the sum of their sizes fits ``ATELIER_GENERATION_MEMORY_BUDGET_MB``; loading one more evicts the
+least recently used, and eviction drops every reference and empties the CUDA cache so the
+memory is really returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("atelier.generation.models")
+
+KINDS = ("diffusers", "single_file", "lora", "controlnet")
+CHECKPOINT_KINDS = ("diffusers", "single_file")
+
+
+class ModelState(enum.Enum):
+    INSTALLED = "installed"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+class ModelError(Exception):
+    """A model could not be found or loaded; ``reason`` is for people."""
+
+
+@dataclass
+class ModelEntry:
+    """One installed model, as its manifest and the folder describe it."""
+
+    name: str
+    kind: str
+    path: Path  # the folder (diffusers, controlnet, lora) or the .safetensors file (single_file)
+    base: str = "sd15"
+    licence: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    config_dir: Path | None = None  # single_file: local diffusers config folder
+    weight_file: Path | None = None  # lora: the adapter weights
+    conditioning: str = ""  # controlnet
+    state: ModelState = ModelState.INSTALLED
+    error: str = ""
+    memory_bytes: int = 0
+    last_used_monotonic: float = 0.0
+
+    @property
+    def health_name(self) -> str:
+        return f"atelier.generation.v1.GenerationService/models/{self.name}"
+
+    def disk_bytes(self) -> int:
+        root = self.path
+        if root.is_file():
+            return root.stat().st_size
+        return sum(p.stat().st_size for p in root.rglob("*") if p.suffix in {".safetensors", ".bin", ".ckpt"})
+
+
+def _entry_from_manifest(manifest_path: Path, default_path: Path) -> ModelEntry:
+    data = json.loads(manifest_path.read_text())
+    if not isinstance(data, dict):
+        raise ModelError(f"{manifest_path}: the manifest must be a JSON object")
+    kind = str(data.get("kind", "diffusers"))
+    if kind not in KINDS:
+        raise ModelError(f"{manifest_path}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    folder = manifest_path.parent
+    path = default_path
+    if "file" in data:
+        path = (folder / str(data["file"])).resolve()
+    entry = ModelEntry(
+        name=str(data.get("name") or default_path.stem),
+        kind=kind,
+        path=path,
+        base=str(data.get("base", "sd15")),
+        licence=str(data.get("licence", data.get("license", ""))),
+        defaults=dict(data.get("defaults") or {}),
+        conditioning=str(data.get("conditioning", "")),
+    )
+    if kind == "single_file" and data.get("config"):
+        entry.config_dir = (folder / str(data["config"])).resolve()
+    if kind == "lora":
+        entry.weight_file = path if path.is_file() else None
+        if entry.weight_file is None:
+            found = sorted(folder.glob("*.safetensors"))
+            entry.weight_file = found[0] if found else None
+    return entry
+
+
+def scan_models(models_dir: Path) -> list[ModelEntry]:
+    """Every model in the directory; a broken manifest gives a FAILED entry, not an exception."""
+    entries: list[ModelEntry] = []
+    if not models_dir.is_dir():
+        return entries
+    for item in sorted(models_dir.iterdir()):
+        try:
+            if item.is_dir():
+                manifest = item / "manifest.json"
+                if manifest.exists():
+                    entries.append(_entry_from_manifest(manifest, item))
+                elif (item / "model_index.json").exists():
+                    entries.append(ModelEntry(name=item.name, kind="diffusers", path=item))
+            elif item.suffix == ".safetensors":
+                sidecar = item.with_suffix(".json")
+                if sidecar.exists():
+                    entry = _entry_from_manifest(sidecar, item)
+                    if entry.kind == "diffusers":  # a lone .safetensors file is a single-file checkpoint
+                        entry.kind = "single_file"
+                    entries.append(entry)
+                else:
+                    entries.append(ModelEntry(name=item.stem, kind="single_file", path=item))
+        except (ModelError, ValueError, OSError) as exc:
+            entries.append(ModelEntry(name=item.stem, kind="diffusers", path=item, state=ModelState.FAILED,
+                                      error=f"unreadable manifest: {exc}"))
+    for entry in entries:
+        if entry.state is ModelState.FAILED:
+            continue
+        problem = _static_problem(entry)
+        if problem:
+            entry.state, entry.error = ModelState.FAILED, problem
+    return entries
+
+
+def _static_problem(entry: ModelEntry) -> str:
+    """What is visibly wrong without loading (missing files), or ''."""
+    if not entry.path.exists():
+        return f"{entry.path} does not exist"
+    if entry.kind == "diffusers" and not (entry.path / "model_index.json").exists():
+        return f"{entry.path} has no model_index.json (not a diffusers folder)"
+    if entry.kind == "single_file":
+        if entry.config_dir is None:
+            return ("a single-file checkpoint needs a local config folder in its manifest (\"config\": a diffusers "
+                    "folder with model_index.json, component configs and tokenizer) to load without the network")
+        if not (entry.config_dir / "model_index.json").exists():
+            return f"config folder {entry.config_dir} has no model_index.json"
+    if entry.kind == "lora" and entry.weight_file is None:
+        return f"{entry.path} holds no .safetensors LoRA weights"
+    if entry.kind == "controlnet" and not (entry.path / "config.json").exists():
+        return f"{entry.path} has no config.json (not a diffusers ControlNetModel folder)"
+    return ""
+
+
+def module_bytes(obj: Any) -> int:
+    """Bytes of the parameters and buffers of a torch module or of a pipeline's modules."""
+    import torch
+
+    modules: list[torch.nn.Module] = []
+    if isinstance(obj, torch.nn.Module):
+        modules = [obj]
+    elif hasattr(obj, "components"):
+        modules = [m for m in obj.components.values() if isinstance(m, torch.nn.Module)]
+    total = 0
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    device: str = "cpu"
+    dtype: str = "float32"  # "float16" or "bfloat16" on CUDA
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.dtype]
+
+
+def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
+    """A StableDiffusionPipeline for a diffusers folder or a single-file checkpoint, offline."""
+    from diffusers import StableDiffusionPipeline
+
+    common: dict[str, Any] = dict(torch_dtype=device.torch_dtype(), safety_checker=None,
+                                  requires_safety_checker=False)
+    if entry.kind == "diffusers":
+        pipe = StableDiffusionPipeline.from_pretrained(str(entry.path), local_files_only=True, **common)
+    elif entry.kind == "single_file":
+        # `config` as a local folder keeps from_single_file off the Hub: it reads component configs and the
+        # tokenizer from there and converts the checkpoint's original (LDM) keys to diffusers names.
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(entry.path), config=str(entry.config_dir), local_files_only=True, **common
+        )
+    else:
+        raise ModelError(f"{entry.name} is a {entry.kind}, not a checkpoint")
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device.device)
+    if device.device.startswith("cuda"):
+        # PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels). Untested here: no GPU.
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+    return pipe
+
+
+def load_controlnet(entry: ModelEntry, device: DeviceSettings) -> Any:
+    from diffusers import ControlNetModel
+
+    model = ControlNetModel.from_pretrained(str(entry.path), local_files_only=True, torch_dtype=device.torch_dtype())
+    return model.to(device.device).eval()
+
+
+class ModelCache:
+    """Installed models, loaded on demand and kept within a memory budget (LRU eviction).
+
+    Thread-safe; loads of one model are serialised. ``on_health(name, serving)`` is told when a
+    model's health changes (the server maps it to grpc.health.v1).
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        device: DeviceSettings,
+        memory_budget_bytes: int,
+        on_health: Callable[[str, bool], None] | None = None,
+        loader: Callable[[ModelEntry, DeviceSettings], Any] | None = None,
+    ) -> None:
+        self.models_dir = models_dir
+        self.device = device
+        self.memory_budget_bytes = memory_budget_bytes
+        self._on_health = on_health or (lambda _n, _s: None)
+        self._loader = loader
+        self._lock = threading.RLock()
+        self._entries: dict[str, ModelEntry] = {}
+        self._loaded: OrderedDict[str, Any] = OrderedDict()  # LRU order: oldest first
+        self._pinned: dict[str, int] = {}
+        self.evictions = 0
+        self.rescan()
+
+    # -- the directory -------------------------------------------------------------------------
+    def rescan(self) -> list[ModelEntry]:
+        """Re-read the directory; loaded models and failure reasons are kept."""
+        with self._lock:
+            fresh = {e.name: e for e in scan_models(self.models_dir)}
+            for name, entry in fresh.items():
+                old = self._entries.get(name)
+                if old is not None and old.state in (ModelState.LOADED, ModelState.LOADING, ModelState.FAILED) \
+                        and old.path == entry.path and entry.state is not ModelState.FAILED:
+                    fresh[name] = old
+            for name in set(self._entries) - set(fresh):
+                self._unload(name)
+            self._entries = fresh
+            for entry in fresh.values():
+                self._on_health(entry.health_name, entry.state is not ModelState.FAILED)
+            return list(fresh.values())
+
+    def entries(self) -> list[ModelEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def entry(self, name: str) -> ModelEntry | None:
+        with self._lock:
+            return self._entries.get(name)
+
+    def health_names(self) -> list[str]:
+        return [e.health_name for e in self.entries()]
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(self._entries[n].memory_bytes for n in self._loaded if n in self._entries)
+
+    # -- loading -------------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        """The loaded object for a model (pipeline, ControlNetModel, or LoRA weights path); loads it if needed.
+
+        Raises ModelError when unknown or failed. The caller holds it only while using it.
+        """
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                raise ModelError(f"model {name!r} is not installed")
+            if entry.state is ModelState.FAILED:
+                raise ModelError(f"model {name!r} failed to load: {entry.error}")
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                entry.last_used_monotonic = time.monotonic()
+                return self._loaded[name]
+            if entry.kind == "lora":
+                # Adapters are applied to a pipeline on use; what is "loaded" is the file path.
+                entry.state = ModelState.LOADED
+                self._loaded[name] = entry.weight_file
+                return entry.weight_file
+            entry.state = ModelState.LOADING
+            self._make_room(entry.disk_bytes())
+            try:
+                loaded = (self._loader or _default_loader)(entry, self.device)
+            except Exception as exc:  # any loader failure marks the model, the service stays up
+                entry.state, entry.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+                log.warning("model %s failed to load: %s", name, entry.error)
+                self._on_health(entry.health_name, False)
+                self._free_device_memory()
+                raise ModelError(f"model {name!r} failed to load: {entry.error}") from exc
+            entry.memory_bytes = module_bytes(loaded)
+            entry.state = ModelState.LOADED
+            entry.last_used_monotonic = time.monotonic()
+            self._loaded[name] = loaded
+            self._make_room(0)
+            self._on_health(entry.health_name, True)
+            log.info("loaded model %s (%s, %.1f MB)", name, entry.kind, entry.memory_bytes / 1e6)
+            return loaded
+
+    def preload(self, names: list[str] | None = None) -> None:
+        """Load the named models (all checkpoints when None); failures are recorded, not raised."""
+        for entry in self.entries():
+            if names is not None and entry.name not in names:
+                continue
+            if names is None and entry.kind not in CHECKPOINT_KINDS:
+                continue
+            try:
+                self.get(entry.name)
+            except ModelError:
+                pass
+
+    def pin(self, name: str) -> None:
+        """Keep a model from eviction while a generation uses it."""
+        with self._lock:
+            self._pinned[name] = self._pinned.get(name, 0) + 1
+
+    def unpin(self, name: str) -> None:
+        with self._lock:
+            self._pinned[name] = max(0, self._pinned.get(name, 0) - 1)
+
+    def _make_room(self, incoming_bytes: int) -> None:
+        """Evict least recently used models until used + incoming fits the budget."""
+        for name in list(self._loaded):
+            if self.used_bytes + incoming_bytes <= self.memory_budget_bytes:
+                return
+            if self._pinned.get(name, 0) > 0 or self._entries.get(name, None) is None:
+                continue
+            if len(self._loaded) == 1 and incoming_bytes == 0:
+                return  # the only model: keep it even over budget, or nothing could run
+            log.info("evicting model %s to stay within the memory budget", name)
+            self._unload(name)
+            self.evictions += 1
+
+    def evict_all(self) -> None:
+        """Drop every unpinned model (after an out-of-memory error)."""
+        with self._lock:
+            for name in list(self._loaded):
+                if self._pinned.get(name, 0) == 0:
+                    self._unload(name)
+            self._free_device_memory()
+
+    def _unload(self, name: str) -> None:
+        obj = self._loaded.pop(name, None)
+        entry = self._entries.get(name)
+        if entry is not None and entry.state is ModelState.LOADED:
+            entry.state, entry.memory_bytes = ModelState.INSTALLED, 0
+        del obj
+        self._free_device_memory()
+
+    @staticmethod
+    def _free_device_memory() -> None:
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def _default_loader(entry: ModelEntry, device: DeviceSettings) -> Any:
+    if entry.kind in CHECKPOINT_KINDS:
+        return load_checkpoint(entry, device)
+    if entry.kind == "controlnet":
+        return load_controlnet(entry, device)
+    raise ModelError(f"no loader for kind {entry.kind}")
