@@ -12,7 +12,9 @@ import yaml
 from atelier.runtime.config import DEFAULT_PORTS
 from atelier.runtime.registry import GRPC_SERVICES, SERVICES
 
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (pip install -e '.[dev]')")
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk is a dev dependency (pip install -e '.[dev]')"
+)
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,8 +79,15 @@ def test_every_manifest_validates_against_kubernetes_schemas(values_name: str) -
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     expected = {"Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "ConfigMap"}
     if values_name == "gpu-production":
-        expected |= {"HorizontalPodAutoscaler", "Role", "RoleBinding", "NetworkPolicy", "ServiceMonitor",
-                     "Certificate", "PersistentVolumeClaim"}
+        expected |= {
+            "HorizontalPodAutoscaler",
+            "Role",
+            "RoleBinding",
+            "NetworkPolicy",
+            "ServiceMonitor",
+            "Certificate",
+            "PersistentVolumeClaim",
+        }
     assert expected <= kinds
 
 
@@ -183,12 +192,16 @@ def test_generation_lands_on_gpu_nodes_with_its_model_volume(production_docs: li
     # CPU services get no GPU.
     for service in SERVICES:
         if service != "generation":
-            limits = container(by_kind(production_docs, "Deployment")[f"atelier-{service}"])["resources"]["limits"]
+            limits = container(by_kind(production_docs, "Deployment")[f"atelier-{service}"])["resources"][
+                "limits"
+            ]
             assert "nvidia.com/gpu" not in limits
 
 
 def test_model_volume_from_a_read_only_host_path() -> None:
-    docs = render({"services": {"generation": {"models": {"enabled": True, "hostPath": "/srv/atelier-models"}}}})
+    docs = render(
+        {"services": {"generation": {"models": {"enabled": True, "hostPath": "/srv/atelier-models"}}}}
+    )
     pod = by_kind(docs, "Deployment")["atelier-generation"]["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["models"]["hostPath"] == {"path": "/srv/atelier-models", "type": "Directory"}
@@ -247,8 +260,15 @@ def test_jobs_rbac_is_least_privilege(production_docs: list[dict[str, Any]]) -> 
 def test_autoscaling_cpu_and_custom_metrics(production_docs: list[dict[str, Any]]) -> None:
     hpas = by_kind(production_docs, "HorizontalPodAutoscaler")
     generation = hpas["atelier-generation"]["spec"]
-    assert generation["metrics"] == [{"type": "Pods", "pods": {"metric": {"name": "atelier_jobs_running"},
-                                                            "target": {"type": "AverageValue", "averageValue": "2"}}}]
+    assert generation["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "atelier_jobs_running"},
+                "target": {"type": "AverageValue", "averageValue": "2"},
+            },
+        }
+    ]
     assert hpas["atelier-body"]["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     # The HPA owns the replica count.
     assert "replicas" not in by_kind(production_docs, "Deployment")["atelier-body"]["spec"]
@@ -302,9 +322,14 @@ def test_bad_values_fail_with_the_key_named(values: dict[str, Any], message: str
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"services": {"generation": {"models": {"enabled": True}}}}, "services.generation.models.enabled needs"),
-        ({"services": {"body": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0}}}},
-         "services.body.autoscaling"),
+        (
+            {"services": {"generation": {"models": {"enabled": True}}}},
+            "services.generation.models.enabled needs",
+        ),
+        (
+            {"services": {"body": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0}}}},
+            "services.body.autoscaling",
+        ),
         ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "tls.certManager.issuerRef.name"),
     ],
 )
@@ -315,7 +340,9 @@ def test_inconsistent_values_fail_at_render(values: dict[str, Any], message: str
 
 
 def test_notes_name_every_service_endpoint() -> None:
-    notes = helm.Chart.load(str(CHART)).render({}, name="atelier", namespace="shop")["atelier/templates/NOTES.txt"]
+    notes = helm.Chart.load(str(CHART)).render({}, name="atelier", namespace="shop")[
+        "atelier/templates/NOTES.txt"
+    ]
     for service, (port, _metrics) in DEFAULT_PORTS.items():
         assert f"atelier-{service}.shop.svc:{port}" in notes
     assert "no database configured" in notes
