@@ -1,0 +1,43 @@
+"""`atelier nest` against a running service: DXF in, SVG/DXF/JSON out, with the progress bar."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import ezdxf
+from typer.testing import CliRunner
+
+from atelier.cli.main import app
+from atelier.nesting.server import build
+from atelier.runtime.server import Server
+from tests.nesting.garment import shirt_dxf
+
+
+def test_nest_command_makes_marker_files(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = start_server("nesting", build)
+    pieces = tmp_path / "shirt.dxf"
+    pieces.write_bytes(shirt_dxf({"S": 0.9, "M": 1.0, "L": 1.1}))
+    svg, dxf, js = tmp_path / "marker.svg", tmp_path / "marker.dxf", tmp_path / "marker.json"
+    result = CliRunner().invoke(app, [
+        "nest", str(pieces), "--width", "700", "--time", "1", "--ratio", "S=1,M=2,L=1", "--spacing", "3",
+        "--margin", "5", "-o", str(svg), "-o", str(dxf), "-o", str(js), "--address", f"127.0.0.1:{server.port}"])
+    assert result.exit_code == 0, result.output
+    assert "efficiency" in result.output
+    data = json.loads(js.read_text())
+    assert len(data["placements"]) == 7 * 4  # 7 placed pieces per garment, 4 garments
+    assert data["width_mm"] == 700.0 and data["spacing_mm"] == 3.0
+    assert f"efficiency {data['efficiency'] * 100:.2f}%" in svg.read_text()
+    doc = ezdxf.readfile(dxf)
+    assert sum(1 for e in doc.modelspace() if e.dxf.layer == "PIECES") == 28
+
+
+def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = start_server("nesting", build)
+    pieces = tmp_path / "shirt.dxf"
+    pieces.write_bytes(shirt_dxf({"M": 1.0}))
+    result = CliRunner().invoke(app, ["nest", str(pieces), "--width", "100", "--time", "1", "-o",
+                                      str(tmp_path / "m.svg"), "--address", f"127.0.0.1:{server.port}"])
+    assert result.exit_code == 1
+    assert "INVALID_ARGUMENT" in result.output and "pieces[0].outline" in result.output
