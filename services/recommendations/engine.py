@@ -580,8 +580,14 @@ class Engine:
             sims = (state.catalog.features[top] @ state.catalog.features[positive].T).toarray()
         else:
             sims = state.item_unit[top] @ state.item_unit[positive].T
+        sims = np.where(top[:, None] == positive[None, :], -np.inf, sims)  # not "similar to itself"
         best = positive[np.argmax(sims, axis=1)]
-        return [f"similar to {state.catalog.item_ids[b]}" for b in best]
+        return [
+            f"similar to {state.catalog.item_ids[b]}"
+            if len(positive) > 1 or b != i
+            else "you looked at it before"
+            for b, i in zip(best, top, strict=True)
+        ]
 
     def similar_items(self, tenant: str, item_id: str, n: int, flt: Filter) -> list[Scored]:
         state = self.state(tenant)
