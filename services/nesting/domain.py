@@ -165,8 +165,17 @@ def expand_items(request: MarkerRequest) -> list[ItemType]:
         if drawn:
             items.append(ItemType(f"p{index}", index, False, piece.outline_mm, drawn, rotations, 0))
         if mirrored:
-            items.append(ItemType(f"p{index}m", index, True, mirror_outline(piece.outline_mm), mirrored,
-                                  rotations, mirrored_first))
+            items.append(
+                ItemType(
+                    f"p{index}m",
+                    index,
+                    True,
+                    mirror_outline(piece.outline_mm),
+                    mirrored,
+                    rotations,
+                    mirrored_first,
+                )
+            )
     return items
 
 
@@ -194,8 +203,10 @@ def min_extent_y_mm(piece: PieceSpec) -> tuple[float, float]:
 
 
 def piece_area_mm2(request: MarkerRequest) -> float:
-    return sum(Polygon(p.outline_mm).area * copies_of(p, request.ratios)
-               * (2 if p.mirror is Mirror.PAIR else 1) for p in request.pieces)
+    return sum(
+        Polygon(p.outline_mm).area * copies_of(p, request.ratios) * (2 if p.mirror is Mirror.PAIR else 1)
+        for p in request.pieces
+    )
 
 
 def placed_count(request: MarkerRequest) -> int:

@@ -68,8 +68,15 @@ def solver_job(request: MarkerRequest, items: list[ItemType], workers: int | Non
     return {
         "name": request.name or "marker",
         "strip_height": strip,
-        "items": [{"id": it.key, "shape": [list(p) for p in it.outline_mm], "demand": it.demand,
-                   "orientations": it.rotations_deg} for it in items],
+        "items": [
+            {
+                "id": it.key,
+                "shape": [list(p) for p in it.outline_mm],
+                "demand": it.demand,
+                "orientations": it.rotations_deg,
+            }
+            for it in items
+        ],
         "time_s": request.time_budget_s,
         "workers": workers,
         "seed": request.seed,
@@ -94,15 +101,35 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         if item.rotations_deg is not None:
             rotation = min(item.rotations_deg, key=lambda r, rot=rotation: abs(((rot - r + 180) % 360) - 180))
         tx, ty = x + dx, y + dy
-        placed.append(PlacedPiece(piece.id, copy, piece.size, tx, ty, rotation % 360.0, item.mirrored,
-                                  transform(item.outline_mm, rotation, tx, ty)))
+        placed.append(
+            PlacedPiece(
+                piece.id,
+                copy,
+                piece.size,
+                tx,
+                ty,
+                rotation % 360.0,
+                item.mirrored,
+                transform(item.outline_mm, rotation, tx, ty),
+            )
+        )
     notes: list[str] = []
     placed = clear_flaws(request, placed, notes)
     max_x = max((max(p[0] for p in pl.outline_mm) for pl in placed), default=0.0)
     length = max_x + fabric.end_margin_mm
-    return Marker(name=request.name, placements=placed, length_mm=length, width_mm=fabric.width_mm,
-                  piece_area_mm2=piece_area_mm2(request), final=layout.final, elapsed_s=layout.elapsed_s,
-                  seed=request.seed, spacing_mm=request.spacing_mm, fabric=fabric, notes=notes)
+    return Marker(
+        name=request.name,
+        placements=placed,
+        length_mm=length,
+        width_mm=fabric.width_mm,
+        piece_area_mm2=piece_area_mm2(request),
+        final=layout.final,
+        elapsed_s=layout.elapsed_s,
+        seed=request.seed,
+        spacing_mm=request.spacing_mm,
+        fabric=fabric,
+        notes=notes,
+    )
 
 
 def clear_flaws(request: MarkerRequest, placed: list[PlacedPiece], notes: list[str]) -> list[PlacedPiece]:
@@ -120,9 +147,19 @@ def clear_flaws(request: MarkerRequest, placed: list[PlacedPiece], notes: list[s
             continue
         for i in moving:
             p = placed[i]
-            placed[i] = PlacedPiece(p.piece_id, p.copy, p.size, p.x_mm + shift, p.y_mm, p.rotation_deg,
-                                    p.mirrored, tuple((x + shift, y) for x, y in p.outline_mm))
-        notes.append(f"flaw zone at x {fx0:.1f}-{fx1:.1f} mm: {len(moving)} pieces shifted {shift:.1f} mm past it")
+            placed[i] = PlacedPiece(
+                p.piece_id,
+                p.copy,
+                p.size,
+                p.x_mm + shift,
+                p.y_mm,
+                p.rotation_deg,
+                p.mirrored,
+                tuple((x + shift, y) for x, y in p.outline_mm),
+            )
+        notes.append(
+            f"flaw zone at x {fx0:.1f}-{fx1:.1f} mm: {len(moving)} pieces shifted {shift:.1f} mm past it"
+        )
     return placed
 
 
@@ -131,15 +168,20 @@ def check_length(request: MarkerRequest, marker: Marker) -> None:
     if limit > 0 and marker.length_mm > limit + 1e-6:
         raise FailedPreconditionError(
             f"the best marker found needs {marker.length_mm:.1f} mm, more than fabric.max_length_mm "
-            f"{limit:.1f} mm; allow a longer marker, fewer pieces or a longer time budget")
+            f"{limit:.1f} mm; allow a longer marker, fewer pieces or a longer time budget"
+        )
 
 
 OnMarker = Callable[[Marker], None]
 
 
-def make_marker(request: MarkerRequest, cancellation: Cancellation | None = None,
-                on_progress: OnMarker | None = None, workers: int | None = None,
-                progress_interval_s: float = 0.5) -> Marker:
+def make_marker(
+    request: MarkerRequest,
+    cancellation: Cancellation | None = None,
+    on_progress: OnMarker | None = None,
+    workers: int | None = None,
+    progress_interval_s: float = 0.5,
+) -> Marker:
     """Runs the solver for the request's budget; returns the best verified marker.
 
     on_progress gets each improving verified marker (at most every progress_interval_s).
@@ -147,8 +189,13 @@ def make_marker(request: MarkerRequest, cancellation: Cancellation | None = None
     """
     items = expand_items(request)
     job = solver_job(request, items, workers)
-    proc = subprocess.Popen([sys.executable, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     lock = threading.Lock()
     arrived = threading.Event()
@@ -179,15 +226,23 @@ def make_marker(request: MarkerRequest, cancellation: Cancellation | None = None
                 batch, lines[:] = list(lines), []
             for line in batch:
                 data = json.loads(line)
-                layout = SolverLayout(float(data["width"]), [tuple(p) for p in data["placements"]],
-                                      data["kind"] == "final", float(data["elapsed_s"]))
+                layout = SolverLayout(
+                    float(data["width"]),
+                    [tuple(p) for p in data["placements"]],
+                    data["kind"] == "final",
+                    float(data["elapsed_s"]),
+                )
                 if layout.final:
                     final_layout = layout
                 else:
                     pending = layout
             if final_layout is not None:
                 break
-            if pending is not None and on_progress is not None and time.monotonic() - last_sent >= progress_interval_s:
+            if (
+                pending is not None
+                and on_progress is not None
+                and time.monotonic() - last_sent >= progress_interval_s
+            ):
                 marker = _verified(request, items, pending)
                 pending = None
                 if marker is not None and (best is None or marker.length_mm < best.length_mm):
@@ -196,7 +251,9 @@ def make_marker(request: MarkerRequest, cancellation: Cancellation | None = None
                     on_progress(marker)
             if not reader.is_alive() and not batch and proc.poll() is not None:
                 err = proc.stderr.read() if proc.stderr else ""
-                raise SolverError(f"the solver stopped without an answer (exit {proc.returncode}): {err[-500:]}")
+                raise SolverError(
+                    f"the solver stopped without an answer (exit {proc.returncode}): {err[-500:]}"
+                )
     finally:
         if proc.poll() is None:
             proc.kill()

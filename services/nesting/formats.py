@@ -41,6 +41,7 @@ class ImportedPieces:
 
 # -- import -------------------------------------------------------------------------------------
 
+
 def parse_grain(text: str) -> tuple[Grain, float]:
     value = text.strip().lower().replace("-", "_").replace(" ", "_")
     if value.startswith("step"):
@@ -62,7 +63,9 @@ def grain_from_orientations(orientations: list[float] | None) -> tuple[Grain, fl
     step = 360.0 / len(angles)
     if all(abs(a - i * step) < 1e-6 for i, a in enumerate(angles)):
         return Grain.STEP, step
-    raise ImportError_(f"allowed_orientations {orientations} are not a grain rule (0, 0/180, 4-way, free, step)")
+    raise ImportError_(
+        f"allowed_orientations {orientations} are not a grain rule (0, 0/180, 4-way, free, step)"
+    )
 
 
 def import_json(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
@@ -79,20 +82,34 @@ def import_json(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
             shape = item["shape"]
             if shape.get("type", "simple_polygon") != "simple_polygon":
                 raise ImportError_(f"item {item['id']}: shape type {shape.get('type')!r} is not supported")
-            pieces.append(PieceSpec(id=str(item["id"]), outline_mm=_scaled(shape["data"], scale),
-                                    quantity=int(item.get("demand", 1)), grain=grain, rotation_step_deg=step,
-                                    name=str(item.get("dxf", ""))))
+            pieces.append(
+                PieceSpec(
+                    id=str(item["id"]),
+                    outline_mm=_scaled(shape["data"], scale),
+                    quantity=int(item.get("demand", 1)),
+                    grain=grain,
+                    rotation_step_deg=step,
+                    name=str(item.get("dxf", "")),
+                )
+            )
         return ImportedPieces(pieces, float(data["strip_height"]) * scale)
     if not isinstance(data, dict) or "pieces" not in data:
         raise ImportError_('expected {"pieces": [...]} or an instance with "items" and "strip_height"')
     pieces = []
     for i, p in enumerate(data["pieces"]):
         grain, step = parse_grain(str(p.get("grain", "woven")))
-        pieces.append(PieceSpec(id=str(p.get("id", f"piece{i}")), outline_mm=_scaled(p["outline"], scale),
-                                quantity=int(p.get("quantity", 1)), grain=grain,
-                                rotation_step_deg=float(p.get("rotation_step_deg", step)),
-                                mirror=Mirror(p.get("mirror", "none")), size=str(p.get("size", "")),
-                                name=str(p.get("name", ""))))
+        pieces.append(
+            PieceSpec(
+                id=str(p.get("id", f"piece{i}")),
+                outline_mm=_scaled(p["outline"], scale),
+                quantity=int(p.get("quantity", 1)),
+                grain=grain,
+                rotation_step_deg=float(p.get("rotation_step_deg", step)),
+                mirror=Mirror(p.get("mirror", "none")),
+                size=str(p.get("size", "")),
+                name=str(p.get("name", "")),
+            )
+        )
     return ImportedPieces(pieces, float(data.get("fabric_width_mm", 0.0)) * scale)
 
 
@@ -100,8 +117,14 @@ def _scaled(points: list[Any], scale: float) -> tuple[Point, ...]:
     return tuple((float(x) * scale, float(y) * scale) for x, y in points)
 
 
-TEXT_KEYS = {"piece name": "name", "piece": "name", "size": "size", "quantity": "quantity",
-             "grain": "grain", "mirror": "mirror"}
+TEXT_KEYS = {
+    "piece name": "name",
+    "piece": "name",
+    "size": "size",
+    "quantity": "quantity",
+    "grain": "grain",
+    "mirror": "mirror",
+}
 
 
 def import_dxf(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
@@ -134,8 +157,10 @@ def import_dxf(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
             assert outline is not None
             pieces.append(PieceSpec(id=f"{entity.dxf.layer}-{i}", outline_mm=outline, name=entity.dxf.layer))
     if not pieces:
-        raise ImportError_("no closed polylines found (pieces are blocks with a boundary on layer 1, "
-                           "or closed polylines in model space)")
+        raise ImportError_(
+            "no closed polylines found (pieces are blocks with a boundary on layer 1, "
+            "or closed polylines in model space)"
+        )
     return ImportedPieces(pieces, 0.0, warnings)
 
 
@@ -161,8 +186,9 @@ def _closed_outline(entity: Any, scale: float) -> tuple[Point, ...] | None:
     return tuple(points) if len(points) >= 3 else None
 
 
-def _piece_from_entities(entities: list[Any], block_name: str, scale: float,
-                         warnings: list[str]) -> PieceSpec | None:
+def _piece_from_entities(
+    entities: list[Any], block_name: str, scale: float, warnings: list[str]
+) -> PieceSpec | None:
     outlines = [(e.dxf.layer, o) for e in entities if (o := _closed_outline(e, scale)) is not None]
     if not outlines:
         warnings.append(f"block {block_name!r} has no closed boundary; skipped")
@@ -173,7 +199,11 @@ def _piece_from_entities(entities: list[Any], block_name: str, scale: float,
     fields: dict[str, str] = {}
     for e in entities:
         if e.dxftype() in ("TEXT", "MTEXT", "ATTDEF"):
-            text = e.plain_text() if e.dxftype() == "MTEXT" else (e.dxf.text if e.dxftype() == "TEXT" else e.dxf.tag)
+            text = (
+                e.plain_text()
+                if e.dxftype() == "MTEXT"
+                else (e.dxf.text if e.dxftype() == "TEXT" else e.dxf.tag)
+            )
             m = re.match(r"\s*([A-Za-z ]+?)\s*:\s*(.*?)\s*$", text)
             if m and m.group(1).lower() in TEXT_KEYS:
                 fields[TEXT_KEYS[m.group(1).lower()]] = m.group(2)
@@ -183,27 +213,59 @@ def _piece_from_entities(entities: list[Any], block_name: str, scale: float,
     except ValueError:
         warnings.append(f"block {block_name!r}: quantity {fields['quantity']!r} is not a number; 1 used")
         quantity = 1
-    return PieceSpec(id=block_name, outline_mm=outline, quantity=quantity, grain=grain, rotation_step_deg=step,
-                     mirror=Mirror(fields.get("mirror", "none").lower()), size=fields.get("size", ""),
-                     name=fields.get("name", block_name))
+    return PieceSpec(
+        id=block_name,
+        outline_mm=outline,
+        quantity=quantity,
+        grain=grain,
+        rotation_step_deg=step,
+        mirror=Mirror(fields.get("mirror", "none").lower()),
+        size=fields.get("size", ""),
+        name=fields.get("name", block_name),
+    )
 
 
 # -- export -------------------------------------------------------------------------------------
 
-SIZE_COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-                "#9c755f", "#bab0ac"]
+SIZE_COLOURS = [
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#76b7b2",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+]
 
 
 def marker_json(marker: Marker) -> dict[str, Any]:
     return {
-        "name": marker.name, "length_mm": marker.length_mm, "width_mm": marker.width_mm,
-        "efficiency": marker.efficiency, "piece_area_mm2": marker.piece_area_mm2,
-        "waste_area_mm2": marker.waste_area_mm2, "spacing_mm": marker.spacing_mm, "seed": marker.seed,
-        "final": marker.final, "elapsed_s": marker.elapsed_s, "notes": marker.notes,
+        "name": marker.name,
+        "length_mm": marker.length_mm,
+        "width_mm": marker.width_mm,
+        "efficiency": marker.efficiency,
+        "piece_area_mm2": marker.piece_area_mm2,
+        "waste_area_mm2": marker.waste_area_mm2,
+        "spacing_mm": marker.spacing_mm,
+        "seed": marker.seed,
+        "final": marker.final,
+        "elapsed_s": marker.elapsed_s,
+        "notes": marker.notes,
         "flaws": [list(map(list, f.outline_mm)) for f in (marker.fabric.flaws if marker.fabric else ())],
         "placements": [
-            {"piece_id": p.piece_id, "copy": p.copy, "size": p.size, "x_mm": p.x_mm, "y_mm": p.y_mm,
-             "rotation_deg": p.rotation_deg, "mirrored": p.mirrored, "outline_mm": [list(q) for q in p.outline_mm]}
+            {
+                "piece_id": p.piece_id,
+                "copy": p.copy,
+                "size": p.size,
+                "x_mm": p.x_mm,
+                "y_mm": p.y_mm,
+                "rotation_deg": p.rotation_deg,
+                "mirrored": p.mirrored,
+                "outline_mm": [list(q) for q in p.outline_mm],
+            }
             for p in marker.placements
         ],
     }
@@ -222,26 +284,34 @@ def export_svg(marker: Marker) -> bytes:
     sizes = sorted({p.size for p in marker.placements})
     colour = {s: SIZE_COLOURS[i % len(SIZE_COLOURS)] for i, s in enumerate(sizes)}
     stroke = max(width, length) / 2000.0
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 {-head:.3f} {length:.3f} {width + head:.3f}" '
-           f'width="{min(2000.0, length):.0f}" height="{min(2000.0, length) * (width + head) / max(length, 1e-9):.0f}">',
-           f'<text x="0" y="{-head * 0.35:.3f}" font-family="sans-serif" font-size="{font:.3f}">'
-           f'{_esc(marker.name or "marker")}: length {length:.1f} mm, width {width:.1f} mm, '
-           f'efficiency {marker.efficiency * 100:.2f}%, {len(marker.placements)} pieces</text>',
-           # y up in marker coordinates: flip so that y = 0 (one selvage) is at the bottom.
-           f'<g transform="translate(0 {width:.3f}) scale(1 -1)">',
-           f'<rect x="0" y="0" width="{length:.3f}" height="{width:.3f}" fill="#f4f1ea" stroke="black" '
-           f'stroke-width="{stroke:.3f}"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 {-head:.3f} {length:.3f} {width + head:.3f}" '
+        f'width="{min(2000.0, length):.0f}" height="{min(2000.0, length) * (width + head) / max(length, 1e-9):.0f}">',
+        f'<text x="0" y="{-head * 0.35:.3f}" font-family="sans-serif" font-size="{font:.3f}">'
+        f"{_esc(marker.name or 'marker')}: length {length:.1f} mm, width {width:.1f} mm, "
+        f"efficiency {marker.efficiency * 100:.2f}%, {len(marker.placements)} pieces</text>",
+        # y up in marker coordinates: flip so that y = 0 (one selvage) is at the bottom.
+        f'<g transform="translate(0 {width:.3f}) scale(1 -1)">',
+        f'<rect x="0" y="0" width="{length:.3f}" height="{width:.3f}" fill="#f4f1ea" stroke="black" '
+        f'stroke-width="{stroke:.3f}"/>',
+    ]
     if fabric.edge_margin_mm > 0 or fabric.end_margin_mm > 0:
-        out.append(f'<rect x="{fabric.end_margin_mm:.3f}" y="{fabric.edge_margin_mm:.3f}" '
-                   f'width="{length - 2 * fabric.end_margin_mm:.3f}" height="{width - 2 * fabric.edge_margin_mm:.3f}" '
-                   f'fill="none" stroke="#888" stroke-dasharray="{stroke * 6:.3f}" stroke-width="{stroke:.3f}"/>')
+        out.append(
+            f'<rect x="{fabric.end_margin_mm:.3f}" y="{fabric.edge_margin_mm:.3f}" '
+            f'width="{length - 2 * fabric.end_margin_mm:.3f}" height="{width - 2 * fabric.edge_margin_mm:.3f}" '
+            f'fill="none" stroke="#888" stroke-dasharray="{stroke * 6:.3f}" stroke-width="{stroke:.3f}"/>'
+        )
     for flaw in fabric.flaws:
-        out.append(f'<polygon points="{_pts(flaw.outline_mm)}" fill="#d62728" fill-opacity="0.5" stroke="#d62728" '
-                   f'stroke-width="{stroke:.3f}"><title>flaw {_esc(flaw.reason)}</title></polygon>')
+        out.append(
+            f'<polygon points="{_pts(flaw.outline_mm)}" fill="#d62728" fill-opacity="0.5" stroke="#d62728" '
+            f'stroke-width="{stroke:.3f}"><title>flaw {_esc(flaw.reason)}</title></polygon>'
+        )
     for p in marker.placements:
         label = f"{p.piece_id} #{p.copy}{' (mirrored)' if p.mirrored else ''} {p.size} {p.rotation_deg:g} deg"
-        out.append(f'<polygon points="{_pts(p.outline_mm)}" fill="{colour[p.size]}" fill-opacity="0.75" '
-                   f'stroke="black" stroke-width="{stroke:.3f}"><title>{_esc(label)}</title></polygon>')
+        out.append(
+            f'<polygon points="{_pts(p.outline_mm)}" fill="{colour[p.size]}" fill-opacity="0.75" '
+            f'stroke="black" stroke-width="{stroke:.3f}"><title>{_esc(label)}</title></polygon>'
+        )
     out.append("</g></svg>")
     return "\n".join(out).encode()
 
@@ -269,7 +339,9 @@ def export_dxf(marker: Marker) -> bytes:
         msp.add_lwpolyline(p.outline_mm, close=True, dxfattribs={"layer": "PIECES"})
         c = Polygon(p.outline_mm).representative_point()
         label = f"{p.piece_id}#{p.copy}{'M' if p.mirrored else ''} {p.size}".strip()
-        msp.add_text(label, height=max(W / 200, 2.0), dxfattribs={"layer": "LABELS"}).set_placement((c.x, c.y))
+        msp.add_text(label, height=max(W / 200, 2.0), dxfattribs={"layer": "LABELS"}).set_placement(
+            (c.x, c.y)
+        )
     stream = io.StringIO()
     doc.write(stream)
     return stream.getvalue().encode()
@@ -280,6 +352,7 @@ HPGL_UNITS_PER_MM = 40  # 1 plotter unit = 0.025 mm
 
 def export_hpgl(marker: Marker) -> bytes:
     """HPGL/PLT: pen 1 draws each piece outline (closed), pen 2 the fabric edges."""
+
     def pu(x: float, y: float) -> str:
         return f"{round(x * HPGL_UNITS_PER_MM)},{round(y * HPGL_UNITS_PER_MM)}"
 

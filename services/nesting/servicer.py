@@ -43,28 +43,43 @@ from atelier.runtime.status import cancellation_from
 pb = nesting_pb2
 
 GRAIN_FROM_PROTO = {
-    pb.GRAIN_RULE_UNSPECIFIED: Grain.WOVEN, pb.GRAIN_RULE_WOVEN: Grain.WOVEN, pb.GRAIN_RULE_FIXED: Grain.FIXED,
-    pb.GRAIN_RULE_FOUR_WAY: Grain.FOUR_WAY, pb.GRAIN_RULE_FREE: Grain.FREE, pb.GRAIN_RULE_STEP: Grain.STEP,
+    pb.GRAIN_RULE_UNSPECIFIED: Grain.WOVEN,
+    pb.GRAIN_RULE_WOVEN: Grain.WOVEN,
+    pb.GRAIN_RULE_FIXED: Grain.FIXED,
+    pb.GRAIN_RULE_FOUR_WAY: Grain.FOUR_WAY,
+    pb.GRAIN_RULE_FREE: Grain.FREE,
+    pb.GRAIN_RULE_STEP: Grain.STEP,
 }
 GRAIN_TO_PROTO = {v: k for k, v in GRAIN_FROM_PROTO.items() if k != pb.GRAIN_RULE_UNSPECIFIED}
 MIRROR_FROM_PROTO = {
-    pb.MIRROR_RULE_UNSPECIFIED: Mirror.NONE, pb.MIRROR_RULE_NONE: Mirror.NONE, pb.MIRROR_RULE_PAIR: Mirror.PAIR,
+    pb.MIRROR_RULE_UNSPECIFIED: Mirror.NONE,
+    pb.MIRROR_RULE_NONE: Mirror.NONE,
+    pb.MIRROR_RULE_PAIR: Mirror.PAIR,
     pb.MIRROR_RULE_ALLOWED: Mirror.ALLOWED,
 }
 MIRROR_TO_PROTO = {v: k for k, v in MIRROR_FROM_PROTO.items() if k != pb.MIRROR_RULE_UNSPECIFIED}
 OPERATION_PREFIX = "operations/nesting/"
 
 markers_total = Counter("atelier_nesting_markers_total", "Marker jobs finished, by outcome", ["outcome"])
-marker_efficiency = Histogram("atelier_nesting_marker_efficiency_ratio",
-                              "Efficiency (piece area / fabric area used) of finished markers",
-                              buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95, 1.0))
-marker_solve_seconds = Histogram("atelier_nesting_marker_solve_seconds", "Wall time of marker jobs",
-                                 buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
-marker_fabric_length = Histogram("atelier_nesting_marker_length_meters", "Length of finished markers",
-                                 buckets=(0.5, 1, 2, 3, 5, 8, 12, 20, 40))
+marker_efficiency = Histogram(
+    "atelier_nesting_marker_efficiency_ratio",
+    "Efficiency (piece area / fabric area used) of finished markers",
+    buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95, 1.0),
+)
+marker_solve_seconds = Histogram(
+    "atelier_nesting_marker_solve_seconds",
+    "Wall time of marker jobs",
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+marker_fabric_length = Histogram(
+    "atelier_nesting_marker_length_meters",
+    "Length of finished markers",
+    buckets=(0.5, 1, 2, 3, 5, 8, 12, 20, 40),
+)
 
 
 # -- protobuf <-> domain --------------------------------------------------------------------------
+
 
 def polygon_points(polygon: geometry_pb2.PolygonMm) -> tuple[tuple[float, float], ...]:
     return tuple((p.x_mm, p.y_mm) for p in polygon.points)
@@ -75,58 +90,116 @@ def to_polygon(points: Any) -> geometry_pb2.PolygonMm:
 
 
 def piece_to_proto(piece: PieceSpec) -> pb.Piece:
-    return pb.Piece(id=piece.id, outline=to_polygon(piece.outline_mm), quantity=piece.quantity,
-                    grain=GRAIN_TO_PROTO[piece.grain], rotation_step_deg=piece.rotation_step_deg,
-                    mirror=MIRROR_TO_PROTO[piece.mirror], size=piece.size, name=piece.name)
+    return pb.Piece(
+        id=piece.id,
+        outline=to_polygon(piece.outline_mm),
+        quantity=piece.quantity,
+        grain=GRAIN_TO_PROTO[piece.grain],
+        rotation_step_deg=piece.rotation_step_deg,
+        mirror=MIRROR_TO_PROTO[piece.mirror],
+        size=piece.size,
+        name=piece.name,
+    )
 
 
 def flaw_points(flaw: pb.FlawZone) -> tuple[tuple[float, float], ...]:
     if flaw.WhichOneof("zone") == "rect":
         r = flaw.rect
-        return ((r.x_mm, r.y_mm), (r.x_mm + r.width_mm, r.y_mm), (r.x_mm + r.width_mm, r.y_mm + r.height_mm),
-                (r.x_mm, r.y_mm + r.height_mm))
+        return (
+            (r.x_mm, r.y_mm),
+            (r.x_mm + r.width_mm, r.y_mm),
+            (r.x_mm + r.width_mm, r.y_mm + r.height_mm),
+            (r.x_mm, r.y_mm + r.height_mm),
+        )
     return polygon_points(flaw.polygon)
 
 
 def fabric_to_proto(fabric: FabricSpec) -> pb.Fabric:
-    return pb.Fabric(width_mm=fabric.width_mm, max_length_mm=fabric.max_length_mm,
-                     edge_margin_mm=fabric.edge_margin_mm, end_margin_mm=fabric.end_margin_mm,
-                     flaws=[pb.FlawZone(polygon=to_polygon(f.outline_mm), reason=f.reason) for f in fabric.flaws])
+    return pb.Fabric(
+        width_mm=fabric.width_mm,
+        max_length_mm=fabric.max_length_mm,
+        edge_margin_mm=fabric.edge_margin_mm,
+        end_margin_mm=fabric.end_margin_mm,
+        flaws=[pb.FlawZone(polygon=to_polygon(f.outline_mm), reason=f.reason) for f in fabric.flaws],
+    )
 
 
 def marker_to_proto(marker: Marker) -> pb.Marker:
     return pb.Marker(
-        name=marker.name, length_mm=marker.length_mm, width_mm=marker.width_mm, efficiency=marker.efficiency,
-        piece_area_mm2=marker.piece_area_mm2, waste_area_mm2=marker.waste_area_mm2, final=marker.final,
-        elapsed_s=marker.elapsed_s, seed=marker.seed, notes=marker.notes, spacing_mm=marker.spacing_mm,
+        name=marker.name,
+        length_mm=marker.length_mm,
+        width_mm=marker.width_mm,
+        efficiency=marker.efficiency,
+        piece_area_mm2=marker.piece_area_mm2,
+        waste_area_mm2=marker.waste_area_mm2,
+        final=marker.final,
+        elapsed_s=marker.elapsed_s,
+        seed=marker.seed,
+        notes=marker.notes,
+        spacing_mm=marker.spacing_mm,
         fabric=fabric_to_proto(marker.fabric) if marker.fabric else None,
-        placements=[pb.Placement(piece_id=p.piece_id, copy=p.copy, size=p.size, x_mm=p.x_mm, y_mm=p.y_mm,
-                                 rotation_deg=p.rotation_deg, mirrored=p.mirrored, outline=to_polygon(p.outline_mm))
-                    for p in marker.placements],
+        placements=[
+            pb.Placement(
+                piece_id=p.piece_id,
+                copy=p.copy,
+                size=p.size,
+                x_mm=p.x_mm,
+                y_mm=p.y_mm,
+                rotation_deg=p.rotation_deg,
+                mirrored=p.mirrored,
+                outline=to_polygon(p.outline_mm),
+            )
+            for p in marker.placements
+        ],
     )
 
 
 def marker_from_proto(msg: pb.Marker) -> Marker:
-    fabric = FabricSpec(width_mm=msg.fabric.width_mm or msg.width_mm, max_length_mm=msg.fabric.max_length_mm,
-                        edge_margin_mm=msg.fabric.edge_margin_mm, end_margin_mm=msg.fabric.end_margin_mm,
-                        flaws=tuple(FlawZone(flaw_points(f), f.reason) for f in msg.fabric.flaws))
+    fabric = FabricSpec(
+        width_mm=msg.fabric.width_mm or msg.width_mm,
+        max_length_mm=msg.fabric.max_length_mm,
+        edge_margin_mm=msg.fabric.edge_margin_mm,
+        end_margin_mm=msg.fabric.end_margin_mm,
+        flaws=tuple(FlawZone(flaw_points(f), f.reason) for f in msg.fabric.flaws),
+    )
     return Marker(
-        name=msg.name, length_mm=msg.length_mm, width_mm=msg.width_mm, piece_area_mm2=msg.piece_area_mm2,
-        final=msg.final, elapsed_s=msg.elapsed_s, seed=msg.seed, spacing_mm=msg.spacing_mm, fabric=fabric,
+        name=msg.name,
+        length_mm=msg.length_mm,
+        width_mm=msg.width_mm,
+        piece_area_mm2=msg.piece_area_mm2,
+        final=msg.final,
+        elapsed_s=msg.elapsed_s,
+        seed=msg.seed,
+        spacing_mm=msg.spacing_mm,
+        fabric=fabric,
         notes=list(msg.notes),
-        placements=[PlacedPiece(p.piece_id, p.copy, p.size, p.x_mm, p.y_mm, p.rotation_deg, p.mirrored,
-                                polygon_points(p.outline)) for p in msg.placements],
+        placements=[
+            PlacedPiece(
+                p.piece_id,
+                p.copy,
+                p.size,
+                p.x_mm,
+                p.y_mm,
+                p.rotation_deg,
+                p.mirrored,
+                polygon_points(p.outline),
+            )
+            for p in msg.placements
+        ],
     )
 
 
 # -- validation -----------------------------------------------------------------------------------
+
 
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
 def check_outline(points: tuple[tuple[float, float], ...], path: str, v: Violations) -> bool:
-    if not v.check(3 <= len(points) <= MAX_VERTICES, path, f"needs 3..{MAX_VERTICES} points, got {len(points)}"):
+    if not v.check(
+        3 <= len(points) <= MAX_VERTICES, path, f"needs 3..{MAX_VERTICES} points, got {len(points)}"
+    ):
         return False
     if not v.check(all(_finite(x, y) for x, y in points), path, "coordinates must be finite numbers"):
         return False
@@ -134,8 +207,11 @@ def check_outline(points: tuple[tuple[float, float], ...], path: str, v: Violati
     # Collinear points make an invalid polygon too; name the real problem first.
     if not v.check(poly.convex_hull.area > 1e-9, path, "has zero area (its points are collinear)"):
         return False
-    return v.check(poly.is_valid, path, f"is not a simple polygon ({explain_validity(poly)}): "
-                                        "self-intersecting outlines cannot be cut")
+    return v.check(
+        poly.is_valid,
+        path,
+        f"is not a simple polygon ({explain_validity(poly)}): self-intersecting outlines cannot be cut",
+    )
 
 
 def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
@@ -149,12 +225,23 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         v.check(_finite(value) and value >= 0, f"fabric.{name}", "must be >= 0")
     margin = fabric_msg.edge_margin_mm
     if width > 0 and margin >= 0:
-        v.check(2 * margin < width, "fabric.edge_margin_mm", f"two margins of {margin} mm leave no width of {width} mm")
+        v.check(
+            2 * margin < width,
+            "fabric.edge_margin_mm",
+            f"two margins of {margin} mm leave no width of {width} mm",
+        )
     spacing = request.spacing_mm
-    v.check(_finite(spacing) and 0 <= spacing < max(width, 0) + 1e-300, "spacing_mm", "must be >= 0 and < the width")
+    v.check(
+        _finite(spacing) and 0 <= spacing < max(width, 0) + 1e-300,
+        "spacing_mm",
+        "must be >= 0 and < the width",
+    )
     budget = request.time_budget_s or DEFAULT_TIME_BUDGET_S
-    v.check(_finite(budget) and 0 < budget <= MAX_TIME_BUDGET_S, "time_budget_s",
-            f"must be 1..{MAX_TIME_BUDGET_S} s (0 means {DEFAULT_TIME_BUDGET_S} s)")
+    v.check(
+        _finite(budget) and 0 < budget <= MAX_TIME_BUDGET_S,
+        "time_budget_s",
+        f"must be 1..{MAX_TIME_BUDGET_S} s (0 means {DEFAULT_TIME_BUDGET_S} s)",
+    )
 
     ratios: dict[str, int] = {}
     v.check(len(request.ratios) <= MAX_SIZES, "ratios", f"at most {MAX_SIZES} sizes")
@@ -185,21 +272,38 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         step = msg.rotation_step_deg
         if grain is Grain.STEP:
             divides = _finite(step) and step > 0 and abs(360.0 / step - round(360.0 / step)) < 1e-9
-            ok &= v.check(divides and round(360.0 / step) <= 360, f"{path}.rotation_step_deg",
-                          "must divide 360 (e.g. 90, 45, 15) and be >= 1")
+            ok &= v.check(
+                divides and round(360.0 / step) <= 360,
+                f"{path}.rotation_step_deg",
+                "must divide 360 (e.g. 90, 45, 15) and be >= 1",
+            )
         if ratios:
-            ok &= v.check(msg.size in ratios, f"{path}.size",
-                          f"size {msg.size!r} has no ratio; ratios name {sorted(ratios)}")
+            ok &= v.check(
+                msg.size in ratios,
+                f"{path}.size",
+                f"size {msg.size!r} has no ratio; ratios name {sorted(ratios)}",
+            )
         if not ok:
             continue
         assert grain is not None and mirror is not None
-        piece = PieceSpec(id=msg.id, outline_mm=points, quantity=msg.quantity, grain=grain,
-                          rotation_step_deg=step, mirror=mirror, size=msg.size, name=msg.name)
+        piece = PieceSpec(
+            id=msg.id,
+            outline_mm=points,
+            quantity=msg.quantity,
+            grain=grain,
+            rotation_step_deg=step,
+            mirror=mirror,
+            size=msg.size,
+            name=msg.name,
+        )
         if usable > 0 and spacing >= 0:
             narrowest, angle = min_extent_y_mm(piece)
-            v.check(narrowest <= usable + 1e-9, f"{path}.outline",
-                    f"{narrowest:.1f} mm across the roll at best ({angle:g} deg, grain {grain.value}); "
-                    f"the usable width is {usable:.1f} mm")
+            v.check(
+                narrowest <= usable + 1e-9,
+                f"{path}.outline",
+                f"{narrowest:.1f} mm across the roll at best ({angle:g} deg, grain {grain.value}); "
+                f"the usable width is {usable:.1f} mm",
+            )
         pieces.append(piece)
 
     flaws: list[FlawZone] = []
@@ -208,8 +312,11 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         kind = flaw.WhichOneof("zone")
         if not v.check(kind is not None, path, "a rect or a polygon is required"):
             continue
-        if kind == "rect" and not v.check(flaw.rect.width_mm > 0 and flaw.rect.height_mm > 0, f"{path}.rect",
-                                          "width_mm and height_mm must be > 0"):
+        if kind == "rect" and not v.check(
+            flaw.rect.width_mm > 0 and flaw.rect.height_mm > 0,
+            f"{path}.rect",
+            "width_mm and height_mm must be > 0",
+        ):
             continue
         points = flaw_points(flaw)
         if not check_outline(points, f"{path}.{kind}", v):
@@ -217,43 +324,67 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         x0, y0, x1, y1 = Polygon(points).bounds
         limit = fabric_msg.max_length_mm
         inside = x0 >= 0 and y0 >= 0 and y1 <= width and (limit <= 0 or x1 <= limit)
-        v.check(inside, f"{path}.{kind}",
-                f"lies outside the roll (x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; the roll is y 0..{width:g}"
-                + (f", x 0..{limit:g})" if limit > 0 else ", x >= 0)"))
+        v.check(
+            inside,
+            f"{path}.{kind}",
+            f"lies outside the roll (x {x0:g}..{x1:g}, y {y0:g}..{y1:g}; the roll is y 0..{width:g}"
+            + (f", x 0..{limit:g})" if limit > 0 else ", x >= 0)"),
+        )
         flaws.append(FlawZone(points, flaw.reason))
 
-    fabric = FabricSpec(width_mm=width, max_length_mm=fabric_msg.max_length_mm, edge_margin_mm=margin,
-                        end_margin_mm=fabric_msg.end_margin_mm, flaws=tuple(flaws))
-    domain = MarkerRequest(pieces=tuple(pieces), fabric=fabric, spacing_mm=spacing, ratios=ratios,
-                           time_budget_s=max(1, round(budget)) if _finite(budget) else 1, seed=request.seed,
-                           name=request.marker_name)
+    fabric = FabricSpec(
+        width_mm=width,
+        max_length_mm=fabric_msg.max_length_mm,
+        edge_margin_mm=margin,
+        end_margin_mm=fabric_msg.end_margin_mm,
+        flaws=tuple(flaws),
+    )
+    domain = MarkerRequest(
+        pieces=tuple(pieces),
+        fabric=fabric,
+        spacing_mm=spacing,
+        ratios=ratios,
+        time_budget_s=max(1, round(budget)) if _finite(budget) else 1,
+        seed=request.seed,
+        name=request.marker_name,
+    )
     if not v and pieces:
         count = placed_count(domain)
-        v.check(count <= MAX_PLACED_PIECES, "pieces",
-                f"{count} pieces to place (quantities x ratios x mirrored pairs); the limit is {MAX_PLACED_PIECES}")
+        v.check(
+            count <= MAX_PLACED_PIECES,
+            "pieces",
+            f"{count} pieces to place (quantities x ratios x mirrored pairs); the limit is {MAX_PLACED_PIECES}",
+        )
         limit = fabric.max_length_mm
         if limit > 0 and usable > 0:
             needed = piece_area_mm2(domain) / usable + 2 * fabric.end_margin_mm
-            v.check(needed <= limit, "fabric.max_length_mm",
-                    f"the pieces need at least {needed:.0f} mm of fabric even at 100% efficiency")
+            v.check(
+                needed <= limit,
+                "fabric.max_length_mm",
+                f"the pieces need at least {needed:.0f} mm of fabric even at 100% efficiency",
+            )
     v.raise_if_any("the marker request is invalid")
     return domain
 
 
 def check_operation(name: str) -> None:
     if not name.startswith(OPERATION_PREFIX):
-        raise InvalidArgumentError.for_field("operation", f"must be an operation name from CreateMarker "
-                                                          f"({OPERATION_PREFIX}...), got {name!r}")
+        raise InvalidArgumentError.for_field(
+            "operation", f"must be an operation name from CreateMarker ({OPERATION_PREFIX}...), got {name!r}"
+        )
 
 
 # -- the servicer ---------------------------------------------------------------------------------
+
 
 class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
     def __init__(self, jobs: JobManager, solver_workers: int | None) -> None:
         self.jobs = jobs
         self.solver_workers = solver_workers
 
-    def CreateMarker(self, request: pb.CreateMarkerRequest, context: grpc.ServicerContext) -> operations_pb2.Operation:
+    def CreateMarker(
+        self, request: pb.CreateMarkerRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         domain = validate_create(request)
         workers = self.solver_workers
 
@@ -263,9 +394,12 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
             def on_progress(marker: Marker) -> None:
                 nonlocal improvements
                 improvements += 1
-                handle.progress(min(0.99, marker.elapsed_s / domain.time_budget_s),
-                                f"efficiency {marker.efficiency * 100:.2f}%, length {marker.length_mm:.1f} mm",
-                                steps_done=improvements, partial=marker_to_proto(marker))
+                handle.progress(
+                    min(0.99, marker.elapsed_s / domain.time_budget_s),
+                    f"efficiency {marker.efficiency * 100:.2f}%, length {marker.length_mm:.1f} mm",
+                    steps_done=improvements,
+                    partial=marker_to_proto(marker),
+                )
 
             handle.progress(0.0, f"solving {placed_count(domain)} pieces for {domain.time_budget_s} s")
             with marker_solve_seconds.time():
@@ -295,8 +429,9 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
     def GetMarker(self, request: pb.GetMarkerRequest, context: grpc.ServicerContext) -> pb.Marker:
         return self._marker(request.operation)
 
-    def WatchMarker(self, request: pb.WatchMarkerRequest,
-                    context: grpc.ServicerContext) -> Iterator[pb.WatchMarkerResponse]:
+    def WatchMarker(
+        self, request: pb.WatchMarkerRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchMarkerResponse]:
         check_operation(request.operation)
         for op in self.jobs.watch(request.operation, cancellation_from(context), interval_s=0.5):
             meta = progress_pb2.OperationMetadata()
@@ -307,27 +442,39 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
                 packed.Unpack(reply.marker)
             yield reply
 
-    def ImportPieces(self, request: pb.ImportPiecesRequest, context: grpc.ServicerContext) -> pb.ImportPiecesResponse:
+    def ImportPieces(
+        self, request: pb.ImportPiecesRequest, context: grpc.ServicerContext
+    ) -> pb.ImportPiecesResponse:
         v = Violations()
         v.check(request.format in (pb.FILE_FORMAT_DXF, pb.FILE_FORMAT_JSON), "format", "must be DXF or JSON")
         v.check(len(request.content) > 0, "content", "the file is empty")
-        v.check(_finite(request.unit_mm) and request.unit_mm >= 0, "unit_mm", "must be >= 0 (0: the file's units)")
+        v.check(
+            _finite(request.unit_mm) and request.unit_mm >= 0, "unit_mm", "must be >= 0 (0: the file's units)"
+        )
         v.raise_if_any("the import request is invalid")
         reader = formats.import_dxf if request.format == pb.FILE_FORMAT_DXF else formats.import_json
         try:
             imported = reader(request.content, request.unit_mm)
         except (formats.ImportError_, KeyError, TypeError, ValueError) as exc:
             raise InvalidArgumentError.for_field("content", f"cannot read pieces: {exc}") from None
-        return pb.ImportPiecesResponse(pieces=[piece_to_proto(p) for p in imported.pieces],
-                                       fabric_width_mm=imported.fabric_width_mm, warnings=imported.warnings)
+        return pb.ImportPiecesResponse(
+            pieces=[piece_to_proto(p) for p in imported.pieces],
+            fabric_width_mm=imported.fabric_width_mm,
+            warnings=imported.warnings,
+        )
 
-    def ExportMarker(self, request: pb.ExportMarkerRequest, context: grpc.ServicerContext) -> pb.ExportMarkerResponse:
+    def ExportMarker(
+        self, request: pb.ExportMarkerRequest, context: grpc.ServicerContext
+    ) -> pb.ExportMarkerResponse:
         writers = {
             pb.FILE_FORMAT_SVG: (formats.export_svg, "image/svg+xml", "svg"),
             pb.FILE_FORMAT_DXF: (formats.export_dxf, "image/vnd.dxf", "dxf"),
             pb.FILE_FORMAT_HPGL: (formats.export_hpgl, "application/vnd.hp-hpgl", "plt"),
-            pb.FILE_FORMAT_JSON: (lambda m: formats.json.dumps(formats.marker_json(m), indent=1).encode(),
-                                  "application/json", "json"),
+            pb.FILE_FORMAT_JSON: (
+                lambda m: formats.json.dumps(formats.marker_json(m), indent=1).encode(),
+                "application/json",
+                "json",
+            ),
         }
         if request.format not in writers:
             raise InvalidArgumentError.for_field("format", "must be SVG, DXF, HPGL or JSON")

@@ -23,16 +23,23 @@ FEASIBLE = (spyrrow.ReportType.ExplFeas, spyrrow.ReportType.CmprFeas)
 
 def _emit(kind: str, solution: Any, started: float) -> None:
     placements = [[p.id, p.rotation, p.translation[0], p.translation[1]] for p in solution.placed_items]
-    line = {"kind": kind, "width": solution.width, "density": solution.density,
-            "elapsed_s": time.monotonic() - started, "placements": placements}
+    line = {
+        "kind": kind,
+        "width": solution.width,
+        "density": solution.density,
+        "elapsed_s": time.monotonic() - started,
+        "placements": placements,
+    }
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
 
 
 def main() -> int:
     job = json.load(sys.stdin)
-    items = [spyrrow.Item(it["id"], [tuple(p) for p in it["shape"]], it["demand"], it["orientations"])
-             for it in job["items"]]
+    items = [
+        spyrrow.Item(it["id"], [tuple(p) for p in it["shape"]], it["demand"], it["orientations"])
+        for it in job["items"]
+    ]
     instance = spyrrow.StripPackingInstance(job.get("name", ""), job["strip_height"], items)
     config = spyrrow.StripPackingConfig(
         early_termination=False,
@@ -44,7 +51,9 @@ def main() -> int:
     queue = spyrrow.ProgressQueue()
     result: dict[str, Any] = {}
     started = time.monotonic()
-    thread = threading.Thread(target=lambda: result.setdefault("solution", instance.solve(config, progress=queue)))
+    thread = threading.Thread(
+        target=lambda: result.setdefault("solution", instance.solve(config, progress=queue))
+    )
     thread.start()
     best = float("inf")
     while thread.is_alive():

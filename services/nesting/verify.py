@@ -54,23 +54,33 @@ def verify_marker(request: MarkerRequest, marker: Marker) -> None:
             raise VerificationError(f"copy {pl.copy} of piece {pl.piece_id!r} placed twice")
         seen.add(key)
         allowed = piece.allowed_rotations_deg()
-        if allowed is not None and not any(abs(((pl.rotation_deg - a + 180) % 360) - 180) < 1e-6 for a in allowed):
-            raise VerificationError(f"piece {pl.piece_id!r} rotated {pl.rotation_deg} deg, grain allows {allowed}")
+        if allowed is not None and not any(
+            abs(((pl.rotation_deg - a + 180) % 360) - 180) < 1e-6 for a in allowed
+        ):
+            raise VerificationError(
+                f"piece {pl.piece_id!r} rotated {pl.rotation_deg} deg, grain allows {allowed}"
+            )
         # The outline must be what the placement fields say (so exports and cutters agree).
         base = mirror_outline(piece.outline_mm) if pl.mirrored else piece.outline_mm
         expect = transform(base, pl.rotation_deg, pl.x_mm, pl.y_mm)
         if len(expect) != len(pl.outline_mm) or any(
             math.dist(a, b) > tol for a, b in zip(expect, pl.outline_mm, strict=True)
         ):
-            raise VerificationError(f"outline of piece {pl.piece_id!r} copy {pl.copy} does not match its placement")
+            raise VerificationError(
+                f"outline of piece {pl.piece_id!r} copy {pl.copy} does not match its placement"
+            )
         poly = Polygon(pl.outline_mm)
         x0, y0, x1, y1 = poly.bounds
-        if (x0 < fabric.end_margin_mm - tol or y0 < fabric.edge_margin_mm - tol
-                or y1 > fabric.width_mm - fabric.edge_margin_mm + tol
-                or x1 > marker.length_mm - fabric.end_margin_mm + tol):
+        if (
+            x0 < fabric.end_margin_mm - tol
+            or y0 < fabric.edge_margin_mm - tol
+            or y1 > fabric.width_mm - fabric.edge_margin_mm + tol
+            or x1 > marker.length_mm - fabric.end_margin_mm + tol
+        ):
             raise VerificationError(
                 f"piece {pl.piece_id!r} copy {pl.copy} lies outside the fabric or its margins "
-                f"(bounds {x0:.3f},{y0:.3f}-{x1:.3f},{y1:.3f})")
+                f"(bounds {x0:.3f},{y0:.3f}-{x1:.3f},{y1:.3f})"
+            )
         polys.append(poly)
     spacing = request.spacing_mm
     tree = STRtree(polys)

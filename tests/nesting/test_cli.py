@@ -20,9 +20,31 @@ def test_nest_command_makes_marker_files(start_server: Callable[..., Server], tm
     pieces = tmp_path / "shirt.dxf"
     pieces.write_bytes(shirt_dxf({"S": 0.9, "M": 1.0, "L": 1.1}))
     svg, dxf, js = tmp_path / "marker.svg", tmp_path / "marker.dxf", tmp_path / "marker.json"
-    result = CliRunner().invoke(app, [
-        "nest", str(pieces), "--width", "700", "--time", "1", "--ratio", "S=1,M=2,L=1", "--spacing", "3",
-        "--margin", "5", "-o", str(svg), "-o", str(dxf), "-o", str(js), "--address", f"127.0.0.1:{server.port}"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "nest",
+            str(pieces),
+            "--width",
+            "700",
+            "--time",
+            "1",
+            "--ratio",
+            "S=1,M=2,L=1",
+            "--spacing",
+            "3",
+            "--margin",
+            "5",
+            "-o",
+            str(svg),
+            "-o",
+            str(dxf),
+            "-o",
+            str(js),
+            "--address",
+            f"127.0.0.1:{server.port}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "efficiency" in result.output
     data = json.loads(js.read_text())
@@ -37,7 +59,20 @@ def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp
     server = start_server("nesting", build)
     pieces = tmp_path / "shirt.dxf"
     pieces.write_bytes(shirt_dxf({"M": 1.0}))
-    result = CliRunner().invoke(app, ["nest", str(pieces), "--width", "100", "--time", "1", "-o",
-                                      str(tmp_path / "m.svg"), "--address", f"127.0.0.1:{server.port}"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "nest",
+            str(pieces),
+            "--width",
+            "100",
+            "--time",
+            "1",
+            "-o",
+            str(tmp_path / "m.svg"),
+            "--address",
+            f"127.0.0.1:{server.port}",
+        ],
+    )
     assert result.exit_code == 1
     assert "INVALID_ARGUMENT" in result.output and "pieces[0].outline" in result.output

@@ -53,7 +53,15 @@ def test_expand_items_ratios_and_mirrors() -> None:
 def test_grain_rotations_and_narrowest_width() -> None:
     assert PieceSpec("a", SQUARE, grain=Grain.WOVEN).allowed_rotations_deg() == [0.0, 180.0]
     assert PieceSpec("a", SQUARE, grain=Grain.STEP, rotation_step_deg=45).allowed_rotations_deg() == [
-        0, 45, 90, 135, 180, 225, 270, 315]
+        0,
+        45,
+        90,
+        135,
+        180,
+        225,
+        270,
+        315,
+    ]
     assert PieceSpec("a", SQUARE, grain=Grain.FREE).allowed_rotations_deg() is None
     long = ((0.0, 0.0), (600.0, 0.0), (600.0, 50.0), (0.0, 50.0))
     # Woven keeps the 600 mm side along the roll: 50 mm across; fixed too.
@@ -65,12 +73,21 @@ def test_grain_rotations_and_narrowest_width() -> None:
     assert min_extent_y_mm(PieceSpec("d", diagonal, grain=Grain.FREE))[0] == pytest.approx(50.0)
 
 
-def _two_squares(spacing: float, dx: float, rotation: float = 0.0, fabric: FabricSpec | None = None,
-                 grain: Grain = Grain.WOVEN) -> tuple[MarkerRequest, Marker]:
+def _two_squares(
+    spacing: float,
+    dx: float,
+    rotation: float = 0.0,
+    fabric: FabricSpec | None = None,
+    grain: Grain = Grain.WOVEN,
+) -> tuple[MarkerRequest, Marker]:
     fabric = fabric or FabricSpec(300.0)
     req = MarkerRequest((PieceSpec("sq", SQUARE, quantity=2, grain=grain),), fabric, spacing_mm=spacing)
-    placed = [PlacedPiece("sq", 0, "", 10.0, 10.0, 0.0, False, transform(SQUARE, 0.0, 10.0, 10.0)),
-              PlacedPiece("sq", 1, "", 10.0 + dx, 10.0, rotation, False, transform(SQUARE, rotation, 10.0 + dx, 10.0))]
+    placed = [
+        PlacedPiece("sq", 0, "", 10.0, 10.0, 0.0, False, transform(SQUARE, 0.0, 10.0, 10.0)),
+        PlacedPiece(
+            "sq", 1, "", 10.0 + dx, 10.0, rotation, False, transform(SQUARE, rotation, 10.0 + dx, 10.0)
+        ),
+    ]
     length = max(max(x for x, _ in p.outline_mm) for p in placed) + fabric.end_margin_mm
     return req, Marker("t", placed, length, fabric.width_mm, 2 * 100.0 * 100.0, fabric=fabric)
 
@@ -89,8 +106,13 @@ def test_verify_accepts_a_good_marker_and_rejects_each_broken_rule() -> None:
     marker.placements.pop()
     with pytest.raises(VerificationError, match="differ from the demand"):
         verify_marker(req, marker)
-    req, marker = _two_squares(spacing=0.0, dx=105.0, fabric=FabricSpec(300.0, flaws=(FlawZone(
-        ((150.0, 50.0), (160.0, 50.0), (160.0, 60.0), (150.0, 60.0))),)))
+    req, marker = _two_squares(
+        spacing=0.0,
+        dx=105.0,
+        fabric=FabricSpec(
+            300.0, flaws=(FlawZone(((150.0, 50.0), (160.0, 50.0), (160.0, 60.0), (150.0, 60.0))),)
+        ),
+    )
     with pytest.raises(VerificationError, match="flaw zone 0"):
         verify_marker(req, marker)
 
@@ -100,8 +122,17 @@ def test_flaw_zone_shifts_pieces_rigidly_past_it() -> None:
     fabric = FabricSpec(300.0, flaws=(FlawZone(flaw, "hole"),))
     req = MarkerRequest((PieceSpec("sq", SQUARE, quantity=4),), fabric, spacing_mm=2.0)
     # Solver coordinates carry the spacing offset (strip edges keep the separation too).
-    layout = SolverLayout(0.0, [("p0", 0.0, 2.0, 2.0), ("p0", 0.0, 104.0, 2.0), ("p0", 0.0, 104.0, 104.0),
-                                ("p0", 180.0, 306.0, 204.0)], True, 1.0)
+    layout = SolverLayout(
+        0.0,
+        [
+            ("p0", 0.0, 2.0, 2.0),
+            ("p0", 0.0, 104.0, 2.0),
+            ("p0", 0.0, 104.0, 104.0),
+            ("p0", 180.0, 306.0, 204.0),
+        ],
+        True,
+        1.0,
+    )
     marker = to_marker(req, expand_items(req), layout)
     verify_marker(req, marker)
     zone = Polygon(flaw)
@@ -117,7 +148,12 @@ def test_dxf_import_reads_blocks_sizes_quantities_and_units() -> None:
     by_id = {p.id: p for p in imported.pieces}
     assert len(by_id) == 8
     front = by_id["FRONT-M"]
-    assert front.size == "M" and front.mirror is Mirror.PAIR and front.quantity == 1 and front.grain is Grain.WOVEN
+    assert (
+        front.size == "M"
+        and front.mirror is Mirror.PAIR
+        and front.quantity == 1
+        and front.grain is Grain.WOVEN
+    )
     assert by_id["CUFF-S"].quantity == 2
     # The boundary (layer 1), not the drill hole; cm -> mm.
     assert Polygon(front.outline_mm).area == pytest.approx(Polygon(FRONT).area * 100.0, rel=1e-6)
@@ -144,7 +180,12 @@ def test_exports_carry_the_layout() -> None:
     doc = ezdxf.read(io.StringIO(formats.export_dxf(marker).decode()))
     pieces = [e for e in doc.modelspace() if e.dxftype() == "LWPOLYLINE" and e.dxf.layer == "PIECES"]
     assert len(pieces) == 2 and doc.header["$INSUNITS"] == 4
-    assert {tuple(map(round, p)) for p in pieces[1].get_points("xy")} == {(115, 10), (215, 10), (215, 110), (115, 110)}
+    assert {tuple(map(round, p)) for p in pieces[1].get_points("xy")} == {
+        (115, 10),
+        (215, 10),
+        (215, 110),
+        (115, 110),
+    }
     hpgl = formats.export_hpgl(marker).decode()
     assert hpgl.startswith("IN;") and hpgl.count("PD") == 3 and "PU4600,400;" in hpgl  # 115 mm x 40 units
     data = json.loads(json.dumps(formats.marker_json(marker)))

@@ -27,15 +27,20 @@ Stubs = tuple[nesting_pb2_grpc.NestingServiceStub, operations_pb2_grpc.Operation
 
 
 @pytest.fixture
-def nesting(start_server: Callable[..., Server]) -> Iterator[tuple[nesting_pb2_grpc.NestingServiceStub,
-                                                                  operations_pb2_grpc.OperationsStub]]:
+def nesting(
+    start_server: Callable[..., Server],
+) -> Iterator[tuple[nesting_pb2_grpc.NestingServiceStub, operations_pb2_grpc.OperationsStub]]:
     server = start_server("nesting", build)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield nesting_pb2_grpc.NestingServiceStub(channel), operations_pb2_grpc.OperationsStub(channel)
 
 
-def wait_done(ops: operations_pb2_grpc.OperationsStub, name: str, timeout_s: float = 30.0) -> operations_pb2.Operation:
-    op = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=name, timeout={"seconds": int(timeout_s)}))
+def wait_done(
+    ops: operations_pb2_grpc.OperationsStub, name: str, timeout_s: float = 30.0
+) -> operations_pb2.Operation:
+    op = ops.WaitOperation(
+        operations_pb2.WaitOperationRequest(name=name, timeout={"seconds": int(timeout_s)})
+    )
     deadline = time.monotonic() + timeout_s
     while not op.done and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -61,35 +66,57 @@ def test_marker_holds_grain_mirror_ratio_spacing_and_margin_rules(nesting: Stubs
         piece("pocket-S", POCKET, size="S", grain=pb.GRAIN_RULE_STEP, step=45.0),
     ]
     fabric = pb.Fabric(width_mm=500.0, edge_margin_mm=10.0, end_margin_mm=15.0)
-    op = stub.CreateMarker(pb.CreateMarkerRequest(
-        pieces=pieces, fabric=fabric, spacing_mm=5.0, time_budget_s=2, seed=7, marker_name="rules",
-        ratios=[pb.SizeRatio(size="S", count=2), pb.SizeRatio(size="M", count=3)]))
+    op = stub.CreateMarker(
+        pb.CreateMarkerRequest(
+            pieces=pieces,
+            fabric=fabric,
+            spacing_mm=5.0,
+            time_budget_s=2,
+            seed=7,
+            marker_name="rules",
+            ratios=[pb.SizeRatio(size="S", count=2), pb.SizeRatio(size="M", count=3)],
+        )
+    )
     assert op.name.startswith("operations/nesting/") and not op.done
     marker = result(wait_done(ops, op.name))
     assert marker.final and marker.name == "rules"
 
     # Size ratios counted: S x 2, M x 3, times quantity, times 2 for mirrored pairs.
     counts = Counter((p.piece_id, p.mirrored) for p in marker.placements)
-    assert counts == {("front-S", False): 2, ("front-S", True): 2, ("front-M", False): 3, ("front-M", True): 3,
-                      ("sleeve-M", False): 3, ("cuff-M", False): 6, ("pocket-S", False): 2}
+    assert counts == {
+        ("front-S", False): 2,
+        ("front-S", True): 2,
+        ("front-M", False): 3,
+        ("front-M", True): 3,
+        ("sleeve-M", False): 3,
+        ("cuff-M", False): 6,
+        ("pocket-S", False): 2,
+    }
     assert all(p.size == p.piece_id.split("-")[1] for p in marker.placements)
     originals = {p.id: [(q.x_mm, q.y_mm) for q in p.outline.points] for p in pieces}
-    allowed = {"front-S": {0, 180}, "front-M": {0, 180}, "sleeve-M": {0, 90, 180, 270}, "cuff-M": {0},
-               "pocket-S": {0, 45, 90, 135, 180, 225, 270, 315}}
+    allowed = {
+        "front-S": {0, 180},
+        "front-M": {0, 180},
+        "sleeve-M": {0, 90, 180, 270},
+        "cuff-M": {0},
+        "pocket-S": {0, 45, 90, 135, 180, 225, 270, 315},
+    }
     polys = []
     for p in marker.placements:
         # Grain: the rotation is one the rule allows.
         assert round(p.rotation_deg, 6) % 360 in allowed[p.piece_id], (p.piece_id, p.rotation_deg)
         # Mirroring: a reflection flips the outline's orientation; a rotation keeps it.
         area = signed_area(outline(p))
-        assert area == pytest.approx(-signed_area(originals[p.piece_id]) if p.mirrored
-                                     else signed_area(originals[p.piece_id]), rel=1e-6)
+        assert area == pytest.approx(
+            -signed_area(originals[p.piece_id]) if p.mirrored else signed_area(originals[p.piece_id]),
+            rel=1e-6,
+        )
         polys.append(Polygon(outline(p)))
     # Margins: every piece inside the fabric less the edge and end margins.
     inner = box(15.0 - TOL_MM, 10.0 - TOL_MM, marker.length_mm - 15.0 + TOL_MM, 490.0 + TOL_MM)
     assert all(inner.contains(poly) for poly in polys)
     # Spacing: 5 mm between any two pieces.
-    gaps = [a.distance(b) for i, a in enumerate(polys) for b in polys[i + 1:]]
+    gaps = [a.distance(b) for i, a in enumerate(polys) for b in polys[i + 1 :]]
     assert min(gaps) >= 5.0 - TOL_MM
     # The reported figures agree with the geometry.
     area = sum(poly.area for poly in polys)
@@ -102,14 +129,30 @@ def test_marker_holds_grain_mirror_ratio_spacing_and_margin_rules(nesting: Stubs
 
 def test_flaw_zones_stay_empty(nesting: Stubs) -> None:
     stub, ops = nesting
-    flaws = [pb.FlawZone(rect=geometry_pb2.RectMm(x_mm=100.0, y_mm=150.0, width_mm=40.0, height_mm=60.0),
-                         reason="hole"),
-             pb.FlawZone(polygon=geometry_pb2.PolygonMm(points=[
-                 geometry_pb2.PointMm(x_mm=420.0, y_mm=10.0), geometry_pb2.PointMm(x_mm=450.0, y_mm=10.0),
-                 geometry_pb2.PointMm(x_mm=435.0, y_mm=380.0)]), reason="stain")]
-    op = stub.CreateMarker(pb.CreateMarkerRequest(
-        pieces=[piece("cuff", CUFF, quantity=12), piece("pocket", POCKET, quantity=6)],
-        fabric=pb.Fabric(width_mm=400.0, flaws=flaws), spacing_mm=2.0, time_budget_s=1, seed=1))
+    flaws = [
+        pb.FlawZone(
+            rect=geometry_pb2.RectMm(x_mm=100.0, y_mm=150.0, width_mm=40.0, height_mm=60.0), reason="hole"
+        ),
+        pb.FlawZone(
+            polygon=geometry_pb2.PolygonMm(
+                points=[
+                    geometry_pb2.PointMm(x_mm=420.0, y_mm=10.0),
+                    geometry_pb2.PointMm(x_mm=450.0, y_mm=10.0),
+                    geometry_pb2.PointMm(x_mm=435.0, y_mm=380.0),
+                ]
+            ),
+            reason="stain",
+        ),
+    ]
+    op = stub.CreateMarker(
+        pb.CreateMarkerRequest(
+            pieces=[piece("cuff", CUFF, quantity=12), piece("pocket", POCKET, quantity=6)],
+            fabric=pb.Fabric(width_mm=400.0, flaws=flaws),
+            spacing_mm=2.0,
+            time_budget_s=1,
+            seed=1,
+        )
+    )
     marker = result(wait_done(ops, op.name))
     zones = [box(100.0, 150.0, 140.0, 210.0), Polygon([(420.0, 10.0), (450.0, 10.0), (435.0, 380.0)])]
     for p in marker.placements:
@@ -123,9 +166,17 @@ def test_flaw_zones_stay_empty(nesting: Stubs) -> None:
 
 def test_watch_streams_markers_and_cancel_stops_the_solver(nesting: Stubs) -> None:
     stub, ops = nesting
-    op = stub.CreateMarker(pb.CreateMarkerRequest(
-        pieces=[piece("front", FRONT, quantity=10, mirror=pb.MIRROR_RULE_PAIR), piece("cuff", CUFF, quantity=20)],
-        fabric=pb.Fabric(width_mm=600.0), time_budget_s=60, seed=3))
+    op = stub.CreateMarker(
+        pb.CreateMarkerRequest(
+            pieces=[
+                piece("front", FRONT, quantity=10, mirror=pb.MIRROR_RULE_PAIR),
+                piece("cuff", CUFF, quantity=20),
+            ],
+            fabric=pb.Fabric(width_mm=600.0),
+            time_budget_s=60,
+            seed=3,
+        )
+    )
     seen: list[pb.WatchMarkerResponse] = []
     for reply in stub.WatchMarker(pb.WatchMarkerRequest(operation=op.name), timeout=30):
         if reply.marker.placements:
@@ -153,8 +204,11 @@ def test_finished_markers_survive_a_restart(start_server: Callable[..., Server])
     server = start_server("nesting", build)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = nesting_pb2_grpc.NestingServiceStub(channel)
-        op = stub.CreateMarker(pb.CreateMarkerRequest(pieces=[piece("cuff", CUFF, quantity=5)],
-                                                      fabric=pb.Fabric(width_mm=200.0), time_budget_s=1))
+        op = stub.CreateMarker(
+            pb.CreateMarkerRequest(
+                pieces=[piece("cuff", CUFF, quantity=5)], fabric=pb.Fabric(width_mm=200.0), time_budget_s=1
+            )
+        )
         first = result(wait_done(operations_pb2_grpc.OperationsStub(channel), op.name))
     server.stop(grace_s=1)
     again = start_server("nesting", build)  # same data dir and database
@@ -170,14 +224,21 @@ def test_finished_markers_survive_a_restart(start_server: Callable[..., Server])
 
 def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     stub, ops = nesting
-    imported = stub.ImportPieces(pb.ImportPiecesRequest(format=pb.FILE_FORMAT_DXF,
-                                                        content=shirt_dxf({"S": 0.9, "M": 1.0})))
+    imported = stub.ImportPieces(
+        pb.ImportPiecesRequest(format=pb.FILE_FORMAT_DXF, content=shirt_dxf({"S": 0.9, "M": 1.0}))
+    )
     assert len(imported.pieces) == 8
     assert {p.size for p in imported.pieces} == {"S", "M"}
     assert {p.mirror for p in imported.pieces if p.name == "FRONT"} == {pb.MIRROR_RULE_PAIR}
-    op = stub.CreateMarker(pb.CreateMarkerRequest(
-        pieces=imported.pieces, fabric=pb.Fabric(width_mm=600.0), time_budget_s=1, marker_name="shirt",
-        ratios=[pb.SizeRatio(size="S", count=1), pb.SizeRatio(size="M", count=2)]))
+    op = stub.CreateMarker(
+        pb.CreateMarkerRequest(
+            pieces=imported.pieces,
+            fabric=pb.Fabric(width_mm=600.0),
+            time_budget_s=1,
+            marker_name="shirt",
+            ratios=[pb.SizeRatio(size="S", count=1), pb.SizeRatio(size="M", count=2)],
+        )
+    )
     marker = result(wait_done(ops, op.name))
     # Per size ratio unit: front pair (2) + sleeve pair (2) + 2 cuffs + 1 pocket = 7; S x 1 + M x 2.
     assert len(marker.placements) == 21
@@ -193,15 +254,22 @@ def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     # The DXF outlines are the marker's outlines.
     dxf_areas = sorted(round(Polygon(list(e.get_points("xy"))).area, 3) for e in outlines)
     assert dxf_areas == sorted(round(Polygon(outline(p)).area, 3) for p in marker.placements)
-    svg = stub.ExportMarker(pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_SVG)).content.decode()
+    svg = stub.ExportMarker(
+        pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_SVG)
+    ).content.decode()
     assert svg.count("<polygon") == 21 and f"efficiency {marker.efficiency * 100:.2f}%" in svg
-    plt = stub.ExportMarker(pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_HPGL)).content.decode()
+    plt = stub.ExportMarker(
+        pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_HPGL)
+    ).content.decode()
     assert plt.startswith("IN;") and plt.count("PD") == 22
 
 
 def _request(**changes: object) -> pb.CreateMarkerRequest:
-    req = pb.CreateMarkerRequest(pieces=[piece("front", FRONT, quantity=2), piece("cuff", CUFF)],
-                                 fabric=pb.Fabric(width_mm=500.0), time_budget_s=1)
+    req = pb.CreateMarkerRequest(
+        pieces=[piece("front", FRONT, quantity=2), piece("cuff", CUFF)],
+        fabric=pb.Fabric(width_mm=500.0),
+        time_budget_s=1,
+    )
     for key, value in changes.items():
         mutate = value
         assert callable(mutate), key
@@ -212,25 +280,54 @@ def _request(**changes: object) -> pb.CreateMarkerRequest:
 BOWTIE = ((0.0, 0.0), (100.0, 100.0), (100.0, 0.0), (0.0, 100.0))
 LINE = ((0.0, 0.0), (50.0, 0.0), (100.0, 0.0))
 BAD_REQUESTS = {
-    "too wide under every rotation": (lambda r: r.pieces[0].outline.CopyFrom(
-        piece("x", ((0.0, 0.0), (100.0, 0.0), (100.0, 600.0), (0.0, 600.0))).outline), "pieces[0].outline", "usable width"),
-    "self-intersecting": (lambda r: r.pieces[1].outline.CopyFrom(piece("x", BOWTIE).outline), "pieces[1].outline",
-                          "self-intersect"),
-    "zero area": (lambda r: r.pieces[0].outline.CopyFrom(piece("x", LINE).outline), "pieces[0].outline", "zero area"),
+    "too wide under every rotation": (
+        lambda r: r.pieces[0].outline.CopyFrom(
+            piece("x", ((0.0, 0.0), (100.0, 0.0), (100.0, 600.0), (0.0, 600.0))).outline
+        ),
+        "pieces[0].outline",
+        "usable width",
+    ),
+    "self-intersecting": (
+        lambda r: r.pieces[1].outline.CopyFrom(piece("x", BOWTIE).outline),
+        "pieces[1].outline",
+        "self-intersect",
+    ),
+    "zero area": (
+        lambda r: r.pieces[0].outline.CopyFrom(piece("x", LINE).outline),
+        "pieces[0].outline",
+        "zero area",
+    ),
     "quantity 0": (lambda r: setattr(r.pieces[1], "quantity", 0), "pieces[1].quantity", ">= 1"),
     "width 0": (lambda r: setattr(r.fabric, "width_mm", 0.0), "fabric.width_mm", "> 0"),
-    "more pieces than the limit": (lambda r: setattr(r.pieces[1], "quantity", 999), "pieces", "limit is 1000"),
-    "flaw outside the roll": (lambda r: r.fabric.flaws.add(rect=geometry_pb2.RectMm(
-        x_mm=10.0, y_mm=480.0, width_mm=20.0, height_mm=40.0)), "fabric.flaws[0].rect", "outside the roll"),
+    "more pieces than the limit": (
+        lambda r: setattr(r.pieces[1], "quantity", 999),
+        "pieces",
+        "limit is 1000",
+    ),
+    "flaw outside the roll": (
+        lambda r: r.fabric.flaws.add(
+            rect=geometry_pb2.RectMm(x_mm=10.0, y_mm=480.0, width_mm=20.0, height_mm=40.0)
+        ),
+        "fabric.flaws[0].rect",
+        "outside the roll",
+    ),
     "size without a ratio": (lambda r: r.ratios.add(size="M", count=1), "pieces[0].size", "no ratio"),
-    "bad rotation step": (lambda r: (setattr(r.pieces[0], "grain", pb.GRAIN_RULE_STEP),
-                                     setattr(r.pieces[0], "rotation_step_deg", 7.0)), "pieces[0].rotation_step_deg",
-                          "divide 360"),
+    "bad rotation step": (
+        lambda r: (
+            setattr(r.pieces[0], "grain", pb.GRAIN_RULE_STEP),
+            setattr(r.pieces[0], "rotation_step_deg", 7.0),
+        ),
+        "pieces[0].rotation_step_deg",
+        "divide 360",
+    ),
     "duplicate id": (lambda r: setattr(r.pieces[1], "id", "front"), "pieces[1].id", "used by another"),
     "negative spacing": (lambda r: setattr(r, "spacing_mm", -1.0), "spacing_mm", ">= 0"),
     "budget too long": (lambda r: setattr(r, "time_budget_s", 7200.0), "time_budget_s", "1..3600"),
-    "max length too short": (lambda r: setattr(r.fabric, "max_length_mm", 50.0), "fabric.max_length_mm",
-                             "at least"),
+    "max length too short": (
+        lambda r: setattr(r.fabric, "max_length_mm", 50.0),
+        "fabric.max_length_mm",
+        "at least",
+    ),
 }
 
 
