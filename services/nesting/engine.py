@@ -258,7 +258,9 @@ def make_marker(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if proc.stdout:
+        # The reader sees end-of-file once the process is gone; close its pipe only after it stopped.
+        reader.join(5.0)
+        if proc.stdout and not reader.is_alive():
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()

@@ -11,6 +11,7 @@ Kept free of atelier imports: started as a script, it loads only spyrrow.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -56,8 +57,11 @@ def main() -> int:
     )
     thread.start()
     best = float("inf")
+    parent = os.getppid()
     while thread.is_alive():
         thread.join(0.1)
+        if os.getppid() != parent:  # the service died without killing us: stop burning its CPU
+            os._exit(1)
         for report, solution in queue.drain():
             # Only feasible layouts, and only when shorter than the best sent (the parent verifies each).
             if report in FEASIBLE and solution.width < best - 1e-9:

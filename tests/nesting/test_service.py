@@ -264,16 +264,31 @@ def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     assert plt.startswith("IN;") and plt.count("PD") == 22
 
 
-def _request(**changes: object) -> pb.CreateMarkerRequest:
+def test_marker_longer_than_max_length_fails_the_job(nesting: Stubs) -> None:
+    stub, ops = nesting
+    # Three 100 mm squares on 150 mm: the area bound (200 mm) passes validation, but no layout is
+    # shorter than 300 mm, so the job must fail rather than return a marker past the limit.
+    square = ((0.0, 0.0), (100.0, 0.0), (100.0, 100.0), (0.0, 100.0))
+    op = stub.CreateMarker(
+        pb.CreateMarkerRequest(
+            pieces=[piece("sq", square, quantity=3)],
+            fabric=pb.Fabric(width_mm=150.0, max_length_mm=250.0),
+            time_budget_s=1,
+        )
+    )
+    done = wait_done(ops, op.name)
+    assert done.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "max_length_mm" in done.error.message
+
+
+def _request(mutate: Callable[[pb.CreateMarkerRequest], object]) -> pb.CreateMarkerRequest:
+    """A valid request with one thing broken by mutate."""
     req = pb.CreateMarkerRequest(
         pieces=[piece("front", FRONT, quantity=2), piece("cuff", CUFF)],
         fabric=pb.Fabric(width_mm=500.0),
         time_budget_s=1,
     )
-    for key, value in changes.items():
-        mutate = value
-        assert callable(mutate), key
-        mutate(req)
+    mutate(req)
     return req
 
 
@@ -336,7 +351,7 @@ def test_bad_requests_name_the_field(nesting: Stubs, case: str) -> None:
     stub, _ = nesting
     mutate, field, words = BAD_REQUESTS[case]
     with pytest.raises(grpc.RpcError) as err:
-        stub.CreateMarker(_request(change=mutate))
+        stub.CreateMarker(_request(mutate))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(err.value)
     assert any(f == field and words in d for f, d in violations), violations

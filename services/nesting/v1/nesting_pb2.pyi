@@ -266,8 +266,9 @@ class CreateMarkerRequest(_message.Message):
     time_budget_s: _builtins.float
     """Wall-clock budget for the search, in seconds, 1..3600, rounded to whole seconds. 0: 30."""
     seed: _builtins.int
-    """Seed of the solver. The same seed and budget give the same marker only with one solver
-    worker (ATELIER_NESTING_SOLVER_WORKERS=1); with several threads the search is timing dependent.
+    """Seed of the solver, recorded on the marker. spyrrow stops on wall-clock time, so the same seed
+    and budget do not reproduce a layout (not even with one solver thread): the stored marker and
+    its exports are the reproducible artefact. 0 is a valid seed.
     """
     marker_name: _builtins.str
     """A caller-chosen name shown on exports."""
