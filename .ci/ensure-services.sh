@@ -33,4 +33,17 @@ ensure_postgres() {
   export ATELIER_REQUIRE_POSTGRES=1
 }
 
+# promtool and prometheus (Debian's prometheus package) for tests/deploy: rule checks and a real
+# Prometheus scraping running services. ATELIER_REQUIRE_PROMETHEUS=1 makes those tests fail, not skip.
+ensure_prometheus() {
+  if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    echo "ci: installing Prometheus from Debian packages"
+    _apt_install prometheus
+  fi
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
+    || { echo "ci: promtool/prometheus not available after install" >&2; return 1; }
+  export ATELIER_REQUIRE_PROMETHEUS=1
+}
+
 ensure_postgres
+ensure_prometheus
