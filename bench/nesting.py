@@ -1,6 +1,6 @@
 """Nesting benchmark: marker density through the gRPC API against spyrrow called directly.
 
-    flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py [--budgets 10,60] [--seeds 1]
+    flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py [--plan '10:1,2,3;60:1']
 
 For each ESICUP garment instance (shared/benchmarks/nesting) and budget, the same run measures
 (a) spyrrow 0.9 called in this process (StripPackingConfig(total_computation_time=T,
@@ -170,14 +170,15 @@ def shirt_dxf() -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--budgets", default="10,60")
-    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--plan", default="10:1,2,3;60:1", help="budget:seeds;budget:seeds")
     parser.add_argument("--instances", default="shirts,trousers,swim,albano")
     parser.add_argument("--garment-budget", type=int, default=60)
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
     args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    plan = [
+        (int(b), [int(s) for s in seeds.split(",")])
+        for b, seeds in (part.split(":") for part in args.plan.split(";"))
+    ]
     load_start = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,7 +203,7 @@ def main() -> int:
             content = path.read_bytes()
             instance = json.loads(content)
             imported = stub.ImportPieces(pb.ImportPiecesRequest(format=pb.FILE_FORMAT_JSON, content=content))
-            for budget in budgets:
+            for budget, seeds in plan:
                 for seed in seeds:
                     d_density, d_wall = direct(instance, budget, seed)
                     marker, s_wall = via_service(
@@ -272,6 +273,22 @@ def main() -> int:
     lines += [
         "| {} | {} | {} | {:.2f} | {:.2f} | {:.4f} | {:.1f} | {:.1f} | {:.1f} |".format(*r) for r in rows
     ]
+    lines += [
+        "",
+        "Means over the seeds of each budget:",
+        "",
+        "| instance | budget s | seeds | service mean % | direct mean % | ratio of means | service / best known % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in args.instances.split(","):
+        for budget, _seeds in plan:
+            mine = [r for r in rows if r[0] == name and r[1] == budget]
+            s_mean = sum(r[3] for r in mine) / len(mine)
+            d_mean = sum(r[4] for r in mine) / len(mine)
+            lines.append(
+                f"| {name} | {budget} | {len(mine)} | {s_mean:.2f} | {d_mean:.2f} | {s_mean / d_mean:.4f} "
+                f"| {s_mean / BEST_KNOWN[name] * 100:.1f} |"
+            )
     lines += [
         "",
         f"Garment case: a synthetic shirt pattern (front and sleeve as mirrored pairs, back, 2 yokes, 2 collars,"

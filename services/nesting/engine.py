@@ -180,7 +180,7 @@ def make_marker(
     cancellation: Cancellation | None = None,
     on_progress: OnMarker | None = None,
     workers: int | None = None,
-    progress_interval_s: float = 0.5,
+    progress_interval_s: float = 1.0,
 ) -> Marker:
     """Runs the solver for the request's budget; returns the best verified marker.
 

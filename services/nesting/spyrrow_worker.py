@@ -19,6 +19,7 @@ from typing import Any
 
 import spyrrow
 
+EMIT_INTERVAL_S = 0.25
 FEASIBLE = (spyrrow.ReportType.ExplFeas, spyrrow.ReportType.CmprFeas)
 
 
@@ -57,16 +58,22 @@ def main() -> int:
     )
     thread.start()
     best = float("inf")
+    pending: Any = None
+    last_emit = 0.0
     parent = os.getppid()
     while thread.is_alive():
         thread.join(0.1)
         if os.getppid() != parent:  # the service died without killing us: stop burning its CPU
             os._exit(1)
         for report, solution in queue.drain():
-            # Only feasible layouts, and only when shorter than the best sent (the parent verifies each).
+            # Only feasible layouts shorter than the best so far (the parent verifies each it uses).
             if report in FEASIBLE and solution.width < best - 1e-9:
                 best = solution.width
-                _emit("progress", solution, started)
+                pending = solution
+        # At most 4 a second: serialising every improvement would take CPU from the solver.
+        if pending is not None and time.monotonic() - last_emit >= EMIT_INTERVAL_S:
+            _emit("progress", pending, started)
+            pending, last_emit = None, time.monotonic()
     _emit("final", result["solution"], started)
     return 0
 
