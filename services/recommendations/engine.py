@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,11 +243,17 @@ class TenantState:
                 params = artefact.params
                 # implicit's own fold-in (recalculate_user) against the trained items only: a filled
                 # new item has no observed confidence, so it must not shape YtY.
-                self.fold_model = AlternatingLeastSquares(
-                    factors=trained.shape[1],
-                    regularization=float(params.get("regularization", 0.05)),  # type: ignore[arg-type]
-                    num_threads=1,
-                )
+                with warnings.catch_warnings():
+                    # implicit warns about a multi-threaded OpenBLAS; fold-in solves on one thread with
+                    # small matrices, so the warning does not apply here.
+                    warnings.filterwarnings(
+                        "ignore", message="OpenBLAS is configured", category=RuntimeWarning
+                    )
+                    self.fold_model = AlternatingLeastSquares(
+                        factors=trained.shape[1],
+                        regularization=float(params.get("regularization", 0.05)),  # type: ignore[arg-type]
+                        num_threads=1,
+                    )
                 self.fold_model.item_factors = np.ascontiguousarray(trained)
         else:
             self.item_factors = np.zeros((n, 0), np.float32)

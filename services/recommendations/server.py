@@ -20,6 +20,8 @@ SERVICE_NAME = recommendations_pb2.DESCRIPTOR.services_by_name["RecommendationsS
 def build(runtime: Runtime) -> ServiceSpec:
     # Requests are one matrix-vector product each and run concurrently on the RPC threads; a BLAS
     # thread pool per call would only fight them for the cores (implicit recommends the same).
+    import implicit.cpu.als  # noqa: F401  (loads its BLAS first, so the limit covers it)
+
     threadpool_limits(1, "blas")
     store = RecsStore(runtime.store)
     engine = Engine(store)

@@ -187,6 +187,7 @@ def fit_factors(
     confidence: sp.csr_matrix, params: TrainParams, on_iteration: Callable[[int, float], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Factorise with implicit (CPU); returns (user_factors, item_factors) as float32 arrays."""
+    import implicit.cpu.als  # noqa: F401  (load implicit's BLAS before limiting every BLAS library)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top only contend
