@@ -99,7 +99,7 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         copies[key] = copies.get(key, 0) + 1
         # The solver works in float32; snap the rotation to the allowed angle it stands for.
         if item.rotations_deg is not None:
-            rotation = min(item.rotations_deg, key=lambda r, rot=rotation: abs(((rot - r + 180) % 360) - 180))
+            rotation = _nearest_angle(rotation, item.rotations_deg)
         tx, ty = x + dx, y + dy
         placed.append(
             PlacedPiece(
@@ -130,6 +130,10 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         fabric=fabric,
         notes=notes,
     )
+
+
+def _nearest_angle(rotation_deg: float, allowed_deg: list[float]) -> float:
+    return min(allowed_deg, key=lambda a: abs(((rotation_deg - a + 180.0) % 360.0) - 180.0))
 
 
 def clear_flaws(request: MarkerRequest, placed: list[PlacedPiece], notes: list[str]) -> list[PlacedPiece]:

@@ -35,12 +35,11 @@ from atelier.nesting.domain import (
     placed_count,
 )
 from atelier.nesting.engine import make_marker
-from atelier.nesting.v1 import nesting_pb2, nesting_pb2_grpc
+from atelier.nesting.v1 import nesting_pb2 as pb
+from atelier.nesting.v1 import nesting_pb2_grpc
 from atelier.runtime.errors import FailedPreconditionError, InvalidArgumentError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
 from atelier.runtime.status import cancellation_from
-
-pb = nesting_pb2
 
 GRAIN_FROM_PROTO = {
     pb.GRAIN_RULE_UNSPECIFIED: Grain.WOVEN,
