@@ -186,7 +186,7 @@ def test_generation_lands_on_gpu_nodes_with_its_model_volume(production_docs: li
     assert claim == {"claimName": "atelier-generation-models", "readOnly": True}
     pvc = by_kind(production_docs, "PersistentVolumeClaim")["atelier-generation-models"]
     assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
-    assert env_of(deployment)["ATELIER_GENERATION_MODEL_DIR"] == mounts["models"]["mountPath"]
+    assert env_of(deployment)["ATELIER_GENERATION_MODELS_DIR"] == mounts["models"]["mountPath"]
     # A GPU pool rarely has a spare GPU for a surge pod.
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
     # CPU services get no GPU.
@@ -346,3 +346,33 @@ def test_notes_name_every_service_endpoint() -> None:
     for service, (port, _metrics) in DEFAULT_PORTS.items():
         assert f"atelier-{service}.shop.svc:{port}" in notes
     assert "no database configured" in notes
+
+
+def test_generation_models_dir_is_where_the_service_looks(production_docs: list[dict[str, Any]]) -> None:
+    env = env_of(by_kind(production_docs, "Deployment")["atelier-generation"])
+    data_dir = by_kind(production_docs, "ConfigMap")["atelier"]["data"]["ATELIER_DATA_DIR"]
+    # The service's own default is <ATELIER_DATA_DIR>/models/generation (atelier.generation.server).
+    assert env["ATELIER_GENERATION_MODELS_DIR"] == f"{data_dir}/models/generation"
+    assert env["ATELIER_GENERATION_PRELOAD"] == "all"  # readiness = models loaded
+
+
+def test_a_writable_model_volume_for_a_training_service() -> None:
+    docs = render(
+        {
+            "services": {
+                "recommendations": {
+                    "models": {
+                        "enabled": True,
+                        "existingClaim": "recs-models",
+                        "readOnly": False,
+                        "accessModes": ["ReadWriteMany"],
+                    }
+                }
+            }
+        }
+    )
+    deployment = by_kind(docs, "Deployment")["atelier-recommendations"]
+    mounts = {m["name"]: m for m in container(deployment)["volumeMounts"]}
+    assert mounts["models"]["readOnly"] is False
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "recs-models", "readOnly": False}
