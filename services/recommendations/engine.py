@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -378,20 +378,39 @@ def _top(scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
 
 
 def _diversify(candidates: np.ndarray, scores: np.ndarray, categories: np.ndarray, n: int) -> np.ndarray:
-    """Greedy re-rank: each further item of an already chosen category costs a share of the score spread."""
+    """Re-rank so each further item of a category costs a share of the score spread.
+
+    Equivalent to the greedy "best score minus penalty x items already chosen from its category":
+    within a category items are taken in score order, so the k-th best of a category always
+    carries k penalties, and sorting by that adjusted score gives the greedy order.
+    """
     if len(candidates) <= 1:
         return candidates[:n]
     s = scores[candidates]
-    penalty = 0.35 * float(s[0] - s[-1] if s[0] > s[-1] else 1.0)
-    chosen: list[int] = []
-    counts: dict[str, int] = {}
-    left = list(range(len(candidates)))
-    while left and len(chosen) < n:
-        best = max(left, key=lambda j: s[j] - penalty * counts.get(categories[candidates[j]], 0))
-        left.remove(best)
-        chosen.append(int(candidates[best]))
-        counts[categories[candidates[best]]] = counts.get(categories[candidates[best]], 0) + 1
-    return np.array(chosen, dtype=np.int64)
+    spread = float(s[0] - s[-1])
+    penalty = 0.35 * (spread if spread > 0 else 1.0)
+    cats = categories[candidates]
+    rank_in_category = np.zeros(len(candidates), np.int64)
+    seen: dict[str, int] = {}
+    for j, c in enumerate(cats):  # candidates are sorted by score already
+        rank_in_category[j] = seen.get(c, 0)
+        seen[c] = rank_in_category[j] + 1
+    order = np.argsort(-(s - penalty * rank_in_category), kind="stable")
+    return candidates[order[:n]]
+
+
+def _merge(items: Sequence[CatalogItem], changed: dict[str, CatalogItem]) -> list[CatalogItem]:
+    """The catalogue after upserts; an upsert without a photo keeps the colours of the earlier photo."""
+    out = []
+    for item in items:
+        new = changed.get(item.item_id)
+        if new is None:
+            out.append(item)
+            continue
+        out.append(new if new.had_image else replace(new, image_colours=item.image_colours))
+    known = {item.item_id for item in items}
+    out.extend(new for item_id, new in sorted(changed.items()) if item_id not in known)
+    return out
 
 
 class Engine:
@@ -405,6 +424,9 @@ class Engine:
         self._build_locks: dict[str, threading.Lock] = {}
         self._artefacts: dict[str, Artefact] = {}
         self._guard = threading.Lock()
+        # Upserted items not yet in the serving state, per tenant.
+        self._pending: dict[str, dict[str, CatalogItem]] = {}
+        self._dirty: set[str] = set()
 
     def _locks(self, tenant: str) -> tuple[threading.Lock, threading.Lock]:
         with self._guard:
@@ -419,9 +441,19 @@ class Engine:
 
     def state(self, tenant: str) -> TenantState:
         state = self._states.get(tenant)
-        if state is None:
-            state = self.rebuild(tenant, "first use")
+        if state is None or tenant in self._dirty:
+            # The first query after a catalogue change rebuilds (once, however many upserts came).
+            state = self.rebuild(tenant, "catalogue" if state is not None else "first use")
         return state
+
+    def items_changed(self, tenant: str, items: Sequence[CatalogItem]) -> None:
+        """Committed catalogue upserts: the next query sees them (bulk loads rebuild once, not per batch)."""
+        _, fold_lock = self._locks(tenant)
+        with fold_lock:
+            pending = self._pending.setdefault(tenant, {})
+            for item in items:
+                pending[item.item_id] = item
+            self._dirty.add(tenant)
 
     def _artefact(self, path: str) -> Artefact:
         artefact = self._artefacts.get(path)
@@ -434,8 +466,18 @@ class Engine:
         """Build a state from the store (active or given version) and publish it atomically."""
         build_lock, fold_lock = self._locks(tenant)
         with build_lock:
-            items = self.store.load_items(tenant)
-            catalog = CatalogIndex(items)
+            previous = self._states.get(tenant)
+            if reason == "catalogue" and previous is not None and tenant not in self._dirty:
+                return previous  # another request rebuilt it while this one waited
+            with fold_lock:
+                pending = self._pending.pop(tenant, {})
+                self._dirty.discard(tenant)
+            if previous is None:
+                catalog = CatalogIndex(self.store.load_items(tenant))
+            elif pending:
+                catalog = CatalogIndex(_merge(previous.catalog.items, pending))
+            else:
+                catalog = previous.catalog  # a model swap: the catalogue arrays are reused as they are
             segments = self.store.segments(tenant)
             row = version or self.store.active_version(tenant)
             if row is not None and Path(str(row["path"])).exists():

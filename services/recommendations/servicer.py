@@ -173,8 +173,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
         tenant = current_tenant()
         self.store.upsert_items(tenant, items)
         COLOURS.inc(extracted)
-        # Synchronous so the next query sees the items; a 20k-item catalogue rebuilds in well under a second.
-        self.engine.rebuild(tenant, "catalogue")
+        self.engine.items_changed(tenant, items)
         return pb.UpsertItemsResponse(upserted=len(items), colours_extracted=extracted)
 
     def GetItem(self, request: pb.GetItemRequest, context: Any) -> pb.Item:

@@ -79,6 +79,15 @@ def test_catalogue_round_trip_and_photo_colours(client: Client) -> None:
     # Upserting again without a photo keeps the photo's colours.
     client.UpsertItems(pb.UpsertItemsRequest(items=[item("t9", "tops", "street", price=25)]))
     assert client.GetItem(pb.GetItemRequest(item_id="t9")).dominant_colours[0].name == "navy"
+    navy = client.Recommend(pb.RecommendRequest(user_id="nobody", n=10, filter=pb.Filter(colours=["navy"])))
+    assert "t9" in ids(navy.recommendations)
+    # Several upserts, one rebuild: the serving state sees every batch.
+    for k in range(3):
+        client.UpsertItems(pb.UpsertItemsRequest(items=[item(f"batch{k}", "bags", "street", price=5)]))
+    bags = client.Recommend(
+        pb.RecommendRequest(user_id="nobody", n=10, filter=pb.Filter(categories=["bags"]))
+    )
+    assert sorted(ids(bags.recommendations)) == ["batch0", "batch1", "batch2"]
 
 
 def test_events_are_idempotent_and_unknown_items_reported(client: Client) -> None:
