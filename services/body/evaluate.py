@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atelier.body.statmodel import ELLIPSES, MEASUREMENTS, VARIABLES, design_matrix, ellipse_perimeter_cm, fit_sex
+from atelier.body.statmodel import (
+    ELLIPSES,
+    MEASUREMENTS,
+    VARIABLES,
+    design_matrix,
+    ellipse_perimeter_cm,
+    fit_sex,
+)
 
 TARGETS = ("chest_girth", "waist_girth", "hip_girth", "inseam", "sleeve_length", "neck_girth")
 KNOWN_A = ("height", "weight_kg", "log_weight_sq", "log_height_x_log_weight")

@@ -1,21 +1,48 @@
-"""The body service's registration with the runtime (placeholder until issue #5 lands).
+"""The body service's registration with the runtime.
 
-Every RPC answers UNIMPLEMENTED with a message naming the issue; health reports SERVING so
-`make run` shows the platform up, and no RPC returns made-up data.
+Settings (env ``ATELIER_BODY_<NAME>``):
+  POSE_MODEL  path of the PoseLandmarker bundle (default $ATELIER_DATA_DIR/models/body/pose_landmarker.task,
+              installed by ``python -m atelier.body.setup_models``); absent -> GrabCut, no landmarks.
+  MODEL_PARAMS  fitted body model JSON (default: the one shipped in the package).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from atelier.body.charts import ChartStore
+from atelier.body.pose import PoseModel, load_pose_model
+from atelier.body.servicer import BodyServicer
+from atelier.body.statmodel import PARAMS_PATH, BodyModel
 from atelier.body.v1 import body_pb2, body_pb2_grpc
-from atelier.runtime.server import Runtime, ServiceSpec, unimplemented_servicer
+from atelier.runtime.server import Runtime, ServiceSpec
 
 SERVICE_NAME = body_pb2.DESCRIPTOR.services_by_name["BodyService"].full_name
 
 
 def build(runtime: Runtime) -> ServiceSpec:
-    servicer = unimplemented_servicer(body_pb2_grpc.BodyServiceServicer, SERVICE_NAME, "#5")
+    config = runtime.config
+    params = Path(config.setting("MODEL_PARAMS", str(PARAMS_PATH)))
+    pose_path = Path(config.setting("POSE_MODEL", str(config.data_dir / "models" / "body" / "pose_landmarker.task")))
+    charts = ChartStore(runtime.store)
+    servicer = BodyServicer(BodyModel.load(params), charts)
+    loaded: list[PoseModel] = []
+
+    def load() -> None:
+        charts.migrate()
+        servicer.model = BodyModel.load(params)
+        servicer.pose_model = load_pose_model(pose_path)
+        if servicer.pose_model is not None:
+            loaded.append(servicer.pose_model)
+
+    def close() -> None:
+        for model in loaded:
+            model.close()
+
     return ServiceSpec(
         name="body",
         servicers=[(body_pb2_grpc.add_BodyServiceServicer_to_server, servicer)],
         service_names=[SERVICE_NAME],
+        load=load,
+        close=close,
     )

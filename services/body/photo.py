@@ -1,0 +1,418 @@
+"""Measurements from a front photo (and optionally a side photo) and the stated height.
+
+The pipeline, top to bottom (:func:`measure`):
+1. decode in memory, reject tiny or blurred images;
+2. person mask and landmarks: MediaPipe PoseLandmarker when installed, else OpenCV GrabCut;
+   reject no person / several people / a person cut off at the head or feet;
+3. scale: the mask's top-to-bottom extent is the stated height;
+4. levels: the heights of chest, waist, hip and shoulder come from the statistical model given
+   height/weight (refined by the shoulder and hip landmarks when there are any);
+5. widths at those levels from the front mask (the run through the body's centre line, so arms
+   held away from the body are not counted), depths from the side mask, crotch height from where
+   the legs part;
+6. every photo value enters the statistical model as a noisy observation: implausible ones
+   (arms touching the body, a loose coat) are rejected with a warning, and girths come from the
+   model conditioned on widths, depths and their ellipse perimeter (the fitted correction).
+
+Photos stay in memory: nothing here writes or logs image data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from atelier.body.pose import Landmark, Pose, PoseModel
+from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
+
+MIN_SHORT_SIDE_PX = 256
+MIN_PERSON_PX = 400
+MAX_PIXELS = 40_000_000
+# Mean absolute Laplacian response at the person's outline; renders and sharp photos score > 10.
+MIN_SHARPNESS = 4.0
+# Noise (one sd, cm) given to photo observations in the model; measured on synthetic renders
+# (bench/body.py) and widened for real photos (clothes, posture).
+PHOTO_SD_CM = {"width": 1.0, "depth": 1.0, "inseam": 1.5, "sleeve_length": 3.0, "shoulder_width": 2.5}
+# An observation further than this many sd from what height/weight predict is rejected.
+MAX_Z = 4.0
+LEVELS = {"chest": "chest_height", "waist": "waist_height", "hip": "hip_height"}
+
+
+class PhotoError(Exception):
+    """The photos cannot be measured at all (the servicer maps it to INVALID_ARGUMENT on ``field``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class ViewResult:
+    mask: np.ndarray
+    top_px: int
+    bottom_px: int
+    centre_x_px: float
+    landmarks: dict[str, Landmark]
+    method: str
+
+    @property
+    def px_per_cm(self) -> float:
+        return 0.0
+
+
+@dataclass
+class LevelLine:
+    name: str
+    row_px: float
+    x0_px: float
+    x1_px: float
+    value_cm: float
+
+
+@dataclass
+class PhotoMeasurement:
+    name: str
+    value_cm: float
+    stddev_cm: float
+    method: str
+    confidence: float
+
+
+@dataclass
+class MeasureResult:
+    measurements: list[PhotoMeasurement]
+    warnings: list[tuple[str, str]]
+    front_landmarks: dict[str, Landmark]
+    side_landmarks: dict[str, Landmark]
+    observed_cm: dict[str, float]
+    segmentation_method: str
+    male_probability: float
+    front_overlay_png: bytes = b""
+    side_overlay_png: bytes = b""
+    front_lines: list[LevelLine] = field(default_factory=list)
+
+
+def decode(data: bytes, field_name: str) -> np.ndarray:
+    array = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    if image is None:
+        raise PhotoError(f"{field_name}.data", "is not a decodable image (JPEG, PNG, WebP, ...)")
+    h, w = image.shape[:2]
+    if h * w > MAX_PIXELS:
+        raise PhotoError(f"{field_name}.data", f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels")
+    if min(h, w) < MIN_SHORT_SIDE_PX:
+        raise PhotoError(f"{field_name}.data", f"{w}x{h} is too small: the short side must be >= {MIN_SHORT_SIDE_PX} px")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _largest_components(mask: np.ndarray) -> list[np.ndarray]:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    order = sorted(range(1, count), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+    return [labels == i for i in order[:3]]
+
+
+def grabcut_mask(image_rgb: np.ndarray) -> np.ndarray:
+    """Foreground by GrabCut, initialised with a frame of background around the image edge."""
+    h, w = image_rgb.shape[:2]
+    scale = min(1.0, 512 / max(h, w))  # GrabCut is slow; segment a small copy and scale the mask up
+    small = cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_rgb
+    sh, sw = small.shape[:2]
+    mask = np.zeros((sh, sw), np.uint8)
+    margin_x, margin_y = max(2, sw // 40), max(2, sh // 100)
+    rect = (margin_x, margin_y, sw - 2 * margin_x, sh - 2 * margin_y)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    if scale < 1:
+        fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
+    return fg.astype(bool)
+
+
+def sharpness(image_rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |Laplacian| on the mask's outline: low when the photo is out of focus or shaken."""
+    grey = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=3))
+    outline = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    return float(lap[outline].mean()) if outline.any() else 0.0
+
+
+def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str) -> ViewResult:
+    h, w = image_rgb.shape[:2]
+    landmarks: dict[str, Landmark] = {}
+    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
+    if len(poses) > 1:
+        raise PhotoError(f"{field_name}.data", f"{len(poses)} people found: the photo must show one person")
+    if poses:
+        mask, landmarks, method = poses[0].mask, poses[0].landmarks, "mediapipe-pose"
+        if mask.sum() < 0.01 * h * w:
+            mask, method = grabcut_mask(image_rgb), "mediapipe-pose+grabcut"
+    else:
+        mask, method = grabcut_mask(image_rgb), "grabcut"
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+    parts = _largest_components(mask)
+    if not parts or parts[0].sum() < 0.01 * h * w:
+        raise PhotoError(f"{field_name}.data", "no person found")
+    person = parts[0]
+    ys = np.nonzero(person)[0]
+    top, bottom = int(ys.min()), int(ys.max())
+    if len(parts) > 1:
+        ys2, _ = np.nonzero(parts[1])
+        if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
+            raise PhotoError(f"{field_name}.data", "several people (or person-sized objects) found: "
+                             "the photo must show one person on a plain background")
+    if pose_model is not None and not poses:
+        # A pose model that sees nobody while GrabCut finds a figure: a render, a mannequin, or no person.
+        method = "grabcut(no landmarks)"
+    cut = []
+    if top <= 1:
+        cut.append("head")
+    if bottom >= h - 2:
+        cut.append("feet")
+    for name in ("left_ankle", "right_ankle"):
+        lm = landmarks.get(name)
+        if lm is not None and (lm.y_px > h or lm.visibility < 0.3) and "feet" not in cut:
+            cut.append("feet")
+    if cut:
+        raise PhotoError(f"{field_name}.data", f"the person is cut off ({' and '.join(cut)} outside the photo): "
+                         "the whole body from head to feet must be visible, so height cannot scale the photo")
+    if bottom - top < MIN_PERSON_PX:
+        raise PhotoError(f"{field_name}.data", f"the person is {bottom - top} px tall; at least {MIN_PERSON_PX} px "
+                         "are needed (stand closer or use a larger photo)")
+    if sharpness(image_rgb, person) < MIN_SHARPNESS:
+        raise PhotoError(f"{field_name}.data", "the photo is too blurred to find the body outline")
+    hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
+    if hips:
+        centre = float(np.mean([lm.x_px for lm in hips]))
+    else:
+        # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
+        band = person[top + (bottom - top) // 3: top + (bottom - top) // 2]
+        centre = float(np.median(np.nonzero(band)[1]))
+    return ViewResult(person, top, bottom, centre, landmarks, method)
+
+
+def run_width_px(mask: np.ndarray, row: int, centre_x: float) -> tuple[float, float]:
+    """Left and right edge (px) of the mask run on ``row`` through ``centre_x``, or (nan, nan)."""
+    if not 0 <= row < mask.shape[0]:
+        return math.nan, math.nan
+    line = mask[row]
+    c = round(centre_x)
+    if not 0 <= c < line.size or not line[c]:
+        return math.nan, math.nan
+    left = c
+    while left > 0 and line[left - 1]:
+        left -= 1
+    right = c
+    while right < line.size - 1 and line[right + 1]:
+        right += 1
+    return float(left), float(right + 1)
+
+
+def band_width(mask: np.ndarray, row_px: float, centre_x: float, half_band_px: int,
+               mode: str = "median") -> tuple[float, float, float]:
+    """Width (px) over a few rows around ``row_px``: median for a level, max for a widest girth."""
+    found = []
+    for r in range(round(row_px) - half_band_px, round(row_px) + half_band_px + 1):
+        left, right = run_width_px(mask, r, centre_x)
+        if not math.isnan(left):
+            found.append((right - left, left, right))
+    if not found:
+        return math.nan, math.nan, math.nan
+    found.sort()
+    pick = found[-1] if mode == "max" else found[len(found) // 2]
+    return pick
+
+
+def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> float:
+    """Height of the highest row below the hip where the centre column leaves the body (legs part)."""
+    c = round(view.centre_x_px)
+    for r in range(int(start_row), view.bottom_px):
+        if not view.mask[r, c]:
+            return (view.bottom_px - r) / px_per_cm
+    return math.nan
+
+
+def _confidence(sd_cm: float) -> float:
+    """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
+    return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
+
+
+def _known(height_cm: float, weight_kg: float) -> dict[str, Observation]:
+    known = {"height": Observation(height_cm, 1.0)}
+    if weight_kg > 0:
+        known["weight_kg"] = Observation(weight_kg, 1.0)
+    return known
+
+
+def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float, weight_kg: float,
+            sex: str | None, model: BodyModel, pose_model: PoseModel | None,
+            overlay: bool = False) -> MeasureResult:
+    warnings: list[tuple[str, str]] = []
+    front = segment(front_rgb, pose_model, "front")
+    side = segment(side_rgb, pose_model, "side") if side_rgb is not None else None
+    if pose_model is None:
+        warnings.append(("", "pose model not installed: no landmarks, so shoulder width and sleeve length "
+                             "are not measured from the photo (run python -m atelier.body.setup_models)"))
+    elif not front.landmarks:
+        warnings.append(("", "no pose landmarks found on the front photo: shoulder width and sleeve length "
+                             "are predicted, body levels come from proportions"))
+    base = _known(height_cm, weight_kg)
+    px_front = (front.bottom_px - front.top_px) / height_cm
+    # Landmark heights refine where the chest/waist/hip levels are.
+    level_obs = dict(base)
+    lms = front.landmarks
+    if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+        y = (lms["left_shoulder"].y_px + lms["right_shoulder"].y_px) / 2
+        level_obs["shoulder_height"] = Observation((front.bottom_px - y) / px_front + 2.0, 3.0)
+    if all(n in lms and lms[n].visibility > 0.5 for n in ("left_hip", "right_hip")):
+        y = (lms["left_hip"].y_px + lms["right_hip"].y_px) / 2
+        level_obs["trochanter_height"] = Observation((front.bottom_px - y) / px_front, 3.0)
+    prior = model.predict(level_obs, sex)
+    levels_cm = {k: prior.estimates[v].value_cm for k, v in LEVELS.items()}
+    levels_cm["shoulder"] = prior.estimates["shoulder_height"].value_cm
+
+    observed: dict[str, Observation] = {}
+    lines: list[LevelLine] = []
+    half_band = max(1, round(0.6 * px_front))
+    for level, h_level in levels_cm.items():
+        if level == "shoulder":
+            continue
+        row = front.bottom_px - h_level * px_front
+        width_px, x0, x1 = band_width(front.mask, row, front.centre_x_px,
+                                      round(4 * px_front) if level == "hip" else half_band,
+                                      "max" if level == "hip" else "median")
+        if math.isnan(width_px):
+            warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
+            continue
+        observed[f"{level}_width"] = Observation(width_px / px_front, PHOTO_SD_CM["width"])
+        lines.append(LevelLine(f"{level}_width", row, x0, x1, width_px / px_front))
+    inseam = crotch_height_cm(front, px_front, front.bottom_px - levels_cm["hip"] * px_front)
+    if not math.isnan(inseam) and inseam < 0.6 * height_cm:
+        observed["inseam"] = Observation(inseam, PHOTO_SD_CM["inseam"])
+        row = front.bottom_px - inseam * px_front
+        lines.append(LevelLine("inseam", row, front.centre_x_px, front.centre_x_px, inseam))
+    else:
+        warnings.append(("inseam", "the legs do not part in the front photo (stand with feet apart)"))
+    if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+        sw = math.dist((lms["left_shoulder"].x_px, lms["left_shoulder"].y_px),
+                       (lms["right_shoulder"].x_px, lms["right_shoulder"].y_px)) / px_front
+        observed["shoulder_width"] = Observation(sw, PHOTO_SD_CM["shoulder_width"])
+        for s in ("left", "right"):
+            chain = [lms.get(f"{s}_shoulder"), lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
+            if all(c is not None and c.visibility > 0.5 for c in chain):
+                length = sum(math.dist((a.x_px, a.y_px), (b.x_px, b.y_px))  # type: ignore[union-attr]
+                             for a, b in itertools.pairwise(chain)) / px_front
+                observed["sleeve_length"] = Observation(length, PHOTO_SD_CM["sleeve_length"])
+                break
+    side_lines: list[LevelLine] = []
+    if side is not None:
+        px_side = (side.bottom_px - side.top_px) / height_cm
+        depths = {}
+        for level in LEVELS:
+            row = side.bottom_px - levels_cm[level] * px_side
+            depth_px, x0, x1 = band_width(side.mask, row, side.centre_x_px, max(1, round(0.6 * px_side)))
+            if not math.isnan(depth_px):
+                depths[level] = depth_px / px_side
+                side_lines.append(LevelLine(f"{level}_depth", row, x0, x1, depth_px / px_side))
+        wrong_view = False
+        if "hip_width" in observed and "hip" in depths and depths["hip"] > 0.92 * observed["hip_width"].value:
+            wrong_view = True
+        sl = side.landmarks
+        if all(n in sl for n in ("left_shoulder", "right_shoulder")):
+            spread = abs(sl["left_shoulder"].x_px - sl["right_shoulder"].x_px) / px_side
+            wrong_view = wrong_view or spread > 25.0
+        if wrong_view:
+            warnings.append(("", "the side photo looks like a front or back view (the body is as wide as "
+                                 "in the front photo): depths not used, girths rest on widths and the model"))
+            side_lines = []
+        else:
+            for level, depth in depths.items():
+                observed[f"{level}_depth"] = Observation(depth, PHOTO_SD_CM["depth"])
+    else:
+        warnings.append(("", "no side photo: body depths unknown, so chest, waist and hip girths rest on front "
+                             "widths and the model (less accurate)"))
+    # Reject photo values the model finds implausible for this height and weight.
+    reference = model.predict(base, sex)
+    for name in list(observed):
+        est = reference.estimates[name]
+        sd = math.hypot(est.stddev_cm, observed[name].stddev)
+        z = (observed[name].value - est.value_cm) / sd
+        if abs(z) > MAX_Z:
+            warnings.append((name, f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
+                                   "is expected for this height/weight (arms touching the body, loose clothes?): "
+                                   "not used"))
+            del observed[name]
+            lines = [ln for ln in lines if ln.name != name]
+            side_lines = [ln for ln in side_lines if ln.name != name]
+    final = model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS)
+    photo_inputs = {
+        "chest_girth": ("chest_width", "chest_depth"), "waist_girth": ("waist_width", "waist_depth"),
+        "hip_girth": ("hip_width", "hip_depth"), "inseam": ("inseam",), "shoulder_width": ("shoulder_width",),
+        "sleeve_length": ("sleeve_length",),
+    }
+    measurements = []
+    for name, est in final.estimates.items():
+        used = [p for p in photo_inputs.get(name, ()) if p in observed]
+        if used and len(used) == len(photo_inputs[name]):
+            method = "photo+model"
+        elif used:
+            method = "photo(partial)+model"
+        else:
+            method = "model(height,weight" + (",photo" if observed else "") + ")"
+            if name in photo_inputs:
+                missing = [p for p in photo_inputs[name] if p not in observed]
+                warnings.append((name, f"not measured on the photo ({', '.join(missing)} missing): predicted"))
+        measurements.append(PhotoMeasurement(name, est.value_cm, est.stddev_cm, method, _confidence(est.stddev_cm)))
+    result = MeasureResult(
+        measurements, warnings, front.landmarks, side.landmarks if side else {},
+        {k: v.value for k, v in observed.items()}, front.method, final.sex_probability.get("male", 0.0),
+        front_lines=lines,
+    )
+    if overlay:
+        result.front_overlay_png = draw_overlay(front_rgb, front, lines, {m.name: m for m in measurements})
+        if side is not None and side_rgb is not None:
+            result.side_overlay_png = draw_overlay(side_rgb, side, side_lines, {})
+    return result
+
+
+SKELETON = (("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+            ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("left_shoulder", "left_hip"),
+            ("right_shoulder", "right_hip"), ("left_hip", "right_hip"), ("left_hip", "left_knee"),
+            ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"))
+
+
+def draw_overlay(image_rgb: np.ndarray, view: ViewResult, lines: list[LevelLine],
+                 girths: Mapping[str, PhotoMeasurement]) -> bytes:
+    """The photo with the outline, landmarks and the measured lines labelled, as PNG bytes."""
+    out = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR).copy()
+    thick = max(1, out.shape[0] // 400)
+    contours, _ = cv2.findContours(view.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, (0, 200, 255), thick)
+    cv2.line(out, (8, view.top_px), (8, view.bottom_px), (0, 0, 255), thick + 1)
+    for a, b in SKELETON:
+        la, lb = view.landmarks.get(a), view.landmarks.get(b)
+        if la is not None and lb is not None and min(la.visibility, lb.visibility) > 0.5:
+            cv2.line(out, (int(la.x_px), int(la.y_px)), (int(lb.x_px), int(lb.y_px)), (255, 255, 0), thick)
+    for lm in view.landmarks.values():
+        if lm.visibility > 0.5:
+            cv2.circle(out, (int(lm.x_px), int(lm.y_px)), thick * 3, (0, 255, 0), -1)
+    scale = max(0.4, out.shape[0] / 1600)
+    for ln in lines:
+        y = round(ln.row_px)
+        if ln.x0_px == ln.x1_px:  # a vertical measurement (inseam): floor to the crotch
+            cv2.line(out, (int(ln.x0_px), y), (int(ln.x0_px), view.bottom_px), (255, 0, 255), thick)
+        else:
+            cv2.line(out, (int(ln.x0_px), y), (int(ln.x1_px), y), (255, 0, 255), thick + 1)
+        label = f"{ln.name} {ln.value_cm:.1f}"
+        girth = girths.get(ln.name.replace("_width", "_girth"))
+        if girth is not None and ln.name.endswith("_width"):
+            label += f" -> girth {girth.value_cm:.1f} cm"
+        cv2.putText(out, label, (int(ln.x1_px) + 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 200),
+                    max(1, thick), cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", out)
+    return png.tobytes() if ok else b""

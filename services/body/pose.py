@@ -1,0 +1,85 @@
+"""MediaPipe PoseLandmarker (33 landmarks + person mask), loaded from a local ``.task`` bundle.
+
+The bundle is assembled at setup time by ``python -m atelier.body.setup_models`` from the
+Apache-2.0 model files inside the ``mediapipe==0.10.21`` wheel; nothing is fetched at run time.
+When the bundle is absent the service still runs and segments with OpenCV GrabCut instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# MediaPipe's 33 pose landmark names, in order.
+LANDMARK_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
+    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+
+
+@dataclass(frozen=True)
+class Landmark:
+    name: str
+    x_px: float
+    y_px: float
+    visibility: float
+
+
+@dataclass
+class Pose:
+    landmarks: dict[str, Landmark]
+    mask: np.ndarray  # bool, image size
+
+
+class PoseModel:
+    """Thread-safe wrapper: MediaPipe's landmarker is not re-entrant, so calls are serialised."""
+
+    def __init__(self, bundle_path: Path) -> None:
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+        from mediapipe.tasks.python.vision import PoseLandmarker, PoseLandmarkerOptions, RunningMode
+
+        options = PoseLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(bundle_path)), running_mode=RunningMode.IMAGE,
+            output_segmentation_masks=True, num_poses=3, min_pose_detection_confidence=0.5,
+        )
+        self._landmarker = PoseLandmarker.create_from_options(options)
+        self._lock = threading.Lock()
+        self.path = bundle_path
+
+    def detect(self, image_rgb: np.ndarray) -> list[Pose]:
+        import mediapipe as mp
+
+        h, w = image_rgb.shape[:2]
+        with self._lock:
+            result = self._landmarker.detect(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb)))
+        poses = []
+        masks = result.segmentation_masks or []
+        for i, marks in enumerate(result.pose_landmarks):
+            named = {
+                name: Landmark(name, lm.x * w, lm.y * h, float(lm.visibility or 0.0))
+                for name, lm in zip(LANDMARK_NAMES, marks, strict=False)
+            }
+            mask = masks[i].numpy_view()[..., 0] > 0.5 if i < len(masks) else np.zeros((h, w), bool)
+            poses.append(Pose(named, mask))
+        return poses
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+def load_pose_model(bundle_path: Path) -> PoseModel | None:
+    if not bundle_path.exists():
+        log.warning("pose model %s not found: photos are segmented with GrabCut and no landmarks are "
+                    "detected (run `python -m atelier.body.setup_models` to install it)", bundle_path)
+        return None
+    return PoseModel(bundle_path)

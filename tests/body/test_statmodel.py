@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atelier.body.evaluate import KNOWN_A, KNOWN_B, TARGETS, cross_validate
+from atelier.body.statmodel import PARAMS_PATH, BodyModel, Observation, ellipse_perimeter_cm, fit_from_csv
+from tests.body.conftest import ANSUR_DIR
+
+# README anchors (plain least squares, 5-fold CV, MAE cm): (a) height+weight, (b) + widths/depths.
+ANCHOR_A = {("male", "chest_girth"): 2.52, ("female", "chest_girth"): 3.37, ("male", "waist_girth"): 3.49,
+            ("female", "waist_girth"): 3.80, ("male", "hip_girth"): 2.04, ("female", "hip_girth"): 2.29}
+ANCHOR_B = {("male", "chest_girth"): 1.67, ("female", "chest_girth"): 1.63, ("male", "waist_girth"): 1.18,
+            ("female", "waist_girth"): 1.37, ("male", "hip_girth"): 1.17, ("female", "hip_girth"): 1.03}
+
+
+def test_ellipse_perimeter_circle_and_flat() -> None:
+    assert float(ellipse_perimeter_cm(10.0, 10.0)) == pytest.approx(np.pi * 10.0, rel=1e-9)
+    assert float(ellipse_perimeter_cm(10.0, 0.0)) == pytest.approx(20.0, rel=1e-3)
+
+
+def test_shipped_params_match_regeneration(ansur: dict) -> None:
+    regenerated = fit_from_csv(ANSUR_DIR).to_json()
+    assert BodyModel.load(PARAMS_PATH).to_json() == regenerated
+
+
+def test_predictions_are_plausible_and_respond_to_weight() -> None:
+    model = BodyModel.load()
+    light = model.predict({"height": Observation(178, 0.5), "weight_kg": Observation(65, 0.5)}, "male").estimates
+    heavy = model.predict({"height": Observation(178, 0.5), "weight_kg": Observation(105, 0.5)}, "male").estimates
+    assert 85 < light["chest_girth"].value_cm < 100 < heavy["chest_girth"].value_cm < 125
+    assert heavy["waist_girth"].value_cm - light["waist_girth"].value_cm > 20
+    # Inseam depends on height, barely on weight.
+    assert abs(heavy["inseam"].value_cm - light["inseam"].value_cm) < 2.0
+    assert 1.0 < light["chest_girth"].stddev_cm < 5.0
+
+
+def test_known_measurement_is_reproduced_and_narrows_the_rest() -> None:
+    model = BodyModel.load()
+    base = {"height": Observation(165, 0.5), "weight_kg": Observation(62, 0.5)}
+    before = model.predict(base, "female").estimates
+    after = model.predict({**base, "hip_girth": Observation(108.0, 0.3)}, "female").estimates
+    assert after["hip_girth"].value_cm == pytest.approx(108.0, abs=0.5)
+    # Hips say a lot about thighs: the thigh estimate moves up and its sd shrinks.
+    assert after["thigh_girth"].stddev_cm < 0.8 * before["thigh_girth"].stddev_cm
+    assert after["thigh_girth"].value_cm > before["thigh_girth"].value_cm + 2
+
+
+def test_sex_is_inferred_when_not_given() -> None:
+    model = BodyModel.load()
+    tall = model.predict({"height": Observation(190, 0.5), "weight_kg": Observation(95, 0.5),
+                          "neck_girth": Observation(42, 0.5)})
+    small = model.predict({"height": Observation(158, 0.5), "weight_kg": Observation(52, 0.5),
+                           "neck_girth": Observation(31, 0.5)})
+    assert tall.sex_probability["male"] > 0.95
+    assert small.sex_probability["female"] > 0.95
+
+
+@pytest.mark.slow
+def test_held_out_accuracy_beats_least_squares(ansur: dict) -> None:
+    for sex, columns in ansur.items():
+        for r in cross_validate(columns, sex, KNOWN_A, TARGETS):
+            assert r.model_mae_cm <= r.ols_mae_cm + 0.01, r  # never worse than OLS on the same folds
+            if (sex, r.target) in ANCHOR_A:
+                assert r.model_mae_cm < ANCHOR_A[(sex, r.target)] * 1.01, r
+        for r in cross_validate(columns, sex, KNOWN_B, TARGETS[:3], with_photo=True):
+            assert r.model_mae_cm < r.ols_mae_cm, r
+            assert r.model_mae_cm < ANCHOR_B[(sex, r.target)], r
