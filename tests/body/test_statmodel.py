@@ -42,7 +42,7 @@ def test_known_measurement_is_reproduced_and_narrows_the_rest() -> None:
     after = model.predict({**base, "hip_girth": Observation(108.0, 0.3)}, "female").estimates
     assert after["hip_girth"].value_cm == pytest.approx(108.0, abs=0.5)
     # Hips say a lot about thighs: the thigh estimate moves up and its sd shrinks.
-    assert after["thigh_girth"].stddev_cm < 0.8 * before["thigh_girth"].stddev_cm
+    assert after["thigh_girth"].stddev_cm < 0.9 * before["thigh_girth"].stddev_cm
     assert after["thigh_girth"].value_cm > before["thigh_girth"].value_cm + 2
 
 
