@@ -52,6 +52,10 @@ OPERATION_ANNOTATION = "atelier.dev/operation"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+# Consecutive failed status reads (API errors) before the operation fails: ~1 minute at 2 s.
+MAX_STATUS_ERRORS = 30
+
+
 class JobFailedError(AtelierError):
     """The Job (or subprocess) ended without success; the operation reports ABORTED."""
 
@@ -91,6 +95,8 @@ class ClusterSettings:
     database_secret_key: str = "url"
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
+    # The chart's ConfigMap of shared ATELIER_* settings (log format, tenant...), as envFrom.
+    config_map: str = ""
     data_dir: str = "/var/lib/atelier"
     run_as_user: int = 10001
 
@@ -151,6 +157,11 @@ def build_job(
         image_pull_policy="IfNotPresent",
         command=task.command(),
         env=env,
+        env_from=[
+            client.V1EnvFromSource(config_map_ref=client.V1ConfigMapEnvSource(name=settings.config_map))
+        ]
+        if settings.config_map
+        else None,
         resources=client.V1ResourceRequirements(requests=requests, limits=limits),
         security_context=client.V1SecurityContext(
             allow_privilege_escalation=False,
@@ -417,9 +428,18 @@ def _watch(
     name = job_name(service, handle.name)
     if task is not None:
         runner.start(task, name=name, service=service, kind=kind, operation=handle.name)
+    errors = 0
     try:
         while True:
-            status = runner.status(name)
+            try:
+                status = runner.status(name)
+                errors = 0
+            except Exception as exc:  # an API server restart or a network blip must not fail the job
+                errors += 1
+                if errors >= MAX_STATUS_ERRORS:
+                    raise
+                log.warning("reading the status of %s failed (%d in a row): %s", name, errors, exc)
+                status = RunStatus(JobState.JOB_STATE_RUNNING, f"{name}: status unavailable ({exc})")
             if status.state == JobState.JOB_STATE_SUCCEEDED:
                 return result(status) if result is not None else _default_result(name, runner.name, status)
             if status.state == JobState.JOB_STATE_FAILED:
@@ -520,6 +540,11 @@ def cluster_settings_from_config(config: ServiceConfig) -> ClusterSettings:
         limits={k: str(v) for k, v in resources.get("limits", defaults.limits).items()},
         database_secret=config.setting("JOB_DATABASE_SECRET", ""),
         database_secret_key=config.setting("JOB_DATABASE_SECRET_KEY", "url"),
+        node_selector={
+            str(k): str(v) for k, v in json.loads(config.setting("JOB_NODE_SELECTOR", "") or "{}").items()
+        },
+        tolerations=json.loads(config.setting("JOB_TOLERATIONS", "") or "[]"),
+        config_map=config.setting("JOB_CONFIG_MAP", ""),
         data_dir=str(config.data_dir),
     )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2
 from kubernetes import client
@@ -400,3 +401,87 @@ def test_subprocess_cancel_terminates_the_process(manager: Any, local_runner: ku
     assert op.done and op.error.code == code_pb2.CANCELLED
     assert time.monotonic() - started < 10
     assert local_runner.status(run).state == progress_pb2.JOB_STATE_FAILED  # terminated, not finished
+
+
+def test_the_chart_environment_configures_the_kubernetes_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the chart sets on a job-creating service is what kube reads, end to end."""
+    helm = pytest.importorskip("helm_python")
+    values = yaml.safe_load((REPO / "deploy" / "values-gpu-production.yaml").read_text())
+    manifests = helm.Chart.load(str(REPO / "charts" / "atelier")).render(
+        values, name="atelier", namespace="shop"
+    )
+    deployment = next(
+        d
+        for d in yaml.safe_load_all(manifests["atelier/templates/deployment.yaml"])
+        if d and d["metadata"]["name"] == "atelier-recommendations"
+    )
+    for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in item:
+            monkeypatch.setenv(item["name"], item["value"])
+        elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            monkeypatch.setenv(item["name"], "shop")  # the downward API's answer
+    monkeypatch.setattr("kubernetes.config.load_incluster_config", lambda: None)
+    runner = kube.runner_from_config(
+        ServiceConfig(service="recommendations", data_dir=Path("/var/lib/atelier"))
+    )
+    assert isinstance(runner, kube.KubernetesRunner)
+    settings = runner.settings
+    assert settings.namespace == "shop"
+    assert settings.image == "registry.example.com/atelier/atelier:0.1.0"
+    assert settings.service_account == "atelier-job"
+    assert settings.active_deadline_seconds == 43200
+    assert dict(settings.requests) == {"cpu": "4", "memory": "8Gi"}
+    assert dict(settings.node_selector) == {"node-pool": "cpu-batch"}
+    assert settings.database_secret == "atelier-database"
+    assert settings.config_map == "atelier"
+    job = client.ApiClient().sanitize_for_serialization(
+        kube.build_job(
+            TASK,
+            settings,
+            name="atelier-recommendations-1",
+            service="recommendations",
+            kind="train_model",
+            operation="operations/recommendations/1",
+        )
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "atelier"}}]
+    assert pod["nodeSelector"] == {"node-pool": "cpu-batch"}
+    pytest.importorskip("kubernetes_validate").validate(job, "1.33", strict=True)
+
+
+class FlakyBatchApi(FakeBatchApi):
+    """The API server answers 503 for a while (a control-plane upgrade)."""
+
+    def __init__(self, failures: int, script: list[tuple[int, str | None]]) -> None:
+        super().__init__(script)
+        self.failures = failures
+
+    def read_namespaced_job_status(self, name: str, namespace: str) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ApiException(status=503, reason="Service Unavailable")
+        return super().read_namespaced_job_status(name, namespace)
+
+
+def test_transient_api_errors_do_not_fail_the_operation(manager: Any) -> None:
+    jobs = manager()
+    api = FlakyBatchApi(3, [(1, None), (0, "Complete")])
+    name = kube.submit(
+        jobs, "train_model", TASK, kube.KubernetesRunner(SETTINGS, batch_api=api), poll_interval_s=0.02
+    )
+    op = jobs.wait(name, timeout_s=10)
+    assert op.done and not op.HasField("error"), op.error.message
+
+
+def test_a_lasting_api_outage_fails_the_operation(manager: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube, "MAX_STATUS_ERRORS", 3)
+    jobs = manager()
+    api = FlakyBatchApi(100, [(1, None)])
+    name = kube.submit(
+        jobs, "train_model", TASK, kube.KubernetesRunner(SETTINGS, batch_api=api), poll_interval_s=0.02
+    )
+    op = jobs.wait(name, timeout_s=10)
+    assert op.done and op.error.code == code_pb2.INTERNAL
+    assert "Service Unavailable" in op.error.message
+    assert api.failures == 97
