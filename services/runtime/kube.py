@@ -15,6 +15,9 @@ in the service starts the work and reads its status back into the operation:
 ``runner_from_config`` picks one from ``ATELIER_<SERVICE>_JOB_RUNNER`` (``local`` by default;
 the Helm chart sets ``kubernetes`` with the namespace, image and service account to use).
 
+Each watcher holds one of the JobManager's worker threads (ATELIER_JOB_WORKERS) while its run
+lasts; polling is cheap, so a service that sends its work to the cluster can raise that number.
+
 The work itself reports through its exit status (0 = succeeded) and whatever it writes to the
 shared store or model volume; the operation's response is built by the caller's ``result``
 callback (by default a Struct naming the run).
