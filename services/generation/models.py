@@ -161,6 +161,17 @@ def _static_problem(entry: ModelEntry) -> str:
     return ""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
 def module_bytes(obj: Any) -> int:
     """Bytes of the parameters and buffers of a torch module or of a pipeline's modules."""
     import torch
@@ -192,7 +203,7 @@ def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
     """A StableDiffusionPipeline for a diffusers folder or a single-file checkpoint, offline."""
     from diffusers import StableDiffusionPipeline
 
-    common: dict[str, Any] = dict(torch_dtype=device.torch_dtype(), safety_checker=None,
+    common: dict[str, Any] = dict(dtype=device.torch_dtype(), safety_checker=None,
                                   requires_safety_checker=False)
     if entry.kind == "diffusers":
         pipe = StableDiffusionPipeline.from_pretrained(str(entry.path), local_files_only=True, **common)
@@ -217,7 +228,7 @@ def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
 def load_controlnet(entry: ModelEntry, device: DeviceSettings) -> Any:
     from diffusers import ControlNetModel
 
-    model = ControlNetModel.from_pretrained(str(entry.path), local_files_only=True, torch_dtype=device.torch_dtype())
+    model = ControlNetModel.from_pretrained(str(entry.path), local_files_only=True, dtype=device.torch_dtype())
     return model.to(device.device).eval()
 
 
@@ -307,6 +318,12 @@ class ModelCache:
             try:
                 loaded = (self._loader or _default_loader)(entry, self.device)
             except Exception as exc:  # any loader failure marks the model, the service stays up
+                if is_out_of_memory(exc):
+                    # Not the model's fault: it may fit once other models are evicted. The caller answers
+                    # RESOURCE_EXHAUSTED; the model stays installed.
+                    entry.state = ModelState.INSTALLED
+                    self._free_device_memory()
+                    raise
                 entry.state, entry.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
                 log.warning("model %s failed to load: %s", name, entry.error)
                 self._on_health(entry.health_name, False)
@@ -356,7 +373,7 @@ class ModelCache:
             self.evictions += 1
 
     def evict_all(self) -> None:
-        """Drop every unpinned model (after an out-of-memory error)."""
+        """Drop every unpinned model and empty the CUDA cache (after an out-of-memory error)."""
         with self._lock:
             for name in list(self._loaded):
                 if self._pinned.get(name, 0) == 0:

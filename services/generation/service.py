@@ -16,7 +16,14 @@ from PIL import Image
 from prometheus_client import Counter, Gauge, Histogram
 
 from atelier.generation import engine
-from atelier.generation.models import CHECKPOINT_KINDS, DeviceSettings, ModelCache, ModelEntry, ModelError
+from atelier.generation.models import (
+    CHECKPOINT_KINDS,
+    DeviceSettings,
+    ModelCache,
+    ModelEntry,
+    ModelError,
+    is_out_of_memory,
+)
 from atelier.generation.queue import DONE, DeviceQueue, Ticket
 from atelier.generation.sessions import SessionRecord, SessionStore
 from atelier.runtime.context import Cancellation
@@ -83,17 +90,6 @@ class Finished:
     session_id: str
     round: int
     outputs: list[engine.Output] = field(default_factory=list)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def decode_png(data: bytes) -> Image.Image:
@@ -240,6 +236,8 @@ class GenerationService:
         for name in names:
             self.cache.pin(name)
         began = time.monotonic()
+        pipe: Any = None
+        controlnet: Any = None
         try:
             pipe = self._load(call.model)
             self._check_prompts(pipe, call.settings)
@@ -249,29 +247,39 @@ class GenerationService:
                              init_image=call.init_image, mask=call.mask, preview_every=call.preview_every)
             outputs = engine.run(pipe, job, ticket.cancellation, ticket.emit, controlnet=controlnet, loras=loras)
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
+            self._unpin(names)
             raise
         except BaseException as exc:
-            if not _is_out_of_memory(exc):
+            self._unpin(names)
+            if not is_out_of_memory(exc):
                 if type(exc).__name__ == "DeadlineExceededError":
                     REJECTED_TOTAL.labels("deadline").inc()
                 raise
+            # str(exc), not exc: a kept log record would otherwise keep the traceback and the tensors alive.
+            log.warning("out of memory on %s: evicting cached models (%s)", self.cache.device.device, str(exc))
+            out_of_memory = True
+        else:
+            out_of_memory = False
+            self._unpin(names)
+        if out_of_memory:
+            # Outside the except block, so no traceback (whose frames hold the tensors) stays referenced.
             REJECTED_TOTAL.labels("out_of_memory").inc()
-            log.warning("out of memory on %s: evicting cached models (%s)", self.cache.device.device, exc)
-            del exc
+            pipe = controlnet = None  # the last references to the models outside the cache
             self.cache.evict_all()
             MODEL_MEMORY_BYTES.set(self.cache.used_bytes)
             raise ResourceExhaustedError(
-                f"the {self.cache.device.device} device ran out of memory for this request; cached models were "
-                "freed: retry, or ask for fewer or smaller images", retry_after_s=5.0) from None
-        finally:
-            for name in names:
-                self.cache.unpin(name)
+                f"the {self.cache.device.device} device ran out of memory for this request; the cached models were "
+                "freed: retry, or ask for fewer or smaller images", retry_after_s=5.0)
         elapsed = time.monotonic() - began
         SECONDS.labels(call.mode).observe(elapsed)
         SECONDS_PER_IMAGE.observe(elapsed / max(1, len(outputs)))
         IMAGES_TOTAL.labels(call.mode).inc(len(outputs))
         STEPS_TOTAL.labels(call.mode).inc(call.settings.steps)
         return outputs
+
+    def _unpin(self, names: list[str]) -> None:
+        for name in names:
+            self.cache.unpin(name)
 
     @staticmethod
     def _check_prompts(pipe: Any, settings: engine.Settings) -> None:

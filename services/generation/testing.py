@@ -142,7 +142,142 @@ def write_tiny_controlnet(folder: Path, seed: int = 1, name: str | None = None, 
     unet = build_tiny_components(base_model_seed)["unet"]
     torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    # A trained ControlNet's "zero convolutions" are no longer zero; fresh ones would change nothing.
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            torch.nn.init.normal_(conv.weight, std=0.2)
     controlnet.save_pretrained(str(folder), safe_serialization=True)
     write_manifest(folder, name=name or folder.name, kind="controlnet", base="sd15", licence="CC0-1.0",
                    conditioning="scribble")
+    return folder
+
+
+# -- single-file checkpoints -------------------------------------------------------------------
+# The original (LDM / CompVis) key layout of SD 1.x checkpoints, written from diffusers names so a
+# test can make a real single-file checkpoint and drive `from_single_file` on it. Written from the
+# layouts' structure (block i, layer j -> index), for any number of levels and layers per block.
+
+_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+
+
+def _unet_key(key: str, layers: int, up_has_attention: list[bool]) -> str:
+    parts = key.split(".")
+    simple = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    for diffusers_name, ldm_name in simple.items():
+        if key.startswith(diffusers_name + "."):
+            return ldm_name + key[len(diffusers_name):]
+    if parts[0] in ("down_blocks", "up_blocks"):
+        i, kind = int(parts[1]), parts[2]
+        rest = parts[4:]
+        if kind == "resnets":
+            j = int(parts[3])
+            rest = [_RESNET.get(rest[0], rest[0]), *rest[1:]]
+            index = 1 + i * (layers + 1) + j if parts[0] == "down_blocks" else i * (layers + 1) + j
+            return ".".join([("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "0", *rest])
+        if kind == "attentions":
+            j = int(parts[3])
+            index = 1 + i * (layers + 1) + j if parts[0] == "down_blocks" else i * (layers + 1) + j
+            return ".".join([("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "1", *rest])
+        if kind == "downsamplers":  # downsamplers.0.conv.* -> input_blocks.N.0.op.*
+            return ".".join(["input_blocks", str((i + 1) * (layers + 1)), "0", "op", *parts[5:]])
+        if kind == "upsamplers":  # upsamplers.0.conv.* -> output_blocks.N.(1|2).conv.*
+            slot = "2" if up_has_attention[i] else "1"
+            return ".".join(["output_blocks", str(i * (layers + 1) + layers), slot, *parts[4:]])
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return ".".join(["middle_block", "0" if parts[2] == "0" else "2", _RESNET.get(parts[3], parts[3]), *parts[4:]])
+        if parts[1] == "attentions":
+            return ".".join(["middle_block", "1", *parts[3:]])
+    raise KeyError(f"no LDM name for UNet key {key}")
+
+
+def _vae_key(key: str, levels: int) -> str:
+    parts = key.split(".")
+    side, rest = parts[0], parts[1:]
+    resnet = {"conv_shortcut": "nin_shortcut"}
+    if rest[0] == "conv_norm_out":
+        return ".".join([side, "norm_out", *rest[1:]])
+    if rest[0] in ("down_blocks", "up_blocks"):
+        i = int(rest[1])
+        level = i if rest[0] == "down_blocks" else levels - 1 - i
+        group = "down" if rest[0] == "down_blocks" else "up"
+        if rest[2] == "resnets":
+            return ".".join([side, group, str(level), "block", rest[3], resnet.get(rest[4], rest[4]), *rest[5:]])
+        sampler = "downsample" if rest[2] == "downsamplers" else "upsample"
+        return ".".join([side, group, str(level), sampler, *rest[4:]])
+    if rest[0] == "mid_block":
+        if rest[1] == "resnets":
+            return ".".join([side, "mid", f"block_{int(rest[2]) + 1}", resnet.get(rest[3], rest[3]), *rest[4:]])
+        attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
+        name = attn[rest[3]]
+        tail = rest[5:] if rest[3] == "to_out" else rest[4:]
+        return ".".join([side, "mid", "attn_1", name, *tail])
+    return key  # conv_in, conv_out, norm layers keep their names
+
+
+def to_original_checkpoint(pipe: Any) -> dict[str, torch.Tensor]:
+    """A diffusers SD 1.x pipeline's weights under the original single-file key names."""
+    state: dict[str, torch.Tensor] = {}
+    unet = pipe.unet
+    layers = int(unet.config.layers_per_block)
+    up_attention = [hasattr(block, "attentions") and bool(block.attentions) for block in unet.up_blocks]
+    for key, value in unet.state_dict().items():
+        state["model.diffusion_model." + _unet_key(key, layers, up_attention)] = value.clone()
+    levels = len(pipe.vae.config.block_out_channels)
+    for key, value in pipe.vae.state_dict().items():
+        new = _vae_key(key, levels)
+        if ".mid.attn_1." in new and new.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # the original attention uses 1x1 convolutions
+        state["first_stage_model." + new] = value.clone()
+    for key, value in pipe.text_encoder.state_dict().items():
+        # transformers 5 dropped the "text_model." level from CLIPTextModel's own names; originals have it.
+        key = key if key.startswith("text_model.") else "text_model." + key
+        state["cond_stage_model.transformer." + key] = value.clone()
+    return state
+
+
+def write_tiny_single_file(models_dir: Path, name: str, seed: int = 0) -> Path:
+    """``<name>.safetensors`` (original key layout) + ``<name>.json`` manifest + ``<name>-config/``.
+
+    The config folder is the diffusers folder of the same pipeline without weights: what
+    ``from_single_file(config=...)`` needs to build the components offline.
+    """
+    from safetensors.torch import save_file
+
+    pipe = build_tiny_pipeline(seed)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    config_dir = models_dir / f"{name}-config"
+    pipe.save_pretrained(str(config_dir), safe_serialization=True)
+    for weights in config_dir.rglob("*.safetensors"):
+        weights.unlink()  # configs and tokenizer only: the weights come from the single file
+    checkpoint = models_dir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in to_original_checkpoint(pipe).items()}, str(checkpoint))
+    (models_dir / f"{name}.json").write_text(json.dumps({
+        "name": name, "kind": "single_file", "base": "sd15", "config": f"{name}-config",
+        "licence": "CC0-1.0 (random weights, made by atelier.generation.testing)",
+        "defaults": {"steps": 4, "width_px": 64, "height_px": 64},
+    }, indent=2))
+    return checkpoint
+
+
+def write_tiny_lora(folder: Path, seed: int = 2, name: str | None = None, base_model_seed: int = 0) -> Path:
+    """A random LoRA adapter for the tiny UNet's attention (needs peft), saved as diffusers writes them."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = build_tiny_components(base_model_seed)["unet"]
+    torch.manual_seed(seed)
+    # init_lora_weights=False: random A and B, so the adapter visibly changes the output.
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    write_manifest(folder, name=name or folder.name, kind="lora", base="sd15", licence="CC0-1.0",
+                   file="pytorch_lora_weights.safetensors")
     return folder

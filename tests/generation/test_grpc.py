@@ -1,0 +1,404 @@
+"""Every mode of the generation service over real gRPC sockets, on tiny random pipelines (CPU)."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from PIL import Image
+
+from atelier.common.v1 import image_pb2
+from atelier.generation import engine
+from atelier.generation.v1 import generation_pb2 as pb
+from atelier.runtime.context import Cancellation
+from atelier.runtime.status import field_violations
+from tests.generation.conftest import GenServer, decode, photo, png_bytes
+
+Start = Callable[..., GenServer]
+
+
+def settings(**kw: object) -> pb.GenerationSettings:
+    values: dict[str, object] = {"prompt": "a paisley print on silk", "seed": 7, "steps": 4}
+    values.update(kw)
+    return pb.GenerationSettings(**values)  # type: ignore[arg-type]
+
+
+def images(events: list[pb.GenerateResponse]) -> list[pb.GeneratedImage]:
+    return [e.image for e in events if e.HasField("image")]
+
+
+def health(server: GenServer, name: str) -> int:
+    reply = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+    return int(reply.status)
+
+
+def expect_invalid(call: Callable[[], object], field: str) -> list[tuple[str, str]]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    violations = field_violations(info.value)
+    assert field in [f for f, _ in violations], violations
+    return violations
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start, models_dir: Path) -> None:
+    (models_dir / "broken").mkdir()
+    (models_dir / "broken" / "manifest.json").write_text(json.dumps({"kind": "diffusers", "name": "broken"}))
+    (models_dir / "half.safetensors").write_bytes(b"not a checkpoint")  # no manifest: no config folder
+    server = gen_server()
+    reply = server.stub.ListModels(pb.ListModelsRequest(), timeout=10)
+    by_name = {m.name: m for m in reply.models}
+    assert {"tiny", "tiny-single", "tiny-scribble", "tiny-style", "broken", "half"} <= set(by_name)
+    assert by_name["tiny"].kind == "diffusers" and by_name["tiny"].state == pb.MODEL_STATE_INSTALLED
+    assert by_name["tiny"].defaults.steps == 4 and "CC0" in by_name["tiny"].licence
+    assert by_name["tiny-single"].kind == "single_file"
+    assert by_name["tiny-scribble"].kind == "controlnet" and by_name["tiny-scribble"].conditioning == "scribble"
+    assert by_name["tiny-style"].kind == "lora"
+    assert by_name["broken"].state == pb.MODEL_STATE_FAILED and "model_index.json" in by_name["broken"].error
+    assert by_name["half"].state == pb.MODEL_STATE_FAILED and "config" in by_name["half"].error
+    assert health(server, by_name["tiny"].health_name) == health_pb2.HealthCheckResponse.SERVING
+    assert health(server, by_name["broken"].health_name) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert reply.device == "cpu" and reply.memory_used_bytes == 0
+
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
+    loaded = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}["tiny"]
+    assert loaded.state == pb.MODEL_STATE_LOADED and loaded.memory_bytes > 100_000
+
+
+def test_a_model_that_fails_to_load_is_not_serving_with_the_reason(gen_server: Start, models_dir: Path) -> None:
+    (models_dir / "tiny" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
+    server = gen_server(PRELOAD="all")
+    by_name = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
+    assert by_name["tiny"].state == pb.MODEL_STATE_FAILED and by_name["tiny"].error
+    assert by_name["tiny-single"].state == pb.MODEL_STATE_LOADED  # preloaded, and unaffected
+    assert health(server, by_name["tiny"].health_name) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health(server, by_name["tiny-single"].health_name) == health_pb2.HealthCheckResponse.SERVING
+    assert health(server, "atelier.generation.v1.GenerationService") == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as info:
+        server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "failed to load" in info.value.details()
+
+
+def test_memory_budget_evicts_the_least_recently_used_model(gen_server: Start) -> None:
+    server = gen_server(MEMORY_BUDGET_MB="1.5")  # one tiny pipeline (~1 MB) fits, two do not
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
+    server.generate(pb.GenerateRequest(model="tiny-single", settings=settings()))
+    reply = server.stub.ListModels(pb.ListModelsRequest())
+    states = {m.name: m.state for m in reply.models}
+    assert states["tiny"] == pb.MODEL_STATE_INSTALLED and states["tiny-single"] == pb.MODEL_STATE_LOADED
+    assert server.service.cache.evictions == 1
+    assert 0 < reply.memory_used_bytes <= reply.memory_budget_bytes
+
+
+# -- text to image, reproducibility, PNG metadata ---------------------------------------------------
+
+def test_text_to_image_streams_progress_previews_then_reproducible_images(gen_server: Start) -> None:
+    server = gen_server()
+    request = pb.GenerateRequest(model="tiny", settings=settings(), num_images=2, preview_every=2)
+    events = server.generate(request)
+    steps = [e.progress.step for e in events if e.HasField("progress") and e.progress.total_steps]
+    assert steps == [1, 2, 3, 4]
+    assert all(e.progress.total_steps == 4 for e in events if e.HasField("progress") and e.progress.total_steps)
+    previews = [e.progress.preview for e in events if e.HasField("progress") and e.progress.preview.data]
+    assert len(previews) == 2 and decode(previews[0].data).shape == (8, 8, 3)  # 1/8 of 64 px
+    out = images(events)
+    assert [i.index for i in out] == [0, 1] and [i.seed for i in out] == [7, 8]
+    assert events[-1].session_id and events[-1].round == 1
+    first = decode(out[0].image.data)
+    assert first.shape == (64, 64, 3) and first.std() > 1.0  # not blank
+    assert not np.array_equal(first, decode(out[1].image.data))  # variations differ
+
+    # Same model, seed, settings -> the same bytes; variation 1 alone with seed + 1 -> the same image up to
+    # rounding (a batch of 2 runs other matmul kernels than a batch of 1: the last float bits differ).
+    again = images(server.generate(request))
+    assert again[0].image.data == out[0].image.data and again[1].image.data == out[1].image.data
+    alone = images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(seed=8))))
+    difference = np.abs(decode(alone[0].image.data).astype(int) - decode(out[1].image.data))
+    assert difference.max() <= 2 and difference.mean() < 0.1
+
+    png = Image.open(io.BytesIO(out[1].image.data))
+    meta = json.loads(png.text["atelier"])
+    assert meta["settings"]["seed"] == 8 and meta["settings"]["prompt"] == "a paisley print on silk"
+    assert meta["model"] == "tiny" and meta["mode"] == "text_to_image" and meta["settings"]["steps"] == 4
+    assert "Seed: 8" in png.text["parameters"] and "Steps: 4" in png.text["parameters"]
+    assert out[1].settings.seed == 8 and out[1].settings.guidance_scale == 7.5  # defaults filled in
+
+
+def test_scheduler_and_guidance_change_the_image(gen_server: Start) -> None:
+    server = gen_server()
+    base = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
+    euler = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(scheduler="euler_a"))))[
+        0].image.data)
+    assert not np.array_equal(base, euler)
+
+
+def test_single_file_checkpoint_matches_the_diffusers_folder_of_the_same_weights(gen_server: Start) -> None:
+    server = gen_server()
+    a = images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0]
+    b = images(server.generate(pb.GenerateRequest(model="tiny-single", settings=settings())))[0]
+    assert np.abs(decode(a.image.data).astype(int) - decode(b.image.data)).max() <= 1
+
+
+# -- image to image and refinement sessions ---------------------------------------------------------
+
+def test_image_to_image_and_two_round_refinement_session(gen_server: Start) -> None:
+    server = gen_server()
+    init = photo(72, 64)  # 72 x 64: multiples of 8, kept as is
+    request = pb.GenerateRequest(model="tiny", mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings(strength=0.75),
+                                 init_image=image_pb2.Image(data=png_bytes(init)))
+    first_events = server.generate(request)
+    totals = {e.progress.total_steps for e in first_events if e.HasField("progress") and e.progress.total_steps}
+    assert totals == {3}  # strength 0.75 of 4 steps
+    first = images(first_events)[0]
+    assert (first.image.width_px, first.image.height_px) == (72, 64)
+    session_id = first_events[-1].session_id
+    second_events = server.generate(pb.GenerateRequest(model="tiny", settings=settings(strength=0.75),
+                                                       session_id=session_id))
+    second = images(second_events)[0]
+    assert second_events[-1].session_id == session_id and second_events[-1].round == 2
+    assert not np.array_equal(decode(first.image.data), decode(second.image.data))
+
+    # Round 2 is exactly img2img on round 1's output: the server fed the right image back.
+    direct = images(server.generate(pb.GenerateRequest(
+        model="tiny", mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings(strength=0.75),
+        init_image=image_pb2.Image(data=first.image.data))))[0]
+    assert np.array_equal(decode(direct.image.data), decode(second.image.data))
+
+    session = server.stub.GetSession(pb.GetSessionRequest(session_id=session_id))
+    assert session.rounds == 2 and len(session.history) == 2 and session.model == "tiny"
+    assert session.history[1].strength == 0.75 and session.last_image.data == second.image.data
+
+
+def test_sessions_are_per_tenant(gen_server: Start) -> None:
+    server = gen_server()
+    events = list(server.stub.Generate(pb.GenerateRequest(model="tiny", settings=settings()),
+                                       metadata=[("x-atelier-tenant", "brand-a")]))
+    session_id = events[-1].session_id
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.GetSession(pb.GetSessionRequest(session_id=session_id), metadata=[("x-atelier-tenant", "brand-b")])
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- tiling -----------------------------------------------------------------------------------------
+
+def _edge_ratio(pixels: np.ndarray) -> float:
+    """Wrap-around edge difference over the mean neighbour difference inside (1: as continuous as inside)."""
+    img = pixels.astype(np.float64)
+    seam = (np.abs(img[:, -1] - img[:, 0]).mean() + np.abs(img[-1] - img[0]).mean()) / 2
+    inside = (np.abs(np.diff(img, axis=1)).mean() + np.abs(np.diff(img, axis=0)).mean()) / 2
+    return float(seam / inside)
+
+
+def test_tileable_output_is_continuous_across_its_edges(gen_server: Start) -> None:
+    server = gen_server()
+    tiled, plain = [], []
+    for seed in (1, 2, 3):
+        req = pb.GenerateRequest(model="tiny", settings=settings(seed=seed, tileable=True, steps=3))
+        tiled.append(_edge_ratio(decode(images(server.generate(req))[0].image.data)))
+        req = pb.GenerateRequest(model="tiny", settings=settings(seed=seed, tileable=False, steps=3))
+        plain.append(_edge_ratio(decode(images(server.generate(req))[0].image.data)))
+    # Circular padding makes the wrap-around neighbours as close as interior neighbours.
+    assert max(tiled) < 1.2, tiled
+    assert np.mean(tiled) < np.mean(plain), (tiled, plain)
+    # The cached model is back to zero padding afterwards.
+    pipe = server.service.cache.get("tiny")
+    assert {m.padding_mode for m in pipe.unet.modules() if hasattr(m, "padding_mode")} == {"zeros"}
+
+
+# -- inpainting, sketch, ControlNet, LoRA -----------------------------------------------------------
+
+def test_inpainting_changes_only_the_mask_region(gen_server: Start) -> None:
+    server = gen_server()
+    init = photo(64, 64)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 20:44] = 255
+    out = images(server.generate(pb.GenerateRequest(
+        model="tiny", mode=pb.MODE_INPAINT, settings=settings(strength=1.0),
+        init_image=image_pb2.Image(data=png_bytes(init)), mask=image_pb2.Mask(data=png_bytes(mask)))))[0]
+    result = decode(out.image.data)
+    outside = mask == 0
+    assert np.array_equal(result[outside], init[outside])
+    assert np.abs(result[~outside].astype(int) - init[~outside]).mean() > 5
+
+
+def test_sketch_to_illustration_with_and_without_controlnet(gen_server: Start) -> None:
+    server = gen_server()
+    drawing = np.full((64, 64, 3), 255, np.uint8)
+    drawing[10:54, 30:34] = 0  # a dark stroke on white paper
+    drawing[30:34, 10:54] = 0
+    base = dict(model="tiny", mode=pb.MODE_SKETCH, init_image=image_pb2.Image(data=png_bytes(drawing)))
+    plain = images(server.generate(pb.GenerateRequest(**base, settings=settings())))[0]  # type: ignore[arg-type]
+    controlled = images(server.generate(pb.GenerateRequest(
+        **base, settings=settings(controlnet="tiny-scribble"))))[0]  # type: ignore[arg-type]
+    a, b = decode(plain.image.data), decode(controlled.image.data)
+    assert a.shape == b.shape == (64, 64, 3)
+    assert np.abs(a.astype(int) - b).mean() > 0.5  # the ControlNet residuals changed the result
+    assert "ControlNet: tiny-scribble" in Image.open(io.BytesIO(controlled.image.data)).text["parameters"]
+
+
+def test_lora_adapter_changes_the_image_and_switches_off_again(gen_server: Start) -> None:
+    server = gen_server()
+    plain = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
+    styled = decode(images(server.generate(pb.GenerateRequest(
+        model="tiny", settings=settings(loras=["tiny-style"]))))[0].image.data)
+    after = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
+    assert np.abs(plain.astype(int) - styled).mean() > 1
+    assert np.array_equal(plain, after)
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> None:
+    server = gen_server()
+    init = image_pb2.Image(data=png_bytes(photo(64, 64)))
+
+    def gen(**kw: object) -> Callable[[], object]:
+        return lambda: server.generate(pb.GenerateRequest(**{"model": "tiny", **kw}))  # type: ignore[arg-type]
+
+    expect_invalid(gen(settings=settings(width_px=65, height_px=64)), "settings.width_px")
+    expect_invalid(gen(settings=settings(width_px=4096, height_px=4096)), "settings.width_px")
+    expect_invalid(gen(settings=settings(width_px=1536, height_px=1536)), "settings.width_px")  # > 1 Mpx
+    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=1.5)),
+                   "settings.strength")
+    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=-0.1)),
+                   "settings.strength")
+    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=image_pb2.Image(data=b"\x89PNG\r\n\x1a\nbroken"),
+                       settings=settings()), "init_image.data")
+    truncated = png_bytes(photo(64, 64))[:200]
+    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=image_pb2.Image(data=truncated),
+                       settings=settings()), "init_image.data")
+    small_mask = image_pb2.Mask(data=png_bytes(np.full((32, 32), 255, np.uint8)))
+    expect_invalid(gen(mode=pb.MODE_INPAINT, init_image=init, mask=small_mask, settings=settings()), "mask.data")
+    expect_invalid(gen(mode=pb.MODE_INPAINT, init_image=init, settings=settings()), "mask")
+    expect_invalid(gen(settings=settings(), num_images=9), "num_images")
+    expect_invalid(gen(settings=settings(prompt="")), "settings.prompt")
+    expect_invalid(gen(settings=settings(scheduler="k_fancy")), "settings.scheduler")
+    expect_invalid(gen(settings=settings(steps=151)), "settings.steps")
+    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings()), "init_image")
+    expect_invalid(gen(settings=settings(loras=["nope"])), "settings.loras[0]")
+    expect_invalid(gen(settings=settings(controlnet="tiny-style")), "settings.controlnet")  # a LoRA, not a CN
+    # Prompts longer than the tokenizer's 75 tokens are rejected, never silently cut.
+    violations = expect_invalid(gen(settings=settings(prompt="floral " * 20)), "settings.prompt")
+    assert any("75" in why for _, why in violations)
+    expect_invalid(gen(settings=settings(negative_prompt="blurry " * 20)), "settings.negative_prompt")
+
+    with pytest.raises(grpc.RpcError) as info:
+        server.generate(pb.GenerateRequest(model="no-such-model", settings=settings()))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "tiny" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        server.generate(pb.GenerateRequest(model="tiny", settings=settings(), session_id="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # The service is still fine after all that.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))
+
+
+# -- queue, cancellation, out of memory -------------------------------------------------------------
+
+def test_full_queue_is_resource_exhausted_with_retry_info(gen_server: Start) -> None:
+    server = gen_server(QUEUE_SIZE="1")
+    release = threading.Event()
+    busy = server.service.queue.submit(lambda _t: release.wait(30), Cancellation())  # holds the device
+    assert busy.started.wait(5)
+    waiting = server.service.queue.submit(lambda _t: None, Cancellation())  # fills the one waiting slot
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            server.generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(info.value)
+        assert status is not None
+        retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        assert retry, "RetryInfo detail expected"
+    finally:
+        release.set()
+    waiting.events.get(timeout=10)
+    # With the device free again, requests run; a queued one sees its queue position first.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))
+
+
+def test_cancelling_the_call_stops_the_denoising_loop(gen_server: Start) -> None:
+    server = gen_server()
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))  # load first
+    long = pb.GenerateRequest(model="tiny", settings=settings(steps=150, width_px=256, height_px=256))
+    call = server.stub.Generate(long)
+    seen = 0
+    for event in call:
+        if event.progress.step:
+            seen = event.progress.step
+            break
+    call.cancel()
+    began = time.monotonic()
+    # The next request runs as soon as the device is free: far sooner than 150 steps would take.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=30))
+    assert seen >= 1 and time.monotonic() - began < 10
+    steps = server.service.queue  # the cancelled job is gone from the queue
+    assert steps.position(object()) == 0  # type: ignore[arg-type]
+
+
+def test_deadline_stops_generation_with_deadline_exceeded(gen_server: Start) -> None:
+    server = gen_server()
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
+    long = pb.GenerateRequest(model="tiny", settings=settings(steps=150, width_px=256, height_px=256))
+    began = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        server.generate(long, timeout=1.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=30))
+    assert time.monotonic() - began < 12
+
+
+def test_out_of_memory_is_resource_exhausted_frees_models_and_service_stays_up(
+    gen_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    server = gen_server()
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
+    server.generate(pb.GenerateRequest(model="tiny-single", settings=settings()))
+    held = [weakref.ref(server.service.cache.get(name)) for name in ("tiny", "tiny-single")]
+    real_run = engine.run
+
+    def oom(*args: object, **kwargs: object) -> object:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "run", oom)
+    with pytest.raises(grpc.RpcError) as info:
+        server.generate(pb.GenerateRequest(model="tiny-single", settings=settings()))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "memory" in info.value.details()
+    assert server.service.cache.used_bytes == 0  # every cached model was freed, the one in use too
+    gc.collect()
+    assert [ref() for ref in held] == [None, None]  # really gone, not just forgotten by the cache
+    monkeypatch.setattr(engine, "run", real_run)
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))
+
+
+# -- MakeTileable ------------------------------------------------------------------------------------
+
+def test_make_tileable_over_grpc(gen_server: Start) -> None:
+    server = gen_server()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    weave = (127 + 60 * np.sin(x / 3.0) * np.cos(y / 5.0) + x * 0.6 - y * 0.4 + rng.normal(0, 6, x.shape))
+    texture = np.clip(np.stack([weave, weave * 0.8, weave * 0.6], -1), 0, 255).astype(np.uint8)
+    reply = server.stub.MakeTileable(pb.MakeTileableRequest(image=image_pb2.Image(data=png_bytes(texture))))
+    tile = decode(reply.tile.data)
+    assert tile.shape == texture.shape and (reply.tile.width_px, reply.tile.height_px) == (128, 96)
+    assert reply.seam_error_before > 20 and reply.seam_error < reply.interior_error * 1.5
+    assert _edge_ratio(tile) < 1.5 < _edge_ratio(texture)
+    expect_invalid(lambda: server.stub.MakeTileable(pb.MakeTileableRequest(image=image_pb2.Image(data=b"junk"))),
+                   "image.data")
+    expect_invalid(lambda: server.stub.MakeTileable(pb.MakeTileableRequest(
+        image=image_pb2.Image(data=png_bytes(texture)), blend=0.9)), "blend")
