@@ -264,7 +264,7 @@ def test_autoscaling_cpu_and_custom_metrics(production_docs: list[dict[str, Any]
         {
             "type": "Pods",
             "pods": {
-                "metric": {"name": "atelier_jobs_running"},
+                "metric": {"name": "atelier_generation_queue_depth"},
                 "target": {"type": "AverageValue", "averageValue": "2"},
             },
         }

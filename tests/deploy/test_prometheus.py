@@ -148,6 +148,18 @@ def dashboard_metric_names() -> dict[str, set[str]]:
     return result
 
 
+def hpa_metric_names() -> set[str]:
+    """Custom metrics the HorizontalPodAutoscalers of the shipped values files scale on."""
+    names: set[str] = set()
+    for path in (REPO / "charts" / "atelier" / "values.yaml", REPO / "deploy" / "values-gpu-production.yaml"):
+        for svc in yaml.safe_load(path.read_text())["services"].values():
+            for metric in (svc.get("autoscaling") or {}).get("metrics") or []:
+                spec = metric.get("pods") or metric.get("object") or metric.get("external") or {}
+                if "metric" in spec:
+                    names.add(spec["metric"]["name"])
+    return names
+
+
 def test_dashboards_are_generated_and_well_formed() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "deploy" / "grafana" / "generate.py"), "--check"],
@@ -224,6 +236,8 @@ def test_every_metric_in_rules_and_dashboards_is_exported(service_process: Servi
     } <= exported
     missing_in_rules = rule_metric_names() - exported - EXTERNAL
     assert not missing_in_rules, f"alert rules name metrics no service exports: {sorted(missing_in_rules)}"
+    missing_in_hpa = hpa_metric_names() - exported
+    assert not missing_in_hpa, f"autoscalers scale on metrics no service exports: {sorted(missing_in_hpa)}"
     for dashboard, names in dashboard_metric_names().items():
         missing = names - exported - EXTERNAL
         assert not missing, f"{dashboard} names metrics no service exports: {sorted(missing)}"
