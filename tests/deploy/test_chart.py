@@ -376,3 +376,18 @@ def test_a_writable_model_volume_for_a_training_service() -> None:
     assert mounts["models"]["readOnly"] is False
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "recs-models", "readOnly": False}
+
+
+def test_helm_test_hook_checks_every_enabled_service(production_docs: list[dict[str, Any]]) -> None:
+    pod = by_kind(production_docs, "Pod")["atelier-test-health"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    targets = dict(t.split("=") for t in env["TARGETS"].split(","))
+    assert targets == {f"atelier-{s}:{DEFAULT_PORTS[s][0]}": GRPC_SERVICES[s] for s in SERVICES}
+    assert env["TLS"] == "1"
+    assert pod["spec"]["volumes"] == [{"name": "tls", "secret": {"secretName": "atelier-tls"}}]
+    # It passes the NetworkPolicy as a client.
+    assert pod["metadata"]["labels"]["atelier-client"] == "true"
+    only_body = render({"services": {s: {"enabled": s == "body"} for s in SERVICES}})
+    pod = by_kind(only_body, "Pod")["atelier-test-health"]
+    assert pod["spec"]["containers"][0]["env"][0]["value"] == "atelier-body:50052=atelier.body.v1.BodyService"

@@ -174,3 +174,23 @@ def test_service_on_postgresql_from_the_database_url(service_process: ServicePro
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}"'))
         admin.dispose()
     assert port > 0 and os.path.basename(service_url) == database
+
+
+@pytest.mark.slow
+def test_helm_test_hook_script_against_running_services(service_process: ServiceProcess) -> None:
+    chart = helm.Chart.load(str(REPO / "charts" / "atelier"))
+    manifests = chart.render({}, name="atelier", namespace="atelier")
+    pod = yaml.safe_load(manifests["atelier/templates/tests/test-health.yaml"])
+    container = pod["spec"]["containers"][0]
+    assert container["command"][:2] == ["python", "-c"]
+    script = [sys.executable, "-c", container["command"][2]]
+    _proc, port, _metrics = service_process("nesting")
+    env = {**os.environ, "TLS": "0", "TARGETS": f"127.0.0.1:{port}=atelier.nesting.v1.NestingService"}
+    result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "atelier.nesting.v1.NestingService: SERVING" in result.stdout
+    # A service that does not answer fails the test hook.
+    env["TARGETS"] += f",127.0.0.1:{port}=atelier.trends.v1.TrendsService"
+    result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "atelier.trends.v1.TrendsService: NOT_FOUND" in result.stdout
