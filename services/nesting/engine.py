@@ -226,6 +226,8 @@ def make_marker(
                 raise CancelledError(cancellation.reason or "cancelled")
             arrived.wait(0.1)
             arrived.clear()
+            # Read before draining: once the reader has ended, this batch holds its last lines.
+            reader_done = not reader.is_alive()
             with lock:
                 batch, lines[:] = list(lines), []
             for line in batch:
@@ -253,7 +255,8 @@ def make_marker(
                     best = marker
                     last_sent = time.monotonic()
                     on_progress(marker)
-            if not reader.is_alive() and not batch and proc.poll() is not None:
+            if reader_done:
+                proc.wait()
                 err = proc.stderr.read() if proc.stderr else ""
                 raise SolverError(
                     f"the solver stopped without an answer (exit {proc.returncode}): {err[-500:]}"
