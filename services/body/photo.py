@@ -161,6 +161,11 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
     person = parts[0]
     ys = np.nonzero(person)[0]
     top, bottom = int(ys.min()), int(ys.max())
+    # GrabCut always returns some foreground; on an empty scene it has no contrast with the rest.
+    lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
+    if contrast < 12.0 or bottom - top < 0.25 * h:
+        raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
     if len(parts) > 1:
         ys2, _ = np.nonzero(parts[1])
         if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
@@ -170,9 +175,11 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         # A pose model that sees nobody while GrabCut finds a figure: a render, a mannequin, or no person.
         method = "grabcut(no landmarks)"
     cut = []
-    if top <= 1:
+    # GrabCut's frame keeps ~1% of the height as background, so "touching the edge" means within that.
+    edge = int(0.015 * h) + 2
+    if top <= edge:
         cut.append("head")
-    if bottom >= h - 2:
+    if bottom >= h - 1 - edge:
         cut.append("feet")
     for name in ("left_ankle", "right_ankle"):
         lm = landmarks.get(name)

@@ -6,7 +6,16 @@ import json
 
 from shapely.geometry import Polygon
 
-from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, chart_problems, recommend, size_grid, skirt_block
+from atelier.body.sizing import (
+    BodyMeasurement,
+    Size,
+    SizeChart,
+    SizeRange,
+    chart_problems,
+    recommend,
+    size_grid,
+    skirt_block,
+)
 
 
 def chart() -> SizeChart:
