@@ -449,6 +449,8 @@ def _watch(
                 if status.reason == "DeadlineExceeded":
                     raise DeadlineExceededError(status.message)
                 raise JobFailedError(status.message)
+            if _cancel_requested(handle):
+                handle.cancellation.cancel("cancelled by request")
             handle.progress(status.fraction, status.message)  # raises CancelledError when cancelled
             deadline = time.monotonic() + poll_interval_s
             while time.monotonic() < deadline:
@@ -460,6 +462,13 @@ def _watch(
             raise jobs_module.JobDetached(f"{name} keeps running; watching stops with this process") from None
         runner.stop(name)
         raise
+
+
+def _cancel_requested(handle: JobHandle) -> bool:
+    """A cancel sent to another replica of the service reaches this watcher through the store."""
+    table = jobs_module.operations_table
+    with handle.manager.store.engine.connect() as conn:
+        return bool(conn.scalar(sa.select(table.c.cancel_requested).where(table.c.name == handle.name)))
 
 
 def submit(

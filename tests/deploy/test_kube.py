@@ -485,3 +485,18 @@ def test_a_lasting_api_outage_fails_the_operation(manager: Any, monkeypatch: pyt
     assert op.done and op.error.code == code_pb2.INTERNAL
     assert "Service Unavailable" in op.error.message
     assert api.failures == 97
+
+
+def test_a_cancel_sent_to_another_replica_deletes_the_job(manager: Any) -> None:
+    replica_a, replica_b = manager(), manager()  # two pods of the service on one database
+    api = FakeBatchApi([(1, None)])
+    name = kube.submit(
+        replica_a, "train_model", TASK, kube.KubernetesRunner(SETTINGS, batch_api=api), poll_interval_s=0.05
+    )
+    deadline = time.monotonic() + 5
+    while api.reads < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    replica_b.cancel(name)
+    op = replica_a.wait(name, timeout_s=10)
+    assert op.done and op.error.code == code_pb2.CANCELLED
+    assert [d[0] for d in api.deleted] == [kube.job_name("recommendations", name)]
