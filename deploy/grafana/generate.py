@@ -198,6 +198,47 @@ DOMAIN: dict[str, list[Panel]] = {
         ),
         *GPU_PANELS,
     ],
+    "body": [
+        Panel(
+            "Measurements by outcome",
+            (("sum by (outcome) (rate(atelier_body_measure_total[$__rate_interval]))", "{{outcome}}"),),
+            "ops",
+        ),
+        Panel(
+            "MeasureBody time p50 / p90",
+            (
+                (q(0.5, "atelier_body_measure_seconds", "atelier_service"), "p50"),
+                (q(0.9, "atelier_body_measure_seconds", "atelier_service"), "p90"),
+            ),
+            "s",
+        ),
+        Panel(
+            "Prediction uncertainty (chest sd) median",
+            ((q(0.5, "atelier_body_prediction_stddev_centimetres", "atelier_service"), "median sd"),),
+            "short",
+            description="centimetres; lower means more confident measurements",
+        ),
+        Panel(
+            "Photo values rejected as implausible",
+            (
+                (
+                    "sum by (measurement) (rate(atelier_body_photo_observations_rejected_total[$__rate_interval]))",
+                    "{{measurement}}",
+                ),
+            ),
+            "ops",
+        ),
+        Panel(
+            "Size recommendations (between sizes or not)",
+            (
+                (
+                    "sum by (between_sizes) (rate(atelier_body_recommendations_total[$__rate_interval]))",
+                    "between sizes: {{between_sizes}}",
+                ),
+            ),
+            "ops",
+        ),
+    ],
     "nesting": [
         Panel(
             "Marker efficiency p10 / median",
