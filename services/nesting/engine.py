@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import threading
@@ -61,6 +62,12 @@ class SolverLayout:
     elapsed_s: float
 
 
+def _origin(item: ItemType) -> tuple[float, float]:
+    """The solver gets outlines moved to start at (0, 0): CAD coordinates can lie far from the
+    origin, and the solver computes in float32, whose precision falls with the magnitude."""
+    return min(x for x, _ in item.outline_mm), min(y for _, y in item.outline_mm)
+
+
 def solver_job(request: MarkerRequest, items: list[ItemType], workers: int | None) -> dict[str, Any]:
     """The JSON the worker reads: the strip-packing instance and the solver config."""
     fabric = request.fabric
@@ -71,7 +78,7 @@ def solver_job(request: MarkerRequest, items: list[ItemType], workers: int | Non
         "items": [
             {
                 "id": it.key,
-                "shape": [list(p) for p in it.outline_mm],
+                "shape": [[x - _origin(it)[0], y - _origin(it)[1]] for x, y in it.outline_mm],
                 "demand": it.demand,
                 "orientations": it.rotations_deg,
             }
@@ -100,7 +107,10 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         # The solver works in float32; snap the rotation to the allowed angle it stands for.
         if item.rotations_deg is not None:
             rotation = _nearest_angle(rotation, item.rotations_deg)
-        tx, ty = x + dx, y + dy
+        # The solver placed the outline moved to its origin (see _origin): fold that back in.
+        ox, oy = _origin(item)
+        c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+        tx, ty = x + dx - (c * ox - s * oy), y + dy - (s * ox + c * oy)
         placed.append(
             PlacedPiece(
                 piece.id,

@@ -25,7 +25,7 @@ from atelier.nesting.domain import (
     placed_count,
     transform,
 )
-from atelier.nesting.engine import SolverLayout, to_marker
+from atelier.nesting.engine import SolverLayout, solver_job, to_marker
 from atelier.nesting.verify import VerificationError, verify_marker
 from tests.conftest import SHARED_BENCHMARKS
 from tests.nesting.garment import CUFF, FRONT, SLEEVE, shirt_dxf, signed_area
@@ -190,3 +190,26 @@ def test_exports_carry_the_layout() -> None:
     assert hpgl.startswith("IN;") and hpgl.count("PD") == 3 and "PU4600,400;" in hpgl  # 115 mm x 40 units
     data = json.loads(json.dumps(formats.marker_json(marker)))
     assert data["efficiency"] == pytest.approx(20000.0 / (300.0 * 215.0))
+
+
+def test_outlines_far_from_the_origin_are_placed_where_the_solver_put_them() -> None:
+    far = tuple((x + 50_000.0, y - 20_000.0) for x, y in SQUARE)
+    req = MarkerRequest(
+        (PieceSpec("far", far, quantity=1, grain=Grain.WOVEN),), FabricSpec(300.0, edge_margin_mm=5.0)
+    )
+    items = expand_items(req)
+    job = solver_job(req, items, workers=1)
+    # The solver sees the outline moved to (0, 0); float32 keeps its precision there.
+    assert (
+        min(x for x, _ in job["items"][0]["shape"]) == 0.0
+        and min(y for _, y in job["items"][0]["shape"]) == 0.0
+    )
+    # Rotated 180 about the origin the square spans -100..0, so the solver translates it by 100.
+    marker = to_marker(req, items, SolverLayout(100.0, [("p0", 180.0, 100.0, 100.0)], True, 1.0))
+    verify_marker(req, marker)
+    xs = [x for x, _ in marker.placements[0].outline_mm]
+    ys = [y for _, y in marker.placements[0].outline_mm]
+    assert (min(xs), max(xs), min(ys), max(ys)) == pytest.approx((0.0, 100.0, 5.0, 105.0))
+    placed = marker.placements[0]
+    expected = transform(far, 180.0, placed.x_mm, placed.y_mm)
+    assert [c for p in placed.outline_mm for c in p] == pytest.approx([c for p in expected for c in p])
