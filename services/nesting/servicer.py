@@ -231,7 +231,7 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         )
     spacing = request.spacing_mm
     v.check(
-        _finite(spacing) and 0 <= spacing < max(width, 0) + 1e-300,
+        _finite(spacing) and spacing >= 0 and (width <= 0 or spacing < width),
         "spacing_mm",
         "must be >= 0 and < the width",
     )
