@@ -48,22 +48,22 @@ class _ValueKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueKind.V
     VALUE_KIND_UNSPECIFIED: _ValueKind.ValueType  # 0
     """treated as VALUE_KIND_SHARE"""
     VALUE_KIND_COUNT: _ValueKind.ValueType  # 1
-    """non-negative counts"""
+    """non-negative counts (e.g. units sold)"""
     VALUE_KIND_SHARE: _ValueKind.ValueType  # 2
     """share of posts/searches, non-negative"""
     VALUE_KIND_INDEX: _ValueKind.ValueType  # 3
-    """any real number"""
+    """any finite real number"""
 
 class ValueKind(_ValueKind, metaclass=_ValueKindEnumTypeWrapper): ...
 
 VALUE_KIND_UNSPECIFIED: ValueKind.ValueType  # 0
 """treated as VALUE_KIND_SHARE"""
 VALUE_KIND_COUNT: ValueKind.ValueType  # 1
-"""non-negative counts"""
+"""non-negative counts (e.g. units sold)"""
 VALUE_KIND_SHARE: ValueKind.ValueType  # 2
 """share of posts/searches, non-negative"""
 VALUE_KIND_INDEX: ValueKind.ValueType  # 3
-"""any real number"""
+"""any finite real number"""
 Global___ValueKind: _TypeAlias = ValueKind  # noqa: Y015
 
 class _TrendClass:
@@ -94,12 +94,17 @@ class Observation(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_NUMBER: _builtins.int
     series: _builtins.str
-    """The series key, e.g. "female/shoes/loafers/fr". Required."""
+    """The series key, e.g. "fr_female_shoes_12". Required, 1..256 characters."""
     value: _builtins.float
+    """Finite; >= 0 for COUNT and SHARE series."""
     external: _builtins.float
-    """An optional external signal at the same time (e.g. the trend among influencers)."""
+    """An optional external signal at the same time (e.g. the trend among fashion-forward
+    influencers, which HERMES showed improves forecasts). Finite when set.
+    """
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (week or day), UTC. Required; weekly series keep one weekday."""
+
     def __init__(
         self,
         *,
@@ -146,13 +151,24 @@ class SeriesInfo(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     FREQUENCY_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    OBSERVATION_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_TIME_FIELD_NUMBER: _builtins.int
+    LAST_TIME_FIELD_NUMBER: _builtins.int
     series: _builtins.str
     frequency: Global___Frequency.ValueType
     kind: Global___ValueKind.ValueType
+    observation_count: _builtins.int
+    """Output only."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Attribute labels, e.g. {"category": "shoes", "colour": "black", "market": "fr"}."""
 
+    @_builtins.property
+    def first_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: the first and last observed periods."""
+
+    @_builtins.property
+    def last_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -160,10 +176,13 @@ class SeriesInfo(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         frequency: Global___Frequency.ValueType = ...,
         kind: Global___ValueKind.ValueType = ...,
+        observation_count: _builtins.int = ...,
+        first_time: _timestamp_pb2.Timestamp | None = ...,
+        last_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_time", b"first_time", "last_time", b"last_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "kind", b"kind", "labels", b"labels", "series", b"series"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_time", b"first_time", "frequency", b"frequency", "kind", b"kind", "labels", b"labels", "last_time", b"last_time", "observation_count", b"observation_count", "series", b"series"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,7 +198,10 @@ class IngestObservationsRequest(_message.Message):
     def observations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Observation]: ...
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesInfo]:
-        """Labels and kinds of the series in this batch (optional after the first upload)."""
+        """Labels, frequency and kind of the series in this batch. Optional: a series seen for the
+        first time without one is weekly, SHARE, unlabelled. Given again, labels are replaced;
+        frequency and kind cannot change once the series has observations.
+        """
 
     def __init__(
         self,
@@ -201,18 +223,22 @@ class IngestObservationsResponse(_message.Message):
 
     INSERTED_FIELD_NUMBER: _builtins.int
     UNCHANGED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
     inserted: _builtins.int
     unchanged: _builtins.int
-    """Same series, timestamp and value as already stored."""
+    """Same series, time and value as already stored."""
+    updated: _builtins.int
+    """Stored (series, time) given a different value by this request (a correction)."""
     def __init__(
         self,
         *,
         inserted: _builtins.int = ...,
         unchanged: _builtins.int = ...,
+        updated: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inserted", b"inserted", "unchanged", b"unchanged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inserted", b"inserted", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,7 +272,7 @@ class SeriesFilter(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def series(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Exact series keys; empty with empty labels means all series."""
+        """Exact series keys; empty with empty labels means all series of the tenant."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -274,6 +300,7 @@ class ListSeriesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """1..1000, default 100."""
     page_token: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
@@ -316,6 +343,49 @@ class ListSeriesResponse(_message.Message):
 Global___ListSeriesResponse: _TypeAlias = ListSeriesResponse  # noqa: Y015
 
 @_typing.final
+class GetSeriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    series: _builtins.str
+    def __init__(
+        self,
+        *,
+        series: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSeriesRequest: _TypeAlias = GetSeriesRequest  # noqa: Y015
+
+@_typing.final
+class GetSeriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def info(self) -> Global___SeriesInfo: ...
+    @_builtins.property
+    def observations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Observation]: ...
+    def __init__(
+        self,
+        *,
+        info: Global___SeriesInfo | None = ...,
+        observations: _abc.Iterable[Global___Observation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "observations", b"observations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSeriesResponse: _TypeAlias = GetSeriesResponse  # noqa: Y015
+
+@_typing.final
 class ForecastRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -326,12 +396,14 @@ class ForecastRequest(_message.Message):
     horizon: _builtins.int
     """Steps ahead (weeks or days). Required, 1..104 weekly, 1..730 daily."""
     model: _builtins.str
-    """A model name ("auto" or empty: chosen by backtest)."""
+    """"auto" or empty (the method chosen by backtest, see README), or one of "ensemble",
+    "gbm", "mstl", "theta", "ets", "snaive", "naive".
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Prediction interval levels in percent, e.g. [80, 95]."""
+        """Prediction interval levels in percent, e.g. [80, 95]; default [80, 95]."""
 
     def __init__(
         self,
@@ -396,7 +468,7 @@ class SeriesForecast(_message.Message):
     def intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]: ...
     @_builtins.property
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """e.g. "history shorter than two seasons: non-seasonal model used"."""
+        """e.g. "history of 60 weeks is shorter than two seasons: non-seasonal model used"."""
 
     def __init__(
         self,
@@ -443,10 +515,13 @@ class ClassifyTrendsRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     TOP_MOVERS_FIELD_NUMBER: _builtins.int
+    CATEGORY_LABEL_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
-    """Year-on-year change beyond which a trend is rising or declining; default 0.05 (HERMES)."""
+    """Year-on-year change beyond which a trend is rising or declining; 0 means 0.05 (HERMES)."""
     top_movers: _builtins.int
-    """How many top movers per category to return."""
+    """How many top movers per category to return; 0 means 5, at most 100."""
+    category_label: _builtins.str
+    """The label that names a series' category for top movers; empty means "category"."""
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     def __init__(
@@ -455,10 +530,11 @@ class ClassifyTrendsRequest(_message.Message):
         filter: Global___SeriesFilter | None = ...,
         threshold: _builtins.float = ...,
         top_movers: _builtins.int = ...,
+        category_label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_label", b"category_label", "filter", b"filter", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,14 +551,19 @@ class TrendClassification(_message.Message):
     LAST_YEAR_MEAN_FIELD_NUMBER: _builtins.int
     NEXT_YEAR_MEAN_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     series: _builtins.str
     trend: Global___TrendClass.ValueType
     emerging: _builtins.bool
+    """Small (last year's mean in the tenant's lowest third) and accelerating (growth of the
+    last quarter over the quarter before it larger than the threshold, and forecast rising).
+    """
     yoy_change: _builtins.float
     """Forecast year's mean over the last observed year's mean, minus 1."""
     last_year_mean: _builtins.float
     next_year_mean: _builtins.float
     explanation: _builtins.str
+    model: _builtins.str
     def __init__(
         self,
         *,
@@ -493,10 +574,11 @@ class TrendClassification(_message.Message):
         last_year_mean: _builtins.float = ...,
         next_year_mean: _builtins.float = ...,
         explanation: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emerging", b"emerging", "explanation", b"explanation", "last_year_mean", b"last_year_mean", "next_year_mean", b"next_year_mean", "series", b"series", "trend", b"trend", "yoy_change", b"yoy_change"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emerging", b"emerging", "explanation", b"explanation", "last_year_mean", b"last_year_mean", "model", b"model", "next_year_mean", b"next_year_mean", "series", b"series", "trend", b"trend", "yoy_change", b"yoy_change"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,7 +615,7 @@ class ClassifyTrendsResponse(_message.Message):
     def trends(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrendClassification]: ...
     @_builtins.property
     def top_movers(self) -> _containers.MessageMap[_builtins.str, Global___TopMovers]:
-        """Series keys of the top movers, per category label."""
+        """Series keys of the top movers, per category label value."""
 
     def __init__(
         self,
@@ -556,9 +638,13 @@ class TopMovers(_message.Message):
     RISING_FIELD_NUMBER: _builtins.int
     DECLINING_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def rising(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def rising(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Largest yoy_change first."""
+
     @_builtins.property
-    def declining(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def declining(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Most negative yoy_change first."""
+
     def __init__(
         self,
         *,
@@ -581,10 +667,13 @@ class ForecastDemandRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
+    """1..104 weekly, 1..730 daily."""
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
-    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Default [80, 95]."""
+
     def __init__(
         self,
         *,
@@ -606,7 +695,9 @@ class ForecastDemandResponse(_message.Message):
 
     FORECASTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesForecast]: ...
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesForecast]:
+        """model names the demand class and method, e.g. "intermittent:CrostonSBA"."""
+
     def __init__(
         self,
         *,
@@ -629,11 +720,17 @@ class BacktestRequest(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
+    """Steps per window; 1..104 weekly, 1..730 daily."""
     windows: _builtins.int
+    """Rolling-origin windows, 1..8, default 1; window k forecasts the horizon ending k-1
+    horizons before the last observation.
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
-    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models to compare; empty means all named in ForecastRequest.model except "auto"."""
+
     def __init__(
         self,
         *,
@@ -658,11 +755,18 @@ class ModelScore(_message.Message):
     MASE_FIELD_NUMBER: _builtins.int
     CLASS_ACCURACY_FIELD_NUMBER: _builtins.int
     SMAPE_FIELD_NUMBER: _builtins.int
+    SERIES_COUNT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     mase: _builtins.float
+    """Mean over series and windows of the seasonal MASE (naive seasonal scale from the
+    window's training part; non-seasonal scale when it has less than two seasons).
+    """
     class_accuracy: _builtins.float
-    """Share of series whose rising/flat/declining class the forecast got right."""
+    """Share of (series, window) whose rising/flat/declining class the forecast got right
+    (year-on-year rule with the 5% threshold; horizon-mean over the last season's mean).
+    """
     smape: _builtins.float
+    series_count: _builtins.int
     def __init__(
         self,
         *,
@@ -670,10 +774,11 @@ class ModelScore(_message.Message):
         mase: _builtins.float = ...,
         class_accuracy: _builtins.float = ...,
         smape: _builtins.float = ...,
+        series_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_accuracy", b"class_accuracy", "mase", b"mase", "model", b"model", "smape", b"smape"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_accuracy", b"class_accuracy", "mase", b"mase", "model", b"model", "series_count", b"series_count", "smape", b"smape"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

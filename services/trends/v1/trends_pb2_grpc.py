@@ -28,6 +28,13 @@ if _version_not_supported:
 
 class TrendsServiceStub:
     """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+    - 100,000 observations per IngestObservations request (and per streamed message);
+    - series keys 1..256 characters, at most 16 labels per series;
+    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - prediction interval levels 1..99 percent, at most 4 levels;
+    - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
     """
 
     def __init__(self, channel):
@@ -50,6 +57,11 @@ class TrendsServiceStub:
                 '/atelier.trends.v1.TrendsService/ListSeries',
                 request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesRequest.SerializeToString,
                 response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesResponse.FromString,
+                _registered_method=True)
+        self.GetSeries = channel.unary_unary(
+                '/atelier.trends.v1.TrendsService/GetSeries',
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesRequest.SerializeToString,
+                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesResponse.FromString,
                 _registered_method=True)
         self.Forecast = channel.unary_unary(
                 '/atelier.trends.v1.TrendsService/Forecast',
@@ -80,17 +92,28 @@ class TrendsServiceStub:
 
 class TrendsServiceServicer:
     """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+    - 100,000 observations per IngestObservations request (and per streamed message);
+    - series keys 1..256 characters, at most 16 labels per series;
+    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - prediction interval levels 1..99 percent, at most 4 levels;
+    - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
     """
 
     def IngestObservations(self, request, context):
-        """Stores observations; idempotent on (series, timestamp).
+        """Stores observations; idempotent on (series, time): the same value again is counted as
+        unchanged. Two different values for one (series, time) within a request are rejected. A
+        later request with a different value for a stored (series, time) is a correction: the new
+        value replaces the old one and is counted as updated. Committed before the call returns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamObservations(self, request_iterator, context):
-        """The same, as a client stream of batches.
+        """The same, as a client stream of batches; each batch is committed as it arrives, so a
+        broken stream keeps what was acknowledged before the break (re-sending it is harmless).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +125,13 @@ class TrendsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSeries(self, request, context):
+        """Observations of one series (history for plots and exports).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Forecast(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -109,7 +139,8 @@ class TrendsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StartForecast(self, request, context):
-        """Forecast as a long-running operation for large series sets; response is ForecastResponse.
+        """Forecast as a long-running operation for large series sets; the response is a
+        ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +182,11 @@ def add_TrendsServiceServicer_to_server(servicer, server):
                     request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesRequest.FromString,
                     response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesResponse.SerializeToString,
             ),
+            'GetSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeries,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesRequest.FromString,
+                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesResponse.SerializeToString,
+            ),
             'Forecast': grpc.unary_unary_rpc_method_handler(
                     servicer.Forecast,
                     request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastRequest.FromString,
@@ -186,6 +222,13 @@ def add_TrendsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrendsService:
     """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+    - 100,000 observations per IngestObservations request (and per streamed message);
+    - series keys 1..256 characters, at most 16 labels per series;
+    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - prediction interval levels 1..99 percent, at most 4 levels;
+    - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
     """
 
     @staticmethod
@@ -259,6 +302,33 @@ class TrendsService:
             '/atelier.trends.v1.TrendsService/ListSeries',
             atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesRequest.SerializeToString,
             atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.trends.v1.TrendsService/GetSeries',
+            atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.GetSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

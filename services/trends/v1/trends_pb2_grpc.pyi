@@ -28,43 +28,87 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TrendsServiceStub:
-    """Trend signals per tenant: ingest, forecast, classify, demand, backtest."""
+    """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+      - 100,000 observations per IngestObservations request (and per streamed message);
+      - series keys 1..256 characters, at most 16 labels per series;
+      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - prediction interval levels 1..99 percent, at most 4 levels;
+      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TrendsServiceAsyncStub: ...
     IngestObservations: _grpc.UnaryUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]
-    """Stores observations; idempotent on (series, timestamp)."""
+    """Stores observations; idempotent on (series, time): the same value again is counted as
+    unchanged. Two different values for one (series, time) within a request are rejected. A
+    later request with a different value for a stored (series, time) is a correction: the new
+    value replaces the old one and is counted as updated. Committed before the call returns.
+    """
     StreamObservations: _grpc.StreamUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]
-    """The same, as a client stream of batches."""
+    """The same, as a client stream of batches; each batch is committed as it arrives, so a
+    broken stream keeps what was acknowledged before the break (re-sending it is harmless).
+    """
     ListSeries: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ListSeriesRequest, _trends_pb2.ListSeriesResponse]
+    GetSeries: _grpc.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]
+    """Observations of one series (history for plots and exports)."""
     Forecast: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _trends_pb2.ForecastResponse]
     StartForecast: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _operations_pb2.Operation]
-    """Forecast as a long-running operation for large series sets; response is ForecastResponse."""
+    """Forecast as a long-running operation for large series sets; the response is a
+    ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
+    """
     ClassifyTrends: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]
     ForecastDemand: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]
     Backtest: _grpc.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]
 
 @_typing.type_check_only
 class TrendsServiceAsyncStub(TrendsServiceStub):
-    """Trend signals per tenant: ingest, forecast, classify, demand, backtest."""
+    """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+      - 100,000 observations per IngestObservations request (and per streamed message);
+      - series keys 1..256 characters, at most 16 labels per series;
+      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - prediction interval levels 1..99 percent, at most 4 levels;
+      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IngestObservations: _aio.UnaryUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]  # type: ignore[assignment]
-    """Stores observations; idempotent on (series, timestamp)."""
+    """Stores observations; idempotent on (series, time): the same value again is counted as
+    unchanged. Two different values for one (series, time) within a request are rejected. A
+    later request with a different value for a stored (series, time) is a correction: the new
+    value replaces the old one and is counted as updated. Committed before the call returns.
+    """
     StreamObservations: _aio.StreamUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]  # type: ignore[assignment]
-    """The same, as a client stream of batches."""
+    """The same, as a client stream of batches; each batch is committed as it arrives, so a
+    broken stream keeps what was acknowledged before the break (re-sending it is harmless).
+    """
     ListSeries: _aio.UnaryUnaryMultiCallable[_trends_pb2.ListSeriesRequest, _trends_pb2.ListSeriesResponse]  # type: ignore[assignment]
+    GetSeries: _aio.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]  # type: ignore[assignment]
+    """Observations of one series (history for plots and exports)."""
     Forecast: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _trends_pb2.ForecastResponse]  # type: ignore[assignment]
     StartForecast: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _operations_pb2.Operation]  # type: ignore[assignment]
-    """Forecast as a long-running operation for large series sets; response is ForecastResponse."""
+    """Forecast as a long-running operation for large series sets; the response is a
+    ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
+    """
     ClassifyTrends: _aio.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]  # type: ignore[assignment]
     ForecastDemand: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]  # type: ignore[assignment]
     Backtest: _aio.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]  # type: ignore[assignment]
 
 class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Trend signals per tenant: ingest, forecast, classify, demand, backtest."""
+    """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
+
+    Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
+      - 100,000 observations per IngestObservations request (and per streamed message);
+      - series keys 1..256 characters, at most 16 labels per series;
+      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - prediction interval levels 1..99 percent, at most 4 levels;
+      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+    """
 
     @_abc_1.abstractmethod
     def IngestObservations(
@@ -72,7 +116,11 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trends_pb2.IngestObservationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trends_pb2.IngestObservationsResponse, _abc.Awaitable[_trends_pb2.IngestObservationsResponse]]:
-        """Stores observations; idempotent on (series, timestamp)."""
+        """Stores observations; idempotent on (series, time): the same value again is counted as
+        unchanged. Two different values for one (series, time) within a request are rejected. A
+        later request with a different value for a stored (series, time) is a correction: the new
+        value replaces the old one and is counted as updated. Committed before the call returns.
+        """
 
     @_abc_1.abstractmethod
     def StreamObservations(
@@ -80,7 +128,9 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_trends_pb2.IngestObservationsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_trends_pb2.IngestObservationsResponse, _abc.Awaitable[_trends_pb2.IngestObservationsResponse]]:
-        """The same, as a client stream of batches."""
+        """The same, as a client stream of batches; each batch is committed as it arrives, so a
+        broken stream keeps what was acknowledged before the break (re-sending it is harmless).
+        """
 
     @_abc_1.abstractmethod
     def ListSeries(
@@ -88,6 +138,14 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trends_pb2.ListSeriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trends_pb2.ListSeriesResponse, _abc.Awaitable[_trends_pb2.ListSeriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSeries(
+        self,
+        request: _trends_pb2.GetSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trends_pb2.GetSeriesResponse, _abc.Awaitable[_trends_pb2.GetSeriesResponse]]:
+        """Observations of one series (history for plots and exports)."""
 
     @_abc_1.abstractmethod
     def Forecast(
@@ -102,7 +160,9 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trends_pb2.ForecastRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
-        """Forecast as a long-running operation for large series sets; response is ForecastResponse."""
+        """Forecast as a long-running operation for large series sets; the response is a
+        ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
+        """
 
     @_abc_1.abstractmethod
     def ClassifyTrends(

@@ -1,0 +1,210 @@
+"""Forecasts with prediction intervals: statsforecast models per series, a global LightGBM
+model across series, and their ensemble (the default, chosen by backtest; see README.md).
+
+Pure domain: arrays in, arrays out, no gRPC. Fitting of the per-series models runs in a pool of
+worker processes (one per core by default); the global model trains in the calling process at
+the same time, so both cores of a small machine are busy.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atelier.runtime.errors import InvalidArgumentError
+from atelier.trends import global_model
+
+# "auto" means this. Chosen by backtest on the Heuritech sample's training part (forecasting
+# 2018 from 2015-2017, never the 2019 test year): (2 x gbm + mstl) / 3 scored seasonal MASE
+# 0.658 there, gbm alone 0.673, mstl 0.752, seasonal naive 0.826.
+DEFAULT_MODEL = "ensemble"
+MODELS = ("ensemble", "gbm", "mstl", "theta", "ets", "snaive", "naive")
+# Fewer periods than this cannot be forecast at all (no model estimates anything from less).
+MIN_HISTORY = 8
+DEFAULT_LEVELS = (80, 95)
+# Weight of the global model in the ensemble (the rest is MSTL), from the same backtest.
+ENSEMBLE_GBM_WEIGHT = 2 / 3
+
+
+@dataclass
+class Prediction:
+    mean: np.ndarray
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]]
+    model: str
+    notes: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+# -- the per-series statsforecast models, fitted in worker processes ---------------------------
+
+def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignore[no-untyped-def]
+    from statsforecast.models import MSTL, AutoETS, AutoTheta, Naive, SeasonalNaive
+
+    if not seasonal:
+        # Too short for a seasonal model: non-seasonal ETS (level and damped or no trend).
+        return {"naive": Naive(alias="m"), "snaive": Naive(alias="m")}.get(name, AutoETS(model="ZZN", alias="m"))
+    if name in ("mstl", "ensemble", "gbm"):
+        return MSTL(season_length=season, trend_forecaster=AutoETS(model="ZZN"), alias="m")
+    if name == "theta":
+        return AutoTheta(season_length=season, alias="m")
+    if name == "ets":
+        # statsforecast's ETS, like R's, keeps seasonal states only up to 24 periods.
+        return AutoETS(season_length=season if season <= 24 else 1, alias="m")
+    if name == "snaive":
+        return SeasonalNaive(season_length=season, alias="m")
+    return Naive(alias="m")
+
+
+def fit_chunk(name: str, season: int, seasonal: bool, histories: list[np.ndarray], horizon: int,
+              levels: Sequence[int]) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
+    """Fits one model per series of a chunk (runs in a worker process)."""
+    import pandas as pd
+    from statsforecast import StatsForecast
+
+    frame = pd.DataFrame({
+        "unique_id": np.concatenate([np.full(len(y), i) for i, y in enumerate(histories)]),
+        "ds": np.concatenate([np.arange(len(y)) for y in histories]),
+        "y": np.concatenate(histories),
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = StatsForecast(models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1).forecast(
+            df=frame, h=horizon, level=list(levels))
+    out = []
+    for i in range(len(histories)):
+        rows = result[result["unique_id"] == i]
+        intervals = {lv: (rows[f"m-lo-{lv}"].to_numpy(float), rows[f"m-hi-{lv}"].to_numpy(float)) for lv in levels}
+        out.append((rows["m"].to_numpy(float), intervals))
+    return out
+
+
+class FitPool:
+    """Worker processes for model fitting, started once and reused.
+
+    forkserver, not fork: forking a process that runs gRPC threads can deadlock the child.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            return self._pool
+
+    def warm(self) -> None:
+        """Starts the workers and has each import and compile the models (a few seconds)."""
+        pool = self._get()
+        sample = [np.sin(np.arange(120) * 2 * np.pi / 52) + 2.0]
+        futures = [pool.submit(fit_chunk, "mstl", 52, True, sample, 4, [80]) for _ in range(self.workers)]
+        for f in futures:
+            f.result()
+
+    def submit(self, *args: object) -> Future:  # type: ignore[type-arg]
+        return self._get().submit(fit_chunk, *args)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# -- one request ---------------------------------------------------------------------------------
+
+def check_histories(names: Sequence[str], lengths: Sequence[int], field_path: str = "filter") -> None:
+    """INVALID_ARGUMENT naming every series too short to forecast at all."""
+    short = [(n, k) for n, k in zip(names, lengths, strict=True) if k < MIN_HISTORY]
+    if short:
+        shown = ", ".join(f"{n!r} has {k}" for n, k in short[:5])
+        raise InvalidArgumentError.for_field(
+            field_path, f"too short history: {shown} observations; at least {MIN_HISTORY} are needed to "
+            "forecast (a non-seasonal model is used from there up to two seasons)")
+
+
+def predict(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | None], season: int, horizon: int,
+            levels: Sequence[int], model: str, non_negative: Sequence[bool], pool: FitPool,
+            progress: ProgressFn | None = None, chunk_size: int = 200,
+            gbm_config: global_model.GlobalModelConfig | None = None) -> list[Prediction]:
+    """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values."""
+    model = DEFAULT_MODEL if model in ("", "auto") else model
+    levels = sorted(set(levels)) or list(DEFAULT_LEVELS)
+    count = len(histories)
+    seasonal = [len(y) >= 2 * season for y in histories]
+    # The statistical model of each series: itself for statsforecast models, MSTL for gbm/ensemble
+    # (for the intervals, and as the ensemble's second member).
+    stat_name = model if model not in ("gbm", "ensemble") else "mstl"
+    jobs: list[tuple[Future, list[int]]] = []  # type: ignore[type-arg]
+    for flag in (True, False):
+        members = [i for i in range(count) if seasonal[i] == flag]
+        # Chunks no larger than an even share per worker, so both cores get work.
+        size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
+        for start in range(0, len(members), size):
+            part = members[start:start + size]
+            jobs.append((pool.submit(stat_name, season, flag, [histories[i] for i in part], horizon, levels), part))
+    # Meanwhile, the global model in this process.
+    gbm: dict[int, np.ndarray] = {}
+    gbm_note = ""
+    if model in ("gbm", "ensemble"):
+        usable = [i for i in range(count) if seasonal[i] and global_model.predictable(len(histories[i]), horizon, season)]
+        if any(global_model.trainable(len(histories[i]), horizon, season) for i in usable):
+            config = gbm_config or global_model.GlobalModelConfig(threads=1)
+            values = global_model.fit_predict([histories[i] for i in usable], [externals[i] for i in usable],
+                                              horizon, season, config)
+            gbm = dict(zip(usable, values, strict=True))
+        else:
+            gbm_note = (f"no series has the {global_model._longest_lag(horizon, season) + 8 + horizon} periods the "
+                        f"global model needs to train for horizon {horizon}: mstl used alone")
+        if progress:
+            progress(0.5, "global model fitted")
+    stats: dict[int, tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+    for done, (future, part) in enumerate(jobs, start=1):
+        for i, value in zip(part, future.result(), strict=True):
+            stats[i] = value
+        if progress:
+            progress(0.5 + 0.5 * done / len(jobs), f"fitted {done} of {len(jobs)} chunks of series")
+    out = []
+    for i in range(count):
+        mean, intervals = stats[i]
+        notes: list[str] = []
+        name = stat_name if seasonal[i] else "ets_nonseasonal"
+        if not seasonal[i]:
+            notes.append(f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "
+                         "non-seasonal model used" + (" (naive)" if model in ("naive", "snaive") else " (ETS)"))
+        elif model in ("gbm", "ensemble"):
+            if i in gbm:
+                shift = (gbm[i] if model == "gbm" else
+                         ENSEMBLE_GBM_WEIGHT * gbm[i] + (1 - ENSEMBLE_GBM_WEIGHT) * mean) - mean
+                # Intervals: MSTL's, re-centred on the final mean (the global model gives none).
+                mean = mean + shift
+                intervals = {lv: (lo + shift, hi + shift) for lv, (lo, hi) in intervals.items()}
+                name = model
+            else:
+                notes.append(gbm_note or f"history too short for the global model at horizon {horizon}: "
+                             "mstl used alone")
+        if horizon > len(histories[i]):
+            notes.append(f"horizon {horizon} is longer than the history ({len(histories[i])} periods): "
+                         "treat the far end with care")
+        if non_negative[i]:
+            mean = np.maximum(mean, 0.0)
+            intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}
+        out.append(Prediction(mean, intervals, name, notes))
+    return out

@@ -1,0 +1,141 @@
+"""A global gradient-boosted model over all series of a request (LightGBM), direct multi-step.
+
+Why a global model: one tenant's trend series share their shapes (yearly seasonality, slow
+drifts, the lead of fashion-forward influencers), and with 4-5 years per series a model that
+learns across series beats fitting each one alone; on the backtest year of the Heuritech sample
+(2018, forecast from 2015-2017) it scored a seasonal MASE of ~0.68 against ~0.72-0.75 for the
+best per-series statsforecast models (see README.md).
+
+Each training row is (series, forecast origin T, step h): the features describe the history up
+to T, normalised by the mean of its last season, and the target is y[T+h-1] over that mean. The
+loss is L1, weighted by level / MASE scale, so the model minimises the benchmark's MASE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURES = (
+    "step", "same_period_last_year", "same_period_last_year_smoothed", "same_period_two_years",
+    "same_period_two_years_smoothed", "window_last_year", "level_13", "level_4", "level_26",
+    "previous_season_level", "momentum_13", "external_level_13", "external_previous_season",
+    "external_momentum_13",
+)
+
+
+@dataclass(frozen=True)
+class GlobalModelConfig:
+    trees: int = 250
+    learning_rate: float = 0.04
+    leaves: int = 15
+    min_rows_per_leaf: int = 50
+    # Forecast origins every this many periods in the training history.
+    origin_step: int = 4
+    seed: int = 0
+    threads: int = 2
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    pad = width // 2
+    padded = np.pad(values, (pad, pad), mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
+def _level(values: np.ndarray, season: int) -> float:
+    level = float(values[-season:].mean())
+    if level <= 0:
+        level = float(np.abs(values).mean())
+    return level if level > 0 else 1e-9
+
+
+def features(y: np.ndarray, external: np.ndarray | None, origin: int, horizon: int,
+             season: int) -> tuple[np.ndarray, float]:
+    """Feature rows for steps 1..horizon from the history y[:origin]; and the normalising level."""
+    history = y[:origin]
+    level = _level(history, season)
+    yn = history / level
+    smooth = _smooth(yn, 5)
+    steps = np.arange(1, horizon + 1)
+    target = origin + steps - 1
+    # The same period in the last observed year(s): lag season*ceil(h/season) stays in the history.
+    lag = season * np.ceil(steps / season).astype(int)
+    last = target - lag
+    two = last - season
+    nan = np.full(horizon, np.nan)
+    rows = np.empty((horizon, len(FEATURES)))
+    rows[:, 0] = steps
+    rows[:, 1] = yn[last]
+    rows[:, 2] = smooth[last]
+    rows[:, 3] = np.where(two >= 0, yn[np.maximum(two, 0)], nan)
+    rows[:, 4] = np.where(two >= 0, smooth[np.maximum(two, 0)], nan)
+    cumulative = np.concatenate([[0.0], np.cumsum(yn)])
+    lo, hi = np.maximum(last - 4, 0), np.minimum(last + 5, origin)
+    rows[:, 5] = (cumulative[hi] - cumulative[lo]) / (hi - lo)
+    rows[:, 6] = yn[-13:].mean()
+    rows[:, 7] = yn[-4:].mean()
+    rows[:, 8] = yn[-26:].mean()
+    rows[:, 9] = yn[-2 * season:-season].mean() if origin >= 2 * season else np.nan
+    rows[:, 10] = yn[-13:].mean() / max(yn[-season - 13:-season].mean(), 1e-6) if origin >= season + 13 else np.nan
+    if external is None:
+        rows[:, 11:14] = np.nan
+    else:
+        x = external[:origin]
+        xn = x / _level(x, season)
+        rows[:, 11] = xn[-13:].mean()
+        rows[:, 12] = xn[-2 * season:-season].mean() if origin >= 2 * season else np.nan
+        rows[:, 13] = (xn[-13:].mean() / max(xn[-season - 13:-season].mean(), 1e-6)
+                       if origin >= season + 13 else np.nan)
+    return rows, level
+
+
+def _longest_lag(horizon: int, season: int) -> int:
+    return season * math.ceil(horizon / season)
+
+
+def predictable(n: int, horizon: int, season: int) -> bool:
+    """Whether a history of n periods has the same periods of last year for every step."""
+    return n >= _longest_lag(horizon, season)
+
+
+def trainable(n: int, horizon: int, season: int) -> bool:
+    """Whether a history of n periods yields at least one training origin."""
+    return n - horizon >= _longest_lag(horizon, season) + 8
+
+
+def fit_predict(histories: list[np.ndarray], externals: list[np.ndarray | None], horizon: int, season: int,
+                config: GlobalModelConfig = GlobalModelConfig()) -> list[np.ndarray]:
+    """Trains one model on every series' own past and forecasts each series' next horizon steps.
+
+    Every history must be predictable(); at least one must be trainable().
+    """
+    import lightgbm as lgb  # imported here: a 1 s import the other models do not need
+
+    blocks, targets, weights = [], [], []
+    for y, x in zip(histories, externals, strict=True):
+        n = len(y)
+        if not trainable(n, horizon, season):
+            continue
+        scale = float(np.mean(np.abs(y[season:] - y[:-season]))) if n > season else 0.0
+        scale = scale if scale > 0 else max(float(np.abs(y).mean()), 1e-9)
+        # Origins from the newest backwards, so the most recent history is always used.
+        for origin in range(n - horizon, _longest_lag(horizon, season) + 7, -config.origin_step):
+            rows, level = features(y, x, origin, horizon, season)
+            blocks.append(rows)
+            targets.append(y[origin:origin + horizon] / level)
+            weights.append(np.full(horizon, level / scale))
+    if not blocks:
+        raise ValueError("no series is long enough to train the global model")
+    model = lgb.LGBMRegressor(
+        objective="l1", n_estimators=config.trees, learning_rate=config.learning_rate, num_leaves=config.leaves,
+        min_child_samples=config.min_rows_per_leaf, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+        random_state=config.seed, n_jobs=config.threads, verbose=-1,
+    )
+    model.fit(np.vstack(blocks), np.concatenate(targets), sample_weight=np.concatenate(weights))
+    forecasts = []
+    for y, x in zip(histories, externals, strict=True):
+        rows, level = features(y, x, len(y), horizon, season)
+        forecasts.append(np.asarray(model.predict(rows), dtype=float) * level)
+    return forecasts

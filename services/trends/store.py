@@ -1,0 +1,339 @@
+"""Observations and series of each tenant in the runtime's store (SQLAlchemy Core, no gRPC).
+
+Times are stored as UTC epoch seconds of the period start, so SQLite and PostgreSQL compare
+them the same way. Ingest semantics (see the proto): idempotent on (series, time); a
+different value for a stored (series, time) in a later request replaces it (a correction).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import sqlalchemy as sa
+
+from atelier.runtime.context import current_tenant
+from atelier.runtime.errors import InvalidArgumentError, NotFoundError
+from atelier.runtime.storage import Migration, Store, create_tables, tenant_column, utcnow
+
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+
+
+class Frequency(IntEnum):
+    WEEKLY = 1
+    DAILY = 2
+
+    @property
+    def step_s(self) -> int:
+        return WEEK_S if self is Frequency.WEEKLY else DAY_S
+
+    @property
+    def season_length(self) -> int:
+        # Yearly seasonality: 52 weeks; daily data gets the weekly cycle (7), the one that
+        # several years of daily retail data reliably show.
+        return 52 if self is Frequency.WEEKLY else 7
+
+
+class ValueKind(IntEnum):
+    COUNT = 1
+    SHARE = 2
+    INDEX = 3
+
+
+_metadata = sa.MetaData()
+series_table = sa.Table(
+    "trends_series",
+    _metadata,
+    tenant_column(),
+    sa.Column("series", sa.String(256), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("frequency", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Integer, nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "series"),
+)
+observations_table = sa.Table(
+    "trends_observations",
+    _metadata,
+    tenant_column(),
+    sa.Column("series", sa.String(256), nullable=False),
+    sa.Column("time_s", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=False),
+    sa.Column("external", sa.Float(precision=53), nullable=True),
+    sa.PrimaryKeyConstraint("tenant_id", "series", "time_s"),
+)
+
+MIGRATIONS = [Migration(1, "create trends_series and trends_observations", create_tables(series_table,
+                                                                                        observations_table))]
+
+
+@dataclass(frozen=True)
+class ObservationIn:
+    series: str
+    time_s: int
+    value: float
+    external: float | None = None
+
+
+@dataclass(frozen=True)
+class SeriesMeta:
+    series: str
+    labels: dict[str, str] = field(default_factory=dict)
+    frequency: Frequency = Frequency.WEEKLY
+    kind: ValueKind = ValueKind.SHARE
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    meta: SeriesMeta
+    observation_count: int
+    first_time_s: int
+    last_time_s: int
+
+
+@dataclass
+class IngestResult:
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0
+
+
+@dataclass
+class SeriesData:
+    """One series on a regular grid, ready to forecast."""
+
+    meta: SeriesMeta
+    start_time_s: int
+    values: np.ndarray  # float64, one per period from start_time_s
+    external: np.ndarray | None  # same length, or None when the series has no external signal
+    filled_periods: int = 0  # missing periods filled by linear interpolation
+
+    @property
+    def times_s(self) -> np.ndarray:
+        return self.start_time_s + np.arange(len(self.values), dtype=np.int64) * self.meta.frequency.step_s
+
+    @property
+    def last_time_s(self) -> int:
+        return int(self.start_time_s + (len(self.values) - 1) * self.meta.frequency.step_s)
+
+
+@dataclass(frozen=True)
+class Filter:
+    series: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+class TrendsStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.migrate("trends", MIGRATIONS)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def ingest(self, observations: Sequence[ObservationIn], metas: Sequence[SeriesMeta],
+               metas_field: str = "series") -> IngestResult:
+        """Stores one validated batch in one transaction (no duplicate (series, time) inside it)."""
+        tenant = current_tenant()
+        result = IngestResult()
+        by_series: dict[str, list[ObservationIn]] = defaultdict(list)
+        for obs in observations:
+            by_series[obs.series].append(obs)
+        given = {m.series: (i, m) for i, m in enumerate(metas)}
+        with self.store.engine.begin() as conn:
+            names = sorted(set(by_series) | set(given))
+            known: dict[str, sa.Row] = {}
+            for chunk in _chunks(names, 500):
+                for row in conn.execute(series_table.select().where(series_table.c.tenant_id == tenant)
+                                        .where(series_table.c.series.in_(chunk))):
+                    known[row.series] = row
+            first_times = self._first_times(conn, tenant, [n for n in names if n in known])
+            now = utcnow()
+            for name in names:
+                index, meta = given.get(name, (-1, SeriesMeta(series=name)))
+                row = known.get(name)
+                if row is None:
+                    conn.execute(series_table.insert().values(
+                        tenant_id=tenant, series=name, labels=json.dumps(meta.labels, sort_keys=True),
+                        frequency=int(meta.frequency), kind=int(meta.kind), update_time=now))
+                    continue
+                frequency, kind = Frequency(row.frequency), ValueKind(row.kind)
+                if index < 0:
+                    continue
+                if name in first_times and meta.frequency != frequency:
+                    raise InvalidArgumentError.for_field(
+                        f"{metas_field}[{index}].frequency",
+                        f"series {name!r} already holds {frequency.name.lower()} observations; "
+                        "frequency cannot change (use a new series key)")
+                if name in first_times and meta.kind != kind:
+                    raise InvalidArgumentError.for_field(
+                        f"{metas_field}[{index}].kind",
+                        f"series {name!r} already holds {kind.name} values; kind cannot change")
+                conn.execute(series_table.update().where(series_table.c.tenant_id == tenant)
+                             .where(series_table.c.series == name)
+                             .values(labels=json.dumps(meta.labels, sort_keys=True), frequency=int(meta.frequency),
+                                     kind=int(meta.kind), update_time=now))
+            # The given meta wins (it was checked against stored observations above).
+            kinds = {}
+            for n in by_series:
+                if n in given:
+                    kinds[n] = (given[n][1].frequency, given[n][1].kind)
+                elif n in known:
+                    kinds[n] = (Frequency(known[n].frequency), ValueKind(known[n].kind))
+                else:
+                    kinds[n] = (Frequency.WEEKLY, ValueKind.SHARE)
+            for name, batch in by_series.items():
+                frequency, kind = kinds[name]
+                self._check_batch(name, batch, frequency, kind, first_times.get(name), observations)
+                self._write(conn, tenant, name, batch, result)
+        return result
+
+    @staticmethod
+    def _check_batch(name: str, batch: list[ObservationIn], frequency: Frequency, kind: ValueKind,
+                     anchor_s: int | None, everything: Sequence[ObservationIn]) -> None:
+        """Checks that need the stored series: grid alignment and value kind."""
+        position = {id(o): i for i, o in enumerate(everything)}
+        anchor = anchor_s if anchor_s is not None else min(o.time_s for o in batch)
+        for obs in batch:
+            i = position[id(obs)]
+            if (obs.time_s - anchor) % frequency.step_s:
+                what = "week start (same weekday and time)" if frequency is Frequency.WEEKLY else "day start"
+                raise InvalidArgumentError.for_field(
+                    f"observations[{i}].time",
+                    f"not on the {frequency.name.lower()} grid of series {name!r}: must be a {what} "
+                    f"a whole number of periods from {_iso(anchor)}")
+            if kind in (ValueKind.COUNT, ValueKind.SHARE) and (obs.value < 0 or (obs.external or 0) < 0):
+                raise InvalidArgumentError.for_field(
+                    f"observations[{i}].value" if obs.value < 0 else f"observations[{i}].external",
+                    f"series {name!r} holds {kind.name} values, which cannot be negative")
+
+    @staticmethod
+    def _first_times(conn: sa.Connection, tenant: str, names: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        t = observations_table
+        for chunk in _chunks(names, 500):
+            query = (sa.select(t.c.series, sa.func.min(t.c.time_s)).where(t.c.tenant_id == tenant)
+                     .where(t.c.series.in_(chunk)).group_by(t.c.series))
+            found.update({name: int(first) for name, first in conn.execute(query)})
+        return found
+
+    @staticmethod
+    def _write(conn: sa.Connection, tenant: str, name: str, batch: list[ObservationIn], result: IngestResult) -> None:
+        t = observations_table
+        low, high = min(o.time_s for o in batch), max(o.time_s for o in batch)
+        stored = {row.time_s: (row.value, row.external) for row in conn.execute(
+            sa.select(t.c.time_s, t.c.value, t.c.external).where(t.c.tenant_id == tenant)
+            .where(t.c.series == name).where(t.c.time_s.between(low, high)))}
+        inserts = []
+        for obs in batch:
+            old = stored.get(obs.time_s)
+            if old is None:
+                inserts.append({"tenant_id": tenant, "series": name, "time_s": obs.time_s, "value": obs.value,
+                                "external": obs.external})
+                continue
+            external = old[1] if obs.external is None else obs.external
+            if old[0] == obs.value and old[1] == external:
+                result.unchanged += 1
+                continue
+            conn.execute(t.update().where(t.c.tenant_id == tenant).where(t.c.series == name)
+                         .where(t.c.time_s == obs.time_s).values(value=obs.value, external=external))
+            result.updated += 1
+        if inserts:
+            conn.execute(t.insert(), inserts)
+            result.inserted += len(inserts)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _matching(self, conn: sa.Connection, flt: Filter) -> list[SeriesMeta]:
+        tenant = current_tenant()
+        query = series_table.select().where(series_table.c.tenant_id == tenant).order_by(series_table.c.series)
+        if flt.series:
+            query = query.where(series_table.c.series.in_(flt.series))
+        metas = []
+        wanted = dict(flt.labels)
+        for row in conn.execute(query):
+            labels = json.loads(row.labels)
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                metas.append(SeriesMeta(row.series, labels, Frequency(row.frequency), ValueKind(row.kind)))
+        return metas
+
+    def resolve(self, flt: Filter, field_path: str = "filter") -> list[SeriesMeta]:
+        """The series a filter selects; NOT_FOUND for an unknown key or an empty selection."""
+        with self.store.engine.connect() as conn:
+            metas = self._matching(conn, flt)
+        found = {m.series for m in metas}
+        missing = [s for s in flt.series if s not in found]
+        if missing:
+            raise NotFoundError(f"unknown series {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
+                                                                    if len(missing) > 1 else ""),
+                                "atelier.trends.v1.Series", missing[0])
+        if not metas:
+            raise NotFoundError(f"no series of this tenant match {field_path}", "atelier.trends.v1.Series", "")
+        return metas
+
+    def summaries(self, flt: Filter, offset: int, limit: int) -> tuple[list[SeriesSummary], bool]:
+        tenant = current_tenant()
+        t = observations_table
+        with self.store.engine.connect() as conn:
+            metas = self._matching(conn, flt)
+            page = metas[offset:offset + limit]
+            stats = {}
+            for chunk in _chunks([m.series for m in page], 500):
+                query = (sa.select(t.c.series, sa.func.count(), sa.func.min(t.c.time_s), sa.func.max(t.c.time_s))
+                         .where(t.c.tenant_id == tenant).where(t.c.series.in_(chunk)).group_by(t.c.series))
+                stats.update({row[0]: row[1:] for row in conn.execute(query)})
+        out = [SeriesSummary(m, int(stats.get(m.series, (0, 0, 0))[0]), int(stats.get(m.series, (0, 0, 0))[1]),
+                             int(stats.get(m.series, (0, 0, 0))[2])) for m in page]
+        return out, len(metas) > offset + limit
+
+    def observations(self, name: str) -> tuple[SeriesMeta, list[ObservationIn]]:
+        metas = self.resolve(Filter(series=(name,)), "series")
+        t = observations_table
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.time_s, t.c.value, t.c.external)
+                                .where(t.c.tenant_id == current_tenant()).where(t.c.series == name)
+                                .order_by(t.c.time_s)).all()
+        return metas[0], [ObservationIn(name, int(r.time_s), float(r.value), r.external) for r in rows]
+
+    def load(self, metas: Sequence[SeriesMeta]) -> list[SeriesData]:
+        """Each series on its regular grid; gaps filled by linear interpolation (and counted)."""
+        tenant = current_tenant()
+        t = observations_table
+        rows_by: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
+        with self.store.engine.connect() as conn:
+            for chunk in _chunks([m.series for m in metas], 500):
+                query = (sa.select(t.c.series, t.c.time_s, t.c.value, t.c.external).where(t.c.tenant_id == tenant)
+                         .where(t.c.series.in_(chunk)).order_by(t.c.series, t.c.time_s))
+                for name, time_s, value, external in conn.execute(query):
+                    rows_by[name].append((int(time_s), float(value), external))
+        out = []
+        for meta in metas:
+            rows = rows_by.get(meta.series, [])
+            if not rows:
+                out.append(SeriesData(meta, 0, np.zeros(0), None))
+                continue
+            step = meta.frequency.step_s
+            start = rows[0][0]
+            index = np.array([(r[0] - start) // step for r in rows])
+            n = int(index[-1]) + 1
+            known = np.array([r[1] for r in rows])
+            values = np.interp(np.arange(n), index, known)
+            external = None
+            ext_rows = [(i, r[2]) for i, r in zip(index, rows, strict=True) if r[2] is not None]
+            if len(ext_rows) >= 2:
+                external = np.interp(np.arange(n), [e[0] for e in ext_rows], [float(e[1]) for e in ext_rows])
+            out.append(SeriesData(meta, start, values, external, filled_periods=n - len(rows)))
+        return out
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+def _iso(time_s: int) -> str:
+    return np.datetime64(int(time_s), "s").astype(str) + "Z"
