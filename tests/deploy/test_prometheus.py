@@ -8,6 +8,7 @@ it and sets ATELIER_REQUIRE_PROMETHEUS=1, so in CI these tests fail instead of s
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -220,7 +221,7 @@ def test_every_metric_in_rules_and_dashboards_is_exported(service_process: Servi
             )
             try:
                 text = scrape(metrics_port)
-            except (urllib.error.URLError, ConnectionError):
+            except (OSError, http.client.HTTPException):  # not up yet, or a port reused by another process
                 continue
             if f'atelier_service_ready{{service="{service}"}} 1.0' in text:
                 exported |= exported_names(text)
@@ -292,7 +293,7 @@ def prometheus_server(tmp_path: Path) -> Iterator[Callable[[list[tuple[str, int]
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
                     if response.status == 200:
                         return url
-            except (urllib.error.URLError, ConnectionError):
+            except (OSError, http.client.HTTPException):  # not up yet, or a port reused by another process
                 pass
             time.sleep(0.2)
         pytest.fail("prometheus did not become ready within 30 s")
