@@ -7,8 +7,10 @@
 3. Each cluster centre is named by the nearest vocabulary colour (CIEDE2000 would be finer;
    Euclidean Lab distance, CIE76, is enough to tell "navy" from "blue").
 
-The vocabulary is the CSS Color Module Level 4 named colours that fashion retail uses
-(sRGB values from the W3C specification), with a few synonyms merged.
+The vocabulary is the CSS Color Module Level 4 named colours that fashion retail uses (sRGB
+values from the W3C specification; "light blue", "royal blue", "hot pink" and "lime" are CSS
+lightblue, royalblue, hotpink and limegreen), plus three fashion names CSS lacks: charcoal
+(#36454f), burgundy (#800020) and cream (#fffdd0).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from atelier.recommendations.store import DominantColour
 
-# name -> sRGB, from CSS Color Module Level 4 (https://www.w3.org/TR/css-color-4/#named-colors).
+# name -> sRGB, CSS Color Module Level 4 (https://www.w3.org/TR/css-color-4/#named-colors) + 3 fashion names.
 VOCABULARY: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
     "white": (255, 255, 255),
@@ -120,13 +122,15 @@ def dominant_colours(data: bytes, k: int = 4, seed: int = 7) -> list[DominantCol
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.5)
     _, labels, centres = cv2.kmeans(lab, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
     counts = np.bincount(labels.ravel(), minlength=k) / len(labels)
-    merged: dict[str, tuple[float, np.ndarray]] = {}
+    shares: dict[str, float] = {}
+    centre_of: dict[str, np.ndarray] = {}
     for idx in np.argsort(-counts):
         name = name_colour(centres[idx])
-        share, _ = merged.get(name, (0.0, centres[idx]))
-        merged[name] = (share + float(counts[idx]), merged.get(name, (0.0, centres[idx]))[1])
+        shares[name] = shares.get(name, 0.0) + float(counts[idx])
+        centre_of.setdefault(name, centres[idx])  # the largest cluster of a name stands for it
     out = []
-    for name, (share, centre) in sorted(merged.items(), key=lambda kv: -kv[1][0]):
+    for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        centre = centre_of[name]
         if share < MIN_FRACTION:
             continue
         srgb = cv2.cvtColor(centre.reshape(1, 1, 3).astype(np.float32), cv2.COLOR_LAB2RGB).reshape(3)
