@@ -444,7 +444,9 @@ class MakeTileableResponse(_message.Message):
     seam_error_before: _builtins.float
     """The same measure on the input, before the blend."""
     interior_error: _builtins.float
-    """Mean absolute difference of neighbouring pixels inside the tile: what a seamless edge looks like."""
+    """Mean absolute difference of neighbouring pixels inside the input photo: what a seamless join
+    looks like in this fabric (a good tile's seam_error is close to it).
+    """
     @_builtins.property
     def tile(self) -> _image_pb2.Image:
         """PNG of the same size as the input."""
