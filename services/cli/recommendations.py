@@ -47,7 +47,7 @@ EVENT_TYPES = {
     "purchase": pb.EVENT_TYPE_PURCHASE,
     "return": pb.EVENT_TYPE_RETURN,
 }
-TYPE_NAMES = {v: k for k, v in EVENT_TYPES.items() if k != "add_to_cart"}
+TYPE_NAMES: dict[int, str] = {int(v): k for k, v in EVENT_TYPES.items() if k != "add_to_cart"}
 ITEM_COLUMNS = {
     "item_id",
     "category",
@@ -326,10 +326,10 @@ def _filter(
     flt = pb.Filter(
         categories=category or [], size=size, colours=colour or [], exclude_purchased=exclude_purchased
     )
-    if min_price is not None:
-        flt.min_price.CopyFrom(_money(str(min_price), ""))
-    if max_price is not None:
-        flt.max_price.CopyFrom(_money(str(max_price), ""))
+    for bound, value in ((flt.min_price, min_price), (flt.max_price, max_price)):
+        money = _money(str(value), "") if value is not None else None
+        if money is not None:
+            bound.CopyFrom(money)
     return flt
 
 

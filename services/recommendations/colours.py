@@ -99,7 +99,7 @@ def foreground_mask(rgb: np.ndarray) -> np.ndarray:
     mask[:, :edge] = mask[:, -edge:] = cv2.GC_BGD
     try:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
         result = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     except cv2.error:  # GrabCut needs both classes present; the threshold mask is good enough then
         result = probable_fg

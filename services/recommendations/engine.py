@@ -482,7 +482,7 @@ class Engine:
             row = version or self.store.active_version(tenant)
             if row is not None and Path(str(row["path"])).exists():
                 artefact = self._artefact(str(row["path"]))
-                number, algorithm = int(row["version"]), str(row["algorithm"])  # type: ignore[call-overload]
+                number, algorithm = int(str(row["version"])), str(row["algorithm"])
             else:
                 if row is not None:
                     log.error(

@@ -51,7 +51,7 @@ COLOURS = Counter(
 )
 
 ALGORITHMS = {pb.ALGORITHM_UNSPECIFIED: "als", pb.ALGORITHM_ALS: "als", pb.ALGORITHM_BPR: "bpr"}
-ALGORITHM_ENUM = {"als": pb.ALGORITHM_ALS, "bpr": pb.ALGORITHM_BPR}
+ALGORITHM_ENUM: dict[str, int] = {"als": pb.ALGORITHM_ALS, "bpr": pb.ALGORITHM_BPR}
 
 
 def _check_id(v: Violations, value: str, path: str, required: bool = True) -> None:
@@ -327,7 +327,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
     def _version(row: dict[str, Any]) -> pb.ModelVersion:
         return pb.ModelVersion(
             version=int(row["version"]),
-            algorithm=ALGORITHM_ENUM.get(row["algorithm"], 0),
+            algorithm=ALGORITHM_ENUM.get(row["algorithm"], 0),  # type: ignore[arg-type]
             users=int(row["users"]),
             items=int(row["items"]),
             create_time=_timestamp(row["create_time"]),

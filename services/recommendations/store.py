@@ -189,10 +189,12 @@ class EventArrays:
 def _insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect's INSERT (for ON CONFLICT clauses, which SQLite and PostgreSQL share)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def _aware(value: datetime) -> datetime:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -242,7 +243,7 @@ def save_artefact(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
 
-    def csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    def csr(prefix: str, m: sp.csr_matrix) -> dict[str, Any]:
         return {
             f"{prefix}_data": m.data,
             f"{prefix}_indices": m.indices,
