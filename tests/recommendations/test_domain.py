@@ -306,16 +306,31 @@ def test_cancelled_training_writes_no_version(tmp_path: Path) -> None:
     rs = RecsStore(Store(f"sqlite:///{tmp_path / 'r.db'}"))
     shop = simulate(n_users=100, n_items=40, n_clusters=2, seed=6)
     rs.upsert_items("t", shop.items)
-    rs.record_events("t", [Event(str(shop.event_ids[k]), shop.events.user_ids[k], shop.events.item_ids[k],
-                                 EventType(int(shop.events.types[k])),
-                                 datetime.fromtimestamp(shop.events.times_s[k], UTC)) for k in range(len(shop.events))])
+    rs.record_events(
+        "t",
+        [
+            Event(
+                str(shop.event_ids[k]),
+                shop.events.user_ids[k],
+                shop.events.item_ids[k],
+                EventType(int(shop.events.types[k])),
+                datetime.fromtimestamp(shop.events.times_s[k], UTC),
+            )
+            for k in range(len(shop.events))
+        ],
+    )
 
     def progress(fraction: float, message: str) -> None:
         if message.startswith("iteration 3/"):
             raise CancelledError("cancelled by request")
 
     with pytest.raises(CancelledError):
-        train(str(rs.engine.url), "t", TrainParams(factors=4, iterations=20, models_dir=str(tmp_path / "m")), progress)
+        train(
+            str(rs.engine.url),
+            "t",
+            TrainParams(factors=4, iterations=20, models_dir=str(tmp_path / "m")),
+            progress,
+        )
     assert rs.versions("t") == []
     assert not list((tmp_path / "m").rglob("*.npz"))
     # A tenant without events cannot train: FAILED_PRECONDITION, not a crash.
