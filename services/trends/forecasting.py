@@ -8,6 +8,7 @@ the same time, so both cores of a small machine are busy.
 
 from __future__ import annotations
 
+import atexit
 import math
 import multiprocessing
 import os
@@ -48,8 +49,15 @@ ProgressFn = Callable[[float, str], None]
 # -- the per-series statsforecast models, fitted in worker processes ---------------------------
 
 def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignore[no-untyped-def]
-    from statsforecast.models import MSTL, AutoETS, AutoTheta, Naive, SeasonalNaive
+    from statsforecast.models import ADIDA, MSTL, TSB, AutoETS, AutoTheta, CrostonSBA, Naive, SeasonalNaive
 
+    # Intermittent-demand models (no intervals of their own; see demand.py).
+    if name == "croston_sba":
+        return CrostonSBA(alias="m")
+    if name == "adida":
+        return ADIDA(alias="m")
+    if name == "tsb":
+        return TSB(alpha_d=0.1, alpha_p=0.1, alias="m")
     if not seasonal:
         # Too short for a seasonal model: non-seasonal ETS (level and damped or no trend).
         return {"naive": Naive(alias="m"), "snaive": Naive(alias="m")}.get(name, AutoETS(model="ZZN", alias="m"))
@@ -79,7 +87,7 @@ def fit_chunk(name: str, season: int, seasonal: bool, histories: list[np.ndarray
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = StatsForecast(models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1).forecast(
-            df=frame, h=horizon, level=list(levels))
+            df=frame, h=horizon, **({"level": list(levels)} if levels else {}))
     out = []
     for i in range(len(histories)):
         rows = result[result["unique_id"] == i]
@@ -122,6 +130,19 @@ class FitPool:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+_shared: dict[int, FitPool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(workers: int) -> FitPool:
+    """One pool per process and size: servers started again in one process (tests) reuse it."""
+    with _shared_lock:
+        if workers not in _shared:
+            _shared[workers] = FitPool(workers)
+            atexit.register(_shared[workers].close)
+        return _shared[workers]
 
 
 def default_workers() -> int:

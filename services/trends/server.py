@@ -1,21 +1,29 @@
-"""The trends service's registration with the runtime (placeholder until issue #6 lands).
+"""The trends service's registration with the runtime.
 
-Every RPC answers UNIMPLEMENTED with a message naming the issue; health reports SERVING so
-`make run` shows the platform up, and no RPC returns made-up data.
+Settings (environment):
+  ATELIER_TRENDS_FIT_WORKERS   worker processes fitting per-series models (default: the cores
+                               this process may use)
 """
 
 from __future__ import annotations
 
+from atelier.runtime.server import Runtime, ServiceSpec
+from atelier.trends.forecasting import default_workers, shared_pool
+from atelier.trends.servicer import TrendsServicer
+from atelier.trends.store import TrendsStore
 from atelier.trends.v1 import trends_pb2, trends_pb2_grpc
-from atelier.runtime.server import Runtime, ServiceSpec, unimplemented_servicer
 
 SERVICE_NAME = trends_pb2.DESCRIPTOR.services_by_name["TrendsService"].full_name
 
 
 def build(runtime: Runtime) -> ServiceSpec:
-    servicer = unimplemented_servicer(trends_pb2_grpc.TrendsServiceServicer, SERVICE_NAME, "#6")
+    store = TrendsStore(runtime.store)
+    pool = shared_pool(int(runtime.config.setting("FIT_WORKERS", str(default_workers()))))
+    servicer = TrendsServicer(store, pool, runtime.jobs())
     return ServiceSpec(
         name="trends",
         servicers=[(trends_pb2_grpc.add_TrendsServiceServicer_to_server, servicer)],
         service_names=[SERVICE_NAME],
+        # SERVING once the fitting workers have started and compiled their models.
+        load=pool.warm,
     )

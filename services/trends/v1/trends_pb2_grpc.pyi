@@ -35,7 +35,9 @@ class TrendsServiceStub:
       - series keys 1..256 characters, at most 16 labels per series;
       - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
-      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+      - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
+        14 days) it gets a non-seasonal model and a note saying so;
+      - Backtest: windows 1..8; every series needs horizon * windows + 8 observations.
     """
 
     @_typing.overload
@@ -73,7 +75,9 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
       - series keys 1..256 characters, at most 16 labels per series;
       - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
-      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+      - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
+        14 days) it gets a non-seasonal model and a note saying so;
+      - Backtest: windows 1..8; every series needs horizon * windows + 8 observations.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -107,7 +111,9 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
       - series keys 1..256 characters, at most 16 labels per series;
       - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
-      - Backtest: windows 1..8, horizon * (windows) + 2 seasons must fit in the history.
+      - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
+        14 days) it gets a non-seasonal model and a note saying so;
+      - Backtest: windows 1..8; every series needs horizon * windows + 8 observations.
     """
 
     @_abc_1.abstractmethod
