@@ -26,8 +26,10 @@ from atelier.generation.v1 import generation_pb2 as pb
 from atelier.generation.v1 import generation_pb2_grpc
 from atelier.runtime.config import DEFAULT_PORTS
 
-app = typer.Typer(help="Image generation: prints, textures, img2img refinement, sketches, inpainting, tiles.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Image generation: prints, textures, img2img refinement, sketches, inpainting, tiles.",
+    no_args_is_help=True,
+)
 console = Console()
 
 DEFAULT_ADDRESS = f"{os.environ.get('ATELIER_HOST', '127.0.0.1')}:" + os.environ.get(
@@ -60,24 +62,54 @@ def _image(path: Path) -> image_pb2.Image:
     return image_pb2.Image(data=path.read_bytes())
 
 
-def _settings(prompt: str, negative: str, strength: float, guidance: float, steps: int, scheduler: str,
-              seed: int, width: int, height: int, tileable: bool, lora: list[str] | None,
-              controlnet: str = "") -> pb.GenerationSettings:
+def _settings(
+    prompt: str,
+    negative: str,
+    strength: float,
+    guidance: float,
+    steps: int,
+    scheduler: str,
+    seed: int,
+    width: int,
+    height: int,
+    tileable: bool,
+    lora: list[str] | None,
+    controlnet: str = "",
+) -> pb.GenerationSettings:
     return pb.GenerationSettings(
-        prompt=prompt, negative_prompt=negative, strength=strength, guidance_scale=guidance, steps=steps,
-        scheduler=scheduler, seed=seed, width_px=width, height_px=height, tileable=tileable, loras=lora or [],
+        prompt=prompt,
+        negative_prompt=negative,
+        strength=strength,
+        guidance_scale=guidance,
+        steps=steps,
+        scheduler=scheduler,
+        seed=seed,
+        width_px=width,
+        height_px=height,
+        tileable=tileable,
+        loras=lora or [],
         controlnet=controlnet,
     )
 
 
-def _run(stub: generation_pb2_grpc.GenerationServiceStub, request: pb.GenerateRequest, out: Path, prefix: str,
-         label: str) -> tuple[str, list[Path]]:
+def _run(
+    stub: generation_pb2_grpc.GenerationServiceStub,
+    request: pb.GenerateRequest,
+    out: Path,
+    prefix: str,
+    label: str,
+) -> tuple[str, list[Path]]:
     """One Generate call with a progress bar; writes the PNGs; returns (session id, files)."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     session_id = request.session_id
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task(label, total=None)
         try:
             for event in stub.Generate(request):
@@ -111,8 +143,10 @@ def models(address: str = AddressOption) -> None:
         reply = _stub(address).ListModels(pb.ListModelsRequest(), timeout=30)
     except grpc.RpcError as exc:
         raise _fail(exc) from None
-    table = Table(title=f"models on {address} ({reply.device}, {reply.memory_used_bytes / 1e6:.0f} of "
-                        f"{reply.memory_budget_bytes / 1e6:.0f} MB used)")
+    table = Table(
+        title=f"models on {address} ({reply.device}, {reply.memory_used_bytes / 1e6:.0f} of "
+        f"{reply.memory_budget_bytes / 1e6:.0f} MB used)"
+    )
     for column in ("name", "kind", "base", "state", "licence", "error"):
         table.add_column(column)
     for m in reply.models:
@@ -140,8 +174,14 @@ def txt2img(
 ) -> None:
     """Text to image."""
     request = pb.GenerateRequest(
-        model=model, mode=pb.MODE_TEXT_TO_IMAGE, num_images=n, preview_every=preview_every,
-        settings=_settings(prompt, negative, 0.0, guidance, steps, scheduler, seed, width, height, tileable, lora))
+        model=model,
+        mode=pb.MODE_TEXT_TO_IMAGE,
+        num_images=n,
+        preview_every=preview_every,
+        settings=_settings(
+            prompt, negative, 0.0, guidance, steps, scheduler, seed, width, height, tileable, lora
+        ),
+    )
     session, files = _run(_stub(address), request, out, "", "generating")
     console.print(f"session {session}: " + ", ".join(str(f) for f in files))
 
@@ -169,11 +209,14 @@ def img2img(
     """Image to image, optionally in several refinement rounds (the session is kept on the server)."""
     stub = _stub(address)
     model = model or _first_checkpoint(stub)
-    settings = _settings(prompt, negative, strength, guidance, steps, scheduler, seed, width, height, tileable, lora)
+    settings = _settings(
+        prompt, negative, strength, guidance, steps, scheduler, seed, width, height, tileable, lora
+    )
     session = ""
     for round_no in range(1, rounds + 1):
-        request = pb.GenerateRequest(model=model, mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings,
-                                     num_images=n if round_no == 1 else 1)
+        request = pb.GenerateRequest(
+            model=model, mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings, num_images=n if round_no == 1 else 1
+        )
         if session:
             request.session_id = session
         else:
@@ -200,8 +243,11 @@ def sketch(
     """Sketch to illustration."""
     stub = _stub(address)
     request = pb.GenerateRequest(
-        model=model or _first_checkpoint(stub), mode=pb.MODE_SKETCH, init_image=_image(drawing),
-        settings=_settings(prompt, negative, strength, 0.0, steps, "", seed, 0, 0, False, None, controlnet))
+        model=model or _first_checkpoint(stub),
+        mode=pb.MODE_SKETCH,
+        init_image=_image(drawing),
+        settings=_settings(prompt, negative, strength, 0.0, steps, "", seed, 0, 0, False, None, controlnet),
+    )
     session, files = _run(stub, request, out, "sketch-", "illustrating")
     console.print(f"session {session}: " + ", ".join(str(f) for f in files))
 
@@ -222,9 +268,12 @@ def inpaint(
     """Repaint the mask's region of a photo (dress a model in a new garment)."""
     stub = _stub(address)
     request = pb.GenerateRequest(
-        model=model or _first_checkpoint(stub), mode=pb.MODE_INPAINT, init_image=_image(photo),
+        model=model or _first_checkpoint(stub),
+        mode=pb.MODE_INPAINT,
+        init_image=_image(photo),
         mask=image_pb2.Mask(data=_image(mask).data),
-        settings=_settings(prompt, negative, strength, 0.0, steps, "", seed, 0, 0, False, None))
+        settings=_settings(prompt, negative, strength, 0.0, steps, "", seed, 0, 0, False, None),
+    )
     session, files = _run(stub, request, out, "inpaint-", "inpainting")
     console.print(f"session {session}: " + ", ".join(str(f) for f in files))
 
@@ -239,7 +288,9 @@ def tile(
 ) -> None:
     """Make a seamless tile from any fabric photo (no diffusion model needed)."""
     try:
-        reply = _stub(address).MakeTileable(pb.MakeTileableRequest(image=_image(texture), blend=blend), timeout=60)
+        reply = _stub(address).MakeTileable(
+            pb.MakeTileableRequest(image=_image(texture), blend=blend), timeout=60
+        )
     except grpc.RpcError as exc:
         raise _fail(exc) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,8 +306,10 @@ def tile(
             for y in (0, one.height):
                 four.paste(one, (x, y))
         four.save(out.with_name(out.stem + "-2x2.png"))
-    console.print(f"{out}: {reply.tile.width_px} x {reply.tile.height_px} px, seam error {reply.seam_error:.2f} "
-                  f"(was {reply.seam_error_before:.2f}; neighbouring pixels differ by {reply.interior_error:.2f})")
+    console.print(
+        f"{out}: {reply.tile.width_px} x {reply.tile.height_px} px, seam error {reply.seam_error:.2f} "
+        f"(was {reply.seam_error_before:.2f}; neighbouring pixels differ by {reply.interior_error:.2f})"
+    )
 
 
 @app.command()
@@ -290,5 +343,7 @@ def _first_checkpoint(stub: generation_pb2_grpc.GenerationServiceStub) -> str:
     for m in reply.models:
         if m.kind in ("diffusers", "single_file") and m.state != pb.MODEL_STATE_FAILED:
             return m.name
-    console.print("[red]no checkpoint is installed[/red]: put one in the models directory (see `atelier gen models`)")
+    console.print(
+        "[red]no checkpoint is installed[/red]: put one in the models directory (see `atelier gen models`)"
+    )
     raise typer.Exit(1)

@@ -39,7 +39,12 @@ SCHEDULERS = {
 
 # A linear map from SD 1.x latents to RGB (the web UIs' cheap preview): no VAE decode needed.
 LATENT_RGB = np.array(
-    [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
+    [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ],
     dtype=np.float32,
 )
 
@@ -127,7 +132,13 @@ def circular_padding(*modules: Any) -> Iterator[None]:
     """Every Conv2d pads circularly inside the block, so the output wraps around seamlessly."""
     import torch
 
-    convs = [m for module in modules if module is not None for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        m
+        for module in modules
+        if module is not None
+        for m in module.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     previous = [c.padding_mode for c in convs]
     for conv in convs:
         conv.padding_mode = "circular"
@@ -156,8 +167,12 @@ def latent_preview(latents: Any) -> Image.Image:
 def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
     """The "parameters" text chunk in the format the web UIs write and read back."""
     fields = [
-        f"Steps: {s.steps}", f"Sampler: {s.scheduler or 'model default'}", f"CFG scale: {s.guidance_scale}",
-        f"Seed: {seed}", f"Size: {s.width_px}x{s.height_px}", f"Model: {model}",
+        f"Steps: {s.steps}",
+        f"Sampler: {s.scheduler or 'model default'}",
+        f"CFG scale: {s.guidance_scale}",
+        f"Seed: {seed}",
+        f"Size: {s.width_px}x{s.height_px}",
+        f"Model: {model}",
     ]
     if mode != "text_to_image":
         fields.append(f"Denoising strength: {s.strength}")
@@ -202,9 +217,17 @@ def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
         StableDiffusionPipeline,
     )
 
-    components = {k: v for k, v in pipe.components.items() if k in ("unet", "vae", "text_encoder", "tokenizer")}
-    common = dict(components, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                  requires_safety_checker=False)
+    components = {
+        k: v for k, v in pipe.components.items() if k in ("unet", "vae", "text_encoder", "tokenizer")
+    }
+    common = dict(
+        components,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out: Any
     if mode == "text_to_image":
         out = StableDiffusionPipeline(**common)
     elif mode == "inpaint":
@@ -273,18 +296,25 @@ def run(
     if job.mode == "text_to_image":
         call.update(width=s.width_px, height=s.height_px)
     elif job.mode == "inpaint":
-        call.update(image=job.init_image, mask_image=job.mask, strength=s.strength, width=s.width_px,
-                    height=s.height_px)
+        call.update(
+            image=job.init_image,
+            mask_image=job.mask,
+            strength=s.strength,
+            width=s.width_px,
+            height=s.height_px,
+        )
     elif job.mode == "sketch" and controlnet is not None:
-        call.update(image=job.init_image, control_image=scribble_control(job.init_image), strength=s.strength,
-                    controlnet_conditioning_scale=s.controlnet_scale)  # type: ignore[arg-type]
+        call.update(
+            image=job.init_image,
+            control_image=scribble_control(job.init_image),  # type: ignore[arg-type]
+            strength=s.strength,
+            controlnet_conditioning_scale=s.controlnet_scale,
+        )  # type: ignore[arg-type]
     else:
         call.update(image=job.init_image, strength=s.strength)
 
     cancellation.check()
-    with torch.inference_mode(), circular_padding(*(
-        (pipe.unet, pipe.vae, controlnet) if s.tileable else ()
-    )):
+    with torch.inference_mode(), circular_padding(*((pipe.unet, pipe.vae, controlnet) if s.tileable else ())):
         result = worker(**call)
     images = np.clip(np.round(result.images * 255.0), 0, 255).astype(np.uint8)
     if job.mode == "inpaint" and job.init_image is not None and job.mask is not None:
@@ -295,12 +325,28 @@ def run(
     for index, (pixels, seed) in enumerate(zip(images, seeds, strict=True)):
         settings = replace(s, seed=seed)
         meta = {
-            "model": job.model, "mode": job.mode, "index": index, "settings": asdict(settings),
-            "init_image_sha256_16": image_digest(job.init_image), "mask_sha256_16": image_digest(job.mask),
-            "device": str(device), "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+            "model": job.model,
+            "mode": job.mode,
+            "index": index,
+            "settings": asdict(settings),
+            "init_image_sha256_16": image_digest(job.init_image),
+            "mask_sha256_16": image_digest(job.mask),
+            "device": str(device),
+            "dtype": str(pipe.unet.dtype).replace("torch.", ""),
         }
-        text = {"parameters": a1111_parameters(job.model, job.mode, settings, seed),
-                "atelier": json.dumps(meta, sort_keys=True)}
-        outputs.append(Output(index=index, seed=seed, png=encode_png(pixels, text), width_px=pixels.shape[1],
-                              height_px=pixels.shape[0], settings=settings, pixels=pixels))
+        text = {
+            "parameters": a1111_parameters(job.model, job.mode, settings, seed),
+            "atelier": json.dumps(meta, sort_keys=True),
+        }
+        outputs.append(
+            Output(
+                index=index,
+                seed=seed,
+                png=encode_png(pixels, text),
+                width_px=pixels.shape[1],
+                height_px=pixels.shape[0],
+                settings=settings,
+                pixels=pixels,
+            )
+        )
     return outputs

@@ -20,6 +20,7 @@ memory is really returned.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gc
 import json
@@ -131,8 +132,15 @@ def scan_models(models_dir: Path) -> list[ModelEntry]:
                 else:
                     entries.append(ModelEntry(name=item.stem, kind="single_file", path=item))
         except (ModelError, ValueError, OSError) as exc:
-            entries.append(ModelEntry(name=item.stem, kind="diffusers", path=item, state=ModelState.FAILED,
-                                      error=f"unreadable manifest: {exc}"))
+            entries.append(
+                ModelEntry(
+                    name=item.stem,
+                    kind="diffusers",
+                    path=item,
+                    state=ModelState.FAILED,
+                    error=f"unreadable manifest: {exc}",
+                )
+            )
     for entry in entries:
         if entry.state is ModelState.FAILED:
             continue
@@ -150,8 +158,10 @@ def _static_problem(entry: ModelEntry) -> str:
         return f"{entry.path} has no model_index.json (not a diffusers folder)"
     if entry.kind == "single_file":
         if entry.config_dir is None:
-            return ("a single-file checkpoint needs a local config folder in its manifest (\"config\": a diffusers "
-                    "folder with model_index.json, component configs and tokenizer) to load without the network")
+            return (
+                'a single-file checkpoint needs a local config folder in its manifest ("config": a diffusers '
+                "folder with model_index.json, component configs and tokenizer) to load without the network"
+            )
         if not (entry.config_dir / "model_index.json").exists():
             return f"config folder {entry.config_dir} has no model_index.json"
     if entry.kind == "lora" and entry.weight_file is None:
@@ -203,8 +213,9 @@ def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
     """A StableDiffusionPipeline for a diffusers folder or a single-file checkpoint, offline."""
     from diffusers import StableDiffusionPipeline
 
-    common: dict[str, Any] = dict(dtype=device.torch_dtype(), safety_checker=None,
-                                  requires_safety_checker=False)
+    common: dict[str, Any] = dict(
+        dtype=device.torch_dtype(), safety_checker=None, requires_safety_checker=False
+    )
     if entry.kind == "diffusers":
         pipe = StableDiffusionPipeline.from_pretrained(str(entry.path), local_files_only=True, **common)
     elif entry.kind == "single_file":
@@ -228,7 +239,9 @@ def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
 def load_controlnet(entry: ModelEntry, device: DeviceSettings) -> Any:
     from diffusers import ControlNetModel
 
-    model = ControlNetModel.from_pretrained(str(entry.path), local_files_only=True, dtype=device.torch_dtype())
+    model = ControlNetModel.from_pretrained(
+        str(entry.path), local_files_only=True, dtype=device.torch_dtype()
+    )
     return model.to(device.device).eval()
 
 
@@ -266,8 +279,12 @@ class ModelCache:
             fresh = {e.name: e for e in scan_models(self.models_dir)}
             for name, entry in fresh.items():
                 old = self._entries.get(name)
-                if old is not None and old.state in (ModelState.LOADED, ModelState.LOADING, ModelState.FAILED) \
-                        and old.path == entry.path and entry.state is not ModelState.FAILED:
+                if (
+                    old is not None
+                    and old.state in (ModelState.LOADED, ModelState.LOADING, ModelState.FAILED)
+                    and old.path == entry.path
+                    and entry.state is not ModelState.FAILED
+                ):
                     fresh[name] = old
             for name in set(self._entries) - set(fresh):
                 self._unload(name)
@@ -345,10 +362,8 @@ class ModelCache:
                 continue
             if names is None and entry.kind not in CHECKPOINT_KINDS:
                 continue
-            try:
+            with contextlib.suppress(ModelError):
                 self.get(entry.name)
-            except ModelError:
-                pass
 
     def pin(self, name: str) -> None:
         """Keep a model from eviction while a generation uses it."""

@@ -57,7 +57,9 @@ class DeviceQueue:
                 retry = self._mean_job_s * (len(self._waiting) + 1)
                 raise ResourceExhaustedError(
                     f"the {self.device} queue is full ({len(self._waiting)} jobs waiting); retry in about "
-                    f"{retry:.0f} s", retry_after_s=retry)
+                    f"{retry:.0f} s",
+                    retry_after_s=retry,
+                )
             ticket = Ticket(id=next(self._ids), work=work, cancellation=cancellation)
             self._waiting.append(ticket)
             self._on_depth(len(self._waiting))

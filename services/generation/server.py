@@ -28,7 +28,9 @@ def device_settings(device: str, dtype: str) -> DeviceSettings:
     if dtype == "auto":
         dtype = "float16" if device.startswith("cuda") else "float32"
     if dtype not in ("float32", "float16", "bfloat16"):
-        raise ValueError(f"ATELIER_GENERATION_DTYPE must be auto, float32, float16 or bfloat16, got {dtype!r}")
+        raise ValueError(
+            f"ATELIER_GENERATION_DTYPE must be auto, float32, float16 or bfloat16, got {dtype!r}"
+        )
     return DeviceSettings(device=device, dtype=dtype)
 
 
@@ -55,7 +57,9 @@ def build(runtime: Runtime) -> ServiceSpec:
 
     return ServiceSpec(
         name="generation",
-        servicers=[(generation_pb2_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(service))],
+        servicers=[
+            (generation_pb2_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(service))
+        ],
         service_names=[SERVICE_NAME],
         load=load,
         close=service.close,

@@ -40,16 +40,26 @@ log = logging.getLogger("atelier.generation")
 
 IMAGES_TOTAL = Counter("atelier_generation_images_total", "Images generated.", ("mode",))
 STEPS_TOTAL = Counter("atelier_generation_steps_total", "Denoising steps run.", ("mode",))
-SECONDS = Histogram("atelier_generation_seconds", "Wall time of one Generate job on the device.", ("mode",),
-                    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160))
-SECONDS_PER_IMAGE = Histogram("atelier_generation_image_seconds", "Device seconds per generated image.",
-                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40))
+SECONDS = Histogram(
+    "atelier_generation_seconds",
+    "Wall time of one Generate job on the device.",
+    ("mode",),
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160),
+)
+SECONDS_PER_IMAGE = Histogram(
+    "atelier_generation_image_seconds",
+    "Device seconds per generated image.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40),
+)
 REJECTED_TOTAL = Counter("atelier_generation_rejected_total", "Jobs refused or stopped.", ("reason",))
 QUEUE_DEPTH = Gauge("atelier_generation_queue_depth", "Jobs waiting for the device.", ("device",))
 MODEL_LOADS_TOTAL = Counter("atelier_generation_model_loads_total", "Model loads.", ("result",))
 MODEL_MEMORY_BYTES = Gauge("atelier_generation_model_memory_bytes", "Memory held by loaded models.")
-TILE_SEAM_ERROR = Histogram("atelier_generation_tile_seam_error", "Seam error (0..255) of MakeTileable tiles.",
-                            buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 50))
+TILE_SEAM_ERROR = Histogram(
+    "atelier_generation_tile_seam_error",
+    "Seam error (0..255) of MakeTileable tiles.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 50),
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,9 @@ class GenerationService:
         self.limits = limits or Limits()
         self.sessions = sessions
         self.cache = ModelCache(models_dir, device, memory_budget_bytes, on_health=on_health, loader=loader)
-        self.queue = DeviceQueue(device.device, max_waiting,
-                                 on_depth=lambda d: QUEUE_DEPTH.labels(device.device).set(d))
+        self.queue = DeviceQueue(
+            device.device, max_waiting, on_depth=lambda d: QUEUE_DEPTH.labels(device.device).set(d)
+        )
 
     # -- models -----------------------------------------------------------------------------
     def list_models(self) -> list[ModelEntry]:
@@ -123,9 +134,14 @@ class GenerationService:
     def checkpoint(self, name: str) -> ModelEntry:
         entry = self.cache.entry(name) or next((e for e in self.cache.rescan() if e.name == name), None)
         if entry is None or entry.kind not in CHECKPOINT_KINDS:
-            installed = ", ".join(e.name for e in self.cache.entries() if e.kind in CHECKPOINT_KINDS) or "none"
-            raise NotFoundError(f"model {name!r} is not installed (installed checkpoints: {installed})",
-                                resource_type="model", resource_name=name)
+            installed = (
+                ", ".join(e.name for e in self.cache.entries() if e.kind in CHECKPOINT_KINDS) or "none"
+            )
+            raise NotFoundError(
+                f"model {name!r} is not installed (installed checkpoints: {installed})",
+                resource_type="model",
+                resource_name=name,
+            )
         return entry
 
     def _load(self, name: str) -> Any:
@@ -141,8 +157,9 @@ class GenerationService:
     def session(self, tenant: str, session_id: str, with_images: bool = True) -> SessionRecord:
         record = self.sessions.get(tenant, session_id, with_images=with_images)
         if record is None:
-            raise NotFoundError(f"session {session_id!r} does not exist", resource_type="session",
-                                resource_name=session_id)
+            raise NotFoundError(
+                f"session {session_id!r} does not exist", resource_type="session", resource_name=session_id
+            )
         return record
 
     # -- generation -------------------------------------------------------------------------
@@ -162,27 +179,40 @@ class GenerationService:
                 call = replace(call, mode="image_to_image")
         for i, lora in enumerate(call.settings.loras):
             found = self.cache.entry(lora)
-            v.check(found is not None and found.kind == "lora", f"settings.loras[{i}]",
-                    f"{lora!r} is not an installed LoRA adapter")
+            v.check(
+                found is not None and found.kind == "lora",
+                f"settings.loras[{i}]",
+                f"{lora!r} is not an installed LoRA adapter",
+            )
         if call.settings.controlnet:
             found = self.cache.entry(call.settings.controlnet)
-            v.check(found is not None and found.kind == "controlnet", "settings.controlnet",
-                    f"{call.settings.controlnet!r} is not an installed ControlNet")
+            v.check(
+                found is not None and found.kind == "controlnet",
+                "settings.controlnet",
+                f"{call.settings.controlnet!r} is not an installed ControlNet",
+            )
         settings = engine.fill_defaults(call.settings, entry.defaults, call.explicit)
         if call.init_image is not None and "width_px" not in call.explicit:
             # Image modes keep the input's size (rounded down to a multiple of 8) unless asked otherwise.
-            settings = replace(settings, width_px=call.init_image.width // 8 * 8,
-                               height_px=call.init_image.height // 8 * 8)
+            settings = replace(
+                settings, width_px=call.init_image.width // 8 * 8, height_px=call.init_image.height // 8 * 8
+            )
         if "seed" not in call.explicit:
             settings = replace(settings, seed=secrets.randbelow(2**31))
         lim = self.limits
         for name in ("width_px", "height_px"):
             size = getattr(settings, name)
             if size % 8 or not lim.min_side_px <= size <= lim.max_side_px:
-                v.add(f"settings.{name}", f"{size} must be a multiple of 8 in {lim.min_side_px}..{lim.max_side_px}")
+                v.add(
+                    f"settings.{name}",
+                    f"{size} must be a multiple of 8 in {lim.min_side_px}..{lim.max_side_px}",
+                )
         if settings.width_px * settings.height_px > lim.max_pixels:
-            v.add("settings.width_px", f"{settings.width_px} x {settings.height_px} px is over the limit of "
-                                       f"{lim.max_pixels} px per image")
+            v.add(
+                "settings.width_px",
+                f"{settings.width_px} x {settings.height_px} px is over the limit of "
+                f"{lim.max_pixels} px per image",
+            )
         v.raise_if_any("the generation request is invalid")
         size = (settings.width_px, settings.height_px)
         init, mask = call.init_image, call.mask
@@ -194,7 +224,7 @@ class GenerationService:
 
     def generate(self, call: GenerateCall, tenant: str, cancellation: Cancellation) -> Iterator[Any]:
         """Yields Queued, engine.Progress, then one Finished (images committed to the session first)."""
-        call, entry = self.prepare(call, tenant)
+        call, _entry = self.prepare(call, tenant)
         results: list[engine.Output] = []
 
         def work(ticket: Ticket) -> None:
@@ -232,7 +262,11 @@ class GenerationService:
 
     def _run_on_device(self, call: GenerateCall, ticket: Ticket) -> list[engine.Output]:
         """Runs in the device thread: load, check the prompt length, denoise, free memory on OOM."""
-        names = [call.model, *call.settings.loras, *([call.settings.controlnet] if call.settings.controlnet else [])]
+        names = [
+            call.model,
+            *call.settings.loras,
+            *([call.settings.controlnet] if call.settings.controlnet else []),
+        ]
         for name in names:
             self.cache.pin(name)
         began = time.monotonic()
@@ -243,9 +277,18 @@ class GenerationService:
             self._check_prompts(pipe, call.settings)
             controlnet = self._load(call.settings.controlnet) if call.settings.controlnet else None
             loras = {name: self._load(name) for name in call.settings.loras}
-            job = engine.Job(model=call.model, mode=call.mode, settings=call.settings, num_images=call.num_images,
-                             init_image=call.init_image, mask=call.mask, preview_every=call.preview_every)
-            outputs = engine.run(pipe, job, ticket.cancellation, ticket.emit, controlnet=controlnet, loras=loras)
+            job = engine.Job(
+                model=call.model,
+                mode=call.mode,
+                settings=call.settings,
+                num_images=call.num_images,
+                init_image=call.init_image,
+                mask=call.mask,
+                preview_every=call.preview_every,
+            )
+            outputs = engine.run(
+                pipe, job, ticket.cancellation, ticket.emit, controlnet=controlnet, loras=loras
+            )
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
             self._unpin(names)
             raise
@@ -256,7 +299,9 @@ class GenerationService:
                     REJECTED_TOTAL.labels("deadline").inc()
                 raise
             # str(exc), not exc: a kept log record would otherwise keep the traceback and the tensors alive.
-            log.warning("out of memory on %s: evicting cached models (%s)", self.cache.device.device, str(exc))
+            log.warning(
+                "out of memory on %s: evicting cached models (%s)", self.cache.device.device, str(exc)
+            )
             out_of_memory = True
         else:
             out_of_memory = False
@@ -269,7 +314,9 @@ class GenerationService:
             MODEL_MEMORY_BYTES.set(self.cache.used_bytes)
             raise ResourceExhaustedError(
                 f"the {self.cache.device.device} device ran out of memory for this request; the cached models were "
-                "freed: retry, or ask for fewer or smaller images", retry_after_s=5.0)
+                "freed: retry, or ask for fewer or smaller images",
+                retry_after_s=5.0,
+            )
         elapsed = time.monotonic() - began
         SECONDS.labels(call.mode).observe(elapsed)
         SECONDS_PER_IMAGE.observe(elapsed / max(1, len(outputs)))
@@ -288,8 +335,11 @@ class GenerationService:
         v = Violations()
         for name in ("prompt", "negative_prompt"):
             count = engine.token_count(pipe.tokenizer, getattr(settings, name))
-            v.check(count <= limit, f"settings.{name}",
-                    f"is {count} tokens; the model's tokenizer takes at most {limit}: shorten it")
+            v.check(
+                count <= limit,
+                f"settings.{name}",
+                f"is {count} tokens; the model's tokenizer takes at most {limit}: shorten it",
+            )
         v.raise_if_any("the prompt is too long")
 
     def close(self) -> None:

@@ -44,9 +44,19 @@ DEFAULTABLE = ("strength", "guidance_scale", "steps", "seed", "width_px", "heigh
 
 def settings_to_proto(s: engine.Settings) -> generation_pb2.GenerationSettings:
     return generation_pb2.GenerationSettings(
-        prompt=s.prompt, negative_prompt=s.negative_prompt, strength=s.strength, guidance_scale=s.guidance_scale,
-        steps=s.steps, scheduler=s.scheduler, seed=s.seed, width_px=s.width_px, height_px=s.height_px,
-        tileable=s.tileable, loras=list(s.loras), controlnet=s.controlnet, controlnet_scale=s.controlnet_scale,
+        prompt=s.prompt,
+        negative_prompt=s.negative_prompt,
+        strength=s.strength,
+        guidance_scale=s.guidance_scale,
+        steps=s.steps,
+        scheduler=s.scheduler,
+        seed=s.seed,
+        width_px=s.width_px,
+        height_px=s.height_px,
+        tileable=s.tileable,
+        loras=list(s.loras),
+        controlnet=s.controlnet,
+        controlnet_scale=s.controlnet_scale,
     )
 
 
@@ -80,8 +90,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self.service = service
 
     # -- ListModels --------------------------------------------------------------------------
-    def ListModels(self, request: generation_pb2.ListModelsRequest, context: grpc.ServicerContext
-                   ) -> generation_pb2.ListModelsResponse:
+    def ListModels(
+        self, request: generation_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> generation_pb2.ListModelsResponse:
         entries = self.service.list_models()
         cache = self.service.cache
         return generation_pb2.ListModelsResponse(
@@ -94,14 +105,22 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     @staticmethod
     def _model_info(e: ModelEntry) -> generation_pb2.ModelInfo:
         return generation_pb2.ModelInfo(
-            name=e.name, base=e.base, licence=e.licence, state=STATES[e.state], error=e.error, kind=e.kind,
-            defaults=defaults_to_proto(e.defaults), memory_bytes=e.memory_bytes, health_name=e.health_name,
+            name=e.name,
+            base=e.base,
+            licence=e.licence,
+            state=STATES[e.state],
+            error=e.error,
+            kind=e.kind,
+            defaults=defaults_to_proto(e.defaults),
+            memory_bytes=e.memory_bytes,
+            health_name=e.health_name,
             conditioning=e.conditioning,
         )
 
     # -- Generate ----------------------------------------------------------------------------
-    def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.ServicerContext
-                 ) -> Iterator[generation_pb2.GenerateResponse]:
+    def Generate(
+        self, request: generation_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[generation_pb2.GenerateResponse]:
         call = self._validate(request)
         cancellation = cancellation_from(context)
         round_no = 0
@@ -109,7 +128,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             if isinstance(event, Queued):
                 yield generation_pb2.GenerateResponse(
                     progress=generation_pb2.ProgressEvent(queue_position=event.position),
-                    session_id=call.session_id)
+                    session_id=call.session_id,
+                )
             elif isinstance(event, engine.Progress):
                 preview = None
                 if event.preview is not None:
@@ -117,17 +137,24 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                     event.preview.save(buffer, format="PNG")
                     preview = png_image(buffer.getvalue(), event.preview.width, event.preview.height)
                 yield generation_pb2.GenerateResponse(
-                    progress=generation_pb2.ProgressEvent(step=event.step, total_steps=event.total_steps,
-                                                          preview=preview),
-                    session_id=call.session_id)
+                    progress=generation_pb2.ProgressEvent(
+                        step=event.step, total_steps=event.total_steps, preview=preview
+                    ),
+                    session_id=call.session_id,
+                )
             elif isinstance(event, Finished):
                 round_no = event.round
                 for out in event.outputs:
                     yield generation_pb2.GenerateResponse(
                         image=generation_pb2.GeneratedImage(
-                            image=png_image(out.png, out.width_px, out.height_px), seed=out.seed, index=out.index,
-                            settings=settings_to_proto(out.settings)),
-                        session_id=event.session_id, round=round_no)
+                            image=png_image(out.png, out.width_px, out.height_px),
+                            seed=out.seed,
+                            index=out.index,
+                            settings=settings_to_proto(out.settings),
+                        ),
+                        session_id=event.session_id,
+                        round=round_no,
+                    )
 
     def _validate(self, request: generation_pb2.GenerateRequest) -> GenerateCall:
         lim = self.service.limits
@@ -138,28 +165,48 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             v.add("mode", f"unknown mode {request.mode}")
         v.check(bool(s.prompt.strip()), "settings.prompt", "is required")
         v.check(0.0 <= s.strength <= 1.0, "settings.strength", "must be in (0, 1] (0 takes the default 0.75)")
-        v.check(0.0 <= s.guidance_scale <= lim.max_guidance, "settings.guidance_scale",
-                f"must be in 0..{lim.max_guidance:g}")
+        v.check(
+            0.0 <= s.guidance_scale <= lim.max_guidance,
+            "settings.guidance_scale",
+            f"must be in 0..{lim.max_guidance:g}",
+        )
         v.check(0 <= s.steps <= lim.max_steps, "settings.steps", f"must be in 1..{lim.max_steps}")
-        v.check(not s.scheduler or s.scheduler in engine.SCHEDULERS, "settings.scheduler",
-                f"must be one of {', '.join(engine.SCHEDULERS)}")
+        v.check(
+            not s.scheduler or s.scheduler in engine.SCHEDULERS,
+            "settings.scheduler",
+            f"must be one of {', '.join(engine.SCHEDULERS)}",
+        )
         for name in ("width_px", "height_px"):
             size = getattr(s, name)
             if size and (size % 8 or not lim.min_side_px <= size <= lim.max_side_px):
-                v.add(f"settings.{name}", f"{size} must be a multiple of 8 in {lim.min_side_px}..{lim.max_side_px}")
+                v.add(
+                    f"settings.{name}",
+                    f"{size} must be a multiple of 8 in {lim.min_side_px}..{lim.max_side_px}",
+                )
         if bool(s.width_px) != bool(s.height_px):
-            v.add("settings.height_px" if s.width_px else "settings.width_px", "set both width and height, or neither")
+            v.add(
+                "settings.height_px" if s.width_px else "settings.width_px",
+                "set both width and height, or neither",
+            )
         if s.width_px and s.height_px and s.width_px * s.height_px > lim.max_pixels:
-            v.add("settings.width_px", f"{s.width_px} x {s.height_px} px is over the limit of {lim.max_pixels} px")
-        v.check(0.0 <= s.controlnet_scale <= lim.max_controlnet_scale, "settings.controlnet_scale",
-                f"must be in 0..{lim.max_controlnet_scale:g}")
+            v.add(
+                "settings.width_px",
+                f"{s.width_px} x {s.height_px} px is over the limit of {lim.max_pixels} px",
+            )
+        v.check(
+            0.0 <= s.controlnet_scale <= lim.max_controlnet_scale,
+            "settings.controlnet_scale",
+            f"must be in 0..{lim.max_controlnet_scale:g}",
+        )
         v.check(0 <= request.num_images <= lim.max_images, "num_images", f"must be in 1..{lim.max_images}")
         v.check(request.preview_every >= 0, "preview_every", "must be >= 0")
         v.check(request.session_image_index >= 0, "session_image_index", "must be >= 0")
 
         has_init = bool(request.init_image.data)
         if request.session_id and has_init:
-            v.add("init_image", "a session continues from its last image: send either session_id or init_image")
+            v.add(
+                "init_image", "a session continues from its last image: send either session_id or init_image"
+            )
         mode = MODE_NAMES.get(request.mode, "")
         if not mode:
             mode = "image_to_image" if (has_init or request.session_id) else "text_to_image"
@@ -169,17 +216,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             v.add("init_image", "text-to-image takes no init image (use MODE_IMAGE_TO_IMAGE)")
         if mode == "inpaint":
             v.check(bool(request.mask.data), "mask", "is required for inpainting")
-            v.check(not request.session_id, "session_id", "inpainting takes its image and mask in the request")
+            v.check(
+                not request.session_id, "session_id", "inpainting takes its image and mask in the request"
+            )
         elif request.mask.data:
             v.add("mask", "is only used by MODE_INPAINT")
 
-        init = _decode(request.init_image.data, "init_image.data", v, lim.max_input_side_px) if has_init else None
+        init = (
+            _decode(request.init_image.data, "init_image.data", v, lim.max_input_side_px)
+            if has_init
+            else None
+        )
         mask = None
         if mode == "inpaint" and request.mask.data:
             mask = _decode(request.mask.data, "mask.data", v, lim.max_input_side_px, mode="L")
             if mask is not None and init is not None and mask.size != init.size:
-                v.add("mask.data", f"is {mask.width} x {mask.height} px; it must be the init image's size "
-                                   f"{init.width} x {init.height}")
+                v.add(
+                    "mask.data",
+                    f"is {mask.width} x {mask.height} px; it must be the init image's size "
+                    f"{init.width} x {init.height}",
+                )
             if mask is not None and not np.asarray(mask).any():
                 v.add("mask.data", "is empty: no non-zero pixel marks a region to repaint")
         v.raise_if_any("the generation request is invalid")
@@ -188,21 +244,39 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         if s.scheduler:
             explicit.add("scheduler")
         settings = engine.Settings(
-            prompt=s.prompt, negative_prompt=s.negative_prompt, strength=s.strength, guidance_scale=s.guidance_scale,
-            steps=s.steps, scheduler=s.scheduler, seed=s.seed, width_px=s.width_px, height_px=s.height_px,
-            tileable=s.tileable, loras=tuple(s.loras), controlnet=s.controlnet, controlnet_scale=s.controlnet_scale,
+            prompt=s.prompt,
+            negative_prompt=s.negative_prompt,
+            strength=s.strength,
+            guidance_scale=s.guidance_scale,
+            steps=s.steps,
+            scheduler=s.scheduler,
+            seed=s.seed,
+            width_px=s.width_px,
+            height_px=s.height_px,
+            tileable=s.tileable,
+            loras=tuple(s.loras),
+            controlnet=s.controlnet,
+            controlnet_scale=s.controlnet_scale,
         )
         if mask is not None:
             mask = mask.point(lambda p: 255 if p else 0)  # type: ignore[arg-type]  # non-zero is "in"
         return GenerateCall(
-            model=request.model, mode=mode, settings=settings, explicit=explicit, num_images=request.num_images or 1,
-            preview_every=request.preview_every, init_image=init, mask=mask, session_id=request.session_id,
+            model=request.model,
+            mode=mode,
+            settings=settings,
+            explicit=explicit,
+            num_images=request.num_images or 1,
+            preview_every=request.preview_every,
+            init_image=init,
+            mask=mask,
+            session_id=request.session_id,
             session_image_index=request.session_image_index,
         )
 
     # -- MakeTileable ------------------------------------------------------------------------
-    def MakeTileable(self, request: generation_pb2.MakeTileableRequest, context: grpc.ServicerContext
-                     ) -> generation_pb2.MakeTileableResponse:
+    def MakeTileable(
+        self, request: generation_pb2.MakeTileableRequest, context: grpc.ServicerContext
+    ) -> generation_pb2.MakeTileableResponse:
         lim = self.service.limits
         v = Violations()
         v.check(0.0 <= request.blend <= 0.5, "blend", "must be in (0, 0.5] (0 takes 0.25)")
@@ -214,21 +288,27 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             if pixels is None:
                 v.add("image.data", "is not a readable image")
             elif max(pixels.shape[:2]) > lim.max_input_side_px or min(pixels.shape[:2]) < 8:
-                v.add("image.data", f"is {pixels.shape[1]} x {pixels.shape[0]} px; sides must be in "
-                                    f"8..{lim.max_input_side_px}")
+                v.add(
+                    "image.data",
+                    f"is {pixels.shape[1]} x {pixels.shape[0]} px; sides must be in "
+                    f"8..{lim.max_input_side_px}",
+                )
         v.raise_if_any("the tile request is invalid")
         assert pixels is not None
         result = tile.make_tileable(pixels, request.blend or tile.DEFAULT_BLEND)
         TILE_SEAM_ERROR.observe(result.seam_error)
         height, width = result.tile.shape[:2]
         return generation_pb2.MakeTileableResponse(
-            tile=png_image(tile.encode_png(result.tile), width, height), seam_error=result.seam_error,
-            seam_error_before=result.seam_error_before, interior_error=result.interior_error,
+            tile=png_image(tile.encode_png(result.tile), width, height),
+            seam_error=result.seam_error,
+            seam_error_before=result.seam_error_before,
+            interior_error=result.interior_error,
         )
 
     # -- GetSession --------------------------------------------------------------------------
-    def GetSession(self, request: generation_pb2.GetSessionRequest, context: grpc.ServicerContext
-                   ) -> generation_pb2.Session:
+    def GetSession(
+        self, request: generation_pb2.GetSessionRequest, context: grpc.ServicerContext
+    ) -> generation_pb2.Session:
         v = Violations()
         v.check(bool(request.session_id), "session_id", "is required")
         v.raise_if_any()
@@ -242,6 +322,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             known = {f.name for f in generation_pb2.GenerationSettings.DESCRIPTOR.fields}
             history.append(generation_pb2.GenerationSettings(**{k: v for k, v in item.items() if k in known}))
         return generation_pb2.Session(
-            session_id=record.session_id, model=record.model, rounds=record.rounds, history=history,
-            last_image=images[0] if images else None, last_images=images,
+            session_id=record.session_id,
+            model=record.model,
+            rounds=record.rounds,
+            history=history,
+            last_image=images[0] if images else None,
+            last_images=images,
         )

@@ -38,7 +38,9 @@ session_images = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", "session_id", "idx"),
 )
 
-MIGRATIONS = [Migration(1, "refinement sessions and their last images", create_tables(sessions, session_images))]
+MIGRATIONS = [
+    Migration(1, "refinement sessions and their last images", create_tables(sessions, session_images))
+]
 
 
 @dataclass
@@ -68,38 +70,65 @@ class SessionStore:
                 return None
             images: list[bytes] = []
             if with_images:
-                images = [bytes(r.png) for r in conn.execute(
-                    sa.select(session_images.c.png)
-                    .where(session_images.c.tenant_id == tenant, session_images.c.session_id == session_id)
-                    .order_by(session_images.c.idx)
-                )]
+                images = [
+                    bytes(r.png)
+                    for r in conn.execute(
+                        sa.select(session_images.c.png)
+                        .where(
+                            session_images.c.tenant_id == tenant, session_images.c.session_id == session_id
+                        )
+                        .order_by(session_images.c.idx)
+                    )
+                ]
         return SessionRecord(row.session_id, row.model, row.rounds, json.loads(row.history), images)
 
-    def save_round(self, tenant: str, session_id: str, model: str, settings: dict[str, object],
-                   images: list[bytes]) -> int:
+    def save_round(
+        self, tenant: str, session_id: str, model: str, settings: dict[str, object], images: list[bytes]
+    ) -> int:
         """Append a round (creating the session at round 1); returns the round number. Committed on return."""
         now = utcnow()
         with self.store.engine.begin() as conn:
             row = conn.execute(
-                sa.select(sessions.c.rounds, sessions.c.history)
-                .where(sessions.c.tenant_id == tenant, sessions.c.session_id == session_id)
+                sa.select(sessions.c.rounds, sessions.c.history).where(
+                    sessions.c.tenant_id == tenant, sessions.c.session_id == session_id
+                )
             ).first()
             if row is None:
                 rounds = 1
-                conn.execute(sessions.insert().values(
-                    tenant_id=tenant, session_id=session_id, model=model, rounds=1,
-                    history=json.dumps([settings]), created_at=now, updated_at=now))
+                conn.execute(
+                    sessions.insert().values(
+                        tenant_id=tenant,
+                        session_id=session_id,
+                        model=model,
+                        rounds=1,
+                        history=json.dumps([settings]),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
             else:
                 rounds = row.rounds + 1
-                conn.execute(sessions.update()
-                             .where(sessions.c.tenant_id == tenant, sessions.c.session_id == session_id)
-                             .values(rounds=rounds, model=model, history=json.dumps([*json.loads(row.history), settings]),
-                                     updated_at=now))
-                conn.execute(session_images.delete().where(
-                    session_images.c.tenant_id == tenant, session_images.c.session_id == session_id))
+                conn.execute(
+                    sessions.update()
+                    .where(sessions.c.tenant_id == tenant, sessions.c.session_id == session_id)
+                    .values(
+                        rounds=rounds,
+                        model=model,
+                        history=json.dumps([*json.loads(row.history), settings]),
+                        updated_at=now,
+                    )
+                )
+                conn.execute(
+                    session_images.delete().where(
+                        session_images.c.tenant_id == tenant, session_images.c.session_id == session_id
+                    )
+                )
             if images:
-                conn.execute(session_images.insert(), [
-                    {"tenant_id": tenant, "session_id": session_id, "idx": i, "png": png}
-                    for i, png in enumerate(images)
-                ])
+                conn.execute(
+                    session_images.insert(),
+                    [
+                        {"tenant_id": tenant, "session_id": session_id, "idx": i, "png": png}
+                        for i, png in enumerate(images)
+                    ],
+                )
         return rounds

@@ -96,10 +96,15 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     )
     text_encoder = CLIPTextModel(text_config)
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
-    for module in (unet, vae, text_encoder):
+    modules: list[Any] = [unet, vae, text_encoder]
+    for module in modules:
         module.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
 
@@ -109,8 +114,11 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline(
-        **build_tiny_components(seed), tokenizer=build_tiny_tokenizer(), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        **build_tiny_components(seed),
+        tokenizer=build_tiny_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -135,7 +143,9 @@ def write_tiny_model(
     return folder
 
 
-def write_tiny_controlnet(folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0) -> Path:
+def write_tiny_controlnet(
+    folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0
+) -> Path:
     """A tiny ControlNetModel matching the tiny UNet, saved with a manifest (kind controlnet)."""
     from diffusers import ControlNetModel
 
@@ -143,14 +153,23 @@ def write_tiny_controlnet(folder: Path, seed: int = 1, name: str | None = None, 
     torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
     # A trained ControlNet's "zero convolutions" are no longer zero; fresh ones would change nothing.
-    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
-                  controlnet.controlnet_cond_embedding.conv_out]
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
     with torch.no_grad():
         for conv in zero_convs:
             torch.nn.init.normal_(conv.weight, std=0.2)
     controlnet.save_pretrained(str(folder), safe_serialization=True)
-    write_manifest(folder, name=name or folder.name, kind="controlnet", base="sd15", licence="CC0-1.0",
-                   conditioning="scribble")
+    write_manifest(
+        folder,
+        name=name or folder.name,
+        kind="controlnet",
+        base="sd15",
+        licence="CC0-1.0",
+        conditioning="scribble",
+    )
     return folder
 
 
@@ -159,17 +178,28 @@ def write_tiny_controlnet(folder: Path, seed: int = 1, name: str | None = None, 
 # test can make a real single-file checkpoint and drive `from_single_file` on it. Written from the
 # layouts' structure (block i, layer j -> index), for any number of levels and layers per block.
 
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _unet_key(key: str, layers: int, up_has_attention: list[bool]) -> str:
     parts = key.split(".")
-    simple = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    simple = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
     for diffusers_name, ldm_name in simple.items():
         if key.startswith(diffusers_name + "."):
-            return ldm_name + key[len(diffusers_name):]
+            return ldm_name + key[len(diffusers_name) :]
     if parts[0] in ("down_blocks", "up_blocks"):
         i, kind = int(parts[1]), parts[2]
         rest = parts[4:]
@@ -177,11 +207,15 @@ def _unet_key(key: str, layers: int, up_has_attention: list[bool]) -> str:
             j = int(parts[3])
             rest = [_RESNET.get(rest[0], rest[0]), *rest[1:]]
             index = 1 + i * (layers + 1) + j if parts[0] == "down_blocks" else i * (layers + 1) + j
-            return ".".join([("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "0", *rest])
+            return ".".join(
+                [("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "0", *rest]
+            )
         if kind == "attentions":
             j = int(parts[3])
             index = 1 + i * (layers + 1) + j if parts[0] == "down_blocks" else i * (layers + 1) + j
-            return ".".join([("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "1", *rest])
+            return ".".join(
+                [("input_blocks" if parts[0] == "down_blocks" else "output_blocks"), str(index), "1", *rest]
+            )
         if kind == "downsamplers":  # downsamplers.0.conv.* -> input_blocks.N.0.op.*
             return ".".join(["input_blocks", str((i + 1) * (layers + 1)), "0", "op", *parts[5:]])
         if kind == "upsamplers":  # upsamplers.0.conv.* -> output_blocks.N.(1|2).conv.*
@@ -189,7 +223,9 @@ def _unet_key(key: str, layers: int, up_has_attention: list[bool]) -> str:
             return ".".join(["output_blocks", str(i * (layers + 1) + layers), slot, *parts[4:]])
     if parts[0] == "mid_block":
         if parts[1] == "resnets":
-            return ".".join(["middle_block", "0" if parts[2] == "0" else "2", _RESNET.get(parts[3], parts[3]), *parts[4:]])
+            return ".".join(
+                ["middle_block", "0" if parts[2] == "0" else "2", _RESNET.get(parts[3], parts[3]), *parts[4:]]
+            )
         if parts[1] == "attentions":
             return ".".join(["middle_block", "1", *parts[3:]])
     raise KeyError(f"no LDM name for UNet key {key}")
@@ -206,12 +242,16 @@ def _vae_key(key: str, levels: int) -> str:
         level = i if rest[0] == "down_blocks" else levels - 1 - i
         group = "down" if rest[0] == "down_blocks" else "up"
         if rest[2] == "resnets":
-            return ".".join([side, group, str(level), "block", rest[3], resnet.get(rest[4], rest[4]), *rest[5:]])
+            return ".".join(
+                [side, group, str(level), "block", rest[3], resnet.get(rest[4], rest[4]), *rest[5:]]
+            )
         sampler = "downsample" if rest[2] == "downsamplers" else "upsample"
         return ".".join([side, group, str(level), sampler, *rest[4:]])
     if rest[0] == "mid_block":
         if rest[1] == "resnets":
-            return ".".join([side, "mid", f"block_{int(rest[2]) + 1}", resnet.get(rest[3], rest[3]), *rest[4:]])
+            return ".".join(
+                [side, "mid", f"block_{int(rest[2]) + 1}", resnet.get(rest[3], rest[3]), *rest[4:]]
+            )
         attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
         name = attn[rest[3]]
         tail = rest[5:] if rest[3] == "to_out" else rest[4:]
@@ -256,11 +296,19 @@ def write_tiny_single_file(models_dir: Path, name: str, seed: int = 0) -> Path:
         weights.unlink()  # configs and tokenizer only: the weights come from the single file
     checkpoint = models_dir / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in to_original_checkpoint(pipe).items()}, str(checkpoint))
-    (models_dir / f"{name}.json").write_text(json.dumps({
-        "name": name, "kind": "single_file", "base": "sd15", "config": f"{name}-config",
-        "licence": "CC0-1.0 (random weights, made by atelier.generation.testing)",
-        "defaults": {"steps": 4, "width_px": 64, "height_px": 64},
-    }, indent=2))
+    (models_dir / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "kind": "single_file",
+                "base": "sd15",
+                "config": f"{name}-config",
+                "licence": "CC0-1.0 (random weights, made by atelier.generation.testing)",
+                "defaults": {"steps": 4, "width_px": 64, "height_px": 64},
+            },
+            indent=2,
+        )
+    )
     return checkpoint
 
 
@@ -273,11 +321,47 @@ def write_tiny_lora(folder: Path, seed: int = 2, name: str | None = None, base_m
     unet = build_tiny_components(base_model_seed)["unet"]
     torch.manual_seed(seed)
     # init_lora_weights=False: random A and B, so the adapter visibly changes the output.
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(unet),
-                                              safe_serialization=True)
-    write_manifest(folder, name=name or folder.name, kind="lora", base="sd15", licence="CC0-1.0",
-                   file="pytorch_lora_weights.safetensors")
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True
+    )
+    write_manifest(
+        folder,
+        name=name or folder.name,
+        kind="lora",
+        base="sd15",
+        licence="CC0-1.0",
+        file="pytorch_lora_weights.safetensors",
+    )
     return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m atelier.generation.testing [MODELS_DIR]``: install the tiny demo models for `make run`."""
+    import argparse
+
+    from atelier.runtime.config import default_data_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "models_dir", nargs="?", type=Path, default=default_data_dir() / "models" / "generation"
+    )
+    args = parser.parse_args(argv)
+    root: Path = args.models_dir
+    write_tiny_model(root / "tiny-demo", seed=0)
+    write_tiny_controlnet(root / "tiny-demo-scribble", seed=1)
+    try:
+        write_tiny_lora(root / "tiny-demo-style", seed=2)
+    except ImportError:
+        print("peft is not installed: no demo LoRA")
+    print(f"tiny random-weight demo models written to {root} (they make noise-like images, quickly)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,7 +22,9 @@ class TileResult:
     tile: np.ndarray  # uint8, same shape as the input
     seam_error: float  # mean |difference| across the wrap-around edges, 0..255
     seam_error_before: float
-    interior_error: float  # mean |difference| of the photo's neighbouring pixels: what a seamless join looks like
+    interior_error: (
+        float  # mean |difference| of the photo's neighbouring pixels: what a seamless join looks like
+    )
 
 
 def seam_error(image: np.ndarray) -> float:
@@ -64,8 +66,12 @@ def make_tileable(image: np.ndarray, blend: float = DEFAULT_BLEND) -> TileResult
     work = _blend_axis(work, axis=1, blend=blend)
     work = _blend_axis(work, axis=0, blend=blend)
     tile = np.clip(np.round(work), 0, 255).astype(np.uint8)
-    return TileResult(tile=tile, seam_error=seam_error(tile), seam_error_before=seam_error(image),
-                      interior_error=interior_error(image))
+    return TileResult(
+        tile=tile,
+        seam_error=seam_error(tile),
+        seam_error_before=seam_error(image),
+        interior_error=interior_error(image),
+    )
 
 
 def decode_image(data: bytes) -> np.ndarray | None:

@@ -60,8 +60,9 @@ class GenServer:
 
 
 @pytest.fixture
-def gen_server(start_server: Callable[..., Any], models_dir: Path, monkeypatch: pytest.MonkeyPatch
-               ) -> Callable[..., GenServer]:
+def gen_server(
+    start_server: Callable[..., Any], models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., GenServer]:
     def start(**env: str) -> GenServer:
         monkeypatch.setenv("ATELIER_GENERATION_MODELS_DIR", str(models_dir))
         monkeypatch.setenv("ATELIER_GENERATION_DEVICE", "cpu")
@@ -90,6 +91,8 @@ def photo(width: int = 64, height: int = 64, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
     r = (x / width * 255).astype(np.uint8)
     g = (y / height * 255).astype(np.uint8)
-    b = (((x - width / 2) ** 2 + (y - height / 2) ** 2) < (min(width, height) / 3) ** 2).astype(np.uint8) * 200
+    b = (((x - width / 2) ** 2 + (y - height / 2) ** 2) < (min(width, height) / 3) ** 2).astype(
+        np.uint8
+    ) * 200
     noise = rng.integers(0, 10, size=(height, width), dtype=np.uint8)
     return np.stack([r, g, b + noise], axis=-1)

@@ -30,8 +30,14 @@ def tiny_pipe() -> object:
 def _generate(pipe: object, latents: torch.Tensor, tileable: bool) -> np.ndarray:
     modules = (pipe.unet, pipe.vae) if tileable else ()  # type: ignore[attr-defined]
     with torch.inference_mode(), engine.circular_padding(*modules):
-        return pipe("a floral print", num_inference_steps=3, height=64, width=64,  # type: ignore[operator]
-                    latents=latents, output_type="np").images[0]
+        return pipe(
+            "a floral print",
+            num_inference_steps=3,
+            height=64,
+            width=64,  # type: ignore[operator]
+            latents=latents,
+            output_type="np",
+        ).images[0]
 
 
 def test_circular_padding_makes_the_pipeline_wrap_around_exactly(tiny_pipe: object) -> None:
@@ -56,23 +62,32 @@ def test_cancellation_stops_between_steps(tiny_pipe: object) -> None:
         if p.step == 2:
             token.cancel("test")
 
-    job = engine.Job(model="tiny", mode="text_to_image",
-                     settings=engine.Settings(prompt="x", steps=20, width_px=64, height_px=64, seed=1))
+    job = engine.Job(
+        model="tiny",
+        mode="text_to_image",
+        settings=engine.Settings(prompt="x", steps=20, width_px=64, height_px=64, seed=1),
+    )
     with pytest.raises(Exception, match="test"):
         engine.run(tiny_pipe, job, token, progress)
     assert seen == [1, 2]
 
 
 def test_defaults_and_prompt_token_limit(tiny_pipe: object) -> None:
-    s = engine.fill_defaults(engine.Settings(prompt="x", steps=0, guidance_scale=3.0), {"steps": 12, "strength": 0.5},
-                             explicit={"guidance_scale"})
+    s = engine.fill_defaults(
+        engine.Settings(prompt="x", steps=0, guidance_scale=3.0),
+        {"steps": 12, "strength": 0.5},
+        explicit={"guidance_scale"},
+    )
     assert (s.steps, s.strength, s.guidance_scale, s.width_px) == (12, 0.5, 3.0, 512)
     tokenizer = tiny_pipe.tokenizer  # type: ignore[attr-defined]
     assert engine.token_limit(tokenizer) == 75
-    assert engine.token_count(tokenizer, "ab cd") == 4  # the tiny vocabulary has no merges: one token a letter
+    assert (
+        engine.token_count(tokenizer, "ab cd") == 4
+    )  # the tiny vocabulary has no merges: one token a letter
 
 
 # -- model directory and cache ----------------------------------------------------------------------
+
 
 def _fake_loader(sizes: dict[str, int], fail: set[str]) -> object:
     def load(entry: object, _device: DeviceSettings) -> torch.nn.Module:
@@ -96,16 +111,24 @@ def _model_dir(root: Path, names: list[str]) -> Path:
 def test_cache_evicts_least_recently_used_within_budget_and_marks_failures(tmp_path: Path) -> None:
     root = _model_dir(tmp_path, ["a", "b", "c", "bad"])
     health: dict[str, bool] = {}
-    cache = ModelCache(root, DeviceSettings(), memory_budget_bytes=2500,
-                       on_health=lambda n, s: health.__setitem__(n.rsplit("/", 1)[1], s),
-                       loader=_fake_loader({"a": 250, "b": 250, "c": 250}, {"bad"}))  # type: ignore[arg-type]
+    cache = ModelCache(
+        root,
+        DeviceSettings(),
+        memory_budget_bytes=2500,
+        on_health=lambda n, s: health.__setitem__(n.rsplit("/", 1)[1], s),
+        loader=_fake_loader({"a": 250, "b": 250, "c": 250}, {"bad"}),
+    )  # type: ignore[arg-type]
     cache.get("a")
     cache.get("b")
     cache.get("a")  # a is now the most recently used
     cache.get("c")  # 3 x 1000 bytes > 2500: b goes
     states = {e.name: e.state for e in cache.entries()}
-    assert states == {"a": ModelState.LOADED, "b": ModelState.INSTALLED, "c": ModelState.LOADED,
-                      "bad": ModelState.INSTALLED}
+    assert states == {
+        "a": ModelState.LOADED,
+        "b": ModelState.INSTALLED,
+        "c": ModelState.LOADED,
+        "bad": ModelState.INSTALLED,
+    }
     assert cache.used_bytes == 2000 and cache.evictions == 1
     cache.pin("a")
     cache.get("b")  # a is pinned (in use): c goes instead
@@ -137,6 +160,7 @@ def test_scan_reports_broken_manifests_without_raising(tmp_path: Path) -> None:
 
 # -- queue ------------------------------------------------------------------------------------------
 
+
 def test_queue_bounds_waiting_and_reports_positions() -> None:
     q = DeviceQueue("cpu", max_waiting=2)
     release = threading.Event()
@@ -158,10 +182,14 @@ def test_queue_bounds_waiting_and_reports_positions() -> None:
 
 # -- sessions (SQLite and PostgreSQL) ---------------------------------------------------------------
 
+
 def test_sessions_keep_history_and_last_round_images_per_tenant(store: Store) -> None:
     sessions = SessionStore(store)
     sid = sessions.new_id()
-    assert sessions.save_round("brand-a", sid, "tiny", {"prompt": "p", "strength": 0.75}, [b"png0", b"png1"]) == 1
+    assert (
+        sessions.save_round("brand-a", sid, "tiny", {"prompt": "p", "strength": 0.75}, [b"png0", b"png1"])
+        == 1
+    )
     assert sessions.save_round("brand-a", sid, "tiny", {"prompt": "p", "strength": 0.75}, [b"png2"]) == 2
     record = sessions.get("brand-a", sid)
     assert record is not None and record.rounds == 2 and len(record.history) == 2
@@ -170,6 +198,7 @@ def test_sessions_keep_history_and_last_round_images_per_tenant(store: Store) ->
 
 
 # -- seamless tiles without a model -----------------------------------------------------------------
+
 
 def test_make_tileable_on_a_synthetic_gradient() -> None:
     y, x = np.mgrid[0:80, 0:120]

@@ -40,7 +40,9 @@ def images(events: list[pb.GenerateResponse]) -> list[pb.GeneratedImage]:
 
 
 def health(server: GenServer, name: str) -> int:
-    reply = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+    reply = health_pb2_grpc.HealthStub(server.channel).Check(
+        health_pb2.HealthCheckRequest(service=name), timeout=5
+    )
     return int(reply.status)
 
 
@@ -55,6 +57,7 @@ def expect_invalid(call: Callable[[], object], field: str) -> list[tuple[str, st
 
 # -- models -----------------------------------------------------------------------------------------
 
+
 def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start, models_dir: Path) -> None:
     (models_dir / "broken").mkdir()
     (models_dir / "broken" / "manifest.json").write_text(json.dumps({"kind": "diffusers", "name": "broken"}))
@@ -66,7 +69,9 @@ def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start
     assert by_name["tiny"].kind == "diffusers" and by_name["tiny"].state == pb.MODEL_STATE_INSTALLED
     assert by_name["tiny"].defaults.steps == 4 and "CC0" in by_name["tiny"].licence
     assert by_name["tiny-single"].kind == "single_file"
-    assert by_name["tiny-scribble"].kind == "controlnet" and by_name["tiny-scribble"].conditioning == "scribble"
+    assert (
+        by_name["tiny-scribble"].kind == "controlnet" and by_name["tiny-scribble"].conditioning == "scribble"
+    )
     assert by_name["tiny-style"].kind == "lora"
     assert by_name["broken"].state == pb.MODEL_STATE_FAILED and "model_index.json" in by_name["broken"].error
     assert by_name["half"].state == pb.MODEL_STATE_FAILED and "config" in by_name["half"].error
@@ -79,7 +84,9 @@ def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start
     assert loaded.state == pb.MODEL_STATE_LOADED and loaded.memory_bytes > 100_000
 
 
-def test_a_model_that_fails_to_load_is_not_serving_with_the_reason(gen_server: Start, models_dir: Path) -> None:
+def test_a_model_that_fails_to_load_is_not_serving_with_the_reason(
+    gen_server: Start, models_dir: Path
+) -> None:
     (models_dir / "tiny" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
     server = gen_server(PRELOAD="all")
     by_name = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
@@ -90,7 +97,9 @@ def test_a_model_that_fails_to_load_is_not_serving_with_the_reason(gen_server: S
     assert health(server, "atelier.generation.v1.GenerationService") == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as info:
         server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "failed to load" in info.value.details()
+    assert (
+        info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "failed to load" in info.value.details()
+    )
 
 
 def test_memory_budget_evicts_the_least_recently_used_model(gen_server: Start) -> None:
@@ -106,13 +115,16 @@ def test_memory_budget_evicts_the_least_recently_used_model(gen_server: Start) -
 
 # -- text to image, reproducibility, PNG metadata ---------------------------------------------------
 
+
 def test_text_to_image_streams_progress_previews_then_reproducible_images(gen_server: Start) -> None:
     server = gen_server()
     request = pb.GenerateRequest(model="tiny", settings=settings(), num_images=2, preview_every=2)
     events = server.generate(request)
     steps = [e.progress.step for e in events if e.HasField("progress") and e.progress.total_steps]
     assert steps == [1, 2, 3, 4]
-    assert all(e.progress.total_steps == 4 for e in events if e.HasField("progress") and e.progress.total_steps)
+    assert all(
+        e.progress.total_steps == 4 for e in events if e.HasField("progress") and e.progress.total_steps
+    )
     previews = [e.progress.preview for e in events if e.HasField("progress") and e.progress.preview.data]
     assert len(previews) == 2 and decode(previews[0].data).shape == (8, 8, 3)  # 1/8 of 64 px
     out = images(events)
@@ -140,9 +152,14 @@ def test_text_to_image_streams_progress_previews_then_reproducible_images(gen_se
 
 def test_scheduler_and_guidance_change_the_image(gen_server: Start) -> None:
     server = gen_server()
-    base = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
-    euler = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(scheduler="euler_a"))))[
-        0].image.data)
+    base = decode(
+        images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data
+    )
+    euler = decode(
+        images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(scheduler="euler_a"))))[
+            0
+        ].image.data
+    )
     assert not np.array_equal(base, euler)
 
 
@@ -155,27 +172,42 @@ def test_single_file_checkpoint_matches_the_diffusers_folder_of_the_same_weights
 
 # -- image to image and refinement sessions ---------------------------------------------------------
 
+
 def test_image_to_image_and_two_round_refinement_session(gen_server: Start) -> None:
     server = gen_server()
     init = photo(72, 64)  # 72 x 64: multiples of 8, kept as is
-    request = pb.GenerateRequest(model="tiny", mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings(strength=0.75),
-                                 init_image=image_pb2.Image(data=png_bytes(init)))
+    request = pb.GenerateRequest(
+        model="tiny",
+        mode=pb.MODE_IMAGE_TO_IMAGE,
+        settings=settings(strength=0.75),
+        init_image=image_pb2.Image(data=png_bytes(init)),
+    )
     first_events = server.generate(request)
-    totals = {e.progress.total_steps for e in first_events if e.HasField("progress") and e.progress.total_steps}
+    totals = {
+        e.progress.total_steps for e in first_events if e.HasField("progress") and e.progress.total_steps
+    }
     assert totals == {3}  # strength 0.75 of 4 steps
     first = images(first_events)[0]
     assert (first.image.width_px, first.image.height_px) == (72, 64)
     session_id = first_events[-1].session_id
-    second_events = server.generate(pb.GenerateRequest(model="tiny", settings=settings(strength=0.75),
-                                                       session_id=session_id))
+    second_events = server.generate(
+        pb.GenerateRequest(model="tiny", settings=settings(strength=0.75), session_id=session_id)
+    )
     second = images(second_events)[0]
     assert second_events[-1].session_id == session_id and second_events[-1].round == 2
     assert not np.array_equal(decode(first.image.data), decode(second.image.data))
 
     # Round 2 is exactly img2img on round 1's output: the server fed the right image back.
-    direct = images(server.generate(pb.GenerateRequest(
-        model="tiny", mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings(strength=0.75),
-        init_image=image_pb2.Image(data=first.image.data))))[0]
+    direct = images(
+        server.generate(
+            pb.GenerateRequest(
+                model="tiny",
+                mode=pb.MODE_IMAGE_TO_IMAGE,
+                settings=settings(strength=0.75),
+                init_image=image_pb2.Image(data=first.image.data),
+            )
+        )
+    )[0]
     assert np.array_equal(decode(direct.image.data), decode(second.image.data))
 
     session = server.stub.GetSession(pb.GetSessionRequest(session_id=session_id))
@@ -185,15 +217,21 @@ def test_image_to_image_and_two_round_refinement_session(gen_server: Start) -> N
 
 def test_sessions_are_per_tenant(gen_server: Start) -> None:
     server = gen_server()
-    events = list(server.stub.Generate(pb.GenerateRequest(model="tiny", settings=settings()),
-                                       metadata=[("x-atelier-tenant", "brand-a")]))
+    events = list(
+        server.stub.Generate(
+            pb.GenerateRequest(model="tiny", settings=settings()), metadata=[("x-atelier-tenant", "brand-a")]
+        )
+    )
     session_id = events[-1].session_id
     with pytest.raises(grpc.RpcError) as info:
-        server.stub.GetSession(pb.GetSessionRequest(session_id=session_id), metadata=[("x-atelier-tenant", "brand-b")])
+        server.stub.GetSession(
+            pb.GetSessionRequest(session_id=session_id), metadata=[("x-atelier-tenant", "brand-b")]
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- tiling -----------------------------------------------------------------------------------------
+
 
 def _edge_ratio(pixels: np.ndarray) -> float:
     """Wrap-around edge difference over the mean neighbour difference inside (1: as continuous as inside)."""
@@ -221,14 +259,23 @@ def test_tileable_output_is_continuous_across_its_edges(gen_server: Start) -> No
 
 # -- inpainting, sketch, ControlNet, LoRA -----------------------------------------------------------
 
+
 def test_inpainting_changes_only_the_mask_region(gen_server: Start) -> None:
     server = gen_server()
     init = photo(64, 64)
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 20:44] = 255
-    out = images(server.generate(pb.GenerateRequest(
-        model="tiny", mode=pb.MODE_INPAINT, settings=settings(strength=1.0),
-        init_image=image_pb2.Image(data=png_bytes(init)), mask=image_pb2.Mask(data=png_bytes(mask)))))[0]
+    out = images(
+        server.generate(
+            pb.GenerateRequest(
+                model="tiny",
+                mode=pb.MODE_INPAINT,
+                settings=settings(strength=1.0),
+                init_image=image_pb2.Image(data=png_bytes(init)),
+                mask=image_pb2.Mask(data=png_bytes(mask)),
+            )
+        )
+    )[0]
     result = decode(out.image.data)
     outside = mask == 0
     assert np.array_equal(result[outside], init[outside])
@@ -242,8 +289,9 @@ def test_sketch_to_illustration_with_and_without_controlnet(gen_server: Start) -
     drawing[30:34, 10:54] = 0
     base = dict(model="tiny", mode=pb.MODE_SKETCH, init_image=image_pb2.Image(data=png_bytes(drawing)))
     plain = images(server.generate(pb.GenerateRequest(**base, settings=settings())))[0]  # type: ignore[arg-type]
-    controlled = images(server.generate(pb.GenerateRequest(
-        **base, settings=settings(controlnet="tiny-scribble"))))[0]  # type: ignore[arg-type]
+    controlled = images(
+        server.generate(pb.GenerateRequest(**base, settings=settings(controlnet="tiny-scribble")))
+    )[0]  # type: ignore[arg-type]
     a, b = decode(plain.image.data), decode(controlled.image.data)
     assert a.shape == b.shape == (64, 64, 3)
     assert np.abs(a.astype(int) - b).mean() > 0.5  # the ControlNet residuals changed the result
@@ -252,15 +300,23 @@ def test_sketch_to_illustration_with_and_without_controlnet(gen_server: Start) -
 
 def test_lora_adapter_changes_the_image_and_switches_off_again(gen_server: Start) -> None:
     server = gen_server()
-    plain = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
-    styled = decode(images(server.generate(pb.GenerateRequest(
-        model="tiny", settings=settings(loras=["tiny-style"]))))[0].image.data)
-    after = decode(images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data)
+    plain = decode(
+        images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data
+    )
+    styled = decode(
+        images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(loras=["tiny-style"]))))[
+            0
+        ].image.data
+    )
+    after = decode(
+        images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0].image.data
+    )
     assert np.abs(plain.astype(int) - styled).mean() > 1
     assert np.array_equal(plain, after)
 
 
 # -- errors -----------------------------------------------------------------------------------------
+
 
 def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> None:
     server = gen_server()
@@ -272,17 +328,31 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     expect_invalid(gen(settings=settings(width_px=65, height_px=64)), "settings.width_px")
     expect_invalid(gen(settings=settings(width_px=4096, height_px=4096)), "settings.width_px")
     expect_invalid(gen(settings=settings(width_px=1536, height_px=1536)), "settings.width_px")  # > 1 Mpx
-    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=1.5)),
-                   "settings.strength")
-    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=-0.1)),
-                   "settings.strength")
-    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=image_pb2.Image(data=b"\x89PNG\r\n\x1a\nbroken"),
-                       settings=settings()), "init_image.data")
+    expect_invalid(
+        gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=1.5)),
+        "settings.strength",
+    )
+    expect_invalid(
+        gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=-0.1)),
+        "settings.strength",
+    )
+    expect_invalid(
+        gen(
+            mode=pb.MODE_IMAGE_TO_IMAGE,
+            init_image=image_pb2.Image(data=b"\x89PNG\r\n\x1a\nbroken"),
+            settings=settings(),
+        ),
+        "init_image.data",
+    )
     truncated = png_bytes(photo(64, 64))[:200]
-    expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=image_pb2.Image(data=truncated),
-                       settings=settings()), "init_image.data")
+    expect_invalid(
+        gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=image_pb2.Image(data=truncated), settings=settings()),
+        "init_image.data",
+    )
     small_mask = image_pb2.Mask(data=png_bytes(np.full((32, 32), 255, np.uint8)))
-    expect_invalid(gen(mode=pb.MODE_INPAINT, init_image=init, mask=small_mask, settings=settings()), "mask.data")
+    expect_invalid(
+        gen(mode=pb.MODE_INPAINT, init_image=init, mask=small_mask, settings=settings()), "mask.data"
+    )
     expect_invalid(gen(mode=pb.MODE_INPAINT, init_image=init, settings=settings()), "mask")
     expect_invalid(gen(settings=settings(), num_images=9), "num_images")
     expect_invalid(gen(settings=settings(prompt="")), "settings.prompt")
@@ -307,6 +377,7 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
 
 
 # -- queue, cancellation, out of memory -------------------------------------------------------------
+
 
 def test_full_queue_is_resource_exhausted_with_retry_info(gen_server: Start) -> None:
     server = gen_server(QUEUE_SIZE="1")
@@ -387,18 +458,25 @@ def test_out_of_memory_is_resource_exhausted_frees_models_and_service_stays_up(
 
 # -- MakeTileable ------------------------------------------------------------------------------------
 
+
 def test_make_tileable_over_grpc(gen_server: Start) -> None:
     server = gen_server()
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:96, 0:128]
-    weave = (127 + 60 * np.sin(x / 3.0) * np.cos(y / 5.0) + x * 0.6 - y * 0.4 + rng.normal(0, 6, x.shape))
+    weave = 127 + 60 * np.sin(x / 3.0) * np.cos(y / 5.0) + x * 0.6 - y * 0.4 + rng.normal(0, 6, x.shape)
     texture = np.clip(np.stack([weave, weave * 0.8, weave * 0.6], -1), 0, 255).astype(np.uint8)
     reply = server.stub.MakeTileable(pb.MakeTileableRequest(image=image_pb2.Image(data=png_bytes(texture))))
     tile = decode(reply.tile.data)
     assert tile.shape == texture.shape and (reply.tile.width_px, reply.tile.height_px) == (128, 96)
     assert reply.seam_error_before > 20 and reply.seam_error < reply.interior_error * 1.5
     assert _edge_ratio(tile) < 1.5 < _edge_ratio(texture)
-    expect_invalid(lambda: server.stub.MakeTileable(pb.MakeTileableRequest(image=image_pb2.Image(data=b"junk"))),
-                   "image.data")
-    expect_invalid(lambda: server.stub.MakeTileable(pb.MakeTileableRequest(
-        image=image_pb2.Image(data=png_bytes(texture)), blend=0.9)), "blend")
+    expect_invalid(
+        lambda: server.stub.MakeTileable(pb.MakeTileableRequest(image=image_pb2.Image(data=b"junk"))),
+        "image.data",
+    )
+    expect_invalid(
+        lambda: server.stub.MakeTileable(
+            pb.MakeTileableRequest(image=image_pb2.Image(data=png_bytes(texture)), blend=0.9)
+        ),
+        "blend",
+    )

@@ -1,0 +1,105 @@
+"""`atelier gen` against a live generation service on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from atelier.cli.main import app
+from tests.generation.conftest import photo, png_bytes
+
+runner = CliRunner()
+
+
+def test_img2img_two_rounds_writes_files_and_keeps_the_session(gen_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = gen_server()
+    source = tmp_path / "photo.png"
+    source.write_bytes(png_bytes(photo(64, 64)))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "gen",
+            "img2img",
+            str(source),
+            "--model",
+            "tiny",
+            "--prompt",
+            "a linen shirt, studio light",
+            "--negative",
+            "blurry",
+            "--strength",
+            "0.75",
+            "--guidance",
+            "7.5",
+            "--rounds",
+            "2",
+            "--steps",
+            "4",
+            "--seed",
+            "11",
+            "-o",
+            str(out),
+            "--address",
+            server.address,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    round1 = sorted(out.glob("round1-*.png"))
+    round2 = sorted(out.glob("round2-*.png"))
+    assert len(round1) == 1 and len(round2) == 1 and "seed11" in round2[0].name
+    text = Image.open(round2[0]).text
+    assert json.loads(text["atelier"])["settings"]["negative_prompt"] == "blurry"
+    session = json.loads((out / "session.json").read_text())
+    assert session["rounds"] == 2
+
+    shown = runner.invoke(
+        app, ["gen", "session", session["session_id"], "-o", str(tmp_path / "s"), "--address", server.address]
+    )
+    assert shown.exit_code == 0 and "2 rounds" in shown.output
+    saved = next((tmp_path / "s").glob("*.png")).read_bytes()
+    assert saved == round2[0].read_bytes()
+
+
+def test_tile_command_writes_a_seamless_tile_and_a_preview(gen_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = gen_server()
+    texture = tmp_path / "texture.png"
+    texture.write_bytes(png_bytes(photo(96, 80)))
+    out = tmp_path / "tile.png"
+    result = runner.invoke(app, ["gen", "tile", str(texture), "-o", str(out), "--address", server.address])
+    assert result.exit_code == 0, result.output
+    tile = np.asarray(Image.open(out))
+    assert tile.shape == (80, 96, 3)
+    assert np.asarray(Image.open(tmp_path / "tile-2x2.png")).shape == (160, 192, 3)
+    assert "seam error" in result.output
+
+
+def test_bad_input_prints_the_field(gen_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = gen_server()
+    result = runner.invoke(
+        app,
+        [
+            "gen",
+            "txt2img",
+            "--model",
+            "tiny",
+            "--prompt",
+            "x",
+            "--width",
+            "65",
+            "--height",
+            "64",
+            "-o",
+            str(tmp_path),
+            "--address",
+            server.address,
+        ],
+    )
+    assert result.exit_code == 1
+    assert "INVALID_ARGUMENT" in result.output and "settings.width_px" in result.output
+    models = runner.invoke(app, ["gen", "models", "--address", server.address])
+    assert models.exit_code == 0 and "tiny-single" in models.output
