@@ -20,9 +20,18 @@ class Score:
     series_count: int
 
 
-def backtest(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | None], season: int,
-             year_periods: int, horizon: int, windows: int, models: Sequence[str], non_negative: Sequence[bool],
-             pool: FitPool, progress: ProgressFn | None = None) -> list[Score]:
+def backtest(
+    histories: Sequence[np.ndarray],
+    externals: Sequence[np.ndarray | None],
+    season: int,
+    year_periods: int,
+    horizon: int,
+    windows: int,
+    models: Sequence[str],
+    non_negative: Sequence[bool],
+    pool: FitPool,
+    progress: ProgressFn | None = None,
+) -> list[Score]:
     """Window k (1..windows) forecasts y[n-k*h : n-(k-1)*h] from y[:n-k*h] with every model."""
     scores = []
     total = len(models) * windows
@@ -31,7 +40,7 @@ def backtest(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | N
         for k in range(1, windows + 1):
             cuts = [len(y) - k * horizon for y in histories]
             train = [y[:c] for y, c in zip(histories, cuts, strict=True)]
-            actual = [y[c:c + horizon] for y, c in zip(histories, cuts, strict=True)]
+            actual = [y[c : c + horizon] for y, c in zip(histories, cuts, strict=True)]
             ext = [None if x is None else x[:c] for x, c in zip(externals, cuts, strict=True)]
             predictions = predict(train, ext, season, horizon, [80], model, non_negative, pool)
             for y_train, y_true, p in zip(train, actual, predictions, strict=True):
@@ -43,6 +52,13 @@ def backtest(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | N
                 hits.append(trend_class(yoy_change(last, p.mean)) == trend_class(yoy_change(last, y_true)))
             if progress:
                 progress((m_index * windows + k) / total, f"{model}: window {k} of {windows}")
-        scores.append(Score(model, float(np.mean(mases)) if mases else float("nan"), float(np.mean(hits)),
-                            float(np.mean(smapes)), len(histories)))
+        scores.append(
+            Score(
+                model,
+                float(np.mean(mases)) if mases else float("nan"),
+                float(np.mean(hits)),
+                float(np.mean(smapes)),
+                len(histories),
+            )
+        )
     return scores

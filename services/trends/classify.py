@@ -28,9 +28,15 @@ class Classification:
     model: str
 
 
-def classify(names: Sequence[str], histories: Sequence[np.ndarray], forecasts: Sequence[np.ndarray],
-             models: Sequence[str], year_periods: int, unit: str, threshold: float = HERMES_THRESHOLD
-             ) -> list[Classification]:
+def classify(
+    names: Sequence[str],
+    histories: Sequence[np.ndarray],
+    forecasts: Sequence[np.ndarray],
+    models: Sequence[str],
+    year_periods: int,
+    unit: str,
+    threshold: float = HERMES_THRESHOLD,
+) -> list[Classification]:
     """forecasts[i] holds the next year_periods values of histories[i]."""
     quarter = max(1, round(year_periods / 4))
     last_means = np.array([float(np.mean(y[-year_periods:])) for y in histories])
@@ -42,13 +48,21 @@ def classify(names: Sequence[str], histories: Sequence[np.ndarray], forecasts: S
         yoy = yoy_change(y[-year_periods:], f)
         trend = trend_class(yoy, threshold)
         next_mean = float(np.mean(f))
-        recent, before = y[-quarter:], y[-2 * quarter:-quarter]
-        growth = (float(np.mean(recent)) / float(np.mean(before)) - 1) if len(before) and np.mean(before) > 0 \
+        recent, before = y[-quarter:], y[-2 * quarter : -quarter]
+        growth = (
+            (float(np.mean(recent)) / float(np.mean(before)) - 1)
+            if len(before) and np.mean(before) > 0
             else float("nan")
+        )
         emerging = bool(trend is Trend.RISING and last_mean <= small_cut and growth > threshold)
         sign = "above" if trend is Trend.RISING else "below" if trend is Trend.DECLINING else "within"
-        bound = f"+{threshold:.0%}" if trend is Trend.RISING else f"-{threshold:.0%}" if trend is Trend.DECLINING \
+        bound = (
+            f"+{threshold:.0%}"
+            if trend is Trend.RISING
+            else f"-{threshold:.0%}"
+            if trend is Trend.DECLINING
             else f"±{threshold:.0%}"
+        )
         parts = [
             f"the last {used} {unit} averaged {last_mean:.4g}; the {model} forecast for the next {year_periods} "
             f"{unit} averages {next_mean:.4g} ({yoy:+.1%}), {sign} the {bound} threshold: {trend.name.lower()}",
@@ -58,14 +72,17 @@ def classify(names: Sequence[str], histories: Sequence[np.ndarray], forecasts: S
         if not np.isnan(growth):
             parts.append(f"the last {quarter} {unit} are {growth:+.1%} on the {quarter} before")
         if emerging:
-            parts.append(f"emerging: small (last-year mean {last_mean:.4g} in the lowest third, cut {small_cut:.4g}) "
-                         "and accelerating")
+            parts.append(
+                f"emerging: small (last-year mean {last_mean:.4g} in the lowest third, cut {small_cut:.4g}) "
+                "and accelerating"
+            )
         out.append(Classification(name, trend, emerging, yoy, last_mean, next_mean, "; ".join(parts), model))
     return out
 
 
-def top_movers(classifications: Sequence[Classification], categories: Sequence[str], count: int
-               ) -> dict[str, tuple[list[str], list[str]]]:
+def top_movers(
+    classifications: Sequence[Classification], categories: Sequence[str], count: int
+) -> dict[str, tuple[list[str], list[str]]]:
     """Per category: the rising series with the largest yoy and the declining with the most negative."""
     grouped: dict[str, list[Classification]] = defaultdict(list)
     for c, category in zip(classifications, categories, strict=True):

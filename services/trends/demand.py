@@ -55,14 +55,23 @@ def mixture_interval(rate: np.ndarray, sizes: np.ndarray, level: int) -> tuple[n
     return quantile(tail), quantile(1 - tail)
 
 
-def forecast_demand(histories: Sequence[np.ndarray], season: int, horizon: int, levels: Sequence[int],
-                    pool: FitPool) -> list[tuple[Prediction, DemandProfile]]:
+def forecast_demand(
+    histories: Sequence[np.ndarray], season: int, horizon: int, levels: Sequence[int], pool: FitPool
+) -> list[tuple[Prediction, DemandProfile]]:
     profiles = [profile(y) for y in histories]
     out: list[tuple[Prediction, DemandProfile] | None] = [None] * len(histories)
     smooth = [i for i, p in enumerate(profiles) if p.demand_class in ("smooth", "erratic")]
     if smooth:
-        predictions = predict([histories[i] for i in smooth], [None] * len(smooth), season, horizon, levels, "mstl",
-                              [True] * len(smooth), pool)
+        predictions = predict(
+            [histories[i] for i in smooth],
+            [None] * len(smooth),
+            season,
+            horizon,
+            levels,
+            "mstl",
+            [True] * len(smooth),
+            pool,
+        )
         for i, prediction in zip(smooth, predictions, strict=True):
             prediction.model = f"{profiles[i].demand_class}:{prediction.model}"
             out[i] = (prediction, profiles[i])
@@ -75,12 +84,21 @@ def forecast_demand(histories: Sequence[np.ndarray], season: int, horizon: int, 
             sizes = histories[i][histories[i] > 0]
             mean = np.maximum(mean, 0.0)
             intervals = {lv: mixture_interval(mean, sizes, lv) for lv in levels}
-            notes = [f"ADI {profiles[i].adi_periods:.2f} periods, CV² {profiles[i].cv2:.2f}: {demand_class} demand; "
-                     "intervals from the per-period demand distribution (occurrence x observed sizes)"]
+            notes = [
+                f"ADI {profiles[i].adi_periods:.2f} periods, CV² {profiles[i].cv2:.2f}: {demand_class} demand; "
+                "intervals from the per-period demand distribution (occurrence x observed sizes)"
+            ]
             out[i] = (Prediction(mean, intervals, f"{demand_class}:{model}", notes), profiles[i])
     for i, p in enumerate(profiles):
         if p.demand_class == "zero":
             zeros = np.zeros(horizon)
-            out[i] = (Prediction(zeros, {lv: (zeros, zeros) for lv in levels}, "zero:none",
-                                 ["no demand in the whole history: forecast 0"]), p)
+            out[i] = (
+                Prediction(
+                    zeros,
+                    {lv: (zeros, zeros) for lv in levels},
+                    "zero:none",
+                    ["no demand in the whole history: forecast 0"],
+                ),
+                p,
+            )
     return [o for o in out if o is not None]

@@ -72,12 +72,18 @@ def trend_class(yoy: float, threshold: float = HERMES_THRESHOLD) -> Trend:
 
 
 def class_accuracy(
-    train: list[FloatArray], actual: list[FloatArray], forecast: list[FloatArray], season_length: int,
+    train: list[FloatArray],
+    actual: list[FloatArray],
+    forecast: list[FloatArray],
+    season_length: int,
     threshold: float = HERMES_THRESHOLD,
 ) -> float:
     """Share of series whose forecast yoy class equals the observed one."""
     hits = []
     for y_train, y_true, y_hat in zip(train, actual, forecast, strict=True):
         last = y_train[-season_length:]
-        hits.append(trend_class(yoy_change(last, y_hat), threshold) == trend_class(yoy_change(last, y_true), threshold))
+        hits.append(
+            trend_class(yoy_change(last, y_hat), threshold)
+            == trend_class(yoy_change(last, y_true), threshold)
+        )
     return float(np.mean(hits)) if hits else float("nan")

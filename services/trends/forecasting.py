@@ -48,6 +48,7 @@ ProgressFn = Callable[[float, str], None]
 
 # -- the per-series statsforecast models, fitted in worker processes ---------------------------
 
+
 def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignore[no-untyped-def]
     from statsforecast.models import ADIDA, MSTL, TSB, AutoETS, AutoTheta, CrostonSBA, Naive, SeasonalNaive
 
@@ -60,7 +61,9 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
         return TSB(alpha_d=0.1, alpha_p=0.1, alias="m")
     if not seasonal:
         # Too short for a seasonal model: non-seasonal ETS (level and damped or no trend).
-        return {"naive": Naive(alias="m"), "snaive": Naive(alias="m")}.get(name, AutoETS(model="ZZN", alias="m"))
+        return {"naive": Naive(alias="m"), "snaive": Naive(alias="m")}.get(
+            name, AutoETS(model="ZZN", alias="m")
+        )
     if name in ("mstl", "ensemble", "gbm"):
         return MSTL(season_length=season, trend_forecaster=AutoETS(model="ZZN"), alias="m")
     if name == "theta":
@@ -73,25 +76,31 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
     return Naive(alias="m")
 
 
-def fit_chunk(name: str, season: int, seasonal: bool, histories: list[np.ndarray], horizon: int,
-              levels: Sequence[int]) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
+def fit_chunk(
+    name: str, season: int, seasonal: bool, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
+) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
     """Fits one model per series of a chunk (runs in a worker process)."""
     import pandas as pd
     from statsforecast import StatsForecast
 
-    frame = pd.DataFrame({
-        "unique_id": np.concatenate([np.full(len(y), i) for i, y in enumerate(histories)]),
-        "ds": np.concatenate([np.arange(len(y)) for y in histories]),
-        "y": np.concatenate(histories),
-    })
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.concatenate([np.full(len(y), i) for i, y in enumerate(histories)]),
+            "ds": np.concatenate([np.arange(len(y)) for y in histories]),
+            "y": np.concatenate(histories),
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = StatsForecast(models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1).forecast(
-            df=frame, h=horizon, **({"level": list(levels)} if levels else {}))
+        result = StatsForecast(
+            models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1
+        ).forecast(df=frame, h=horizon, **({"level": list(levels)} if levels else {}))
     out = []
     for i in range(len(histories)):
         rows = result[result["unique_id"] == i]
-        intervals = {lv: (rows[f"m-lo-{lv}"].to_numpy(float), rows[f"m-hi-{lv}"].to_numpy(float)) for lv in levels}
+        intervals = {
+            lv: (rows[f"m-lo-{lv}"].to_numpy(float), rows[f"m-hi-{lv}"].to_numpy(float)) for lv in levels
+        }
         out.append((rows["m"].to_numpy(float), intervals))
     return out
 
@@ -151,20 +160,32 @@ def default_workers() -> int:
 
 # -- one request ---------------------------------------------------------------------------------
 
+
 def check_histories(names: Sequence[str], lengths: Sequence[int], field_path: str = "filter") -> None:
     """INVALID_ARGUMENT naming every series too short to forecast at all."""
     short = [(n, k) for n, k in zip(names, lengths, strict=True) if k < MIN_HISTORY]
     if short:
         shown = ", ".join(f"{n!r} has {k}" for n, k in short[:5])
         raise InvalidArgumentError.for_field(
-            field_path, f"too short history: {shown} observations; at least {MIN_HISTORY} are needed to "
-            "forecast (a non-seasonal model is used from there up to two seasons)")
+            field_path,
+            f"too short history: {shown} observations; at least {MIN_HISTORY} are needed to "
+            "forecast (a non-seasonal model is used from there up to two seasons)",
+        )
 
 
-def predict(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | None], season: int, horizon: int,
-            levels: Sequence[int], model: str, non_negative: Sequence[bool], pool: FitPool,
-            progress: ProgressFn | None = None, chunk_size: int = 200,
-            gbm_config: global_model.GlobalModelConfig | None = None) -> list[Prediction]:
+def predict(
+    histories: Sequence[np.ndarray],
+    externals: Sequence[np.ndarray | None],
+    season: int,
+    horizon: int,
+    levels: Sequence[int],
+    model: str,
+    non_negative: Sequence[bool],
+    pool: FitPool,
+    progress: ProgressFn | None = None,
+    chunk_size: int = 200,
+    gbm_config: global_model.GlobalModelConfig | None = None,
+) -> list[Prediction]:
     """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values."""
     model = DEFAULT_MODEL if model in ("", "auto") else model
     levels = sorted(set(levels)) or list(DEFAULT_LEVELS)
@@ -179,21 +200,30 @@ def predict(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | No
         # Chunks no larger than an even share per worker, so both cores get work.
         size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
         for start in range(0, len(members), size):
-            part = members[start:start + size]
-            jobs.append((pool.submit(stat_name, season, flag, [histories[i] for i in part], horizon, levels), part))
+            part = members[start : start + size]
+            jobs.append(
+                (pool.submit(stat_name, season, flag, [histories[i] for i in part], horizon, levels), part)
+            )
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
     gbm_note = ""
     if model in ("gbm", "ensemble"):
-        usable = [i for i in range(count) if seasonal[i] and global_model.predictable(len(histories[i]), horizon, season)]
+        usable = [
+            i
+            for i in range(count)
+            if seasonal[i] and global_model.predictable(len(histories[i]), horizon, season)
+        ]
         if any(global_model.trainable(len(histories[i]), horizon, season) for i in usable):
             config = gbm_config or global_model.GlobalModelConfig(threads=1)
-            values = global_model.fit_predict([histories[i] for i in usable], [externals[i] for i in usable],
-                                              horizon, season, config)
+            values = global_model.fit_predict(
+                [histories[i] for i in usable], [externals[i] for i in usable], horizon, season, config
+            )
             gbm = dict(zip(usable, values, strict=True))
         else:
-            gbm_note = (f"no series has the {global_model._longest_lag(horizon, season) + 8 + horizon} periods the "
-                        f"global model needs to train for horizon {horizon}: mstl used alone")
+            gbm_note = (
+                f"no series has the {global_model._longest_lag(horizon, season) + 8 + horizon} periods the "
+                f"global model needs to train for horizon {horizon}: mstl used alone"
+            )
         if progress:
             progress(0.5, "global model fitted")
     stats: dict[int, tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
@@ -208,22 +238,31 @@ def predict(histories: Sequence[np.ndarray], externals: Sequence[np.ndarray | No
         notes: list[str] = []
         name = stat_name if seasonal[i] else "ets_nonseasonal"
         if not seasonal[i]:
-            notes.append(f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "
-                         "non-seasonal model used" + (" (naive)" if model in ("naive", "snaive") else " (ETS)"))
+            notes.append(
+                f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "
+                "non-seasonal model used" + (" (naive)" if model in ("naive", "snaive") else " (ETS)")
+            )
         elif model in ("gbm", "ensemble"):
             if i in gbm:
-                shift = (gbm[i] if model == "gbm" else
-                         ENSEMBLE_GBM_WEIGHT * gbm[i] + (1 - ENSEMBLE_GBM_WEIGHT) * mean) - mean
+                shift = (
+                    gbm[i]
+                    if model == "gbm"
+                    else ENSEMBLE_GBM_WEIGHT * gbm[i] + (1 - ENSEMBLE_GBM_WEIGHT) * mean
+                ) - mean
                 # Intervals: MSTL's, re-centred on the final mean (the global model gives none).
                 mean = mean + shift
                 intervals = {lv: (lo + shift, hi + shift) for lv, (lo, hi) in intervals.items()}
                 name = model
             else:
-                notes.append(gbm_note or f"history too short for the global model at horizon {horizon}: "
-                             "mstl used alone")
+                notes.append(
+                    gbm_note
+                    or f"history too short for the global model at horizon {horizon}: mstl used alone"
+                )
         if horizon > len(histories[i]):
-            notes.append(f"horizon {horizon} is longer than the history ({len(histories[i])} periods): "
-                         "treat the far end with care")
+            notes.append(
+                f"horizon {horizon} is longer than the history ({len(histories[i])} periods): "
+                "treat the far end with care"
+            )
         if non_negative[i]:
             mean = np.maximum(mean, 0.0)
             intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}

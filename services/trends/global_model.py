@@ -19,9 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 
 FEATURES = (
-    "step", "same_period_last_year", "same_period_last_year_smoothed", "same_period_two_years",
-    "same_period_two_years_smoothed", "window_last_year", "level_13", "level_4", "level_26",
-    "previous_season_level", "momentum_13", "external_level_13", "external_previous_season",
+    "step",
+    "same_period_last_year",
+    "same_period_last_year_smoothed",
+    "same_period_two_years",
+    "same_period_two_years_smoothed",
+    "window_last_year",
+    "level_13",
+    "level_4",
+    "level_26",
+    "previous_season_level",
+    "momentum_13",
+    "external_level_13",
+    "external_previous_season",
     "external_momentum_13",
 )
 
@@ -51,8 +61,9 @@ def _level(values: np.ndarray, season: int) -> float:
     return level if level > 0 else 1e-9
 
 
-def features(y: np.ndarray, external: np.ndarray | None, origin: int, horizon: int,
-             season: int) -> tuple[np.ndarray, float]:
+def features(
+    y: np.ndarray, external: np.ndarray | None, origin: int, horizon: int, season: int
+) -> tuple[np.ndarray, float]:
     """Feature rows for steps 1..horizon from the history y[:origin]; and the normalising level."""
     history = y[:origin]
     level = _level(history, season)
@@ -77,17 +88,22 @@ def features(y: np.ndarray, external: np.ndarray | None, origin: int, horizon: i
     rows[:, 6] = yn[-13:].mean()
     rows[:, 7] = yn[-4:].mean()
     rows[:, 8] = yn[-26:].mean()
-    rows[:, 9] = yn[-2 * season:-season].mean() if origin >= 2 * season else np.nan
-    rows[:, 10] = yn[-13:].mean() / max(yn[-season - 13:-season].mean(), 1e-6) if origin >= season + 13 else np.nan
+    rows[:, 9] = yn[-2 * season : -season].mean() if origin >= 2 * season else np.nan
+    rows[:, 10] = (
+        yn[-13:].mean() / max(yn[-season - 13 : -season].mean(), 1e-6) if origin >= season + 13 else np.nan
+    )
     if external is None:
         rows[:, 11:14] = np.nan
     else:
         x = external[:origin]
         xn = x / _level(x, season)
         rows[:, 11] = xn[-13:].mean()
-        rows[:, 12] = xn[-2 * season:-season].mean() if origin >= 2 * season else np.nan
-        rows[:, 13] = (xn[-13:].mean() / max(xn[-season - 13:-season].mean(), 1e-6)
-                       if origin >= season + 13 else np.nan)
+        rows[:, 12] = xn[-2 * season : -season].mean() if origin >= 2 * season else np.nan
+        rows[:, 13] = (
+            xn[-13:].mean() / max(xn[-season - 13 : -season].mean(), 1e-6)
+            if origin >= season + 13
+            else np.nan
+        )
     return rows, level
 
 
@@ -105,8 +121,13 @@ def trainable(n: int, horizon: int, season: int) -> bool:
     return n - horizon >= _longest_lag(horizon, season) + 8
 
 
-def fit_predict(histories: list[np.ndarray], externals: list[np.ndarray | None], horizon: int, season: int,
-                config: GlobalModelConfig = GlobalModelConfig()) -> list[np.ndarray]:
+def fit_predict(
+    histories: list[np.ndarray],
+    externals: list[np.ndarray | None],
+    horizon: int,
+    season: int,
+    config: GlobalModelConfig = GlobalModelConfig(),
+) -> list[np.ndarray]:
     """Trains one model on every series' own past and forecasts each series' next horizon steps.
 
     Every history must be predictable(); at least one must be trainable().
@@ -124,14 +145,22 @@ def fit_predict(histories: list[np.ndarray], externals: list[np.ndarray | None],
         for origin in range(n - horizon, _longest_lag(horizon, season) + 7, -config.origin_step):
             rows, level = features(y, x, origin, horizon, season)
             blocks.append(rows)
-            targets.append(y[origin:origin + horizon] / level)
+            targets.append(y[origin : origin + horizon] / level)
             weights.append(np.full(horizon, level / scale))
     if not blocks:
         raise ValueError("no series is long enough to train the global model")
     model = lgb.LGBMRegressor(
-        objective="l1", n_estimators=config.trees, learning_rate=config.learning_rate, num_leaves=config.leaves,
-        min_child_samples=config.min_rows_per_leaf, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-        random_state=config.seed, n_jobs=config.threads, verbose=-1,
+        objective="l1",
+        n_estimators=config.trees,
+        learning_rate=config.learning_rate,
+        num_leaves=config.leaves,
+        min_child_samples=config.min_rows_per_leaf,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        random_state=config.seed,
+        n_jobs=config.threads,
+        verbose=-1,
     )
     model.fit(np.vstack(blocks), np.concatenate(targets), sample_weight=np.concatenate(weights))
     forecasts = []

@@ -46,13 +46,26 @@ MAX_TOP_MOVERS = 100
 YEAR_PERIODS = {Frequency.WEEKLY: 52, Frequency.DAILY: 365}
 UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days"}
 
-ingested_total = Counter("atelier_trends_observations_ingested_total",
-                         "Observations received, by outcome (inserted, unchanged, updated).", ["outcome"])
-forecast_seconds = Histogram("atelier_trends_forecast_seconds", "Time to fit and forecast one request.",
-                             ["rpc"], buckets=LATENCY_BUCKETS)
-series_forecast_total = Counter("atelier_trends_series_forecast_total", "Series forecast, by model.", ["model"])
-backtest_mase = Gauge("atelier_trends_backtest_mase", "Seasonal MASE of the latest backtest, by model.", ["model"])
-classified_total = Counter("atelier_trends_series_classified_total", "Series classified, by class.", ["trend"])
+ingested_total = Counter(
+    "atelier_trends_observations_ingested_total",
+    "Observations received, by outcome (inserted, unchanged, updated).",
+    ["outcome"],
+)
+forecast_seconds = Histogram(
+    "atelier_trends_forecast_seconds",
+    "Time to fit and forecast one request.",
+    ["rpc"],
+    buckets=LATENCY_BUCKETS,
+)
+series_forecast_total = Counter(
+    "atelier_trends_series_forecast_total", "Series forecast, by model.", ["model"]
+)
+backtest_mase = Gauge(
+    "atelier_trends_backtest_mase", "Seasonal MASE of the latest backtest, by model.", ["model"]
+)
+classified_total = Counter(
+    "atelier_trends_series_classified_total", "Series classified, by class.", ["trend"]
+)
 
 
 def _time_s(ts: timestamp_pb2.Timestamp) -> int:
@@ -85,12 +98,16 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def _validate_ingest(self, request: trends_pb2.IngestObservationsRequest
-                         ) -> tuple[list[ObservationIn], list[SeriesMeta], int]:
+    def _validate_ingest(
+        self, request: trends_pb2.IngestObservationsRequest
+    ) -> tuple[list[ObservationIn], list[SeriesMeta], int]:
         v = Violations()
         if len(request.observations) > MAX_OBSERVATIONS_PER_REQUEST:
-            v.add("observations", f"{len(request.observations)} observations; at most "
-                  f"{MAX_OBSERVATIONS_PER_REQUEST} per request (split the upload or stream it)")
+            v.add(
+                "observations",
+                f"{len(request.observations)} observations; at most "
+                f"{MAX_OBSERVATIONS_PER_REQUEST} per request (split the upload or stream it)",
+            )
             v.raise_if_any("the upload is too large")
         metas: list[SeriesMeta] = []
         seen_meta: set[str] = set()
@@ -107,8 +124,14 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             if info.kind not in (0, *ValueKind):
                 v.add(f"{path}.kind", f"unknown value kind {info.kind}")
             if not v:
-                metas.append(SeriesMeta(info.series, dict(info.labels), Frequency(info.frequency or Frequency.WEEKLY),
-                                        ValueKind(info.kind or ValueKind.SHARE)))
+                metas.append(
+                    SeriesMeta(
+                        info.series,
+                        dict(info.labels),
+                        Frequency(info.frequency or Frequency.WEEKLY),
+                        ValueKind(info.kind or ValueKind.SHARE),
+                    )
+                )
         kinds = {m.series: m.kind for m in metas}
         observations: list[ObservationIn] = []
         first: dict[tuple[str, int], int] = {}
@@ -127,8 +150,11 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 v.add(f"{path}.external", f"must be a finite number when set, got {obs.external}")
                 continue
             if kinds.get(obs.series) in (ValueKind.COUNT, ValueKind.SHARE) and obs.value < 0:
-                v.add(f"{path}.value", f"series {obs.series!r} holds {kinds[obs.series].name} values, "
-                      f"which cannot be negative (got {obs.value})")
+                v.add(
+                    f"{path}.value",
+                    f"series {obs.series!r} holds {kinds[obs.series].name} values, "
+                    f"which cannot be negative (got {obs.value})",
+                )
                 continue
             key = (obs.series, _time_s(obs.time))
             external = obs.external if obs.HasField("external") else None
@@ -136,8 +162,11 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 earlier = request.observations[first[key]]
                 same_external = (earlier.external if earlier.HasField("external") else None) == external
                 if earlier.value != obs.value or not same_external:
-                    v.add(f"{path}.value", f"duplicate timestamp: observations[{first[key]}] has the same series and "
-                          f"time with value {earlier.value}; one value per (series, time) per request")
+                    v.add(
+                        f"{path}.value",
+                        f"duplicate timestamp: observations[{first[key]}] has the same series and "
+                        f"time with value {earlier.value}; one value per (series, time) per request",
+                    )
                 else:
                     duplicates += 1
                 continue
@@ -152,15 +181,18 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         result.unchanged += duplicates
         for outcome in ("inserted", "unchanged", "updated"):
             ingested_total.labels(outcome).inc(getattr(result, outcome))
-        return trends_pb2.IngestObservationsResponse(inserted=result.inserted, unchanged=result.unchanged,
-                                                     updated=result.updated)
+        return trends_pb2.IngestObservationsResponse(
+            inserted=result.inserted, unchanged=result.unchanged, updated=result.updated
+        )
 
-    def IngestObservations(self, request: trends_pb2.IngestObservationsRequest,
-                           context: grpc.ServicerContext) -> trends_pb2.IngestObservationsResponse:
+    def IngestObservations(
+        self, request: trends_pb2.IngestObservationsRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.IngestObservationsResponse:
         return self._ingest(request)
 
-    def StreamObservations(self, request_iterator: Iterator[trends_pb2.IngestObservationsRequest],
-                           context: grpc.ServicerContext) -> trends_pb2.IngestObservationsResponse:
+    def StreamObservations(
+        self, request_iterator: Iterator[trends_pb2.IngestObservationsRequest], context: grpc.ServicerContext
+    ) -> trends_pb2.IngestObservationsResponse:
         total = trends_pb2.IngestObservationsResponse()
         for index, request in enumerate(request_iterator):
             try:
@@ -178,8 +210,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def ListSeries(self, request: trends_pb2.ListSeriesRequest,
-                   context: grpc.ServicerContext) -> trends_pb2.ListSeriesResponse:
+    def ListSeries(
+        self, request: trends_pb2.ListSeriesRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ListSeriesResponse:
         v = Violations()
         v.check(0 <= request.page_size <= MAX_PAGE_SIZE, "page_size", f"must be 0..{MAX_PAGE_SIZE}")
         offset = 0
@@ -193,82 +226,117 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         size = request.page_size or 100
         summaries, more = self.store.summaries(_filter(request.filter), offset, size)
         return trends_pb2.ListSeriesResponse(
-            series=[_series_info(s.meta, s.observation_count, s.first_time_s, s.last_time_s) for s in summaries],
+            series=[
+                _series_info(s.meta, s.observation_count, s.first_time_s, s.last_time_s) for s in summaries
+            ],
             next_page_token=str(offset + size) if more else "",
         )
 
-    def GetSeries(self, request: trends_pb2.GetSeriesRequest,
-                  context: grpc.ServicerContext) -> trends_pb2.GetSeriesResponse:
+    def GetSeries(
+        self, request: trends_pb2.GetSeriesRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.GetSeriesResponse:
         v = Violations()
         _check_key(v, request.series, "series")
         v.raise_if_any()
         meta, rows = self.store.observations(request.series)
         return trends_pb2.GetSeriesResponse(
             info=_series_info(meta, len(rows), rows[0].time_s if rows else 0, rows[-1].time_s if rows else 0),
-            observations=[trends_pb2.Observation(series=o.series, time=_timestamp(o.time_s), value=o.value,
-                                                 external=o.external) for o in rows],
+            observations=[
+                trends_pb2.Observation(
+                    series=o.series, time=_timestamp(o.time_s), value=o.value, external=o.external
+                )
+                for o in rows
+            ],
         )
 
     # -- forecasting ---------------------------------------------------------------------------
 
-    def _prepare(self, flt: trends_pb2.SeriesFilter, horizon: int, levels: Sequence[int], model: str,
-                 history_needed: int = forecasting.MIN_HISTORY) -> Prepared:
+    def _prepare(
+        self,
+        flt: trends_pb2.SeriesFilter,
+        horizon: int,
+        levels: Sequence[int],
+        model: str,
+        history_needed: int = forecasting.MIN_HISTORY,
+    ) -> Prepared:
         v = Violations()
-        v.check(1 <= horizon <= max(MAX_HORIZON.values()), "horizon",
-                f"required, 1..{MAX_HORIZON[Frequency.WEEKLY]} for weekly and "
-                f"1..{MAX_HORIZON[Frequency.DAILY]} for daily series; got {horizon}")
+        v.check(
+            1 <= horizon <= max(MAX_HORIZON.values()),
+            "horizon",
+            f"required, 1..{MAX_HORIZON[Frequency.WEEKLY]} for weekly and "
+            f"1..{MAX_HORIZON[Frequency.DAILY]} for daily series; got {horizon}",
+        )
         v.check(len(levels) <= MAX_LEVELS, "levels", f"at most {MAX_LEVELS} interval levels")
         for i, level in enumerate(levels):
             v.check(1 <= level <= 99, f"levels[{i}]", f"a percentage 1..99, got {level}")
-        v.check(model in ("", "auto", *forecasting.MODELS), "model",
-                f"unknown model {model!r}; choose from auto, {', '.join(forecasting.MODELS)}")
+        v.check(
+            model in ("", "auto", *forecasting.MODELS),
+            "model",
+            f"unknown model {model!r}; choose from auto, {', '.join(forecasting.MODELS)}",
+        )
         for i, key in enumerate(flt.series):
             _check_key(v, key, f"filter.series[{i}]")
         v.raise_if_any()
         metas = self.store.resolve(_filter(flt))
         if len(metas) > MAX_SERIES_PER_FORECAST:
-            raise InvalidArgumentError.for_field("filter", f"selects {len(metas)} series; at most "
-                                                 f"{MAX_SERIES_PER_FORECAST} per request (narrow the filter)")
+            raise InvalidArgumentError.for_field(
+                "filter",
+                f"selects {len(metas)} series; at most "
+                f"{MAX_SERIES_PER_FORECAST} per request (narrow the filter)",
+            )
         for frequency in {m.frequency for m in metas}:
             if horizon > MAX_HORIZON[frequency]:
                 raise InvalidArgumentError.for_field(
-                    "horizon", f"{horizon} is beyond the limit of {MAX_HORIZON[frequency]} for "
-                    f"{frequency.name.lower()} series")
+                    "horizon",
+                    f"{horizon} is beyond the limit of {MAX_HORIZON[frequency]} for "
+                    f"{frequency.name.lower()} series",
+                )
         data = self.store.load(metas)
         short = [(d.meta.series, len(d.values)) for d in data if len(d.values) < history_needed]
         if short:
             shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5])
             more = f" (and {len(short) - 5} more)" if len(short) > 5 else ""
             raise InvalidArgumentError.for_field(
-                "filter", f"too short history: {shown}{more} observations, {history_needed} needed")
+                "filter", f"too short history: {shown}{more} observations, {history_needed} needed"
+            )
         groups: dict[Frequency, list[SeriesData]] = {}
         for d in data:
             groups.setdefault(d.meta.frequency, []).append(d)
         return Prepared(groups, horizon, sorted(set(levels)) or list(forecasting.DEFAULT_LEVELS), model)
 
-    def _run_forecast(self, prepared: Prepared, progress: forecasting.ProgressFn | None = None
-                      ) -> trends_pb2.ForecastResponse:
+    def _run_forecast(
+        self, prepared: Prepared, progress: forecasting.ProgressFn | None = None
+    ) -> trends_pb2.ForecastResponse:
         response = trends_pb2.ForecastResponse()
         for frequency, data in prepared.groups.items():
             predictions = forecasting.predict(
-                [d.values for d in data], [d.external for d in data], frequency.season_length, prepared.horizon,
-                prepared.levels, prepared.model, [d.meta.kind is not ValueKind.INDEX for d in data], self.pool,
-                progress)
+                [d.values for d in data],
+                [d.external for d in data],
+                frequency.season_length,
+                prepared.horizon,
+                prepared.levels,
+                prepared.model,
+                [d.meta.kind is not ValueKind.INDEX for d in data],
+                self.pool,
+                progress,
+            )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
         return response
 
-    def Forecast(self, request: trends_pb2.ForecastRequest,
-                 context: grpc.ServicerContext) -> trends_pb2.ForecastResponse:
+    def Forecast(
+        self, request: trends_pb2.ForecastRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ForecastResponse:
         started = time.monotonic()
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         response = self._run_forecast(prepared)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
 
-    def StartForecast(self, request: trends_pb2.ForecastRequest,
-                      context: grpc.ServicerContext) -> operations_pb2.Operation:
+    def StartForecast(
+        self, request: trends_pb2.ForecastRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         # Validated and loaded here, in the caller's tenant, so bad input fails the call itself.
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         count = sum(len(d) for d in prepared.groups.values())
@@ -286,11 +354,15 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
 
         return self.jobs.get(self.jobs.submit("forecast", run))
 
-    def ClassifyTrends(self, request: trends_pb2.ClassifyTrendsRequest,
-                       context: grpc.ServicerContext) -> trends_pb2.ClassifyTrendsResponse:
+    def ClassifyTrends(
+        self, request: trends_pb2.ClassifyTrendsRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ClassifyTrendsResponse:
         v = Violations()
-        v.check(math.isfinite(request.threshold) and 0 <= request.threshold < 10, "threshold",
-                "a fraction 0..10 (0 means 0.05)")
+        v.check(
+            math.isfinite(request.threshold) and 0 <= request.threshold < 10,
+            "threshold",
+            "a fraction 0..10 (0 means 0.05)",
+        )
         v.check(0 <= request.top_movers <= MAX_TOP_MOVERS, "top_movers", f"must be 0..{MAX_TOP_MOVERS}")
         v.raise_if_any()
         threshold = request.threshold or classify_mod.HERMES_THRESHOLD
@@ -301,64 +373,113 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         for frequency, data in prepared.groups.items():
             year = YEAR_PERIODS[frequency]
             predictions = forecasting.predict(
-                [d.values for d in data], [d.external for d in data], frequency.season_length, year, [80], "auto",
-                [d.meta.kind is not ValueKind.INDEX for d in data], self.pool)
-            results = classify_mod.classify([d.meta.series for d in data], [d.values for d in data],
-                                            [p.mean for p in predictions], [p.model for p in predictions], year,
-                                            UNITS[frequency], threshold)
+                [d.values for d in data],
+                [d.external for d in data],
+                frequency.season_length,
+                year,
+                [80],
+                "auto",
+                [d.meta.kind is not ValueKind.INDEX for d in data],
+                self.pool,
+            )
+            results = classify_mod.classify(
+                [d.meta.series for d in data],
+                [d.values for d in data],
+                [p.mean for p in predictions],
+                [p.model for p in predictions],
+                year,
+                UNITS[frequency],
+                threshold,
+            )
             everything += [(c, d.meta.labels.get(label, "")) for c, d in zip(results, data, strict=True)]
         for c, _ in everything:
             classified_total.labels(c.trend.name.lower()).inc()
-            response.trends.append(trends_pb2.TrendClassification(
-                series=c.series, trend=int(c.trend), emerging=c.emerging, yoy_change=_finite(c.yoy_change),
-                last_year_mean=c.last_year_mean, next_year_mean=c.next_year_mean, explanation=c.explanation,
-                model=c.model))
-        movers = classify_mod.top_movers([c for c, _ in everything], [cat for _, cat in everything],
-                                         request.top_movers or 5)
+            response.trends.append(
+                trends_pb2.TrendClassification(
+                    series=c.series,
+                    trend=int(c.trend),
+                    emerging=c.emerging,
+                    yoy_change=_finite(c.yoy_change),
+                    last_year_mean=c.last_year_mean,
+                    next_year_mean=c.next_year_mean,
+                    explanation=c.explanation,
+                    model=c.model,
+                )
+            )
+        movers = classify_mod.top_movers(
+            [c for c, _ in everything], [cat for _, cat in everything], request.top_movers or 5
+        )
         for category, (rising, declining) in movers.items():
             response.top_movers[category].rising.extend(rising)
             response.top_movers[category].declining.extend(declining)
         return response
 
-    def ForecastDemand(self, request: trends_pb2.ForecastDemandRequest,
-                       context: grpc.ServicerContext) -> trends_pb2.ForecastDemandResponse:
+    def ForecastDemand(
+        self, request: trends_pb2.ForecastDemandRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ForecastDemandResponse:
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), "auto")
         response = trends_pb2.ForecastDemandResponse()
         for frequency, data in prepared.groups.items():
-            results = demand_mod.forecast_demand([d.values for d in data], frequency.season_length, prepared.horizon,
-                                                 prepared.levels, self.pool)
+            results = demand_mod.forecast_demand(
+                [d.values for d in data],
+                frequency.season_length,
+                prepared.horizon,
+                prepared.levels,
+                self.pool,
+            )
             for d, (p, _) in zip(data, results, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
         return response
 
-    def Backtest(self, request: trends_pb2.BacktestRequest,
-                 context: grpc.ServicerContext) -> trends_pb2.BacktestResponse:
+    def Backtest(
+        self, request: trends_pb2.BacktestRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.BacktestResponse:
         v = Violations()
         windows = request.windows or 1
         v.check(1 <= windows <= MAX_WINDOWS, "windows", f"must be 1..{MAX_WINDOWS} (0 means 1)")
         for i, name in enumerate(request.models):
-            v.check(name in forecasting.MODELS, f"models[{i}]",
-                    f"unknown model {name!r}; choose from {', '.join(forecasting.MODELS)}")
+            v.check(
+                name in forecasting.MODELS,
+                f"models[{i}]",
+                f"unknown model {name!r}; choose from {', '.join(forecasting.MODELS)}",
+            )
         v.raise_if_any()
         models = list(dict.fromkeys(request.models)) or list(forecasting.MODELS)
-        prepared = self._prepare(request.filter, request.horizon, [80], "auto",
-                                 history_needed=request.horizon * windows + forecasting.MIN_HISTORY)
+        prepared = self._prepare(
+            request.filter,
+            request.horizon,
+            [80],
+            "auto",
+            history_needed=request.horizon * windows + forecasting.MIN_HISTORY,
+        )
         response = trends_pb2.BacktestResponse()
         best: tuple[float, str] | None = None
         for frequency, data in prepared.groups.items():
             scores = backtest_mod.backtest(
-                [d.values for d in data], [d.external for d in data], frequency.season_length,
-                YEAR_PERIODS[frequency], prepared.horizon, windows, models,
-                [d.meta.kind is not ValueKind.INDEX for d in data], self.pool)
+                [d.values for d in data],
+                [d.external for d in data],
+                frequency.season_length,
+                YEAR_PERIODS[frequency],
+                prepared.horizon,
+                windows,
+                models,
+                [d.meta.kind is not ValueKind.INDEX for d in data],
+                self.pool,
+            )
             for s in scores:
                 backtest_mase.labels(s.model).set(s.mase)
                 if math.isfinite(s.mase) and (best is None or s.mase < best[0]) and len(prepared.groups) == 1:
                     best = (s.mase, s.model)
-                response.scores.append(trends_pb2.ModelScore(
-                    model=s.model if len(prepared.groups) == 1 else f"{s.model}/{frequency.name.lower()}",
-                    mase=_finite(s.mase), class_accuracy=s.class_accuracy, smape=s.smape,
-                    series_count=s.series_count))
+                response.scores.append(
+                    trends_pb2.ModelScore(
+                        model=s.model if len(prepared.groups) == 1 else f"{s.model}/{frequency.name.lower()}",
+                        mase=_finite(s.mase),
+                        class_accuracy=s.class_accuracy,
+                        smape=s.smape,
+                        series_count=s.series_count,
+                    )
+                )
         # With several frequencies there is no single best model; each score names its frequency.
         response.best_model = best[1] if best else ""
         return response
@@ -380,8 +501,13 @@ def _check_key(v: Violations, key: str, path: str) -> bool:
 
 
 def _series_info(meta: SeriesMeta, count: int, first_s: int, last_s: int) -> trends_pb2.SeriesInfo:
-    info = trends_pb2.SeriesInfo(series=meta.series, labels=meta.labels, frequency=int(meta.frequency),
-                                 kind=int(meta.kind), observation_count=count)
+    info = trends_pb2.SeriesInfo(
+        series=meta.series,
+        labels=meta.labels,
+        frequency=int(meta.frequency),
+        kind=int(meta.kind),
+        observation_count=count,
+    )
     if count:
         info.first_time.CopyFrom(_timestamp(first_s))
         info.last_time.CopyFrom(_timestamp(last_s))
@@ -392,14 +518,17 @@ def _series_forecast(data: SeriesData, p: forecasting.Prediction) -> trends_pb2.
     step = data.meta.frequency.step_s
     notes = list(p.notes)
     if data.filled_periods:
-        notes.append(f"{data.filled_periods} missing periods in the history were filled by linear interpolation")
+        notes.append(
+            f"{data.filled_periods} missing periods in the history were filled by linear interpolation"
+        )
     return trends_pb2.SeriesForecast(
         series=data.meta.series,
         times=[_timestamp(data.last_time_s + step * (k + 1)) for k in range(len(p.mean))],
         mean=p.mean.tolist(),
-        intervals=[trends_pb2.Interval(level=lv, lower=lo.tolist(), upper=hi.tolist())
-                   for lv, (lo, hi) in sorted(p.intervals.items())],
+        intervals=[
+            trends_pb2.Interval(level=lv, lower=lo.tolist(), upper=hi.tolist())
+            for lv, (lo, hi) in sorted(p.intervals.items())
+        ],
         model=p.model,
         notes=notes,
     )
-

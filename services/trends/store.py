@@ -68,8 +68,11 @@ observations_table = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", "series", "time_s"),
 )
 
-MIGRATIONS = [Migration(1, "create trends_series and trends_observations", create_tables(series_table,
-                                                                                        observations_table))]
+MIGRATIONS = [
+    Migration(
+        1, "create trends_series and trends_observations", create_tables(series_table, observations_table)
+    )
+]
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,9 @@ class TrendsStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def ingest(self, observations: Sequence[ObservationIn], metas: Sequence[SeriesMeta],
-               metas_field: str = "series") -> IngestResult:
+    def ingest(
+        self, observations: Sequence[ObservationIn], metas: Sequence[SeriesMeta], metas_field: str = "series"
+    ) -> IngestResult:
         """Stores one validated batch in one transaction (no duplicate (series, time) inside it)."""
         tenant = current_tenant()
         result = IngestResult()
@@ -148,8 +152,11 @@ class TrendsStore:
             names = sorted(set(by_series) | set(given))
             known: dict[str, sa.Row] = {}
             for chunk in _chunks(names, 500):
-                for row in conn.execute(series_table.select().where(series_table.c.tenant_id == tenant)
-                                        .where(series_table.c.series.in_(chunk))):
+                for row in conn.execute(
+                    series_table.select()
+                    .where(series_table.c.tenant_id == tenant)
+                    .where(series_table.c.series.in_(chunk))
+                ):
                     known[row.series] = row
             first_times = self._first_times(conn, tenant, [n for n in names if n in known])
             now = utcnow()
@@ -157,9 +164,16 @@ class TrendsStore:
                 index, meta = given.get(name, (-1, SeriesMeta(series=name)))
                 row = known.get(name)
                 if row is None:
-                    conn.execute(series_table.insert().values(
-                        tenant_id=tenant, series=name, labels=json.dumps(meta.labels, sort_keys=True),
-                        frequency=int(meta.frequency), kind=int(meta.kind), update_time=now))
+                    conn.execute(
+                        series_table.insert().values(
+                            tenant_id=tenant,
+                            series=name,
+                            labels=json.dumps(meta.labels, sort_keys=True),
+                            frequency=int(meta.frequency),
+                            kind=int(meta.kind),
+                            update_time=now,
+                        )
+                    )
                     continue
                 frequency, kind = Frequency(row.frequency), ValueKind(row.kind)
                 if index < 0:
@@ -168,15 +182,24 @@ class TrendsStore:
                     raise InvalidArgumentError.for_field(
                         f"{metas_field}[{index}].frequency",
                         f"series {name!r} already holds {frequency.name.lower()} observations; "
-                        "frequency cannot change (use a new series key)")
+                        "frequency cannot change (use a new series key)",
+                    )
                 if name in first_times and meta.kind != kind:
                     raise InvalidArgumentError.for_field(
                         f"{metas_field}[{index}].kind",
-                        f"series {name!r} already holds {kind.name} values; kind cannot change")
-                conn.execute(series_table.update().where(series_table.c.tenant_id == tenant)
-                             .where(series_table.c.series == name)
-                             .values(labels=json.dumps(meta.labels, sort_keys=True), frequency=int(meta.frequency),
-                                     kind=int(meta.kind), update_time=now))
+                        f"series {name!r} already holds {kind.name} values; kind cannot change",
+                    )
+                conn.execute(
+                    series_table.update()
+                    .where(series_table.c.tenant_id == tenant)
+                    .where(series_table.c.series == name)
+                    .values(
+                        labels=json.dumps(meta.labels, sort_keys=True),
+                        frequency=int(meta.frequency),
+                        kind=int(meta.kind),
+                        update_time=now,
+                    )
+                )
             # The given meta wins (it was checked against stored observations above).
             kinds = {}
             for n in by_series:
@@ -193,8 +216,14 @@ class TrendsStore:
         return result
 
     @staticmethod
-    def _check_batch(name: str, batch: list[ObservationIn], frequency: Frequency, kind: ValueKind,
-                     anchor_s: int | None, everything: Sequence[ObservationIn]) -> None:
+    def _check_batch(
+        name: str,
+        batch: list[ObservationIn],
+        frequency: Frequency,
+        kind: ValueKind,
+        anchor_s: int | None,
+        everything: Sequence[ObservationIn],
+    ) -> None:
         """Checks that need the stored series: grid alignment and value kind."""
         position = {id(o): i for i, o in enumerate(everything)}
         anchor = anchor_s if anchor_s is not None else min(o.time_s for o in batch)
@@ -205,42 +234,68 @@ class TrendsStore:
                 raise InvalidArgumentError.for_field(
                     f"observations[{i}].time",
                     f"not on the {frequency.name.lower()} grid of series {name!r}: must be a {what} "
-                    f"a whole number of periods from {_iso(anchor)}")
+                    f"a whole number of periods from {_iso(anchor)}",
+                )
             if kind in (ValueKind.COUNT, ValueKind.SHARE) and (obs.value < 0 or (obs.external or 0) < 0):
                 raise InvalidArgumentError.for_field(
                     f"observations[{i}].value" if obs.value < 0 else f"observations[{i}].external",
-                    f"series {name!r} holds {kind.name} values, which cannot be negative")
+                    f"series {name!r} holds {kind.name} values, which cannot be negative",
+                )
 
     @staticmethod
     def _first_times(conn: sa.Connection, tenant: str, names: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         t = observations_table
         for chunk in _chunks(names, 500):
-            query = (sa.select(t.c.series, sa.func.min(t.c.time_s)).where(t.c.tenant_id == tenant)
-                     .where(t.c.series.in_(chunk)).group_by(t.c.series))
+            query = (
+                sa.select(t.c.series, sa.func.min(t.c.time_s))
+                .where(t.c.tenant_id == tenant)
+                .where(t.c.series.in_(chunk))
+                .group_by(t.c.series)
+            )
             found.update({name: int(first) for name, first in conn.execute(query)})
         return found
 
     @staticmethod
-    def _write(conn: sa.Connection, tenant: str, name: str, batch: list[ObservationIn], result: IngestResult) -> None:
+    def _write(
+        conn: sa.Connection, tenant: str, name: str, batch: list[ObservationIn], result: IngestResult
+    ) -> None:
         t = observations_table
         low, high = min(o.time_s for o in batch), max(o.time_s for o in batch)
-        stored = {row.time_s: (row.value, row.external) for row in conn.execute(
-            sa.select(t.c.time_s, t.c.value, t.c.external).where(t.c.tenant_id == tenant)
-            .where(t.c.series == name).where(t.c.time_s.between(low, high)))}
+        stored = {
+            row.time_s: (row.value, row.external)
+            for row in conn.execute(
+                sa.select(t.c.time_s, t.c.value, t.c.external)
+                .where(t.c.tenant_id == tenant)
+                .where(t.c.series == name)
+                .where(t.c.time_s.between(low, high))
+            )
+        }
         inserts = []
         for obs in batch:
             old = stored.get(obs.time_s)
             if old is None:
-                inserts.append({"tenant_id": tenant, "series": name, "time_s": obs.time_s, "value": obs.value,
-                                "external": obs.external})
+                inserts.append(
+                    {
+                        "tenant_id": tenant,
+                        "series": name,
+                        "time_s": obs.time_s,
+                        "value": obs.value,
+                        "external": obs.external,
+                    }
+                )
                 continue
             external = old[1] if obs.external is None else obs.external
             if old[0] == obs.value and old[1] == external:
                 result.unchanged += 1
                 continue
-            conn.execute(t.update().where(t.c.tenant_id == tenant).where(t.c.series == name)
-                         .where(t.c.time_s == obs.time_s).values(value=obs.value, external=external))
+            conn.execute(
+                t.update()
+                .where(t.c.tenant_id == tenant)
+                .where(t.c.series == name)
+                .where(t.c.time_s == obs.time_s)
+                .values(value=obs.value, external=external)
+            )
             result.updated += 1
         if inserts:
             conn.execute(t.insert(), inserts)
@@ -250,7 +305,9 @@ class TrendsStore:
 
     def _matching(self, conn: sa.Connection, flt: Filter) -> list[SeriesMeta]:
         tenant = current_tenant()
-        query = series_table.select().where(series_table.c.tenant_id == tenant).order_by(series_table.c.series)
+        query = (
+            series_table.select().where(series_table.c.tenant_id == tenant).order_by(series_table.c.series)
+        )
         if flt.series:
             query = query.where(series_table.c.series.in_(flt.series))
         metas = []
@@ -268,11 +325,16 @@ class TrendsStore:
         found = {m.series for m in metas}
         missing = [s for s in flt.series if s not in found]
         if missing:
-            raise NotFoundError(f"unknown series {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
-                                                                    if len(missing) > 1 else ""),
-                                "atelier.trends.v1.Series", missing[0])
+            raise NotFoundError(
+                f"unknown series {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                "atelier.trends.v1.Series",
+                missing[0],
+            )
         if not metas:
-            raise NotFoundError(f"no series of this tenant match {field_path}", "atelier.trends.v1.Series", "")
+            raise NotFoundError(
+                f"no series of this tenant match {field_path}", "atelier.trends.v1.Series", ""
+            )
         return metas
 
     def summaries(self, flt: Filter, offset: int, limit: int) -> tuple[list[SeriesSummary], bool]:
@@ -280,23 +342,37 @@ class TrendsStore:
         t = observations_table
         with self.store.engine.connect() as conn:
             metas = self._matching(conn, flt)
-            page = metas[offset:offset + limit]
+            page = metas[offset : offset + limit]
             stats = {}
             for chunk in _chunks([m.series for m in page], 500):
-                query = (sa.select(t.c.series, sa.func.count(), sa.func.min(t.c.time_s), sa.func.max(t.c.time_s))
-                         .where(t.c.tenant_id == tenant).where(t.c.series.in_(chunk)).group_by(t.c.series))
+                query = (
+                    sa.select(t.c.series, sa.func.count(), sa.func.min(t.c.time_s), sa.func.max(t.c.time_s))
+                    .where(t.c.tenant_id == tenant)
+                    .where(t.c.series.in_(chunk))
+                    .group_by(t.c.series)
+                )
                 stats.update({row[0]: row[1:] for row in conn.execute(query)})
-        out = [SeriesSummary(m, int(stats.get(m.series, (0, 0, 0))[0]), int(stats.get(m.series, (0, 0, 0))[1]),
-                             int(stats.get(m.series, (0, 0, 0))[2])) for m in page]
+        out = [
+            SeriesSummary(
+                m,
+                int(stats.get(m.series, (0, 0, 0))[0]),
+                int(stats.get(m.series, (0, 0, 0))[1]),
+                int(stats.get(m.series, (0, 0, 0))[2]),
+            )
+            for m in page
+        ]
         return out, len(metas) > offset + limit
 
     def observations(self, name: str) -> tuple[SeriesMeta, list[ObservationIn]]:
         metas = self.resolve(Filter(series=(name,)), "series")
         t = observations_table
         with self.store.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.time_s, t.c.value, t.c.external)
-                                .where(t.c.tenant_id == current_tenant()).where(t.c.series == name)
-                                .order_by(t.c.time_s)).all()
+            rows = conn.execute(
+                sa.select(t.c.time_s, t.c.value, t.c.external)
+                .where(t.c.tenant_id == current_tenant())
+                .where(t.c.series == name)
+                .order_by(t.c.time_s)
+            ).all()
         return metas[0], [ObservationIn(name, int(r.time_s), float(r.value), r.external) for r in rows]
 
     def load(self, metas: Sequence[SeriesMeta]) -> list[SeriesData]:
@@ -306,8 +382,12 @@ class TrendsStore:
         rows_by: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
         with self.store.engine.connect() as conn:
             for chunk in _chunks([m.series for m in metas], 500):
-                query = (sa.select(t.c.series, t.c.time_s, t.c.value, t.c.external).where(t.c.tenant_id == tenant)
-                         .where(t.c.series.in_(chunk)).order_by(t.c.series, t.c.time_s))
+                query = (
+                    sa.select(t.c.series, t.c.time_s, t.c.value, t.c.external)
+                    .where(t.c.tenant_id == tenant)
+                    .where(t.c.series.in_(chunk))
+                    .order_by(t.c.series, t.c.time_s)
+                )
                 for name, time_s, value, external in conn.execute(query):
                     rows_by[name].append((int(time_s), float(value), external))
         out = []
@@ -332,7 +412,7 @@ class TrendsStore:
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
-        yield list(items[i:i + size])
+        yield list(items[i : i + size])
 
 
 def _iso(time_s: int) -> str:

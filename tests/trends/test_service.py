@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 import pytest
+from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import timestamp_pb2
 
 from atelier.common.v1 import progress_pb2
@@ -16,7 +17,6 @@ from atelier.runtime.server import Server
 from atelier.runtime.status import field_violations
 from atelier.trends.server import build
 from atelier.trends.v1 import trends_pb2, trends_pb2_grpc
-from google.longrunning import operations_pb2, operations_pb2_grpc
 
 WEEK_S = 7 * 86_400
 MONDAY_2015 = 1_420_416_000  # 2015-01-05 00:00 UTC, a Monday
@@ -26,8 +26,9 @@ def ts(seconds: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds)
 
 
-def weekly(series: str, values: np.ndarray, start: int = MONDAY_2015,
-           external: np.ndarray | None = None) -> list[trends_pb2.Observation]:
+def weekly(
+    series: str, values: np.ndarray, start: int = MONDAY_2015, external: np.ndarray | None = None
+) -> list[trends_pb2.Observation]:
     out = []
     for k, value in enumerate(values):
         obs = trends_pb2.Observation(series=series, time=ts(start + k * WEEK_S), value=float(value))
@@ -50,8 +51,9 @@ def stub(start_server: Callable[..., Server]) -> Iterator[trends_pb2_grpc.Trends
         yield trends_pb2_grpc.TrendsServiceStub(channel)
 
 
-def violations_of(call: Callable[[], object], code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
-                  ) -> list[tuple[str, str]]:
+def violations_of(
+    call: Callable[[], object], code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+) -> list[tuple[str, str]]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     assert info.value.code() == code, info.value.details()
@@ -64,11 +66,15 @@ def fields(violations: list[tuple[str, str]]) -> list[str]:
 
 # -- ingest -------------------------------------------------------------------------------------
 
+
 def test_ingest_is_idempotent_and_corrections_replace(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     values = np.arange(10, dtype=float)
     request = trends_pb2.IngestObservationsRequest(
         observations=weekly("a", values),
-        series=[trends_pb2.SeriesInfo(series="a", labels={"category": "shoes"}, kind=trends_pb2.VALUE_KIND_COUNT)])
+        series=[
+            trends_pb2.SeriesInfo(series="a", labels={"category": "shoes"}, kind=trends_pb2.VALUE_KIND_COUNT)
+        ],
+    )
     first = stub.IngestObservations(request)
     assert (first.inserted, first.unchanged, first.updated) == (10, 0, 0)
     again = stub.IngestObservations(request)  # a retried upload does not double count
@@ -81,13 +87,15 @@ def test_ingest_is_idempotent_and_corrections_replace(stub: trends_pb2_grpc.Tren
     assert [o.value for o in stored.observations] == [0, 1, 2, 99, 4, 5, 6, 7, 8, 9]
     assert stored.info.kind == trends_pb2.VALUE_KIND_COUNT and stored.info.labels["category"] == "shoes"
     assert stored.info.observation_count == 10
-    listed = stub.ListSeries(trends_pb2.ListSeriesRequest(filter=trends_pb2.SeriesFilter(labels={"category": "shoes"})))
+    listed = stub.ListSeries(
+        trends_pb2.ListSeriesRequest(filter=trends_pb2.SeriesFilter(labels={"category": "shoes"}))
+    )
     assert [s.series for s in listed.series] == ["a"]
 
 
 def test_stream_ingest_commits_each_batch(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     obs = weekly("s", np.ones(30))
-    batches = [trends_pb2.IngestObservationsRequest(observations=obs[i:i + 10]) for i in range(0, 30, 10)]
+    batches = [trends_pb2.IngestObservationsRequest(observations=obs[i : i + 10]) for i in range(0, 30, 10)]
     reply = stub.StreamObservations(iter(batches))
     assert reply.inserted == 30
     bad = trends_pb2.IngestObservationsRequest(observations=weekly("s2", np.array([1.0, float("nan")])))
@@ -96,30 +104,45 @@ def test_stream_ingest_commits_each_batch(stub: trends_pb2_grpc.TrendsServiceStu
     assert stub.GetSeries(trends_pb2.GetSeriesRequest(series="s")).info.observation_count == 30
 
 
-@pytest.mark.parametrize(("values", "kind", "field"), [
-    ([1.0, float("nan")], trends_pb2.VALUE_KIND_SHARE, "observations[1].value"),
-    ([1.0, float("inf")], trends_pb2.VALUE_KIND_INDEX, "observations[1].value"),
-    ([1.0, -2.0], trends_pb2.VALUE_KIND_COUNT, "observations[1].value"),
-])
-def test_bad_values_are_rejected(stub: trends_pb2_grpc.TrendsServiceStub, values: list[float], kind: int,
-                                 field: str) -> None:
-    request = trends_pb2.IngestObservationsRequest(observations=weekly("b", np.array(values)),
-                                                   series=[trends_pb2.SeriesInfo(series="b", kind=kind)])
+@pytest.mark.parametrize(
+    ("values", "kind", "field"),
+    [
+        ([1.0, float("nan")], trends_pb2.VALUE_KIND_SHARE, "observations[1].value"),
+        ([1.0, float("inf")], trends_pb2.VALUE_KIND_INDEX, "observations[1].value"),
+        ([1.0, -2.0], trends_pb2.VALUE_KIND_COUNT, "observations[1].value"),
+    ],
+)
+def test_bad_values_are_rejected(
+    stub: trends_pb2_grpc.TrendsServiceStub, values: list[float], kind: int, field: str
+) -> None:
+    request = trends_pb2.IngestObservationsRequest(
+        observations=weekly("b", np.array(values)), series=[trends_pb2.SeriesInfo(series="b", kind=kind)]
+    )
     assert fields(violations_of(lambda: stub.IngestObservations(request))) == [field]
     # Nothing of a rejected request is stored.
     violations_of(lambda: stub.GetSeries(trends_pb2.GetSeriesRequest(series="b")), grpc.StatusCode.NOT_FOUND)
 
 
 def test_negative_values_for_stored_count_series(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
-    stub.IngestObservations(trends_pb2.IngestObservationsRequest(
-        observations=weekly("c", np.ones(3)), series=[trends_pb2.SeriesInfo(series="c", kind=trends_pb2.VALUE_KIND_COUNT)]))
+    stub.IngestObservations(
+        trends_pb2.IngestObservationsRequest(
+            observations=weekly("c", np.ones(3)),
+            series=[trends_pb2.SeriesInfo(series="c", kind=trends_pb2.VALUE_KIND_COUNT)],
+        )
+    )
     later = weekly("c", np.array([-1.0]), start=MONDAY_2015 + 3 * WEEK_S)
-    assert fields(violations_of(lambda: stub.IngestObservations(
-        trends_pb2.IngestObservationsRequest(observations=later)))) == ["observations[0].value"]
+    assert fields(
+        violations_of(
+            lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=later))
+        )
+    ) == ["observations[0].value"]
     # An index series may be negative.
-    ok = stub.IngestObservations(trends_pb2.IngestObservationsRequest(
-        observations=weekly("i", np.array([-1.0, 2.0])),
-        series=[trends_pb2.SeriesInfo(series="i", kind=trends_pb2.VALUE_KIND_INDEX)]))
+    ok = stub.IngestObservations(
+        trends_pb2.IngestObservationsRequest(
+            observations=weekly("i", np.array([-1.0, 2.0])),
+            series=[trends_pb2.SeriesInfo(series="i", kind=trends_pb2.VALUE_KIND_INDEX)],
+        )
+    )
     assert ok.inserted == 2
 
 
@@ -129,33 +152,48 @@ def test_duplicate_timestamps(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     reply = stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[*obs, same]))
     assert (reply.inserted, reply.unchanged) == (2, 1)
     different = trends_pb2.Observation(series="d", time=obs[1].time, value=5.0)
-    found = violations_of(lambda: stub.IngestObservations(
-        trends_pb2.IngestObservationsRequest(observations=[*obs, different])))
+    found = violations_of(
+        lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[*obs, different]))
+    )
     assert fields(found) == ["observations[2].value"]
     assert "duplicate timestamp" in found[0][1]
 
 
 def test_other_ingest_violations(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
-    request = trends_pb2.IngestObservationsRequest(observations=[
-        trends_pb2.Observation(series="", time=ts(MONDAY_2015), value=1.0),
-        trends_pb2.Observation(series="x", value=1.0),
-        trends_pb2.Observation(series="x" * 300, time=ts(MONDAY_2015), value=1.0),
-    ])
+    request = trends_pb2.IngestObservationsRequest(
+        observations=[
+            trends_pb2.Observation(series="", time=ts(MONDAY_2015), value=1.0),
+            trends_pb2.Observation(series="x", value=1.0),
+            trends_pb2.Observation(series="x" * 300, time=ts(MONDAY_2015), value=1.0),
+        ]
+    )
     assert fields(violations_of(lambda: stub.IngestObservations(request))) == [
-        "observations[0].series", "observations[1].time", "observations[2].series"]
+        "observations[0].series",
+        "observations[1].time",
+        "observations[2].series",
+    ]
     stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=weekly("g", np.ones(3))))
     off_grid = [trends_pb2.Observation(series="g", time=ts(MONDAY_2015 + 86_400), value=1.0)]
-    assert fields(violations_of(lambda: stub.IngestObservations(
-        trends_pb2.IngestObservationsRequest(observations=off_grid)))) == ["observations[0].time"]
-    change = trends_pb2.IngestObservationsRequest(series=[trends_pb2.SeriesInfo(
-        series="g", frequency=trends_pb2.FREQUENCY_DAILY)])
+    assert fields(
+        violations_of(
+            lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=off_grid))
+        )
+    ) == ["observations[0].time"]
+    change = trends_pb2.IngestObservationsRequest(
+        series=[trends_pb2.SeriesInfo(series="g", frequency=trends_pb2.FREQUENCY_DAILY)]
+    )
     assert fields(violations_of(lambda: stub.IngestObservations(change))) == ["series[0].frequency"]
 
 
 # -- forecasting ----------------------------------------------------------------------------------
 
-def ingest(stub: trends_pb2_grpc.TrendsServiceStub, series: dict[str, np.ndarray],
-           labels: dict[str, dict[str, str]] | None = None, kind: int = trends_pb2.VALUE_KIND_SHARE) -> None:
+
+def ingest(
+    stub: trends_pb2_grpc.TrendsServiceStub,
+    series: dict[str, np.ndarray],
+    labels: dict[str, dict[str, str]] | None = None,
+    kind: int = trends_pb2.VALUE_KIND_SHARE,
+) -> None:
     obs = [o for name, values in series.items() for o in weekly(name, values)]
     infos = [trends_pb2.SeriesInfo(series=n, labels=(labels or {}).get(n, {}), kind=kind) for n in series]
     stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=obs, series=infos))
@@ -174,8 +212,12 @@ def test_forecast_numbers_intervals_and_short_history(stub: trends_pb2_grpc.Tren
     assert np.mean(np.abs(np.array(f.mean) - truth)) < 0.6  # noise sd is 0.5
     i80, i95 = f.intervals
     assert (i80.level, i95.level) == (80, 95)
-    assert np.all(np.array(i95.lower) <= np.array(i80.lower)) and np.all(np.array(i80.lower) <= np.array(f.mean))
-    assert np.all(np.array(f.mean) <= np.array(i80.upper)) and np.all(np.array(i80.upper) <= np.array(i95.upper))
+    assert np.all(np.array(i95.lower) <= np.array(i80.lower)) and np.all(
+        np.array(i80.lower) <= np.array(f.mean)
+    )
+    assert np.all(np.array(f.mean) <= np.array(i80.upper)) and np.all(
+        np.array(i80.upper) <= np.array(i95.upper)
+    )
     short = by["short"]
     assert short.model == "ets_nonseasonal"
     assert any("shorter than two seasons" in note for note in short.notes)
@@ -184,24 +226,40 @@ def test_forecast_numbers_intervals_and_short_history(stub: trends_pb2_grpc.Tren
 def test_forecast_errors(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     ingest(stub, {"long": seasonal_series(1, weeks=120), "tiny": np.ones(5)})
     some = trends_pb2.SeriesFilter(series=["long"])
-    assert fields(violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=105)))) == [
-        "horizon"]
-    assert fields(violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=0)))) == [
-        "horizon"]
-    assert fields(violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(
-        filter=some, horizon=4, levels=[100])))) == ["levels[0]"]
-    assert fields(violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(
-        filter=some, horizon=4, model="prophet")))) == ["model"]
-    found = violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(
-        filter=trends_pb2.SeriesFilter(series=["tiny"]), horizon=4)))
+    assert fields(
+        violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=105)))
+    ) == ["horizon"]
+    assert fields(
+        violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=0)))
+    ) == ["horizon"]
+    assert fields(
+        violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=4, levels=[100])))
+    ) == ["levels[0]"]
+    assert fields(
+        violations_of(
+            lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=4, model="prophet"))
+        )
+    ) == ["model"]
+    found = violations_of(
+        lambda: stub.Forecast(
+            trends_pb2.ForecastRequest(filter=trends_pb2.SeriesFilter(series=["tiny"]), horizon=4)
+        )
+    )
     assert fields(found) == ["filter"] and "too short history" in found[0][1]
-    violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(
-        filter=trends_pb2.SeriesFilter(series=["nope"]), horizon=4)), grpc.StatusCode.NOT_FOUND)
+    violations_of(
+        lambda: stub.Forecast(
+            trends_pb2.ForecastRequest(filter=trends_pb2.SeriesFilter(series=["nope"]), horizon=4)
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
 
 
 def test_classify_and_top_movers(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
-    series = {"up": seasonal_series(1, growth=0.3), "down": seasonal_series(2, growth=-0.15, level=20),
-              "flat": seasonal_series(3)}
+    series = {
+        "up": seasonal_series(1, growth=0.3),
+        "down": seasonal_series(2, growth=-0.15, level=20),
+        "flat": seasonal_series(3),
+    }
     labels = {name: {"category": "shoes"} for name in series}
     ingest(stub, series, labels)
     reply = stub.ClassifyTrends(trends_pb2.ClassifyTrendsRequest())
@@ -233,17 +291,21 @@ def test_demand_intermittent(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
 
 def test_backtest_scores_models(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     ingest(stub, {f"s{i}": seasonal_series(i, weeks=180) for i in range(3)})
-    reply = stub.Backtest(trends_pb2.BacktestRequest(horizon=26, windows=2, models=["snaive", "naive", "mstl"]))
+    reply = stub.Backtest(
+        trends_pb2.BacktestRequest(horizon=26, windows=2, models=["snaive", "naive", "mstl"])
+    )
     scores = {s.model: s for s in reply.scores}
     assert set(scores) == {"snaive", "naive", "mstl"}
     # A clean seasonal signal: seasonal models beat the naive one clearly.
     assert scores["mstl"].mase < scores["naive"].mase and scores["snaive"].mase < scores["naive"].mase
     assert reply.best_model in ("mstl", "snaive")
     assert all(0 <= s.class_accuracy <= 1 and s.series_count == 3 for s in reply.scores)
-    assert fields(violations_of(lambda: stub.Backtest(trends_pb2.BacktestRequest(horizon=26, windows=9)))) == [
-        "windows"]
-    assert fields(violations_of(lambda: stub.Backtest(trends_pb2.BacktestRequest(horizon=100, windows=2)))) == [
-        "filter"]
+    assert fields(
+        violations_of(lambda: stub.Backtest(trends_pb2.BacktestRequest(horizon=26, windows=9)))
+    ) == ["windows"]
+    assert fields(
+        violations_of(lambda: stub.Backtest(trends_pb2.BacktestRequest(horizon=100, windows=2)))
+    ) == ["filter"]
 
 
 def test_start_forecast_operation(start_server: Callable[..., Server]) -> None:
