@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Counter
+
 log = logging.getLogger("atelier.generation.models")
+
+MODEL_LOADS_TOTAL = Counter("atelier_generation_model_loads_total", "Model loads by result.", ("result",))
+MODEL_EVICTIONS_TOTAL = Counter("atelier_generation_model_evictions_total", "Models evicted from memory.")
 
 KINDS = ("diffusers", "single_file", "lora", "controlnet")
 CHECKPOINT_KINDS = ("diffusers", "single_file")
@@ -335,6 +340,7 @@ class ModelCache:
             try:
                 loaded = (self._loader or _default_loader)(entry, self.device)
             except Exception as exc:  # any loader failure marks the model, the service stays up
+                MODEL_LOADS_TOTAL.labels("out_of_memory" if is_out_of_memory(exc) else "failed").inc()
                 if is_out_of_memory(exc):
                     # Not the model's fault: it may fit once other models are evicted. The caller answers
                     # RESOURCE_EXHAUSTED; the model stays installed.
@@ -346,6 +352,7 @@ class ModelCache:
                 self._on_health(entry.health_name, False)
                 self._free_device_memory()
                 raise ModelError(f"model {name!r} failed to load: {entry.error}") from exc
+            MODEL_LOADS_TOTAL.labels("loaded").inc()
             entry.memory_bytes = module_bytes(loaded)
             entry.state = ModelState.LOADED
             entry.last_used_monotonic = time.monotonic()
@@ -386,6 +393,7 @@ class ModelCache:
             log.info("evicting model %s to stay within the memory budget", name)
             self._unload(name)
             self.evictions += 1
+            MODEL_EVICTIONS_TOTAL.inc()
 
     def evict_all(self) -> None:
         """Drop every unpinned model and empty the CUDA cache (after an out-of-memory error)."""

@@ -53,7 +53,6 @@ SECONDS_PER_IMAGE = Histogram(
 )
 REJECTED_TOTAL = Counter("atelier_generation_rejected_total", "Jobs refused or stopped.", ("reason",))
 QUEUE_DEPTH = Gauge("atelier_generation_queue_depth", "Jobs waiting for the device.", ("device",))
-MODEL_LOADS_TOTAL = Counter("atelier_generation_model_loads_total", "Model loads.", ("result",))
 MODEL_MEMORY_BYTES = Gauge("atelier_generation_model_memory_bytes", "Memory held by loaded models.")
 TILE_SEAM_ERROR = Histogram(
     "atelier_generation_tile_seam_error",
@@ -148,7 +147,6 @@ class GenerationService:
         try:
             loaded = self.cache.get(name)
         except ModelError as exc:
-            MODEL_LOADS_TOTAL.labels("failed").inc()
             raise FailedPreconditionError(str(exc)) from exc
         MODEL_MEMORY_BYTES.set(self.cache.used_bytes)
         return loaded

@@ -102,6 +102,7 @@ def test_a_model_that_fails_to_load_is_not_serving_with_the_reason(
     )
 
 
+@pytest.mark.slow
 def test_memory_budget_evicts_the_least_recently_used_model(gen_server: Start) -> None:
     server = gen_server(MEMORY_BUDGET_MB="1.5")  # one tiny pipeline (~1 MB) fits, two do not
     server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
@@ -163,6 +164,7 @@ def test_scheduler_and_guidance_change_the_image(gen_server: Start) -> None:
     assert not np.array_equal(base, euler)
 
 
+@pytest.mark.slow
 def test_single_file_checkpoint_matches_the_diffusers_folder_of_the_same_weights(gen_server: Start) -> None:
     server = gen_server()
     a = images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))[0]
@@ -298,6 +300,7 @@ def test_sketch_to_illustration_with_and_without_controlnet(gen_server: Start) -
     assert "ControlNet: tiny-scribble" in Image.open(io.BytesIO(controlled.image.data)).text["parameters"]
 
 
+@pytest.mark.slow
 def test_lora_adapter_changes_the_image_and_switches_off_again(gen_server: Start) -> None:
     server = gen_server()
     plain = decode(
@@ -379,27 +382,36 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
 # -- queue, cancellation, out of memory -------------------------------------------------------------
 
 
-def test_full_queue_is_resource_exhausted_with_retry_info(gen_server: Start) -> None:
+def test_queue_position_then_full_queue_is_resource_exhausted_with_retry_info(gen_server: Start) -> None:
     server = gen_server(QUEUE_SIZE="1")
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))  # loaded
     release = threading.Event()
     busy = server.service.queue.submit(lambda _t: release.wait(30), Cancellation())  # holds the device
     assert busy.started.wait(5)
-    waiting = server.service.queue.submit(lambda _t: None, Cancellation())  # fills the one waiting slot
     try:
-        with pytest.raises(grpc.RpcError) as info:
+        queued = server.stub.Generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=60)
+        first = next(queued)
+        assert first.progress.queue_position == 1  # waiting, first in line
+        with pytest.raises(grpc.RpcError) as info:  # the one waiting slot is taken
             server.generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=10)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (
+            info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and "queue is full" in info.value.details()
+        )
         status = rpc_status.from_call(info.value)
         assert status is not None
         retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
         assert retry, "RetryInfo detail expected"
+        info_detail = error_details_pb2.RetryInfo()
+        retry[0].Unpack(info_detail)
+        assert info_detail.retry_delay.ToNanoseconds() > 0
     finally:
         release.set()
-    waiting.events.get(timeout=10)
-    # With the device free again, requests run; a queued one sees its queue position first.
-    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))
+    rest = list(queued)  # runs once the device is free
+    assert [e.progress.step for e in rest if e.progress.step][-1] == 4 and images(rest)
 
 
+@pytest.mark.slow
 def test_cancelling_the_call_stops_the_denoising_loop(gen_server: Start) -> None:
     server = gen_server()
     server.generate(pb.GenerateRequest(model="tiny", settings=settings()))  # load first
@@ -419,6 +431,7 @@ def test_cancelling_the_call_stops_the_denoising_loop(gen_server: Start) -> None
     assert steps.position(object()) == 0  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_deadline_stops_generation_with_deadline_exceeded(gen_server: Start) -> None:
     server = gen_server()
     server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
@@ -431,6 +444,7 @@ def test_deadline_stops_generation_with_deadline_exceeded(gen_server: Start) -> 
     assert time.monotonic() - began < 12
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_resource_exhausted_frees_models_and_service_stays_up(
     gen_server: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
