@@ -26,16 +26,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from atelier.common.v1 import image_pb2  # noqa: E402
-from atelier.generation import testing  # noqa: E402
-from atelier.generation.models import DeviceSettings, ModelEntry, load_checkpoint  # noqa: E402
-from atelier.generation.server import build  # noqa: E402
-from atelier.generation.v1 import generation_pb2 as pb  # noqa: E402
-from atelier.generation.v1 import generation_pb2_grpc  # noqa: E402
-from atelier.runtime.config import ServiceConfig  # noqa: E402
-from atelier.runtime.server import Server  # noqa: E402
-from bench.report import write_section  # noqa: E402
-from tests.conftest import wait_serving  # noqa: E402
+from atelier.common.v1 import image_pb2
+from atelier.generation import testing
+from atelier.generation.models import DeviceSettings, ModelEntry, load_checkpoint
+from atelier.generation.server import build
+from atelier.generation.v1 import generation_pb2 as pb
+from atelier.generation.v1 import generation_pb2_grpc
+from atelier.runtime.config import ServiceConfig
+from atelier.runtime.server import Server
+from bench.report import write_section
+from tests.conftest import wait_serving
 
 SIZE_PX = 64
 PROMPT = "a paisley print on silk, studio light"
