@@ -1,21 +1,35 @@
-"""The inspection service's registration with the runtime (placeholder until issue #4 lands).
+"""The inspection service's registration with the runtime.
 
-Every RPC answers UNIMPLEMENTED with a message naming the issue; health reports SERVING so
-`make run` shows the platform up, and no RPC returns made-up data.
+Settings (env ATELIER_INSPECTION_<NAME>): THREADS (CPU threads for OpenCV and torch, default 2),
+CONCURRENCY (images inspected at once, default 2).
 """
 
 from __future__ import annotations
 
+import cv2
+import torch
+
+from atelier.inspection.profiles import ProfileStore
+from atelier.inspection.servicer import InspectionServicer
 from atelier.inspection.v1 import inspection_pb2, inspection_pb2_grpc
-from atelier.runtime.server import Runtime, ServiceSpec, unimplemented_servicer
+from atelier.runtime.server import Runtime, ServiceSpec
 
 SERVICE_NAME = inspection_pb2.DESCRIPTOR.services_by_name["InspectionService"].full_name
 
 
 def build(runtime: Runtime) -> ServiceSpec:
-    servicer = unimplemented_servicer(inspection_pb2_grpc.InspectionServiceServicer, SERVICE_NAME, "#4")
+    profiles = ProfileStore(runtime.store, runtime.data_dir)
+    servicer = InspectionServicer(profiles, concurrency=int(runtime.config.setting("CONCURRENCY", "2")))
+
+    def load() -> None:
+        threads = int(runtime.config.setting("THREADS", "2"))
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        profiles.migrate()
+
     return ServiceSpec(
         name="inspection",
         servicers=[(inspection_pb2_grpc.add_InspectionServiceServicer_to_server, servicer)],
         service_names=[SERVICE_NAME],
+        load=load,
     )

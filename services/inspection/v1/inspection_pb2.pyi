@@ -72,10 +72,12 @@ class Profile(_message.Message):
     article: _builtins.str
     """The fabric article, e.g. "denim-12"."""
     version: _builtins.int
+    """1, 2, ...: each CreateProfile of the article adds one; the newest is active."""
     image_count: _builtins.int
     threshold: _builtins.float
-    """The anomaly score above which a region is a defect."""
+    """The anomaly score above which a region is a defect (calibrated on the good images)."""
     method: _builtins.str
+    """The detection method, e.g. "texture-knn-v1"."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -103,9 +105,12 @@ class CreateProfileRequest(_message.Message):
     ARTICLE_FIELD_NUMBER: _builtins.int
     GOOD_IMAGES_FIELD_NUMBER: _builtins.int
     article: _builtins.str
+    """Required: 1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit."""
     @_builtins.property
     def good_images(self) -> _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]:
-        """Defect-free images of the article (documented minimum and maximum count)."""
+        """Required: 4 to 100 defect-free images of the article (10 or more recommended), each within
+        the image limits and with some fabric (not all padding).
+        """
 
     def __init__(
         self,
@@ -151,6 +156,7 @@ class ListProfilesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """0: 50; at most 1000."""
     page_token: _builtins.str
     def __init__(
         self,
@@ -201,11 +207,17 @@ class Defect(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     LENGTH_MM_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
+    LENGTH_PX_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     type: Global___DefectType.ValueType
     length_mm: _builtins.float
-    """The longest extent of the defect, in mm: what 4-point grading is based on."""
+    """The longest extent of the defect, in mm: what 4-point grading is based on.
+    0 when mm_per_px was not given.
+    """
     points: _builtins.int
+    """4-point system points of this defect alone (0 when its length in mm is unknown)."""
+    length_px: _builtins.float
+    """The longest extent in pixels."""
     @_builtins.property
     def box(self) -> _geometry_pb2.BoxPx: ...
     @_builtins.property
@@ -227,10 +239,11 @@ class Defect(_message.Message):
         type: Global___DefectType.ValueType = ...,
         length_mm: _builtins.float = ...,
         points: _builtins.int = ...,
+        length_px: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "polygon", b"polygon", "polygon_mm", b"polygon_mm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "length_mm", b"length_mm", "points", b"points", "polygon", b"polygon", "polygon_mm", b"polygon_mm", "score", b"score", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "length_mm", b"length_mm", "length_px", b"length_px", "points", b"points", "polygon", b"polygon", "polygon_mm", b"polygon_mm", "score", b"score", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,14 +259,17 @@ class InspectImageRequest(_message.Message):
     POSITION_MM_FIELD_NUMBER: _builtins.int
     INCLUDE_ANOMALY_MAP_FIELD_NUMBER: _builtins.int
     article: _builtins.str
+    """Required: an article with a profile (NOT_FOUND otherwise)."""
     mm_per_px: _builtins.float
-    """Camera resolution; 0 means unknown (mm fields stay 0)."""
+    """Camera resolution, 0..100; 0 means unknown (mm fields stay 0)."""
     position_mm: _builtins.float
     """Where the top edge of the frame lies along the roll, in mm."""
     include_anomaly_map: _builtins.bool
     """Also return the anomaly map as a PNG heat map."""
     @_builtins.property
-    def image(self) -> _image_pb2.Image: ...
+    def image(self) -> _image_pb2.Image:
+        """Required."""
+
     def __init__(
         self,
         *,
@@ -280,13 +296,22 @@ class InspectImageResponse(_message.Message):
     DEFECTS_FIELD_NUMBER: _builtins.int
     ANOMALY_MAP_FIELD_NUMBER: _builtins.int
     PROFILE_VERSION_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
     defective: _builtins.bool
+    """True when image_score is above the profile's threshold."""
     image_score: _builtins.float
+    """The anomaly map's maximum (same scale as threshold)."""
     profile_version: _builtins.int
+    """The profile version used for this image (one version for the whole image)."""
+    threshold: _builtins.float
     @_builtins.property
-    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]: ...
+    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]:
+        """Regions above the threshold, highest score first (at most 100)."""
+
     @_builtins.property
-    def anomaly_map(self) -> _image_pb2.Image: ...
+    def anomaly_map(self) -> _image_pb2.Image:
+        """A colour PNG the size of the image: blue = normal, green = threshold, red = 2 x threshold."""
+
     def __init__(
         self,
         *,
@@ -295,10 +320,11 @@ class InspectImageResponse(_message.Message):
         defects: _abc.Iterable[Global___Defect] | None = ...,
         anomaly_map: _image_pb2.Image | None = ...,
         profile_version: _builtins.int = ...,
+        threshold: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["anomaly_map", b"anomaly_map"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_map", b"anomaly_map", "defective", b"defective", "defects", b"defects", "image_score", b"image_score", "profile_version", b"profile_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_map", b"anomaly_map", "defective", b"defective", "defects", b"defects", "image_score", b"image_score", "profile_version", b"profile_version", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -402,14 +428,21 @@ class GradeRollRequest(_message.Message):
     MAX_POINTS_PER_100_SQ_YD_FIELD_NUMBER: _builtins.int
     INCLUDE_REPORT_FIELD_NUMBER: _builtins.int
     roll_id: _builtins.str
+    """Required: 1-128 characters."""
     roll_width_mm: _builtins.float
+    """Required: > 0 and at most 10 m."""
     roll_length_mm: _builtins.float
+    """Required: > 0 and at most 10 km."""
     max_points_per_100_sq_yd: _builtins.float
-    """Pass when points per 100 square yards are at most this (commonly 40)."""
+    """Pass when points per 100 square yards are at most this (commonly 40). Required: > 0."""
     include_report: _builtins.bool
     """Also render the readable report (HTML with the defect map)."""
     @_builtins.property
-    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]: ...
+    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]:
+        """At most 100000. Each needs length_mm > 0; box_mm.x_mm (along the roll, >= 0) places it in its
+        linear yard (no yard scores more than 4 points); type HOLE scores as a hole or opening.
+        """
+
     def __init__(
         self,
         *,
@@ -440,12 +473,17 @@ class GradeRollResponse(_message.Message):
     REPORT_HTML_FIELD_NUMBER: _builtins.int
     REPORT_JSON_FIELD_NUMBER: _builtins.int
     total_points: _builtins.int
+    """After the 4-points-per-linear-yard cap."""
     points_per_100_sq_yd: _builtins.float
     points_per_100_m2: _builtins.float
     report_html: _builtins.bytes
+    """A self-contained HTML page (defect map, table, signature line) when include_report."""
     report_json: _builtins.bytes
+    """The same facts as JSON (always)."""
     @_builtins.property
-    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]: ...
+    def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]:
+        """The request's defects with their points filled in."""
+
     def __init__(
         self,
         *,

@@ -28,6 +28,14 @@ if _version_not_supported:
 class InspectionServiceStub:
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     def __init__(self, channel):
@@ -71,11 +79,20 @@ class InspectionServiceStub:
 class InspectionServiceServicer:
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     def CreateProfile(self, request, context):
         """Learns (or re-learns) the profile of a fabric article from defect-free images.
         A new version replaces the active one atomically; inspections never see a half-built profile.
+        Synchronous: about a second per image on 2 CPU cores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +176,14 @@ def add_InspectionServiceServicer_to_server(servicer, server):
 class InspectionService:
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     @staticmethod

@@ -29,6 +29,14 @@ GRPC_VERSION: str
 class InspectionServiceStub:
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     @_typing.overload
@@ -38,6 +46,7 @@ class InspectionServiceStub:
     CreateProfile: _grpc.UnaryUnaryMultiCallable[_inspection_pb2.CreateProfileRequest, _inspection_pb2.Profile]
     """Learns (or re-learns) the profile of a fabric article from defect-free images.
     A new version replaces the active one atomically; inspections never see a half-built profile.
+    Synchronous: about a second per image on 2 CPU cores.
     """
     GetProfile: _grpc.UnaryUnaryMultiCallable[_inspection_pb2.GetProfileRequest, _inspection_pb2.Profile]
     ListProfiles: _grpc.UnaryUnaryMultiCallable[_inspection_pb2.ListProfilesRequest, _inspection_pb2.ListProfilesResponse]
@@ -54,12 +63,21 @@ class InspectionServiceStub:
 class InspectionServiceAsyncStub(InspectionServiceStub):
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateProfile: _aio.UnaryUnaryMultiCallable[_inspection_pb2.CreateProfileRequest, _inspection_pb2.Profile]  # type: ignore[assignment]
     """Learns (or re-learns) the profile of a fabric article from defect-free images.
     A new version replaces the active one atomically; inspections never see a half-built profile.
+    Synchronous: about a second per image on 2 CPU cores.
     """
     GetProfile: _aio.UnaryUnaryMultiCallable[_inspection_pb2.GetProfileRequest, _inspection_pb2.Profile]  # type: ignore[assignment]
     ListProfiles: _aio.UnaryUnaryMultiCallable[_inspection_pb2.ListProfilesRequest, _inspection_pb2.ListProfilesResponse]  # type: ignore[assignment]
@@ -75,6 +93,14 @@ class InspectionServiceAsyncStub(InspectionServiceStub):
 class InspectionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
+
+    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
+    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
+    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
+    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
+    Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
+    Profiles, inspections and grades are per tenant (x-atelier-tenant).
     """
 
     @_abc_1.abstractmethod
@@ -85,6 +111,7 @@ class InspectionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inspection_pb2.Profile, _abc.Awaitable[_inspection_pb2.Profile]]:
         """Learns (or re-learns) the profile of a fabric article from defect-free images.
         A new version replaces the active one atomically; inspections never see a half-built profile.
+        Synchronous: about a second per image on 2 CPU cores.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,286 @@
+"""The texture model: what a good fabric looks like, and how far a new image is from it.
+
+Method (measured in bench/inspection.py on AITEX fabrics; see services/inspection/README.md):
+
+1. Off-fabric padding (flat white, as line-scan strips carry at their ends) is found and
+   excluded; intensities are normalised per image by median and MAD, so a roll that is a little
+   lighter or darker than the training images is not a defect.
+2. The image is reduced 2x (area average) and described on a regular grid by classic texture
+   features: multi-scale local mean, local standard deviation, warp- and weft-direction line
+   contrast and a Gabor filter bank's energy (4 orientations x 2 wavelengths). All local
+   statistics use normalised convolution so the padding does not leak into the fabric.
+3. A PatchCore-style memory: a random subset of the good images' grid features (standardised);
+   a grid cell's anomaly score is its distance to the nearest memory entry. kNN, unlike a
+   single Gaussian, also remembers rare normal looks (selvage, the cut edge next to padding).
+   A greedy k-center coreset measured no better here and cost minutes of training on 2 cores.
+4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
+   scored against a memory of the others; the threshold is the largest out-of-fold image score,
+   so no good training image would be flagged by a model that had not seen it.
+
+Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+METHOD = "texture-knn-v1"
+# Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
+GABOR_WAVELENGTHS_PX = (4.0, 8.0)
+GABOR_ORIENTATIONS = 4
+GABOR_POOL_SIGMA_PX = 4.0
+MEAN_SIGMAS_PX = (2.0, 4.0, 8.0)
+STD_SIGMAS_PX = (4.0, 8.0)
+LINE_LENGTH_PX = 31
+# Pixels at or above this grey level in flat areas of at least PAD_MIN_SIZE_PX are padding, not fabric.
+PAD_LEVEL = 250
+PAD_MIN_SIZE_PX = 15
+MAX_FOLDS = 5
+THRESHOLD_FACTOR = 1.25
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Settings fixed when a profile is trained (stored with it)."""
+
+    downsample: int = 2  # image reduction before features
+    stride_px: int = 4  # grid step, in reduced pixels (8 image pixels at downsample 2)
+    margin_px: int = 32  # image pixels next to padding not scored (the features there see padding)
+    memory_size: int = 4096  # memory entries (random subset of the candidates)
+    candidates_per_image: int = 4000  # grid features sampled per image before the coreset
+    seed: int = 0
+
+
+def _gabor_bank() -> list[np.ndarray]:
+    kernels = []
+    for wavelength in GABOR_WAVELENGTHS_PX:
+        for i in range(GABOR_ORIENTATIONS):
+            theta = i * math.pi / GABOR_ORIENTATIONS
+            size = int(2 * wavelength) + 1
+            k = cv2.getGaborKernel((size, size), 0.56 * wavelength, theta, wavelength, 0.5, 0)
+            k -= k.mean()  # zero DC: flat brightness changes belong to the mean features
+            k /= np.abs(k).sum()
+            kernels.append(k.astype(np.float32))
+    return kernels
+
+
+_BANK = _gabor_bank()
+FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 + len(_BANK)
+
+
+def padding_mask(grey: np.ndarray) -> np.ndarray:
+    """True where the image is off-fabric padding (flat white areas)."""
+    flat = (grey >= PAD_LEVEL).astype(np.uint8)
+    kernel = np.ones((PAD_MIN_SIZE_PX, PAD_MIN_SIZE_PX), np.uint8)
+    return cv2.morphologyEx(flat, cv2.MORPH_OPEN, kernel).astype(bool)
+
+
+def scored_mask(pad: np.ndarray, margin_px: int) -> np.ndarray:
+    """Fabric pixels far enough from padding for their features to see only fabric."""
+    if margin_px <= 0 or not pad.any():
+        return ~pad
+    kernel = np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8)
+    return cv2.erode((~pad).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+
+
+def _normalise(grey: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    x = grey.astype(np.float32)
+    values = x[~pad] if (~pad).any() else x.ravel()
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median))) + 1e-3
+    x = (x - median) / spread
+    x[pad] = 0.0
+    return x
+
+
+def _nblur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(x * w, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(w, (0, 0), sigma), 1e-3)
+
+
+def _nbox(x: np.ndarray, w: np.ndarray, kx: int, ky: int) -> np.ndarray:
+    num = cv2.boxFilter(x * w, -1, (kx, ky), normalize=True)
+    return num / np.maximum(cv2.boxFilter(w, -1, (kx, ky), normalize=True), 1e-3)
+
+
+def grid_features(grey: np.ndarray, params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
+    """(features H' x W' x F on the grid, padding mask at image resolution)."""
+    pad = padding_mask(grey)
+    x = _normalise(grey, pad)
+    d = params.downsample
+    if d > 1:
+        size = (max(1, grey.shape[1] // d), max(1, grey.shape[0] // d))
+        x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+        small_pad = cv2.resize(pad.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    else:
+        small_pad = pad
+    w = (~small_pad).astype(np.float32)
+    maps: list[np.ndarray] = [_nblur(x, w, s) for s in MEAN_SIGMAS_PX]
+    for s in STD_SIGMAS_PX:
+        mean, sq = _nblur(x, w, s), _nblur(x * x, w, s)
+        maps.append(np.sqrt(np.maximum(sq - mean * mean, 0.0)))
+    # Line contrast: a short line's mean against its square neighbourhood. Broken ends and picks
+    # are thin lines along one weave direction; averaging along them lifts them out of the noise.
+    square = _nbox(x, w, LINE_LENGTH_PX, LINE_LENGTH_PX)
+    maps.append(_nbox(x, w, LINE_LENGTH_PX, 3) - square)
+    maps.append(_nbox(x, w, 3, LINE_LENGTH_PX) - square)
+    for kernel in _BANK:
+        maps.append(_nblur(np.abs(cv2.filter2D(x, -1, kernel)), w, GABOR_POOL_SIGMA_PX))
+    s = params.stride_px
+    return np.stack([m[s // 2 :: s, s // 2 :: s] for m in maps], axis=-1), pad
+
+
+def _grid_scored(pad: np.ndarray, params: ModelParams, grid_shape: tuple[int, int]) -> np.ndarray:
+    ok = scored_mask(pad, params.margin_px)
+    step = params.downsample * params.stride_px
+    ok = ok[step // 2 :: step, step // 2 :: step]
+    return ok[: grid_shape[0], : grid_shape[1]]
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TextureModel:
+    """A trained profile: feature scaling, memory bank, threshold."""
+
+    params: ModelParams
+    mean: np.ndarray
+    scale: np.ndarray
+    memory: np.ndarray  # (M, F) standardised features
+    threshold: float
+    image_count: int
+    _memory_t: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def _memory_tensor(self) -> torch.Tensor:
+        if self._memory_t is None:
+            self._memory_t = torch.from_numpy(self.memory).to(_device())
+        return self._memory_t
+
+    def grid_scores(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distance to memory on the grid, padding mask); unscored grid cells are 0."""
+        feats, pad = grid_features(grey, self.params)
+        h, w, f = feats.shape
+        q = torch.from_numpy(((feats.reshape(-1, f) - self.mean) / self.scale).astype(np.float32))
+        memory = self._memory_tensor()
+        q = q.to(memory.device)
+        m_norm = (memory * memory).sum(1)
+        out = []
+        for chunk in torch.split(q, 8192):  # bounds the distance matrix to 8192 x M floats
+            d2 = (chunk * chunk).sum(1, keepdim=True) - 2.0 * chunk @ memory.T + m_norm
+            out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
+        scores = torch.cat(out).reshape(h, w).cpu().numpy()
+        scores[~_grid_scored(pad, self.params, (h, w))] = 0.0
+        return scores, pad
+
+    def anomaly_map(self, grey: np.ndarray) -> np.ndarray:
+        """Anomaly score per image pixel (float32, same size as the image; 0 off-fabric)."""
+        scores, pad = self.grid_scores(grey)
+        scores = cv2.GaussianBlur(scores, (0, 0), 1.0)
+        full = cv2.resize(scores, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
+        full[~scored_mask(pad, self.params.margin_px)] = 0.0
+        return full
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        p = self.params
+        np.savez_compressed(
+            buf,
+            mean=self.mean,
+            scale=self.scale,
+            memory=self.memory,
+            meta=np.array(
+                [
+                    self.threshold,
+                    self.image_count,
+                    p.downsample,
+                    p.stride_px,
+                    p.margin_px,
+                    p.memory_size,
+                    p.candidates_per_image,
+                    p.seed,
+                ],
+                dtype=np.float64,
+            ),
+            method=np.array(METHOD),
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TextureModel:
+        with np.load(io.BytesIO(data)) as z:
+            if str(z["method"]) != METHOD:
+                raise ValueError(f"profile method {z['method']} is not {METHOD}")
+            meta = z["meta"]
+            params = ModelParams(*(int(v) for v in meta[2:8]))
+            return cls(params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)  # atomic: a reader sees the old file or the whole new one
+
+    @classmethod
+    def load(cls, path: Path) -> TextureModel:
+        return cls.from_bytes(path.read_bytes())
+
+
+def _sample_features(grey: np.ndarray, params: ModelParams, rng: np.random.Generator) -> np.ndarray:
+    feats, pad = grid_features(grey, params)
+    ok = _grid_scored(pad, params, feats.shape[:2])
+    rows = feats[ok]
+    if len(rows) > params.candidates_per_image:
+        rows = rows[rng.choice(len(rows), params.candidates_per_image, replace=False)]
+    return rows
+
+
+def _build(
+    samples: list[np.ndarray], params: ModelParams, threshold: float, image_count: int
+) -> TextureModel:
+    stacked = np.concatenate(samples).astype(np.float64)
+    mean = stacked.mean(0)
+    scale = stacked.std(0) + 1e-6
+    standard = ((stacked - mean) / scale).astype(np.float32)
+    if len(standard) > params.memory_size:
+        rng = np.random.default_rng(params.seed)
+        standard = standard[rng.choice(len(standard), params.memory_size, replace=False)]
+    return TextureModel(params, mean, scale, np.ascontiguousarray(standard), threshold, image_count)
+
+
+def calibrate_threshold(out_of_fold_scores: list[float]) -> float:
+    """THRESHOLD_FACTOR x the median out-of-fold image score of the good images.
+
+    Not the maximum: good strips' peak scores vary a lot (a splice, a fold at a strip's end) and
+    one odd good image would set the threshold for the whole article. On the AITEX fabrics the
+    out-of-fold maxima of good strips spread over about 1.0-2.0 x their median.
+    """
+    return THRESHOLD_FACTOR * float(np.median(np.asarray(out_of_fold_scores, dtype=np.float64)))
+
+
+def train(images: list[np.ndarray], params: ModelParams | None = None) -> TextureModel:
+    """Learns a profile from defect-free greyscale images (at least 2)."""
+    params = params or ModelParams()
+    if len(images) < 2:
+        raise ValueError("at least 2 good images are needed (one half calibrates the other)")
+    rng = np.random.default_rng(params.seed)
+    samples = [_sample_features(img, params, rng) for img in images]
+    if sum(len(s) for s in samples) == 0:
+        raise ValueError("the good images contain no fabric (all padding)")
+    fold_count = min(len(images), MAX_FOLDS)
+    out_of_fold: list[float] = []
+    for k in range(fold_count):
+        held_out = set(range(k, len(images), fold_count))
+        kept = [samples[i] for i in range(len(images)) if i not in held_out and len(samples[i])]
+        if not kept:
+            continue
+        fold_model = _build(kept, params, 0.0, len(kept))
+        out_of_fold.extend(float(fold_model.grid_scores(images[i])[0].max()) for i in sorted(held_out))
+    threshold = calibrate_threshold(out_of_fold)
+    return _build([s for s in samples if len(s)], params, threshold, len(images))
