@@ -274,6 +274,7 @@ class ModelCache:
         self._entries: dict[str, ModelEntry] = {}
         self._loaded: OrderedDict[str, Any] = OrderedDict()  # LRU order: oldest first
         self._pinned: dict[str, int] = {}
+        self._load_locks: dict[str, threading.Lock] = {}
         self.evictions = 0
         self.rescan()
 
@@ -318,49 +319,66 @@ class ModelCache:
     def get(self, name: str) -> Any:
         """The loaded object for a model (pipeline, ControlNetModel, or LoRA weights path); loads it if needed.
 
-        Raises ModelError when unknown or failed. The caller holds it only while using it.
+        Raises ModelError when unknown or failed. The caller holds it only while using it. A load runs
+        outside the cache lock (a real checkpoint takes seconds), so ListModels answers meanwhile.
         """
         with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                raise ModelError(f"model {name!r} is not installed")
-            if entry.state is ModelState.FAILED:
-                raise ModelError(f"model {name!r} failed to load: {entry.error}")
+            entry = self._lookup(name)
             if name in self._loaded:
-                self._loaded.move_to_end(name)
-                entry.last_used_monotonic = time.monotonic()
-                return self._loaded[name]
+                return self._touch(name, entry)
             if entry.kind == "lora":
                 # Adapters are applied to a pipeline on use; what is "loaded" is the file path.
                 entry.state = ModelState.LOADED
                 self._loaded[name] = entry.weight_file
                 return entry.weight_file
-            entry.state = ModelState.LOADING
-            self._make_room(entry.disk_bytes())
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:  # one load per model at a time; a second caller waits and reuses it
+            with self._lock:
+                entry = self._lookup(name)
+                if name in self._loaded:
+                    return self._touch(name, entry)
+                entry.state = ModelState.LOADING
+                self._make_room(entry.disk_bytes())
             try:
                 loaded = (self._loader or _default_loader)(entry, self.device)
             except Exception as exc:  # any loader failure marks the model, the service stays up
-                MODEL_LOADS_TOTAL.labels("out_of_memory" if is_out_of_memory(exc) else "failed").inc()
-                if is_out_of_memory(exc):
-                    # Not the model's fault: it may fit once other models are evicted. The caller answers
-                    # RESOURCE_EXHAUSTED; the model stays installed.
-                    entry.state = ModelState.INSTALLED
+                with self._lock:
+                    if is_out_of_memory(exc):
+                        # Not the model's fault: it may fit once other models are evicted. The caller answers
+                        # RESOURCE_EXHAUSTED; the model stays installed.
+                        MODEL_LOADS_TOTAL.labels("out_of_memory").inc()
+                        entry.state = ModelState.INSTALLED
+                        self._free_device_memory()
+                        raise
+                    MODEL_LOADS_TOTAL.labels("failed").inc()
+                    entry.state, entry.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+                    log.warning("model %s failed to load: %s", name, entry.error)
+                    self._on_health(entry.health_name, False)
                     self._free_device_memory()
-                    raise
-                entry.state, entry.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
-                log.warning("model %s failed to load: %s", name, entry.error)
-                self._on_health(entry.health_name, False)
-                self._free_device_memory()
                 raise ModelError(f"model {name!r} failed to load: {entry.error}") from exc
-            MODEL_LOADS_TOTAL.labels("loaded").inc()
-            entry.memory_bytes = module_bytes(loaded)
-            entry.state = ModelState.LOADED
-            entry.last_used_monotonic = time.monotonic()
-            self._loaded[name] = loaded
-            self._make_room(0)
-            self._on_health(entry.health_name, True)
-            log.info("loaded model %s (%s, %.1f MB)", name, entry.kind, entry.memory_bytes / 1e6)
-            return loaded
+            with self._lock:
+                MODEL_LOADS_TOTAL.labels("loaded").inc()
+                entry.memory_bytes = module_bytes(loaded)
+                entry.state = ModelState.LOADED
+                self._loaded[name] = loaded
+                self._touch(name, entry)
+                self._make_room(0)
+                self._on_health(entry.health_name, True)
+                log.info("loaded model %s (%s, %.1f MB)", name, entry.kind, entry.memory_bytes / 1e6)
+                return loaded
+
+    def _lookup(self, name: str) -> ModelEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelError(f"model {name!r} is not installed")
+        if entry.state is ModelState.FAILED:
+            raise ModelError(f"model {name!r} failed to load: {entry.error}")
+        return entry
+
+    def _touch(self, name: str, entry: ModelEntry) -> Any:
+        self._loaded.move_to_end(name)
+        entry.last_used_monotonic = time.monotonic()
+        return self._loaded[name]
 
     def preload(self, names: list[str] | None = None) -> None:
         """Load the named models (all checkpoints when None); failures are recorded, not raised."""

@@ -494,3 +494,31 @@ def test_make_tileable_over_grpc(gen_server: Start) -> None:
         ),
         "blend",
     )
+
+
+@pytest.mark.slow
+def test_runs_as_its_own_process_with_preloading(
+    service_process: Callable[..., object], models_dir: Path
+) -> None:
+    """`python -m atelier.runtime.server generation`, as production starts it."""
+    _proc, port, _metrics = service_process(  # type: ignore[misc]
+        "generation",
+        env={
+            "ATELIER_GENERATION_MODELS_DIR": str(models_dir),
+            "ATELIER_GENERATION_DEVICE": "cpu",
+            "ATELIER_GENERATION_PRELOAD": "tiny",
+        },
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        from atelier.generation.v1 import generation_pb2_grpc
+
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        states = {m.name: m.state for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
+        assert states["tiny"] == pb.MODEL_STATE_LOADED and states["tiny-single"] == pb.MODEL_STATE_INSTALLED
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="atelier.generation.v1.GenerationService/models/tiny"),
+            timeout=5,
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        events = list(stub.Generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=60))
+        assert decode(images(events)[0].image.data).shape == (64, 64, 3)
