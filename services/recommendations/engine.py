@@ -467,7 +467,7 @@ class Engine:
         build_lock, fold_lock = self._locks(tenant)
         with build_lock:
             previous = self._states.get(tenant)
-            if reason == "catalogue" and previous is not None and tenant not in self._dirty:
+            if reason in ("catalogue", "first use") and previous is not None and tenant not in self._dirty:
                 return previous  # another request rebuilt it while this one waited
             with fold_lock:
                 pending = self._pending.pop(tenant, {})
