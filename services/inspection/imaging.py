@@ -56,12 +56,15 @@ def decode(data: bytes) -> DecodedImage:
             img.load()  # raises on truncated or corrupt pixel data
     except ImageError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own bomb limit (89 MP) is above ours, so anything it refuses is over our limit too.
+        raise ImageError(
+            f"image is larger than the limit ({MAX_SIDE_PX} px a side, {MAX_PIXELS // (1024 * 1024)} megapixels)"
+        ) from None
     except (
         OSError,
         SyntaxError,
         ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
     ) as exc:
         raise ImageError(f"image cannot be decoded (corrupt, truncated or not an image): {exc}") from None
     pixels = np.asarray(img)
