@@ -43,22 +43,38 @@ def _ols_features(columns: Mapping[str, np.ndarray], with_photo: bool, girth: st
     return np.column_stack([np.ones(len(cols[0])), *cols])
 
 
-def cross_validate(columns: Mapping[str, np.ndarray], sex: str, known: Sequence[str], targets: Sequence[str],
-                   folds: int = 5, seed: int = 0, with_photo: bool = False) -> list[CvResult]:
+def cv_predictions(columns: Mapping[str, np.ndarray], known: Sequence[str], targets: Sequence[str],
+                   folds: int = 5, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Held-out predictions (cm) and their sd for every row: each fold predicted by a model fitted without it."""
     n = len(columns["height"])
     fold = np.random.default_rng(seed).permutation(n) % folds
     x = design_matrix(columns)
     index = {v: i for i, v in enumerate(VARIABLES)}
     k = [index[v] for v in known]
     pred = {t: np.zeros(n) for t in targets}
-    ols_pred = {t: np.zeros(n) for t in targets}
+    sd = {t: np.zeros(n) for t in targets}
     for f in range(folds):
         train, test = fold != f, fold == f
         model = fit_sex({name: columns[name][train] for name in MEASUREMENTS})
         gain = np.linalg.solve(model.cov[np.ix_(k, k)], model.cov[k, :]).T
         mean = model.mean + (x[test][:, k] - model.mean[k]) @ gain.T
+        var = np.diag(model.cov - gain @ model.cov[k, :])
         for t in targets:
             pred[t][test] = np.exp(mean[:, index[t]])
+            sd[t][test] = pred[t][test] * np.sqrt(max(var[index[t]], 0.0))
+    return pred, sd
+
+
+def cross_validate(columns: Mapping[str, np.ndarray], sex: str, known: Sequence[str], targets: Sequence[str],
+                   folds: int = 5, seed: int = 0, with_photo: bool = False) -> list[CvResult]:
+    """MAE of the model's held-out predictions beside a plain OLS on the same folds."""
+    n = len(columns["height"])
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    pred, _ = cv_predictions(columns, known, targets, folds, seed)
+    ols_pred = {t: np.zeros(n) for t in targets}
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        for t in targets:
             feats = _ols_features(columns, with_photo, t)
             beta = np.linalg.lstsq(feats[train], columns[t][train], rcond=None)[0]
             ols_pred[t][test] = feats[test] @ beta

@@ -56,7 +56,9 @@ def render(body: Mapping[str, float], view: str = "front", image_h_px: int = 100
     thigh = min(b["thigh_girth"] / np.pi * 1.05, 0.47 * hip if front else 0.85 * hip)
     # Torso from crotch to shoulder: one polygon, half-widths interpolated between the levels.
     torso_levels = [(crotch, hip * 0.92), (b["hip_height"], hip), (b["waist_height"], waist),
-                    (b["chest_height"], chest), (b["shoulder_height"] - 3, shoulder * 0.96),
+                    (b["chest_height"], chest), (b["chest_height"] + 0.45 * (b["shoulder_height"] - b["chest_height"]),
+                                                 chest * 1.02),
+                    (b["shoulder_height"] - 3, shoulder * 0.96),
                     (b["shoulder_height"], shoulder * 0.9)]
     hs = np.linspace(crotch, b["shoulder_height"], 200)
     half = _profile(torso_levels, hs) / 2 * px
