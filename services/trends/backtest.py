@@ -42,7 +42,10 @@ def backtest(
             train = [y[:c] for y, c in zip(histories, cuts, strict=True)]
             actual = [y[c : c + horizon] for y, c in zip(histories, cuts, strict=True)]
             ext = [None if x is None else x[:c] for x, c in zip(externals, cuts, strict=True)]
-            predictions = predict(train, ext, season, horizon, [80], model, non_negative, pool)
+            # Scores use the mean only: no interval calibration (it would fit every model twice).
+            predictions = predict(
+                train, ext, season, horizon, [80], model, non_negative, pool, calibrate=False
+            )
             for y_train, y_true, p in zip(train, actual, predictions, strict=True):
                 value = mase(y_train, y_true, p.mean, season)
                 if np.isfinite(value):

@@ -33,6 +33,10 @@ MIN_HISTORY = 8
 DEFAULT_LEVELS = (80, 95)
 # Weight of the global model in the ensemble (the rest is MSTL), from the same backtest.
 ENSEMBLE_GBM_WEIGHT = 2 / 3
+# Interval calibration (see _calibrate): at least this many holdout points per request and
+# model family, and the widening/narrowing factor kept within these bounds.
+CALIBRATION_MIN_POINTS = 30
+CALIBRATION_BOUNDS = (0.5, 4.0)
 
 
 @dataclass
@@ -105,6 +109,36 @@ def fit_chunk(
     return out
 
 
+def fit_chunk_with_holdout(
+    name: str,
+    season: int,
+    seasonal: bool,
+    histories: list[np.ndarray],
+    horizon: int,
+    levels: Sequence[int],
+    holdout: int,
+    holdout_min_train: int,
+) -> tuple[list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]], dict[int, np.ndarray]]:
+    """fit_chunk, plus the model's interval errors on a holdout of the last `holdout` periods.
+
+    For each level, the ratios |actual - mean| / half-width of the interval over every holdout
+    point of every series long enough to hold one out (train part >= holdout_min_train). With
+    calibrated intervals the level's quantile of these ratios is 1.
+    """
+    fits = fit_chunk(name, season, seasonal, histories, horizon, levels)
+    long_enough = [y for y in histories if len(y) - holdout >= holdout_min_train]
+    ratios: dict[int, np.ndarray] = {lv: np.empty(0) for lv in levels}
+    if long_enough and holdout > 0 and levels:
+        held = fit_chunk(name, season, seasonal, [y[:-holdout] for y in long_enough], holdout, levels)
+        actual = np.concatenate([y[-holdout:] for y in long_enough])
+        mean = np.concatenate([m for m, _ in held])
+        for lv in levels:
+            half = np.concatenate([(hi - lo) / 2 for _, iv in held for lo, hi in [iv[lv]]])
+            ok = np.isfinite(half) & (half > 0) & np.isfinite(mean)
+            ratios[lv] = np.abs(actual - mean)[ok] / half[ok]
+    return fits, ratios
+
+
 class FitPool:
     """Worker processes for model fitting, started once and reused.
 
@@ -133,6 +167,9 @@ class FitPool:
 
     def submit(self, *args: object) -> Future:  # type: ignore[type-arg]
         return self._get().submit(fit_chunk, *args)  # type: ignore[arg-type]
+
+    def submit_with_holdout(self, *args: object) -> Future:  # type: ignore[type-arg]
+        return self._get().submit(fit_chunk_with_holdout, *args)  # type: ignore[arg-type]
 
     def close(self) -> None:
         with self._lock:
@@ -185,8 +222,14 @@ def predict(
     progress: ProgressFn | None = None,
     chunk_size: int = 200,
     gbm_config: global_model.GlobalModelConfig | None = None,
+    calibrate: bool = True,
 ) -> list[Prediction]:
-    """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values."""
+    """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values.
+
+    calibrate: scale the statistical models' intervals so that they cover what they claim on a
+    holdout of each series' own last periods (costs a second fit of the statistical model;
+    callers that use the mean only pass False).
+    """
     model = DEFAULT_MODEL if model in ("", "auto") else model
     levels = sorted(set(levels)) or list(DEFAULT_LEVELS)
     count = len(histories)
@@ -194,16 +237,22 @@ def predict(
     # The statistical model of each series: itself for statsforecast models, MSTL for gbm/ensemble
     # (for the intervals, and as the ensemble's second member).
     stat_name = model if model not in ("gbm", "ensemble") else "mstl"
-    jobs: list[tuple[Future, list[int]]] = []  # type: ignore[type-arg]
+    jobs: list[tuple[Future, list[int], bool]] = []  # type: ignore[type-arg]
     for flag in (True, False):
         members = [i for i in range(count) if seasonal[i] == flag]
+        if not members:
+            continue
+        # The holdout: up to a season; a quarter of the shortest history for non-seasonal models.
+        shortest = min(len(histories[i]) for i in members)
+        holdout = min(horizon, season) if flag else max(1, min(horizon, season, shortest // 4))
+        min_train = 2 * season if flag else MIN_HISTORY
         # Chunks no larger than an even share per worker, so both cores get work.
         size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
         for start in range(0, len(members), size):
             part = members[start : start + size]
-            jobs.append(
-                (pool.submit(stat_name, season, flag, [histories[i] for i in part], horizon, levels), part)
-            )
+            args = (stat_name, season, flag, [histories[i] for i in part], horizon, levels)
+            future = pool.submit_with_holdout(*args, holdout, min_train) if calibrate else pool.submit(*args)
+            jobs.append((future, part, flag))
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
     gbm_note = ""
@@ -227,15 +276,32 @@ def predict(
         if progress:
             progress(0.5, "global model fitted")
     stats: dict[int, tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
-    for done, (future, part) in enumerate(jobs, start=1):
-        for i, value in zip(part, future.result(), strict=True):
+    ratios: dict[bool, dict[int, list[np.ndarray]]] = {
+        flag: {lv: [] for lv in levels} for flag in (True, False)
+    }
+    for done, (future, part, flag) in enumerate(jobs, start=1):
+        result = future.result()
+        if calibrate:
+            result, held = result
+            for lv in levels:
+                ratios[flag][lv].append(held[lv])
+        for i, value in zip(part, result, strict=True):
             stats[i] = value
         if progress:
             progress(0.5 + 0.5 * done / len(jobs), f"fitted {done} of {len(jobs)} chunks of series")
+    factors = {flag: _calibration_factors(ratios[flag], levels) for flag in (True, False)}
     out = []
     for i in range(count):
         mean, intervals = stats[i]
         notes: list[str] = []
+        if calibrate:
+            if factors[seasonal[i]] is None:
+                notes.append(
+                    "too little history to hold out for interval calibration: the model's own "
+                    "intervals are given uncalibrated"
+                )
+            else:
+                intervals = _scale_intervals(mean, intervals, factors[seasonal[i]])
         name = stat_name if seasonal[i] else "ets_nonseasonal"
         if not seasonal[i]:
             notes.append(
@@ -267,4 +333,36 @@ def predict(
             mean = np.maximum(mean, 0.0)
             intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}
         out.append(Prediction(mean, intervals, name, notes))
+    return out
+
+
+def _calibration_factors(
+    ratios: dict[int, list[np.ndarray]], levels: Sequence[int]
+) -> dict[int, float] | None:
+    """Per level, the factor that makes the holdout's interval coverage what the level says.
+
+    Split-conformal scaling: ratios are |error| / half-width on held-out periods, so their
+    level-quantile is how much wider (or narrower) the interval must be to cover level% of them.
+    Pooled over the series of a request, because one series' holdout is too few points.
+    """
+    out = {}
+    for lv in levels:
+        values = np.concatenate(ratios[lv]) if ratios[lv] else np.empty(0)
+        if len(values) < CALIBRATION_MIN_POINTS:
+            return None
+        out[lv] = float(np.clip(np.quantile(values, lv / 100), *CALIBRATION_BOUNDS))
+    return out
+
+
+def _scale_intervals(
+    mean: np.ndarray, intervals: dict[int, tuple[np.ndarray, np.ndarray]], factors: dict[int, float]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Scales each level's distances from the mean; a higher level is never narrower than a lower."""
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    below, above = np.zeros_like(mean), np.zeros_like(mean)
+    for lv in sorted(intervals):
+        lo, hi = intervals[lv]
+        below = np.maximum(below, (mean - lo) * factors[lv])
+        above = np.maximum(above, (hi - mean) * factors[lv])
+        out[lv] = (mean - below, mean + above)
     return out

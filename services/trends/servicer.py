@@ -381,6 +381,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 "auto",
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
+                calibrate=False,  # the class uses the mean only
             )
             results = classify_mod.classify(
                 [d.meta.series for d in data],

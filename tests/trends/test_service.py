@@ -327,3 +327,37 @@ def test_start_forecast_operation(start_server: Callable[..., Server]) -> None:
         op.response.Unpack(result)
         assert len(result.forecasts) == 3 and all(len(f.mean) == 12 for f in result.forecasts)
         violations_of(lambda: stub.StartForecast(trends_pb2.ForecastRequest(horizon=200)))
+
+
+def test_interval_coverage_on_simulated_series(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    # 40 series of level + yearly season + Gaussian noise of sd 1, the next year simulated by the
+    # same process: the intervals must cover about what their level says (before interval
+    # calibration the 80% interval covered 0.70 of these and the 95% one 0.88).
+    rng = np.random.default_rng(7)
+    weeks, horizon = 208, 52
+    t = np.arange(weeks + horizon)
+    history, future = {}, {}
+    for i in range(40):
+        level, amplitude, phase = rng.uniform(10, 30), rng.uniform(1, 5), rng.uniform(0, 2 * np.pi)
+        y = level + amplitude * np.sin(2 * np.pi * t / 52 + phase) + rng.normal(0, 1.0, len(t))
+        history[f"sim{i}"], future[f"sim{i}"] = y[:weeks], y[weeks:]
+    ingest(stub, history)
+    reply = stub.Forecast(trends_pb2.ForecastRequest(horizon=horizon, levels=[80, 95]))
+    assert len(reply.forecasts) == 40
+    coverage = {}
+    for k, level in enumerate((80, 95)):
+        hits = [
+            (future[f.series] >= np.array(f.intervals[k].lower))
+            & (future[f.series] <= np.array(f.intervals[k].upper))
+            for f in reply.forecasts
+        ]
+        assert all(f.intervals[k].level == level for f in reply.forecasts)
+        coverage[level] = float(np.mean(hits))
+    assert 0.74 <= coverage[80] <= 0.90, coverage
+    assert 0.90 <= coverage[95] <= 0.99, coverage
+    # Not by making them wide: the 80% interval is within 1.5 x the width that knowing the
+    # true mean would give (2 x 1.28 sd).
+    widths = [
+        np.mean(np.array(f.intervals[0].upper) - np.array(f.intervals[0].lower)) for f in reply.forecasts
+    ]
+    assert float(np.mean(widths)) < 1.5 * 2 * 1.2816
