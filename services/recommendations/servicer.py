@@ -208,7 +208,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _events(self, request: pb.RecordEventsRequest) -> list[Event]:
+    def _events(self, request: pb.RecordEventsRequest | pb.StreamEventsRequest) -> list[Event]:
         v = Violations()
         v.check(
             1 <= len(request.events) <= MAX_EVENTS_PER_MESSAGE,
@@ -251,7 +251,9 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
         v.raise_if_any("the events are invalid")
         return events
 
-    def _record(self, events: list[Event], response: pb.RecordEventsResponse) -> None:
+    def _record(
+        self, events: list[Event], response: pb.RecordEventsResponse | pb.StreamEventsResponse
+    ) -> None:
         tenant = current_tenant()
         result = self.store.record_events(tenant, events)  # committed: durable from here on
         response.accepted += len(result.accepted)
@@ -270,11 +272,11 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
         return response
 
     def StreamEvents(
-        self, request_iterator: Iterable[pb.RecordEventsRequest], context: Any
-    ) -> pb.RecordEventsResponse:
+        self, request_iterator: Iterable[pb.StreamEventsRequest], context: Any
+    ) -> pb.StreamEventsResponse:
         # Each message is validated and committed on its own; an invalid message ends the stream
         # with INVALID_ARGUMENT, the messages before it stay recorded (a retry is idempotent).
-        response = pb.RecordEventsResponse()
+        response = pb.StreamEventsResponse()
         for request in request_iterator:
             self._record(self._events(request), response)
         return response

@@ -99,8 +99,8 @@ def test_events_are_idempotent_and_unknown_items_reported(client: Client) -> Non
     streamed = client.StreamEvents(
         iter(
             [
-                pb.RecordEventsRequest(events=[event("x3", "u1", "t1")]),
-                pb.RecordEventsRequest(events=[event("x3", "u1", "t1")]),
+                pb.StreamEventsRequest(events=[event("x3", "u1", "t1")]),
+                pb.StreamEventsRequest(events=[event("x3", "u1", "t1")]),
             ]
         )
     )

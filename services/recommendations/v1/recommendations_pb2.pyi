@@ -346,6 +346,59 @@ class RecordEventsResponse(_message.Message):
 Global___RecordEventsResponse: _TypeAlias = RecordEventsResponse  # noqa: Y015
 
 @_typing.final
+class StreamEventsRequest(_message.Message):
+    """One batch of a StreamEvents client stream (at most 10000 events)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamEventsResponse(_message.Message):
+    """Totals over every message of the stream, as RecordEventsResponse reports them for one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    UNKNOWN_ITEMS_FIELD_NUMBER: _builtins.int
+    USERS_FOLDED_IN_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    duplicates: _builtins.int
+    users_folded_in: _builtins.int
+    @_builtins.property
+    def unknown_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        unknown_items: _abc.Iterable[_builtins.str] | None = ...,
+        users_folded_in: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "unknown_items", b"unknown_items", "users_folded_in", b"users_folded_in"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamEventsResponse: _TypeAlias = StreamEventsResponse  # noqa: Y015
+
+@_typing.final
 class TrainModelRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

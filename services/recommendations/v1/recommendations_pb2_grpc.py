@@ -62,8 +62,8 @@ class RecommendationsServiceStub:
                 _registered_method=True)
         self.StreamEvents = channel.stream_unary(
                 '/atelier.recommendations.v1.RecommendationsService/StreamEvents',
-                request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsRequest.SerializeToString,
-                response_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsResponse.FromString,
+                request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
         self.TrainModel = channel.unary_unary(
                 '/atelier.recommendations.v1.RecommendationsService/TrainModel',
@@ -131,7 +131,10 @@ class RecommendationsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """The same as RecordEvents for a client stream of batches: each message is validated and
+        committed on its own; an invalid message ends the stream with INVALID_ARGUMENT and the
+        messages before it stay recorded (a retry is idempotent). One summary at the end.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -191,8 +194,8 @@ def add_RecommendationsServiceServicer_to_server(servicer, server):
             ),
             'StreamEvents': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamEvents,
-                    request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsRequest.FromString,
-                    response_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsResponse.SerializeToString,
+                    request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsRequest.FromString,
+                    response_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsResponse.SerializeToString,
             ),
             'TrainModel': grpc.unary_unary_rpc_method_handler(
                     servicer.TrainModel,
@@ -336,8 +339,8 @@ class RecommendationsService:
             request_iterator,
             target,
             '/atelier.recommendations.v1.RecommendationsService/StreamEvents',
-            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsRequest.SerializeToString,
-            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecordEventsResponse.FromString,
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsRequest.SerializeToString,
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

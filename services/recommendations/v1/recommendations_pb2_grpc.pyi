@@ -56,7 +56,11 @@ class RecommendationsServiceStub:
     unknown_items; they count once the item is upserted (at the next training).
     Events of users known to the active model are folded into their factors at once.
     """
-    StreamEvents: _grpc.StreamUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]
+    StreamEvents: _grpc.StreamUnaryMultiCallable[_recommendations_pb2.StreamEventsRequest, _recommendations_pb2.StreamEventsResponse]
+    """The same as RecordEvents for a client stream of batches: each message is validated and
+    committed on its own; an invalid message ends the stream with INVALID_ARGUMENT and the
+    messages before it stay recorded (a retry is idempotent). One summary at the end.
+    """
     TrainModel: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.TrainModelRequest, _operations_pb2.Operation]
     """Starts a training job; the Operation's response is a ModelVersion, activated
     (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
@@ -96,7 +100,11 @@ class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
     unknown_items; they count once the item is upserted (at the next training).
     Events of users known to the active model are folded into their factors at once.
     """
-    StreamEvents: _aio.StreamUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]  # type: ignore[assignment]
+    StreamEvents: _aio.StreamUnaryMultiCallable[_recommendations_pb2.StreamEventsRequest, _recommendations_pb2.StreamEventsResponse]  # type: ignore[assignment]
+    """The same as RecordEvents for a client stream of batches: each message is validated and
+    committed on its own; an invalid message ends the stream with INVALID_ARGUMENT and the
+    messages before it stay recorded (a retry is idempotent). One summary at the end.
+    """
     TrainModel: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.TrainModelRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Starts a training job; the Operation's response is a ModelVersion, activated
     (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
@@ -155,9 +163,13 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def StreamEvents(
         self,
-        request_iterator: _MaybeAsyncIterator[_recommendations_pb2.RecordEventsRequest],
+        request_iterator: _MaybeAsyncIterator[_recommendations_pb2.StreamEventsRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_recommendations_pb2.RecordEventsResponse, _abc.Awaitable[_recommendations_pb2.RecordEventsResponse]]: ...
+    ) -> _typing.Union[_recommendations_pb2.StreamEventsResponse, _abc.Awaitable[_recommendations_pb2.StreamEventsResponse]]:
+        """The same as RecordEvents for a client stream of batches: each message is validated and
+        committed on its own; an invalid message ends the stream with INVALID_ARGUMENT and the
+        messages before it stay recorded (a retry is idempotent). One summary at the end.
+        """
 
     @_abc_1.abstractmethod
     def TrainModel(
