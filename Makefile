@@ -16,11 +16,14 @@ help:
 	@echo "make bench      run the benchmarks (figures go to BENCHMARKS.md)"
 
 # The virtual environment, rebuilt when the dependencies change. torch is pinned (CPU wheel).
-$(STAMP): pyproject.toml constraints.txt
+# The body service's pose model (from the mediapipe 0.10.21 wheel, sha256-pinned; a no-op when in place)
+# goes into $(VENV)/share/atelier/models/body, where the service, tests and benchmarks look by default.
+$(STAMP): pyproject.toml constraints.txt services/body/setup_models.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Atelier needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m atelier.body.setup_models
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from atelier.body.evaluate import KNOWN_A, KNOWN_B, TARGETS, cross_validate, cv_predictions  # noqa: E402
 from atelier.body.photo import PhotoError, measure  # noqa: E402
-from atelier.body.pose import load_pose_model  # noqa: E402
+from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
 from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, recommend  # noqa: E402
 from atelier.body.statmodel import ANSUR_FILES, MEASUREMENTS, BodyModel, fit_sex, read_ansur  # noqa: E402
 from atelier.body.synthetic import render  # noqa: E402
@@ -59,7 +59,7 @@ def model_table(data: dict) -> tuple[str, dict]:
 
 def photo_table(data: dict, per_sex: int, row_b: dict) -> str:
     pose_path = Path(os.environ.get("ATELIER_BODY_POSE_MODEL",
-                                    REPO / ".atelier" / "models" / "body" / "pose_landmarker.task"))
+                                    default_bundle_path()))
     pose = load_pose_model(pose_path)
     rng = np.random.default_rng(7)
     rows = ["| target | sex | photo path MAE | row (b) | ratio | target 1.3x |", "|---|---|---|---|---|---|"]

@@ -117,17 +117,37 @@ def _largest_components(mask: np.ndarray) -> list[np.ndarray]:
     return [labels == i for i in order[:3]]
 
 
-def grabcut_mask(image_rgb: np.ndarray) -> np.ndarray:
-    """Foreground by GrabCut, initialised with a frame of background around the image edge."""
+def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.ndarray:
+    """Foreground by GrabCut, on a reduced copy.
+
+    Without ``seed``: initialised with a frame of background around the image edge. With ``seed``
+    (the pose model's person mask): its core is certain foreground, the rest of it and a margin
+    around it probable foreground/background, everything further away background. The pose mask
+    is coarse (computed at 256 px) and often drops the feet or a hand; GrabCut's colour models
+    extend it to the parts that look like the rest of the person.
+    """
     h, w = image_rgb.shape[:2]
     scale = min(1.0, 512 / max(h, w))  # GrabCut is slow; segment a small copy and scale the mask up
     small = cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_rgb
     sh, sw = small.shape[:2]
-    mask = np.zeros((sh, sw), np.uint8)
-    margin_x, margin_y = max(2, sw // 40), max(2, sh // 100)
-    rect = (margin_x, margin_y, sw - 2 * margin_x, sh - 2 * margin_y)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+    margin_x, margin_y = max(2, sw // 40), max(2, sh // 100)
+    if seed is None:
+        mask = np.zeros((sh, sw), np.uint8)
+        rect = (margin_x, margin_y, sw - 2 * margin_x, sh - 2 * margin_y)
+        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+    else:
+        s = cv2.resize(seed.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
+        ys = np.nonzero(s)[0]
+        reach = max(3, round(0.12 * (ys.max() - ys.min()))) if ys.size else 3
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        mask = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+        mask[cv2.dilate(s, kernel, iterations=reach) > 0] = cv2.GC_PR_BGD
+        mask[s > 0] = cv2.GC_PR_FGD
+        mask[cv2.erode(s, kernel, iterations=3) > 0] = cv2.GC_FGD
+        mask[:margin_y], mask[-margin_y:], mask[:, :margin_x], mask[:, -margin_x:] = (cv2.GC_BGD,) * 4
+        if (mask == cv2.GC_FGD).any():
+            cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -176,9 +196,11 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
     if len(poses) > 1:
         raise PhotoError(f"{field_name}.data", f"{len(poses)} people found: the photo must show one person")
     if poses:
-        mask, landmarks, method = poses[0].mask, poses[0].landmarks, "mediapipe-pose"
-        if mask.sum() < 0.01 * h * w:
-            mask, method = grabcut_mask(image_rgb), "mediapipe-pose+grabcut"
+        landmarks = poses[0].landmarks
+        if poses[0].mask.sum() >= 0.01 * h * w:
+            mask, method = grabcut_mask(image_rgb, seed=poses[0].mask), "mediapipe-pose+grabcut"
+        else:
+            mask, method = grabcut_mask(image_rgb), "mediapipe-pose(no mask)+grabcut"
     else:
         mask, method = grabcut_mask(image_rgb), "grabcut"
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
@@ -447,7 +469,11 @@ def draw_overlay(image_rgb: np.ndarray, view: ViewResult, lines: list[LevelLine]
         girth = girths.get(ln.name.replace("_width", "_girth"))
         if girth is not None and ln.name.endswith("_width"):
             label += f" -> girth {girth.value_cm:.1f} cm"
-        cv2.putText(out, label, (int(ln.x1_px) + 6, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 200),
+        (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick))
+        x = int(ln.x1_px) + 6
+        if x + text_w > out.shape[1]:  # no room right of the line: left of it, else as far right as fits
+            x = int(ln.x0_px) - 6 - text_w if ln.x0_px - 6 - text_w >= 0 else max(0, out.shape[1] - text_w)
+        cv2.putText(out, label, (x, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 200),
                     max(1, thick), cv2.LINE_AA)
     ok, png = cv2.imencode(".png", out)
     return png.tobytes() if ok else b""

@@ -1,13 +1,17 @@
 """MediaPipe PoseLandmarker (33 landmarks + person mask), loaded from a local ``.task`` bundle.
 
-The bundle is assembled at setup time by ``python -m atelier.body.setup_models`` from the
-Apache-2.0 model files inside the ``mediapipe==0.10.21`` wheel; nothing is fetched at run time.
-When the bundle is absent the service still runs and segments with OpenCV GrabCut instead.
+The bundle is assembled at setup time by ``python -m atelier.body.setup_models`` (``make`` runs it
+when it builds the venv) from the Apache-2.0 model files inside the ``mediapipe==0.10.21`` wheel;
+nothing is fetched at run time. It lives with the environment it was built for:
+``<sys.prefix>/share/atelier/models/body/pose_landmarker.task`` (``.venv/share/...`` in a checkout),
+so every data dir, test and benchmark of that environment finds it. When the bundle is absent the
+service still runs and segments with OpenCV GrabCut instead.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,13 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+BUNDLE_NAME = "pose_landmarker.task"
+
+
+def default_bundle_path() -> Path:
+    """Where setup installs the bundle and where the service looks unless ATELIER_BODY_POSE_MODEL says."""
+    return Path(sys.prefix) / "share" / "atelier" / "models" / "body" / BUNDLE_NAME
 
 # MediaPipe's 33 pose landmark names, in order.
 LANDMARK_NAMES = (

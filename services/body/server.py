@@ -1,8 +1,9 @@
 """The body service's registration with the runtime.
 
 Settings (env ``ATELIER_BODY_<NAME>``):
-  POSE_MODEL  path of the PoseLandmarker bundle (default $ATELIER_DATA_DIR/models/body/pose_landmarker.task,
-              installed by ``python -m atelier.body.setup_models``); absent -> GrabCut, no landmarks.
+  POSE_MODEL  path of the PoseLandmarker bundle (default <sys.prefix>/share/atelier/models/body/pose_landmarker.task,
+              i.e. .venv/share/... in a checkout, installed by ``make`` through
+              ``python -m atelier.body.setup_models``); absent -> GrabCut, no landmarks.
   MODEL_PARAMS  fitted body model JSON (default: the one shipped in the package).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atelier.body.charts import ChartStore
-from atelier.body.pose import PoseModel, load_pose_model
+from atelier.body.pose import PoseModel, default_bundle_path, load_pose_model
 from atelier.body.servicer import BodyServicer
 from atelier.body.statmodel import PARAMS_PATH, BodyModel
 from atelier.body.v1 import body_pb2, body_pb2_grpc
@@ -23,7 +24,7 @@ SERVICE_NAME = body_pb2.DESCRIPTOR.services_by_name["BodyService"].full_name
 def build(runtime: Runtime) -> ServiceSpec:
     config = runtime.config
     params = Path(config.setting("MODEL_PARAMS", str(PARAMS_PATH)))
-    pose_path = Path(config.setting("POSE_MODEL", str(config.data_dir / "models" / "body" / "pose_landmarker.task")))
+    pose_path = Path(config.setting("POSE_MODEL", str(default_bundle_path())))
     charts = ChartStore(runtime.store)
     servicer = BodyServicer(BodyModel.load(params), charts)
     loaded: list[PoseModel] = []

@@ -1,15 +1,20 @@
-"""Installs the pose model for the body service (run once at setup; never at service run time).
+"""Installs the pose model for the body service (at setup; never at service run time).
 
-    python -m atelier.body.setup_models [--dest DIR] [--wheel mediapipe-0.10.21-....whl]
+    python -m atelier.body.setup_models [--dest DIR] [--wheel mediapipe-0.10.21-....whl] [--force]
+
+``make`` runs it when it builds the venv. It is idempotent: a bundle already in place whose
+models match the pinned digests is left alone, with no download.
 
 Current MediaPipe releases ship no models. ``mediapipe==0.10.21`` is the last release whose
 wheel carries ``pose_detection.tflite`` and ``pose_landmark_full.tflite`` (Apache-2.0). This
 script downloads that wheel with pip (``--no-deps``: it is never installed, only unzipped),
 adds to each model the TFLite metadata the Tasks API needs (image input normalisation:
 [-1, 1] for the detector, [0, 1] for the landmark model), and packs them as the
-``pose_landmarker.task`` bundle PoseLandmarker loads, beside the wheel's LICENSE.
+``pose_landmarker.task`` bundle PoseLandmarker loads, beside the wheel's LICENSE. The wheel's
+sha256 is pinned (a different file is refused) and deleted once unpacked.
 
-Default destination: ``$ATELIER_DATA_DIR/models/body`` (the service's ATELIER_BODY_POSE_MODEL default).
+Default destination: ``<sys.prefix>/share/atelier/models/body`` (``.venv/share/...`` in a checkout;
+the service's ATELIER_BODY_POSE_MODEL default, see atelier.body.pose.default_bundle_path).
 """
 
 from __future__ import annotations
@@ -23,20 +28,40 @@ import types
 import zipfile
 from pathlib import Path
 
-from atelier.runtime.config import default_data_dir
+from atelier.body.pose import BUNDLE_NAME, default_bundle_path
 
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
+# The models are the same in every platform's wheel; the x86-64 Linux one is fetched everywhere.
+WHEEL_NAME = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 MEMBERS = {
     "pose_detector.tflite": ("mediapipe/modules/pose_detection/pose_detection.tflite", 127.5, 127.5),
     "pose_landmarks_detector.tflite": ("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 0.0, 255.0),
 }
 # Output tensor counts of the two models (the metadata must describe each one).
 OUTPUTS = {"pose_detector.tflite": 2, "pose_landmarks_detector.tflite": 5}
-BUNDLE_NAME = "pose_landmarker.task"
+# The bundle's members as built with the pinned mediapipe's metadata writer (zip dates vary, members do not).
+BUNDLE_SHA256 = {
+    "pose_detector.tflite": "9263eefc5d8d2a6c0494e265fc91edd1a94b1858a29b1796037afec79c7d1823",
+    "pose_landmarks_detector.tflite": "c09b8eaa00bd32ad35d50423b4330128f84b5e5a1a675ed6735f97500b9ddd66",
+}
 
 
 def default_dest() -> Path:
-    return default_data_dir() / "models" / "body"
+    return default_bundle_path().parent
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def installed(bundle: Path) -> bool:
+    """True when ``bundle`` holds exactly the pinned models."""
+    try:
+        with zipfile.ZipFile(bundle) as zf:
+            return {n: _sha256(zf.read(n)) for n in zf.namelist()} == BUNDLE_SHA256
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
 
 
 def _metadata_writer() -> types.ModuleType:
@@ -70,13 +95,19 @@ def with_metadata(model: bytes, mean: float, std: float, outputs: int) -> bytes:
 
 
 def download_wheel(cache: Path) -> Path:
-    found = sorted(cache.glob("mediapipe-0.10.21-*.whl"))
-    if found:
-        return found[0]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
-         "--platform", "manylinux_2_28_x86_64", "-d", str(cache), WHEEL_REQUIREMENT], check=True)
-    return sorted(cache.glob("mediapipe-0.10.21-*.whl"))[0]
+    wheel = cache / WHEEL_NAME
+    if not wheel.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "-d", str(cache),
+             WHEEL_REQUIREMENT], check=True)
+    return wheel
+
+
+def check_wheel(wheel: Path) -> None:
+    digest = _sha256(wheel.read_bytes())
+    if digest != WHEEL_SHA256:
+        raise SystemExit(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL_NAME}): refusing it")
 
 
 def build_bundle(wheel: Path, dest: Path) -> Path:
@@ -101,14 +132,21 @@ def build_bundle(wheel: Path, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Install the body service's pose model.")
     parser.add_argument("--dest", type=Path, default=default_dest())
-    parser.add_argument("--wheel", type=Path, help="a local mediapipe-0.10.21 wheel (skips the download)")
+    parser.add_argument("--wheel", type=Path, help=f"a local {WHEEL_NAME} (skips the download)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the bundle is in place")
     args = parser.parse_args(argv)
-    cache = args.dest / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    wheel = args.wheel or download_wheel(cache)
-    bundle = build_bundle(wheel, args.dest)
-    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()[:16]
-    print(f"wrote {bundle} ({bundle.stat().st_size / 1e6:.1f} MB, sha256 {digest}...)")
+    bundle = args.dest / BUNDLE_NAME
+    if not args.force and installed(bundle):
+        print(f"pose model already installed: {bundle}")
+        return 0
+    with tempfile.TemporaryDirectory() as cache:
+        wheel = args.wheel or download_wheel(Path(cache))
+        check_wheel(wheel)
+        bundle = build_bundle(wheel, args.dest)
+    if not installed(bundle):
+        print(f"warning: {bundle} was built but its models differ from the pinned digests "
+              "(a different mediapipe metadata writer?); it will be rebuilt on every setup", file=sys.stderr)
+    print(f"wrote {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import cv2
 import grpc
+import matplotlib
 import numpy as np
 import pytest
 
+from atelier.body.pose import default_bundle_path, load_pose_model
 from atelier.body.server import build
+from atelier.body.setup_models import installed
 from atelier.body.synthetic import render
 from atelier.body.v1 import body_pb2, body_pb2_grpc
 from atelier.common.v1 import image_pb2
@@ -28,8 +31,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def stub(start_server) -> body_pb2_grpc.BodyServiceStub:  # type: ignore[no-untyped-def]
-    # POSE_MODEL points nowhere: the GrabCut path (what a machine without the setup step runs).
+def stub(start_server, monkeypatch, tmp_path: Path) -> body_pb2_grpc.BodyServiceStub:  # type: ignore[no-untyped-def]
+    # POSE_MODEL points nowhere: the GrabCut fallback (a deployment without the setup step).
+    monkeypatch.setenv("ATELIER_BODY_POSE_MODEL", str(tmp_path / "absent.task"))
+    server = start_server("body", build)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield body_pb2_grpc.BodyServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture
+def pose_stub(start_server, monkeypatch) -> body_pb2_grpc.BodyServiceStub:  # type: ignore[no-untyped-def]
+    """A server with the default pose model, which `make` installs (python -m atelier.body.setup_models)."""
+    monkeypatch.delenv("ATELIER_BODY_POSE_MODEL", raising=False)
+    monkeypatch.delenv("ATELIER_POSE_MODEL", raising=False)
+    if not installed(default_bundle_path()):
+        pytest.fail(f"pose model not installed at {default_bundle_path()}: `make venv` installs it "
+                    "(or run `python -m atelier.body.setup_models`, which fetches mediapipe 0.10.21 from PyPI)")
     server = start_server("body", build)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     yield body_pb2_grpc.BodyServiceStub(channel)
@@ -222,39 +240,74 @@ def test_size_grid_and_skirt_block(stub: body_pb2_grpc.BodyServiceStub) -> None:
     assert found == {"measurements"}
 
 
-def _pose_bundle() -> Path | None:
-    import os
+# A real photo of a person: matplotlib's sample portrait of Grace Hopper (US Navy photo, public
+# domain), read from the installed matplotlib package (a declared dependency), not copied here.
+# No whole-body public-domain photo is available offline, so whole-body measuring is tested on renders.
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
-    candidates = [os.environ.get("ATELIER_BODY_POSE_MODEL", ""), str(REPO / ".atelier/models/body/pose_landmarker.task")]
-    return next((Path(c) for c in candidates if c and Path(c).exists()), None)
+
+def _jpeg(image_rgb: np.ndarray) -> image_pb2.Image:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return image_pb2.Image(data=data.tobytes(), mime_type="image/jpeg")
 
 
-GRACE_HOPPER = Path(cv2.__file__).parents[1] / "matplotlib/mpl-data/sample_data/grace_hopper.jpg"
+def test_pose_model_finds_landmarks_on_a_real_photo() -> None:
+    model = load_pose_model(default_bundle_path())
+    assert model is not None, "pose model not installed (make venv)"
+    try:
+        image = cv2.cvtColor(cv2.imread(str(GRACE_HOPPER)), cv2.COLOR_BGR2RGB)  # 512x600, head and shoulders
+        poses = model.detect(image)
+        doubled = model.detect(np.concatenate([image, image[:, ::-1]], axis=1))
+    finally:
+        model.close()
+    assert len(poses) == 1
+    lm = poses[0].landmarks
+    nose, left, right = lm["nose"], lm["left_shoulder"], lm["right_shoulder"]
+    assert min(nose.visibility, left.visibility, right.visibility) > 0.9
+    # Her shoulders are below the nose, one either side of it, about half the photo apart.
+    assert nose.y_px + 100 < min(left.y_px, right.y_px)
+    assert right.x_px < nose.x_px < left.x_px and 200 < left.x_px - right.x_px < 450
+    assert lm["left_ankle"].visibility < 0.3 and lm["right_ankle"].visibility < 0.3  # outside the photo
+    # The person mask covers her face and not the top corners (background).
+    mask = poses[0].mask
+    assert mask[round(nose.y_px), round(nose.x_px)] and not mask[:40, :40].any() and not mask[:40, -40:].any()
+    assert len(doubled) == 2
 
 
 @pytest.mark.slow
-def test_real_portrait_is_a_person_cut_off(start_server) -> None:  # type: ignore[no-untyped-def]
-    """A real photo: matplotlib's sample portrait of Grace Hopper (US Navy photo, public domain).
+def test_real_photos_bad_inputs_over_grpc(pose_stub: body_pb2_grpc.BodyServiceStub) -> None:
+    """Real photos with the pose model: a portrait is cut off, two people are refused, a thumbnail is tiny."""
+    image = cv2.cvtColor(cv2.imread(str(GRACE_HOPPER)), cv2.COLOR_BGR2RGB)
+    portrait = image_pb2.Image(data=GRACE_HOPPER.read_bytes(), mime_type="image/jpeg")
+    desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=165, front=portrait))
+    assert desc[0][0] == "front.data" and "cut off" in desc[0][1] and "feet" in desc[0][1]
+    two = _jpeg(np.concatenate([image, image[:, ::-1]], axis=1))
+    desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=165, front=two))
+    assert desc == [("front.data", "2 people found: the photo must show one person")]
+    thumb = _jpeg(cv2.resize(image, (200, 234), interpolation=cv2.INTER_AREA))
+    desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=165, front=thumb))
+    assert desc[0][0] == "front.data" and "too small" in desc[0][1]
+    # A good front photo with the portrait as the side view: refused on the side field.
+    front = png(render(BODY, "front").image_rgb)
+    desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=176, front=front, side=portrait))
+    assert desc[0][0] == "side.data" and "cut off" in desc[0][1]
 
-    Head and shoulders only, so the pose model finds her and the service must refuse to measure
-    (the feet are outside the photo, height cannot scale it).
-    """
-    bundle = _pose_bundle()
-    if bundle is None:
-        pytest.skip("pose model not installed: run `python -m atelier.body.setup_models` (downloads mediapipe 0.10.21)")
-    if not GRACE_HOPPER.exists():
-        pytest.skip(f"{GRACE_HOPPER} not found (matplotlib sample data)")
-    server = start_server("body", build, data_dir=bundle.parents[2])
-    from atelier.body.pose import load_pose_model
 
-    model = load_pose_model(bundle)
-    assert model is not None
-    poses = model.detect(cv2.cvtColor(cv2.imread(str(GRACE_HOPPER)), cv2.COLOR_BGR2RGB))
-    assert len(poses) == 1 and poses[0].landmarks["nose"].visibility > 0.9
-    assert poses[0].landmarks["left_ankle"].visibility < 0.3
-    model.close()
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = body_pb2_grpc.BodyServiceStub(channel)
-        image = image_pb2.Image(data=GRACE_HOPPER.read_bytes(), mime_type="image/jpeg")
-        desc = violations(stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=165, front=image))
-    assert desc[0][0] == "front.data" and "cut off" in desc[0][1]
+@pytest.mark.slow
+def test_measure_with_pose_model(pose_stub: body_pb2_grpc.BodyServiceStub) -> None:
+    """The MediaPipe path on renders: landmarks seed the mask, shoulders and arms give shoulder and sleeve."""
+    front, side = render(BODY, "front").image_rgb, render(BODY, "side").image_rgb
+    reply = pose_stub.MeasureBody(body_pb2.MeasureBodyRequest(front=png(front), side=png(side), height_cm=176,
+                                                              weight_kg=82, sex=body_pb2.SEX_MALE,
+                                                              include_overlay=True))
+    assert reply.segmentation_method == "mediapipe-pose+grabcut"
+    got = {m.name: m for m in reply.measurements}
+    for name in ("chest_girth", "waist_girth", "hip_girth", "inseam", "shoulder_width", "sleeve_length"):
+        assert got[name].method == "photo+model", (name, got[name].method)
+    assert abs(got["inseam"].value_cm - 84.5) < 2.0  # the mask reaches the feet: the height scale is right
+    assert abs(got["sleeve_length"].value_cm - 59.0) < 3.0
+    assert abs(got["waist_girth"].value_cm - 89.0) < 6
+    overlay = cv2.imdecode(np.frombuffer(reply.overlay.data, np.uint8), cv2.IMREAD_COLOR)
+    assert (np.all(overlay == (0, 255, 0), axis=2)).sum() > 200  # landmark dots
+    assert (np.all(overlay == (255, 255, 0), axis=2)).sum() > 200  # skeleton lines
