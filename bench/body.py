@@ -32,25 +32,43 @@ from atelier.body.synthetic import render  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
-ANCHOR_A = {"chest_girth": (2.52, 3.37), "waist_girth": (3.49, 3.80), "hip_girth": (2.04, 2.29),
-            "inseam": (1.84, 1.88), "sleeve_length": (1.45, 1.42), "neck_girth": (1.16, 0.95)}
+ANCHOR_A = {
+    "chest_girth": (2.52, 3.37),
+    "waist_girth": (3.49, 3.80),
+    "hip_girth": (2.04, 2.29),
+    "inseam": (1.84, 1.88),
+    "sleeve_length": (1.45, 1.42),
+    "neck_girth": (1.16, 0.95),
+}
 ANCHOR_B = {"chest_girth": (1.67, 1.63), "waist_girth": (1.18, 1.37), "hip_girth": (1.17, 1.03)}
 SEX_COL = {"male": 0, "female": 1}
 PHOTO_TARGETS = ("chest_girth", "waist_girth", "hip_girth", "inseam")
 
 
 def model_table(data: dict) -> tuple[str, dict]:
-    rows = ["| target | sex | (a) ours | (a) OLS same folds | (a) anchor | (b) ours | (b) OLS same folds | (b) anchor |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| target | sex | (a) ours | (a) OLS same folds | (a) anchor | (b) ours | (b) OLS same folds | (b) anchor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     row_b: dict[tuple[str, str], float] = {}
     for sex, columns in data.items():
         a = {r.target: r for r in cross_validate(columns, sex, KNOWN_A, TARGETS)}
         b = {r.target: r for r in cross_validate(columns, sex, KNOWN_B, TARGETS[:3], with_photo=True)}
         for t in TARGETS:
-            cells = [t, sex, f"{a[t].model_mae_cm:.2f}", f"{a[t].ols_mae_cm:.2f}", f"{ANCHOR_A[t][SEX_COL[sex]]:.2f}"]
+            cells = [
+                t,
+                sex,
+                f"{a[t].model_mae_cm:.2f}",
+                f"{a[t].ols_mae_cm:.2f}",
+                f"{ANCHOR_A[t][SEX_COL[sex]]:.2f}",
+            ]
             if t in b:
                 row_b[(sex, t)] = b[t].model_mae_cm
-                cells += [f"{b[t].model_mae_cm:.2f}", f"{b[t].ols_mae_cm:.2f}", f"{ANCHOR_B[t][SEX_COL[sex]]:.2f}"]
+                cells += [
+                    f"{b[t].model_mae_cm:.2f}",
+                    f"{b[t].ols_mae_cm:.2f}",
+                    f"{ANCHOR_B[t][SEX_COL[sex]]:.2f}",
+                ]
             else:
                 cells += ["–", "–", "–"]
             rows.append("| " + " | ".join(cells) + " |")
@@ -58,8 +76,7 @@ def model_table(data: dict) -> tuple[str, dict]:
 
 
 def photo_table(data: dict, per_sex: int, row_b: dict) -> str:
-    pose_path = Path(os.environ.get("ATELIER_BODY_POSE_MODEL",
-                                    default_bundle_path()))
+    pose_path = Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path()))
     pose = load_pose_model(pose_path)
     rng = np.random.default_rng(7)
     rows = ["| target | sex | photo path MAE | row (b) | ratio | target 1.3x |", "|---|---|---|---|---|---|"]
@@ -72,8 +89,12 @@ def photo_table(data: dict, per_sex: int, row_b: dict) -> str:
         train = np.setdiff1d(np.arange(n), test)
         # Refit without the rendered people so the photo path is scored on unseen bodies.
         other = BodyModel.load().models["male" if sex == "female" else "female"]
-        model = BodyModel({sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}), **(
-            {("male" if sex == "female" else "female"): other})})
+        model = BodyModel(
+            {
+                sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
+                **({("male" if sex == "female" else "female"): other}),
+            }
+        )
         errors: dict[str, list[float]] = {t: [] for t in PHOTO_TARGETS}
         for i in test:
             body = {k: float(columns[k][i]) for k in MEASUREMENTS}
@@ -99,9 +120,11 @@ def photo_table(data: dict, per_sex: int, row_b: dict) -> str:
     if pose is not None:
         pose.close()
     rows.append("")
-    rows.append(f"{per_sex} people per sex, renders 640x1000 px; segmentation used: "
-                + ", ".join(f"{k} x{v}" for k, v in methods.items())
-                + f"; photo errors (refused): {failures}; median {np.median(seconds):.2f} s per front+side pair.")
+    rows.append(
+        f"{per_sex} people per sex, renders 640x1000 px; segmentation used: "
+        + ", ".join(f"{k} x{v}" for k, v in methods.items())
+        + f"; photo errors (refused): {failures}; median {np.median(seconds):.2f} s per front+side pair."
+    )
     return "\n".join(rows)
 
 
@@ -111,28 +134,45 @@ def chart_for(sex: str) -> SizeChart:
         chest0, waist0, labels = 84, 72, ("XS", "S", "M", "L", "XL", "XXL", "3XL")
     else:
         chest0, waist0, labels = 76, 62, ("XS", "S", "M", "L", "XL", "XXL", "3XL")
-    sizes = [Size(label, (SizeRange("chest_girth", chest0 + 8 * i, chest0 + 8 * (i + 1)),
-                          SizeRange("waist_girth", waist0 + 8 * i, waist0 + 8 * (i + 1))))
-             for i, label in enumerate(labels)]
+    sizes = [
+        Size(
+            label,
+            (
+                SizeRange("chest_girth", chest0 + 8 * i, chest0 + 8 * (i + 1)),
+                SizeRange("waist_girth", waist0 + 8 * i, waist0 + 8 * (i + 1)),
+            ),
+        )
+        for i, label in enumerate(labels)
+    ]
     return SizeChart(f"{sex} tops", "EN 13402", sizes)
 
 
 def recommendation_table(data: dict) -> str:
-    rows = ["| sex | known | people in one size | best = true size | best or second = true size |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| sex | known | people in one size | best = true size | best or second = true size |",
+        "|---|---|---|---|---|",
+    ]
     for sex, columns in data.items():
         chart = chart_for(sex)
         for label, known in (("height+weight", KNOWN_A), ("+ ideal widths/depths", KNOWN_B)):
             pred, sd = cv_predictions(columns, known, ("chest_girth", "waist_girth"))
             hits = hits2 = total = 0
             for i in range(len(columns["height"])):
-                true = [s.label for s in chart.sizes
-                        if all(r.min_cm <= columns[r.measurement][i] < r.max_cm for r in s.ranges)]
+                true = [
+                    s.label
+                    for s in chart.sizes
+                    if all(r.min_cm <= columns[r.measurement][i] < r.max_cm for r in s.ranges)
+                ]
                 if len(true) != 1:
                     continue
                 total += 1
-                rec = recommend(chart, [BodyMeasurement(t, float(pred[t][i]), float(sd[t][i]))
-                                        for t in ("chest_girth", "waist_girth")])
+                rec = recommend(
+                    chart,
+                    [
+                        BodyMeasurement(t, float(pred[t][i]), float(sd[t][i]))
+                        for t in ("chest_girth", "waist_girth")
+                    ],
+                )
                 hits += rec.best.size == true[0]
                 hits2 += rec.best.size == true[0] or (rec.second is not None and rec.second.size == true[0])
             rows.append(f"| {sex} | {label} | {total} | {hits / total:.1%} | {hits2 / total:.1%} |")
@@ -154,23 +194,29 @@ def main() -> int:
     table_rec = recommendation_table(data)
     table_photo = photo_table(data, args.photos, row_b)
     load_after = os.getloadavg()
-    body = "\n\n".join([
-        "Statistical body model, held-out ANSUR II people (5-fold CV per sex), MAE in cm. "
-        "(a) height+weight; (b) + ideal front widths and side depths (the manually measured breadths/depths). "
-        "Anchors: plain least squares from the data README; 'OLS same folds' recomputes it on our folds.",
-        table_model,
-        "Full photo path on synthetic front+side silhouettes of held-out ANSUR people (model refitted without them): "
-        "segmentation, levels, widths/depths, crotch, then the model. MAE in cm vs the measured girths.",
-        table_photo,
-        "Size recommendation (chest/waist chart, 8 cm steps), held-out predictions with their sd; people whose "
-        "true chest and waist fall in one size.",
-        table_rec,
-        f"Load average before/after: {load_before[0]:.2f}/{load_after[0]:.2f} (2 shared cores); "
-        f"total {time.perf_counter() - start:.0f} s.",
-    ])
+    body = "\n\n".join(
+        [
+            "Statistical body model, held-out ANSUR II people (5-fold CV per sex), MAE in cm. "
+            "(a) height+weight; (b) + ideal front widths and side depths (the manually measured breadths/depths). "
+            "Anchors: plain least squares from the data README; 'OLS same folds' recomputes it on our folds.",
+            table_model,
+            "Full photo path on synthetic front+side silhouettes of held-out ANSUR people (model refitted without them): "
+            "segmentation, levels, widths/depths, crotch, then the model. MAE in cm vs the measured girths.",
+            table_photo,
+            "Size recommendation (chest/waist chart, 8 cm steps), held-out predictions with their sd; people whose "
+            "true chest and waist fall in one size.",
+            table_rec,
+            f"Load average before/after: {load_before[0]:.2f}/{load_after[0]:.2f} (2 shared cores); "
+            f"total {time.perf_counter() - start:.0f} s.",
+        ]
+    )
     print(body)
     if not args.no_write:
-        write_section("body", body, f"flock /tmp/atelier-bench.lock .venv/bin/python bench/body.py --photos {args.photos}")
+        write_section(
+            "body",
+            body,
+            f"flock /tmp/atelier-bench.lock .venv/bin/python bench/body.py --photos {args.photos}",
+        )
     return 0
 
 

@@ -40,9 +40,9 @@ def _sizes_from_json(text: str) -> list[Size]:
 
 
 def chart_id(name: str) -> str:
-    if not name.startswith(PREFIX) or not name[len(PREFIX):]:
+    if not name.startswith(PREFIX) or not name[len(PREFIX) :]:
         raise InvalidArgumentError.for_field("name", f"must look like {PREFIX}{{id}}, got {name!r}")
-    return name[len(PREFIX):]
+    return name[len(PREFIX) :]
 
 
 class ChartStore:
@@ -53,23 +53,34 @@ class ChartStore:
         self.store.migrate("body", MIGRATIONS)
 
     def _row_to_chart(self, row: sa.Row) -> SizeChart:  # type: ignore[type-arg]
-        return SizeChart(row.display_name, row.system, _sizes_from_json(row.sizes_json), PREFIX + row.id,
-                         row.version)
+        return SizeChart(
+            row.display_name, row.system, _sizes_from_json(row.sizes_json), PREFIX + row.id, row.version
+        )
 
     def create(self, tenant: str, chart: SizeChart) -> SizeChart:
         cid = uuid.uuid4().hex[:16]
         now = utcnow()
         with self.store.engine.begin() as conn:
-            conn.execute(size_charts.insert().values(
-                id=cid, tenant_id=tenant, display_name=chart.display_name, system=chart.system,
-                sizes_json=_sizes_to_json(chart.sizes), version=1, created_at=now, updated_at=now))
+            conn.execute(
+                size_charts.insert().values(
+                    id=cid,
+                    tenant_id=tenant,
+                    display_name=chart.display_name,
+                    system=chart.system,
+                    sizes_json=_sizes_to_json(chart.sizes),
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
         return SizeChart(chart.display_name, chart.system, chart.sizes, PREFIX + cid, 1)
 
     def get(self, tenant: str, name: str) -> SizeChart:
         cid = chart_id(name)
         with self.store.engine.connect() as conn:
-            row = conn.execute(sa.select(size_charts).where(
-                size_charts.c.id == cid, size_charts.c.tenant_id == tenant)).first()
+            row = conn.execute(
+                sa.select(size_charts).where(size_charts.c.id == cid, size_charts.c.tenant_id == tenant)
+            ).first()
         if row is None:
             raise NotFoundError(f"size chart {name} not found", "atelier.body.v1.SizeChart", name)
         return self._row_to_chart(row)
@@ -89,25 +100,39 @@ class ChartStore:
         """Replaces the chart; when chart.version is set it must match (optimistic concurrency)."""
         cid = chart_id(chart.name)
         with self.store.engine.begin() as conn:
-            row = conn.execute(sa.select(size_charts.c.version).where(
-                size_charts.c.id == cid, size_charts.c.tenant_id == tenant)).first()
+            row = conn.execute(
+                sa.select(size_charts.c.version).where(
+                    size_charts.c.id == cid, size_charts.c.tenant_id == tenant
+                )
+            ).first()
             if row is None:
-                raise NotFoundError(f"size chart {chart.name} not found", "atelier.body.v1.SizeChart", chart.name)
+                raise NotFoundError(
+                    f"size chart {chart.name} not found", "atelier.body.v1.SizeChart", chart.name
+                )
             if chart.version and chart.version != row.version:
                 raise FailedPreconditionError(
                     f"chart.version is {chart.version} but the stored chart is at version {row.version}; "
-                    "get it again and retry")
+                    "get it again and retry"
+                )
             version = row.version + 1
-            conn.execute(size_charts.update().where(
-                size_charts.c.id == cid, size_charts.c.tenant_id == tenant).values(
-                display_name=chart.display_name, system=chart.system, sizes_json=_sizes_to_json(chart.sizes),
-                version=version, updated_at=utcnow()))
+            conn.execute(
+                size_charts.update()
+                .where(size_charts.c.id == cid, size_charts.c.tenant_id == tenant)
+                .values(
+                    display_name=chart.display_name,
+                    system=chart.system,
+                    sizes_json=_sizes_to_json(chart.sizes),
+                    version=version,
+                    updated_at=utcnow(),
+                )
+            )
         return SizeChart(chart.display_name, chart.system, chart.sizes, chart.name, version)
 
     def delete(self, tenant: str, name: str) -> None:
         cid = chart_id(name)
         with self.store.engine.begin() as conn:
-            result = conn.execute(size_charts.delete().where(
-                size_charts.c.id == cid, size_charts.c.tenant_id == tenant))
+            result = conn.execute(
+                size_charts.delete().where(size_charts.c.id == cid, size_charts.c.tenant_id == tenant)
+            )
         if result.rowcount == 0:
             raise NotFoundError(f"size chart {name} not found", "atelier.body.v1.SizeChart", name)

@@ -43,8 +43,13 @@ def _ols_features(columns: Mapping[str, np.ndarray], with_photo: bool, girth: st
     return np.column_stack([np.ones(len(cols[0])), *cols])
 
 
-def cv_predictions(columns: Mapping[str, np.ndarray], known: Sequence[str], targets: Sequence[str],
-                   folds: int = 5, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def cv_predictions(
+    columns: Mapping[str, np.ndarray],
+    known: Sequence[str],
+    targets: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Held-out predictions (cm) and their sd for every row: each fold predicted by a model fitted without it."""
     n = len(columns["height"])
     fold = np.random.default_rng(seed).permutation(n) % folds
@@ -65,8 +70,15 @@ def cv_predictions(columns: Mapping[str, np.ndarray], known: Sequence[str], targ
     return pred, sd
 
 
-def cross_validate(columns: Mapping[str, np.ndarray], sex: str, known: Sequence[str], targets: Sequence[str],
-                   folds: int = 5, seed: int = 0, with_photo: bool = False) -> list[CvResult]:
+def cross_validate(
+    columns: Mapping[str, np.ndarray],
+    sex: str,
+    known: Sequence[str],
+    targets: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    with_photo: bool = False,
+) -> list[CvResult]:
     """MAE of the model's held-out predictions beside a plain OLS on the same folds."""
     n = len(columns["height"])
     fold = np.random.default_rng(seed).permutation(n) % folds
@@ -79,6 +91,8 @@ def cross_validate(columns: Mapping[str, np.ndarray], sex: str, known: Sequence[
             beta = np.linalg.lstsq(feats[train], columns[t][train], rcond=None)[0]
             ols_pred[t][test] = feats[test] @ beta
     return [
-        CvResult(sex, t, float(np.abs(pred[t] - columns[t]).mean()), float(np.abs(ols_pred[t] - columns[t]).mean()))
+        CvResult(
+            sex, t, float(np.abs(pred[t] - columns[t]).mean()), float(np.abs(ols_pred[t] - columns[t]).mean())
+        )
         for t in targets
     ]

@@ -107,7 +107,9 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
     if h * w > MAX_PIXELS:
         raise PhotoError(f"{field_name}.data", f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels")
     if min(h, w) < MIN_SHORT_SIDE_PX:
-        raise PhotoError(f"{field_name}.data", f"{w}x{h} is too small: the short side must be >= {MIN_SHORT_SIDE_PX} px")
+        raise PhotoError(
+            f"{field_name}.data", f"{w}x{h} is too small: the short side must be >= {MIN_SHORT_SIDE_PX} px"
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -128,7 +130,11 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
     """
     h, w = image_rgb.shape[:2]
     scale = min(1.0, 512 / max(h, w))  # GrabCut is slow; segment a small copy and scale the mask up
-    small = cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_rgb
+    small = (
+        cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if scale < 1
+        else image_rgb
+    )
     sh, sw = small.shape[:2]
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     margin_x, margin_y = max(2, sw // 40), max(2, sh // 100)
@@ -147,7 +153,9 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
         mask[cv2.erode(s, kernel, iterations=3) > 0] = cv2.GC_FGD
         mask[:margin_y], mask[-margin_y:], mask[:, :margin_x], mask[:, -margin_x:] = (cv2.GC_BGD,) * 4
         if (mask == cv2.GC_FGD).any():
-            cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(
+                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
+            )
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -219,8 +227,11 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
     if len(parts) > 1:
         ys2, _ = np.nonzero(parts[1])
         if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
-            raise PhotoError(f"{field_name}.data", "several people (or person-sized objects) found: "
-                             "the photo must show one person on a plain background")
+            raise PhotoError(
+                f"{field_name}.data",
+                "several people (or person-sized objects) found: "
+                "the photo must show one person on a plain background",
+            )
     if pose_model is not None and not poses:
         # A pose model that sees nobody while GrabCut finds a figure: a render, a mannequin, or no person.
         method = "grabcut(no landmarks)"
@@ -236,11 +247,17 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         if lm is not None and (lm.y_px > h or lm.visibility < 0.3) and "feet" not in cut:
             cut.append("feet")
     if cut:
-        raise PhotoError(f"{field_name}.data", f"the person is cut off ({' and '.join(cut)} outside the photo): "
-                         "the whole body from head to feet must be visible, so height cannot scale the photo")
+        raise PhotoError(
+            f"{field_name}.data",
+            f"the person is cut off ({' and '.join(cut)} outside the photo): "
+            "the whole body from head to feet must be visible, so height cannot scale the photo",
+        )
     if bottom - top < MIN_PERSON_PX:
-        raise PhotoError(f"{field_name}.data", f"the person is {bottom - top} px tall; at least {MIN_PERSON_PX} px "
-                         "are needed (stand closer or use a larger photo)")
+        raise PhotoError(
+            f"{field_name}.data",
+            f"the person is {bottom - top} px tall; at least {MIN_PERSON_PX} px "
+            "are needed (stand closer or use a larger photo)",
+        )
     if sharpness(image_rgb, person) < MIN_SHARPNESS:
         raise PhotoError(f"{field_name}.data", "the photo is too blurred to find the body outline")
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
@@ -248,7 +265,7 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         centre = float(np.mean([lm.x_px for lm in hips]))
     else:
         # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
-        band = person[top + (bottom - top) // 3: top + (bottom - top) // 2]
+        band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
     return ViewResult(person, top, bottom, centre, landmarks, method)
 
@@ -270,8 +287,9 @@ def run_width_px(mask: np.ndarray, row: int, centre_x: float) -> tuple[float, fl
     return float(left), float(right + 1)
 
 
-def band_width(mask: np.ndarray, row_px: float, centre_x: float, half_band_px: int,
-               mode: str = "median") -> tuple[float, float, float]:
+def band_width(
+    mask: np.ndarray, row_px: float, centre_x: float, half_band_px: int, mode: str = "median"
+) -> tuple[float, float, float]:
     """Width (px) over a few rows around ``row_px``: median for a level, max for a widest girth."""
     found = []
     for r in range(round(row_px) - half_band_px, round(row_px) + half_band_px + 1):
@@ -306,18 +324,35 @@ def _known(height_cm: float, weight_kg: float) -> dict[str, Observation]:
     return known
 
 
-def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float, weight_kg: float,
-            sex: str | None, model: BodyModel, pose_model: PoseModel | None,
-            overlay: bool = False) -> MeasureResult:
+def measure(
+    front_rgb: np.ndarray,
+    side_rgb: np.ndarray | None,
+    height_cm: float,
+    weight_kg: float,
+    sex: str | None,
+    model: BodyModel,
+    pose_model: PoseModel | None,
+    overlay: bool = False,
+) -> MeasureResult:
     warnings: list[tuple[str, str]] = []
     front = segment(front_rgb, pose_model, "front")
     side = segment(side_rgb, pose_model, "side") if side_rgb is not None else None
     if pose_model is None:
-        warnings.append(("", "pose model not installed: no landmarks, so shoulder width and sleeve length "
-                             "are not measured from the photo (run python -m atelier.body.setup_models)"))
+        warnings.append(
+            (
+                "",
+                "pose model not installed: no landmarks, so shoulder width and sleeve length "
+                "are not measured from the photo (run python -m atelier.body.setup_models)",
+            )
+        )
     elif not front.landmarks:
-        warnings.append(("", "no pose landmarks found on the front photo: shoulder width and sleeve length "
-                             "are predicted, body levels come from proportions"))
+        warnings.append(
+            (
+                "",
+                "no pose landmarks found on the front photo: shoulder width and sleeve length "
+                "are predicted, body levels come from proportions",
+            )
+        )
     base = _known(height_cm, weight_kg)
     px_front = (front.bottom_px - front.top_px) / height_cm
     # Landmark heights refine where the chest/waist/hip levels are.
@@ -340,9 +375,13 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
         if level == "shoulder":
             continue
         row = front.bottom_px - h_level * px_front
-        width_px, x0, x1 = band_width(front.mask, row, front.centre_x_px,
-                                      round(4 * px_front) if level == "hip" else half_band,
-                                      "max" if level == "hip" else "median")
+        width_px, x0, x1 = band_width(
+            front.mask,
+            row,
+            front.centre_x_px,
+            round(4 * px_front) if level == "hip" else half_band,
+            "max" if level == "hip" else "median",
+        )
         if math.isnan(width_px):
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
             continue
@@ -356,14 +395,24 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
     else:
         warnings.append(("inseam", "the legs do not part in the front photo (stand with feet apart)"))
     if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
-        sw = math.dist((lms["left_shoulder"].x_px, lms["left_shoulder"].y_px),
-                       (lms["right_shoulder"].x_px, lms["right_shoulder"].y_px)) / px_front
+        sw = (
+            math.dist(
+                (lms["left_shoulder"].x_px, lms["left_shoulder"].y_px),
+                (lms["right_shoulder"].x_px, lms["right_shoulder"].y_px),
+            )
+            / px_front
+        )
         observed["shoulder_width"] = Observation(sw, PHOTO_SD_CM["shoulder_width"])
         for s in ("left", "right"):
             chain = [lms.get(f"{s}_shoulder"), lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
             if all(c is not None and c.visibility > 0.5 for c in chain):
-                length = sum(math.dist((a.x_px, a.y_px), (b.x_px, b.y_px))  # type: ignore[union-attr]
-                             for a, b in itertools.pairwise(chain)) / px_front
+                length = (
+                    sum(
+                        math.dist((a.x_px, a.y_px), (b.x_px, b.y_px))  # type: ignore[union-attr]
+                        for a, b in itertools.pairwise(chain)
+                    )
+                    / px_front
+                )
                 observed["sleeve_length"] = Observation(length, PHOTO_SD_CM["sleeve_length"])
                 break
     side_lines: list[LevelLine] = []
@@ -384,15 +433,25 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
             spread = abs(sl["left_shoulder"].x_px - sl["right_shoulder"].x_px) / px_side
             wrong_view = wrong_view or spread > 25.0
         if wrong_view:
-            warnings.append(("", "the side photo looks like a front or back view (the body is as wide as "
-                                 "in the front photo): depths not used, girths rest on widths and the model"))
+            warnings.append(
+                (
+                    "",
+                    "the side photo looks like a front or back view (the body is as wide as "
+                    "in the front photo): depths not used, girths rest on widths and the model",
+                )
+            )
             side_lines = []
         else:
             for level, depth in depths.items():
                 observed[f"{level}_depth"] = Observation(depth, PHOTO_SD_CM["depth"])
     else:
-        warnings.append(("", "no side photo: body depths unknown, so chest, waist and hip girths rest on front "
-                             "widths and the model (less accurate)"))
+        warnings.append(
+            (
+                "",
+                "no side photo: body depths unknown, so chest, waist and hip girths rest on front "
+                "widths and the model (less accurate)",
+            )
+        )
     # Reject photo values the model finds implausible for this height and weight.
     reference = model.predict(base, sex)
     for name in list(observed):
@@ -400,16 +459,24 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
         sd = math.hypot(est.stddev_cm, observed[name].stddev)
         z = (observed[name].value - est.value_cm) / sd
         if abs(z) > MAX_Z:
-            warnings.append((name, f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
-                                   "is expected for this height/weight (arms touching the body, loose clothes?): "
-                                   "not used"))
+            warnings.append(
+                (
+                    name,
+                    f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
+                    "is expected for this height/weight (arms touching the body, loose clothes?): "
+                    "not used",
+                )
+            )
             del observed[name]
             lines = [ln for ln in lines if ln.name != name]
             side_lines = [ln for ln in side_lines if ln.name != name]
     final = model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS)
     photo_inputs = {
-        "chest_girth": ("chest_width", "chest_depth"), "waist_girth": ("waist_width", "waist_depth"),
-        "hip_girth": ("hip_width", "hip_depth"), "inseam": ("inseam",), "shoulder_width": ("shoulder_width",),
+        "chest_girth": ("chest_width", "chest_depth"),
+        "waist_girth": ("waist_width", "waist_depth"),
+        "hip_girth": ("hip_width", "hip_depth"),
+        "inseam": ("inseam",),
+        "shoulder_width": ("shoulder_width",),
         "sleeve_length": ("sleeve_length",),
     }
     measurements = []
@@ -423,11 +490,20 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
             method = "model(height,weight" + (",photo" if observed else "") + ")"
             if name in photo_inputs:
                 missing = [p for p in photo_inputs[name] if p not in observed]
-                warnings.append((name, f"not measured on the photo ({', '.join(missing)} missing): predicted"))
-        measurements.append(PhotoMeasurement(name, est.value_cm, est.stddev_cm, method, _confidence(est.stddev_cm)))
+                warnings.append(
+                    (name, f"not measured on the photo ({', '.join(missing)} missing): predicted")
+                )
+        measurements.append(
+            PhotoMeasurement(name, est.value_cm, est.stddev_cm, method, _confidence(est.stddev_cm))
+        )
     result = MeasureResult(
-        measurements, warnings, front.landmarks, side.landmarks if side else {},
-        {k: v.value for k, v in observed.items()}, front.method, final.sex_probability.get("male", 0.0),
+        measurements,
+        warnings,
+        front.landmarks,
+        side.landmarks if side else {},
+        {k: v.value for k, v in observed.items()},
+        front.method,
+        final.sex_probability.get("male", 0.0),
         front_lines=lines,
     )
     if overlay:
@@ -437,14 +513,25 @@ def measure(front_rgb: np.ndarray, side_rgb: np.ndarray | None, height_cm: float
     return result
 
 
-SKELETON = (("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
-            ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("left_shoulder", "left_hip"),
-            ("right_shoulder", "right_hip"), ("left_hip", "right_hip"), ("left_hip", "left_knee"),
-            ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"))
+SKELETON = (
+    ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"),
+    ("left_elbow", "left_wrist"),
+    ("right_shoulder", "right_elbow"),
+    ("right_elbow", "right_wrist"),
+    ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"),
+    ("left_hip", "right_hip"),
+    ("left_hip", "left_knee"),
+    ("left_knee", "left_ankle"),
+    ("right_hip", "right_knee"),
+    ("right_knee", "right_ankle"),
+)
 
 
-def draw_overlay(image_rgb: np.ndarray, view: ViewResult, lines: list[LevelLine],
-                 girths: Mapping[str, PhotoMeasurement]) -> bytes:
+def draw_overlay(
+    image_rgb: np.ndarray, view: ViewResult, lines: list[LevelLine], girths: Mapping[str, PhotoMeasurement]
+) -> bytes:
     """The photo with the outline, landmarks and the measured lines labelled, as PNG bytes."""
     out = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR).copy()
     thick = max(1, out.shape[0] // 400)
@@ -473,7 +560,8 @@ def draw_overlay(image_rgb: np.ndarray, view: ViewResult, lines: list[LevelLine]
         x = int(ln.x1_px) + 6
         if x + text_w > out.shape[1]:  # no room right of the line: left of it, else as far right as fits
             x = int(ln.x0_px) - 6 - text_w if ln.x0_px - 6 - text_w >= 0 else max(0, out.shape[1] - text_w)
-        cv2.putText(out, label, (x, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 200),
-                    max(1, thick), cv2.LINE_AA)
+        cv2.putText(
+            out, label, (x, y + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 200), max(1, thick), cv2.LINE_AA
+        )
     ok, png = cv2.imencode(".png", out)
     return png.tobytes() if ok else b""

@@ -27,13 +27,42 @@ def default_bundle_path() -> Path:
     """Where setup installs the bundle and where the service looks unless ATELIER_BODY_POSE_MODEL says."""
     return Path(sys.prefix) / "share" / "atelier" / "models" / "body" / BUNDLE_NAME
 
+
 # MediaPipe's 33 pose landmark names, in order.
 LANDMARK_NAMES = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
-    "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_pinky", "right_pinky", "left_index", "right_index",
-    "left_thumb", "right_thumb", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
-    "right_ankle", "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+    "nose",
+    "left_eye_inner",
+    "left_eye",
+    "left_eye_outer",
+    "right_eye_inner",
+    "right_eye",
+    "right_eye_outer",
+    "left_ear",
+    "right_ear",
+    "mouth_left",
+    "mouth_right",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_pinky",
+    "right_pinky",
+    "left_index",
+    "right_index",
+    "left_thumb",
+    "right_thumb",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "left_heel",
+    "right_heel",
+    "left_foot_index",
+    "right_foot_index",
 )
 
 
@@ -59,8 +88,11 @@ class PoseModel:
         from mediapipe.tasks.python.vision import PoseLandmarker, PoseLandmarkerOptions, RunningMode
 
         options = PoseLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(bundle_path)), running_mode=RunningMode.IMAGE,
-            output_segmentation_masks=True, num_poses=3, min_pose_detection_confidence=0.5,
+            base_options=BaseOptions(model_asset_path=str(bundle_path)),
+            running_mode=RunningMode.IMAGE,
+            output_segmentation_masks=True,
+            num_poses=3,
+            min_pose_detection_confidence=0.5,
         )
         self._landmarker = PoseLandmarker.create_from_options(options)
         self._lock = threading.Lock()
@@ -72,7 +104,8 @@ class PoseModel:
         h, w = image_rgb.shape[:2]
         with self._lock:
             result = self._landmarker.detect(
-                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb)))
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb))
+            )
         poses = []
         masks = result.segmentation_masks or []
         for i, marks in enumerate(result.pose_landmarks):
@@ -90,7 +123,10 @@ class PoseModel:
 
 def load_pose_model(bundle_path: Path) -> PoseModel | None:
     if not bundle_path.exists():
-        log.warning("pose model %s not found: photos are segmented with GrabCut and no landmarks are "
-                    "detected (run `python -m atelier.body.setup_models` to install it)", bundle_path)
+        log.warning(
+            "pose model %s not found: photos are segmented with GrabCut and no landmarks are "
+            "detected (run `python -m atelier.body.setup_models` to install it)",
+            bundle_path,
+        )
         return None
     return PoseModel(bundle_path)

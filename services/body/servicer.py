@@ -30,30 +30,52 @@ log = logging.getLogger(__name__)
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
 MAX_KNOWN = 40
 
-measure_seconds = Histogram("atelier_body_measure_seconds", "MeasureBody latency", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10))
+measure_seconds = Histogram(
+    "atelier_body_measure_seconds", "MeasureBody latency", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10)
+)
 measure_total = Counter("atelier_body_measure_total", "MeasureBody calls by outcome", ["outcome"])
-photo_rejections_total = Counter("atelier_body_photo_observations_rejected_total",
-                                 "photo values rejected as implausible", ["measurement"])
+photo_rejections_total = Counter(
+    "atelier_body_photo_observations_rejected_total", "photo values rejected as implausible", ["measurement"]
+)
 recommend_total = Counter("atelier_body_recommendations_total", "RecommendSize answers", ["between_sizes"])
-prediction_sd = Histogram("atelier_body_prediction_stddev_centimetres", "sd of predicted chest girth",
-                          buckets=(0.5, 1, 1.5, 2, 3, 4, 6))
+prediction_sd = Histogram(
+    "atelier_body_prediction_stddev_centimetres",
+    "sd of predicted chest girth",
+    buckets=(0.5, 1, 1.5, 2, 3, 4, 6),
+)
 
 SEX_NAMES = {body_pb2.SEX_FEMALE: "female", body_pb2.SEX_MALE: "male"}
 FIT_ENUM = {"tight": body_pb2.FIT_TIGHT, "good": body_pb2.FIT_GOOD, "loose": body_pb2.FIT_LOOSE}
 
 
-def _check_body(v: Violations, height_cm: float, weight_kg: float, sex: int, height_required: bool = True) -> None:
+def _check_body(
+    v: Violations, height_cm: float, weight_kg: float, sex: int, height_required: bool = True
+) -> None:
     if height_required or height_cm:
-        v.check(math.isfinite(height_cm) and HEIGHT_RANGE_CM[0] <= height_cm <= HEIGHT_RANGE_CM[1], "height_cm",
-                f"must be {HEIGHT_RANGE_CM[0]:.0f}..{HEIGHT_RANGE_CM[1]:.0f} cm, got {height_cm:g}")
+        v.check(
+            math.isfinite(height_cm) and HEIGHT_RANGE_CM[0] <= height_cm <= HEIGHT_RANGE_CM[1],
+            "height_cm",
+            f"must be {HEIGHT_RANGE_CM[0]:.0f}..{HEIGHT_RANGE_CM[1]:.0f} cm, got {height_cm:g}",
+        )
     if weight_kg:
-        v.check(math.isfinite(weight_kg) and WEIGHT_RANGE_KG[0] <= weight_kg <= WEIGHT_RANGE_KG[1], "weight_kg",
-                f"must be {WEIGHT_RANGE_KG[0]:.0f}..{WEIGHT_RANGE_KG[1]:.0f} kg (or 0 when unknown), got {weight_kg:g}")
-    v.check(sex in (body_pb2.SEX_UNSPECIFIED, body_pb2.SEX_FEMALE, body_pb2.SEX_MALE), "sex", f"unknown value {sex}")
+        v.check(
+            math.isfinite(weight_kg) and WEIGHT_RANGE_KG[0] <= weight_kg <= WEIGHT_RANGE_KG[1],
+            "weight_kg",
+            f"must be {WEIGHT_RANGE_KG[0]:.0f}..{WEIGHT_RANGE_KG[1]:.0f} kg (or 0 when unknown), got {weight_kg:g}",
+        )
+    v.check(
+        sex in (body_pb2.SEX_UNSPECIFIED, body_pb2.SEX_FEMALE, body_pb2.SEX_MALE),
+        "sex",
+        f"unknown value {sex}",
+    )
 
 
-def _check_measurements(v: Violations, items: list[body_pb2.Measurement], path: str,
-                        names: tuple[str, ...] | dict[str, object] = MEASUREMENTS) -> None:
+def _check_measurements(
+    v: Violations,
+    items: list[body_pb2.Measurement],
+    path: str,
+    names: tuple[str, ...] | dict[str, object] = MEASUREMENTS,
+) -> None:
     v.check(len(items) <= MAX_KNOWN, path, f"at most {MAX_KNOWN} measurements")
     seen: set[str] = set()
     for i, m in enumerate(items):
@@ -61,25 +83,45 @@ def _check_measurements(v: Violations, items: list[body_pb2.Measurement], path: 
             continue
         v.check(m.name not in seen, f"{path}[{i}].name", f"{m.name} given twice")
         seen.add(m.name)
-        v.check(math.isfinite(m.value_cm) and 0 < m.value_cm <= 300, f"{path}[{i}].value_cm", "must be 0 < value <= 300")
-        v.check(math.isfinite(m.stddev_cm) and 0 <= m.stddev_cm <= 50, f"{path}[{i}].stddev_cm", "must be 0..50")
+        v.check(
+            math.isfinite(m.value_cm) and 0 < m.value_cm <= 300,
+            f"{path}[{i}].value_cm",
+            "must be 0 < value <= 300",
+        )
+        v.check(
+            math.isfinite(m.stddev_cm) and 0 <= m.stddev_cm <= 50, f"{path}[{i}].stddev_cm", "must be 0..50"
+        )
 
 
 def _chart_from_pb(pb: body_pb2.SizeChart) -> sizing.SizeChart:
     return sizing.SizeChart(
-        pb.display_name, pb.system,
-        [sizing.Size(s.label, tuple(sizing.SizeRange(r.measurement, r.min_cm, r.max_cm) for r in s.ranges))
-         for s in pb.sizes],
-        pb.name, pb.version,
+        pb.display_name,
+        pb.system,
+        [
+            sizing.Size(s.label, tuple(sizing.SizeRange(r.measurement, r.min_cm, r.max_cm) for r in s.ranges))
+            for s in pb.sizes
+        ],
+        pb.name,
+        pb.version,
     )
 
 
 def _chart_to_pb(chart: sizing.SizeChart) -> body_pb2.SizeChart:
     return body_pb2.SizeChart(
-        name=chart.name, display_name=chart.display_name, system=chart.system, version=chart.version,
-        sizes=[body_pb2.Size(label=s.label, ranges=[body_pb2.SizeRange(measurement=r.measurement, min_cm=r.min_cm,
-                                                                         max_cm=r.max_cm) for r in s.ranges])
-               for s in chart.sizes],
+        name=chart.name,
+        display_name=chart.display_name,
+        system=chart.system,
+        version=chart.version,
+        sizes=[
+            body_pb2.Size(
+                label=s.label,
+                ranges=[
+                    body_pb2.SizeRange(measurement=r.measurement, min_cm=r.min_cm, max_cm=r.max_cm)
+                    for r in s.ranges
+                ],
+            )
+            for s in chart.sizes
+        ],
     )
 
 
@@ -94,9 +136,17 @@ def _validated_chart(pb: body_pb2.SizeChart, prefix: str = "chart") -> sizing.Si
 
 def _choice_pb(choice: sizing.SizeChoice) -> body_pb2.SizeChoice:
     return body_pb2.SizeChoice(
-        size=choice.size, score=choice.score,
-        zones=[body_pb2.ZoneFit(measurement=z.measurement, fit=FIT_ENUM[z.fit], difference_cm=z.difference_cm,
-                                outside_cm=z.outside_cm) for z in choice.zones],
+        size=choice.size,
+        score=choice.score,
+        zones=[
+            body_pb2.ZoneFit(
+                measurement=z.measurement,
+                fit=FIT_ENUM[z.fit],
+                difference_cm=z.difference_cm,
+                outside_cm=z.outside_cm,
+            )
+            for z in choice.zones
+        ],
     )
 
 
@@ -107,20 +157,31 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         self.pose_model = pose_model
 
     # --- measuring --------------------------------------------------------------------------
-    def MeasureBody(self, request: body_pb2.MeasureBodyRequest, context: grpc.ServicerContext
-                    ) -> body_pb2.MeasureBodyResponse:
+    def MeasureBody(
+        self, request: body_pb2.MeasureBodyRequest, context: grpc.ServicerContext
+    ) -> body_pb2.MeasureBodyResponse:
         v = Violations()
         _check_body(v, request.height_cm, request.weight_kg, request.sex)
         v.check(len(request.front.data) > 0, "front.data", "the front photo is required")
         for name, img in (("front", request.front), ("side", request.side)):
-            v.check(len(img.data) <= MAX_PHOTO_BYTES, f"{name}.data", f"at most {MAX_PHOTO_BYTES // 2**20} MB")
+            v.check(
+                len(img.data) <= MAX_PHOTO_BYTES, f"{name}.data", f"at most {MAX_PHOTO_BYTES // 2**20} MB"
+            )
         v.raise_if_any("the measure request is invalid")
         start = time.monotonic()
         try:
             front = photo.decode(request.front.data, "front")
             side = photo.decode(request.side.data, "side") if request.side.data else None
-            result = photo.measure(front, side, request.height_cm, request.weight_kg, SEX_NAMES.get(request.sex),
-                                   self.model, self.pose_model, overlay=request.include_overlay)
+            result = photo.measure(
+                front,
+                side,
+                request.height_cm,
+                request.weight_kg,
+                SEX_NAMES.get(request.sex),
+                self.model,
+                self.pose_model,
+                overlay=request.include_overlay,
+            )
         except photo.PhotoError as exc:
             measure_total.labels("rejected").inc()
             raise InvalidArgumentError.for_field(exc.field, exc.reason) from None
@@ -130,36 +191,68 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             if "not used" in reason:
                 photo_rejections_total.labels(name or "photo").inc()
         response = body_pb2.MeasureBodyResponse(
-            measurements=[body_pb2.Measurement(name=m.name, value_cm=m.value_cm, stddev_cm=m.stddev_cm,
-                                               confidence=m.confidence, method=m.method)
-                          for m in result.measurements],
+            measurements=[
+                body_pb2.Measurement(
+                    name=m.name,
+                    value_cm=m.value_cm,
+                    stddev_cm=m.stddev_cm,
+                    confidence=m.confidence,
+                    method=m.method,
+                )
+                for m in result.measurements
+            ],
             front_landmarks=self._landmarks(result.front_landmarks),
             side_landmarks=self._landmarks(result.side_landmarks),
             warnings=[f"{n}: {r}" if n else r for n, r in result.warnings],
-            measurement_warnings=[body_pb2.MeasurementWarning(measurement=n, reason=r) for n, r in result.warnings],
+            measurement_warnings=[
+                body_pb2.MeasurementWarning(measurement=n, reason=r) for n, r in result.warnings
+            ],
             segmentation_method=result.segmentation_method,
             male_probability=result.male_probability,
         )
         if result.front_overlay_png:
-            response.overlay.CopyFrom(image_pb2.Image(data=result.front_overlay_png, mime_type="image/png",
-                                                      width_px=front.shape[1], height_px=front.shape[0]))
+            response.overlay.CopyFrom(
+                image_pb2.Image(
+                    data=result.front_overlay_png,
+                    mime_type="image/png",
+                    width_px=front.shape[1],
+                    height_px=front.shape[0],
+                )
+            )
         if result.side_overlay_png and side is not None:
-            response.side_overlay.CopyFrom(image_pb2.Image(data=result.side_overlay_png, mime_type="image/png",
-                                                           width_px=side.shape[1], height_px=side.shape[0]))
+            response.side_overlay.CopyFrom(
+                image_pb2.Image(
+                    data=result.side_overlay_png,
+                    mime_type="image/png",
+                    width_px=side.shape[1],
+                    height_px=side.shape[0],
+                )
+            )
         return response
 
     @staticmethod
     def _landmarks(marks: dict[str, photo.Landmark]) -> list[body_pb2.Landmark]:
-        return [body_pb2.Landmark(name=n, point=geometry_pb2.PointPx(x_px=marks[n].x_px, y_px=marks[n].y_px),
-                                  visibility=marks[n].visibility) for n in LANDMARK_NAMES if n in marks]
+        return [
+            body_pb2.Landmark(
+                name=n,
+                point=geometry_pb2.PointPx(x_px=marks[n].x_px, y_px=marks[n].y_px),
+                visibility=marks[n].visibility,
+            )
+            for n in LANDMARK_NAMES
+            if n in marks
+        ]
 
-    def PredictMeasurements(self, request: body_pb2.PredictMeasurementsRequest, context: grpc.ServicerContext
-                            ) -> body_pb2.PredictMeasurementsResponse:
+    def PredictMeasurements(
+        self, request: body_pb2.PredictMeasurementsRequest, context: grpc.ServicerContext
+    ) -> body_pb2.PredictMeasurementsResponse:
         v = Violations()
         _check_body(v, request.height_cm, request.weight_kg, request.sex)
         _check_measurements(v, list(request.known), "known")
-        v.check(all(k.name not in ("height", "weight_kg") for k in request.known), "known",
-                "give height and weight in height_cm / weight_kg, not in known")
+        v.check(
+            all(k.name not in ("height", "weight_kg") for k in request.known),
+            "known",
+            "give height and weight in height_cm / weight_kg, not in known",
+        )
         v.raise_if_any("the prediction request is invalid")
         known = {"height": Observation(request.height_cm, 0.5)}
         if request.weight_kg:
@@ -168,51 +261,71 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             known[k.name] = Observation(k.value_cm, k.stddev_cm or 0.5)
         prediction = self.model.predict(known, SEX_NAMES.get(request.sex), names=GARMENT_MEASUREMENTS)
         given = {k.name for k in request.known}
-        inputs = "height" + (",weight" if request.weight_kg else "") + ("," + ",".join(sorted(given)) if given else "")
+        inputs = (
+            "height"
+            + (",weight" if request.weight_kg else "")
+            + ("," + ",".join(sorted(given)) if given else "")
+        )
         prediction_sd.observe(prediction.estimates["chest_girth"].stddev_cm)
         return body_pb2.PredictMeasurementsResponse(
             measurements=[
-                body_pb2.Measurement(name=e.name, value_cm=e.value_cm, stddev_cm=e.stddev_cm,
-                                     confidence=photo._confidence(e.stddev_cm),
-                                     method="given+model" if e.name in given else f"model({inputs})")
+                body_pb2.Measurement(
+                    name=e.name,
+                    value_cm=e.value_cm,
+                    stddev_cm=e.stddev_cm,
+                    confidence=photo._confidence(e.stddev_cm),
+                    method="given+model" if e.name in given else f"model({inputs})",
+                )
                 for e in prediction.estimates.values()
             ],
             male_probability=prediction.sex_probability.get("male", 0.0),
         )
 
     # --- size charts ------------------------------------------------------------------------
-    def CreateSizeChart(self, request: body_pb2.CreateSizeChartRequest, context: grpc.ServicerContext
-                        ) -> body_pb2.SizeChart:
+    def CreateSizeChart(
+        self, request: body_pb2.CreateSizeChartRequest, context: grpc.ServicerContext
+    ) -> body_pb2.SizeChart:
         chart = _validated_chart(request.chart)
         return _chart_to_pb(self.charts.create(current_tenant(), chart))
 
-    def GetSizeChart(self, request: body_pb2.GetSizeChartRequest, context: grpc.ServicerContext) -> body_pb2.SizeChart:
+    def GetSizeChart(
+        self, request: body_pb2.GetSizeChartRequest, context: grpc.ServicerContext
+    ) -> body_pb2.SizeChart:
         return _chart_to_pb(self.charts.get(current_tenant(), request.name))
 
-    def ListSizeCharts(self, request: body_pb2.ListSizeChartsRequest, context: grpc.ServicerContext
-                       ) -> body_pb2.ListSizeChartsResponse:
+    def ListSizeCharts(
+        self, request: body_pb2.ListSizeChartsRequest, context: grpc.ServicerContext
+    ) -> body_pb2.ListSizeChartsResponse:
         if request.page_size < 0:
             raise InvalidArgumentError.for_field("page_size", "must be >= 0")
         charts, token = self.charts.list(current_tenant(), request.page_size, request.page_token)
-        return body_pb2.ListSizeChartsResponse(charts=[_chart_to_pb(c) for c in charts], next_page_token=token)
+        return body_pb2.ListSizeChartsResponse(
+            charts=[_chart_to_pb(c) for c in charts], next_page_token=token
+        )
 
-    def UpdateSizeChart(self, request: body_pb2.UpdateSizeChartRequest, context: grpc.ServicerContext
-                        ) -> body_pb2.SizeChart:
+    def UpdateSizeChart(
+        self, request: body_pb2.UpdateSizeChartRequest, context: grpc.ServicerContext
+    ) -> body_pb2.SizeChart:
         if not request.chart.name:
             raise InvalidArgumentError.for_field("chart.name", "required: the chart to update")
         chart = _validated_chart(request.chart)
         return _chart_to_pb(self.charts.update(current_tenant(), chart))
 
-    def DeleteSizeChart(self, request: body_pb2.DeleteSizeChartRequest, context: grpc.ServicerContext
-                        ) -> body_pb2.DeleteSizeChartResponse:
+    def DeleteSizeChart(
+        self, request: body_pb2.DeleteSizeChartRequest, context: grpc.ServicerContext
+    ) -> body_pb2.DeleteSizeChartResponse:
         self.charts.delete(current_tenant(), request.name)
         return body_pb2.DeleteSizeChartResponse()
 
-    def RecommendSize(self, request: body_pb2.RecommendSizeRequest, context: grpc.ServicerContext
-                      ) -> body_pb2.RecommendSizeResponse:
+    def RecommendSize(
+        self, request: body_pb2.RecommendSizeRequest, context: grpc.ServicerContext
+    ) -> body_pb2.RecommendSizeResponse:
         v = Violations()
-        v.check(bool(request.chart_name) != bool(request.chart.sizes), "chart_name",
-                "give exactly one of chart_name (a stored chart) or chart (inline)")
+        v.check(
+            bool(request.chart_name) != bool(request.chart.sizes),
+            "chart_name",
+            "give exactly one of chart_name (a stored chart) or chart (inline)",
+        )
         v.check(len(request.measurements) > 0, "measurements", "at least one body measurement is required")
         _check_measurements(v, list(request.measurements), "measurements")
         v.raise_if_any("the recommendation request is invalid")
@@ -220,7 +333,9 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             chart = self.charts.get(current_tenant(), request.chart_name)
         else:
             chart = _validated_chart(request.chart)
-        body = [sizing.BodyMeasurement(m.name, m.value_cm, m.stddev_cm, m.method) for m in request.measurements]
+        body = [
+            sizing.BodyMeasurement(m.name, m.value_cm, m.stddev_cm, m.method) for m in request.measurements
+        ]
         try:
             rec = sizing.recommend(chart, body)
         except ValueError as exc:
@@ -232,12 +347,15 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         return response
 
     # --- made to measure --------------------------------------------------------------------
-    def CreateSizeGrid(self, request: body_pb2.CreateSizeGridRequest, context: grpc.ServicerContext
-                       ) -> body_pb2.CreateSizeGridResponse:
+    def CreateSizeGrid(
+        self, request: body_pb2.CreateSizeGridRequest, context: grpc.ServicerContext
+    ) -> body_pb2.CreateSizeGridResponse:
         v = Violations()
         v.check(len(request.measurements) > 0, "measurements", "at least one measurement is required")
         _check_measurements(v, list(request.measurements), "measurements")
-        v.check(request.block in ("", "skirt"), "block", f"unknown block {request.block!r}: use 'skirt' or ''")
+        v.check(
+            request.block in ("", "skirt"), "block", f"unknown block {request.block!r}: use 'skirt' or ''"
+        )
         length = request.skirt_length_cm or 60.0
         v.check(20 <= length <= 120, "skirt_length_cm", "must be 20..120 cm")
         names = {m.name for m in request.measurements}
@@ -245,14 +363,24 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             for needed in ("waist_girth", "hip_girth"):
                 v.check(needed in names, "measurements", f"a skirt block needs {needed}")
         v.raise_if_any("the size grid request is invalid")
-        body = [sizing.BodyMeasurement(m.name, m.value_cm, m.stddev_cm, m.method or "given")
-                for m in request.measurements]
+        body = [
+            sizing.BodyMeasurement(m.name, m.value_cm, m.stddev_cm, m.method or "given")
+            for m in request.measurements
+        ]
         grid_json, grid_csv = sizing.size_grid(body)
         response = body_pb2.CreateSizeGridResponse(grid_json=grid_json, grid_csv=grid_csv)
         if request.block == "skirt":
             values = {m.name: m.value_cm for m in request.measurements}
             pieces = sizing.skirt_block(values["waist_girth"], values["hip_girth"], length)
-            response.block.CopyFrom(body_pb2.Block(name="straight skirt block", pieces=[
-                geometry_pb2.PolygonMm(points=[geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in p.points_mm])
-                for p in pieces]))
+            response.block.CopyFrom(
+                body_pb2.Block(
+                    name="straight skirt block",
+                    pieces=[
+                        geometry_pb2.PolygonMm(
+                            points=[geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in p.points_mm]
+                        )
+                        for p in pieces
+                    ],
+                )
+            )
         return response

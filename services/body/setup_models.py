@@ -36,7 +36,11 @@ WHEEL_NAME = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 MEMBERS = {
     "pose_detector.tflite": ("mediapipe/modules/pose_detection/pose_detection.tflite", 127.5, 127.5),
-    "pose_landmarks_detector.tflite": ("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 0.0, 255.0),
+    "pose_landmarks_detector.tflite": (
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        0.0,
+        255.0,
+    ),
 }
 # Output tensor counts of the two models (the metadata must describe each one).
 OUTPUTS = {"pose_detector.tflite": 2, "pose_landmarks_detector.tflite": 5}
@@ -72,7 +76,11 @@ def _metadata_writer() -> types.ModuleType:
     """
     name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
     if name not in sys.modules:
-        for parent in ("mediapipe.tasks.cc", "mediapipe.tasks.cc.metadata", "mediapipe.tasks.cc.metadata.python"):
+        for parent in (
+            "mediapipe.tasks.cc",
+            "mediapipe.tasks.cc.metadata",
+            "mediapipe.tasks.cc.metadata.python",
+        ):
             module = sys.modules.setdefault(parent, types.ModuleType(parent))
             module.__path__ = []  # type: ignore[attr-defined]
         stand_in = types.ModuleType(name)
@@ -98,9 +106,24 @@ def download_wheel(cache: Path) -> Path:
     wheel = cache / WHEEL_NAME
     if not wheel.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "-d", str(cache),
-             WHEEL_REQUIREMENT], check=True)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "-d",
+                str(cache),
+                WHEEL_REQUIREMENT,
+            ],
+            check=True,
+        )
     return wheel
 
 
@@ -116,8 +139,10 @@ def build_bundle(wheel: Path, dest: Path) -> Path:
     _metadata_writer()
     dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
-        files = {name: with_metadata(zf.read(member), mean, std, OUTPUTS[name])
-                 for name, (member, mean, std) in MEMBERS.items()}
+        files = {
+            name: with_metadata(zf.read(member), mean, std, OUTPUTS[name])
+            for name, (member, mean, std) in MEMBERS.items()
+        }
         licence = [n for n in zf.namelist() if n.endswith(".dist-info/LICENSE")]
         if licence:
             (dest / "LICENSE.mediapipe").write_bytes(zf.read(licence[0]))
@@ -144,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         check_wheel(wheel)
         bundle = build_bundle(wheel, args.dest)
     if not installed(bundle):
-        print(f"warning: {bundle} was built but its models differ from the pinned digests "
-              "(a different mediapipe metadata writer?); it will be rebuilt on every setup", file=sys.stderr)
+        print(
+            f"warning: {bundle} was built but its models differ from the pinned digests "
+            "(a different mediapipe metadata writer?); it will be rebuilt on every setup",
+            file=sys.stderr,
+        )
     print(f"wrote {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
     return 0
 

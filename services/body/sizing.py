@@ -103,7 +103,9 @@ def chart_problems(chart: SizeChart, prefix: str = "chart") -> list[tuple[str, s
             elif r.measurement in names:
                 problems.append((f"{rpath}.measurement", f"{r.measurement} appears twice in this size"))
             names.add(r.measurement)
-            if not (0 < r.min_cm <= r.max_cm <= MAX_RANGE_CM) or not all(map(math.isfinite, (r.min_cm, r.max_cm))):
+            if not (0 < r.min_cm <= r.max_cm <= MAX_RANGE_CM) or not all(
+                map(math.isfinite, (r.min_cm, r.max_cm))
+            ):
                 problems.append((f"{rpath}", f"need 0 < min_cm <= max_cm <= {MAX_RANGE_CM:.0f}"))
     return problems
 
@@ -160,13 +162,15 @@ def recommend(chart: SizeChart, body: list[BodyMeasurement]) -> Recommendation:
     if len(ranked) > 1:
         runner = ranked[1][2]
         adjacent = abs(ranked[1][1] - ranked[0][1]) == 1
-        if adjacent and (runner.score >= SECOND_CHOICE_RATIO * best.score or
-                         any(z.fit != "good" for z in best.zones)):
+        if adjacent and (
+            runner.score >= SECOND_CHOICE_RATIO * best.score or any(z.fit != "good" for z in best.zones)
+        ):
             second = runner
     return Recommendation(best, second, sorted(zones_in_chart - usable))
 
 
 # --- made-to-measure ---------------------------------------------------------------------
+
 
 # Manufacturing tolerance per measurement kind (cm), in the spirit of ISO 20685-1 / common
 # spec sheets: large girths +-1.0, small girths +-0.5, lengths +-1.0, breadths +-0.5.
@@ -223,19 +227,30 @@ def skirt_block(waist_girth_cm: float, hip_girth_cm: float, length_cm: float = 6
     quarter_waist = (waist_girth_cm + SKIRT_EASE_WAIST_CM) / 4.0
     excess = max(quarter_hip - quarter_waist, 0.0)
     pieces = []
-    for name, dart_share, dart_depth_cm, dart_x_frac in (("skirt_front", 0.35, 9.0, 0.33),
-                                                           ("skirt_back", 0.55, 14.0, 0.40)):
+    for name, dart_share, dart_depth_cm, dart_x_frac in (
+        ("skirt_front", 0.35, 9.0, 0.33),
+        ("skirt_back", 0.55, 14.0, 0.40),
+    ):
         dart = excess * dart_share
         side_in = excess - dart  # taken in at the side seam
         dart_x = quarter_hip * dart_x_frac
         side_rise = 1.25 if excess > 0 else 0.0  # the side waist rises so the seam curve is smooth
-        pts_cm = [(0.0, 0.0), (dart_x - dart / 2, 0.0), (dart_x, dart_depth_cm), (dart_x + dart / 2, 0.0),
-                  (quarter_hip - side_in, -side_rise)]
+        pts_cm = [
+            (0.0, 0.0),
+            (dart_x - dart / 2, 0.0),
+            (dart_x, dart_depth_cm),
+            (dart_x + dart / 2, 0.0),
+            (quarter_hip - side_in, -side_rise),
+        ]
         # Side-seam hip curve: a quarter-sine from the waist point down to the hip line.
         for k in range(1, 6):
             t = k / 6.0
-            pts_cm.append((quarter_hip - side_in * (1 - math.sin(t * math.pi / 2)),
-                           -side_rise + t * (HIP_DEPTH_CM + side_rise)))
+            pts_cm.append(
+                (
+                    quarter_hip - side_in * (1 - math.sin(t * math.pi / 2)),
+                    -side_rise + t * (HIP_DEPTH_CM + side_rise),
+                )
+            )
         pts_cm += [(quarter_hip, HIP_DEPTH_CM), (quarter_hip, length_cm), (0.0, length_cm)]
         pieces.append(BlockPiece(name, [(round(x * 10, 2), round(y * 10, 2)) for x, y in pts_cm]))
     return pieces

@@ -70,9 +70,22 @@ DERIVED = ("log_weight_sq", "log_height_x_log_weight", *(f"ellipse_{g}" for g in
 VARIABLES: tuple[str, ...] = (*MEASUREMENTS, *DERIVED)
 # What a customer and a pattern maker want back (the rest are helpers for the photo path).
 GARMENT_MEASUREMENTS = (
-    "chest_girth", "waist_girth", "hip_girth", "shoulder_width", "sleeve_length", "inseam",
-    "neck_girth", "thigh_girth", "back_length", "neck_base_girth", "shoulder_girth",
-    "sleeve_length_spine", "bicep_girth", "wrist_girth", "calf_girth", "crotch_length",
+    "chest_girth",
+    "waist_girth",
+    "hip_girth",
+    "shoulder_width",
+    "sleeve_length",
+    "inseam",
+    "neck_girth",
+    "thigh_girth",
+    "back_length",
+    "neck_base_girth",
+    "shoulder_girth",
+    "sleeve_length_spine",
+    "bicep_girth",
+    "wrist_girth",
+    "calf_girth",
+    "crotch_length",
 )
 # Plausible ranges of the inputs (cm / kg), wider than ANSUR's, used to validate requests.
 HEIGHT_RANGE_CM = (100.0, 230.0)
@@ -142,7 +155,11 @@ class SexModel:
         gain = np.linalg.solve(chol.T, np.linalg.solve(chol, s_ak.T)).T
         mean = self.mean + s_ak @ alpha
         cov = self.cov - gain @ s_ak.T
-        loglik = -0.5 * float(resid @ alpha) - float(np.log(np.diag(chol)).sum()) - 0.5 * len(k) * math.log(2 * math.pi)
+        loglik = (
+            -0.5 * float(resid @ alpha)
+            - float(np.log(np.diag(chol)).sum())
+            - 0.5 * len(k) * math.log(2 * math.pi)
+        )
         return mean, cov, loglik
 
 
@@ -160,8 +177,9 @@ class BodyModel:
         self.models = models
         self.source = source
 
-    def predict(self, known: Mapping[str, Observation], sex: str | None = None,
-                names: tuple[str, ...] | None = None) -> Prediction:
+    def predict(
+        self, known: Mapping[str, Observation], sex: str | None = None, names: tuple[str, ...] | None = None
+    ) -> Prediction:
         """Every measurement (cm) with one sd, given ``known`` (see MEASUREMENTS for names).
 
         With no sex the two sexes are mixed by how well each explains the known values.
@@ -194,8 +212,11 @@ class BodyModel:
             "variables": list(VARIABLES),
             "source": self.source,
             "sexes": {
-                s: {"count": m.count, "mean": [round(float(x), 7) for x in m.mean],
-                    "cov": [[round(float(x), 9) for x in row] for row in m.cov]}
+                s: {
+                    "count": m.count,
+                    "mean": [round(float(x), 7) for x in m.mean],
+                    "cov": [[round(float(x), 9) for x in row] for row in m.cov],
+                }
                 for s, m in self.models.items()
             },
         }
@@ -205,10 +226,12 @@ class BodyModel:
     def from_json(cls, text: str) -> BodyModel:
         doc = json.loads(text)
         if tuple(doc["variables"]) != VARIABLES:
-            raise ValueError("model_params.json was fitted for other variables: regenerate it "
-                             "(python -m atelier.body.fit)")
+            raise ValueError(
+                "model_params.json was fitted for other variables: regenerate it (python -m atelier.body.fit)"
+            )
         models = {
-            s: SexModel(np.array(d["mean"]), np.array(d["cov"]), int(d["count"])) for s, d in doc["sexes"].items()
+            s: SexModel(np.array(d["mean"]), np.array(d["cov"]), int(d["count"]))
+            for s, d in doc["sexes"].items()
         }
         return cls(models, doc.get("source", ""))
 

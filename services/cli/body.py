@@ -24,19 +24,27 @@ from atelier.body.v1 import body_pb2, body_pb2_grpc
 from atelier.common.v1 import image_pb2
 from atelier.runtime.config import DEFAULT_PORTS
 
-app = typer.Typer(help="Body measurements from photos and height, size charts and recommendations, size grids.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Body measurements from photos and height, size charts and recommendations, size grids.",
+    no_args_is_help=True,
+)
 console = Console()
 DEFAULT_ADDRESS = f"{os.environ.get('ATELIER_HOST', '127.0.0.1')}:" + os.environ.get(
-    "ATELIER_BODY_PORT", str(DEFAULT_PORTS["body"][0]))
+    "ATELIER_BODY_PORT", str(DEFAULT_PORTS["body"][0])
+)
 AddressOption = typer.Option(DEFAULT_ADDRESS, "--address", help="the body service, host:port")
 SEXES = {"": body_pb2.SEX_UNSPECIFIED, "female": body_pb2.SEX_FEMALE, "male": body_pb2.SEX_MALE}
 FIT = {body_pb2.FIT_TIGHT: "tight", body_pb2.FIT_GOOD: "good", body_pb2.FIT_LOOSE: "loose"}
 
 
 def _stub(address: str) -> body_pb2_grpc.BodyServiceStub:
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                                                      ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    channel = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
     return body_pb2_grpc.BodyServiceStub(channel)
 
 
@@ -68,23 +76,35 @@ def _table(measurements: list[body_pb2.Measurement], title: str) -> None:
 
 
 def _save_measurements(measurements: list[body_pb2.Measurement], path: Path) -> None:
-    path.write_text(json.dumps([json_format.MessageToDict(m, preserving_proto_field_name=True)
-                                for m in measurements], indent=2))
+    path.write_text(
+        json.dumps(
+            [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in measurements], indent=2
+        )
+    )
 
 
 @app.command()
 def measure(
-    front: Path = typer.Argument(..., exists=True, dir_okay=False, help="front photo, whole body, arms slightly away"),
+    front: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="front photo, whole body, arms slightly away"
+    ),
     side: Path | None = typer.Argument(None, exists=True, dir_okay=False, help="side photo (optional)"),
     height: float = typer.Option(..., "--height", help="stated height in cm"),
     weight: float = typer.Option(0.0, "--weight", help="weight in kg (optional)"),
     sex: str = typer.Option("", "--sex", help="female or male (optional)"),
-    out: Path = typer.Option(Path("body-out"), "-o", "--out", help="folder for overlay PNGs and measurements.json"),
+    out: Path = typer.Option(
+        Path("body-out"), "-o", "--out", help="folder for overlay PNGs and measurements.json"
+    ),
     address: str = AddressOption,
 ) -> None:
     """Measure a person from photos: writes overlay.png (landmarks and measurement lines) and measurements.json."""
-    request = body_pb2.MeasureBodyRequest(front=image_pb2.Image(data=front.read_bytes()), height_cm=height,
-                                          weight_kg=weight, sex=_sex(sex), include_overlay=True)
+    request = body_pb2.MeasureBodyRequest(
+        front=image_pb2.Image(data=front.read_bytes()),
+        height_cm=height,
+        weight_kg=weight,
+        sex=_sex(sex),
+        include_overlay=True,
+    )
     if side is not None:
         request.side.CopyFrom(image_pb2.Image(data=side.read_bytes()))
     with console.status("measuring..."):
@@ -125,8 +145,12 @@ def predict(
         except ValueError:
             raise typer.BadParameter(f"--known {item!r}: use NAME=CM") from None
     try:
-        reply = _stub(address).PredictMeasurements(body_pb2.PredictMeasurementsRequest(
-            height_cm=height, weight_kg=weight, sex=_sex(sex), known=items), timeout=30)
+        reply = _stub(address).PredictMeasurements(
+            body_pb2.PredictMeasurementsRequest(
+                height_cm=height, weight_kg=weight, sex=_sex(sex), known=items
+            ),
+            timeout=30,
+        )
     except grpc.RpcError as exc:
         raise _fail(exc) from None
     _table(list(reply.measurements), f"predicted (P(male) = {reply.male_probability:.2f})")
@@ -140,9 +164,12 @@ def _chart_name(chart: str) -> str:
 
 
 @app.command("chart-create")
-def chart_create(path: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                             help="JSON: {display_name, system, sizes: [{label, ranges: [...]}]}"),
-                 address: str = AddressOption) -> None:
+def chart_create(
+    path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="JSON: {display_name, system, sizes: [{label, ranges: [...]}]}"
+    ),
+    address: str = AddressOption,
+) -> None:
     """Store a size chart for this tenant."""
     chart = json_format.Parse(path.read_text(), body_pb2.SizeChart())
     try:
@@ -161,11 +188,15 @@ def chart_list(address: str = AddressOption) -> None:
     token = ""
     while True:
         try:
-            page = _stub(address).ListSizeCharts(body_pb2.ListSizeChartsRequest(page_size=100, page_token=token))
+            page = _stub(address).ListSizeCharts(
+                body_pb2.ListSizeChartsRequest(page_size=100, page_token=token)
+            )
         except grpc.RpcError as exc:
             raise _fail(exc) from None
         for c in page.charts:
-            table.add_row(c.name, c.display_name, c.system, " ".join(s.label for s in c.sizes), str(c.version))
+            table.add_row(
+                c.name, c.display_name, c.system, " ".join(s.label for s in c.sizes), str(c.version)
+            )
         token = page.next_page_token
         if not token:
             break
@@ -211,16 +242,25 @@ def recommend(
         if measurements is not None:
             body = _load_measurements(measurements)
         else:
-            body = list(stub.PredictMeasurements(body_pb2.PredictMeasurementsRequest(
-                height_cm=height, weight_kg=weight, sex=_sex(sex))).measurements)
-        reply = stub.RecommendSize(body_pb2.RecommendSizeRequest(chart_name=_chart_name(chart), measurements=body))
+            body = list(
+                stub.PredictMeasurements(
+                    body_pb2.PredictMeasurementsRequest(height_cm=height, weight_kg=weight, sex=_sex(sex))
+                ).measurements
+            )
+        reply = stub.RecommendSize(
+            body_pb2.RecommendSizeRequest(chart_name=_chart_name(chart), measurements=body)
+        )
     except grpc.RpcError as exc:
         raise _fail(exc) from None
     for label, choice in (("best", reply.best), ("second", reply.second)):
         if not choice.size:
             continue
-        zones = ", ".join(f"{z.measurement} {FIT[z.fit]} ({z.outside_cm:+.1f} cm)" if z.outside_cm
-                          else f"{z.measurement} {FIT[z.fit]}" for z in choice.zones)
+        zones = ", ".join(
+            f"{z.measurement} {FIT[z.fit]} ({z.outside_cm:+.1f} cm)"
+            if z.outside_cm
+            else f"{z.measurement} {FIT[z.fit]}"
+            for z in choice.zones
+        )
         console.print(f"{label}: [bold]{choice.size}[/bold] (score {choice.score:.2f}): {zones}")
 
 
@@ -234,8 +274,11 @@ def grid(
 ) -> None:
     """Made-to-measure size grid (JSON + CSV) and an optional block as DXF and SVG."""
     try:
-        reply = _stub(address).CreateSizeGrid(body_pb2.CreateSizeGridRequest(
-            measurements=_load_measurements(measurements), block=block, skirt_length_cm=skirt_length))
+        reply = _stub(address).CreateSizeGrid(
+            body_pb2.CreateSizeGridRequest(
+                measurements=_load_measurements(measurements), block=block, skirt_length_cm=skirt_length
+            )
+        )
     except grpc.RpcError as exc:
         raise _fail(exc) from None
     out.mkdir(parents=True, exist_ok=True)
@@ -251,8 +294,11 @@ def grid(
         for piece in reply.block.pieces:
             pts = [(p.x_mm + x_off, p.y_mm) for p in piece.points]
             doc.modelspace().add_lwpolyline([(x, -y) for x, y in pts], close=True)
-            svg.append('<polygon fill="none" stroke="black" stroke-width="1" points="'
-                       + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+            svg.append(
+                '<polygon fill="none" stroke="black" stroke-width="1" points="'
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+                + '"/>'
+            )
             x_off += max(p.x_mm for p in piece.points) + 50
         height_mm = max(p.y_mm for piece in reply.block.pieces for p in piece.points)
         svg[0] = svg[0].format(w=x_off + 40, h=height_mm + 80)
@@ -266,7 +312,8 @@ def grid(
 @app.command()
 def render(
     out: Path = typer.Option(Path("body-out"), "-o", "--out"),
-    height: float = typer.Option(176.0), weight: float = typer.Option(82.0),
+    height: float = typer.Option(176.0),
+    weight: float = typer.Option(82.0),
 ) -> None:
     """Render a synthetic front/side silhouette pair of a typical body (to try `measure` without photos)."""
     import cv2
@@ -274,8 +321,11 @@ def render(
     from atelier.body.statmodel import BodyModel, Observation
     from atelier.body.synthetic import render as draw
 
-    est = BodyModel.load().predict({"height": Observation(height, 0.1), "weight_kg": Observation(weight, 0.1)},
-                                   "male").estimates
+    est = (
+        BodyModel.load()
+        .predict({"height": Observation(height, 0.1), "weight_kg": Observation(weight, 0.1)}, "male")
+        .estimates
+    )
     body = {k: e.value_cm for k, e in est.items()}
     out.mkdir(parents=True, exist_ok=True)
     for view in ("front", "side"):

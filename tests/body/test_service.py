@@ -21,10 +21,25 @@ from atelier.runtime.status import field_violations
 
 # A mid-size man from the ANSUR ranges (cm), to render synthetic photos without the CSVs.
 BODY = {
-    "height": 176.0, "weight_kg": 82.0, "chest_width": 29.0, "chest_depth": 25.4, "waist_width": 32.0,
-    "waist_depth": 23.0, "hip_width": 34.5, "hip_depth": 24.5, "shoulder_width": 41.5, "neck_girth": 39.0,
-    "inseam": 84.5, "thigh_girth": 61.0, "chest_height": 127.0, "waist_height": 105.0, "hip_height": 88.0,
-    "shoulder_height": 144.0, "knee_height": 49.0, "sleeve_length": 59.0, "bicep_girth": 34.0,
+    "height": 176.0,
+    "weight_kg": 82.0,
+    "chest_width": 29.0,
+    "chest_depth": 25.4,
+    "waist_width": 32.0,
+    "waist_depth": 23.0,
+    "hip_width": 34.5,
+    "hip_depth": 24.5,
+    "shoulder_width": 41.5,
+    "neck_girth": 39.0,
+    "inseam": 84.5,
+    "thigh_girth": 61.0,
+    "chest_height": 127.0,
+    "waist_height": 105.0,
+    "hip_height": 88.0,
+    "shoulder_height": 144.0,
+    "knee_height": 49.0,
+    "sleeve_length": 59.0,
+    "bicep_girth": 34.0,
     "wrist_girth": 17.0,
 }
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +61,10 @@ def pose_stub(start_server, monkeypatch) -> body_pb2_grpc.BodyServiceStub:  # ty
     monkeypatch.delenv("ATELIER_BODY_POSE_MODEL", raising=False)
     monkeypatch.delenv("ATELIER_POSE_MODEL", raising=False)
     if not installed(default_bundle_path()):
-        pytest.fail(f"pose model not installed at {default_bundle_path()}: `make venv` installs it "
-                    "(or run `python -m atelier.body.setup_models`, which fetches mediapipe 0.10.21 from PyPI)")
+        pytest.fail(
+            f"pose model not installed at {default_bundle_path()}: `make venv` installs it "
+            "(or run `python -m atelier.body.setup_models`, which fetches mediapipe 0.10.21 from PyPI)"
+        )
     server = start_server("body", build)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     yield body_pb2_grpc.BodyServiceStub(channel)
@@ -68,11 +85,21 @@ def violations(call, request) -> list[tuple[str, str]]:  # type: ignore[no-untyp
 
 
 def test_predict_from_height_and_weight(stub: body_pb2_grpc.BodyServiceStub) -> None:
-    reply = stub.PredictMeasurements(body_pb2.PredictMeasurementsRequest(height_cm=176, weight_kg=82,
-                                                                         sex=body_pb2.SEX_MALE))
+    reply = stub.PredictMeasurements(
+        body_pb2.PredictMeasurementsRequest(height_cm=176, weight_kg=82, sex=body_pb2.SEX_MALE)
+    )
     got = {m.name: m for m in reply.measurements}
-    assert {"chest_girth", "waist_girth", "hip_girth", "inseam", "sleeve_length", "neck_girth", "shoulder_width",
-            "thigh_girth", "back_length"} <= got.keys()
+    assert {
+        "chest_girth",
+        "waist_girth",
+        "hip_girth",
+        "inseam",
+        "sleeve_length",
+        "neck_girth",
+        "shoulder_width",
+        "thigh_girth",
+        "back_length",
+    } <= got.keys()
     assert 95 < got["chest_girth"].value_cm < 110 and 1 < got["chest_girth"].stddev_cm < 4
     assert 78 < got["inseam"].value_cm < 90
     assert got["chest_girth"].method == "model(height,weight)"
@@ -81,19 +108,36 @@ def test_predict_from_height_and_weight(stub: body_pb2_grpc.BodyServiceStub) -> 
 
 def test_predict_bad_inputs(stub: body_pb2_grpc.BodyServiceStub) -> None:
     assert ("height_cm", pytest.approx) and any(
-        f == "height_cm" for f, _ in violations(stub.PredictMeasurements,
-                                                 body_pb2.PredictMeasurementsRequest(height_cm=300)))
-    found = violations(stub.PredictMeasurements, body_pb2.PredictMeasurementsRequest(
-        height_cm=170, weight_kg=500, known=[body_pb2.Measurement(name="chest", value_cm=90),
-                                             body_pb2.Measurement(name="waist_girth", value_cm=-1)]))
+        f == "height_cm"
+        for f, _ in violations(stub.PredictMeasurements, body_pb2.PredictMeasurementsRequest(height_cm=300))
+    )
+    found = violations(
+        stub.PredictMeasurements,
+        body_pb2.PredictMeasurementsRequest(
+            height_cm=170,
+            weight_kg=500,
+            known=[
+                body_pb2.Measurement(name="chest", value_cm=90),
+                body_pb2.Measurement(name="waist_girth", value_cm=-1),
+            ],
+        ),
+    )
     assert {f for f, _ in found} == {"weight_kg", "known[0].name", "known[1].value_cm"}
 
 
 @pytest.mark.slow
 def test_measure_synthetic_photos(stub: body_pb2_grpc.BodyServiceStub, tmp_path: Path) -> None:
     front, side = render(BODY, "front").image_rgb, render(BODY, "side").image_rgb
-    reply = stub.MeasureBody(body_pb2.MeasureBodyRequest(front=png(front), side=png(side), height_cm=176,
-                                                         weight_kg=82, sex=body_pb2.SEX_MALE, include_overlay=True))
+    reply = stub.MeasureBody(
+        body_pb2.MeasureBodyRequest(
+            front=png(front),
+            side=png(side),
+            height_cm=176,
+            weight_kg=82,
+            sex=body_pb2.SEX_MALE,
+            include_overlay=True,
+        )
+    )
     got = {m.name: m for m in reply.measurements}
     assert got["waist_girth"].method == "photo+model"
     truth_waist = 0.0
@@ -147,17 +191,25 @@ def test_measure_bad_photos(stub: body_pb2_grpc.BodyServiceStub) -> None:
 @pytest.mark.slow
 def test_side_photo_of_the_wrong_view_is_not_used(stub: body_pb2_grpc.BodyServiceStub) -> None:
     front = png(render(BODY, "front").image_rgb)
-    reply = stub.MeasureBody(body_pb2.MeasureBodyRequest(front=front, side=front, height_cm=176, weight_kg=82))
+    reply = stub.MeasureBody(
+        body_pb2.MeasureBodyRequest(front=front, side=front, height_cm=176, weight_kg=82)
+    )
     assert any("side photo looks like a front" in w for w in reply.warnings)
     got = {m.name: m for m in reply.measurements}
     assert got["waist_girth"].method == "photo(partial)+model"
 
 
 def chart_pb(display_name: str = "shirts") -> body_pb2.SizeChart:
-    sizes = [body_pb2.Size(label=label, ranges=[
-        body_pb2.SizeRange(measurement="chest_girth", min_cm=88 + 8 * i, max_cm=96 + 8 * i),
-        body_pb2.SizeRange(measurement="waist_girth", min_cm=76 + 8 * i, max_cm=84 + 8 * i)])
-        for i, label in enumerate(("S", "M", "L", "XL"))]
+    sizes = [
+        body_pb2.Size(
+            label=label,
+            ranges=[
+                body_pb2.SizeRange(measurement="chest_girth", min_cm=88 + 8 * i, max_cm=96 + 8 * i),
+                body_pb2.SizeRange(measurement="waist_girth", min_cm=76 + 8 * i, max_cm=84 + 8 * i),
+            ],
+        )
+        for i, label in enumerate(("S", "M", "L", "XL"))
+    ]
     return body_pb2.SizeChart(display_name=display_name, system="EN 13402", sizes=sizes)
 
 
@@ -179,9 +231,15 @@ def test_chart_crud_and_recommendation(stub: body_pb2_grpc.BodyServiceStub) -> N
         stub.UpdateSizeChart(body_pb2.UpdateSizeChartRequest(chart=changed))  # still version 1
     assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-    rec = stub.RecommendSize(body_pb2.RecommendSizeRequest(chart_name=created.name, measurements=[
-        body_pb2.Measurement(name="chest_girth", value_cm=104.5, stddev_cm=1.0),
-        body_pb2.Measurement(name="waist_girth", value_cm=91.0, stddev_cm=1.0)]))
+    rec = stub.RecommendSize(
+        body_pb2.RecommendSizeRequest(
+            chart_name=created.name,
+            measurements=[
+                body_pb2.Measurement(name="chest_girth", value_cm=104.5, stddev_cm=1.0),
+                body_pb2.Measurement(name="waist_girth", value_cm=91.0, stddev_cm=1.0),
+            ],
+        )
+    )
     assert {rec.best.size, rec.second.size} == {"M", "L"}
     zones = {z.measurement: z for z in rec.best.zones}
     assert zones["chest_girth"].fit in (body_pb2.FIT_TIGHT, body_pb2.FIT_LOOSE)
@@ -196,10 +254,15 @@ def test_charts_are_per_tenant(start_server) -> None:  # type: ignore[no-untyped
     server = start_server("body", build, api_keys=frozenset())
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = body_pb2_grpc.BodyServiceStub(channel)
-        created = stub.CreateSizeChart(body_pb2.CreateSizeChartRequest(chart=chart_pb()),
-                                       metadata=[("x-atelier-tenant", "brand-a")])
-        listed = stub.ListSizeCharts(body_pb2.ListSizeChartsRequest(), metadata=[("x-atelier-tenant", "brand-b")])
-        mine = stub.ListSizeCharts(body_pb2.ListSizeChartsRequest(), metadata=[("x-atelier-tenant", "brand-a")])
+        created = stub.CreateSizeChart(
+            body_pb2.CreateSizeChartRequest(chart=chart_pb()), metadata=[("x-atelier-tenant", "brand-a")]
+        )
+        listed = stub.ListSizeCharts(
+            body_pb2.ListSizeChartsRequest(), metadata=[("x-atelier-tenant", "brand-b")]
+        )
+        mine = stub.ListSizeCharts(
+            body_pb2.ListSizeChartsRequest(), metadata=[("x-atelier-tenant", "brand-a")]
+        )
     assert created.name in [c.name for c in mine.charts]
     assert created.name not in [c.name for c in listed.charts]
 
@@ -213,30 +276,68 @@ def test_chart_and_recommend_bad_inputs(stub: body_pb2_grpc.BodyServiceStub) -> 
     assert found == {"chart.display_name", "chart.sizes[1].ranges[0]", "chart.sizes[2].label"}
     found = {f for f, _ in violations(stub.RecommendSize, body_pb2.RecommendSizeRequest(chart=chart_pb()))}
     assert found == {"measurements"}
-    found = {f for f, _ in violations(stub.RecommendSize, body_pb2.RecommendSizeRequest(
-        chart=chart_pb(), chart_name="size-charts/x", measurements=[body_pb2.Measurement(name="hip_girth",
-                                                                                        value_cm=100)]))}
+    found = {
+        f
+        for f, _ in violations(
+            stub.RecommendSize,
+            body_pb2.RecommendSizeRequest(
+                chart=chart_pb(),
+                chart_name="size-charts/x",
+                measurements=[body_pb2.Measurement(name="hip_girth", value_cm=100)],
+            ),
+        )
+    }
     assert found == {"chart_name"}
-    found = {f for f, _ in violations(stub.RecommendSize, body_pb2.RecommendSizeRequest(
-        chart=chart_pb(), measurements=[body_pb2.Measurement(name="hip_girth", value_cm=100)]))}
+    found = {
+        f
+        for f, _ in violations(
+            stub.RecommendSize,
+            body_pb2.RecommendSizeRequest(
+                chart=chart_pb(), measurements=[body_pb2.Measurement(name="hip_girth", value_cm=100)]
+            ),
+        )
+    }
     assert found == {"measurements"}  # no zone of the chart given
 
 
 def test_size_grid_and_skirt_block(stub: body_pb2_grpc.BodyServiceStub) -> None:
-    reply = stub.CreateSizeGrid(body_pb2.CreateSizeGridRequest(block="skirt", skirt_length_cm=55, measurements=[
-        body_pb2.Measurement(name="waist_girth", value_cm=72, stddev_cm=1.2, method="photo+model"),
-        body_pb2.Measurement(name="hip_girth", value_cm=98)]))
+    reply = stub.CreateSizeGrid(
+        body_pb2.CreateSizeGridRequest(
+            block="skirt",
+            skirt_length_cm=55,
+            measurements=[
+                body_pb2.Measurement(name="waist_girth", value_cm=72, stddev_cm=1.2, method="photo+model"),
+                body_pb2.Measurement(name="hip_girth", value_cm=98),
+            ],
+        )
+    )
     doc = json.loads(reply.grid_json)
     assert [m["measurement"] for m in doc["measurements"]] == ["waist_girth", "hip_girth"]
     assert reply.grid_csv.decode().splitlines()[0].startswith("measurement,")
     assert len(reply.block.pieces) == 2
     ys = [p.y_mm for p in reply.block.pieces[0].points]
     assert max(ys) == pytest.approx(550.0)
-    found = {f for f, _ in violations(stub.CreateSizeGrid, body_pb2.CreateSizeGridRequest(
-        block="bodice", skirt_length_cm=500, measurements=[body_pb2.Measurement(name="inseam", value_cm=80)]))}
+    found = {
+        f
+        for f, _ in violations(
+            stub.CreateSizeGrid,
+            body_pb2.CreateSizeGridRequest(
+                block="bodice",
+                skirt_length_cm=500,
+                measurements=[body_pb2.Measurement(name="inseam", value_cm=80)],
+            ),
+        )
+    }
     assert found == {"block", "skirt_length_cm"}
-    found = {f for f, _ in violations(stub.CreateSizeGrid, body_pb2.CreateSizeGridRequest(
-        block="skirt", measurements=[body_pb2.Measurement(name="inseam", value_cm=80)]))}
+    found = {
+        f
+        for f, _ in violations(
+            stub.CreateSizeGrid,
+            body_pb2.CreateSizeGridRequest(
+                block="skirt", measurements=[body_pb2.Measurement(name="inseam", value_cm=80)]
+            ),
+        )
+    }
     assert found == {"measurements"}
 
 
@@ -290,7 +391,9 @@ def test_real_photos_bad_inputs_over_grpc(pose_stub: body_pb2_grpc.BodyServiceSt
     assert desc[0][0] == "front.data" and "too small" in desc[0][1]
     # A good front photo with the portrait as the side view: refused on the side field.
     front = png(render(BODY, "front").image_rgb)
-    desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=176, front=front, side=portrait))
+    desc = violations(
+        pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=176, front=front, side=portrait)
+    )
     assert desc[0][0] == "side.data" and "cut off" in desc[0][1]
 
 
@@ -298,9 +401,16 @@ def test_real_photos_bad_inputs_over_grpc(pose_stub: body_pb2_grpc.BodyServiceSt
 def test_measure_with_pose_model(pose_stub: body_pb2_grpc.BodyServiceStub) -> None:
     """The MediaPipe path on renders: landmarks seed the mask, shoulders and arms give shoulder and sleeve."""
     front, side = render(BODY, "front").image_rgb, render(BODY, "side").image_rgb
-    reply = pose_stub.MeasureBody(body_pb2.MeasureBodyRequest(front=png(front), side=png(side), height_cm=176,
-                                                              weight_kg=82, sex=body_pb2.SEX_MALE,
-                                                              include_overlay=True))
+    reply = pose_stub.MeasureBody(
+        body_pb2.MeasureBodyRequest(
+            front=png(front),
+            side=png(side),
+            height_cm=176,
+            weight_kg=82,
+            sex=body_pb2.SEX_MALE,
+            include_overlay=True,
+        )
+    )
     assert reply.segmentation_method == "mediapipe-pose+grabcut"
     got = {m.name: m for m in reply.measurements}
     for name in ("chest_girth", "waist_girth", "hip_girth", "inseam", "shoulder_width", "sleeve_length"):

@@ -21,20 +21,31 @@ from atelier.body.sizing import (
 def chart() -> SizeChart:
     sizes = []
     for i, label in enumerate(("S", "M", "L", "XL")):
-        sizes.append(Size(label, (SizeRange("chest_girth", 88 + 8 * i, 96 + 8 * i),
-                                  SizeRange("waist_girth", 76 + 8 * i, 84 + 8 * i))))
+        sizes.append(
+            Size(
+                label,
+                (
+                    SizeRange("chest_girth", 88 + 8 * i, 96 + 8 * i),
+                    SizeRange("waist_girth", 76 + 8 * i, 84 + 8 * i),
+                ),
+            )
+        )
     return SizeChart("shirts", "EN 13402", sizes)
 
 
 def test_clear_size_has_good_fit_and_no_second_choice() -> None:
-    rec = recommend(chart(), [BodyMeasurement("chest_girth", 100, 0.5), BodyMeasurement("waist_girth", 88, 0.5)])
+    rec = recommend(
+        chart(), [BodyMeasurement("chest_girth", 100, 0.5), BodyMeasurement("waist_girth", 88, 0.5)]
+    )
     assert rec.best.size == "M"
     assert {z.fit for z in rec.best.zones} == {"good"}
     assert rec.second is None
 
 
 def test_between_sizes_gives_second_choice_and_tight_zone() -> None:
-    rec = recommend(chart(), [BodyMeasurement("chest_girth", 104.5, 1.0), BodyMeasurement("waist_girth", 91, 1.0)])
+    rec = recommend(
+        chart(), [BodyMeasurement("chest_girth", 104.5, 1.0), BodyMeasurement("waist_girth", 91, 1.0)]
+    )
     assert {rec.best.size, rec.second.size if rec.second else None} == {"M", "L"}
     m = rec.best if rec.best.size == "M" else rec.second
     chest = next(z for z in m.zones if z.measurement == "chest_girth")
@@ -50,8 +61,13 @@ def test_beyond_the_chart_picks_the_closest_size() -> None:
 def test_chart_problems_name_fields() -> None:
     bad = SizeChart("", "", [Size("S", (SizeRange("chest", 90, 80),)), Size("S", ())])
     fields = {f for f, _ in chart_problems(bad)}
-    assert {"chart.display_name", "chart.sizes[0].ranges[0].measurement", "chart.sizes[0].ranges[0]",
-            "chart.sizes[1].label", "chart.sizes[1].ranges"} <= fields
+    assert {
+        "chart.display_name",
+        "chart.sizes[0].ranges[0].measurement",
+        "chart.sizes[0].ranges[0]",
+        "chart.sizes[1].label",
+        "chart.sizes[1].ranges",
+    } <= fields
 
 
 def test_size_grid_json_and_csv_agree() -> None:

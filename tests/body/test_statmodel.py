@@ -8,10 +8,22 @@ from atelier.body.statmodel import PARAMS_PATH, BodyModel, Observation, ellipse_
 from tests.body.conftest import ANSUR_DIR
 
 # README anchors (plain least squares, 5-fold CV, MAE cm): (a) height+weight, (b) + widths/depths.
-ANCHOR_A = {("male", "chest_girth"): 2.52, ("female", "chest_girth"): 3.37, ("male", "waist_girth"): 3.49,
-            ("female", "waist_girth"): 3.80, ("male", "hip_girth"): 2.04, ("female", "hip_girth"): 2.29}
-ANCHOR_B = {("male", "chest_girth"): 1.67, ("female", "chest_girth"): 1.63, ("male", "waist_girth"): 1.18,
-            ("female", "waist_girth"): 1.37, ("male", "hip_girth"): 1.17, ("female", "hip_girth"): 1.03}
+ANCHOR_A = {
+    ("male", "chest_girth"): 2.52,
+    ("female", "chest_girth"): 3.37,
+    ("male", "waist_girth"): 3.49,
+    ("female", "waist_girth"): 3.80,
+    ("male", "hip_girth"): 2.04,
+    ("female", "hip_girth"): 2.29,
+}
+ANCHOR_B = {
+    ("male", "chest_girth"): 1.67,
+    ("female", "chest_girth"): 1.63,
+    ("male", "waist_girth"): 1.18,
+    ("female", "waist_girth"): 1.37,
+    ("male", "hip_girth"): 1.17,
+    ("female", "hip_girth"): 1.03,
+}
 
 
 def test_ellipse_perimeter_circle_and_flat() -> None:
@@ -26,8 +38,12 @@ def test_shipped_params_match_regeneration(ansur: dict) -> None:
 
 def test_predictions_are_plausible_and_respond_to_weight() -> None:
     model = BodyModel.load()
-    light = model.predict({"height": Observation(178, 0.5), "weight_kg": Observation(65, 0.5)}, "male").estimates
-    heavy = model.predict({"height": Observation(178, 0.5), "weight_kg": Observation(105, 0.5)}, "male").estimates
+    light = model.predict(
+        {"height": Observation(178, 0.5), "weight_kg": Observation(65, 0.5)}, "male"
+    ).estimates
+    heavy = model.predict(
+        {"height": Observation(178, 0.5), "weight_kg": Observation(105, 0.5)}, "male"
+    ).estimates
     assert 85 < light["chest_girth"].value_cm < 100 < heavy["chest_girth"].value_cm < 125
     assert heavy["waist_girth"].value_cm - light["waist_girth"].value_cm > 20
     # Inseam depends on height, barely on weight.
@@ -48,10 +64,20 @@ def test_known_measurement_is_reproduced_and_narrows_the_rest() -> None:
 
 def test_sex_is_inferred_when_not_given() -> None:
     model = BodyModel.load()
-    tall = model.predict({"height": Observation(190, 0.5), "weight_kg": Observation(95, 0.5),
-                          "neck_girth": Observation(42, 0.5)})
-    small = model.predict({"height": Observation(158, 0.5), "weight_kg": Observation(52, 0.5),
-                           "neck_girth": Observation(31, 0.5)})
+    tall = model.predict(
+        {
+            "height": Observation(190, 0.5),
+            "weight_kg": Observation(95, 0.5),
+            "neck_girth": Observation(42, 0.5),
+        }
+    )
+    small = model.predict(
+        {
+            "height": Observation(158, 0.5),
+            "weight_kg": Observation(52, 0.5),
+            "neck_girth": Observation(31, 0.5),
+        }
+    )
     assert tall.sex_probability["male"] > 0.95
     assert small.sex_probability["female"] > 0.95
 
