@@ -2,7 +2,8 @@
 
 Settings (env ``ATELIER_GENERATION_<NAME>`` or ``ATELIER_<NAME>``):
 MODELS_DIR (default <ATELIER_DATA_DIR>/models/generation), PRELOAD ("none", "all", or model names, comma-separated),
-MEMORY_BUDGET_MB (8192), QUEUE_SIZE (jobs waiting per device, 4), DEVICE ("auto": cuda if
+MEMORY_BUDGET_MB (8192), QUEUE_SIZE (jobs waiting per device, 4), MAX_BATCH_IMAGES (1: compatible
+text-to-image requests of different callers share one pipeline call up to this many images), DEVICE ("auto": cuda if
 available, else cpu), DTYPE ("auto": float16 on CUDA, float32 on CPU; or bfloat16).
 """
 
@@ -44,6 +45,7 @@ def build(runtime: Runtime) -> ServiceSpec:
         device=device,
         memory_budget_bytes=int(float(config.setting("MEMORY_BUDGET_MB", "8192")) * 1024 * 1024),
         max_waiting=int(config.setting("QUEUE_SIZE", "4")),
+        max_batch_images=int(config.setting("MAX_BATCH_IMAGES", "1")),
         on_health=runtime.set_health,
     )
     preload = config.setting("PRELOAD", "none").strip()

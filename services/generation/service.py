@@ -51,6 +51,11 @@ SECONDS_PER_IMAGE = Histogram(
     "Device seconds per generated image.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40),
 )
+BATCH_IMAGES = Histogram(
+    "atelier_generation_batch_images",
+    "Images per pipeline call (several callers' compatible requests batch together).",
+    buckets=(1, 2, 4, 8, 16),
+)
 REJECTED_TOTAL = Counter("atelier_generation_rejected_total", "Jobs refused or stopped.", ("reason",))
 QUEUE_DEPTH = Gauge("atelier_generation_queue_depth", "Jobs waiting for the device.", ("device",))
 MODEL_MEMORY_BYTES = Gauge("atelier_generation_model_memory_bytes", "Memory held by loaded models.")
@@ -113,6 +118,7 @@ class GenerationService:
         device: DeviceSettings,
         memory_budget_bytes: int,
         max_waiting: int = 4,
+        max_batch_images: int = 1,
         limits: Limits | None = None,
         on_health: Any = None,
         loader: Any = None,
@@ -121,7 +127,10 @@ class GenerationService:
         self.sessions = sessions
         self.cache = ModelCache(models_dir, device, memory_budget_bytes, on_health=on_health, loader=loader)
         self.queue = DeviceQueue(
-            device.device, max_waiting, on_depth=lambda d: QUEUE_DEPTH.labels(device.device).set(d)
+            device.device,
+            max_waiting,
+            max_batch_images=max_batch_images,
+            on_depth=lambda d: QUEUE_DEPTH.labels(device.device).set(d),
         )
 
     # -- models -----------------------------------------------------------------------------
@@ -226,9 +235,17 @@ class GenerationService:
         results: list[engine.Output] = []
 
         def work(ticket: Ticket) -> None:
-            results.extend(self._run_on_device(call, ticket))
+            results.extend(self._run_on_device([ticket])[0])
 
-        ticket = self.queue.submit(work, cancellation)
+        key = engine.batch_key(self._job(call)) if self.queue.max_batch_images > 1 else None
+        ticket = self.queue.submit(
+            work,
+            cancellation,
+            batch_key=key,
+            batch_images=call.num_images,
+            batch_work=self._run_batch,
+            payload=(call, results),
+        )
         last_position = -1
         try:
             while True:
@@ -258,8 +275,30 @@ class GenerationService:
         round_no = self.sessions.save_round(tenant, session_id, call.model, history, [o.png for o in results])
         yield Finished(session_id=session_id, round=round_no, outputs=results)
 
-    def _run_on_device(self, call: GenerateCall, ticket: Ticket) -> list[engine.Output]:
-        """Runs in the device thread: load, check the prompt length, denoise, free memory on OOM."""
+    @staticmethod
+    def _job(call: GenerateCall) -> engine.Job:
+        return engine.Job(
+            model=call.model,
+            mode=call.mode,
+            settings=call.settings,
+            num_images=call.num_images,
+            init_image=call.init_image,
+            mask=call.mask,
+            preview_every=call.preview_every,
+        )
+
+    def _run_batch(self, tickets: list[Ticket]) -> None:
+        """Compatible text-to-image jobs from several callers in one pipeline call (queue's batch_work)."""
+        for ticket, outputs in zip(tickets, self._run_on_device(tickets), strict=True):
+            ticket.payload[1].extend(outputs)
+
+    def _run_on_device(self, tickets: list[Ticket]) -> list[list[engine.Output]]:
+        """Runs in the device thread: load, check the prompt length, denoise, free memory on OOM.
+
+        Several tickets only when they share engine.batch_key (same model and settings but prompts and seeds).
+        """
+        calls: list[GenerateCall] = [t.payload[0] for t in tickets]
+        call = calls[0]
         names = [
             call.model,
             *call.settings.loras,
@@ -270,23 +309,33 @@ class GenerationService:
         began = time.monotonic()
         pipe: Any = None
         controlnet: Any = None
+        results: list[list[engine.Output]] = [[] for _ in tickets]
         try:
             pipe = self._load(call.model)
-            self._check_prompts(pipe, call.settings)
+            if len(tickets) == 1:
+                self._check_prompts(pipe, call.settings)
+                running = [0]
+            else:  # a caller's too-long prompt fails that caller alone
+                running = []
+                for k, (ticket, c) in enumerate(zip(tickets, calls, strict=True)):
+                    try:
+                        self._check_prompts(pipe, c.settings)
+                        running.append(k)
+                    except InvalidArgumentError as exc:
+                        ticket.emit(exc)
             controlnet = self._load(call.settings.controlnet) if call.settings.controlnet else None
             loras = {name: self._load(name) for name in call.settings.loras}
-            job = engine.Job(
-                model=call.model,
-                mode=call.mode,
-                settings=call.settings,
-                num_images=call.num_images,
-                init_image=call.init_image,
-                mask=call.mask,
-                preview_every=call.preview_every,
-            )
-            outputs = engine.run(
-                pipe, job, ticket.cancellation, ticket.emit, controlnet=controlnet, loras=loras
-            )
+            if running:
+                batch_outputs = engine.run_batch(
+                    pipe,
+                    [self._job(calls[k]) for k in running],
+                    [tickets[k].cancellation for k in running],
+                    [tickets[k].emit for k in running],
+                    controlnet=controlnet,
+                    loras=loras,
+                )
+                for k, outputs in zip(running, batch_outputs, strict=True):
+                    results[k] = outputs
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
             self._unpin(names)
             raise
@@ -315,12 +364,15 @@ class GenerationService:
                 "freed: retry, or ask for fewer or smaller images",
                 retry_after_s=5.0,
             )
-        elapsed = time.monotonic() - began
-        SECONDS.labels(call.mode).observe(elapsed)
-        SECONDS_PER_IMAGE.observe(elapsed / max(1, len(outputs)))
-        IMAGES_TOTAL.labels(call.mode).inc(len(outputs))
-        STEPS_TOTAL.labels(call.mode).inc(call.settings.steps)
-        return outputs
+        images = sum(len(r) for r in results)
+        if images:  # not when every caller of a batch was refused for its prompt
+            elapsed = time.monotonic() - began
+            SECONDS.labels(call.mode).observe(elapsed)
+            SECONDS_PER_IMAGE.observe(elapsed / images)
+            BATCH_IMAGES.observe(images)
+            IMAGES_TOTAL.labels(call.mode).inc(images)
+            STEPS_TOTAL.labels(call.mode).inc(call.settings.steps)
+        return results
 
     def _unpin(self, names: list[str]) -> None:
         for name in names:

@@ -20,7 +20,6 @@ from grpc_status import rpc_status
 from PIL import Image
 
 from atelier.common.v1 import image_pb2
-from atelier.generation import engine
 from atelier.generation.v1 import generation_pb2 as pb
 from atelier.runtime.context import Cancellation
 from atelier.runtime.status import field_violations
@@ -444,29 +443,77 @@ def test_deadline_stops_generation_with_deadline_exceeded(gen_server: Start) -> 
     assert time.monotonic() - began < 12
 
 
+def _oom_on_second_unet_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UNet raises CUDA's out-of-memory error on its second call, inside the real denoising loop.
+
+    Patched on the class, not on a cached instance, so the test itself keeps no model alive.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    real_forward = UNet2DConditionModel.forward
+    calls = {"n": 0}
+
+    def forward(self: object, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
+
+
 @pytest.mark.slow
 def test_out_of_memory_is_resource_exhausted_frees_models_and_service_stays_up(
     gen_server: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
     server = gen_server()
     server.generate(pb.GenerateRequest(model="tiny", settings=settings()))
     server.generate(pb.GenerateRequest(model="tiny-single", settings=settings()))
     held = [weakref.ref(server.service.cache.get(name)) for name in ("tiny", "tiny-single")]
-    real_run = engine.run
 
-    def oom(*args: object, **kwargs: object) -> object:
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(engine, "run", oom)
+    _oom_on_second_unet_step(monkeypatch)
+    seen: list[int] = []
     with pytest.raises(grpc.RpcError) as info:
-        server.generate(pb.GenerateRequest(model="tiny-single", settings=settings()))
+        for event in server.stub.Generate(pb.GenerateRequest(model="tiny-single", settings=settings())):
+            seen.append(event.progress.step)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "memory" in info.value.details()
+    assert 1 in seen and 2 not in seen  # step 1 ran; the error came from inside the denoising loop
+    status = rpc_status.from_call(info.value)
+    assert status is not None and any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
     assert server.service.cache.used_bytes == 0  # every cached model was freed, the one in use too
     gc.collect()
-    assert [ref() for ref in held] == [None, None]  # really gone, not just forgotten by the cache
-    monkeypatch.setattr(engine, "run", real_run)
+    # Really gone, not just forgotten by the cache: no traceback frame kept the pipeline in use alive.
+    assert [ref() for ref in held] == [None, None]
+    states = {m.name: m.state for m in server.stub.ListModels(pb.ListModelsRequest()).models}
+    assert states["tiny-single"] == pb.MODEL_STATE_INSTALLED  # not marked failed: it loads again
+    assert health(server, "atelier.generation.v1.GenerationService") == health_pb2.HealthCheckResponse.SERVING
+    monkeypatch.undo()
+    assert images(server.generate(pb.GenerateRequest(model="tiny-single", settings=settings())))
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_batch_answers_every_caller_in_it(
+    gen_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = gen_server(MAX_BATCH_IMAGES="4")
+    server.generate(pb.GenerateRequest(model="tiny", settings=settings()))  # loaded
+    release = threading.Event()
+    busy = server.service.queue.submit(lambda _t: release.wait(30), Cancellation())
+    assert busy.started.wait(5)
+    calls = [
+        server.stub.Generate(pb.GenerateRequest(model="tiny", settings=settings(seed=s)), timeout=60)
+        for s in (1, 2)
+    ]
+    assert sorted(next(c).progress.queue_position for c in calls) == [1, 2]
+    _oom_on_second_unet_step(monkeypatch)
+    release.set()
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            list(call)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert server.service.cache.used_bytes == 0
+    monkeypatch.undo()
     assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings())))
 
 
@@ -522,3 +569,136 @@ def test_runs_as_its_own_process_with_preloading(
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         events = list(stub.Generate(pb.GenerateRequest(model="tiny", settings=settings()), timeout=60))
         assert decode(images(events)[0].image.data).shape == (64, 64, 3)
+
+
+def _hold_device(server: GenServer) -> threading.Event:
+    """Occupies the device thread until the returned event is set, so requests queue up behind it."""
+    release = threading.Event()
+    busy = server.service.queue.submit(lambda _t: release.wait(30), Cancellation())
+    assert busy.started.wait(5)
+    return release
+
+
+def _batch_metric() -> tuple[float, float]:
+    """(pipeline calls, images in them) so far, from atelier_generation_batch_images."""
+    from atelier.generation.service import BATCH_IMAGES
+
+    samples = BATCH_IMAGES.collect()[0].samples
+    count = next(s.value for s in samples if s.name.endswith("_count"))
+    total = next(s.value for s in samples if s.name.endswith("_sum"))
+    return count, total
+
+
+def test_compatible_requests_from_different_callers_share_one_batch(gen_server: Start) -> None:
+    server = gen_server(MAX_BATCH_IMAGES="4", QUEUE_SIZE="4")
+    requests = [
+        pb.GenerateRequest(
+            model="tiny", settings=settings(seed=21, prompt="red tartan"), num_images=2, preview_every=2
+        ),
+        pb.GenerateRequest(
+            model="tiny",
+            settings=settings(seed=30, prompt="blue denim", negative_prompt="blurry"),
+            preview_every=2,
+        ),
+    ]
+    alone = [server.generate(r) for r in requests]  # one at a time: nothing to batch with
+    release = _hold_device(server)
+    too_long = pb.GenerateRequest(model="tiny", settings=settings(prompt="floral " * 20))
+    calls = [server.stub.Generate(r, timeout=60) for r in (*requests, too_long)]
+    assert sorted(next(c).progress.queue_position for c in calls) == [1, 2, 3]  # all three waiting
+    before = _batch_metric()
+    release.set()
+    batched = [list(c) for c in calls[:2]]
+    with pytest.raises(grpc.RpcError) as info:  # the too-long prompt fails its own caller only
+        list(calls[2])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "settings.prompt" in [f for f, _ in field_violations(info.value)]
+    calls_after, images_after = _batch_metric()
+    assert (calls_after, images_after) == (before[0] + 1, before[1] + 3)  # one pipeline call, 2 + 1 images
+
+    for request, solo, events in zip(requests, alone, batched, strict=True):
+        assert [e.progress.step for e in events if e.progress.total_steps] == [1, 2, 3, 4]
+        got, want = images(events), images(solo)
+        assert (
+            [i.seed for i in got]
+            == [i.seed for i in want]
+            == [request.settings.seed + i for i in range(max(1, request.num_images))]
+        )
+        for g, w in zip(got, want, strict=True):
+            # Not bit-exact: the UNet and VAE kernels of a batch of 3 round differently from a batch of 1
+            # or 2 (about 1e-6 in float), which moves a rare pixel by one level.
+            difference = np.abs(decode(g.image.data).astype(int) - decode(w.image.data))
+            assert difference.max() <= 2 and difference.mean() < 0.05
+            meta = json.loads(Image.open(io.BytesIO(g.image.data)).text["atelier"])
+            assert meta["batch_images"] == 3 and meta["settings"]["prompt"] == request.settings.prompt
+            assert meta["settings"]["negative_prompt"] == request.settings.negative_prompt
+        # Each caller's previews come from its own latents.
+        previews = [decode(e.progress.preview.data) for e in events if e.progress.preview.data]
+        solo_previews = [decode(e.progress.preview.data) for e in solo if e.progress.preview.data]
+        assert len(previews) == len(solo_previews) == 2
+        for p, q in zip(previews, solo_previews, strict=True):
+            assert np.abs(p.astype(int) - q).max() <= 2
+    first_a, first_b = (decode(images(e)[0].image.data).astype(int) for e in batched)
+    assert np.abs(first_a - first_b).mean() > 1  # different prompts and seeds: different pictures
+    assert (
+        np.abs(
+            decode(next(e.progress.preview.data for e in batched[0] if e.progress.preview.data)).astype(int)
+            - decode(next(e.progress.preview.data for e in batched[1] if e.progress.preview.data))
+        ).mean()
+        > 1
+    )
+
+
+def test_cancelling_one_caller_of_a_batch_leaves_the_others_running(
+    gen_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from atelier.generation import engine
+
+    server = gen_server(MAX_BATCH_IMAGES="4")
+    keep = pb.GenerateRequest(model="tiny", settings=settings(seed=5, steps=6))
+    leave = pb.GenerateRequest(model="tiny", settings=settings(seed=6, steps=6))
+    alone = decode(images(server.generate(keep))[0].image.data)
+
+    # Hold the denoising loop at step 3 until the service has seen the cancel, so the cancel lands mid-batch.
+    batch: dict[str, object] = {}
+    real_run_batch, real_forward = engine.run_batch, UNet2DConditionModel.forward
+
+    def run_batch(
+        pipe: object, jobs: list[engine.Job], cancellations: list[Cancellation], *a: object, **k: object
+    ):  # type: ignore[no-untyped-def]
+        batch["leaving"] = next(c for j, c in zip(jobs, cancellations, strict=True) if j.settings.seed == 6)
+        batch["size"] = len(jobs)
+        return real_run_batch(pipe, jobs, cancellations, *a, **k)  # type: ignore[arg-type]
+
+    steps = {"n": 0}
+
+    def forward(self: object, *args: object, **kwargs: object) -> object:
+        steps["n"] += 1
+        if steps["n"] == 3:
+            leaving = batch["leaving"]
+            deadline = time.monotonic() + 10
+            while not leaving.cancelled and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.01)
+        return real_forward(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "run_batch", run_batch)
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
+    release = _hold_device(server)
+    leaving_call = server.stub.Generate(leave, timeout=60)
+    staying_call = server.stub.Generate(keep, timeout=60)
+    assert sorted(next(c).progress.queue_position for c in (leaving_call, staying_call)) == [1, 2]
+    release.set()
+    for event in leaving_call:
+        if event.progress.step == 2:
+            break
+    leaving_call.cancel()
+    events = list(staying_call)
+    assert batch["size"] == 2 and batch["leaving"].cancelled  # type: ignore[attr-defined]
+    assert [e.progress.step for e in events if e.progress.total_steps] == [1, 2, 3, 4, 5, 6]
+    difference = np.abs(decode(images(events)[0].image.data).astype(int) - alone)
+    assert difference.max() <= 2 and difference.mean() < 0.05
+    with pytest.raises(grpc.RpcError) as info:
+        list(leaving_call)
+    assert info.value.code() == grpc.StatusCode.CANCELLED
