@@ -60,7 +60,7 @@ def _fail(exc: grpc.RpcError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _sex(sex: str) -> int:
+def _sex(sex: str) -> body_pb2.Sex.ValueType:
     if sex.lower() not in SEXES:
         raise typer.BadParameter("--sex must be female or male")
     return SEXES[sex.lower()]
