@@ -98,7 +98,7 @@ def fit_chunk(
         warnings.simplefilter("ignore")
         result = StatsForecast(
             models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1
-        ).forecast(df=frame, h=horizon, **({"level": list(levels)} if levels else {}))
+        ).forecast(df=frame, h=horizon, **({"level": list(levels)} if levels else {}))  # type: ignore[arg-type]
     out = []
     for i in range(len(histories)):
         rows = result[result["unique_id"] == i]
@@ -295,13 +295,14 @@ def predict(
         mean, intervals = stats[i]
         notes: list[str] = []
         if calibrate:
-            if factors[seasonal[i]] is None:
+            factor = factors[seasonal[i]]
+            if factor is None:
                 notes.append(
                     "too little history to hold out for interval calibration: the model's own "
                     "intervals are given uncalibrated"
                 )
             else:
-                intervals = _scale_intervals(mean, intervals, factors[seasonal[i]])
+                intervals = _scale_intervals(mean, intervals, factor)
         name = stat_name if seasonal[i] else "ets_nonseasonal"
         if not seasonal[i]:
             notes.append(
