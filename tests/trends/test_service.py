@@ -361,3 +361,44 @@ def test_interval_coverage_on_simulated_series(stub: trends_pb2_grpc.TrendsServi
         np.mean(np.array(f.intervals[0].upper) - np.array(f.intervals[0].lower)) for f in reply.forecasts
     ]
     assert float(np.mean(widths)) < 1.5 * 2 * 1.2816
+
+
+def test_daily_series_and_gaps(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    # 20 weeks of daily data with a weekly cycle (weekends high), three days missing.
+    day_s = 86_400
+    t = np.arange(140)
+    values = 20 + 8 * (t % 7 >= 5) + np.random.default_rng(2).normal(0, 0.5, 140)
+    obs = [
+        trends_pb2.Observation(series="daily", time=ts(MONDAY_2015 + k * day_s), value=float(values[k]))
+        for k in range(140)
+        if k not in (30, 31, 77)
+    ]
+    info = trends_pb2.SeriesInfo(series="daily", frequency=trends_pb2.FREQUENCY_DAILY)
+    stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=obs, series=[info]))
+    reply = stub.Forecast(trends_pb2.ForecastRequest(horizon=14, model="mstl"))
+    (f,) = reply.forecasts
+    assert (
+        f.times[0].seconds == MONDAY_2015 + 140 * day_s and f.times[1].seconds - f.times[0].seconds == day_s
+    )
+    mean = np.array(f.mean)
+    weekend = (np.arange(140, 154) % 7) >= 5
+    assert abs(mean[weekend].mean() - 28) < 1.0 and abs(mean[~weekend].mean() - 20) < 1.0
+    assert any("3 missing periods" in note for note in f.notes)
+    # Daily horizons go to 730; beyond is refused.
+    daily = trends_pb2.SeriesFilter(series=["daily"])
+    assert fields(
+        violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=daily, horizon=731)))
+    ) == ["horizon"]
+
+
+def test_tenants_do_not_see_each_other(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    a, b = (("x-atelier-tenant", "brand-a"),), (("x-atelier-tenant", "brand-b"),)
+    request = trends_pb2.IngestObservationsRequest(observations=weekly("shared-key", np.ones(3)))
+    stub.IngestObservations(request, metadata=a)
+    assert stub.IngestObservations(request, metadata=b).inserted == 3  # not "unchanged": b's own
+    assert [s.series for s in stub.ListSeries(trends_pb2.ListSeriesRequest(), metadata=a).series] == [
+        "shared-key"
+    ]
+    violations_of(
+        lambda: stub.GetSeries(trends_pb2.GetSeriesRequest(series="shared-key")), grpc.StatusCode.NOT_FOUND
+    )
