@@ -297,7 +297,15 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             shown = ", ".join(f"{name!r} has {n}" for name, n in short[:5])
             more = f" (and {len(short) - 5} more)" if len(short) > 5 else ""
             raise InvalidArgumentError.for_field(
-                "filter", f"too short history: {shown}{more} observations, {history_needed} needed"
+                "filter",
+                f"too short history: {shown}{more} observations, {history_needed} needed"
+                + (
+                    f" (a backtest holds out horizon x windows = {history_needed - forecasting.MIN_HISTORY}"
+                    " periods: use a shorter horizon or fewer windows, or leave these series out)"
+                    if history_needed > forecasting.MIN_HISTORY
+                    else "; from there up to two seasons a non-seasonal model is used, and said so in "
+                    "the notes; leave these series out with the filter until they have more"
+                ),
             )
         groups: dict[Frequency, list[SeriesData]] = {}
         for d in data:
