@@ -1,23 +1,34 @@
 """Generation benchmark: what the gRPC service adds on top of calling the same diffusers pipeline directly.
 
-    flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py [--repeats 15] [--steps 20]
+    flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py [--repeats 21] [--steps 20]
+    flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py --part gpu        # on a CUDA machine
+    .venv/bin/python bench/generation.py --gpu-dry-run   # the GPU code path, tiny and on the CPU, writes nothing
 
-CPU, tiny random-weight SD 1.x pipeline (atelier.generation.testing), 64 x 64 px. For each mode the
-raw diffusers call and the full gRPC Generate (validation, device queue, PNG with settings, session
-commit to SQLite, streaming over a localhost socket) run interleaved on the same loaded weights;
-the table shows medians. The GPU rows of issue #8 need a GPU machine: none was available here.
+CPU part (section "generation"): tiny random-weight SD 1.x pipeline (atelier.generation.testing), 64 x 64
+px. For each mode the raw diffusers call and the full gRPC Generate (validation, device queue, PNG with
+settings, session commit to SQLite, streaming over a localhost socket) run interleaved, alternating
+which goes first, on the same loaded weights; medians of the times and of the paired differences.
+
+GPU part (section "generation-gpu"): SD 1.5-size random-weight pipeline (859.5 M-parameter UNet) in
+float16, 512 x 512, 30 steps, img2img strength 0.75, batch 1 and 4 (num_images), gRPC Generate against
+diffusers' img2img on the service's own loaded weights, with peak GPU memory. Without CUDA it records
+that it was not measured and the command that measures it.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -28,40 +39,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from atelier.common.v1 import image_pb2
 from atelier.generation import testing
-from atelier.generation.models import DeviceSettings, ModelEntry, load_checkpoint
 from atelier.generation.server import build
 from atelier.generation.v1 import generation_pb2 as pb
 from atelier.generation.v1 import generation_pb2_grpc
 from atelier.runtime.config import ServiceConfig
 from atelier.runtime.server import Server
-from bench.report import write_section
+from bench.report import BENCHMARKS_MD, write_section
 from tests.conftest import wait_serving
 
-SIZE_PX = 64
 PROMPT = "a paisley print on silk, studio light"
+GPU_COMMAND = "flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py --part gpu"
 
 
-def init_photo() -> bytes:
-    y, x = np.mgrid[0:SIZE_PX, 0:SIZE_PX]
+def init_photo(size_px: int) -> bytes:
+    y, x = np.mgrid[0:size_px, 0:size_px] * (64 / size_px)
     rgb = np.stack([x * 4, y * 4, (x + y) * 2], -1).clip(0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="atelier-bench-gen-"))
-    models = work / "models"
-    testing.write_tiny_model(models / "tiny", seed=0)
-    os.environ["ATELIER_GENERATION_MODELS_DIR"] = str(models)
-    os.environ["ATELIER_GENERATION_DEVICE"] = "cpu"
-    os.environ["ATELIER_GENERATION_PRELOAD"] = "tiny"
+@contextmanager
+def serving(work: Path, models: Path, **settings: str) -> Iterator[tuple[Server, Any]]:
+    """The generation server on a localhost port; settings are ATELIER_GENERATION_* (restored after start)."""
+    env = {"MODELS_DIR": str(models), **settings}
+    saved = {k: os.environ.get(f"ATELIER_GENERATION_{k}") for k in env}
+    os.environ.update({f"ATELIER_GENERATION_{k}": v for k, v in env.items()})
     config = ServiceConfig(
         service="generation",
         data_dir=work / "data",
@@ -70,116 +73,339 @@ def main() -> int:
         log_level="WARNING",
     )
     server = Server(config, build)
-    server.start(metrics_port=0)
+    try:
+        server.start(metrics_port=0)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(f"ATELIER_GENERATION_{k}", None)
+            else:
+                os.environ[f"ATELIER_GENERATION_{k}"] = v
     address = f"127.0.0.1:{server.port}"
     wait_serving(address)
-    stub = generation_pb2_grpc.GenerationServiceStub(grpc.insecure_channel(address))
+    channel = grpc.insecure_channel(address)
+    try:
+        yield server, generation_pb2_grpc.GenerationServiceStub(channel)
+    finally:
+        channel.close()
+        server.stop(grace_s=1)
 
-    # The direct path: the same folder loaded by the same loader, called as diffusers documents it.
-    pipe = load_checkpoint(ModelEntry(name="tiny", kind="diffusers", path=models / "tiny"), DeviceSettings())
-    from diffusers import StableDiffusionImg2ImgPipeline
 
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-    img2img.set_progress_bar_config(disable=True)
-    init_bytes = init_photo()
+def interleaved(
+    direct: Callable[[int], None],
+    remote: Callable[[int], None],
+    repeats: int,
+    warmups: int = 2,
+    sync: Callable[[], None] = lambda: None,
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of each, run in pairs whose order alternates, so drifting load hits both alike."""
+    for warm in range(warmups):
+        direct(warm)
+        remote(warm)
+    direct_s: list[float] = []
+    remote_s: list[float] = []
+    for i in range(repeats):
+        pair = [(direct, direct_s), (remote, remote_s)]
+        for fn, out in pair if i % 2 == 0 else reversed(pair):
+            sync()
+            began = time.perf_counter()
+            fn(100 + i)
+            sync()
+            out.append(time.perf_counter() - began)
+    return direct_s, remote_s
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def img2img_request(init_bytes: bytes, seed: int, steps: int, size_px: int, batch: int) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        model="bench",
+        mode=pb.MODE_IMAGE_TO_IMAGE,
+        init_image=image_pb2.Image(data=init_bytes),
+        num_images=batch,
+        settings=pb.GenerationSettings(
+            prompt=PROMPT,
+            seed=seed,
+            steps=steps,
+            guidance_scale=7.5,
+            strength=0.75,
+            width_px=size_px,
+            height_px=size_px,
+        ),
+    )
+
+
+def count_images(stub: Any, request: pb.GenerateRequest) -> int:
+    return sum(1 for e in stub.Generate(request, timeout=600) if e.HasField("image"))
+
+
+# -- CPU ----------------------------------------------------------------------------------------------
+
+
+def measure_cpu(repeats: int, steps: int) -> str:
+    size_px = 64
+    work = Path(tempfile.mkdtemp(prefix="atelier-bench-gen-"))
+    models = work / "models"
+    testing.write_tiny_model(models / "bench", seed=0)
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    init_bytes = init_photo(size_px)
     init_image = Image.open(io.BytesIO(init_bytes)).convert("RGB")
-
-    def direct_t2i(seed: int) -> None:
-        with torch.inference_mode():
-            pipe(
-                PROMPT,
-                num_inference_steps=args.steps,
-                guidance_scale=7.5,
-                width=SIZE_PX,
-                height=SIZE_PX,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="np",
-            )
-
-    def direct_i2i(seed: int) -> None:
-        with torch.inference_mode():
-            img2img(
-                PROMPT,
-                image=init_image,
-                strength=0.75,
-                num_inference_steps=args.steps,
-                guidance_scale=7.5,
-                generator=torch.Generator().manual_seed(seed),
-                output_type="np",
-            )
-
-    settings = dict(prompt=PROMPT, steps=args.steps, guidance_scale=7.5, width_px=SIZE_PX, height_px=SIZE_PX)
-
-    def grpc_t2i(seed: int) -> None:
-        request = pb.GenerateRequest(
-            model="tiny", mode=pb.MODE_TEXT_TO_IMAGE, settings=pb.GenerationSettings(seed=seed, **settings)
-        )  # type: ignore[arg-type]
-        assert sum(1 for e in stub.Generate(request) if e.HasField("image")) == 1
-
-    def grpc_i2i(seed: int) -> None:
-        request = pb.GenerateRequest(
-            model="tiny",
-            mode=pb.MODE_IMAGE_TO_IMAGE,
-            init_image=image_pb2.Image(data=init_bytes),
-            settings=pb.GenerationSettings(seed=seed, strength=0.75, **settings),
-        )  # type: ignore[arg-type]
-        assert sum(1 for e in stub.Generate(request) if e.HasField("image")) == 1
-
     rows = []
     load_before = os.getloadavg()
-    for mode, direct, remote in (
-        ("text-to-image", direct_t2i, grpc_t2i),
-        ("img2img, strength 0.75", direct_i2i, grpc_i2i),
-    ):
-        for warm in range(2):
-            direct(warm)
-            remote(warm)
-        direct_s, remote_s = [], []
-        for i in range(args.repeats):
-            # Interleaved, alternating which goes first, so drifting machine load hits both alike.
-            pair = [(direct, direct_s), (remote, remote_s)]
-            for fn, out in pair if i % 2 == 0 else reversed(pair):
-                began = time.perf_counter()
-                fn(100 + i)
-                out.append(time.perf_counter() - began)
-        d, r = statistics.median(direct_s), statistics.median(remote_s)
-        rows.append((mode, d, r, (r - d) * 1000, (r - d) / d * 100, min(direct_s), min(remote_s)))
-        print(
-            f"{mode}: direct {d:.4f} s, gRPC {r:.4f} s, overhead {(r - d) * 1000:.1f} ms ({(r - d) / d * 100:+.1f} %)",
-            flush=True,
-        )
-    load_after = os.getloadavg()
-    server.stop(grace_s=1)
+    with serving(work, models, DEVICE="cpu", PRELOAD="bench") as (server, stub):
+        # The direct path runs on the service's own loaded pipeline: the same weights, the same threads.
+        pipe = server.spec.servicers[0][1].service.cache.get("bench")
+        components = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
+        text2image = StableDiffusionPipeline(**components)
+        img2img = StableDiffusionImg2ImgPipeline(**components)
+        for p in (text2image, img2img):
+            p.set_progress_bar_config(disable=True)
 
+        def direct_t2i(seed: int) -> None:
+            with torch.inference_mode():
+                text2image(
+                    PROMPT,
+                    num_inference_steps=steps,
+                    guidance_scale=7.5,
+                    width=size_px,
+                    height=size_px,
+                    generator=[torch.Generator().manual_seed(seed)],
+                    output_type="np",
+                )
+
+        def grpc_t2i(seed: int) -> None:
+            request = pb.GenerateRequest(
+                model="bench",
+                settings=pb.GenerationSettings(
+                    prompt=PROMPT,
+                    seed=seed,
+                    steps=steps,
+                    guidance_scale=7.5,
+                    width_px=size_px,
+                    height_px=size_px,
+                ),
+            )
+            assert count_images(stub, request) == 1
+
+        def img2img_pair(batch: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
+            def direct(seed: int) -> None:
+                with torch.inference_mode():
+                    img2img(
+                        PROMPT,
+                        image=init_image,
+                        strength=0.75,
+                        num_inference_steps=steps,
+                        guidance_scale=7.5,
+                        num_images_per_prompt=batch,
+                        generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)],
+                        output_type="np",
+                    )
+
+            def remote(seed: int) -> None:
+                assert count_images(stub, img2img_request(init_bytes, seed, steps, size_px, batch)) == batch
+
+            return direct, remote
+
+        for mode, (direct, remote) in (
+            ("text-to-image, batch 1", (direct_t2i, grpc_t2i)),
+            ("img2img 0.75, batch 1", img2img_pair(1)),
+            ("img2img 0.75, batch 4", img2img_pair(4)),
+        ):
+            direct_s, remote_s = interleaved(direct, remote, repeats)
+            d, r = statistics.median(direct_s), statistics.median(remote_s)
+            paired = [(b - a) / a * 100 for a, b in zip(direct_s, remote_s, strict=True)]
+            lo, hi = quartiles(paired)
+            rows.append((mode, d, r, (r - d) * 1000, statistics.median(paired), lo, hi))
+            print(
+                f"{mode}: direct {d:.4f} s, gRPC {r:.4f} s, overhead {(r - d) * 1000:.1f} ms "
+                f"(paired median {statistics.median(paired):+.1f} %, IQR {lo:+.1f}..{hi:+.1f} %)",
+                flush=True,
+            )
+    load_after = os.getloadavg()
     lines = [
-        f"CPU, tiny random-weight SD 1.x pipeline ({SIZE_PX} x {SIZE_PX} px, {args.steps} steps, guidance 7.5, "
-        f"batch 1), median of {args.repeats} interleaved runs after 2 warm-ups; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Load average before/after: "
-        f"{load_before[0]:.2f}/{load_after[0]:.2f} (the machine is shared).",
+        f"CPU, tiny random-weight SD 1.x pipeline ({size_px} x {size_px} px, {steps} steps, guidance 7.5), "
+        f"{repeats} interleaved pairs (order alternating) after 2 warm-ups, both on the service's loaded "
+        f"weights; torch {torch.__version__}, {torch.get_num_threads()} threads. Load average before/after: "
+        f"{load_before[0]:.2f}/{load_after[0]:.2f} (the machine is shared with other work).",
         "",
-        "| mode | direct diffusers call (s) | gRPC Generate end to end (s) | overhead (ms) | overhead (%) "
-        "| best direct (s) | best gRPC (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | direct diffusers call, median (s) | gRPC Generate end to end, median (s) | overhead (ms) "
+        "| overhead, median of pairs (%) | IQR of pairs (%) |",
+        "|---|---|---|---|---|---|",
     ]
-    for mode, d, r, ms, pct, best_d, best_r in rows:
-        lines.append(f"| {mode} | {d:.4f} | {r:.4f} | {ms:.1f} | {pct:+.1f} | {best_d:.4f} | {best_r:.4f} |")
+    for mode, d, r, ms, pct, lo, hi in rows:
+        lines.append(f"| {mode} | {d:.4f} | {r:.4f} | {ms:.1f} | {pct:+.1f} | {lo:+.1f} .. {hi:+.1f} |")
+    worst = max(row[4] for row in rows)
     lines += [
         "",
-        "Target: overhead < 5 % per request. The gRPC side includes request validation, the device queue's "
-        "thread hop, the PNG with its settings chunks, the session commit (SQLite, synchronous=FULL) and "
-        "streaming the progress events and the image.",
-        "",
-        "| GPU (SD 1.5-size random weights, 512 x 512, 30 steps, img2img 0.75, batch 1 and 4) | figure |",
-        "|---|---|",
-        "| seconds per image, images per minute, overhead vs raw diffusers, peak GPU memory "
-        "| not measured: no GPU was available in this session |",
+        f"Target: overhead < 5 % per request: {'met' if worst < 5 else 'NOT met'} (worst mode {worst:+.1f} %). "
+        "The gRPC side includes request validation, the device queue's thread hop, the PNG with its settings "
+        "chunks, the session commit (SQLite, synchronous=FULL) and streaming the progress events and images. "
+        "The GPU figures are in the generation-gpu section.",
     ]
-    markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section(
-            "generation", markdown, "flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py"
+    return "\n".join(lines)
+
+
+# -- GPU ----------------------------------------------------------------------------------------------
+
+
+def measure_gpu(repeats: int, dry_run: bool) -> str:
+    """SD 1.5-size on CUDA; with dry_run the same code on the CPU with the tiny pipeline (checks, no figures)."""
+    import diffusers
+    import transformers
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    cuda = not dry_run
+    device = "cuda" if cuda else "cpu"
+    size_px, steps = (512, 30) if cuda else (64, 4)
+    work = Path(tempfile.mkdtemp(prefix="atelier-bench-gen-gpu-"))
+    models = work / "models"
+    began = time.monotonic()
+    if cuda:
+        testing.write_sd15_size_model(models / "bench", seed=0, device="cuda", dtype="float16")
+        gc.collect()
+        torch.cuda.empty_cache()
+    else:
+        testing.write_tiny_model(models / "bench", seed=0)
+    print(f"model written in {time.monotonic() - began:.1f} s", flush=True)
+    init_bytes = init_photo(size_px)
+    init_image = Image.open(io.BytesIO(init_bytes)).convert("RGB")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rows = []
+    load_before = os.getloadavg()
+    with serving(work, models, DEVICE=device, PRELOAD="bench", MEMORY_BUDGET_MB="65536") as (server, stub):
+        pipe = server.spec.servicers[0][1].service.cache.get("bench")
+        dtype = str(pipe.unet.dtype).replace("torch.", "")
+        weights_bytes = torch.cuda.memory_allocated() if cuda else 0
+        img2img = StableDiffusionImg2ImgPipeline(
+            **{k: v for k, v in pipe.components.items() if k != "image_encoder"}
         )
+        img2img.set_progress_bar_config(disable=True)
+        for batch in (1, 4):
+            peaks = {"direct": 0, "grpc": 0}
+
+            def tracked(name: str, fn: Callable[[], None], peaks: dict[str, int] = peaks) -> None:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                fn()
+                if cuda:
+                    peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated())
+
+            def direct(seed: int, batch: int = batch) -> None:
+                def call() -> None:
+                    with torch.inference_mode():
+                        img2img(
+                            PROMPT,
+                            image=init_image,
+                            strength=0.75,
+                            num_inference_steps=steps,
+                            guidance_scale=7.5,
+                            num_images_per_prompt=batch,
+                            generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)],
+                            output_type="np",
+                        )
+
+                tracked("direct", call)
+
+            def remote(seed: int, batch: int = batch) -> None:
+                def call() -> None:
+                    assert (
+                        count_images(stub, img2img_request(init_bytes, seed, steps, size_px, batch)) == batch
+                    )
+
+                tracked("grpc", call)
+
+            direct_s, remote_s = interleaved(direct, remote, repeats, warmups=1 if dry_run else 2, sync=sync)
+            d, r = statistics.median(direct_s), statistics.median(remote_s)
+            paired = [(b - a) / a * 100 for a, b in zip(direct_s, remote_s, strict=True)]
+            rows.append((batch, d, r, statistics.median(paired), peaks["direct"], peaks["grpc"]))
+            print(
+                f"batch {batch}: direct {d:.3f} s, gRPC {r:.3f} s, overhead {statistics.median(paired):+.1f} %, "
+                f"peak {peaks['direct'] / 2**30:.2f}/{peaks['grpc'] / 2**30:.2f} GiB",
+                flush=True,
+            )
+    load_after = os.getloadavg()
+    where = (
+        f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}"
+        if cuda
+        else "CPU (dry run: tiny pipeline)"
+    )
+    lines = [
+        f"{where}; {'SD 1.5-size' if cuda else 'tiny'} random weights ({dtype}), {size_px} x {size_px} px, {steps} steps, img2img "
+        f"strength 0.75 ({int(steps * 0.75)} denoising steps), guidance 7.5; median of {repeats} interleaved pairs; "
+        f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}. "
+        f"Weights resident: {weights_bytes / 2**30:.2f} GiB. Load average before/after: "
+        f"{load_before[0]:.2f}/{load_after[0]:.2f}.",
+        "",
+        "| batch | direct s/image | gRPC s/image | direct images/min | gRPC images/min | overhead, median of pairs (%) "
+        "| peak GPU memory direct / gRPC (GiB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for batch, d, r, pct, peak_d, peak_r in rows:
+        lines.append(
+            f"| {batch} | {d / batch:.3f} | {r / batch:.3f} | {60 * batch / d:.1f} | {60 * batch / r:.1f} "
+            f"| {pct:+.1f} | {peak_d / 2**30:.2f} / {peak_r / 2**30:.2f} |"
+        )
+    lines += ["", "Target: overhead < 3 %."]
+    return "\n".join(lines)
+
+
+def gpu_not_measured() -> str:
+    return (
+        "Not measured: no GPU was lent to the session that built and benchmarked this service "
+        f"(torch.cuda.is_available() was False). Measure it on a CUDA machine with `{GPU_COMMAND}`: it writes an "
+        "SD 1.5-size random-weight pipeline (UNet 859.5 M parameters, float16), serves it, and times 512 x 512, "
+        "30 steps, img2img strength 0.75 at batch 1 and 4 through gRPC beside diffusers' img2img on the same "
+        "loaded weights, with peak GPU memory (torch.cuda.max_memory_allocated). The same code runs tiny on "
+        "the CPU with `.venv/bin/python bench/generation.py --gpu-dry-run` (tests/generation/test_bench.py)."
+    )
+
+
+def _has_gpu_figures() -> bool:
+    """A CPU-only run must not overwrite figures an earlier GPU run wrote."""
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
+    start, end = "<!-- bench:generation-gpu:start -->", "<!-- bench:generation-gpu:end -->"
+    if start not in text:
+        return False
+    return "Not measured" not in text.split(start, 1)[1].split(end, 1)[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=("cpu", "gpu", "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=21, help="interleaved pairs per CPU row")
+    parser.add_argument("--gpu-repeats", type=int, default=5, help="interleaved pairs per GPU row")
+    parser.add_argument("--steps", type=int, default=20, help="steps of the CPU rows")
+    parser.add_argument("--gpu-dry-run", action="store_true", help="the GPU code path, tiny, on the CPU")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    if args.gpu_dry_run:
+        print(measure_gpu(repeats=2, dry_run=True))
+        return 0
+    if args.part in ("cpu", "all"):
+        markdown = measure_cpu(args.repeats, args.steps)
+        print(markdown)
+        if not args.no_write:
+            write_section(
+                "generation", markdown, "flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py"
+            )
+    if args.part in ("gpu", "all"):
+        if torch.cuda.is_available():
+            markdown = measure_gpu(args.gpu_repeats, dry_run=False)
+        else:
+            print("GPU part skipped: no CUDA device (torch.cuda.is_available() is False)", flush=True)
+            markdown = gpu_not_measured()
+        print(markdown)
+        if not args.no_write and (torch.cuda.is_available() or not _has_gpu_figures()):
+            write_section("generation-gpu", markdown, GPU_COMMAND)
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
     return 0
 
 

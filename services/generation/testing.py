@@ -122,6 +122,100 @@ def build_tiny_pipeline(seed: int = 0) -> Any:
     )
 
 
+# Stable Diffusion 1.5's component configurations (runwayml/stable-diffusion-v1-5), for the GPU benchmark.
+SD15_UNET: dict[str, Any] = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+SD15_VAE: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    sample_size=512,
+)
+SD15_TEXT: dict[str, Any] = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+)
+
+
+def build_sd15_size_components(seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Random-weight components with SD 1.5's exact shapes (UNet 859.5 M parameters, VAE 83.7 M, text 123.1 M).
+
+    The tokenizer stays the tiny byte-level one (its ids fit the 49,408-token embedding): tokenizing
+    costs microseconds either way. ``device="meta"`` builds the shapes without allocating memory.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    vocab = tiny_vocab()
+    with torch.device(device):
+        unet = UNet2DConditionModel(**SD15_UNET)
+        vae = AutoencoderKL(**SD15_VAE)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                **SD15_TEXT,
+                bos_token_id=vocab["<|startoftext|>"],
+                eos_token_id=vocab["<|endoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+            )
+        )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    modules: list[Any] = [unet, vae, text_encoder]
+    for module in modules:
+        module.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
+
+
+def write_sd15_size_model(folder: Path, seed: int = 0, device: str = "cpu", dtype: str = "float16") -> Path:
+    """An SD 1.5-size random-weight diffusers folder (about 2 GB in float16) with a manifest."""
+    from diffusers import StableDiffusionPipeline
+
+    components = build_sd15_size_components(seed, device)
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    pipe = StableDiffusionPipeline(
+        **components,
+        tokenizer=build_tiny_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(dtype=torch_dtype)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    write_manifest(
+        folder,
+        name=folder.name,
+        kind="diffusers",
+        base="sd15",
+        licence="CC0-1.0 (random weights with SD 1.5's shapes, made by atelier.generation.testing)",
+        defaults={"steps": 30, "guidance_scale": 7.5, "width_px": 512, "height_px": 512},
+    )
+    return folder
+
+
 def write_manifest(folder: Path, **fields: Any) -> None:
     (folder / "manifest.json").write_text(json.dumps(fields, indent=2))
 
