@@ -56,6 +56,40 @@ def test_img2img_two_rounds_writes_files_and_keeps_the_session(gen_server, tmp_p
     assert json.loads(text["atelier"])["settings"]["negative_prompt"] == "blurry"
     session = json.loads((out / "session.json").read_text())
     assert session["rounds"] == 2
+    assert "round 2/2" in result.output  # the progress bar's label
+
+    # Round 2 refined round 1's output: it is img2img on the round-1 file with the same settings.
+    direct = tmp_path / "direct"
+    again = runner.invoke(
+        app,
+        [
+            "gen",
+            "img2img",
+            str(round1[0]),
+            "--model",
+            "tiny",
+            "--prompt",
+            "a linen shirt, studio light",
+            "--negative",
+            "blurry",
+            "--strength",
+            "0.75",
+            "--guidance",
+            "7.5",
+            "--steps",
+            "4",
+            "--seed",
+            "11",
+            "-o",
+            str(direct),
+            "--address",
+            server.address,
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    refined = np.asarray(Image.open(round2[0]))
+    assert np.array_equal(np.asarray(Image.open(next(direct.glob("round1-*.png")))), refined)
+    assert not np.array_equal(np.asarray(Image.open(round1[0])), refined)
 
     shown = runner.invoke(
         app, ["gen", "session", session["session_id"], "-o", str(tmp_path / "s"), "--address", server.address]
@@ -74,6 +108,15 @@ def test_tile_command_writes_a_seamless_tile_and_a_preview(gen_server, tmp_path:
     assert result.exit_code == 0, result.output
     tile = np.asarray(Image.open(out))
     assert tile.shape == (80, 96, 3)
+
+    def seam_ratio(pixels: np.ndarray) -> float:
+        """Wrap-around edge difference over the mean neighbour difference inside (about 1 when seamless)."""
+        img = pixels.astype(np.float64)
+        seam = (np.abs(img[:, -1] - img[:, 0]).mean() + np.abs(img[-1] - img[0]).mean()) / 2
+        inside = (np.abs(np.diff(img, axis=1)).mean() + np.abs(np.diff(img, axis=0)).mean()) / 2
+        return float(seam / inside)
+
+    assert seam_ratio(tile) < 1.5 < seam_ratio(photo(96, 80))
     assert np.asarray(Image.open(tmp_path / "tile-2x2.png")).shape == (160, 192, 3)
     assert "seam error" in result.output
 

@@ -330,6 +330,8 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     expect_invalid(gen(settings=settings(width_px=65, height_px=64)), "settings.width_px")
     expect_invalid(gen(settings=settings(width_px=4096, height_px=4096)), "settings.width_px")
     expect_invalid(gen(settings=settings(width_px=1536, height_px=1536)), "settings.width_px")  # > 1 Mpx
+    expect_invalid(gen(settings=settings(width_px=64, height_px=60)), "settings.height_px")
+    expect_invalid(gen(settings=settings(width_px=32, height_px=64)), "settings.width_px")  # below 64
     expect_invalid(
         gen(mode=pb.MODE_IMAGE_TO_IMAGE, init_image=init, settings=settings(strength=1.5)),
         "settings.strength",
@@ -357,6 +359,24 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     )
     expect_invalid(gen(mode=pb.MODE_INPAINT, init_image=init, settings=settings()), "mask")
     expect_invalid(gen(settings=settings(), num_images=9), "num_images")
+    expect_invalid(gen(settings=settings(), num_images=-1), "num_images")
+    expect_invalid(
+        gen(
+            mode=pb.MODE_INPAINT,
+            init_image=init,
+            mask=image_pb2.Mask(data=png_bytes(np.zeros((64, 64), np.uint8))),
+            settings=settings(),
+        ),
+        "mask.data",
+    )  # an empty mask marks nothing to repaint
+    expect_invalid(
+        gen(
+            mode=pb.MODE_IMAGE_TO_IMAGE,
+            init_image=image_pb2.Image(data=png_bytes(photo(4104, 8))),
+            settings=settings(),
+        ),
+        "init_image.data",
+    )  # over 4096 px a side
     expect_invalid(gen(settings=settings(prompt="")), "settings.prompt")
     expect_invalid(gen(settings=settings(scheduler="k_fancy")), "settings.scheduler")
     expect_invalid(gen(settings=settings(steps=151)), "settings.steps")
@@ -367,6 +387,10 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     violations = expect_invalid(gen(settings=settings(prompt="floral " * 20)), "settings.prompt")
     assert any("75" in why for _, why in violations)
     expect_invalid(gen(settings=settings(negative_prompt="blurry " * 20)), "settings.negative_prompt")
+    # The boundary: the tiny tokenizer has no merges, so "a" * n is n tokens: 75 runs, 76 is refused.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(prompt="a" * 75))))
+    violations = expect_invalid(gen(settings=settings(prompt="a" * 76)), "settings.prompt")
+    assert any("76 tokens" in why for _, why in violations), violations
 
     with pytest.raises(grpc.RpcError) as info:
         server.generate(pb.GenerateRequest(model="no-such-model", settings=settings()))
