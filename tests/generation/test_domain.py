@@ -12,7 +12,7 @@ import torch
 
 from atelier.generation import engine, testing, tile
 from atelier.generation.models import DeviceSettings, ModelCache, ModelError, ModelState, scan_models
-from atelier.generation.queue import DONE, DeviceQueue
+from atelier.generation.queue import DONE, DeviceQueue, Ticket
 from atelier.generation.sessions import SessionStore
 from atelier.runtime.context import Cancellation
 from atelier.runtime.errors import ResourceExhaustedError
@@ -177,6 +177,41 @@ def test_queue_bounds_waiting_and_reports_positions() -> None:
     release.set()
     assert first.events.get(timeout=5) == "first ran" and first.events.get(timeout=5) is DONE
     assert "client left" in str(second.events.get(timeout=5))  # skipped, never run
+    q.close()
+
+
+def test_queue_batches_waiting_tickets_with_the_same_key_up_to_the_image_limit() -> None:
+    q = DeviceQueue("cpu", max_waiting=8, max_batch_images=4)
+    release = threading.Event()
+    running = q.submit(lambda _t: release.wait(10), Cancellation())
+    assert running.started.wait(5)
+    groups: list[list[str]] = []
+
+    def batch_work(tickets: list[Ticket]) -> None:
+        groups.append([t.payload for t in tickets])
+
+    def solo(t: Ticket) -> None:
+        groups.append([t.payload])
+
+    left = Cancellation()
+    submitted = [
+        q.submit(solo, Cancellation(), batch_key="a", batch_images=2, batch_work=batch_work, payload="a1"),
+        q.submit(solo, Cancellation(), batch_key="b", batch_images=1, batch_work=batch_work, payload="b1"),
+        q.submit(solo, left, batch_key="a", batch_images=1, batch_work=batch_work, payload="a-left"),
+        q.submit(solo, Cancellation(), batch_key="a", batch_images=1, batch_work=batch_work, payload="a2"),
+        q.submit(solo, Cancellation(), batch_key="a", batch_images=2, batch_work=batch_work, payload="a3"),
+        q.submit(solo, Cancellation(), payload="none"),  # no key: never batched
+    ]
+    left.cancel("client left")
+    release.set()
+    for ticket in submitted:
+        while (event := ticket.events.get(timeout=5)) is not DONE:
+            if isinstance(event, BaseException):
+                assert ticket.payload == "a-left" and "client left" in str(event)
+                break
+    # a1 + a2 fill 3 of 4 images; a3 (2 more) does not fit and waits for the next call; the cancelled one is
+    # skipped; b1 and the unkeyed job run alone, in their turn.
+    assert groups == [["a1", "a2"], ["b1"], ["a3"], ["none"]]
     q.close()
 
 
