@@ -242,10 +242,11 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         cut.append("head")
     if bottom >= h - 1 - edge:
         cut.append("feet")
-    for name in ("left_ankle", "right_ankle"):
-        lm = landmarks.get(name)
-        if lm is not None and (lm.y_px > h or lm.visibility < 0.3) and "feet" not in cut:
-            cut.append("feet")
+    # Feet outside the photo: the model places every ankle below the frame. A low visibility alone
+    # is no evidence: one ankle is hidden in a side view, and plain-coloured feet score low.
+    ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
+    if ankles and "feet" not in cut and all(lm.y_px > h - edge for lm in ankles):
+        cut.append("feet")
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -312,6 +313,28 @@ def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> fl
     return math.nan
 
 
+def waist_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float) -> float:
+    """The waist level: where the side depth is least within 2 sd of the predicted navel height.
+
+    The predicted level is a few cm off, and the torso is usually at its slimmest (front to back)
+    near the navel, so an error there makes the depth (and so the girth) too large. Where the
+    depth has no minimum inside that range (a belly, a flat profile) the prediction stands.
+    """
+    px = (side.bottom_px - side.top_px) / height_cm
+    heights = np.arange(predicted_cm - 2 * sd_cm, predicted_cm + 2 * sd_cm + 1e-9, 0.5)
+    depths = np.array(
+        [band_width(side.mask, side.bottom_px - h * px, side.centre_x_px, 0)[0] for h in heights]
+    )
+    if np.isnan(depths).any() or len(depths) < 5:
+        return predicted_cm
+    # Smooth over ~1.5 cm so one ragged row of the outline does not decide.
+    smooth = np.convolve(depths, np.ones(3) / 3, mode="same")[1:-1]
+    best = int(np.argmin(smooth)) + 1
+    if best in (1, len(depths) - 2):  # at the edge of the range: no minimum inside it
+        return predicted_cm
+    return float(heights[best])
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -367,6 +390,10 @@ def measure(
     prior = model.predict(level_obs, sex)
     levels_cm = {k: prior.estimates[v].value_cm for k, v in LEVELS.items()}
     levels_cm["shoulder"] = prior.estimates["shoulder_height"].value_cm
+    if side is not None:
+        levels_cm["waist"] = waist_level_cm(
+            side, height_cm, levels_cm["waist"], prior.estimates["waist_height"].stddev_cm
+        )
 
     observed: dict[str, Observation] = {}
     lines: list[LevelLine] = []

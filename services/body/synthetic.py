@@ -72,7 +72,9 @@ def render(
         (b["shoulder_height"], shoulder * 0.9),
     ]
     hs = np.linspace(crotch, b["shoulder_height"], 200)
-    half = _profile(torso_levels, hs) / 2 * px
+    # cv2.fillPoly fills both end pixels of a span (x0..x1 covers x1 - x0 + 1 pixels): half a pixel
+    # in on each side, so the drawn torso is as wide as the measurement says.
+    half = _profile(torso_levels, hs) / 2 * px - 0.5
     # In the side view the body is not centred on one line: the seat sits behind, the chest in front.
     shift = (
         np.zeros_like(hs)
