@@ -72,3 +72,15 @@ def test_chart_uses_the_cuda_image_for_generation_only() -> None:
     for name, svc in values["services"].items():
         if name != "generation":
             assert not svc["image"], name
+
+
+def test_cpu_image_installs_the_pose_model_where_the_body_service_looks() -> None:
+    text = DOCKERFILES["cpu"].read_text()
+    build = text.split("AS runtime", 1)[0]
+    assert "RUN python -m atelier.body.setup_models" in build  # in the build stage, inside /opt/atelier
+    # The default lies under the interpreter's prefix, i.e. /opt/atelier in the image (copied whole).
+    import sys
+
+    from atelier.body import setup_models
+
+    assert setup_models.default_dest().is_relative_to(sys.prefix)
