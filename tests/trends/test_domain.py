@@ -1,0 +1,69 @@
+"""Domain pieces without gRPC: the global model's bounded training set, interval scaling, the
+intermittent-demand interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atelier.trends import demand, forecasting, global_model
+
+
+def _series(seed: int, weeks: int = 209) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(weeks)
+    return rng.uniform(5, 20) + 3 * np.sin(2 * np.pi * t / 52 + rng.uniform(0, 6)) + rng.normal(0, 0.3, weeks)
+
+
+def test_global_model_training_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    histories = [_series(k) for k in range(30)]
+    seen: list[int] = []
+    import lightgbm as lgb
+
+    original = lgb.LGBMRegressor.fit
+
+    def spy(self, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(len(x))
+        return original(self, x, y, **kwargs)
+
+    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    config = global_model.GlobalModelConfig(threads=1, trees=60)
+    train = [y[:-52] for y in histories]
+    full = global_model.fit_predict(train, [None] * 30, 52, 52, config)
+    monkeypatch.setattr(global_model, "MAX_TRAINING_ROWS", 10_000)
+    capped = global_model.fit_predict(train, [None] * 30, 52, 52, config)
+    # 157 weeks of training each: origins 105, 101, ..., 61 (every 4 weeks from the newest to the
+    # first with two years before it and 8 weeks to learn from) = 12, x 52 steps x 30 series.
+    assert seen[0] == 30 * 12 * 52 and seen[1] <= 10_000
+    # Still a forecast of the seasonal shape: both within the noise of the truth's 2019 year.
+    for forecasts in (full, capped):
+        errors = [np.mean(np.abs(f - y[-52:])) for f, y in zip(forecasts, histories, strict=True)]
+        assert float(np.mean(errors)) < 1.0
+
+
+def test_scale_intervals_keeps_levels_nested() -> None:
+    mean = np.array([10.0, 10.0])
+    intervals = {
+        80: (np.array([9.0, 9.0]), np.array([11.0, 11.0])),
+        95: (np.array([8.5, 8.5]), np.array([11.5, 11.5])),
+    }
+    # 80% widened 2x (half-width 2) beyond the 95% one narrowed (1.5 x 0.9): the 95% is kept >= the 80%.
+    out = forecasting._scale_intervals(mean, intervals, {80: 2.0, 95: 0.9})
+    assert np.allclose(out[80][0], 8.0) and np.allclose(out[80][1], 12.0)
+    assert np.allclose(out[95][0], 8.0) and np.allclose(out[95][1], 12.0)
+    # The factor is the level-quantile of |error| / half-width, clipped; too few points: None.
+    ratios = {80: [np.linspace(0, 2, 41)], 95: [np.linspace(0, 2, 41)]}
+    factors = forecasting._calibration_factors(ratios, [80, 95])
+    assert factors == pytest.approx({80: 1.6, 95: 1.9})
+    assert forecasting._calibration_factors({80: [np.ones(5)]}, [80]) is None
+
+
+def test_intermittent_demand_interval_by_hand() -> None:
+    # Sizes 1, 1, 2, 4 (mean 2); a rate of 0.5 a period means demand in p = 0.25 of the periods.
+    sizes = np.array([1.0, 1.0, 2.0, 4.0])
+    lo, hi = demand.mixture_interval(np.array([0.5]), sizes, 80)
+    # 10% quantile: inside the 75% of no demand -> 0. 90% quantile: (0.9 - 0.75) / 0.25 = 0.6
+    # of the way through the sizes -> numpy's quantile of [1, 1, 2, 4] at 0.6 = 1.8.
+    assert lo[0] == 0.0 and hi[0] == pytest.approx(1.8)
+    assert demand.profile(np.array([0, 0, 3, 0, 3, 0, 0, 3.0])).demand_class == "intermittent"
+    assert demand.profile(np.array([5, 6, 5, 7, 5, 6.0])).demand_class == "smooth"
