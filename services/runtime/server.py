@@ -54,7 +54,11 @@ class Runtime:
     def set_health(self, name: str, serving: bool) -> None:
         """Sets one of ServiceSpec.health_names (e.g. a model's) SERVING or NOT_SERVING."""
         if self._health is not None:
-            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
             self._health.set(name, status)
 
     @cached_property
@@ -231,18 +235,23 @@ def serve(service: str, target: str | None = None) -> int:
     logs.configure(service, config.log_level, config.log_format)
     server = Server(config, load_build(target or service))
     server.start()
-    stopping = threading.Event()
+    stopping: list[threading.Thread] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stopping.is_set():
+        if stopping:
             return
-        stopping.set()
         log.info("received %s", signal.Signals(signum).name)
-        threading.Thread(target=server.stop, name="shutdown").start()
+        thread = threading.Thread(target=server.stop, name="shutdown")
+        stopping.append(thread)
+        thread.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.wait()
+    # The gRPC server ends before stop() has closed the service (jobs, models): the main thread
+    # waits for it, or interpreter shutdown would tear down the executors close() still needs.
+    for thread in stopping:
+        thread.join()
     return 0
 
 

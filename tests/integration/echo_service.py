@@ -6,6 +6,7 @@ raising domain errors, and running long work as a job.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 from collections.abc import Iterator
@@ -77,4 +78,12 @@ def build(runtime: Runtime) -> ServiceSpec:
         servicers=[(echo_pb2_grpc.add_EchoServiceServicer_to_server, EchoServicer(runtime))],
         service_names=[SERVICE],
         load=(lambda: time.sleep(load_s)) if load_s else None,
+        close=_close,
     )
+
+
+def _close() -> None:
+    # Like MediaPipe's close(), this needs a thread pool: it fails once interpreter shutdown has begun.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(time.sleep, 0.2).result()
+    print("echo closed cleanly", flush=True)

@@ -256,6 +256,8 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(service_process: Ca
     assert "error" not in results, results.get("error")
     assert results["reply"].slept_s >= 1.4 and not results["reply"].cancelled
     assert proc.wait(timeout=20) == 0
+    output = proc.communicate()[0].decode(errors="replace")
+    assert "echo closed cleanly" in output and "Traceback" not in output, output  # close() ran to the end
 
 
 def test_restart_keeps_finished_jobs_and_fails_interrupted_ones(service_process: Callable[..., Any]) -> None:
