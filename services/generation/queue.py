@@ -166,3 +166,7 @@ class DeviceQueue:
             for ticket in self._waiting:
                 ticket.cancellation.cancel("the service is shutting down")
             self._cv.notify_all()
+        if threading.current_thread() is not self._thread:
+            # Wait for the worker to leave torch: a daemon thread still tearing down torch's thread state
+            # when the interpreter exits aborts the process ("terminate called without an active exception").
+            self._thread.join(timeout=30)
