@@ -12,6 +12,7 @@ default model was chosen; the 2019 test year played no part in that choice.
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pandas as pd
+from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import timestamp_pb2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from atelier.runtime.config import ServiceConfig  # noqa: E402
 from atelier.runtime.server import Server  # noqa: E402
 from atelier.trends.evaluation import class_accuracy, mase  # noqa: E402
+from atelier.trends.global_model import MAX_TRAINING_ROWS  # noqa: E402
 from atelier.trends.server import build  # noqa: E402
 from atelier.trends.v1 import trends_pb2, trends_pb2_grpc  # noqa: E402
 from bench.report import write_section  # noqa: E402
@@ -35,10 +38,62 @@ from tests.conftest import SHARED_BENCHMARKS, wait_serving  # noqa: E402
 
 DATA = SHARED_BENCHMARKS / "trends"
 HORIZON = 52
+SCALE_SERIES, SCALE_WEEKS = 2000, 209
 COMMAND = "flock /tmp/atelier-bench.lock .venv/bin/python bench/trends.py"
 COMPARED = ["snaive", "ets", "theta", "mstl", "gbm", "ensemble"]
 # Published on this sample (HERMES and f1fashiondataset READMEs).
 PUBLISHED = [("tbats", 0.745), ("HERMES (tbats + RNN corrector, weak signal), 10 seeds", 0.7368)]
+
+
+def scale_run(
+    channel: grpc.Channel, stub: trends_pb2_grpc.TrendsServiceStub
+) -> tuple[int, float, float, int]:
+    """Scale: SCALE_SERIES simulated weekly series (the sample's length) in another tenant,
+    streamed in and forecast 52 weeks ahead as one StartForecast operation, polled to the end."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SCALE_WEEKS)
+    md = (("x-atelier-tenant", "bench-scale"),)
+    start_s = 1_420_416_000  # 2015-01-05
+
+    def batches():  # type: ignore[no-untyped-def]
+        for first in range(0, SCALE_SERIES, 200):
+            request = trends_pb2.IngestObservationsRequest()
+            for k in range(first, min(first + 200, SCALE_SERIES)):
+                level, amplitude = rng.uniform(5, 50), rng.uniform(0.5, 5)
+                y = (
+                    level * (1 + rng.normal(0, 0.1) * t / 52)
+                    + amplitude * np.sin(2 * np.pi * t / 52 + rng.uniform(0, 6))
+                    + rng.normal(0, 1, SCALE_WEEKS)
+                )
+                for week, value in enumerate(np.maximum(y, 0)):
+                    request.observations.append(
+                        trends_pb2.Observation(
+                            series=f"sim{k}",
+                            time=timestamp_pb2.Timestamp(seconds=start_s + week * 7 * 86_400),
+                            value=float(value),
+                        )
+                    )
+            yield request
+
+    t0 = time.perf_counter()
+    stub.StreamObservations(batches(), metadata=md)
+    ingest_s = time.perf_counter() - t0
+    operations = operations_pb2_grpc.OperationsStub(channel)
+    t0 = time.perf_counter()
+    op = stub.StartForecast(trends_pb2.ForecastRequest(horizon=HORIZON), metadata=md)
+    while not op.done:
+        time.sleep(0.5)
+        op = operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name), metadata=md)
+    forecast_s = time.perf_counter() - t0
+    result = trends_pb2.ForecastResponse()
+    op.response.Unpack(result)
+    print(f"scale: {len(result.forecasts)} series forecast in {forecast_s:.1f} s", flush=True)
+    return (
+        len(result.forecasts),
+        ingest_s,
+        forecast_s,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    )
 
 
 def main() -> int:
@@ -135,6 +190,7 @@ def main() -> int:
             t0 = time.perf_counter()
             backtest = stub.Backtest(trends_pb2.BacktestRequest(horizon=HORIZON, windows=1))
             backtest_s = time.perf_counter() - t0
+            scale = scale_run(channel, stub)
         server.stop(grace_s=1)
     load_after = os.getloadavg()
     auto = next(r for r in rows if r[0] == "ensemble")
@@ -165,6 +221,10 @@ def main() -> int:
         f"- `ClassifyTrends` (forecasts the next 52 weeks itself): {classify_s:.1f} s, class accuracy "
         f"{classify_accuracy:.3f} against the 2019 truth",
         f"- server start until SERVING (fitting workers started and warmed): {start_s:.1f} s",
+        f"- scale: {scale[0]} simulated weekly series of {SCALE_WEEKS} weeks (another tenant) streamed in "
+        f"in {scale[1]:.1f} s and forecast 52 weeks ahead as one `StartForecast` operation in "
+        f"**{scale[2]:.1f} s** (default model; the global model's training rows capped at "
+        f"{MAX_TRAINING_ROWS:,}); peak memory of the benchmark process (the server runs in it; the fitting worker processes not counted) {scale[3]} MB",
         "- model choice, `Backtest` RPC on the ingested part (forecast 2018 from 2015-2017), "
         f"{backtest_s:.1f} s; best: **{backtest.best_model}**",
         "",
