@@ -131,6 +131,10 @@ class Filter:
     labels: tuple[tuple[str, str], ...] = ()
 
 
+# Tries of one ingest transaction that lost a race on the primary key (see TrendsStore.ingest).
+INGEST_ATTEMPTS = 3
+
+
 class TrendsStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -141,7 +145,23 @@ class TrendsStore:
     def ingest(
         self, observations: Sequence[ObservationIn], metas: Sequence[SeriesMeta], metas_field: str = "series"
     ) -> IngestResult:
-        """Stores one validated batch in one transaction (no duplicate (series, time) inside it)."""
+        """Stores one validated batch in one transaction (no duplicate (series, time) inside it).
+
+        Two uploads of the same new points at once (a client retrying while its first try is
+        still running) race between reading and inserting: the loser's transaction fails on the
+        primary key and is run again, and then finds the winner's rows (counted unchanged).
+        """
+        for attempt in range(INGEST_ATTEMPTS):
+            try:
+                return self._ingest_once(observations, metas, metas_field)
+            except sa.exc.IntegrityError:
+                if attempt == INGEST_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ingest_once(
+        self, observations: Sequence[ObservationIn], metas: Sequence[SeriesMeta], metas_field: str
+    ) -> IngestResult:
         tenant = current_tenant()
         result = IngestResult()
         by_series: dict[str, list[ObservationIn]] = defaultdict(list)
