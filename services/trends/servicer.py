@@ -406,7 +406,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             response.trends.append(
                 trends_pb2.TrendClassification(
                     series=c.series,
-                    trend=int(c.trend),
+                    trend=trends_pb2.TrendClass.ValueType(int(c.trend)),
                     emerging=c.emerging,
                     yoy_change=_finite(c.yoy_change),
                     last_year_mean=c.last_year_mean,
@@ -513,8 +513,8 @@ def _series_info(meta: SeriesMeta, count: int, first_s: int, last_s: int) -> tre
     info = trends_pb2.SeriesInfo(
         series=meta.series,
         labels=meta.labels,
-        frequency=int(meta.frequency),
-        kind=int(meta.kind),
+        frequency=trends_pb2.Frequency.ValueType(int(meta.frequency)),
+        kind=trends_pb2.ValueKind.ValueType(int(meta.kind)),
         observation_count=count,
     )
     if count:

@@ -182,8 +182,8 @@ class TrendsStore:
             now = utcnow()
             for name in names:
                 index, meta = given.get(name, (-1, SeriesMeta(series=name)))
-                row = known.get(name)
-                if row is None:
+                stored = known.get(name)
+                if stored is None:
                     conn.execute(
                         series_table.insert().values(
                             tenant_id=tenant,
@@ -195,7 +195,7 @@ class TrendsStore:
                         )
                     )
                     continue
-                frequency, kind = Frequency(row.frequency), ValueKind(row.kind)
+                frequency, kind = Frequency(stored.frequency), ValueKind(stored.kind)
                 if index < 0:
                     continue
                 if name in first_times and meta.frequency != frequency:
