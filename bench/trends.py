@@ -57,7 +57,7 @@ def scale_run(
 
     def batches():  # type: ignore[no-untyped-def]
         for first in range(0, SCALE_SERIES, 200):
-            request = trends_pb2.IngestObservationsRequest()
+            request = trends_pb2.StreamObservationsRequest()
             for k in range(first, min(first + 200, SCALE_SERIES)):
                 level, amplitude = rng.uniform(5, 50), rng.uniform(0.5, 5)
                 y = (
@@ -80,7 +80,7 @@ def scale_run(
     ingest_s = time.perf_counter() - t0
     operations = operations_pb2_grpc.OperationsStub(channel)
     t0 = time.perf_counter()
-    op = stub.StartForecast(trends_pb2.ForecastRequest(horizon=HORIZON), metadata=md)
+    op = stub.StartForecast(trends_pb2.StartForecastRequest(horizon=HORIZON), metadata=md)
     while not op.done:
         time.sleep(0.5)
         op = operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name), metadata=md)

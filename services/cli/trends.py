@@ -271,10 +271,10 @@ def ingest(
         with _progress() as progress:
             task = progress.add_task(f"ingesting {path.name}", total=len(upload.observations))
 
-            def messages() -> Iterator[pb.IngestObservationsRequest]:
+            def messages() -> Iterator[pb.StreamObservationsRequest]:
                 for k, start in enumerate(starts):
                     part = upload.observations[start : start + batch]
-                    yield pb.IngestObservationsRequest(observations=part, series=infos if k == 0 else [])
+                    yield pb.StreamObservationsRequest(observations=part, series=infos if k == 0 else [])
                     progress.advance(task, len(part))
 
             reply = stub.StreamObservations(messages(), metadata=md, timeout=600)
@@ -405,7 +405,7 @@ def forecast(
     """Forecast (a job on the service, with a progress bar), print a summary, write PNG and JSON."""
     if output is not None and output.suffix.lower() != ".png":
         raise typer.BadParameter(f"{output}: the plot is a .png", param_hint="--output")
-    request = pb.ForecastRequest(
+    request = pb.StartForecastRequest(
         filter=_filter(series, label), horizon=horizon, levels=_levels(levels), model=model
     )
     stub, channel = _stub(address)

@@ -99,7 +99,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     # -- ingest --------------------------------------------------------------------------------
 
     def _validate_ingest(
-        self, request: trends_pb2.IngestObservationsRequest
+        self, request: trends_pb2.IngestObservationsRequest | trends_pb2.StreamObservationsRequest
     ) -> tuple[list[ObservationIn], list[SeriesMeta], int]:
         v = Violations()
         if len(request.observations) > MAX_OBSERVATIONS_PER_REQUEST:
@@ -175,7 +175,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         v.raise_if_any("the observations are invalid")
         return observations, metas, duplicates
 
-    def _ingest(self, request: trends_pb2.IngestObservationsRequest) -> trends_pb2.IngestObservationsResponse:
+    def _ingest(
+        self, request: trends_pb2.IngestObservationsRequest | trends_pb2.StreamObservationsRequest
+    ) -> trends_pb2.IngestObservationsResponse:
         observations, metas, duplicates = self._validate_ingest(request)
         result = self.store.ingest(observations, metas)
         result.unchanged += duplicates
@@ -191,9 +193,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         return self._ingest(request)
 
     def StreamObservations(
-        self, request_iterator: Iterator[trends_pb2.IngestObservationsRequest], context: grpc.ServicerContext
-    ) -> trends_pb2.IngestObservationsResponse:
-        total = trends_pb2.IngestObservationsResponse()
+        self, request_iterator: Iterator[trends_pb2.StreamObservationsRequest], context: grpc.ServicerContext
+    ) -> trends_pb2.StreamObservationsResponse:
+        total = trends_pb2.StreamObservationsResponse()
         for index, request in enumerate(request_iterator):
             try:
                 part = self._ingest(request)
@@ -343,7 +345,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         return response
 
     def StartForecast(
-        self, request: trends_pb2.ForecastRequest, context: grpc.ServicerContext
+        self, request: trends_pb2.StartForecastRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
         # Validated and loaded here, in the caller's tenant, so bad input fails the call itself.
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)

@@ -95,10 +95,10 @@ def test_ingest_is_idempotent_and_corrections_replace(stub: trends_pb2_grpc.Tren
 
 def test_stream_ingest_commits_each_batch(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
     obs = weekly("s", np.ones(30))
-    batches = [trends_pb2.IngestObservationsRequest(observations=obs[i : i + 10]) for i in range(0, 30, 10)]
+    batches = [trends_pb2.StreamObservationsRequest(observations=obs[i : i + 10]) for i in range(0, 30, 10)]
     reply = stub.StreamObservations(iter(batches))
     assert reply.inserted == 30
-    bad = trends_pb2.IngestObservationsRequest(observations=weekly("s2", np.array([1.0, float("nan")])))
+    bad = trends_pb2.StreamObservationsRequest(observations=weekly("s2", np.array([1.0, float("nan")])))
     found = violations_of(lambda: stub.StreamObservations(iter([batches[0], bad])))
     assert fields(found) == ["[1].observations[1].value"]
     assert stub.GetSeries(trends_pb2.GetSeriesRequest(series="s")).info.observation_count == 30
@@ -313,7 +313,7 @@ def test_start_forecast_operation(start_server: Callable[..., Server]) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = trends_pb2_grpc.TrendsServiceStub(channel)
         ingest(stub, {f"s{i}": seasonal_series(i, weeks=130) for i in range(3)})
-        op = stub.StartForecast(trends_pb2.ForecastRequest(horizon=12, model="mstl"))
+        op = stub.StartForecast(trends_pb2.StartForecastRequest(horizon=12, model="mstl"))
         operations = operations_pb2_grpc.OperationsStub(channel)
         deadline = time.monotonic() + 60
         while not op.done and time.monotonic() < deadline:
@@ -326,7 +326,7 @@ def test_start_forecast_operation(start_server: Callable[..., Server]) -> None:
         result = trends_pb2.ForecastResponse()
         op.response.Unpack(result)
         assert len(result.forecasts) == 3 and all(len(f.mean) == 12 for f in result.forecasts)
-        violations_of(lambda: stub.StartForecast(trends_pb2.ForecastRequest(horizon=200)))
+        violations_of(lambda: stub.StartForecast(trends_pb2.StartForecastRequest(horizon=200)))
 
 
 def test_interval_coverage_on_simulated_series(stub: trends_pb2_grpc.TrendsServiceStub) -> None:

@@ -245,6 +245,59 @@ class IngestObservationsResponse(_message.Message):
 Global___IngestObservationsResponse: _TypeAlias = IngestObservationsResponse  # noqa: Y015
 
 @_typing.final
+class StreamObservationsRequest(_message.Message):
+    """One batch of a StreamObservations client stream: the fields of IngestObservationsRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBSERVATIONS_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def observations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Observation]: ...
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesInfo]: ...
+    def __init__(
+        self,
+        *,
+        observations: _abc.Iterable[Global___Observation] | None = ...,
+        series: _abc.Iterable[Global___SeriesInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["observations", b"observations", "series", b"series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamObservationsRequest: _TypeAlias = StreamObservationsRequest  # noqa: Y015
+
+@_typing.final
+class StreamObservationsResponse(_message.Message):
+    """Totals over the whole stream, counted as IngestObservationsResponse counts one request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSERTED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    inserted: _builtins.int
+    unchanged: _builtins.int
+    updated: _builtins.int
+    def __init__(
+        self,
+        *,
+        inserted: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        updated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inserted", b"inserted", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamObservationsResponse: _TypeAlias = StreamObservationsResponse  # noqa: Y015
+
+@_typing.final
 class SeriesFilter(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -507,6 +560,40 @@ class ForecastResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForecastResponse: _TypeAlias = ForecastResponse  # noqa: Y015
+
+@_typing.final
+class StartForecastRequest(_message.Message):
+    """The fields of ForecastRequest, with the same meaning and limits; the operation's response
+    is a ForecastResponse.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    HORIZON_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    horizon: _builtins.int
+    model: _builtins.str
+    @_builtins.property
+    def filter(self) -> Global___SeriesFilter: ...
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___SeriesFilter | None = ...,
+        horizon: _builtins.int = ...,
+        levels: _abc.Iterable[_builtins.int] | None = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartForecastRequest: _TypeAlias = StartForecastRequest  # noqa: Y015
 
 @_typing.final
 class ClassifyTrendsRequest(_message.Message):

@@ -52,8 +52,8 @@ class TrendsServiceStub:
                 _registered_method=True)
         self.StreamObservations = channel.stream_unary(
                 '/atelier.trends.v1.TrendsService/StreamObservations',
-                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsRequest.SerializeToString,
-                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsResponse.FromString,
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.SerializeToString,
+                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.FromString,
                 _registered_method=True)
         self.ListSeries = channel.unary_unary(
                 '/atelier.trends.v1.TrendsService/ListSeries',
@@ -72,7 +72,7 @@ class TrendsServiceStub:
                 _registered_method=True)
         self.StartForecast = channel.unary_unary(
                 '/atelier.trends.v1.TrendsService/StartForecast',
-                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastRequest.SerializeToString,
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StartForecastRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.ClassifyTrends = channel.unary_unary(
@@ -178,8 +178,8 @@ def add_TrendsServiceServicer_to_server(servicer, server):
             ),
             'StreamObservations': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamObservations,
-                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsRequest.FromString,
-                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsResponse.SerializeToString,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.FromString,
+                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.SerializeToString,
             ),
             'ListSeries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSeries,
@@ -198,7 +198,7 @@ def add_TrendsServiceServicer_to_server(servicer, server):
             ),
             'StartForecast': grpc.unary_unary_rpc_method_handler(
                     servicer.StartForecast,
-                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastRequest.FromString,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StartForecastRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'ClassifyTrends': grpc.unary_unary_rpc_method_handler(
@@ -279,8 +279,8 @@ class TrendsService:
             request_iterator,
             target,
             '/atelier.trends.v1.TrendsService/StreamObservations',
-            atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsRequest.SerializeToString,
-            atelier_dot_trends_dot_v1_dot_trends__pb2.IngestObservationsResponse.FromString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -387,7 +387,7 @@ class TrendsService:
             request,
             target,
             '/atelier.trends.v1.TrendsService/StartForecast',
-            atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.StartForecastRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,

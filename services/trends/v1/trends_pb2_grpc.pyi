@@ -50,7 +50,7 @@ class TrendsServiceStub:
     later request with a different value for a stored (series, time) is a correction: the new
     value replaces the old one and is counted as updated. Committed before the call returns.
     """
-    StreamObservations: _grpc.StreamUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]
+    StreamObservations: _grpc.StreamUnaryMultiCallable[_trends_pb2.StreamObservationsRequest, _trends_pb2.StreamObservationsResponse]
     """The same, as a client stream of batches; each batch is committed as it arrives, so a
     broken stream keeps what was acknowledged before the break (re-sending it is harmless).
     """
@@ -58,7 +58,7 @@ class TrendsServiceStub:
     GetSeries: _grpc.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]
     """Observations of one series (history for plots and exports)."""
     Forecast: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _trends_pb2.ForecastResponse]
-    StartForecast: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _operations_pb2.Operation]
+    StartForecast: _grpc.UnaryUnaryMultiCallable[_trends_pb2.StartForecastRequest, _operations_pb2.Operation]
     """Forecast as a long-running operation for large series sets; the response is a
     ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
     """
@@ -87,7 +87,7 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     later request with a different value for a stored (series, time) is a correction: the new
     value replaces the old one and is counted as updated. Committed before the call returns.
     """
-    StreamObservations: _aio.StreamUnaryMultiCallable[_trends_pb2.IngestObservationsRequest, _trends_pb2.IngestObservationsResponse]  # type: ignore[assignment]
+    StreamObservations: _aio.StreamUnaryMultiCallable[_trends_pb2.StreamObservationsRequest, _trends_pb2.StreamObservationsResponse]  # type: ignore[assignment]
     """The same, as a client stream of batches; each batch is committed as it arrives, so a
     broken stream keeps what was acknowledged before the break (re-sending it is harmless).
     """
@@ -95,7 +95,7 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     GetSeries: _aio.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]  # type: ignore[assignment]
     """Observations of one series (history for plots and exports)."""
     Forecast: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _trends_pb2.ForecastResponse]  # type: ignore[assignment]
-    StartForecast: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    StartForecast: _aio.UnaryUnaryMultiCallable[_trends_pb2.StartForecastRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Forecast as a long-running operation for large series sets; the response is a
     ForecastResponse, the metadata a atelier.common.v1.OperationMetadata with progress.
     """
@@ -131,9 +131,9 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def StreamObservations(
         self,
-        request_iterator: _MaybeAsyncIterator[_trends_pb2.IngestObservationsRequest],
+        request_iterator: _MaybeAsyncIterator[_trends_pb2.StreamObservationsRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_trends_pb2.IngestObservationsResponse, _abc.Awaitable[_trends_pb2.IngestObservationsResponse]]:
+    ) -> _typing.Union[_trends_pb2.StreamObservationsResponse, _abc.Awaitable[_trends_pb2.StreamObservationsResponse]]:
         """The same, as a client stream of batches; each batch is committed as it arrives, so a
         broken stream keeps what was acknowledged before the break (re-sending it is harmless).
         """
@@ -163,7 +163,7 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def StartForecast(
         self,
-        request: _trends_pb2.ForecastRequest,
+        request: _trends_pb2.StartForecastRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Forecast as a long-running operation for large series sets; the response is a
