@@ -14,8 +14,8 @@ Method (measured in bench/inspection.py on AITEX fabrics; see services/inspectio
    single Gaussian, also remembers rare normal looks (selvage, the cut edge next to padding).
    A greedy k-center coreset measured no better here and cost minutes of training on 2 cores.
 4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
-   scored against a memory of the others; the threshold is the largest out-of-fold image score,
-   so no good training image would be flagged by a model that had not seen it.
+   scored against a memory of the others; the threshold is THRESHOLD_FACTOR x the median of those
+   out-of-fold image scores (see calibrate_threshold for why not the maximum).
 
 Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
 """
@@ -173,9 +173,12 @@ class TextureModel:
         q = q.to(memory.device)
         m_norm = (memory * memory).sum(1)
         out = []
-        for chunk in torch.split(q, 8192):  # bounds the distance matrix to 8192 x M floats
-            d2 = (chunk * chunk).sum(1, keepdim=True) - 2.0 * chunk @ memory.T + m_norm
-            out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
+        # |q - m|^2 = |q|^2 + (|m|^2 - 2 q.m): the bracket is one fused matmul-add whose minimum over m
+        # is taken before |q|^2 is added. Chunks of 2048 queries keep the distance block small: on a
+        # CPU memory bandwidth, not arithmetic, bounds this step (2-3x faster than 8192-query chunks).
+        for chunk in torch.split(q, 2048):
+            partial = torch.addmm(m_norm, chunk, memory.T, beta=1.0, alpha=-2.0).min(dim=1).values
+            out.append((partial + (chunk * chunk).sum(1)).clamp_min(0).sqrt())
         scores = torch.cat(out).reshape(h, w).cpu().numpy()
         scores[~_grid_scored(pad, self.params, (h, w))] = 0.0
         return scores, pad
