@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ def render(
     img = np.zeros((image_h_px, image_w_px, 3), np.uint8)
     img[:] = BACKGROUND
 
-    def row(h_cm: float) -> float:
+    def row(h_cm: Any) -> Any:  # heights (cm, scalar or array) -> image rows (px)
         return feet - h_cm * px
 
     front = view == "front"
