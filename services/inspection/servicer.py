@@ -19,7 +19,7 @@ from atelier.inspection.regions import DefectKind, Region, find_regions
 from atelier.inspection.v1 import inspection_pb2 as pb
 from atelier.inspection.v1 import inspection_pb2_grpc
 from atelier.runtime.context import current_tenant
-from atelier.runtime.errors import AtelierError, NotFoundError, Violations
+from atelier.runtime.errors import AtelierError, FailedPreconditionError, NotFoundError, Violations
 
 log = logging.getLogger("atelier.inspection")
 
@@ -205,6 +205,8 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
             return self.profiles.active(current_tenant(), article)
         except ProfileNotFound as exc:
             raise NotFoundError(str(exc), "atelier.inspection.v1.Profile", article) from None
+        except texture.MethodMismatch as exc:
+            raise FailedPreconditionError(f"article {article!r}: {exc}") from None
 
     # --- inspection -----------------------------------------------------------------------
     def _check_frame(

@@ -7,7 +7,7 @@ Method (measured in bench/inspection.py on AITEX fabrics; see services/inspectio
    lighter or darker than the training images is not a defect.
 2. The image is reduced 2x (area average) and described on a regular grid by classic texture
    features: multi-scale local mean, local standard deviation, warp- and weft-direction line
-   contrast and a Gabor filter bank's energy (4 orientations x 2 wavelengths). All local
+   contrast at two lengths and a Gabor filter bank's energy (4 orientations x 2 wavelengths). All local
    statistics use normalised convolution so the padding does not leak into the fabric.
 3. A PatchCore-style memory: a random subset of the good images' grid features (standardised);
    a grid cell's anomaly score is its distance to the nearest memory entry. kNN, unlike a
@@ -31,19 +31,25 @@ import cv2
 import numpy as np
 import torch
 
-METHOD = "texture-knn-v1"
+METHOD = "texture-knn-v2"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
 GABOR_POOL_SIGMA_PX = 4.0
 MEAN_SIGMAS_PX = (2.0, 4.0, 8.0)
 STD_SIGMAS_PX = (4.0, 8.0)
-LINE_LENGTH_PX = 31
+# Line-contrast lengths (reduced px): short lines for breaks and slubs, long ones lift faint broken
+# picks/ends that are too weak over 31 px (fabric 03's misses in v1; 63 or 127 measured about the same).
+LINE_LENGTHS_PX = (31, 95)
 # Pixels at or above this grey level in flat areas of at least PAD_MIN_SIZE_PX are padding, not fabric.
 PAD_LEVEL = 250
 PAD_MIN_SIZE_PX = 15
 MAX_FOLDS = 5
 THRESHOLD_FACTOR = 1.25
+
+
+class MethodMismatch(ValueError):
+    """A stored profile from another version of the method (its features differ)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def _gabor_bank() -> list[np.ndarray]:
 
 
 _BANK = _gabor_bank()
-FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 + len(_BANK)
+FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 * len(LINE_LENGTHS_PX) + len(_BANK)
 
 
 def padding_mask(grey: np.ndarray) -> np.ndarray:
@@ -127,9 +133,10 @@ def grid_features(grey: np.ndarray, params: ModelParams) -> tuple[np.ndarray, np
         maps.append(np.sqrt(np.maximum(sq - mean * mean, 0.0)))
     # Line contrast: a short line's mean against its square neighbourhood. Broken ends and picks
     # are thin lines along one weave direction; averaging along them lifts them out of the noise.
-    square = _nbox(x, w, LINE_LENGTH_PX, LINE_LENGTH_PX)
-    maps.append(_nbox(x, w, LINE_LENGTH_PX, 3) - square)
-    maps.append(_nbox(x, w, 3, LINE_LENGTH_PX) - square)
+    for length in LINE_LENGTHS_PX:
+        square = _nbox(x, w, length, length)
+        maps.append(_nbox(x, w, length, 3) - square)
+        maps.append(_nbox(x, w, 3, length) - square)
     for kernel in _BANK:
         maps.append(_nblur(np.abs(cv2.filter2D(x, -1, kernel)), w, GABOR_POOL_SIGMA_PX))
     s = params.stride_px
@@ -220,7 +227,10 @@ class TextureModel:
     def from_bytes(cls, data: bytes) -> TextureModel:
         with np.load(io.BytesIO(data)) as z:
             if str(z["method"]) != METHOD:
-                raise ValueError(f"profile method {z['method']} is not {METHOD}")
+                raise MethodMismatch(
+                    f"the profile was trained with {z['method']}, this service runs {METHOD}: "
+                    "train it again with CreateProfile"
+                )
             meta = z["meta"]
             params = ModelParams(*(int(v) for v in meta[2:8]))
             return cls(params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]))

@@ -289,3 +289,24 @@ def test_profiles_survive_a_restart(start_server: Callable[..., object], tmp_pat
             pb.InspectImageRequest(article="plain-1", image=image(png(weave(128, 512, 3))))
         )
         assert reply.profile_version == 1
+
+
+def test_a_profile_of_an_older_method_asks_for_retraining(
+    start_server: Callable[..., object], tmp_path: Path
+) -> None:
+    server = start_server("inspection", build)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # type: ignore[attr-defined]
+        synthetic_profile(inspection_pb2_grpc.InspectionServiceStub(channel))
+    server.stop(grace_s=1)  # type: ignore[attr-defined]
+    (stored,) = (tmp_path / "data").rglob("*.npz")
+    with np.load(stored) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["method"] = np.array("texture-knn-v0")
+    np.savez_compressed(stored, **arrays)
+    again = start_server("inspection", build)
+    with grpc.insecure_channel(f"127.0.0.1:{again.port}") as channel:  # type: ignore[attr-defined]
+        stub = inspection_pb2_grpc.InspectionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.InspectImage(pb.InspectImageRequest(article="plain-1", image=image(png(weave(128, 512, 3)))))
+    assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "texture-knn-v0" in info.value.details() and "CreateProfile" in info.value.details()
