@@ -45,6 +45,9 @@ LINE_LENGTHS_PX = (31, 95)
 PAD_LEVEL = 250
 PAD_MIN_SIZE_PX = 15
 MAX_FOLDS = 5
+# Banded feature extraction for large images (see grid_features).
+BAND_PIXELS = 4 * 1024 * 1024
+BAND_OVERLAP_PX = 256
 THRESHOLD_FACTOR = 1.25
 
 
@@ -116,14 +119,37 @@ def _nbox(x: np.ndarray, w: np.ndarray, kx: int, ky: int) -> np.ndarray:
 
 
 def grid_features(grey: np.ndarray, params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
-    """(features H' x W' x F on the grid, padding mask at image resolution)."""
+    """(features H' x W' x F on the grid, padding mask at image resolution).
+
+    Large images are described in bands of rows (along the roll) of about BAND_PIXELS each, with
+    BAND_OVERLAP_PX of context above and below, so the float feature maps of one band bound the
+    memory; the overlap is wider than any filter's reach, so banded and whole-image features match.
+    """
     pad = padding_mask(grey)
-    x = _normalise(grey, pad)
+    x = _normalise(grey, pad)  # one median and MAD for the whole image, not per band
+    step = params.downsample * params.stride_px
+    height, width = grey.shape
+    band = max(step, (BAND_PIXELS // max(width, 1)) // step * step)
+    if height <= band + 2 * BAND_OVERLAP_PX:
+        return _band_features(x, pad, params), pad
+    parts = []
+    for core_start in range(0, height, band):
+        core_end = min(height, core_start + band)
+        start, end = max(0, core_start - BAND_OVERLAP_PX), min(height, core_end + BAND_OVERLAP_PX)
+        feats = _band_features(x[start:end], pad[start:end], params)
+        first = (core_start - start) // step  # start and core_start are multiples of step
+        parts.append(feats[first : first + (core_end - core_start + step - 1) // step])
+    return np.concatenate(parts, axis=0), pad
+
+
+def _band_features(x: np.ndarray, pad: np.ndarray, params: ModelParams) -> np.ndarray:
     d = params.downsample
     if d > 1:
-        size = (max(1, grey.shape[1] // d), max(1, grey.shape[0] // d))
+        # Crop to whole d x d blocks so the area reduction is an exact block average.
+        x = x[: x.shape[0] // d * d, : x.shape[1] // d * d]
+        size = (max(1, x.shape[1] // d), max(1, x.shape[0] // d))
         x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
-        small_pad = cv2.resize(pad.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        small_pad = pad[: size[1] * d : d, : size[0] * d : d]  # as INTER_NEAREST picks
     else:
         small_pad = pad
     w = (~small_pad).astype(np.float32)
@@ -140,7 +166,7 @@ def grid_features(grey: np.ndarray, params: ModelParams) -> tuple[np.ndarray, np
     for kernel in _BANK:
         maps.append(_nblur(np.abs(cv2.filter2D(x, -1, kernel)), w, GABOR_POOL_SIGMA_PX))
     s = params.stride_px
-    return np.stack([m[s // 2 :: s, s // 2 :: s] for m in maps], axis=-1), pad
+    return np.stack([m[s // 2 :: s, s // 2 :: s] for m in maps], axis=-1)
 
 
 def _grid_scored(pad: np.ndarray, params: ModelParams, grid_shape: tuple[int, int]) -> np.ndarray:

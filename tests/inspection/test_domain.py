@@ -110,3 +110,17 @@ def test_decode_accepts_grey_and_rgb() -> None:
 def test_decode_rejects_with_the_cause(data: bytes, needle: str) -> None:
     with pytest.raises(imaging.ImageError, match=needle):
         imaging.decode(data)
+
+
+def test_large_images_are_described_in_bands_that_match_the_whole(
+    model: texture.TextureModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = weave(1000, 512, 51)  # 1000 rows: not a multiple of the 8 px grid step
+    img[:, :60] = 255
+    cv2.circle(img, (300, 700), 9, 30, -1)
+    whole = model.anomaly_map(img)
+    monkeypatch.setattr(texture, "BAND_PIXELS", 64 * 512)  # bands of 64 rows + 256 rows of context each side
+    feats, _ = texture.grid_features(img, model.params)
+    banded = model.anomaly_map(img)
+    assert feats.shape[0] == 125
+    np.testing.assert_allclose(banded, whole, rtol=1e-4, atol=1e-4)
