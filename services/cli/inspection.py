@@ -127,9 +127,9 @@ def run(
     roll_length_mm = position_mm
     width_mm = roll_width_mm or widest_px * mm_per_px
 
-    def requests() -> Iterator[pb.InspectFrameRequest]:
+    def requests() -> Iterator[pb.InspectStreamRequest]:
         for i, (_path, data, at_mm) in enumerate(frames):
-            yield pb.InspectFrameRequest(
+            yield pb.InspectStreamRequest(
                 article=article if i == 0 else "",
                 image=image_pb2.Image(data=data),
                 mm_per_px=mm_per_px,

@@ -268,8 +268,8 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         )
 
     def InspectStream(
-        self, request_iterator: Iterator[pb.InspectFrameRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.InspectFrameResponse]:
+        self, request_iterator: Iterator[pb.InspectStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.InspectStreamResponse]:
         # The stream keeps the profile version it started with (per article): one roll, one version.
         pinned: dict[str, tuple[ProfileInfo, texture.TextureModel]] = {}
         article = ""
@@ -291,17 +291,17 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                 result = self._inspect(
                     info, model, decoded, frame.mm_per_px, frame.position_mm, frame.include_anomaly_map
                 )
-                yield pb.InspectFrameResponse(frame_index=frame.frame_index, result=result)
+                yield pb.InspectStreamResponse(frame_index=frame.frame_index, result=result)
             except AtelierError as exc:
                 FRAME_ERRORS.labels(exc.code_name).inc()
-                yield pb.InspectFrameResponse(
+                yield pb.InspectStreamResponse(
                     frame_index=frame.frame_index,
                     error=pb.FrameError(code=exc.code_name, message=exc.message),
                 )
             except Exception:  # one frame's unexpected failure must not end the line's stream
                 log.exception("frame %d failed", frame.frame_index)
                 FRAME_ERRORS.labels("INTERNAL").inc()
-                yield pb.InspectFrameResponse(
+                yield pb.InspectStreamResponse(
                     frame_index=frame.frame_index,
                     error=pb.FrameError(
                         code="INTERNAL", message="internal error inspecting this frame (see log)"

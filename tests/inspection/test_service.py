@@ -130,11 +130,11 @@ def test_stream_survives_a_bad_frame(stub: inspection_pb2_grpc.InspectionService
     bad = weave(128, 512, 7)
     cv2.circle(bad, (300, 60), 8, 20, -1)
     frames = [
-        pb.InspectFrameRequest(
+        pb.InspectStreamRequest(
             article="plain-1", image=image(png(weave(128, 512, 5))), frame_index=0, mm_per_px=0.5
         ),
-        pb.InspectFrameRequest(image=image(b"\x89PNG broken"), frame_index=1, position_mm=64),
-        pb.InspectFrameRequest(image=image(png(bad)), frame_index=2, mm_per_px=0.5, position_mm=128),
+        pb.InspectStreamRequest(image=image(b"\x89PNG broken"), frame_index=1, position_mm=64),
+        pb.InspectStreamRequest(image=image(png(bad)), frame_index=2, mm_per_px=0.5, position_mm=128),
     ]
     replies = list(stub.InspectStream(iter(frames)))
     assert [r.frame_index for r in replies] == [0, 1, 2]
@@ -146,7 +146,7 @@ def test_stream_survives_a_bad_frame(stub: inspection_pb2_grpc.InspectionService
 
 
 def test_stream_unknown_article_is_a_frame_error(stub: inspection_pb2_grpc.InspectionServiceStub) -> None:
-    frames = [pb.InspectFrameRequest(article="nope", image=image(png(weave(64, 64, 1))), frame_index=4)]
+    frames = [pb.InspectStreamRequest(article="nope", image=image(png(weave(64, 64, 1))), frame_index=4)]
     (reply,) = stub.InspectStream(iter(frames))
     assert reply.error.code == "NOT_FOUND" and "nope" in reply.error.message
 

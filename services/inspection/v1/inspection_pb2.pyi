@@ -331,7 +331,9 @@ class InspectImageResponse(_message.Message):
 Global___InspectImageResponse: _TypeAlias = InspectImageResponse  # noqa: Y015
 
 @_typing.final
-class InspectFrameRequest(_message.Message):
+class InspectStreamRequest(_message.Message):
+    """One frame of a line camera's stream, in roll order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTICLE_FIELD_NUMBER: _builtins.int
@@ -365,7 +367,7 @@ class InspectFrameRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___InspectFrameRequest: _TypeAlias = InspectFrameRequest  # noqa: Y015
+Global___InspectStreamRequest: _TypeAlias = InspectStreamRequest  # noqa: Y015
 
 @_typing.final
 class FrameError(_message.Message):
@@ -391,7 +393,9 @@ class FrameError(_message.Message):
 Global___FrameError: _TypeAlias = FrameError  # noqa: Y015
 
 @_typing.final
-class InspectFrameResponse(_message.Message):
+class InspectStreamResponse(_message.Message):
+    """The result for one frame: result, or error when that frame alone could not be inspected."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FRAME_INDEX_FIELD_NUMBER: _builtins.int
@@ -415,7 +419,7 @@ class InspectFrameResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___InspectFrameResponse: _TypeAlias = InspectFrameResponse  # noqa: Y015
+Global___InspectStreamResponse: _TypeAlias = InspectStreamResponse  # noqa: Y015
 
 @_typing.final
 class GradeRollRequest(_message.Message):

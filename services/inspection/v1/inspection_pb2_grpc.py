@@ -66,8 +66,8 @@ class InspectionServiceStub:
                 _registered_method=True)
         self.InspectStream = channel.stream_stream(
                 '/atelier.inspection.v1.InspectionService/InspectStream',
-                request_serializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameRequest.SerializeToString,
-                response_deserializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameResponse.FromString,
+                request_serializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamRequest.SerializeToString,
+                response_deserializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamResponse.FromString,
                 _registered_method=True)
         self.GradeRoll = channel.unary_unary(
                 '/atelier.inspection.v1.InspectionService/GradeRoll',
@@ -157,8 +157,8 @@ def add_InspectionServiceServicer_to_server(servicer, server):
             ),
             'InspectStream': grpc.stream_stream_rpc_method_handler(
                     servicer.InspectStream,
-                    request_deserializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameRequest.FromString,
-                    response_serializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameResponse.SerializeToString,
+                    request_deserializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamRequest.FromString,
+                    response_serializer=atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamResponse.SerializeToString,
             ),
             'GradeRoll': grpc.unary_unary_rpc_method_handler(
                     servicer.GradeRoll,
@@ -309,8 +309,8 @@ class InspectionService:
             request_iterator,
             target,
             '/atelier.inspection.v1.InspectionService/InspectStream',
-            atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameRequest.SerializeToString,
-            atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectFrameResponse.FromString,
+            atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamRequest.SerializeToString,
+            atelier_dot_inspection_dot_v1_dot_inspection__pb2.InspectStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,7 +52,7 @@ class InspectionServiceStub:
     ListProfiles: _grpc.UnaryUnaryMultiCallable[_inspection_pb2.ListProfilesRequest, _inspection_pb2.ListProfilesResponse]
     InspectImage: _grpc.UnaryUnaryMultiCallable[_inspection_pb2.InspectImageRequest, _inspection_pb2.InspectImageResponse]
     """Inspects one image."""
-    InspectStream: _grpc.StreamStreamMultiCallable[_inspection_pb2.InspectFrameRequest, _inspection_pb2.InspectFrameResponse]
+    InspectStream: _grpc.StreamStreamMultiCallable[_inspection_pb2.InspectStreamRequest, _inspection_pb2.InspectStreamResponse]
     """Inspects a stream of line-camera frames; one response per frame, in order.
     A bad frame gets a response carrying its error; the stream goes on.
     """
@@ -83,7 +83,7 @@ class InspectionServiceAsyncStub(InspectionServiceStub):
     ListProfiles: _aio.UnaryUnaryMultiCallable[_inspection_pb2.ListProfilesRequest, _inspection_pb2.ListProfilesResponse]  # type: ignore[assignment]
     InspectImage: _aio.UnaryUnaryMultiCallable[_inspection_pb2.InspectImageRequest, _inspection_pb2.InspectImageResponse]  # type: ignore[assignment]
     """Inspects one image."""
-    InspectStream: _aio.StreamStreamMultiCallable[_inspection_pb2.InspectFrameRequest, _inspection_pb2.InspectFrameResponse]  # type: ignore[assignment]
+    InspectStream: _aio.StreamStreamMultiCallable[_inspection_pb2.InspectStreamRequest, _inspection_pb2.InspectStreamResponse]  # type: ignore[assignment]
     """Inspects a stream of line-camera frames; one response per frame, in order.
     A bad frame gets a response carrying its error; the stream goes on.
     """
@@ -139,9 +139,9 @@ class InspectionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def InspectStream(
         self,
-        request_iterator: _MaybeAsyncIterator[_inspection_pb2.InspectFrameRequest],
+        request_iterator: _MaybeAsyncIterator[_inspection_pb2.InspectStreamRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_inspection_pb2.InspectFrameResponse], _abc.AsyncIterator[_inspection_pb2.InspectFrameResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_inspection_pb2.InspectStreamResponse], _abc.AsyncIterator[_inspection_pb2.InspectStreamResponse]]:
         """Inspects a stream of line-camera frames; one response per frame, in order.
         A bad frame gets a response carrying its error; the stream goes on.
         """
