@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from atelier.body.pose import Landmark, Pose, PoseModel
-from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation, ellipse_perimeter_cm
+from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
 
 MIN_SHORT_SIDE_PX = 256
 MIN_PERSON_PX = 400
@@ -68,6 +68,8 @@ class ViewResult:
     centre_x_px: float
     landmarks: dict[str, Landmark]
     method: str
+    # The photo itself (a reference, not a copy), for sub-pixel edges; None: whole pixels only.
+    image_rgb: np.ndarray | None = None
 
     @property
     def px_per_cm(self) -> float:
@@ -286,11 +288,46 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
         band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
-    return ViewResult(person, top, bottom, centre, landmarks, method)
+    return ViewResult(person, top, bottom, centre, landmarks, method, image_rgb)
 
 
-def run_width_px(mask: np.ndarray, row: int, centre_x: float) -> tuple[float, float]:
-    """Left and right edge (px) of the mask run on ``row`` through ``centre_x``, or (nan, nan)."""
+def _edge_fraction(line: np.ndarray, inside: int, outside: int, step: int, mask_line: np.ndarray) -> float:
+    """How far (px, -1..1) the true edge lies outward of the mask edge between ``inside`` and ``outside``.
+
+    Each of the two pixels either side of the mask edge is a blend of the person's colour just
+    inside the edge and the background's just outside (anti-aliasing, the lens): its share of
+    the person, projected on that colour pair, is its coverage. An edge ``e`` px outward of the
+    mask edge covers the inner pixel ``min(1, 1 + e)`` and the outer one ``max(0, e)``, so
+    ``e = cover_in + cover_out - 1``. Returns 0 (the mask's own edge) where the two colours are
+    too alike to tell, the row ends, or the references are not plain person and background
+    (an arm a few pixels from the torso would otherwise pass for the background's colour).
+    """
+    n = line.shape[0]
+    fg_idx = [inside - step * k for k in (2, 3, 4)]
+    bg_idx = [outside + step * k for k in (2, 3, 4)]
+    if not all(0 <= i < n for i in fg_idx + bg_idx):
+        return 0.0
+    if not mask_line[fg_idx].all() or mask_line[[outside, *bg_idx]].any():
+        return 0.0
+    fg = line[fg_idx].mean(axis=0)
+    bg = line[bg_idx].mean(axis=0)
+    axis = fg - bg
+    norm = float(axis @ axis)
+    if norm < 30.0**2:
+        return 0.0
+    cover_in = float(np.clip((line[inside] - bg) @ axis / norm, 0.0, 1.0))
+    cover_out = float(np.clip((line[outside] - bg) @ axis / norm, 0.0, 1.0))
+    return cover_in + cover_out - 1.0
+
+
+def run_width_px(
+    mask: np.ndarray, row: int, centre_x: float, image_rgb: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Left and right edge (px) of the mask run on ``row`` through ``centre_x``, or (nan, nan).
+
+    With the photo, each edge is placed to a fraction of a pixel from the colours across it
+    (:func:`_edge_fraction`); a pixel is 2 mm on a 1000 px photo of a whole person.
+    """
     if not 0 <= row < mask.shape[0]:
         return math.nan, math.nan
     line = mask[row]
@@ -303,16 +340,28 @@ def run_width_px(mask: np.ndarray, row: int, centre_x: float) -> tuple[float, fl
     right = c
     while right < line.size - 1 and line[right + 1]:
         right += 1
-    return float(left), float(right + 1)
+    x0, x1 = float(left), float(right + 1)
+    if image_rgb is not None and right - left > 10:
+        colours = image_rgb[row].astype(np.float32)
+        if left > 0:
+            x0 = left - _edge_fraction(colours, left, left - 1, -1, line)
+        if right < line.size - 1:
+            x1 = right + 1 + _edge_fraction(colours, right, right + 1, 1, line)
+    return x0, x1
 
 
 def band_width(
-    mask: np.ndarray, row_px: float, centre_x: float, half_band_px: int, mode: str = "median"
+    mask: np.ndarray,
+    row_px: float,
+    centre_x: float,
+    half_band_px: int,
+    mode: str = "median",
+    image_rgb: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Width (px) over a few rows around ``row_px``: median for a level, max for a widest girth."""
     found = []
     for r in range(round(row_px) - half_band_px, round(row_px) + half_band_px + 1):
-        left, right = run_width_px(mask, r, centre_x)
+        left, right = run_width_px(mask, r, centre_x, image_rgb)
         if not math.isnan(left):
             found.append((right - left, left, right))
     if not found:
@@ -335,7 +384,14 @@ def _profile_cm(view: ViewResult, heights_cm: np.ndarray, height_cm: float) -> n
     """Run width (cm) of ``view``'s outline through its centre at each height (nan where not found)."""
     px = (view.bottom_px - view.top_px) / height_cm
     return (
-        np.array([band_width(view.mask, view.bottom_px - h * px, view.centre_x_px, 0)[0] for h in heights_cm])
+        np.array(
+            [
+                band_width(view.mask, view.bottom_px - h * px, view.centre_x_px, 0, image_rgb=view.image_rgb)[
+                    0
+                ]
+                for h in heights_cm
+            ]
+        )
         / px
     )
 
@@ -385,6 +441,20 @@ def hip_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm:
     return predicted_cm if found is None else found
 
 
+def _sharpest_bend(heights: np.ndarray, values: np.ndarray, min_bend_cm: float = 0.05) -> float | None:
+    """Height where ``values`` (0.5 cm apart) bend most towards larger values (greatest second
+    difference over 1 cm, after smoothing over 1.5 cm); None when a value is missing or no bend
+    stands out from the outline's noise (``min_bend_cm``)."""
+    if len(values) < 9 or np.isnan(values).any():
+        return None
+    smooth = np.convolve(values, np.ones(3) / 3, mode="valid")  # centred on heights[1:-1]
+    bend = smooth[4:] - 2 * smooth[2:-2] + smooth[:-4]  # centred on heights[3:-3]
+    best = int(np.argmax(bend))
+    if bend[best] < min_bend_cm:
+        return None
+    return float(heights[3 + best])
+
+
 def waist_level_cm(
     front: ViewResult,
     side: ViewResult | None,
@@ -394,24 +464,23 @@ def waist_level_cm(
     floor_cm: float = -math.inf,
     ceiling_cm: float = math.inf,
 ) -> float:
-    """The waist level: where the torso is slimmest within 3 sd of the predicted navel height.
+    """The waist (navel) level, searched within 3 sd of the predicted level.
 
-    Slimmest means the least ellipse perimeter of front width and side depth (the least front
-    width without a side photo): the predicted level is a few cm off, and the torso narrows
-    towards the waist from both the hip and the chest, so an error there makes the width, the
-    depth and the girth too large. Both views together find the turning point where one alone
-    is flat (a belly makes the depth flat, a straight figure the width). ``floor_cm`` (the hip
-    level) and ``ceiling_cm`` (the chest level) bound the search, 3 cm inside them. Without a minimum inside the range the prediction stands.
+    With a side photo: where the side depth bends most, i.e. where the belly and the small of the
+    back stop narrowing towards the waist and the torso starts to deepen towards the chest (a
+    minimum of the depth is such a bend; so is the corner of a belly, where the depth has no
+    minimum). Without one: the least front width. The predicted level is a few cm off, and the
+    torso narrows towards the waist, so an error there makes width, depth and girth too large.
+    ``floor_cm`` (the hip level) and ``ceiling_cm`` (the chest level) bound the search, 3 cm
+    inside them. Where nothing stands out the prediction stands.
     """
     lo = max(predicted_cm - LEVEL_SEARCH_SD * sd_cm, floor_cm + 3.0)
     hi = min(predicted_cm + LEVEL_SEARCH_SD * sd_cm, ceiling_cm - 3.0)
     heights = np.arange(lo, hi + 1e-9, 0.5)
-    widths = _profile_cm(front, heights, height_cm)
     if side is not None:
-        values = ellipse_perimeter_cm(widths, _profile_cm(side, heights, height_cm))
+        found = _sharpest_bend(heights, _profile_cm(side, heights, height_cm))
     else:
-        values = widths
-    found = _extremum(heights, np.asarray(values, float), "min")
+        found = _extremum(heights, _profile_cm(front, heights, height_cm), "min")
     return predicted_cm if found is None else found
 
 
@@ -502,6 +571,7 @@ def measure(
             front.centre_x_px,
             round(4 * px_front) if level == "hip" else half_band,
             "max" if level == "hip" else "median",
+            image_rgb=front.image_rgb,
         )
         if math.isnan(width_px):
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
@@ -543,7 +613,9 @@ def measure(
         depths = {}
         for level in LEVELS:
             row = side.bottom_px - levels_cm[level] * px_side
-            depth_px, x0, x1 = band_width(side.mask, row, side.centre_x_px, max(1, round(0.6 * px_side)))
+            depth_px, x0, x1 = band_width(
+                side.mask, row, side.centre_x_px, max(1, round(0.6 * px_side)), image_rgb=side.image_rgb
+            )
             if not math.isnan(depth_px):
                 depths[level] = Observation(
                     depth_px / px_side, outline_sd_cm(side, height_cm, levels_cm[level], level_sd[level])
