@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -170,7 +171,7 @@ def shirt_dxf() -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--plan", default="10:1,2,3;60:1", help="budget:seeds;budget:seeds")
+    parser.add_argument("--plan", default="10:1,2,3;60:1,2,3", help="budget:seeds;budget:seeds")
     parser.add_argument("--instances", default="shirts,trousers,swim,albano")
     parser.add_argument("--garment-budget", type=int, default=60)
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
@@ -303,7 +304,7 @@ def main() -> int:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        command = "flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py " + " ".join(sys.argv[1:])
+        command = "flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py " + shlex.join(sys.argv[1:])
         write_section("nesting", body, command.strip())
     return 0
 
