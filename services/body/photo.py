@@ -229,11 +229,13 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
             mask, method = grabcut_mask(image_rgb), "mediapipe-pose(no mask)+grabcut"
     else:
         mask, method = grabcut_mask(image_rgb), "grabcut"
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
-    # The band is as wide as the coarse masks can be off: the pose mask is computed at 256 px and
-    # smears a few of its pixels past the outline (14 px below the feet of one 1000 px render).
-    mask = refine_edges(image_rgb, mask, band_px=max(3, max(h, w) // 64))
-    parts = _largest_components(mask)
+    parts = _clean_mask(image_rgb, mask)
+    if landmarks and parts and not _pose_fits_outline(landmarks, parts[0]):
+        # A skeleton far too small for the outline is not this person's (or not all of it): its
+        # mask seeded GrabCut with a part of the body only (one render lost head and neck, so the
+        # height scale and every width were 19% off). Segment without it, use no landmarks.
+        landmarks, method = {}, "grabcut(pose rejected)"
+        parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
     if not parts or parts[0].sum() < 0.01 * h * w:
         raise PhotoError(f"{field_name}.data", "no person found")
     person = parts[0]
@@ -289,6 +291,35 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
     return ViewResult(person, top, bottom, centre, landmarks, method, image_rgb)
+
+
+def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """Open the mask, refine its outline by colour, and split it into its largest components."""
+    h, w = image_rgb.shape[:2]
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+    # The band is as wide as the coarse masks can be off: the pose mask is computed at 256 px and
+    # smears a few of its pixels past the outline (14 px below the feet of one 1000 px render).
+    mask = refine_edges(image_rgb, mask, band_px=max(3, max(h, w) // 64))
+    return _largest_components(mask)
+
+
+# Shoulder-to-hip landmark distance over stature: about 0.3 (ANSUR II: acromial minus trochanterion
+# height over stature, 0.27-0.34 from the 1st to the 99th percentile, 0.24 the least); below this
+# share of the outline's height the skeleton is not the outline's person, or only part of it.
+MIN_TORSO_SHARE = 0.15
+
+
+def _pose_fits_outline(landmarks: Mapping[str, Landmark], person: np.ndarray) -> bool:
+    """Whether the pose's torso (mid-shoulder to mid-hip) is plausibly long for the outline's height."""
+    names = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+    if not all(n in landmarks for n in names):
+        return True  # nothing to compare; the outline checks that follow still apply
+    ys = np.nonzero(person)[0]
+    torso = abs(
+        (landmarks["left_hip"].y_px + landmarks["right_hip"].y_px) / 2
+        - (landmarks["left_shoulder"].y_px + landmarks["right_shoulder"].y_px) / 2
+    )
+    return torso >= MIN_TORSO_SHARE * (ys.max() - ys.min())
 
 
 def _edge_fraction(line: np.ndarray, inside: int, outside: int, step: int, mask_line: np.ndarray) -> float:
@@ -630,8 +661,15 @@ def measure(
             wrong_view = True
         sl = side.landmarks
         if all(n in sl for n in ("left_shoulder", "right_shoulder")):
+            # Shoulder landmarks far apart across the side photo: a front or back view. Measured
+            # against the front photo's own spread where there is one: a heavy man's side view
+            # spread them 25 cm (a front view spreads them ~35 cm; his front: 36 cm).
             spread = abs(sl["left_shoulder"].x_px - sl["right_shoulder"].x_px) / px_side
-            wrong_view = wrong_view or spread > 25.0
+            limit = 25.0
+            if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+                front_spread = abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_front
+                limit = max(limit, 0.8 * front_spread)
+            wrong_view = wrong_view or spread > limit
         if wrong_view:
             warnings.append(
                 (

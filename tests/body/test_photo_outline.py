@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from atelier.body.photo import ViewResult, _sharpest_bend, outline_sd_cm, run_width_px
+from atelier.body.photo import ViewResult, _pose_fits_outline, _sharpest_bend, outline_sd_cm, run_width_px
+from atelier.body.pose import Landmark
 
 BG = np.array([236.0, 236.0, 232.0])
 FG = np.array([70.0, 80.0, 120.0])
@@ -66,3 +67,17 @@ def test_outline_noise_grows_where_the_body_widens_fast() -> None:
     assert 0.5 <= flat < 0.6  # edges + clothing only
     assert steep > 1.5 * flat  # +-2 cm of level moves this width by +-2 cm
     assert free == flat
+
+
+def test_a_skeleton_too_small_for_the_outline_is_rejected() -> None:
+    person = np.zeros((1000, 400), bool)
+    person[70:930, 150:250] = True  # 860 px tall
+
+    def pose(shoulder_y: float, hip_y: float) -> dict[str, Landmark]:
+        points = {"left_shoulder": (230, shoulder_y), "right_shoulder": (170, shoulder_y)}
+        points |= {"left_hip": (220, hip_y), "right_hip": (180, hip_y)}
+        return {n: Landmark(n, x, y, 1.0) for n, (x, y) in points.items()}
+
+    assert _pose_fits_outline(pose(240.0, 470.0), person)  # torso 0.27 of the height
+    assert not _pose_fits_outline(pose(270.0, 334.0), person)  # 0.07: a skeleton of part of the body
+    assert _pose_fits_outline({}, person)  # no landmarks: nothing to compare
