@@ -42,9 +42,8 @@ from atelier.generation import testing
 from atelier.generation.server import build
 from atelier.generation.v1 import generation_pb2 as pb
 from atelier.generation.v1 import generation_pb2_grpc
-from atelier.runtime.config import ServiceConfig
 from atelier.runtime.server import Server
-from bench.report import BENCHMARKS_MD, write_section
+from bench.report import BENCHMARKS_MD, bench_config, write_section
 from tests.conftest import wait_serving
 
 PROMPT = "a paisley print on silk, studio light"
@@ -65,13 +64,7 @@ def serving(work: Path, models: Path, **settings: str) -> Iterator[tuple[Server,
     env = {"MODELS_DIR": str(models), **settings}
     saved = {k: os.environ.get(f"ATELIER_GENERATION_{k}") for k in env}
     os.environ.update({f"ATELIER_GENERATION_{k}": v for k, v in env.items()})
-    config = ServiceConfig(
-        service="generation",
-        data_dir=work / "data",
-        database_url=f"sqlite:///{work / 'g.db'}",
-        log_format="text",
-        log_level="WARNING",
-    )
+    config = bench_config("generation", work / "data")
     server = Server(config, build)
     try:
         server.start(metrics_port=0)
@@ -138,6 +131,23 @@ def img2img_request(init_bytes: bytes, seed: int, steps: int, size_px: int, batc
     )
 
 
+def direct_img2img(img2img: Any, init_image: Any, seed: int, steps: int, batch: int) -> None:
+    """The raw diffusers call the gRPC request is compared with (same prompt, settings and seeds)."""
+    import torch
+
+    with torch.inference_mode():
+        img2img(
+            PROMPT,
+            image=init_image,
+            strength=0.75,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            num_images_per_prompt=batch,
+            generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)],
+            output_type="np",
+        )
+
+
 def count_images(stub: Any, request: pb.GenerateRequest) -> int:
     return sum(1 for e in stub.Generate(request, timeout=600) if e.HasField("image"))
 
@@ -193,17 +203,7 @@ def measure_cpu(repeats: int, steps: int) -> str:
 
         def img2img_pair(batch: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
             def direct(seed: int) -> None:
-                with torch.inference_mode():
-                    img2img(
-                        PROMPT,
-                        image=init_image,
-                        strength=0.75,
-                        num_inference_steps=steps,
-                        guidance_scale=7.5,
-                        num_images_per_prompt=batch,
-                        generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)],
-                        output_type="np",
-                    )
+                direct_img2img(img2img, init_image, seed, steps, batch)
 
             def remote(seed: int) -> None:
                 assert count_images(stub, img2img_request(init_bytes, seed, steps, size_px, batch)) == batch
@@ -296,17 +296,7 @@ def measure_gpu(repeats: int, dry_run: bool) -> str:
 
             def direct(seed: int, batch: int = batch) -> None:
                 def call() -> None:
-                    with torch.inference_mode():
-                        img2img(
-                            PROMPT,
-                            image=init_image,
-                            strength=0.75,
-                            num_inference_steps=steps,
-                            guidance_scale=7.5,
-                            num_images_per_prompt=batch,
-                            generator=[torch.Generator().manual_seed(seed + i) for i in range(batch)],
-                            output_type="np",
-                        )
+                    direct_img2img(img2img, init_image, seed, steps, batch)
 
                 tracked("direct", call)
 

@@ -41,9 +41,8 @@ from atelier.inspection.regions import find_regions  # noqa: E402
 from atelier.inspection.server import build  # noqa: E402
 from atelier.inspection.v1 import inspection_pb2 as pb  # noqa: E402
 from atelier.inspection.v1 import inspection_pb2_grpc  # noqa: E402
-from atelier.runtime.config import ServiceConfig  # noqa: E402
 from atelier.runtime.server import Server  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import bench_config, write_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks" / "inspection" / "aitex"
 FABRICS = {"01": "2608691-202020u", "03": "2311694-1930c7u"}
@@ -127,16 +126,7 @@ def evaluate(fabric: str) -> dict[str, object]:
 def grpc_seconds(model: texture.TextureModel, strip: Path, goods: list[Path], repeats: int = 5) -> float:
     """Median InspectImage round trip on one strip, through a real server on a socket."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = ServiceConfig(
-            service="inspection",
-            host="127.0.0.1",
-            port=0,
-            metrics_port=0,
-            data_dir=Path(tmp),
-            database_url=f"sqlite:///{tmp}/inspection.db",
-            log_format="text",
-            log_level="WARNING",
-        )
+        config = bench_config("inspection", Path(tmp))
         server = Server(config, build)
         server.start(metrics_port=0)
         try:

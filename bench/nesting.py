@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT))
 from atelier.nesting.server import build  # noqa: E402
 from atelier.nesting.v1 import nesting_pb2 as pb  # noqa: E402
 from atelier.nesting.v1 import nesting_pb2_grpc  # noqa: E402
-from atelier.runtime.config import ServiceConfig  # noqa: E402
 from atelier.runtime.server import Server  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import bench_config, write_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks" / "nesting" / "instances"
 BEST_KNOWN = {"shirts": 90.920, "trousers": 92.615, "swim": 79.826, "albano": 89.821}
@@ -183,16 +182,7 @@ def main() -> int:
     load_start = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = ServiceConfig(
-            service="nesting",
-            host="127.0.0.1",
-            port=0,
-            metrics_port=0,
-            data_dir=Path(tmp),
-            database_url=f"sqlite:///{tmp}/nesting.db",
-            log_format="text",
-            log_level="WARNING",
-        )
+        config = bench_config("nesting", Path(tmp))
         server = Server(config, build)
         server.start(metrics_port=0)
         server.ready.wait(30)
@@ -304,7 +294,9 @@ def main() -> int:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        command = "flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py " + shlex.join(sys.argv[1:])
+        command = "flock /tmp/atelier-bench.lock .venv/bin/python bench/nesting.py " + shlex.join(
+            sys.argv[1:]
+        )
         write_section("nesting", body, command.strip())
     return 0
 

@@ -8,6 +8,8 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from atelier.runtime.config import ServiceConfig
+
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
@@ -32,6 +34,17 @@ def commit() -> str:
         ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def bench_config(service: str, data_dir: Path) -> ServiceConfig:
+    """An in-process server's config for a benchmark: free ports, SQLite in data_dir, quiet text logs."""
+    return ServiceConfig(
+        service=service,
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / (service + '.db')}",
+        log_format="text",
+        log_level="WARNING",
+    )
 
 
 def write_section(name: str, body: str, command: str) -> None:

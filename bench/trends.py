@@ -27,13 +27,12 @@ from google.protobuf import timestamp_pb2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atelier.runtime.config import ServiceConfig  # noqa: E402
 from atelier.runtime.server import Server  # noqa: E402
 from atelier.trends.evaluation import class_accuracy, mase  # noqa: E402
 from atelier.trends.global_model import MAX_TRAINING_ROWS  # noqa: E402
 from atelier.trends.server import build  # noqa: E402
 from atelier.trends.v1 import trends_pb2, trends_pb2_grpc  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import bench_config, write_section  # noqa: E402
 from tests.conftest import SHARED_BENCHMARKS, wait_serving  # noqa: E402
 
 DATA = SHARED_BENCHMARKS / "trends"
@@ -106,14 +105,7 @@ def main() -> int:
     cut = len(y) - HORIZON
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        config = ServiceConfig(
-            service="trends",
-            port=0,
-            metrics_port=0,
-            data_dir=Path(tmp),
-            database_url=f"sqlite:///{tmp}/trends.db",
-            log_format="text",
-        )
+        config = bench_config("trends", Path(tmp))
         started = time.perf_counter()
         server = Server(config, build)
         server.start(metrics_port=0)
