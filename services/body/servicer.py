@@ -211,23 +211,9 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             male_probability=result.male_probability,
         )
         if result.front_overlay_png:
-            response.overlay.CopyFrom(
-                image_pb2.Image(
-                    data=result.front_overlay_png,
-                    mime_type="image/png",
-                    width_px=front.shape[1],
-                    height_px=front.shape[0],
-                )
-            )
+            response.overlay.CopyFrom(_png(result.front_overlay_png, front.shape))
         if result.side_overlay_png and side is not None:
-            response.side_overlay.CopyFrom(
-                image_pb2.Image(
-                    data=result.side_overlay_png,
-                    mime_type="image/png",
-                    width_px=side.shape[1],
-                    height_px=side.shape[0],
-                )
-            )
+            response.side_overlay.CopyFrom(_png(result.side_overlay_png, side.shape))
         return response
 
     @staticmethod
@@ -384,3 +370,8 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
                 )
             )
         return response
+
+
+def _png(data: bytes, shape: tuple[int, ...]) -> image_pb2.Image:
+    """An overlay PNG of a photo with the given (rows, columns, ...) shape."""
+    return image_pb2.Image(data=data, mime_type="image/png", width_px=shape[1], height_px=shape[0])

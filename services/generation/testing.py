@@ -55,7 +55,7 @@ def build_tiny_tokenizer() -> Any:
 
 def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     """The components of a tiny SD 1.x pipeline (random weights from ``seed``)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -95,6 +95,13 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
         pad_token_id=vocab["<|endoftext|>"],
     )
     text_encoder = CLIPTextModel(text_config)
+    return _components(unet, vae, text_encoder)
+
+
+def _components(unet: Any, vae: Any, text_encoder: Any) -> dict[str, Any]:
+    """The modules in eval mode plus SD 1.x's DDIM schedule: a pipeline's components."""
+    from diffusers import DDIMScheduler
+
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -103,8 +110,7 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    modules: list[Any] = [unet, vae, text_encoder]
-    for module in modules:
+    for module in (unet, vae, text_encoder):
         module.eval()
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
 
@@ -161,7 +167,7 @@ def build_sd15_size_components(seed: int = 0, device: str = "cpu") -> dict[str, 
     The tokenizer stays the tiny byte-level one (its ids fit the 49,408-token embedding): tokenizing
     costs microseconds either way. ``device="meta"`` builds the shapes without allocating memory.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -177,18 +183,7 @@ def build_sd15_size_components(seed: int = 0, device: str = "cpu") -> dict[str, 
                 pad_token_id=vocab["<|endoftext|>"],
             )
         )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    modules: list[Any] = [unet, vae, text_encoder]
-    for module in modules:
-        module.eval()
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
+    return _components(unet, vae, text_encoder)
 
 
 def write_sd15_size_model(folder: Path, seed: int = 0, device: str = "cpu", dtype: str = "float16") -> Path:
