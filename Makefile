@@ -18,7 +18,7 @@ help:
 # The virtual environment, rebuilt when the dependencies change. torch is pinned (CPU wheel).
 # The body service's pose model (from the mediapipe 0.10.21 wheel, sha256-pinned; a no-op when in place)
 # goes into $(VENV)/share/atelier/models/body, where the service, tests and benchmarks look by default.
-$(STAMP): pyproject.toml constraints.txt services/body/setup_models.py
+$(STAMP): pyproject.toml constraints.txt services/atelier/body/setup_models.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Atelier needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -36,12 +36,11 @@ test: $(STAMP)
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check services tests protos bench
-	$(BIN)/ruff format --check services/runtime services/cli tests/runtime tests/integration
+	$(BIN)/ruff format --check services/atelier/runtime services/atelier/cli tests/runtime tests/integration
 
-# mypy resolves `atelier` through a symlink: the editable install's import hook is invisible to it.
+# mypy finds `atelier` under services/ (mypy_path in pyproject.toml): the import path is the folder path.
 typecheck: $(STAMP)
-	mkdir -p build/typecheck && ln -sfn ../../services build/typecheck/atelier
-	MYPYPATH=build/typecheck $(BIN)/mypy -p atelier.runtime -p atelier.cli
+	$(BIN)/mypy -p atelier.runtime -p atelier.cli
 
 protos: $(STAMP)
 	$(BIN)/python protos/generate.py

@@ -61,7 +61,7 @@ Global___Fit: _TypeAlias = Fit  # noqa: Y015
 class Measurement(_message.Message):
     """A named body measurement, e.g. "chest_girth", "waist_girth", "hip_girth", "inseam",
     "sleeve_length", "neck_girth", "shoulder_width", "thigh_girth", "back_length" (the full list
-    is in services/body/README.md). "height" is also accepted as a known measurement.
+    is in services/atelier/body/README.md). "height" is also accepted as a known measurement.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -47,7 +47,7 @@ class RecommendationsServiceStub:
     UpsertItems: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.UpsertItemsRequest, _recommendations_pb2.UpsertItemsResponse]
     """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
     are extracted (background removed, k-means in CIELAB, named from the vocabulary in
-    services/recommendations/README.md), stored and usable in Filter.colours.
+    services/atelier/recommendations/README.md), stored and usable in Filter.colours.
     """
     GetItem: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.GetItemRequest, _recommendations_pb2.Item]
     RecordEvents: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]
@@ -91,7 +91,7 @@ class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
     UpsertItems: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.UpsertItemsRequest, _recommendations_pb2.UpsertItemsResponse]  # type: ignore[assignment]
     """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
     are extracted (background removed, k-means in CIELAB, named from the vocabulary in
-    services/recommendations/README.md), stored and usable in Filter.colours.
+    services/atelier/recommendations/README.md), stored and usable in Filter.colours.
     """
     GetItem: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.GetItemRequest, _recommendations_pb2.Item]  # type: ignore[assignment]
     RecordEvents: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.RecordEventsRequest, _recommendations_pb2.RecordEventsResponse]  # type: ignore[assignment]
@@ -138,7 +138,7 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_recommendations_pb2.UpsertItemsResponse, _abc.Awaitable[_recommendations_pb2.UpsertItemsResponse]]:
         """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
         are extracted (background removed, k-means in CIELAB, named from the vocabulary in
-        services/recommendations/README.md), stored and usable in Filter.colours.
+        services/atelier/recommendations/README.md), stored and usable in Filter.colours.
         """
 
     @_abc_1.abstractmethod

@@ -21,7 +21,7 @@ app = typer.Typer(help="Render and check the Helm chart (charts/atelier) offline
 console = Console()
 err = Console(stderr=True)
 
-DEFAULT_CHART = Path(__file__).resolve().parents[2] / "charts" / "atelier"
+DEFAULT_CHART = Path(__file__).resolve().parents[3] / "charts" / "atelier"
 # Kinds from CRDs (cert-manager, Prometheus Operator) are not in the Kubernetes schemas.
 CRD_KINDS = {"Certificate", "ServiceMonitor"}
 

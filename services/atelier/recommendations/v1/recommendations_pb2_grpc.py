@@ -108,7 +108,7 @@ class RecommendationsServiceServicer:
     def UpsertItems(self, request, context):
         """Inserts or replaces catalogue items. When an item carries a photo its dominant colours
         are extracted (background removed, k-means in CIELAB, named from the vocabulary in
-        services/recommendations/README.md), stored and usable in Filter.colours.
+        services/atelier/recommendations/README.md), stored and usable in Filter.colours.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

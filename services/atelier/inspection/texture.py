@@ -1,6 +1,6 @@
 """The texture model: what a good fabric looks like, and how far a new image is from it.
 
-Method (measured in bench/inspection.py on AITEX fabrics; see services/inspection/README.md):
+Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/inspection/README.md):
 
 1. Off-fabric padding (flat white, as line-scan strips carry at their ends) is found and
    excluded; intensities are normalised per image by median and MAD, so a roll that is a little

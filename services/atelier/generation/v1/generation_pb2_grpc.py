@@ -29,7 +29,7 @@ class GenerationServiceStub:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
 
-    Limits (defaults; each is a service setting, see services/generation/README.md):
+    Limits (defaults; each is a service setting, see services/atelier/generation/README.md):
     width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
     per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
     4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
@@ -68,7 +68,7 @@ class GenerationServiceServicer:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
 
-    Limits (defaults; each is a service setting, see services/generation/README.md):
+    Limits (defaults; each is a service setting, see services/atelier/generation/README.md):
     width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
     per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
     4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer
@@ -141,7 +141,7 @@ class GenerationService:
     """Stable Diffusion for fashion design: text-to-image, image-to-image refinement, tileable
     prints, sketch to illustration, inpainting, with the brand's own local checkpoints.
 
-    Limits (defaults; each is a service setting, see services/generation/README.md):
+    Limits (defaults; each is a service setting, see services/atelier/generation/README.md):
     width and height multiples of 8 in 64..2048 px and at most 1048576 px per image; 1..8 images
     per request; 1..150 steps; guidance 0..30; strength in (0, 1]; init images and masks at most
     4096 x 4096 px; prompts at most the model tokenizer's limit (75 tokens for SD 1.x): longer

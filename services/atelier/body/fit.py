@@ -14,7 +14,7 @@ from pathlib import Path
 
 from atelier.body.statmodel import PARAMS_PATH, BodyModel, fit_from_csv
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "body"
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks" / "body"
 
 
 def main(argv: list[str] | None = None) -> int:

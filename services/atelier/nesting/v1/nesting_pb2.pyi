@@ -161,7 +161,7 @@ Global___Piece: _TypeAlias = Piece  # noqa: Y015
 @_typing.final
 class FlawZone(_message.Message):
     """A region of the roll to keep clear, e.g. a flaw found by the inspection service.
-    A flaw blocks the roll across its whole width over its x extent (see services/nesting/README.md).
+    A flaw blocks the roll across its whole width over its x extent (see services/atelier/nesting/README.md).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
