@@ -251,11 +251,19 @@ def test_make_tileable_on_a_real_fabric_photo() -> None:
         pytest.skip(f"AITEX fabric images not found under {folder}")
     import cv2
 
-    strip = cv2.imread(str(strips[0]), cv2.IMREAD_GRAYSCALE)
-    crop = strip[:, 1000:1256]  # a 256 x 256 patch of real woven fabric, away from the padded ends
-    result = tile.make_tileable(crop)
+    # One good strip per fabric; a 256 x 256 patch of real woven fabric, away from the padded ends.
+    first_per_fabric = {strip.parent.name: strip for strip in reversed(strips)}
+    results = []
+    for strip in first_per_fabric.values():
+        crop = cv2.imread(str(strip), cv2.IMREAD_GRAYSCALE)[:, 1000:1256]
+        results.append((crop, tile.make_tileable(crop)))
+    # Every fabric: the seam ends no worse than the photo's and looks like the inside of the tile.
+    for _, result in results:
+        assert result.seam_error <= result.seam_error_before
+        assert result.seam_error < 2 * result.interior_error
+    # The fabric whose edges match least (some photos are nearly periodic already) shows the repair.
+    crop, result = max(results, key=lambda cr: cr[1].seam_error_before)
     assert result.seam_error_before > 50 and result.seam_error < result.seam_error_before / 4
-    assert result.seam_error < 2 * result.interior_error
     # Tiled 2 x 2, the joins look like the inside: the join column and row are within the spread of the
     # tile's own neighbour differences, while the photo's joins stand far out.
     for image, seamless in ((result.tile, True), (crop, False)):
