@@ -251,7 +251,7 @@ def test_chart_crud_and_recommendation(stub: body_pb2_grpc.BodyServiceStub) -> N
 
 
 def test_charts_are_per_tenant(start_server) -> None:  # type: ignore[no-untyped-def]
-    server = start_server("body", build, api_keys=frozenset())
+    server = start_server("body", build)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = body_pb2_grpc.BodyServiceStub(channel)
         created = stub.CreateSizeChart(

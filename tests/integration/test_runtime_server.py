@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from atelier.common.v1 import progress_pb2
+from atelier.runtime.keys import Role, new_key, write_keys_file
 from atelier.runtime.server import Server
 from atelier.runtime.status import field_violations
 from tests.conftest import wait_serving
@@ -162,16 +164,16 @@ def test_health_not_serving_until_loaded(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_api_keys_required_when_configured(start_server: Callable[..., Server]) -> None:
+def test_api_keys_required_when_configured(start_server: Callable[..., Server], tmp_path: Path) -> None:
     pb2, _ = echo()
-    server = start_server("echo", build_echo, api_keys=frozenset({"s3cret"}))
+    key, record = new_key(["acme"], Role.WRITE)
+    write_keys_file(tmp_path / "keys.json", [record])
+    server = start_server("echo", build_echo, api_keys_file=str(tmp_path / "keys.json"))
     with pytest.raises(grpc.RpcError) as err:
         stub(server).Echo(pb2.EchoRequest(text="x"))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert (
-        stub(server).Echo(pb2.EchoRequest(text="x"), metadata=[("authorization", "Bearer s3cret")]).text
-        == "x"
-    )
+    reply = stub(server).Echo(pb2.EchoRequest(text="x"), metadata=[("authorization", f"Bearer {key}")])
+    assert (reply.text, reply.tenant) == ("x", "acme")  # the key's tenant, no header needed
     # Probes stay open.
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING

@@ -66,12 +66,12 @@ def test_config_from_env_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: o
     monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ATELIER_LOG_LEVEL", "debug")
     monkeypatch.setenv("ATELIER_NESTING_LOG_LEVEL", "warning")
-    monkeypatch.setenv("ATELIER_API_KEYS", "a, b,,")
+    monkeypatch.setenv("ATELIER_API_KEYS_FILE", "/run/keys.json")
     nesting = ServiceConfig.from_env("nesting")
     trends = ServiceConfig.from_env("trends")
     assert (nesting.port, nesting.metrics_port) == (50053, 9103)
     assert nesting.log_level == "WARNING" and trends.log_level == "DEBUG"
-    assert nesting.api_keys == frozenset({"a", "b"})
+    assert nesting.api_keys_file == "/run/keys.json"
     assert nesting.database_url == f"sqlite:///{tmp_path}/nesting.db"
     monkeypatch.setenv("ATELIER_NESTING_PORT", "70000")
     with pytest.raises(ValueError, match="port 70000"):

@@ -90,10 +90,25 @@ default
 {{- .Values.tls.secretName | default (printf "%s-tls" (include "atelier.fullname" .)) -}}
 {{- end }}
 
+{{/* The CA whose client certificates mTLS accepts: its own Secret, or the TLS Secret's ca.crt. */}}
+{{- define "atelier.clientCaFile" -}}
+{{- if .Values.tls.clientAuth.caSecretName -}}
+/etc/atelier/client-ca/ca.crt
+{{- else -}}
+/etc/atelier/tls/ca.crt
+{{- end -}}
+{{- end }}
+
 {{/* A probe on the gRPC health protocol. Kubernetes' native grpc probe speaks plaintext only,
      so with TLS the probe runs a short Python health check inside the container instead. */}}
 {{- define "atelier.probe" -}}
-{{- if .root.Values.tls.enabled -}}
+{{- if and .root.Values.tls.enabled .root.Values.tls.clientAuth.enabled -}}
+{{- /* mTLS: a probe has no client certificate; the plaintext port serving health only. */ -}}
+grpc:
+  port: {{ .root.Values.tls.clientAuth.healthPort }}
+  service: {{ .service | quote }}
+timeoutSeconds: 2
+{{- else if .root.Values.tls.enabled -}}
 exec:
   command:
     - python

@@ -32,6 +32,7 @@ GROUPS = {
     "trends": "atelier.cli.trends",
     "recs": "atelier.cli.recommendations",
     "deploy": "atelier.cli.deploy",
+    "keys": "atelier.cli.keys",
 }
 for _group, _module in GROUPS.items():
     if importlib.util.find_spec(_module) is not None:
@@ -101,9 +102,7 @@ def config(service: str = typer.Argument(..., help="a service name")) -> None:
 
     for key, value in vars(ServiceConfig.from_env(service)).items():
         shown = value
-        if key == "api_keys" and value:
-            shown = f"{len(value)} key(s)"
-        elif key == "database_url":
+        if key in ("database_url", "api_keys_database_url") and value:
             shown = sa.engine.make_url(value).render_as_string(hide_password=True)
         console.print(f"{key} = {shown}")
 

@@ -59,8 +59,17 @@ class ServiceConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_rpcs: int = 256
     grace_s: float = 30.0
-    api_keys: frozenset[str] = frozenset()
     default_tenant: str = "default"
+    # Security (see README "Security"): keys file or key database, TLS files, and the escape hatch.
+    api_keys_file: str = ""
+    api_keys_database_url: str = ""
+    insecure: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    tls_client_auth: bool = False
+    health_port: int = 0
+    reflection: str = "open"
 
     @property
     def service_data_dir(self) -> Path:
@@ -72,10 +81,11 @@ class ServiceConfig:
         data_dir = default_data_dir()
         # One SQLite file per service by default: services are separate processes and own their tables.
         database_url = _env(service, "DATABASE_URL", "") or f"sqlite:///{data_dir / (service + '.db')}"
-        keys = {k.strip() for k in _env(service, "API_KEYS", "").split(",") if k.strip()}
-        keys_file = _env(service, "API_KEYS_FILE", "")
-        if keys_file:
-            keys |= {line.strip() for line in Path(keys_file).read_text().splitlines() if line.strip()}
+        if _env(service, "API_KEYS", ""):
+            raise ValueError(
+                "ATELIER_API_KEYS (plain keys, bound to no tenant) is no longer accepted: create a keys "
+                "file with `atelier keys create --tenant <tenant> --role <role>` and set ATELIER_API_KEYS_FILE"
+            )
         config = cls(
             service=service,
             host=_env(service, "HOST", "127.0.0.1"),
@@ -89,8 +99,16 @@ class ServiceConfig:
             max_message_bytes=int(_env(service, "MAX_MESSAGE_BYTES", str(64 * 1024 * 1024))),
             max_concurrent_rpcs=int(_env(service, "MAX_CONCURRENT_RPCS", "256")),
             grace_s=float(_env(service, "GRACE_SECONDS", "30")),
-            api_keys=frozenset(keys),
             default_tenant=_env(service, "DEFAULT_TENANT", "default"),
+            api_keys_file=_env(service, "API_KEYS_FILE", ""),
+            api_keys_database_url=_env(service, "API_KEYS_DATABASE_URL", ""),
+            insecure=_env_bool(service, "INSECURE", False),
+            tls_cert_file=_env(service, "TLS_CERT_FILE", ""),
+            tls_key_file=_env(service, "TLS_KEY_FILE", ""),
+            tls_client_ca_file=_env(service, "TLS_CLIENT_CA_FILE", ""),
+            tls_client_auth=_env_bool(service, "TLS_CLIENT_AUTH", False),
+            health_port=int(_env(service, "HEALTH_PORT", "0")),
+            reflection=_env(service, "REFLECTION", "open").strip().lower(),
         )
         config.validate()
         return config
@@ -101,6 +119,8 @@ class ServiceConfig:
             problems.append(f"port {self.port} is not 0..65535")
         if not 0 <= self.metrics_port <= 65535:
             problems.append(f"metrics port {self.metrics_port} is not 0..65535")
+        if not 0 <= self.health_port <= 65535:
+            problems.append(f"ATELIER_HEALTH_PORT {self.health_port} is not 0..65535")
         if self.max_workers < 1:
             problems.append("ATELIER_MAX_WORKERS must be >= 1")
         if self.max_message_bytes < 1024:

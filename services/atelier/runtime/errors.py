@@ -47,6 +47,14 @@ class NotFoundError(AtelierError):
         self.resource_name = resource_name
 
 
+class UnauthenticatedError(AtelierError):
+    code_name = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(AtelierError):
+    code_name = "PERMISSION_DENIED"
+
+
 class AlreadyExistsError(AtelierError):
     code_name = "ALREADY_EXISTS"
 

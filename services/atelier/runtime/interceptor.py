@@ -3,9 +3,7 @@ every RPC of every service, written once."""
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,23 +12,37 @@ from typing import Any
 import grpc
 
 from atelier.runtime import metrics
+from atelier.runtime.auth import HEALTH_SERVICE, REFLECTION_SERVICES, TENANT_HEADER, Authoriser
 from atelier.runtime.context import method_var, request_id_var, tenant_var
 from atelier.runtime.errors import AtelierError, InvalidArgumentError
 from atelier.runtime.status import abort
 
 log = logging.getLogger("atelier.rpc")
 
-# Open without an API key: probes and tooling must reach these.
-OPEN_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
-TENANT_HEADER = "x-atelier-tenant"
+# Not logged per call: probes and tooling call these all the time (auth.Authoriser says which are open).
+OPEN_SERVICES = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
 REQUEST_ID_HEADER = "x-request-id"
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so the call is answered INVALID_ARGUMENT
+    after the auth check, instead of grpc's INTERNAL with an ERROR traceback before it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(exc)
+
+    return parse
 
 
 def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
@@ -54,10 +66,10 @@ def _code_name(context: grpc.ServicerContext) -> str:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, service: str, api_keys: frozenset[str], default_tenant: str) -> None:
+    def __init__(self, service: str, authoriser: Authoriser) -> None:
         self.service = service
-        self.api_keys = api_keys
-        self.default_tenant = default_tenant
+        self.authoriser = authoriser
+        self.default_tenant = authoriser.default_tenant
 
     def intercept_service(
         self,
@@ -76,23 +88,25 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                wrap.unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+                wrap.unary(handler.unary_unary),
+                _tolerant(handler.request_deserializer),
+                handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 wrap.streaming(handler.unary_stream),
-                handler.request_deserializer,
+                _tolerant(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 wrap.unary(handler.stream_unary, streaming_request=True),
-                handler.request_deserializer,
+                _tolerant(handler.request_deserializer),
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             wrap.streaming(handler.stream_stream, streaming_request=True),
-            handler.request_deserializer,
+            _tolerant(handler.request_deserializer),
             handler.response_serializer,
         )
 
@@ -116,30 +130,22 @@ class _Call:
         context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
         return time.perf_counter(), tokens
 
-    def _admit(self, context: grpc.ServicerContext) -> None:
-        if not _TENANT_RE.match(tenant_var.get()):
-            abort(
-                context,
-                InvalidArgumentError.for_field(
-                    f"metadata {TENANT_HEADER}",
-                    "must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
-                ),
-            )
-        self._authorise(context)
+    def _admit(self, context: grpc.ServicerContext, request: Any = None) -> None:
+        """Key, tenant and role (see atelier.runtime.auth), then the request's bytes."""
+        try:
+            access = self.owner.authoriser.admit(self.labels[1], self.labels[2], self.metadata)
+        except AtelierError as exc:
+            abort(context, exc)
+        tenant_var.set(access.tenant)  # the token from _begin still restores the outer value
+        if isinstance(request, _Malformed):
+            abort(context, self._malformed(request))
 
-    def _authorise(self, context: grpc.ServicerContext) -> None:
-        keys = self.owner.api_keys
-        if not keys or self.labels[1] in OPEN_SERVICES:
-            return
-        presented = str(self.metadata.get("x-api-key") or "")
-        bearer = str(self.metadata.get("authorization") or "")
-        if bearer.lower().startswith("bearer "):
-            presented = bearer[7:].strip()
-        if not presented or not any(hmac.compare_digest(presented, k) for k in keys):
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or unknown API key: send 'authorization: Bearer <key>' metadata",
-            )
+    def _malformed(self, request: _Malformed) -> InvalidArgumentError:
+        metrics.malformed_requests_total.labels(*self.labels).inc()
+        log.warning("rpc %s: request bytes are not a valid message: %s", self.method, request.error)
+        return InvalidArgumentError(
+            f"the request is not a valid {self.labels[1]}/{self.labels[2]} message (its bytes do not parse)"
+        )
 
     def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
         elapsed = time.perf_counter() - started
@@ -172,6 +178,8 @@ class _Call:
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
         for request in requests:
             metrics.msg_received_total.labels(*self.labels).inc()
+            if isinstance(request, _Malformed):
+                raise self._malformed(request)
             yield request
 
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
@@ -179,7 +187,7 @@ class _Call:
             code = "UNKNOWN"
             started, tokens = self._begin(context)
             try:
-                self._admit(context)
+                self._admit(context, None if streaming_request else request)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
@@ -204,7 +212,7 @@ class _Call:
             code = "UNKNOWN"
             started, tokens = self._begin(context)
             try:
-                self._admit(context)
+                self._admit(context, None if streaming_request else request)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:

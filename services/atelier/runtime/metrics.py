@@ -43,6 +43,11 @@ handling_seconds = Histogram(
 )
 msg_received_total = Counter("grpc_server_msg_received_total", "Stream messages received.", _RPC_LABELS)
 msg_sent_total = Counter("grpc_server_msg_sent_total", "Stream messages sent.", _RPC_LABELS)
+malformed_requests_total = Counter(
+    "atelier_malformed_requests_total",
+    "Request messages whose bytes did not parse (answered INVALID_ARGUMENT).",
+    _RPC_LABELS,
+)
 
 service_ready = Gauge(
     "atelier_service_ready",

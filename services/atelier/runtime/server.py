@@ -30,7 +30,8 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from atelier.runtime import logs, metrics
+from atelier.runtime import logs, metrics, tls
+from atelier.runtime.auth import Authoriser, InsecureConfigError, load_key_store, startup_checks
 from atelier.runtime.config import ServiceConfig
 from atelier.runtime.errors import UnimplementedError
 from atelier.runtime.interceptor import ServerInterceptor
@@ -120,6 +121,11 @@ class Server:
 
     def __init__(self, config: ServiceConfig, build: Callable[[Runtime], ServiceSpec]) -> None:
         self.config = config
+        # Security settings first: a half-configured one refuses to start before anything loads.
+        keys = load_key_store(config)
+        auth_line = startup_checks(config, keys)
+        credentials = tls.server_credentials(config)
+        log.log(logging.INFO if keys is not None else logging.WARNING, "%s: %s", config.service, auth_line)
         self.runtime = Runtime(config)
         self.spec = build(self.runtime)
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -136,7 +142,9 @@ class Server:
             futures.ThreadPoolExecutor(
                 max_workers=config.max_workers, thread_name_prefix=f"{config.service}-rpc"
             ),
-            interceptors=[ServerInterceptor(config.service, config.api_keys, config.default_tenant)],
+            interceptors=[
+                ServerInterceptor(config.service, Authoriser(keys, config.default_tenant, config.reflection))
+            ],
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -150,20 +158,24 @@ class Server:
             names.append(OPERATIONS_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         names.append(health.SERVICE_NAME)
-        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc_server)
+        if config.reflection != "off":
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc_server)
         self.service_names = names
         for name in ("", *self.spec.service_names, *self.spec.health_names):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        self.port = self._bind()
+        self.port = self._bind(credentials)
         self.metrics_port = 0
+        self.health_server: grpc.Server | None = None
+        self.health_port = 0
+        if config.health_port:  # plaintext, health only: for probes that cannot do (m)TLS
+            self.health_server, self.health_port = tls.health_only_server(
+                self.health, config.host, config.health_port
+            )
 
-    def _bind(self) -> int:
+    def _bind(self, credentials: grpc.ServerCredentials | None) -> int:
         address = f"{self.config.host}:{self.config.port}"
-        cert = self.config.setting("TLS_CERT_FILE", "")
-        key = self.config.setting("TLS_KEY_FILE", "")
-        if cert and key:
-            credentials = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+        if credentials is not None:
             port = self.grpc_server.add_secure_port(address, credentials)
         else:
             port = self.grpc_server.add_insecure_port(address)
@@ -175,12 +187,16 @@ class Server:
         port = self.config.metrics_port if metrics_port is None else metrics_port
         self.metrics_port = metrics.start_metrics_server(self.config.service, self.config.host, port)
         self.grpc_server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         log.info(
-            "%s listening on %s:%d (metrics on :%d)",
+            "%s listening on %s:%d, %s (metrics on :%d%s)",
             self.config.service,
             self.config.host,
             self.port,
+            tls.describe(self.config),
             self.metrics_port,
+            f", plaintext health on :{self.health_port}" if self.health_server is not None else "",
             extra={"port": self.port, "metrics_port": self.metrics_port},
         )
         threading.Thread(target=self._load, name=f"{self.config.service}-load", daemon=True).start()
@@ -211,6 +227,8 @@ class Server:
         self.health.enter_graceful_shutdown()
         metrics.service_ready.labels(self.config.service).set(0)
         self.grpc_server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0)
         if self.runtime.job_manager is not None:
             self.runtime.job_manager.shutdown(wait_s=0)
         if self.spec.close is not None:
@@ -231,9 +249,17 @@ def load_build(target: str) -> Callable[[Runtime], ServiceSpec]:
 
 
 def serve(service: str, target: str | None = None) -> int:
-    config = ServiceConfig.from_env(service)
+    try:
+        config = ServiceConfig.from_env(service)
+    except ValueError as exc:
+        print(f"atelier {service}: not starting: {exc}", file=sys.stderr)
+        return 2
     logs.configure(service, config.log_level, config.log_format)
-    server = Server(config, load_build(target or service))
+    try:
+        server = Server(config, load_build(target or service))
+    except InsecureConfigError as exc:
+        log.error("%s is not starting: %s", service, exc)
+        return 2
     server.start()
     stopping: list[threading.Thread] = []
 
