@@ -391,3 +391,66 @@ def test_helm_test_hook_checks_every_enabled_service(production_docs: list[dict[
     only_body = render({"services": {s: {"enabled": s == "body"} for s in SERVICES}})
     pod = by_kind(only_body, "Pod")["atelier-test-health"]
     assert pod["spec"]["containers"][0]["env"][0]["value"] == "atelier-body:50052=atelier.body.v1.BodyService"
+
+
+def test_key_store_insecure_and_reflection_values() -> None:
+    docs = render(
+        {
+            "apiKeys": {"database": {"existingSecret": "atelier-key-db"}},
+            "insecure": False,
+            "reflection": "key",
+        }
+    )
+    env = env_of(by_kind(docs, "Deployment")["atelier-body"])
+    assert env["ATELIER_API_KEYS_DATABASE_URL"] == {"secretKeyRef": {"name": "atelier-key-db", "key": "url"}}
+    assert "ATELIER_INSECURE" not in env and "ATELIER_API_KEYS_FILE" not in env
+    assert by_kind(docs, "ConfigMap")["atelier"]["data"]["ATELIER_REFLECTION"] == "key"
+    trial = env_of(by_kind(render({"insecure": True}), "Deployment")["atelier-body"])
+    assert trial["ATELIER_INSECURE"] == "1"
+    with pytest.raises(helm.HelmValuesError):
+        render({"reflection": "sometimes"})
+
+
+def test_notes_say_pods_refuse_to_start_without_keys() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        rendered = helm.Chart.load(str(CHART)).render(values, name="atelier", namespace="shop")
+        return str(rendered["atelier/templates/NOTES.txt"])
+
+    assert "REFUSE TO START" in notes({}) and "atelier keys create" in notes({})
+    assert "REFUSE TO START" not in notes({"apiKeys": {"existingSecret": "atelier-api-keys"}})
+    assert "insecure=true" in notes({"insecure": True})
+
+
+@pytest.mark.parametrize("ca_secret", ["", "shop-clients-ca"])
+def test_mtls_wires_the_client_ca_and_a_plaintext_health_port_for_probes(ca_secret: str) -> None:
+    values = {
+        "apiKeys": {"existingSecret": "atelier-api-keys"},
+        "tls": {
+            "enabled": True,
+            "secretName": "atelier-tls",
+            "clientAuth": {"enabled": True, "caSecretName": ca_secret},
+            "certManager": {"enabled": True, "issuerRef": {"name": "atelier-ca"}},
+        },
+    }
+    docs = render(values)
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    deployment = by_kind(docs, "Deployment")["atelier-trends"]
+    env = env_of(deployment)
+    ca_file = "/etc/atelier/client-ca/ca.crt" if ca_secret else "/etc/atelier/tls/ca.crt"
+    assert env["ATELIER_TLS_CLIENT_AUTH"] == "1" and env["ATELIER_TLS_CLIENT_CA_FILE"] == ca_file
+    assert env["ATELIER_HEALTH_PORT"] == "8086"
+    c = container(deployment)
+    assert {"name": "health", "containerPort": 8086, "protocol": "TCP"} in c["ports"]
+    assert c["readinessProbe"]["grpc"] == {"port": 8086, "service": "atelier.trends.v1.TrendsService"}
+    assert c["livenessProbe"]["grpc"] == {"port": 8086, "service": "grpc.health.v1.Health"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert ("client-ca" in volumes) == bool(ca_secret)
+    if ca_secret:
+        assert volumes["client-ca"]["secret"]["secretName"] == ca_secret
+    certificate = by_kind(docs, "Certificate")["atelier-tls"]
+    assert "client auth" in certificate["spec"]["usages"]
+    hook = next(d for d in docs if d["kind"] == "Pod")
+    hook_env = {e["name"]: e["value"] for e in hook["spec"]["containers"][0]["env"]}
+    assert hook_env["MTLS"] == "1"

@@ -194,3 +194,56 @@ def test_helm_test_hook_script_against_running_services(service_process: Service
     result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "atelier.trends.v1.TrendsService: NOT_FOUND" in result.stdout
+
+
+@pytest.mark.slow
+def test_helm_test_hook_presents_the_release_certificate_under_mtls(
+    service_process: ServiceProcess, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+    from tests.integration.certs import make_certs
+
+    certs = make_certs(tmp_path)
+    tls = tmp_path / "tls"  # laid out as the release's TLS Secret
+    tls.mkdir()
+    for source, name in (
+        (certs.ca_crt, "ca.crt"),
+        (certs.server_crt, "tls.crt"),
+        (certs.server_key, "tls.key"),
+    ):
+        shutil.copy(source, tls / name)
+    chart = helm.Chart.load(str(REPO / "charts" / "atelier"))
+    values = {"tls": {"enabled": True, "secretName": "atelier-tls", "clientAuth": {"enabled": True}}}
+    pod = yaml.safe_load(
+        chart.render(values, name="atelier", namespace="atelier")["atelier/templates/tests/test-health.yaml"]
+    )
+    script = [
+        sys.executable,
+        "-c",
+        pod["spec"]["containers"][0]["command"][2].replace("/etc/atelier/tls/", f"{tls}/"),
+    ]
+    health_port = free_port()
+    _proc, port, _metrics = service_process(
+        "nesting",
+        env={
+            "ATELIER_TLS_CERT_FILE": str(tls / "tls.crt"),
+            "ATELIER_TLS_KEY_FILE": str(tls / "tls.key"),
+            "ATELIER_TLS_CLIENT_CA_FILE": str(tls / "ca.crt"),
+            "ATELIER_TLS_CLIENT_AUTH": "1",
+            "ATELIER_HEALTH_PORT": str(health_port),
+        },
+        wait=False,
+    )
+    wait_serving(f"127.0.0.1:{health_port}", "atelier.nesting.v1.NestingService")  # what the probes ask
+    env = {
+        **os.environ,
+        "TLS": "1",
+        "MTLS": "1",
+        "TARGETS": f"localhost:{port}=atelier.nesting.v1.NestingService",
+    }
+    result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without the certificate the mTLS server refuses the handshake.
+    env["MTLS"] = "0"
+    result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stdout

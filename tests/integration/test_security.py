@@ -3,8 +3,6 @@ and the settings that refuse to start (in process and as `python -m atelier.runt
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import os
 import subprocess
@@ -24,6 +22,7 @@ from atelier.runtime.auth import InsecureConfigError
 from atelier.runtime.keys import Role, new_key, write_keys_file
 from atelier.runtime.server import Server
 from tests.conftest import REPO, free_port
+from tests.integration.certs import Certs, make_certs
 from tests.integration.test_runtime_server import build_echo, echo, metric_value, scrape
 
 ECHO = "/atelier.testing.v1.EchoService/Echo"
@@ -215,72 +214,9 @@ def test_localhost_without_keys_says_so_in_its_first_log_line(tmp_path: Path) ->
 # -- TLS and mTLS -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Certs:
-    ca_crt: Path
-    server_crt: Path
-    server_key: Path
-    client_crt: Path
-    client_key: Path
-    stranger_crt: Path  # a client certificate from another CA
-    stranger_key: Path
-
-
-def _write_cert(
-    folder: Path, name: str, subject: str, issuer: Any, ca: bool, server: bool
-) -> tuple[Any, Any]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name_ = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_cert, issuer_key = issuer if issuer else (None, key)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name_)
-        .issuer_name(issuer_cert.subject if issuer_cert else name_)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert, key
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    pytest.importorskip("cryptography", reason="cryptography is a dev dependency (pip install -e '.[dev]')")
-    d = tmp_path_factory.mktemp("certs")
-    ca = _write_cert(d, "ca", "atelier test CA", None, ca=True, server=False)
-    _write_cert(d, "server", "localhost", ca, ca=False, server=True)
-    _write_cert(d, "client", "shop client", ca, ca=False, server=False)
-    other = _write_cert(d, "other-ca", "someone else's CA", None, ca=True, server=False)
-    _write_cert(d, "stranger", "stranger", other, ca=False, server=False)
-    return Certs(
-        d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
-        d / "stranger.crt", d / "stranger.key",
-    )  # fmt: skip
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 def _secure_stub(port: int, certs: Certs, client: tuple[Path, Path] | None = None) -> Any:

@@ -22,6 +22,7 @@ from atelier.runtime.config import ServiceConfig
 from atelier.runtime.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
 from atelier.runtime.keys import FileKeyStore, KeyStoreError, Role, new_key, write_keys_file
 from atelier.runtime.registry import GRPC_SERVICES
+from atelier.runtime.storage import Store
 
 
 def bearer(key: str, tenant: str = "") -> dict[str, str]:
@@ -32,7 +33,7 @@ def bearer(key: str, tenant: str = "") -> dict[str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[FileKeyStore, dict[str, str]]:
+def file_keys(tmp_path: Path) -> tuple[FileKeyStore, dict[str, str]]:
     made = {
         "a": new_key(["tenant-a"], Role.WRITE),
         "a_read": new_key(["tenant-a"], Role.READ),
@@ -56,8 +57,8 @@ def test_only_the_hash_is_stored_and_the_file_is_private(tmp_path: Path) -> None
     assert loaded == record
 
 
-def test_authenticate_checks_the_whole_key(store: tuple[FileKeyStore, dict[str, str]]) -> None:
-    keys, k = store
+def test_authenticate_checks_the_whole_key(file_keys: tuple[FileKeyStore, dict[str, str]]) -> None:
+    keys, k = file_keys
     principal = keys.authenticate(k["a"])
     assert principal is not None and principal.tenants == ("tenant-a",) and principal.role == Role.WRITE
     assert (
@@ -67,8 +68,8 @@ def test_authenticate_checks_the_whole_key(store: tuple[FileKeyStore, dict[str, 
     assert keys.authenticate("not-a-key") is None
 
 
-def test_tenant_header_only_selects_a_granted_tenant(store: tuple[FileKeyStore, dict[str, str]]) -> None:
-    keys, k = store
+def test_tenant_header_only_selects_a_granted_tenant(file_keys: tuple[FileKeyStore, dict[str, str]]) -> None:
+    keys, k = file_keys
     auth = Authoriser(keys, default_tenant="default")
     svc, method = "atelier.trends.v1.TrendsService", "ListSeries"
     assert auth.admit(svc, method, bearer(k["a"])).tenant == "tenant-a"
@@ -89,8 +90,8 @@ def test_tenant_header_only_selects_a_granted_tenant(store: tuple[FileKeyStore, 
     assert auth.admit("grpc.health.v1.Health", "Check", {}).principal is None
 
 
-def test_roles_are_ordered_read_write_admin(store: tuple[FileKeyStore, dict[str, str]]) -> None:
-    keys, k = store
+def test_roles_are_ordered_read_write_admin(file_keys: tuple[FileKeyStore, dict[str, str]]) -> None:
+    keys, k = file_keys
     auth = Authoriser(keys, default_tenant="default")
     body = "atelier.body.v1.BodyService"
     auth.admit(body, "GetSizeChart", bearer(k["a_read"]))
@@ -244,19 +245,37 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
         FileKeyStore(path)
 
 
-def test_keys_in_a_shared_database(tmp_path: Path) -> None:
+def test_keys_in_a_shared_database(store: Store, tmp_path: Path) -> None:
     from atelier.runtime.keys_db import DatabaseKeyStore
 
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
     with pytest.raises(KeyStoreError, match="no active key"):
-        DatabaseKeyStore(url)
-    admin = DatabaseKeyStore(url, require_active=False)
+        DatabaseKeyStore(store)
+    admin = DatabaseKeyStore(store, require_active=False)
     key, record = new_key(["acme"], Role.WRITE)
     admin.add(record)
-    service = load_key_store(config(tmp_path, api_keys_database_url=url))
-    assert service is not None
+    service = DatabaseKeyStore(store, cache_s=60)
     principal = service.authenticate(key)
     assert principal is not None and principal.tenants == ("acme",)
     admin.replace_all(keystore.revoke(admin.records(), record.id))
-    service._cache.clear()  # type: ignore[attr-defined]  # what cache_s seconds do on their own
+    assert service.authenticate(key) is not None  # cached for cache_s
+    service._cache.clear()  # what cache_s seconds do on their own
     assert service.authenticate(key) is None
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    DatabaseKeyStore(url, require_active=False).add(new_key(["acme"], Role.READ)[1])
+    assert load_key_store(config(tmp_path, api_keys_database_url=url)) is not None
+
+
+def test_make_run_says_first_that_it_runs_without_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atelier.cli.main import app
+    from atelier.runtime import supervisor
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(supervisor, "run", lambda services: started.append(list(services)) or 0)
+    for name in ("ATELIER_API_KEYS_FILE", "ATELIER_API_KEYS_DATABASE_URL", "ATELIER_API_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["serve", "nesting"])
+    assert result.exit_code == 0 and started == [["nesting"]]
+    assert result.stdout.splitlines()[0].startswith("No API keys")
+    monkeypatch.setenv("ATELIER_API_KEYS", "k1")
+    refused = CliRunner().invoke(app, ["serve", "nesting"])
+    assert refused.exit_code == 2 and "atelier keys create" in refused.stdout

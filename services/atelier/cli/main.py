@@ -52,11 +52,21 @@ def serve(
         raise typer.BadParameter(
             f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}"
         )
+    try:
+        configs = {name: ServiceConfig.from_env(name) for name in chosen}
+    except ValueError as exc:
+        console.print(f"[red]not starting:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not any(c.api_keys_file or c.api_keys_database_url for c in configs.values()):
+        # The first thing `make run` says: who may call these servers.
+        console.print(
+            "[yellow]No API keys[/yellow] (ATELIER_API_KEYS_FILE unset): any local caller may act for any "
+            'tenant. Fine on localhost; see README.md "Security" before exposing a port.'
+        )
     table = Table(title="Atelier on localhost")
     for column in ("service", "gRPC", "metrics"):
         table.add_column(column)
-    for name in chosen:
-        config = ServiceConfig.from_env(name)
+    for name, config in configs.items():
         table.add_row(
             name, f"{config.host}:{config.port}", f"http://{config.host}:{config.metrics_port}/metrics"
         )

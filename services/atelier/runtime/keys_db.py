@@ -41,8 +41,8 @@ def _record(row: sa.RowMapping) -> KeyRecord:
 
 
 class DatabaseKeyStore:
-    def __init__(self, url: str, cache_s: float = 5.0, require_active: bool = True) -> None:
-        self.store = Store(url)
+    def __init__(self, url_or_store: str | Store, cache_s: float = 5.0, require_active: bool = True) -> None:
+        self.store = url_or_store if isinstance(url_or_store, Store) else Store(url_or_store)
         self.source = f"database table atelier_api_keys at {self.store.engine.url.render_as_string()}"
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
