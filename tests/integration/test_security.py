@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from atelier.runtime.auth import InsecureConfigError
 from atelier.runtime.keys import Role, new_key, write_keys_file
 from atelier.runtime.server import Server
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_serving
 from tests.integration.certs import Certs, make_certs
 from tests.integration.test_runtime_server import build_echo, echo, metric_value, scrape
 
@@ -237,8 +237,6 @@ def test_tls_handshake_and_plaintext_refused(start_server: Callable[..., Server]
         tls_key_file=str(certs.server_key),
         health_port=health_port,
     )
-    from tests.conftest import wait_serving
-
     wait_serving(f"127.0.0.1:{health_port}")  # probes: plaintext health on its own port
     assert _secure_stub(server.port, certs).Echo(pb2.EchoRequest(text="hi"), timeout=10).text == "hi"
     plain = pb2_grpc.EchoServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
@@ -267,8 +265,6 @@ def test_mtls_requires_a_client_certificate_from_the_ca(
         api_keys_file=str(keys.path),
         health_port=health_port,
     )
-    from tests.conftest import wait_serving
-
     wait_serving(f"127.0.0.1:{health_port}")
     hi = pb2.EchoRequest(text="hi")
     with_cert = _secure_stub(server.port, certs, (certs.client_crt, certs.client_key))
@@ -286,3 +282,39 @@ def test_mtls_requires_a_client_certificate_from_the_ca(
         .read()
         .decode()
     )
+
+
+def test_cli_channel_sends_the_key_and_speaks_mtls(
+    start_server: Callable[..., Server], certs: Certs, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atelier.cli import client
+
+    pb2, pb2_grpc = echo()
+    health_port = free_port()
+    server = start_server(
+        "echo",
+        build_echo,
+        wait=False,
+        tls_cert_file=str(certs.server_crt),
+        tls_key_file=str(certs.server_key),
+        tls_client_ca_file=str(certs.ca_crt),
+        api_keys_file=str(keys.path),
+        health_port=health_port,
+    )
+    wait_serving(f"127.0.0.1:{health_port}")
+    monkeypatch.setenv("ATELIER_SERVER_CA_FILE", str(certs.ca_crt))
+    monkeypatch.setenv("ATELIER_CLIENT_CERT_FILE", str(certs.client_crt))
+    monkeypatch.setenv("ATELIER_CLIENT_KEY_FILE", str(certs.client_key))
+    monkeypatch.setenv("ATELIER_SERVER_NAME", "localhost")
+    hi = pb2.EchoRequest(text="hi")
+    anonymous = pb2_grpc.EchoServiceStub(client.channel(f"127.0.0.1:{server.port}"))
+    assert code_of(lambda: anonymous.Echo(hi, timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+    monkeypatch.setenv("ATELIER_API_KEY", keys.a)
+    with client.channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb2_grpc.EchoServiceStub(channel)
+        assert stub.Echo(hi, timeout=10).tenant == "tenant-a"
+        assert stub.Sum(iter([pb2.CountResponse(value=v) for v in (1, 2)]), timeout=10).value == 3
+        assert [r.value for r in stub.Count(pb2.CountRequest(to=2), timeout=10)] == [0, 1]
+    monkeypatch.delenv("ATELIER_CLIENT_KEY_FILE")
+    with pytest.raises(SystemExit, match="both ATELIER_CLIENT_CERT_FILE"):
+        client.channel(f"127.0.0.1:{server.port}")

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atelier.body.v1 import body_pb2, body_pb2_grpc
+from atelier.cli import client
 from atelier.common.v1 import image_pb2
 from atelier.runtime.config import DEFAULT_PORTS
 
@@ -38,7 +39,7 @@ FIT = {body_pb2.FIT_TIGHT: "tight", body_pb2.FIT_GOOD: "good", body_pb2.FIT_LOOS
 
 
 def _stub(address: str) -> body_pb2_grpc.BodyServiceStub:
-    channel = grpc.insecure_channel(
+    channel = client.channel(
         address,
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from atelier.cli import client
 from atelier.common.v1 import image_pb2
 from atelier.generation.v1 import generation_pb2 as pb
 from atelier.generation.v1 import generation_pb2_grpc
@@ -40,7 +41,7 @@ STATE_NAMES = {v: k.removeprefix("MODEL_STATE_").lower() for k, v in pb.ModelSta
 
 
 def _stub(address: str) -> generation_pb2_grpc.GenerationServiceStub:
-    channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    channel = client.channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     return generation_pb2_grpc.GenerationServiceStub(channel)
 
 

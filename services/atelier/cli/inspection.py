@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from atelier.cli import client
 from atelier.common.v1 import image_pb2
 from atelier.inspection.v1 import inspection_pb2 as pb
 from atelier.inspection.v1 import inspection_pb2_grpc
@@ -84,7 +85,7 @@ def train(
             goods.append(image_pb2.Image(data=path.read_bytes()))
             progress.update(task, advance=1, status=path.name)
         progress.update(task, description="training", status=f"{article} on {len(goods)} images")
-        with grpc.insecure_channel(address) as channel:
+        with client.channel(address) as channel:
             stub = inspection_pb2_grpc.InspectionServiceStub(channel)
             try:
                 profile = stub.CreateProfile(
@@ -140,7 +141,7 @@ def run(
     defects: list[pb.Defect] = []
     errors: list[tuple[Path, pb.FrameError]] = []
     defective = 0
-    with grpc.insecure_channel(address) as channel:
+    with client.channel(address) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
         try:
             with _progress() as progress:
@@ -194,7 +195,7 @@ def profiles(address: str = typer.Option(DEFAULT_ADDRESS, "--address", help=ADDR
     for column in ("article", "version", "images", "threshold", "method"):
         table.add_column(column)
     token = ""
-    with grpc.insecure_channel(address) as channel:
+    with client.channel(address) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
         try:
             while True:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from atelier.cli import client
 from atelier.runtime.config import DEFAULT_PORTS, ServiceConfig
 from atelier.runtime.registry import GRPC_SERVICES, SERVICES
 
@@ -88,7 +89,7 @@ def status(
     for name in SERVICES:
         port = int(os.environ.get(f"ATELIER_{name.upper()}_PORT", DEFAULT_PORTS[name][0]))
         address = f"{host}:{port}"
-        with grpc.insecure_channel(address) as channel:
+        with client.channel(address) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=GRPC_SERVICES[name]), timeout=timeout

@@ -14,6 +14,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from atelier.cli import client
 from atelier.common.v1 import geometry_pb2
 from atelier.nesting.v1 import nesting_pb2 as pb
 from atelier.nesting.v1 import nesting_pb2_grpc
@@ -101,7 +102,7 @@ def nest(
     if grain and grain not in GRAINS:
         raise typer.BadParameter(f"choose from {', '.join(GRAINS)}", param_hint="--grain")
     file_format = pb.FILE_FORMAT_JSON if pieces.suffix.lower() == ".json" else pb.FILE_FORMAT_DXF
-    with grpc.insecure_channel(address) as channel:
+    with client.channel(address) as channel:
         stub = nesting_pb2_grpc.NestingServiceStub(channel)
         try:
             imported = stub.ImportPieces(

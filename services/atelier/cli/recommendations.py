@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from atelier.cli import client
 from atelier.common.v1 import money_pb2, progress_pb2
 from atelier.recommendations.v1 import recommendations_pb2 as pb
 from atelier.recommendations.v1 import recommendations_pb2_grpc as pb_grpc
@@ -62,11 +63,15 @@ ITEM_COLUMNS = {
 }
 
 AddressOpt = typer.Option(DEFAULT_ADDRESS, "--address", help="host:port of the recommendations service")
-TenantOpt = typer.Option("default", "--tenant", help="retailer (x-atelier-tenant)")
+TenantOpt = typer.Option(
+    "",
+    "--tenant",
+    help="retailer (x-atelier-tenant); default: the key's tenant, or ATELIER_DEFAULT_TENANT without keys",
+)
 
 
 def _stub(address: str) -> tuple[pb_grpc.RecommendationsServiceStub, grpc.Channel]:
-    channel = grpc.insecure_channel(address)
+    channel = client.channel(address)
     return pb_grpc.RecommendationsServiceStub(channel), channel
 
 

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from atelier.cli import client
 from atelier.common.v1 import progress_pb2
 from atelier.runtime.config import DEFAULT_PORTS
 from atelier.trends.v1 import trends_pb2 as pb
@@ -61,7 +62,11 @@ TREND_NAMES = {
 RESERVED = {"series", "time", "timestamp", "value", "external"}
 
 AddressOpt = typer.Option(DEFAULT_ADDRESS, "--address", help="host:port of the trends service")
-TenantOpt = typer.Option("default", "--tenant", help="tenant (x-atelier-tenant)")
+TenantOpt = typer.Option(
+    "",
+    "--tenant",
+    help="tenant (x-atelier-tenant); default: the key's tenant, or ATELIER_DEFAULT_TENANT without keys",
+)
 SeriesOpt = typer.Option([], "--series", "-s", help="a series key (repeatable; default: all)")
 LabelOpt = typer.Option([], "--label", "-l", help="only series with this label, KEY=VALUE (repeatable)")
 
@@ -160,7 +165,7 @@ def read_wide(path: Path, external: Path | None) -> Upload:
 
 def _stub(address: str) -> tuple[pb_grpc.TrendsServiceStub, grpc.Channel]:
     options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    channel = grpc.insecure_channel(address, options=options)
+    channel = client.channel(address, options=options)
     return pb_grpc.TrendsServiceStub(channel), channel
 
 
