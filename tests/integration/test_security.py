@@ -57,7 +57,9 @@ def code_of(call: Callable[[], Any]) -> grpc.StatusCode:
     return info.value.code()  # type: ignore[no-any-return]
 
 
-def test_keys_select_only_their_tenants_and_roles(start_server: Callable[..., Server], keys: Keys) -> None:
+def test_keys_select_only_their_tenants_and_roles(
+    start_server: Callable[..., Server], keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
     pb2, pb2_grpc = echo()
     server = start_server("echo", build_echo, api_keys_file=str(keys.path))
     stub = pb2_grpc.EchoServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
@@ -71,7 +73,10 @@ def test_keys_select_only_their_tenants_and_roles(start_server: Callable[..., Se
     assert (
         code_of(lambda: stub.Echo(hi, metadata=md(keys.a, "tenant-b"))) == grpc.StatusCode.PERMISSION_DENIED
     )
-    assert stub.Echo(hi, metadata=md(keys.operator, "tenant-b")).tenant == "tenant-b"
+    with caplog.at_level(logging.INFO, logger="atelier.rpc"):
+        assert stub.Echo(hi, metadata=md(keys.operator, "tenant-b")).tenant == "tenant-b"
+    (line,) = [r for r in caplog.records if r.name == "atelier.rpc"]
+    assert line.key_id == keys.operator.split("_")[1]  # type: ignore[attr-defined]  # the audit trail
     assert code_of(lambda: stub.Echo(hi, metadata=md(keys.operator))) == grpc.StatusCode.INVALID_ARGUMENT
     # Echo is in no role table: it needs write, so a read-only key is refused.
     assert code_of(lambda: stub.Echo(hi, metadata=md(keys.a_read))) == grpc.StatusCode.PERMISSION_DENIED

@@ -121,6 +121,7 @@ class _Call:
         self.labels = labels
         self.method = method
         self.metadata = metadata
+        self.key_id = ""  # the caller's key, for the audit trail in the RPC's log line
 
     def _begin(self, context: grpc.ServicerContext) -> tuple[float, list[Any]]:
         metrics.started_total.labels(*self.labels).inc()
@@ -137,6 +138,7 @@ class _Call:
         except AtelierError as exc:
             abort(context, exc)
         tenant_var.set(access.tenant)  # the token from _begin still restores the outer value
+        self.key_id = access.principal.key_id if access.principal else ""
         if isinstance(request, _Malformed):
             abort(context, self._malformed(request))
 
@@ -158,7 +160,7 @@ class _Call:
                 "rpc %s %s",
                 self.method,
                 code,
-                extra={"grpc_code": code, "duration_ms": round(elapsed * 1000, 2)},
+                extra={"grpc_code": code, "duration_ms": round(elapsed * 1000, 2), "key_id": self.key_id},
             )
         for var, token in zip((request_id_var, tenant_var, method_var), tokens, strict=True):
             var.reset(token)
