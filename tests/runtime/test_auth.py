@@ -176,6 +176,11 @@ def test_all_keys_revoked_or_unreadable_file_refuses_to_start(tmp_path: Path) ->
             load_key_store(config(tmp_path, api_keys_file=str(path)))
 
 
+def test_two_key_stores_at_once_refuse_to_start(tmp_path: Path) -> None:
+    with pytest.raises(InsecureConfigError, match="choose one key store"):
+        load_key_store(config(tmp_path, api_keys_file="/k.json", api_keys_database_url="sqlite://"))
+
+
 def test_non_loopback_without_keys_needs_insecure(tmp_path: Path) -> None:
     assert "WITHOUT API keys" in startup_checks(config(tmp_path, host="127.0.0.1"), None)
     assert "WITHOUT API keys" in startup_checks(config(tmp_path, host="::1"), None)

@@ -191,6 +191,11 @@ def is_loopback(host: str) -> bool:
 
 def load_key_store(config: ServiceConfig) -> KeyStore | None:
     """The configured key store, or None (no keys: allowed on loopback or with ATELIER_INSECURE=1)."""
+    if config.api_keys_database_url and config.api_keys_file:
+        raise InsecureConfigError(
+            "both ATELIER_API_KEYS_FILE and ATELIER_API_KEYS_DATABASE_URL are set: choose one key store "
+            "(a key revoked in one would still open the other)"
+        )
     if config.api_keys_database_url:
         from atelier.runtime.keys_db import DatabaseKeyStore
 

@@ -229,7 +229,7 @@ class KeyStore(Protocol):
     def authenticate(self, key: str) -> Principal | None: ...
 
 
-def _match(record: KeyRecord | None, key: str) -> Principal | None:
+def match_record(record: KeyRecord | None, key: str) -> Principal | None:
     if record is None or not record.active or not hmac.compare_digest(record.sha256, hash_key(key)):
         return None
     return Principal(record.id, record.tenants, record.role)
@@ -288,7 +288,7 @@ class FileKeyStore:
         if key_id is None:
             return None
         self._maybe_reload()
-        return _match(self._by_id.get(key_id), key)
+        return match_record(self._by_id.get(key_id), key)
 
 
 def revoke(records: Sequence[KeyRecord], key_id: str) -> list[KeyRecord]:

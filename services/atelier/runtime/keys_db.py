@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from atelier.runtime.errors import UnavailableError
-from atelier.runtime.keys import KeyRecord, KeyStoreError, Principal, _match, check_records, split_key
+from atelier.runtime.keys import KeyRecord, KeyStoreError, Principal, check_records, match_record, split_key
 from atelier.runtime.storage import Migration, Store, create_tables
 
 _metadata = sa.MetaData()
@@ -99,4 +99,4 @@ class DatabaseKeyStore:
 
     def authenticate(self, key: str) -> Principal | None:
         key_id = split_key(key)
-        return None if key_id is None else _match(self._lookup(key_id), key)
+        return None if key_id is None else match_record(self._lookup(key_id), key)
