@@ -22,7 +22,6 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 
 from atelier.body.v1 import body_pb2, body_pb2_grpc
-from atelier.generation.v1 import generation_pb2, generation_pb2_grpc
 from atelier.inspection.v1 import inspection_pb2, inspection_pb2_grpc
 from atelier.nesting.v1 import nesting_pb2, nesting_pb2_grpc
 from atelier.recommendations.v1 import recommendations_pb2, recommendations_pb2_grpc
@@ -326,37 +325,4 @@ def test_body_size_charts_stay_with_their_tenant(
     covered("atelier.body.v1.BodyService", b, pb.DESCRIPTOR)
 
 
-# -- generation ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from atelier.generation import testing
-
-    root = tmp_path_factory.mktemp("models")
-    testing.write_tiny_model(root / "tiny", seed=0)
-    return root
-
-
-def test_generation_sessions_stay_with_their_tenant(
-    start_server: Callable[..., Server], keys: Keys, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
-) -> None:
-    from atelier.generation.server import build
-
-    pb = generation_pb2
-    monkeypatch.setenv("ATELIER_GENERATION_MODELS_DIR", str(tiny_model))
-    monkeypatch.setenv("ATELIER_GENERATION_DEVICE", "cpu")
-    server = start_server("generation", build, api_keys_file=str(keys.path))
-    a, b, a_as_b, a_read = stubs(server, generation_pb2_grpc.GenerationServiceStub, keys)
-    settings = pb.GenerationSettings(prompt="a paisley print", seed=7, steps=2)
-    request = pb.GenerateRequest(model="tiny", settings=settings)
-    assert a_read.code("Generate", request) == DENIED
-    session = a("Generate", request)[-1].session_id
-    assert session
-
-    assert a_as_b.code("GetSession", pb.GetSessionRequest(session_id=session)) == DENIED
-    assert b.code("GetSession", pb.GetSessionRequest(session_id=session)) == NOT_FOUND
-    follow_up = pb.GenerateRequest(model="tiny", settings=settings, session_id=session)
-    assert b.code("Generate", follow_up) == NOT_FOUND
-    assert a("GetSession", pb.GetSessionRequest(session_id=session)).rounds == 1
-    covered("atelier.generation.v1.GenerationService", b, pb.DESCRIPTOR)
+# generation: tests/generation/test_tenant_isolation.py (it shares that folder's tiny models).
