@@ -270,6 +270,23 @@ def test_keys_in_a_shared_database(store: Store, tmp_path: Path) -> None:
     assert load_key_store(config(tmp_path, api_keys_database_url=url)) is not None
 
 
+def test_an_unreachable_key_database_is_unavailable_not_open(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from atelier.runtime.errors import UnavailableError
+    from atelier.runtime.keys_db import DatabaseKeyStore
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    key, record = new_key(["acme"], Role.READ)
+    service = DatabaseKeyStore(url, require_active=False)
+    service.add(record)
+    service.store.engine = sa.create_engine(f"sqlite:///{tmp_path / 'gone' / 'keys.db'}")  # cannot open
+    with pytest.raises(UnavailableError):
+        service.authenticate(key)
+    with pytest.raises(InsecureConfigError, match="cannot be used"):
+        load_key_store(config(tmp_path, api_keys_database_url="postgresql://nobody@127.0.0.1:1/keys"))
+
+
 def test_make_run_says_first_that_it_runs_without_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     from atelier.cli.main import app
     from atelier.runtime import supervisor
