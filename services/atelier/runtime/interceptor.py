@@ -16,6 +16,8 @@ import grpc
 from atelier.runtime import metrics
 from atelier.runtime.context import method_var, request_id_var, tenant_var
 from atelier.runtime.errors import AtelierError, InvalidArgumentError
+from atelier.runtime.readiness import outage_error
+from atelier.runtime.shedding import Admission, Ticket
 from atelier.runtime.status import abort
 
 log = logging.getLogger("atelier.rpc")
@@ -54,10 +56,17 @@ def _code_name(context: grpc.ServicerContext) -> str:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, service: str, api_keys: frozenset[str], default_tenant: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        api_keys: frozenset[str],
+        default_tenant: str,
+        admission: Admission | None = None,
+    ) -> None:
         self.service = service
         self.api_keys = api_keys
         self.default_tenant = default_tenant
+        self.admission = admission
 
     def intercept_service(
         self,
@@ -141,6 +150,16 @@ class _Call:
                 "missing or unknown API key: send 'authorization: Bearer <key>' metadata",
             )
 
+    def _enter(self, context: grpc.ServicerContext) -> Ticket | None:
+        """Load shedding (atelier.runtime.shedding): a ticket, or the call ends RESOURCE_EXHAUSTED."""
+        if self.owner.admission is None:
+            return None
+        try:
+            return self.owner.admission.admit(self.labels[1], self.labels[2], tenant_var.get())
+        except AtelierError as exc:
+            abort(context, exc)
+            raise
+
     def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
         elapsed = time.perf_counter() - started
         metrics.handled_total.labels(*self.labels, code).inc()
@@ -159,6 +178,7 @@ class _Call:
 
     def _fail(self, context: grpc.ServicerContext, exc: BaseException) -> None:
         """Turn an exception from the handler into the RPC's status (always raises)."""
+        exc = outage_error(exc) or exc  # a lost database is UNAVAILABLE (retryable), not INTERNAL
         if isinstance(exc, AtelierError):
             abort(context, exc)
         if context.code() not in (None, grpc.StatusCode.OK):
@@ -177,9 +197,11 @@ class _Call:
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             code = "UNKNOWN"
+            ticket = None
             started, tokens = self._begin(context)
             try:
                 self._admit(context)
+                ticket = self._enter(context)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
@@ -195,6 +217,8 @@ class _Call:
                 code = _code_name(context) if context.code() is not None else "UNKNOWN"
                 raise
             finally:
+                if ticket is not None:
+                    ticket.release()
                 self._end(context, started, tokens, code)
 
         return handle
@@ -202,9 +226,11 @@ class _Call:
     def streaming(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             code = "UNKNOWN"
+            ticket = None
             started, tokens = self._begin(context)
             try:
                 self._admit(context)
+                ticket = self._enter(context)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
@@ -226,6 +252,8 @@ class _Call:
                 code = _code_name(context) if context.code() is not None else "UNKNOWN"
                 raise
             finally:
+                if ticket is not None:
+                    ticket.release()
                 self._end(context, started, tokens, code)
 
         return handle
