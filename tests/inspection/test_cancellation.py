@@ -18,7 +18,7 @@ from tests.inspection.test_service import image, png, weave
 def test_create_profile_past_its_deadline_is_not_committed(start_server: Callable[..., Server]) -> None:
     server = start_server("inspection", build)
     stub = inspection_pb2_grpc.InspectionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
-    goods = [image(png(weave(256, 1024, s))) for s in range(8)]
+    goods = [image(png(weave(128, 768, s))) for s in range(4)]
     request = pb.CreateProfileRequest(article="late-1", good_images=goods)
     started = time.monotonic()
     stub.CreateProfile(request, timeout=60)  # how long a full training takes here

@@ -148,7 +148,8 @@ class _Worker:
         self._start_process()
         message = self._await(None)
         if message is None or message[0] != "ready":
-            log.error("%s: a worker failed to start: %s", self.pool.name, message and message[1])
+            if not self.pool.closed.is_set():
+                log.error("%s: a worker failed to start: %s", self.pool.name, message and message[1])
             self.kill()
             return False
         self.ready.set()
@@ -238,6 +239,11 @@ class ProcessPool:
             if not worker.ready.wait(remaining):
                 return False
         return True
+
+    def running(self) -> int:
+        """Tasks a worker is running now."""
+        with self._lock:
+            return sum(1 for f in self._tasks if f.running())
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process is not None and w.process.pid]

@@ -196,6 +196,9 @@ class FitPool:
         if self._pool is not None:
             self._pool.abandon(futures)
 
+    def running(self) -> int:
+        return self._pool.running() if self._pool is not None else 0
+
     def pids(self) -> list[int]:
         return self._pool.pids() if self._pool is not None else []
 

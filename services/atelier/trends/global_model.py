@@ -130,6 +130,12 @@ def trainable(n: int, horizon: int, season: int) -> bool:
     return n - horizon >= _longest_lag(horizon, season) + 8
 
 
+def preload() -> None:
+    """Imports LightGBM (and the scipy/pandas it pulls in: seconds on a busy machine) ahead of the
+    first request, whose deadline cannot interrupt an import."""
+    import lightgbm  # noqa: F401
+
+
 def fit_predict(
     histories: list[np.ndarray],
     externals: list[np.ndarray | None],
