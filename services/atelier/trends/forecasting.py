@@ -328,12 +328,15 @@ def _finish_predict(
         ]
         if any(global_model.trainable(len(histories[i]), horizon, season) for i in usable):
             config = gbm_config or global_model.GlobalModelConfig(threads=1)
-            values = global_model.fit_predict(
-                [histories[i] for i in usable],
-                [externals[i] for i in usable],
-                horizon,
-                season,
-                config,
+            values = _watched(
+                lambda: global_model.fit_predict(
+                    [histories[i] for i in usable],
+                    [externals[i] for i in usable],
+                    horizon,
+                    season,
+                    config,
+                    cancellation,
+                ),
                 cancellation,
             )
             gbm = dict(zip(usable, values, strict=True))
@@ -404,6 +407,33 @@ def _finish_predict(
             intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}
         out.append(Prediction(mean, intervals, name, notes))
     return out
+
+
+def _watched(work: Callable[[], Any], cancellation: Cancellation | None) -> Any:
+    """work() in a thread, the caller returning as soon as cancellation fires.
+
+    The global model checks the cancellation only between its steps, and some steps (LightGBM
+    building its dataset) take seconds on a busy machine: the caller (and its RPC thread and
+    concurrency slot) need not wait for them; the thread stops at its next check.
+    """
+    if cancellation is None:
+        return work()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="trends-global-model", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        cancellation.check()
+        thread.join(CANCEL_POLL_S)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _calibration_factors(
