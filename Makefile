@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint typecheck protos protos-check bench lock clean
+.PHONY: help run test lint typecheck protos protos-check bench load lock clean
 
 help:
 	@echo "make run        start every service on localhost (SQLite, local files); Ctrl-C stops"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint       ruff + mypy"
 	@echo "make protos     regenerate Python code from protos/"
 	@echo "make bench      run the benchmarks (figures go to BENCHMARKS.md)"
+	@echo "make load       loopback load driver: req/s, p50, p99, errors per service (BENCHMARKS.md)"
 
 # The virtual environment, rebuilt when the dependencies change. torch is pinned (CPU wheel).
 # The body service's pose model (from the mediapipe 0.10.21 wheel, sha256-pinned; a no-op when in place)
@@ -50,6 +51,10 @@ protos-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Loopback only, bounded in time and count: LOAD_ARGS="--clients 8 --seconds 8 --only trends,body".
+load: $(STAMP)
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
 
 # Re-pin constraints.txt from what the venv resolved (after changing pyproject.toml).
 lock: $(STAMP)

@@ -134,7 +134,9 @@ def test_probes_use_grpc_health_with_the_registry_service_names(default_docs: li
     for service, grpc_name in GRPC_SERVICES.items():
         c = container(by_kind(default_docs, "Deployment")[f"atelier-{service}"])
         port = DEFAULT_PORTS[service][0]
-        assert c["readinessProbe"]["grpc"] == {"port": port, "service": grpc_name}
+        # Readiness also needs the database (runtime.readiness): an outage takes the pod out of
+        # rotation without a restart.
+        assert c["readinessProbe"]["grpc"] == {"port": port, "service": "atelier.readiness"}
         assert c["startupProbe"]["grpc"] == {"port": port, "service": grpc_name}
         # Liveness must not depend on the model: the health service itself is SERVING at once.
         assert c["livenessProbe"]["grpc"] == {"port": port, "service": "grpc.health.v1.Health"}
@@ -220,7 +222,8 @@ def test_secrets_database_api_keys_and_tls(production_docs: list[dict[str, Any]]
     # The kubelet's native gRPC probe is plaintext only: with TLS the probe is an exec health check.
     probe = container(deployment)["readinessProbe"]
     assert "grpc" not in probe
-    assert "atelier.nesting.v1.NestingService" in probe["exec"]["command"][-1]
+    assert "atelier.readiness" in probe["exec"]["command"][-1]
+    assert "atelier.nesting.v1.NestingService" in container(deployment)["startupProbe"]["exec"]["command"][-1]
     certificate = by_kind(production_docs, "Certificate")["atelier-tls"]
     assert certificate["spec"]["secretName"] == "atelier-tls"
     assert "atelier-nesting.atelier.svc" in certificate["spec"]["dnsNames"]

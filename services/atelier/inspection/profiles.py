@@ -12,6 +12,7 @@ import hashlib
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,11 +76,33 @@ class ProfileStore:
         self.store.migrate("inspection", MIGRATIONS)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def save(self, tenant: str, article: str, model: TextureModel) -> ProfileInfo:
+    def save(
+        self,
+        tenant: str,
+        article: str,
+        model: TextureModel,
+        before_commit: Callable[[], None] | None = None,
+    ) -> ProfileInfo:
+        """Stores a new version. before_commit runs inside the transaction, last: what it raises (the
+        caller gave up) rolls the version back, so an abandoned call leaves no profile behind."""
         folder = self.root / _safe_dir(tenant) / _safe_dir(article)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{uuid.uuid4().hex}.npz"
         model.save(path)
+        try:
+            return self._insert(tenant, article, model, path, before_commit)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def _insert(
+        self,
+        tenant: str,
+        article: str,
+        model: TextureModel,
+        path: Path,
+        before_commit: Callable[[], None] | None,
+    ) -> ProfileInfo:
         t = profiles_table
         for _attempt in range(5):
             try:
@@ -103,6 +126,8 @@ class ProfileStore:
                             create_time=now,
                         )
                     )
+                    if before_commit is not None:
+                        before_commit()
             except sa.exc.IntegrityError:  # another trainer took this version number; take the next
                 continue
             with self._lock:

@@ -18,8 +18,9 @@ from atelier.inspection.profiles import ARTICLE_PATTERN, ProfileInfo, ProfileNot
 from atelier.inspection.regions import DefectKind, Region, find_regions
 from atelier.inspection.v1 import inspection_pb2 as pb
 from atelier.inspection.v1 import inspection_pb2_grpc
-from atelier.runtime.context import current_tenant
+from atelier.runtime.context import Cancellation, current_tenant
 from atelier.runtime.errors import AtelierError, FailedPreconditionError, NotFoundError, Violations
+from atelier.runtime.status import cancellation_from
 
 log = logging.getLogger("atelier.inspection")
 
@@ -157,9 +158,15 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                     continue
                 images.append(decoded.grey)
         v.raise_if_any("the profile request is invalid")
-        with self._slots:
-            model = texture.train(images)
-        info = self.profiles.save(current_tenant(), request.article, model)
+        # A caller that gives up (deadline, cancel) stops the training, and nothing is committed
+        # unless the commit happened before it gave up (the answer is then lost, the profile kept).
+        cancellation = cancellation_from(context)
+        self._acquire(cancellation)
+        try:
+            model = texture.train(images, check=cancellation.check)
+        finally:
+            self._slots.release()
+        info = self.profiles.save(current_tenant(), request.article, model, before_commit=cancellation.check)
         PROFILES.inc()
         log.info(
             "profile %s v%d trained on %d images, threshold %.3f",
@@ -169,6 +176,16 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
             info.threshold,
         )
         return _profile_pb(info)
+
+    def _acquire(self, cancellation: Cancellation) -> None:
+        """A CPU slot, waiting no longer than the caller does."""
+        while not self._slots.acquire(timeout=0.1):
+            cancellation.check()
+        try:
+            cancellation.check()
+        except BaseException:
+            self._slots.release()
+            raise
 
     def GetProfile(self, request: pb.GetProfileRequest, context: grpc.ServicerContext) -> pb.Profile:
         v = Violations()

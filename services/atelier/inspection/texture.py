@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -303,13 +304,22 @@ def calibrate_threshold(out_of_fold_scores: list[float]) -> float:
     return THRESHOLD_FACTOR * float(np.median(np.asarray(out_of_fold_scores, dtype=np.float64)))
 
 
-def train(images: list[np.ndarray], params: ModelParams | None = None) -> TextureModel:
-    """Learns a profile from defect-free greyscale images (at least 2)."""
+def train(
+    images: list[np.ndarray], params: ModelParams | None = None, check: Callable[[], None] | None = None
+) -> TextureModel:
+    """Learns a profile from defect-free greyscale images (at least 2).
+
+    check: called between images and folds; what it raises (the caller's cancellation) stops training.
+    """
     params = params or ModelParams()
+    check = check or (lambda: None)
     if len(images) < 2:
         raise ValueError("at least 2 good images are needed (one half calibrates the other)")
     rng = np.random.default_rng(params.seed)
-    samples = [_sample_features(img, params, rng) for img in images]
+    samples = []
+    for img in images:
+        check()
+        samples.append(_sample_features(img, params, rng))
     if sum(len(s) for s in samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
     fold_count = min(len(images), MAX_FOLDS)
@@ -319,7 +329,10 @@ def train(images: list[np.ndarray], params: ModelParams | None = None) -> Textur
         kept = [samples[i] for i in range(len(images)) if i not in held_out and len(samples[i])]
         if not kept:
             continue
+        check()
         fold_model = _build(kept, params, 0.0, len(kept))
-        out_of_fold.extend(float(fold_model.grid_scores(images[i])[0].max()) for i in sorted(held_out))
+        for i in sorted(held_out):
+            check()
+            out_of_fold.append(float(fold_model.grid_scores(images[i])[0].max()))
     threshold = calibrate_threshold(out_of_fold)
     return _build([s for s in samples if len(s)], params, threshold, len(images))

@@ -57,7 +57,7 @@ class ServiceConfig:
     log_format: str = "json"
     max_workers: int = 16
     max_message_bytes: int = 64 * 1024 * 1024
-    max_concurrent_rpcs: int = 256
+    max_concurrent_rpcs: int = 16
     grace_s: float = 30.0
     default_tenant: str = "default"
     # Security (see README "Security"): keys file or key database, TLS files, and the escape hatch.
@@ -97,7 +97,7 @@ class ServiceConfig:
             log_format=_env(service, "LOG_FORMAT", "json").lower(),
             max_workers=int(_env(service, "MAX_WORKERS", "16")),
             max_message_bytes=int(_env(service, "MAX_MESSAGE_BYTES", str(64 * 1024 * 1024))),
-            max_concurrent_rpcs=int(_env(service, "MAX_CONCURRENT_RPCS", "256")),
+            max_concurrent_rpcs=int(_env(service, "MAX_CONCURRENT_RPCS", "16")),
             grace_s=float(_env(service, "GRACE_SECONDS", "30")),
             default_tenant=_env(service, "DEFAULT_TENANT", "default"),
             api_keys_file=_env(service, "API_KEYS_FILE", ""),

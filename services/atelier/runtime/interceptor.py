@@ -15,6 +15,8 @@ from atelier.runtime import metrics
 from atelier.runtime.auth import HEALTH_SERVICE, REFLECTION_SERVICES, TENANT_HEADER, Authoriser
 from atelier.runtime.context import method_var, request_id_var, tenant_var
 from atelier.runtime.errors import AtelierError, InvalidArgumentError
+from atelier.runtime.readiness import outage_error
+from atelier.runtime.shedding import Admission, Ticket
 from atelier.runtime.status import abort
 
 log = logging.getLogger("atelier.rpc")
@@ -66,10 +68,11 @@ def _code_name(context: grpc.ServicerContext) -> str:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
-    def __init__(self, service: str, authoriser: Authoriser) -> None:
+    def __init__(self, service: str, authoriser: Authoriser, admission: Admission | None = None) -> None:
         self.service = service
         self.authoriser = authoriser
         self.default_tenant = authoriser.default_tenant
+        self.admission = admission
 
     def intercept_service(
         self,
@@ -149,6 +152,16 @@ class _Call:
             f"the request is not a valid {self.labels[1]}/{self.labels[2]} message (its bytes do not parse)"
         )
 
+    def _enter(self, context: grpc.ServicerContext) -> Ticket | None:
+        """Load shedding (atelier.runtime.shedding): a ticket, or the call ends RESOURCE_EXHAUSTED."""
+        if self.owner.admission is None:
+            return None
+        try:
+            return self.owner.admission.admit(self.labels[1], self.labels[2], tenant_var.get())
+        except AtelierError as exc:
+            abort(context, exc)
+            raise
+
     def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
         elapsed = time.perf_counter() - started
         metrics.handled_total.labels(*self.labels, code).inc()
@@ -167,6 +180,7 @@ class _Call:
 
     def _fail(self, context: grpc.ServicerContext, exc: BaseException) -> None:
         """Turn an exception from the handler into the RPC's status (always raises)."""
+        exc = outage_error(exc) or exc  # a lost database is UNAVAILABLE (retryable), not INTERNAL
         if isinstance(exc, AtelierError):
             abort(context, exc)
         if context.code() not in (None, grpc.StatusCode.OK):
@@ -187,9 +201,11 @@ class _Call:
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             code = "UNKNOWN"
+            ticket = None
             started, tokens = self._begin(context)
             try:
                 self._admit(context, None if streaming_request else request)
+                ticket = self._enter(context)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
@@ -205,6 +221,8 @@ class _Call:
                 code = _code_name(context) if context.code() is not None else "UNKNOWN"
                 raise
             finally:
+                if ticket is not None:
+                    ticket.release()
                 self._end(context, started, tokens, code)
 
         return handle
@@ -212,9 +230,11 @@ class _Call:
     def streaming(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             code = "UNKNOWN"
+            ticket = None
             started, tokens = self._begin(context)
             try:
                 self._admit(context, None if streaming_request else request)
+                ticket = self._enter(context)
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
@@ -236,6 +256,8 @@ class _Call:
                 code = _code_name(context) if context.code() is not None else "UNKNOWN"
                 raise
             finally:
+                if ticket is not None:
+                    ticket.release()
                 self._end(context, started, tokens, code)
 
         return handle

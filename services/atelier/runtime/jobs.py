@@ -370,14 +370,21 @@ class JobManager:
         with self.store.engine.begin() as conn:
             conn.execute(operations_table.delete().where(operations_table.c.name == name))
 
-    def shutdown(self, wait_s: float) -> None:
-        """Give running jobs wait_s to finish, then cancel them."""
+    def shutdown(self, wait_s: float, join_s: float | None = None) -> bool:
+        """Give running jobs wait_s to finish, then cancel them and wait join_s (None: for ever)
+        for them to end; True when none is left running."""
         deadline = time.monotonic() + wait_s
         while self._handles and time.monotonic() < deadline:
             time.sleep(0.1)
         for handle in list(self._handles.values()):
             handle.cancellation.cancel(SHUTDOWN_REASON)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Not wait=True: a job that ignores its cancellation must not hold the process (see
+        # runtime.shutdown); its thread is abandoned with the process.
+        self._pool.shutdown(wait=join_s is None, cancel_futures=True)
+        end = time.monotonic() + (join_s or 0.0)
+        while self._handles and time.monotonic() < end:
+            time.sleep(0.05)
+        return not self._handles
 
     def to_operation(self, row: dict[str, Any]) -> operations_pb2.Operation:
         state = int(row["state"])

@@ -5,8 +5,14 @@
 
 Lifecycle: metrics up; servicers, health, reflection and operations registered; port bound;
 health NOT_SERVING while ``ServiceSpec.load`` runs (models, profiles, indexes), SERVING after.
-On SIGTERM or SIGINT health flips to NOT_SERVING, new calls are refused, in-flight calls get
-``ATELIER_GRACE_SECONDS`` to finish, running jobs are then cancelled.
+The health name ``atelier.readiness`` also needs the database to answer (runtime.readiness).
+Calls over the concurrency limits are refused with RESOURCE_EXHAUSTED and RetryInfo
+(runtime.shedding).
+
+On SIGTERM or SIGINT health flips to NOT_SERVING, new calls are refused, in-flight calls and
+running jobs get ``ATELIER_GRACE_SECONDS`` to finish; then the calls are cancelled (their
+Cancellation fires, so the work stops), jobs are cancelled, close() runs, child processes are
+killed, and the process exits within grace + 5 s even if a call is stuck (runtime.shutdown).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -30,13 +37,15 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from atelier.runtime import logs, metrics, tls
+from atelier.runtime import logs, metrics, shutdown, tls
 from atelier.runtime.auth import Authoriser, InsecureConfigError, load_key_store, startup_checks
 from atelier.runtime.config import ServiceConfig
 from atelier.runtime.errors import UnimplementedError
 from atelier.runtime.interceptor import ServerInterceptor
 from atelier.runtime.jobs import JobManager
 from atelier.runtime.operations import OperationsServicer
+from atelier.runtime.readiness import READINESS, Readiness
+from atelier.runtime.shedding import Admission, Limits, thread_pool_size
 from atelier.runtime.storage import Store
 
 log = logging.getLogger("atelier.server")
@@ -133,20 +142,32 @@ class Server:
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
         self._stopped = threading.Event()
+        per_tenant = config.setting("MAX_CONCURRENT_RPCS_PER_TENANT", "")
+        self.limits = Limits(
+            service=config.max_concurrent_rpcs,
+            per_tenant=int(per_tenant)
+            if per_tenant
+            else Limits.default_per_tenant(config.max_concurrent_rpcs),
+            waiters=int(config.setting("MAX_WAITING_RPCS", "8")),
+        )
+        self.admission = Admission(config.service, self.limits)
+        threads = thread_pool_size(self.limits, config.max_workers)
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=config.max_workers, thread_name_prefix=f"{config.service}-rpc"
-            ),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{config.service}-rpc"),
             interceptors=[
-                ServerInterceptor(config.service, Authoriser(keys, config.default_tenant, config.reflection))
+                ServerInterceptor(
+                    config.service, Authoriser(keys, config.default_tenant, config.reflection), self.admission
+                )
             ],
             options=options,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            # Only a backstop against an unbounded queue: the shedder refuses (with RetryInfo) long
+            # before this, and each refusal takes microseconds of a spare thread.
+            maximum_concurrent_rpcs=threads * 8,
         )
         for add, servicer in self.spec.servicers:
             add(servicer, self.grpc_server)
@@ -161,9 +182,12 @@ class Server:
         if config.reflection != "off":
             reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc_server)
         self.service_names = names
-        for name in ("", *self.spec.service_names, *self.spec.health_names):
+        for name in ("", *self.spec.service_names, *self.spec.health_names, READINESS):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        # The database is a dependency only of services that opened the store in build().
+        checks = {"database": self.runtime.store.ping} if "store" in self.runtime.__dict__ else {}
+        self.readiness = Readiness(config.service, self._publish_readiness, checks)
         self.port = self._bind(credentials)
         self.metrics_port = 0
         self.health_server: grpc.Server | None = None
@@ -172,6 +196,12 @@ class Server:
             self.health_server, self.health_port = tls.health_only_server(
                 self.health, config.host, config.health_port
             )
+
+    def _publish_readiness(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self.health.set(READINESS, status)
 
     def _bind(self, credentials: grpc.ServerCredentials | None) -> int:
         address = f"{self.config.host}:{self.config.port}"
@@ -189,6 +219,7 @@ class Server:
         self.grpc_server.start()
         if self.health_server is not None:
             self.health_server.start()
+        self.readiness.start()
         log.info(
             "%s listening on %s:%d, %s (metrics on :%d%s)",
             self.config.service,
@@ -214,26 +245,41 @@ class Server:
         for name in ("", *self.spec.service_names):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         metrics.service_ready.labels(self.config.service).set(1)
+        self.readiness.loaded()
         self.ready.set()
         log.info("%s is ready", self.config.service)
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Drain: NOT_SERVING, refuse new calls, let in-flight calls finish, then close."""
+    def stop(self, grace_s: float | None = None) -> bool:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight calls and jobs finish for the grace
+        period, then cancel them and close. Every step is bounded: returns within grace +
+        shutdown.HARD_MARGIN_S - 1 s, True when everything ended cleanly."""
         if self._stopped.is_set():
-            return
+            return True
         self._stopped.set()
         grace = self.config.grace_s if grace_s is None else grace_s
+        deadline = time.monotonic() + grace + shutdown.HARD_MARGIN_S - 1.0
         log.info("%s shutting down (grace %.0f s)", self.config.service, grace)
+        self.readiness.stop()
         self.health.enter_graceful_shutdown()
         metrics.service_ready.labels(self.config.service).set(0)
-        self.grpc_server.stop(grace).wait()
+        # After the grace grpc cancels the calls still running: their Cancellation tokens fire.
+        drained = self.grpc_server.stop(grace)
         if self.health_server is not None:
             self.health_server.stop(0)
+        clean = True
         if self.runtime.job_manager is not None:
-            self.runtime.job_manager.shutdown(wait_s=0)
+            # Jobs get the same grace, counted from the signal, then are cancelled.
+            clean &= self.runtime.job_manager.shutdown(wait_s=grace, join_s=1.0)
+        clean &= drained.wait(max(0.0, deadline - time.monotonic() - 1.5))
         if self.spec.close is not None:
-            self.spec.close()
-        log.info("%s stopped", self.config.service)
+            closer = threading.Thread(
+                target=self.spec.close, name=f"{self.config.service}-close", daemon=True
+            )
+            closer.start()
+            closer.join(max(0.1, deadline - time.monotonic()))
+            clean &= not closer.is_alive()
+        log.info("%s stopped%s", self.config.service, "" if clean else " (some work did not end in time)")
+        return clean
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
@@ -261,23 +307,30 @@ def serve(service: str, target: str | None = None) -> int:
         log.error("%s is not starting: %s", service, exc)
         return 2
     server.start()
-    stopping: list[threading.Thread] = []
+    stopped = threading.Event()
+    watchdog = shutdown.Watchdog()
+
+    def stop() -> None:
+        server.stop()
+        stopped.set()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stopping:
+        if watchdog.armed:
             return
         log.info("received %s", signal.Signals(signum).name)
-        thread = threading.Thread(target=server.stop, name="shutdown")
-        stopping.append(thread)
-        thread.start()
+        watchdog.arm(config.grace_s + shutdown.HARD_MARGIN_S)
+        threading.Thread(target=stop, name="shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.wait()
-    # The gRPC server ends before stop() has closed the service (jobs, models): the main thread
-    # waits for it, or interpreter shutdown would tear down the executors close() still needs.
-    for thread in stopping:
-        thread.join()
+    # The main thread waits for stop() to have closed the service (jobs, models), not only for the
+    # gRPC server: interpreter shutdown would tear down the executors close() still needs. Short
+    # waits, so the signal handler runs promptly.
+    while not stopped.wait(0.5):
+        pass
+    watchdog.disarm()
+    # Calls that ignored their cancellation would keep the interpreter waiting for their threads.
+    shutdown.finish(0, wait_s=0.5)
     return 0
 
 

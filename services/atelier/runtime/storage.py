@@ -22,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
+# Seconds to wait for a PostgreSQL connection before the call fails as UNAVAILABLE.
+CONNECT_TIMEOUT_S = 5
+
 schema_metadata = sa.MetaData()
 schema_versions = sa.Table(
     "atelier_schema_versions",
@@ -89,10 +92,31 @@ class Store:
             engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             sa.event.listen(engine, "connect", _on_sqlite_connect)
             return engine
-        connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+        # A database that stops answering must fail calls (UNAVAILABLE, see runtime.readiness) in
+        # seconds, not hang them: bounded connect, TCP keepalives for a peer that vanished, and a
+        # bounded wait for a pooled connection.
+        connect_args: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        if schema:
+            connect_args["options"] = f"-csearch_path={schema}"
         return sa.create_engine(
-            url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            pool_timeout=CONNECT_TIMEOUT_S * 2,
+            connect_args=connect_args,
         )
+
+    def ping(self) -> None:
+        """Raises when the database does not answer (readiness checks call this)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Apply the component's pending migrations in order; returns the schema version."""

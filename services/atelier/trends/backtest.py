@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atelier.runtime.context import Cancellation
 from atelier.trends.evaluation import mase, smape, trend_class, yoy_change
 from atelier.trends.forecasting import FitPool, ProgressFn, predict
 
@@ -31,6 +32,7 @@ def backtest(
     non_negative: Sequence[bool],
     pool: FitPool,
     progress: ProgressFn | None = None,
+    cancellation: Cancellation | None = None,
 ) -> list[Score]:
     """Window k (1..windows) forecasts y[n-k*h : n-(k-1)*h] from y[:n-k*h] with every model."""
     scores = []
@@ -44,7 +46,16 @@ def backtest(
             ext = [None if x is None else x[:c] for x, c in zip(externals, cuts, strict=True)]
             # Scores use the mean only: no interval calibration (it would fit every model twice).
             predictions = predict(
-                train, ext, season, horizon, [80], model, non_negative, pool, calibrate=False
+                train,
+                ext,
+                season,
+                horizon,
+                [80],
+                model,
+                non_negative,
+                pool,
+                calibrate=False,
+                cancellation=cancellation,
             )
             for y_train, y_true, p in zip(train, actual, predictions, strict=True):
                 value = mase(y_train, y_true, p.mean, season)

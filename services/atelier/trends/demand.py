@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atelier.runtime.context import Cancellation
 from atelier.trends.forecasting import FitPool, Prediction, predict
 
 ADI_CUTOFF = 1.32
@@ -56,7 +57,12 @@ def mixture_interval(rate: np.ndarray, sizes: np.ndarray, level: int) -> tuple[n
 
 
 def forecast_demand(
-    histories: Sequence[np.ndarray], season: int, horizon: int, levels: Sequence[int], pool: FitPool
+    histories: Sequence[np.ndarray],
+    season: int,
+    horizon: int,
+    levels: Sequence[int],
+    pool: FitPool,
+    cancellation: Cancellation | None = None,
 ) -> list[tuple[Prediction, DemandProfile]]:
     profiles = [profile(y) for y in histories]
     out: list[tuple[Prediction, DemandProfile] | None] = [None] * len(histories)
@@ -71,6 +77,7 @@ def forecast_demand(
             "mstl",
             [True] * len(smooth),
             pool,
+            cancellation=cancellation,
         )
         for i, prediction in zip(smooth, predictions, strict=True):
             prediction.model = f"{profiles[i].demand_class}:{prediction.model}"
@@ -80,7 +87,12 @@ def forecast_demand(
         if not members:
             continue
         future = pool.submit(model, season, False, [histories[i] for i in members], horizon, [])
-        for i, (mean, _) in zip(members, future.result(), strict=True):
+        try:
+            fitted = pool.result(future, cancellation)
+        except BaseException:
+            pool.abandon([future])
+            raise
+        for i, (mean, _) in zip(members, fitted, strict=True):
             sizes = histories[i][histories[i] > 0]
             mean = np.maximum(mean, 0.0)
             intervals = {lv: mixture_interval(mean, sizes, lv) for lv in levels}

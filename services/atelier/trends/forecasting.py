@@ -3,24 +3,28 @@ model across series, and their ensemble (the default, chosen by backtest; see RE
 
 Pure domain: arrays in, arrays out, no gRPC. Fitting of the per-series models runs in a pool of
 worker processes (one per core by default); the global model trains in the calling process at
-the same time, so both cores of a small machine are busy.
+the same time, so both cores of a small machine are busy. A Cancellation (the caller's deadline
+or cancel, or the service stopping) stops both: the global model between boosting rounds, the
+pool's tasks by killing the worker that runs them (runtime.processes).
 """
 
 from __future__ import annotations
 
 import atexit
 import math
-import multiprocessing
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from atelier.runtime.context import Cancellation
 from atelier.runtime.errors import InvalidArgumentError
+from atelier.runtime.processes import ProcessPool
 from atelier.trends import global_model
 
 # "auto" means this. Chosen by backtest on the Heuritech sample's training part (forecasting
@@ -139,42 +143,69 @@ def fit_chunk_with_holdout(
     return fits, ratios
 
 
-class FitPool:
-    """Worker processes for model fitting, started once and reused.
+def warm_worker() -> None:
+    """Runs in each worker as it starts: imports statsforecast and compiles its models (seconds)."""
+    sample = [np.sin(np.arange(120) * 2 * np.pi / 52) + 2.0]
+    fit_chunk("mstl", 52, True, sample, 4, [80])
 
-    forkserver, not fork: forking a process that runs gRPC threads can deadlock the child.
-    """
+
+# How often a caller waiting for the pool looks at its cancellation.
+CANCEL_POLL_S = 0.05
+
+
+class FitPool:
+    """Worker processes for model fitting, started once and reused (runtime.processes: a task
+    whose caller gave up is stopped by killing its worker, which is then replaced)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> ProcessPoolExecutor:
+    def _get(self) -> ProcessPool:
         with self._lock:
             if self._pool is None:
-                context = multiprocessing.get_context("forkserver")
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+                self._pool = ProcessPool(
+                    self.workers, name="trends-fit", initializer=warm_worker, start_eagerly=True
+                )
             return self._pool
 
     def warm(self) -> None:
         """Starts the workers and has each import and compile the models (a few seconds)."""
-        pool = self._get()
-        sample = [np.sin(np.arange(120) * 2 * np.pi / 52) + 2.0]
-        futures = [pool.submit(fit_chunk, "mstl", 52, True, sample, 4, [80]) for _ in range(self.workers)]
-        for f in futures:
-            f.result()
+        self._get().wait_ready()
 
-    def submit(self, *args: object) -> Future:  # type: ignore[type-arg]
-        return self._get().submit(fit_chunk, *args)  # type: ignore[arg-type]
+    def submit(self, *args: object) -> Future[Any]:
+        return self._get().submit(fit_chunk, *args)
 
-    def submit_with_holdout(self, *args: object) -> Future:  # type: ignore[type-arg]
-        return self._get().submit(fit_chunk_with_holdout, *args)  # type: ignore[arg-type]
+    def submit_with_holdout(self, *args: object) -> Future[Any]:
+        return self._get().submit(fit_chunk_with_holdout, *args)
+
+    def result(self, future: Future[Any], cancellation: Cancellation | None) -> Any:
+        """future's result; raises CancelledError/DeadlineExceededError as soon as cancellation fires
+        (the caller then abandons its futures)."""
+        if cancellation is None:
+            return future.result()
+        while True:
+            cancellation.check()
+            try:
+                return future.result(timeout=CANCEL_POLL_S)
+            except TimeoutError:
+                continue
+
+    def abandon(self, futures: Iterable[Future[Any]]) -> None:
+        if self._pool is not None:
+            self._pool.abandon(futures)
+
+    def running(self) -> int:
+        return self._pool.running() if self._pool is not None else 0
+
+    def pids(self) -> list[int]:
+        return self._pool.pids() if self._pool is not None else []
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.close()
                 self._pool = None
 
 
@@ -223,13 +254,17 @@ def predict(
     chunk_size: int = 200,
     gbm_config: global_model.GlobalModelConfig | None = None,
     calibrate: bool = True,
+    cancellation: Cancellation | None = None,
 ) -> list[Prediction]:
     """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values.
 
     calibrate: scale the statistical models' intervals so that they cover what they claim on a
     holdout of each series' own last periods (costs a second fit of the statistical model;
     callers that use the mean only pass False).
+    cancellation: when it fires, the work stops (the pool's tasks are killed) and it raises.
     """
+    if cancellation is not None:
+        cancellation.check()
     model = DEFAULT_MODEL if model in ("", "auto") else model
     levels = sorted(set(levels)) or list(DEFAULT_LEVELS)
     count = len(histories)
@@ -237,7 +272,7 @@ def predict(
     # The statistical model of each series: itself for statsforecast models, MSTL for gbm/ensemble
     # (for the intervals, and as the ensemble's second member).
     stat_name = model if model not in ("gbm", "ensemble") else "mstl"
-    jobs: list[tuple[Future, list[int], bool]] = []  # type: ignore[type-arg]
+    jobs: list[tuple[Future[Any], list[int], bool]] = []
     for flag in (True, False):
         members = [i for i in range(count) if seasonal[i] == flag]
         if not members:
@@ -253,6 +288,35 @@ def predict(
             args = (stat_name, season, flag, [histories[i] for i in part], horizon, levels)
             future = pool.submit_with_holdout(*args, holdout, min_train) if calibrate else pool.submit(*args)
             jobs.append((future, part, flag))
+    try:
+        return _finish_predict(
+            histories, externals, season, horizon, levels, model, non_negative, pool, progress,
+            gbm_config, calibrate, cancellation, count, seasonal, stat_name, jobs,
+        )  # fmt: skip
+    except BaseException:
+        # Abandoned (cancelled, past its deadline) or failed: nobody will read the other fits.
+        pool.abandon(f for f, _, _ in jobs)
+        raise
+
+
+def _finish_predict(
+    histories: Sequence[np.ndarray],
+    externals: Sequence[np.ndarray | None],
+    season: int,
+    horizon: int,
+    levels: list[int],
+    model: str,
+    non_negative: Sequence[bool],
+    pool: FitPool,
+    progress: ProgressFn | None,
+    gbm_config: global_model.GlobalModelConfig | None,
+    calibrate: bool,
+    cancellation: Cancellation | None,
+    count: int,
+    seasonal: list[bool],
+    stat_name: str,
+    jobs: list[tuple[Future[Any], list[int], bool]],
+) -> list[Prediction]:
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
     gbm_note = ""
@@ -264,8 +328,16 @@ def predict(
         ]
         if any(global_model.trainable(len(histories[i]), horizon, season) for i in usable):
             config = gbm_config or global_model.GlobalModelConfig(threads=1)
-            values = global_model.fit_predict(
-                [histories[i] for i in usable], [externals[i] for i in usable], horizon, season, config
+            values = _watched(
+                lambda: global_model.fit_predict(
+                    [histories[i] for i in usable],
+                    [externals[i] for i in usable],
+                    horizon,
+                    season,
+                    config,
+                    cancellation,
+                ),
+                cancellation,
             )
             gbm = dict(zip(usable, values, strict=True))
         else:
@@ -280,7 +352,7 @@ def predict(
         flag: {lv: [] for lv in levels} for flag in (True, False)
     }
     for done, (future, part, flag) in enumerate(jobs, start=1):
-        result = future.result()
+        result = pool.result(future, cancellation)
         if calibrate:
             result, held = result
             for lv in levels:
@@ -335,6 +407,33 @@ def predict(
             intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}
         out.append(Prediction(mean, intervals, name, notes))
     return out
+
+
+def _watched(work: Callable[[], Any], cancellation: Cancellation | None) -> Any:
+    """work() in a thread, the caller returning as soon as cancellation fires.
+
+    The global model checks the cancellation only between its steps, and some steps (LightGBM
+    building its dataset) take seconds on a busy machine: the caller (and its RPC thread and
+    concurrency slot) need not wait for them; the thread stops at its next check.
+    """
+    if cancellation is None:
+        return work()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="trends-global-model", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        cancellation.check()
+        thread.join(CANCEL_POLL_S)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _calibration_factors(

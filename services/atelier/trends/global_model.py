@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atelier.runtime.context import Cancellation
+
 FEATURES = (
     "step",
     "same_period_last_year",
@@ -128,16 +130,24 @@ def trainable(n: int, horizon: int, season: int) -> bool:
     return n - horizon >= _longest_lag(horizon, season) + 8
 
 
+def preload() -> None:
+    """Imports LightGBM (and the scipy/pandas it pulls in: seconds on a busy machine) ahead of the
+    first request, whose deadline cannot interrupt an import."""
+    import lightgbm  # noqa: F401
+
+
 def fit_predict(
     histories: list[np.ndarray],
     externals: list[np.ndarray | None],
     horizon: int,
     season: int,
     config: GlobalModelConfig = GlobalModelConfig(),
+    cancellation: Cancellation | None = None,
 ) -> list[np.ndarray]:
     """Trains one model on every series' own past and forecasts each series' next horizon steps.
 
-    Every history must be predictable(); at least one must be trainable().
+    Every history must be predictable(); at least one must be trainable(). cancellation is checked
+    per series while the rows are built and after every boosting round.
     """
     import lightgbm as lgb  # imported here: a 1 s import the other models do not need
 
@@ -149,6 +159,8 @@ def fit_predict(
     blocks, targets, weights = [], [], []
     for y, x in zip(histories, externals, strict=True):
         n = len(y)
+        if cancellation is not None:
+            cancellation.check()
         if not trainable(n, horizon, season):
             continue
         scale = float(np.mean(np.abs(y[season:] - y[:-season]))) if n > season else 0.0
@@ -174,7 +186,13 @@ def fit_predict(
         n_jobs=config.threads,
         verbose=-1,
     )
-    model.fit(np.vstack(blocks), np.concatenate(targets), sample_weight=np.concatenate(weights))
+    callbacks = []
+    if cancellation is not None:
+        # LightGBM passes on what a callback raises: training stops after the current round.
+        callbacks.append(lambda _env: cancellation.check())
+    model.fit(
+        np.vstack(blocks), np.concatenate(targets), sample_weight=np.concatenate(weights), callbacks=callbacks
+    )
     forecasts = []
     for y, x in zip(histories, externals, strict=True):
         rows, level = features(y, x, len(y), horizon, season)

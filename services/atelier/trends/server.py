@@ -8,6 +8,7 @@ Settings (environment):
 from __future__ import annotations
 
 from atelier.runtime.server import Runtime, ServiceSpec
+from atelier.trends import global_model
 from atelier.trends.forecasting import default_workers, shared_pool
 from atelier.trends.servicer import TrendsServicer
 from atelier.trends.store import TrendsStore
@@ -20,10 +21,16 @@ def build(runtime: Runtime) -> ServiceSpec:
     store = TrendsStore(runtime.store)
     pool = shared_pool(int(runtime.config.setting("FIT_WORKERS", str(default_workers()))))
     servicer = TrendsServicer(store, pool, runtime.jobs())
+
+    def load() -> None:
+        pool.warm()
+        global_model.preload()
+
     return ServiceSpec(
         name="trends",
         servicers=[(trends_pb2_grpc.add_TrendsServiceServicer_to_server, servicer)],
         service_names=[SERVICE_NAME],
-        # SERVING once the fitting workers have started and compiled their models.
-        load=pool.warm,
+        # SERVING once the fitting workers have started and compiled their models, and the global
+        # model's library is imported.
+        load=load,
     )

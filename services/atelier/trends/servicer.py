@@ -16,9 +16,11 @@ from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
+from atelier.runtime.context import Cancellation
 from atelier.runtime.errors import InvalidArgumentError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
 from atelier.runtime.metrics import LATENCY_BUCKETS
+from atelier.runtime.status import cancellation_from
 from atelier.trends import backtest as backtest_mod
 from atelier.trends import classify as classify_mod
 from atelier.trends import demand as demand_mod
@@ -315,7 +317,10 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         return Prepared(groups, horizon, sorted(set(levels)) or list(forecasting.DEFAULT_LEVELS), model)
 
     def _run_forecast(
-        self, prepared: Prepared, progress: forecasting.ProgressFn | None = None
+        self,
+        prepared: Prepared,
+        cancellation: Cancellation,
+        progress: forecasting.ProgressFn | None = None,
     ) -> trends_pb2.ForecastResponse:
         response = trends_pb2.ForecastResponse()
         for frequency, data in prepared.groups.items():
@@ -329,6 +334,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
                 progress,
+                cancellation=cancellation,
             )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
@@ -339,8 +345,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         self, request: trends_pb2.ForecastRequest, context: grpc.ServicerContext
     ) -> trends_pb2.ForecastResponse:
         started = time.monotonic()
+        cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
-        response = self._run_forecast(prepared)
+        response = self._run_forecast(prepared, cancellation)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
 
@@ -358,7 +365,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             def report(fraction: float, message: str) -> None:
                 handle.progress(fraction, message, int(fraction * count), count)
 
-            response = self._run_forecast(prepared, report)
+            response = self._run_forecast(prepared, handle.cancellation, report)
             forecast_seconds.labels("StartForecast").observe(time.monotonic() - started)
             return response
 
@@ -375,6 +382,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         )
         v.check(0 <= request.top_movers <= MAX_TOP_MOVERS, "top_movers", f"must be 0..{MAX_TOP_MOVERS}")
         v.raise_if_any()
+        cancellation = cancellation_from(context)
         threshold = request.threshold or classify_mod.HERMES_THRESHOLD
         label = request.category_label or "category"
         prepared = self._prepare(request.filter, 1, [80], "auto")
@@ -392,6 +400,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
                 calibrate=False,  # the class uses the mean only
+                cancellation=cancellation,
             )
             results = classify_mod.classify(
                 [d.meta.series for d in data],
@@ -428,6 +437,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     def ForecastDemand(
         self, request: trends_pb2.ForecastDemandRequest, context: grpc.ServicerContext
     ) -> trends_pb2.ForecastDemandResponse:
+        cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), "auto")
         response = trends_pb2.ForecastDemandResponse()
         for frequency, data in prepared.groups.items():
@@ -437,6 +447,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 prepared.horizon,
                 prepared.levels,
                 self.pool,
+                cancellation,
             )
             for d, (p, _) in zip(data, results, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
@@ -457,6 +468,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             )
         v.raise_if_any()
         models = list(dict.fromkeys(request.models)) or list(forecasting.MODELS)
+        cancellation = cancellation_from(context)
         prepared = self._prepare(
             request.filter,
             request.horizon,
@@ -477,6 +489,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 models,
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
+                cancellation=cancellation,
             )
             for s in scores:
                 backtest_mase.labels(s.model).set(s.mase)
