@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from atelier.runtime import metrics
+from atelier.runtime import limits, metrics
 from atelier.runtime.context import method_var, request_id_var, tenant_var
 from atelier.runtime.errors import AtelierError, InvalidArgumentError
 from atelier.runtime.status import abort
@@ -172,6 +172,7 @@ class _Call:
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
         for request in requests:
             metrics.msg_received_total.labels(*self.labels).inc()
+            limits.check_request(request)  # raised inside the handler's loop: mapped by _fail
             yield request
 
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
@@ -185,6 +186,8 @@ class _Call:
                 else:
                     metrics.msg_received_total.labels(*self.labels).inc()
                 try:
+                    if not streaming_request:
+                        limits.check_request(request)  # NUL bytes, string lengths, floats, Timestamps
                     response = behaviour(request, context)
                 except Exception as exc:
                     self._fail(context, exc)
@@ -210,6 +213,8 @@ class _Call:
                 else:
                     metrics.msg_received_total.labels(*self.labels).inc()
                 try:
+                    if not streaming_request:
+                        limits.check_request(request)
                     for response in behaviour(request, context):
                         metrics.msg_sent_total.labels(*self.labels).inc()
                         yield response

@@ -226,7 +226,15 @@ class JobManager:
             )
         except Exception as exc:
             log.exception("job %s failed", handle.name)
-            self._finish(handle.name, JobState.JOB_STATE_FAILED, code_pb2.INTERNAL, f"internal error: {exc}")
+            # The message may hold a traceback or server paths (a worker's stderr): those go to the
+            # log only; the caller gets words and the operation name to look the log up by.
+            self._finish(
+                handle.name,
+                JobState.JOB_STATE_FAILED,
+                code_pb2.INTERNAL,
+                f"internal error: the job failed unexpectedly ({type(exc).__name__}); "
+                f"the server log has the details under {handle.name}",
+            )
         finally:
             metrics.jobs_running.labels(self.service, kind).dec()
             metrics.job_seconds.labels(self.service, kind).observe(time.monotonic() - started)
