@@ -87,7 +87,7 @@ def test_zz_servers_stay_healthy_and_jobs_fail_in_words(platform: dict[str, grpc
     token = ""
     seen = 0
     while True:
-        page = ops.ListOperations(operations_pb2.ListOperationsRequest(page_size=1000, page_token=token), timeout=10)
+        page = ops.ListOperations(operations_pb2.ListOperationsRequest(page_size=200, page_token=token), timeout=10)
         for op in page.operations:
             seen += 1
             if not op.done and time.monotonic() < deadline:

@@ -411,3 +411,12 @@ def test_a_failed_job_says_what_went_wrong_without_traceback_or_paths(tmp_path: 
     assert name in op.error.message  # what to look the log up by
     jobs.shutdown(1)
     store.dispose()
+
+
+def test_grade_roll_refuses_subnormal_roll_sizes(channel_to: Callable[..., grpc.Channel]) -> None:
+    """Found by the fuzz: a roll 2e-309 mm wide made the points per 100 square yards infinite (INTERNAL)."""
+    insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
+    request = inspection_pb2.GradeRollRequest(
+        roll_id="r", roll_width_mm=2.2250738585072034e-309, roll_length_mm=2.2250738585072034e-309, max_points_per_100_sq_yd=1
+    )
+    assert sorted(f for f, _ in refused(lambda: insp.GradeRoll(request))) == ["roll_length_mm", "roll_width_mm"]

@@ -31,6 +31,8 @@ MAX_PROFILE_IMAGES = 100
 MAX_PROFILE_PIXELS = 128 * 1024 * 1024
 MAX_MM_PER_PX = 100.0
 MAX_ROLL_WIDTH_MM = 10_000.0
+# Points per 100 square yards divide by the roll's area: a width of 1e-309 mm overflowed to infinity.
+MIN_ROLL_MM = 1.0
 MAX_ROLL_LENGTH_MM = 10_000_000.0
 MAX_GRADE_DEFECTS = 100_000
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
@@ -315,14 +317,14 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         v = Violations()
         v.check(0 < len(request.roll_id) <= 128, "roll_id", "required: 1-128 characters")
         v.check(
-            0 < request.roll_width_mm <= MAX_ROLL_WIDTH_MM,
+            MIN_ROLL_MM <= request.roll_width_mm <= MAX_ROLL_WIDTH_MM,
             "roll_width_mm",
-            f"must be > 0 and at most {MAX_ROLL_WIDTH_MM:g} mm",
+            f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_WIDTH_MM:g} mm",
         )
         v.check(
-            0 < request.roll_length_mm <= MAX_ROLL_LENGTH_MM,
+            MIN_ROLL_MM <= request.roll_length_mm <= MAX_ROLL_LENGTH_MM,
             "roll_length_mm",
-            f"must be > 0 and at most {MAX_ROLL_LENGTH_MM:g} mm",
+            f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_LENGTH_MM:g} mm",
         )
         v.check(
             request.max_points_per_100_sq_yd > 0,

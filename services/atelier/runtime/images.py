@@ -97,7 +97,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
         with warnings.catch_warnings():
             # Pillow warns above 89 MP and refuses above 179 MP; our own limits below are the ones that count.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's "corrupt EXIF" and the like
             img = Image.open(io.BytesIO(data), formats=FORMATS)
+            orientation = _orientation(img)
     except Image.DecompressionBombError as exc:  # over 179 MP: Pillow refuses it from the header
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
@@ -107,7 +109,6 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
             f"image cannot be decoded: not a {', '.join(FORMATS)} image ({type(exc).__name__})"
         ) from None
     width, height = img.size
-    orientation = _orientation(img)
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     info = ImageInfo(str(img.format), img.mode, width, height)
@@ -182,6 +183,7 @@ def open_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             img.load()  # decodes the pixels: a truncated or corrupt file fails here
             upright = ImageOps.exif_transpose(img)
             return _convert(upright, mode)
