@@ -89,14 +89,30 @@ JSON_LEAVES = st.one_of(
 )
 json_values = st.recursive(
     JSON_LEAVES,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 PIECE_KEYS = st.sampled_from(
-    ["id", "outline", "quantity", "grain", "mirror", "size", "name", "rotation_step_deg", "allowed_orientations",
-     "shape", "type", "data", "demand", "dxf"]
+    [
+        "id",
+        "outline",
+        "quantity",
+        "grain",
+        "mirror",
+        "size",
+        "name",
+        "rotation_step_deg",
+        "allowed_orientations",
+        "shape",
+        "type",
+        "data",
+        "demand",
+        "dxf",
+    ]
 )
 pieces_like = st.recursive(
     JSON_LEAVES | st.just([[0, 0], [100, 0], [100, 50], [0, 50]]),
@@ -148,7 +164,9 @@ def dxf_files() -> st.SearchStrategy[bytes]:
 
     weird = st.sampled_from([b"1e400", b"nan", b"-1e300", b"", b"abc", b"99999999999999999999", b"-1", b"0"])
     return st.one_of(
-        st.builds(replace_numbers, st.lists(st.tuples(st.integers(0, len(lines)), weird), min_size=1, max_size=6)),
+        st.builds(
+            replace_numbers, st.lists(st.tuples(st.integers(0, len(lines)), weird), min_size=1, max_size=6)
+        ),
         _mutate(data),
         st.binary(max_size=64),
     )
@@ -170,7 +188,21 @@ WEIRD_STRINGS = [
     "M",
     "../../etc/passwd",
 ]
-WEIRD_FLOATS = [0.0, 1.0, -1.0, 0.5, 172.0, 1500.0, 1e12, 1e13, 1e300, -1e300, float("nan"), float("inf"), 5e-324]
+WEIRD_FLOATS = [
+    0.0,
+    1.0,
+    -1.0,
+    0.5,
+    172.0,
+    1500.0,
+    1e12,
+    1e13,
+    1e300,
+    -1e300,
+    float("nan"),
+    float("inf"),
+    5e-324,
+]
 # Fields whose valid values would start long work; the fuzz keeps them small (or invalid).
 SHORT_WORK = {
     "time_budget_s": st.sampled_from([1.0, -1.0, float("nan"), 1e300, 3601.0]),
@@ -228,7 +260,9 @@ def _timestamps() -> st.SearchStrategy[dict[str, int]]:
     )
 
 
-def message_dicts(desc: descriptor.Descriptor, depth: int = 0, path: str = "") -> st.SearchStrategy[dict[str, Any]]:
+def message_dicts(
+    desc: descriptor.Descriptor, depth: int = 0, path: str = ""
+) -> st.SearchStrategy[dict[str, Any]]:
     """Field values for ``desc`` as a dict of strategies (each field present or not)."""
     if desc.full_name == "google.protobuf.Timestamp":
         return _timestamps()
@@ -249,7 +283,11 @@ def message_dicts(desc: descriptor.Descriptor, depth: int = 0, path: str = "") -
             )
             optional[field.name] = st.dictionaries(_scalar(key_f, sub), values, max_size=3)
             continue
-        one = message_dicts(field.message_type, depth + 1, sub) if field.message_type is not None else _scalar(field, sub)
+        one = (
+            message_dicts(field.message_type, depth + 1, sub)
+            if field.message_type is not None
+            else _scalar(field, sub)
+        )
         if field.is_repeated:
             optional[field.name] = st.lists(one, max_size=4 if depth < 2 else 2)
         else:

@@ -3,6 +3,7 @@ error type (which the servicers and the CLI turn into a message naming the probl
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from atelier.cli import trends as trends_cli
 from atelier.nesting import formats
 from atelier.runtime import images
-from tests.fuzz.strategies import dxf_files, images as image_bytes, pieces_json
+from tests.fuzz.strategies import dxf_files, pieces_json
+from tests.fuzz.strategies import images as image_bytes
 
 LIMITS = images.ImageLimits(max_bytes=8 << 20, max_side_px=4096, max_pixels=16 << 20)
 
@@ -42,16 +44,26 @@ def test_pieces_json_refuses_with_import_error_only(content: bytes, unit: float)
 
 @given(content=dxf_files())
 def test_dxf_refuses_with_the_errors_the_servicer_maps(content: bytes) -> None:
-    try:
+    # ImportPieces answers these INVALID_ARGUMENT on "content"; anything else fails the test.
+    with contextlib.suppress(formats.ImportError_, KeyError, TypeError, ValueError):
         formats.import_dxf(content, 0.0)
-    except (formats.ImportError_, KeyError, TypeError, ValueError):
-        pass  # ImportPieces answers these INVALID_ARGUMENT on "content"
 
 
 CSV_CELLS = st.one_of(
     st.text(max_size=12),
     st.sampled_from(
-        ["2015-01-05", "2015-01-05T00:00:00Z", "9999-12-31", "0001-01-01", "1e400", "nan", "-1", "", "a,b", '"']
+        [
+            "2015-01-05",
+            "2015-01-05T00:00:00Z",
+            "9999-12-31",
+            "0001-01-01",
+            "1e400",
+            "nan",
+            "-1",
+            "",
+            "a,b",
+            '"',
+        ]
     ),
 )
 
@@ -63,10 +75,14 @@ def csv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @example(header=["series", "time", "value"], rows=[[""]])  # found by the fuzz: a short row was a traceback
 @given(
-    header=st.lists(st.sampled_from(["series", "time", "timestamp", "value", "external", "colour", ""]), max_size=6),
+    header=st.lists(
+        st.sampled_from(["series", "time", "timestamp", "value", "external", "colour", ""]), max_size=6
+    ),
     rows=st.lists(st.lists(CSV_CELLS, max_size=7), max_size=6),
 )
-def test_trends_csv_readers_refuse_with_bad_parameter_only(csv_dir: Path, header: list[str], rows: list[list[str]]) -> None:
+def test_trends_csv_readers_refuse_with_bad_parameter_only(
+    csv_dir: Path, header: list[str], rows: list[list[str]]
+) -> None:
     import csv
 
     path = csv_dir / "upload.csv"
@@ -75,7 +91,5 @@ def test_trends_csv_readers_refuse_with_bad_parameter_only(csv_dir: Path, header
         writer.writerow(header)
         writer.writerows(rows)
     for read in (trends_cli.read_long, lambda p: trends_cli.read_wide(p, None)):
-        try:
+        with contextlib.suppress(typer.BadParameter):
             read(path)
-        except typer.BadParameter:
-            pass

@@ -45,9 +45,15 @@ def call(channel: grpc.Channel, method: Any, request: Any) -> grpc.StatusCode:
     metadata = (("x-request-id", "fuzz"),)
     try:
         if method.client_streaming and method.server_streaming:
-            list(channel.stream_stream(path, **kwargs)(iter([request, request]), timeout=CALL_TIMEOUT_S, metadata=metadata))
+            list(
+                channel.stream_stream(path, **kwargs)(
+                    iter([request, request]), timeout=CALL_TIMEOUT_S, metadata=metadata
+                )
+            )
         elif method.client_streaming:
-            channel.stream_unary(path, **kwargs)(iter([request, request]), timeout=CALL_TIMEOUT_S, metadata=metadata)
+            channel.stream_unary(path, **kwargs)(
+                iter([request, request]), timeout=CALL_TIMEOUT_S, metadata=metadata
+            )
         elif method.server_streaming:
             for _ in channel.unary_stream(path, **kwargs)(request, timeout=CALL_TIMEOUT_S, metadata=metadata):
                 pass
@@ -55,7 +61,9 @@ def call(channel: grpc.Channel, method: Any, request: Any) -> grpc.StatusCode:
             channel.unary_unary(path, **kwargs)(request, timeout=CALL_TIMEOUT_S, metadata=metadata)
     except grpc.RpcError as exc:
         code = exc.code()
-        assert code not in BAD, f"{path} answered {code.name}: {exc.details()}\nrequest: {str(request)[:2000]}"
+        assert code not in BAD, (
+            f"{path} answered {code.name}: {exc.details()}\nrequest: {str(request)[:2000]}"
+        )
         return code  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
 
@@ -74,10 +82,15 @@ def test_rpc_never_answers_internal(platform: dict[str, grpc.Channel], service: 
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_zz_servers_stay_healthy_and_jobs_fail_in_words(platform: dict[str, grpc.Channel], service: str) -> None:
+def test_zz_servers_stay_healthy_and_jobs_fail_in_words(
+    platform: dict[str, grpc.Channel], service: str
+) -> None:
     """Runs after the fuzz (test order in the file): health, and every finished job's error."""
     health = health_pb2_grpc.HealthStub(platform[service])
-    assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     if service not in JOB_SERVICES:
         return
     from google.longrunning import operations_pb2_grpc
@@ -87,7 +100,9 @@ def test_zz_servers_stay_healthy_and_jobs_fail_in_words(platform: dict[str, grpc
     token = ""
     seen = 0
     while True:
-        page = ops.ListOperations(operations_pb2.ListOperationsRequest(page_size=200, page_token=token), timeout=10)
+        page = ops.ListOperations(
+            operations_pb2.ListOperationsRequest(page_size=200, page_token=token), timeout=10
+        )
         for op in page.operations:
             seen += 1
             if not op.done and time.monotonic() < deadline:

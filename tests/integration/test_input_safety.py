@@ -5,12 +5,10 @@ went wrong in words."""
 from __future__ import annotations
 
 import io
-import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import numpy as np
@@ -31,14 +29,13 @@ from atelier.nesting.server import build as build_nesting
 from atelier.nesting.v1 import nesting_pb2, nesting_pb2_grpc
 from atelier.recommendations.server import build as build_recommendations
 from atelier.recommendations.v1 import recommendations_pb2, recommendations_pb2_grpc
-from atelier.runtime.config import ServiceConfig
 from atelier.runtime.jobs import JobManager
 from atelier.runtime.server import Server
 from atelier.runtime.status import field_violations
 from atelier.runtime.storage import Store
 from atelier.trends.server import build as build_trends
 from atelier.trends.v1 import trends_pb2, trends_pb2_grpc
-from tests.bombs import png_bomb
+from tests.bombs import peak_rss_growth_mb, png_bomb
 
 WEEK_S = 7 * 86_400
 MONDAY_2015 = 1_420_416_000  # 2015-01-05 00:00 UTC
@@ -55,22 +52,6 @@ def weave(h: int, w: int, seed: int) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     base = 128 + 25 * np.sin(2 * np.pi * x / 6) * np.sin(2 * np.pi * y / 6)
     return np.clip(base + rng.normal(0, 6, (h, w)), 0, 249).astype(np.uint8)
-
-
-def _status_kb(key: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def peak_growth_mb(call: Callable[[], object]) -> float:
-    """How far this process's peak RSS (the in-process server's included) rises above the RSS before."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    before = _status_kb("VmRSS")
-    call()
-    return (_status_kb("VmHWM") - before) / 1024
 
 
 def refused(call: Callable[[], object]) -> list[tuple[str, str]]:
@@ -108,7 +89,9 @@ def test_the_bomb_costs_no_memory_in_any_service(
     monkeypatch.setenv("ATELIER_GENERATION_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("ATELIER_GENERATION_DEVICE", "cpu")
     image = image_pb2.Image(data=png_bomb(), mime_type="image/png")
-    recs = recommendations_pb2_grpc.RecommendationsServiceStub(channel_to("recommendations", build_recommendations))
+    recs = recommendations_pb2_grpc.RecommendationsServiceStub(
+        channel_to("recommendations", build_recommendations)
+    )
     body = body_pb2_grpc.BodyServiceStub(channel_to("body", build_body))
     gen = generation_pb2_grpc.GenerationServiceStub(channel_to("generation", build_generation))
     insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
@@ -135,10 +118,10 @@ def test_the_bomb_costs_no_memory_in_any_service(
         ),
     }
     for name, (call, field) in calls.items():
-        found: list[list[tuple[str, str]]] = []
-        grown = peak_growth_mb(lambda call=call: found.append(refused(call)))  # type: ignore[misc]
-        assert [f for f, _ in found[0]] == [field], name
-        assert "400 megapixels, larger than the limit" in found[0][0][1], name
+        found: list[tuple[str, str]] = []
+        grown = peak_rss_growth_mb(lambda call=call, out=found: out.extend(refused(call)))  # type: ignore[misc]
+        assert [f for f, _ in found] == [field], name
+        assert "400 megapixels, larger than the limit" in found[0][1], name
         assert grown < 50, f"{name}: peak RSS grew {grown:.0f} MB"
 
 
@@ -150,10 +133,15 @@ def test_generate_init_image_bomb_is_refused(
     gen = generation_pb2_grpc.GenerationServiceStub(channel_to("generation", build_generation))
     for mode in (generation_pb2.MODE_IMAGE_TO_IMAGE, generation_pb2.MODE_SKETCH):
         request = generation_pb2.GenerateRequest(
-            model="tiny", mode=mode, init_image=image_pb2.Image(data=png_bomb()), settings={"prompt": "a print"}
+            model="tiny",
+            mode=mode,
+            init_image=image_pb2.Image(data=png_bomb()),
+            settings={"prompt": "a print"},
         )
         found = refused(lambda request=request: list(gen.Generate(request)))  # type: ignore[misc]
-        assert ("init_image.data" in [f for f, _ in found]) and any("larger than the limit" in d for _, d in found)
+        assert ("init_image.data" in [f for f, _ in found]) and any(
+            "larger than the limit" in d for _, d in found
+        )
 
 
 def test_upsert_items_has_a_pixel_budget_per_call(
@@ -162,7 +150,9 @@ def test_upsert_items_has_a_pixel_budget_per_call(
     from atelier.recommendations import servicer as recs_servicer
 
     monkeypatch.setattr(recs_servicer, "MAX_UPSERT_PIXELS", 3 * 64 * 64)
-    recs = recommendations_pb2_grpc.RecommendationsServiceStub(channel_to("recommendations", build_recommendations))
+    recs = recommendations_pb2_grpc.RecommendationsServiceStub(
+        channel_to("recommendations", build_recommendations)
+    )
     photo = image_pb2.Image(data=png(np.full((64, 64, 3), 200, np.uint8)))
     items = [recommendations_pb2.Item(item_id=f"i{k}", category="tops", image=photo) for k in range(4)]
     found = refused(lambda: recs.UpsertItems(recommendations_pb2.UpsertItemsRequest(items=items)))
@@ -179,25 +169,35 @@ def test_create_profile_has_a_pixel_budget_and_takes_grey_alpha(
         image_pb2.Image(data=png(np.dstack([weave(128, 256, s), np.full((128, 256), 255, np.uint8)]), "LA"))
         for s in range(6)
     ]
-    found = refused(lambda: insp.CreateProfile(inspection_pb2.CreateProfileRequest(article="a", good_images=goods)))
+    found = refused(
+        lambda: insp.CreateProfile(inspection_pb2.CreateProfileRequest(article="a", good_images=goods))
+    )
     assert [f for f, _ in found] == ["good_images[5].data"]
     profile = insp.CreateProfile(inspection_pb2.CreateProfileRequest(article="a", good_images=goods[:5]))
     assert profile.image_count == 5
-    frame = image_pb2.Image(data=png(np.dstack([weave(128, 256, 9), np.full((128, 256), 255, np.uint8)]), "LA"))
-    reply = insp.InspectImage(inspection_pb2.InspectImageRequest(article="a", image=frame, include_anomaly_map=True))
+    frame = image_pb2.Image(
+        data=png(np.dstack([weave(128, 256, 9), np.full((128, 256), 255, np.uint8)]), "LA")
+    )
+    reply = insp.InspectImage(
+        inspection_pb2.InspectImageRequest(article="a", image=frame, include_anomaly_map=True)
+    )
     assert reply.anomaly_map.width_px == 256 and reply.anomaly_map.height_px == 128
 
 
 # -- trends: time and values ------------------------------------------------------------------------
 
 
-def _trends(channel_to: Callable[..., grpc.Channel], **overrides: object) -> trends_pb2_grpc.TrendsServiceStub:
+def _trends(
+    channel_to: Callable[..., grpc.Channel], **overrides: object
+) -> trends_pb2_grpc.TrendsServiceStub:
     return trends_pb2_grpc.TrendsServiceStub(channel_to("trends", build_trends, **overrides))
 
 
 def _weekly(series: str, values: np.ndarray, start: int = MONDAY_2015) -> list[trends_pb2.Observation]:
     return [
-        trends_pb2.Observation(series=series, time=timestamp_pb2.Timestamp(seconds=start + k * WEEK_S), value=float(v))
+        trends_pb2.Observation(
+            series=series, time=timestamp_pb2.Timestamp(seconds=start + k * WEEK_S), value=float(v)
+        )
         for k, v in enumerate(values)
     ]
 
@@ -241,24 +241,37 @@ def test_trends_bounds_gaps_per_frequency_and_kind(channel_to: Callable[..., grp
     # (intermittent sales); 2 years of daily gap is at the daily bound.
     later = MONDAY_2015 + (119 + 156) * WEEK_S
     found = refused(
-        lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=_weekly("w", [1.0], later)))
+        lambda: stub.IngestObservations(
+            trends_pb2.IngestObservationsRequest(observations=_weekly("w", [1.0], later))
+        )
     )
     assert found[0][0] == "observations[0].time" and "at most 104" in found[0][1]
-    counts = trends_pb2.SeriesInfo(series="c", frequency=trends_pb2.FREQUENCY_WEEKLY, kind=trends_pb2.VALUE_KIND_COUNT)
+    counts = trends_pb2.SeriesInfo(
+        series="c", frequency=trends_pb2.FREQUENCY_WEEKLY, kind=trends_pb2.VALUE_KIND_COUNT
+    )
     stub.IngestObservations(
         trends_pb2.IngestObservationsRequest(
             observations=_weekly("c", np.ones(120)) + _weekly("c", [1.0], later), series=[counts]
         )
     )
     # A correction inside a long stored series is never a gap, however far from its ends.
-    stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=_weekly("w", [2.0], MONDAY_2015 + 110 * WEEK_S)))
+    stub.IngestObservations(
+        trends_pb2.IngestObservationsRequest(observations=_weekly("w", [2.0], MONDAY_2015 + 110 * WEEK_S))
+    )
     # The span bound: 30 years of weekly points in steps the gap bound allows.
-    steps = [trends_pb2.Observation(series="w", time=timestamp_pb2.Timestamp(seconds=MONDAY_2015 + k * 100 * WEEK_S), value=1.0) for k in range(1, 17)]
+    steps = [
+        trends_pb2.Observation(
+            series="w", time=timestamp_pb2.Timestamp(seconds=MONDAY_2015 + k * 100 * WEEK_S), value=1.0
+        )
+        for k in range(1, 17)
+    ]
     found = refused(lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=steps)))
     assert "would span" in found[0][1]
 
 
-def test_one_extreme_series_does_not_fail_a_multi_series_forecast(channel_to: Callable[..., grpc.Channel]) -> None:
+def test_one_extreme_series_does_not_fail_a_multi_series_forecast(
+    channel_to: Callable[..., grpc.Channel],
+) -> None:
     stub = _trends(channel_to)
     rng = np.random.default_rng(3)
     t = np.arange(120)
@@ -280,7 +293,9 @@ def test_one_extreme_series_does_not_fail_a_multi_series_forecast(channel_to: Ca
 # -- strings, NUL bytes, page tokens ----------------------------------------------------------------
 
 
-def test_megabyte_strings_are_refused_in_ids_names_and_labels(channel_to: Callable[..., grpc.Channel]) -> None:
+def test_megabyte_strings_are_refused_in_ids_names_and_labels(
+    channel_to: Callable[..., grpc.Channel],
+) -> None:
     big = "x" * 2_000_000
     stub = _trends(channel_to, max_message_bytes=64 << 20)
     info = trends_pb2.SeriesInfo(series="s", labels={"colour": big})
@@ -289,9 +304,9 @@ def test_megabyte_strings_are_refused_in_ids_names_and_labels(channel_to: Callab
     found = refused(lambda: stub.GetSeries(trends_pb2.GetSeriesRequest(series=big)))
     assert [f for f, _ in found] == ["series"]
     insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
-    assert [f for f, _ in refused(lambda: insp.GetProfile(inspection_pb2.GetProfileRequest(article=big)))] == [
-        "article"
-    ]
+    assert [
+        f for f, _ in refused(lambda: insp.GetProfile(inspection_pb2.GetProfileRequest(article=big)))
+    ] == ["article"]
 
 
 def _nul_cases(
@@ -305,7 +320,10 @@ def _nul_cases(
     obs = trends_pb2.Observation(series="a\x00b", time=timestamp_pb2.Timestamp(seconds=MONDAY_2015), value=1)
     item = recommendations_pb2.Item(item_id="shirt", category="tops", style="sl\x00im")
     return [
-        (lambda: trends.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs])), "observations[0].series"),
+        (
+            lambda: trends.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs])),
+            "observations[0].series",
+        ),
         (lambda: recs.UpsertItems(recommendations_pb2.UpsertItemsRequest(items=[item])), "items[0].style"),
     ]
 
@@ -320,7 +338,9 @@ def _url(store: Store) -> str:
     return url + f"?options={quote('-csearch_path=' + str(schema))}"
 
 
-def test_nul_bytes_are_refused_on_sqlite_and_postgresql(channel_to: Callable[..., grpc.Channel], store: Store) -> None:
+def test_nul_bytes_are_refused_on_sqlite_and_postgresql(
+    channel_to: Callable[..., grpc.Channel], store: Store
+) -> None:
     """SQLite stored them and PostgreSQL failed with INTERNAL: both refuse them at the boundary now."""
     for call, field in _nul_cases(channel_to, _url(store)):
         assert [f for f, _ in refused(call)] == [field]
@@ -407,7 +427,11 @@ def test_a_failed_job_says_what_went_wrong_without_traceback_or_paths(tmp_path: 
     name = jobs.submit("marker", crash)
     op = jobs.wait(name, 10)
     assert op.done and op.error.code == grpc.StatusCode.INTERNAL.value[0]
-    assert "Traceback" not in op.error.message and "/srv/" not in op.error.message and ".py" not in op.error.message
+    assert (
+        "Traceback" not in op.error.message
+        and "/srv/" not in op.error.message
+        and ".py" not in op.error.message
+    )
     assert name in op.error.message  # what to look the log up by
     jobs.shutdown(1)
     store.dispose()
@@ -417,6 +441,12 @@ def test_grade_roll_refuses_subnormal_roll_sizes(channel_to: Callable[..., grpc.
     """Found by the fuzz: a roll 2e-309 mm wide made the points per 100 square yards infinite (INTERNAL)."""
     insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
     request = inspection_pb2.GradeRollRequest(
-        roll_id="r", roll_width_mm=2.2250738585072034e-309, roll_length_mm=2.2250738585072034e-309, max_points_per_100_sq_yd=1
+        roll_id="r",
+        roll_width_mm=2.2250738585072034e-309,
+        roll_length_mm=2.2250738585072034e-309,
+        max_points_per_100_sq_yd=1,
     )
-    assert sorted(f for f, _ in refused(lambda: insp.GradeRoll(request))) == ["roll_length_mm", "roll_width_mm"]
+    assert sorted(f for f, _ in refused(lambda: insp.GradeRoll(request))) == [
+        "roll_length_mm",
+        "roll_width_mm",
+    ]

@@ -49,7 +49,9 @@ def test_floats_must_be_finite_and_bounded_and_timestamps_valid() -> None:
 def test_prompts_may_be_longer_than_identifiers() -> None:
     from atelier.generation.v1 import generation_pb2
 
-    limits.check_request(generation_pb2.GenerateRequest(settings=generation_pb2.GenerationSettings(prompt="p" * 5000)))
+    limits.check_request(
+        generation_pb2.GenerateRequest(settings=generation_pb2.GenerationSettings(prompt="p" * 5000))
+    )
     assert fields_of(generation_pb2.GenerateRequest(model="m" * 5000)) == ["model"]
 
 
@@ -77,7 +79,7 @@ def test_time_and_text_helpers() -> None:
     ok = limits.check_time(v, "t", timestamp_pb2.Timestamp(seconds=1_420_416_000), early, late)
     assert ok == datetime(2015, 1, 5, tzinfo=UTC)
     assert limits.check_time(v, "y9999", timestamp_pb2.Timestamp(seconds=253402214400), early, late) is None
-    assert limits.check_time(v, "neg", timestamp_pb2.Timestamp(seconds=-10**12), early, late) is None
+    assert limits.check_time(v, "neg", timestamp_pb2.Timestamp(seconds=-(10**12)), early, late) is None
     assert not limits.check_text(v, "id", "x" * 300)
     assert not limits.check_text(v, "nul", "a\x00")
     assert not limits.check_text(v, "req", "", required=True)

@@ -92,7 +92,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
     if not data:
         raise ImageError("no image data")
     if len(data) > limits.max_bytes:
-        raise ImageError(f"encoded image is {len(data)} bytes; at most {limits.max_bytes} ({limits.describe()})")
+        raise ImageError(
+            f"encoded image is {len(data)} bytes; at most {limits.max_bytes} ({limits.describe()})"
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns above 89 MP and refuses above 179 MP; our own limits below are the ones that count.
@@ -195,7 +197,9 @@ def open_image(
         raise ImageError(f"image cannot be decoded (corrupt or truncated): {type(exc).__name__}") from None
 
 
-def decode(data: bytes, limits: ImageLimits, mode: str = "RGB", budget: PixelBudget | None = None) -> np.ndarray:
+def decode(
+    data: bytes, limits: ImageLimits, mode: str = "RGB", budget: PixelBudget | None = None
+) -> np.ndarray:
     """The decoded, upright image as a contiguous uint8 array: H x W (``L``), H x W x 3 or x 4."""
     return np.ascontiguousarray(np.asarray(open_image(data, limits, mode, budget), dtype=np.uint8))
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from google.protobuf import descriptor, message, timestamp_pb2
 
-from atelier.runtime.errors import InvalidArgumentError, Violations
+from atelier.runtime.errors import Violations
 
 # -- every request ----------------------------------------------------------------------------
 MAX_STRING_CHARS = 1024
@@ -109,7 +109,9 @@ def _walk(msg: message.Message, prefix: str) -> Iterator[tuple[str, str]]:
             yield from _scalar_problems(f, value, path)
 
 
-def _scalar_problems(f: descriptor.FieldDescriptor, value: Any, path: str, key_only: bool = False) -> Iterator[tuple[str, str]]:
+def _scalar_problems(
+    f: descriptor.FieldDescriptor, value: Any, path: str, key_only: bool = False
+) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
         if "\x00" in value:
             yield path, "must not contain NUL (\\0) characters"
@@ -185,6 +187,8 @@ def page_offset(v: Violations, token: str, path: str = "page_token") -> int:
     if not token:
         return 0
     if not _DIGITS.fullmatch(token) or int(token) > MAX_PAGE_OFFSET:
-        v.add(path, "not a token from a previous response (send it back unchanged, or empty for the first page)")
+        v.add(
+            path, "not a token from a previous response (send it back unchanged, or empty for the first page)"
+        )
         return 0
     return int(token)
