@@ -85,3 +85,9 @@ def test_time_and_text_helpers() -> None:
     assert not limits.check_text(v, "req", "", required=True)
     assert not limits.check_number(v, "n", float("inf"))
     assert [i.field for i in v.items] == ["y9999", "neg", "id", "nul", "req", "n"]
+
+
+def test_repeated_fields_are_bounded() -> None:
+    request = trends_pb2.ClassifyTrendsRequest()
+    request.filter.series.extend(["s"] * (limits.MAX_REPEATED + 1))
+    assert fields_of(request) == ["filter.series"]

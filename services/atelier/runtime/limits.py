@@ -5,7 +5,8 @@ Two layers (the README's limits table lists both):
 - :func:`check_request`, run by the interceptor on every request message of every RPC: no string
   field may hold a NUL byte (PostgreSQL refuses them where SQLite stores them, so both stores now
   behave the same) or be longer than :data:`MAX_STRING_CHARS` (:data:`LONG_TEXT_FIELDS` may be
-  longer), no float may be NaN, infinite or above :data:`MAX_MAGNITUDE`, and every
+  longer), no repeated field may hold more than :data:`MAX_REPEATED` elements, no float may be
+  NaN, infinite or above :data:`MAX_MAGNITUDE`, and every
   ``google.protobuf.Timestamp`` must be a valid one (years 1..9999, nanos 0..999999999).
 - Per-field helpers (:func:`check_text`, :func:`check_number`, :func:`check_time`,
   :func:`page_offset`) for the tighter, documented bounds of each service.
@@ -28,6 +29,8 @@ from atelier.runtime.errors import Violations
 
 # -- every request ----------------------------------------------------------------------------
 MAX_STRING_CHARS = 1024
+# Elements of any one repeated field (the per-RPC counts, e.g. 1,000 items a call, are lower).
+MAX_REPEATED = 100_000
 # Free text that is legitimately longer than an identifier (generation prompts).
 LONG_TEXT_FIELDS = frozenset({"prompt", "negative_prompt"})
 MAX_LONG_TEXT_CHARS = 8192
@@ -38,6 +41,8 @@ MAX_MAGNITUDE = 1e12
 MIN_TIMESTAMP_S = -62135596800  # 0001-01-01T00:00:00Z
 MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z
 
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+
 # -- per field ----------------------------------------------------------------------------------
 MAX_ID_CHARS = 256
 MAX_PAGE_OFFSET = 2**31 - 1
@@ -46,12 +51,65 @@ _DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() accepts "²", 
 
 def check_request(request: message.Message) -> None:
     """Raises InvalidArgumentError naming every field over the bounds that hold for every RPC."""
+    if _fine(request):  # the usual case, without building a path per field (100,000 points: 4x faster)
+        return
     v = Violations()
     for path, problem in _walk(request, ""):
         v.add(path, problem)
         if len(v.items) >= 20:
             break
     v.raise_if_any("the request is invalid")
+
+
+_STRING, _FLOAT, _MESSAGE, _MAP, _OTHER = range(5)
+
+
+@cache
+def _kind(f: descriptor.FieldDescriptor) -> int:
+    if f.message_type is not None:
+        if f.message_type.GetOptions().map_entry:
+            return _MAP
+        return _MESSAGE if _needs_walk(f.message_type) else _OTHER
+    if f.type == f.TYPE_STRING:
+        return _STRING
+    if f.type in (f.TYPE_DOUBLE, f.TYPE_FLOAT):
+        return _FLOAT
+    return _OTHER
+
+
+def _string_fine(value: str, limit: int) -> bool:
+    return len(value) <= limit and "\x00" not in value
+
+
+def _float_fine(value: float) -> bool:
+    return -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE  # False for NaN too
+
+
+def _fine(msg: message.Message) -> bool:
+    """True when nothing in msg is over the bounds (the fast check; _walk names what is)."""
+    if msg.DESCRIPTOR.full_name == _TIMESTAMP:
+        return not _timestamp_problem(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
+    for f, value in msg.ListFields():
+        if f.is_repeated and len(value) > MAX_REPEATED:
+            return False
+        kind = _kind(f)
+        if kind == _OTHER:
+            continue
+        if kind == _STRING:
+            limit = MAX_LONG_TEXT_CHARS if f.name in LONG_TEXT_FIELDS else MAX_STRING_CHARS
+            if not (
+                all(_string_fine(s, limit) for s in value) if f.is_repeated else _string_fine(value, limit)
+            ):
+                return False
+        elif kind == _FLOAT:
+            if not (all(map(_float_fine, value)) if f.is_repeated else _float_fine(value)):
+                return False
+        elif kind == _MESSAGE:
+            if not (all(map(_fine, value)) if f.is_repeated else _fine(value)):
+                return False
+        else:
+            return False  # maps are rare and small: let _walk look at them
+    return True
 
 
 @cache
@@ -83,6 +141,9 @@ def _walk(msg: message.Message, prefix: str) -> Iterator[tuple[str, str]]:
     for f, value in msg.ListFields():
         path = f"{prefix}.{f.name}" if prefix else f.name
         repeated = f.is_repeated
+        if repeated and len(value) > MAX_REPEATED:
+            yield path, f"has {len(value)} elements; at most {MAX_REPEATED} in one message"
+            continue
         if f.message_type is not None:
             if f.message_type.GetOptions().map_entry:
                 value_field = f.message_type.fields_by_name["value"]
