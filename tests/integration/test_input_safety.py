@@ -202,34 +202,34 @@ def _weekly(series: str, values: np.ndarray, start: int = MONDAY_2015) -> list[t
     ]
 
 
-@pytest.mark.parametrize(
-    "time",
-    [
-        timestamp_pb2.Timestamp(seconds=2**62),
-        timestamp_pb2.Timestamp(seconds=-(10**12)),
-        timestamp_pb2.Timestamp(seconds=253402214400),  # 9999-12-31
-        timestamp_pb2.Timestamp(seconds=4102444800),  # 2100-01-01: past the documented range
-        timestamp_pb2.Timestamp(seconds=-2208988800 - 86400),  # 1899-12-31
-        timestamp_pb2.Timestamp(seconds=MONDAY_2015, nanos=2_000_000_000),
-    ],
-)
-def test_trends_refuses_timestamps_outside_the_calendar(
-    channel_to: Callable[..., grpc.Channel], time: timestamp_pb2.Timestamp
-) -> None:
-    stub = _trends(channel_to)
-    obs = trends_pb2.Observation(series="s", time=time, value=1.0)
-    found = refused(lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs])))
-    assert [f for f, _ in found] == ["observations[0].time"]
+OUT_OF_CALENDAR = [
+    timestamp_pb2.Timestamp(seconds=2**62),
+    timestamp_pb2.Timestamp(seconds=-(10**12)),
+    timestamp_pb2.Timestamp(seconds=253402214400),  # 9999-12-31
+    timestamp_pb2.Timestamp(seconds=4102444800),  # 2100-01-01: past the documented range
+    timestamp_pb2.Timestamp(seconds=-2208988800 - 86400),  # 1899-12-31
+    timestamp_pb2.Timestamp(seconds=MONDAY_2015, nanos=2_000_000_000),
+]
 
 
-@pytest.mark.parametrize("value", [1.8e308, -1e300, 1e13, float("inf"), float("nan")])
-def test_trends_refuses_values_beyond_the_documented_magnitude(
-    channel_to: Callable[..., grpc.Channel], value: float
+def test_trends_refuses_timestamps_outside_the_calendar_and_values_beyond_the_magnitude(
+    channel_to: Callable[..., grpc.Channel],
 ) -> None:
     stub = _trends(channel_to)
-    obs = trends_pb2.Observation(series="s", time=timestamp_pb2.Timestamp(seconds=MONDAY_2015), value=value)
-    found = refused(lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs])))
-    assert [f for f, _ in found] == ["observations[0].value"]
+    for time in OUT_OF_CALENDAR:
+        obs = trends_pb2.Observation(series="s", time=time, value=1.0)
+        found = refused(
+            lambda obs=obs: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs]))
+        )
+        assert [f for f, _ in found] == ["observations[0].time"], time
+    for value in (1.8e308, -1e300, 1e13, float("inf"), float("nan")):
+        obs = trends_pb2.Observation(
+            series="s", time=timestamp_pb2.Timestamp(seconds=MONDAY_2015), value=value
+        )
+        found = refused(
+            lambda obs=obs: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[obs]))
+        )
+        assert [f for f, _ in found] == ["observations[0].value"], value
 
 
 def test_trends_bounds_gaps_per_frequency_and_kind(channel_to: Callable[..., grpc.Channel]) -> None:
@@ -349,69 +349,70 @@ def test_nul_bytes_are_refused_on_sqlite_and_postgresql(
 BAD_TOKENS = ["-1", "99999999999999999999", "\u00b2", "abc"]
 
 
-@pytest.mark.parametrize("token", BAD_TOKENS)
-def test_page_tokens_are_validated_everywhere(channel_to: Callable[..., grpc.Channel], token: str) -> None:
-    nesting = channel_to("nesting", build_nesting)
-    ops = operations_pb2_grpc.OperationsStub(nesting)
-    found = refused(lambda: ops.ListOperations(operations_pb2.ListOperationsRequest(page_token=token)))
-    assert [f for f, _ in found] == ["page_token"]
+def test_page_tokens_are_validated_everywhere(channel_to: Callable[..., grpc.Channel]) -> None:
+    ops = operations_pb2_grpc.OperationsStub(channel_to("nesting", build_nesting))
     insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
-    found = refused(lambda: insp.ListProfiles(inspection_pb2.ListProfilesRequest(page_token=token)))
-    assert [f for f, _ in found] == ["page_token"]
     trends = _trends(channel_to)
-    found = refused(lambda: trends.ListSeries(trends_pb2.ListSeriesRequest(page_token=token)))
-    assert [f for f, _ in found] == ["page_token"]
+    for token in BAD_TOKENS:
+        for call in (
+            lambda: ops.ListOperations(operations_pb2.ListOperationsRequest(page_token=token)),  # noqa: B023
+            lambda: insp.ListProfiles(inspection_pb2.ListProfilesRequest(page_token=token)),  # noqa: B023
+            lambda: trends.ListSeries(trends_pb2.ListSeriesRequest(page_token=token)),  # noqa: B023
+        ):
+            assert [f for f, _ in refused(call)] == ["page_token"], token
 
 
-@pytest.mark.parametrize("token", BAD_TOKENS[:2])
 def test_list_operations_page_tokens_on_sqlite_and_postgresql(
-    channel_to: Callable[..., grpc.Channel], store: Store, token: str
+    channel_to: Callable[..., grpc.Channel], store: Store
 ) -> None:
     ops = operations_pb2_grpc.OperationsStub(channel_to("nesting", build_nesting, database_url=_url(store)))
-    found = refused(lambda: ops.ListOperations(operations_pb2.ListOperationsRequest(page_token=token)))
-    assert [f for f, _ in found] == ["page_token"]
+    for token in BAD_TOKENS[:2]:
+        found = refused(
+            lambda token=token: ops.ListOperations(operations_pb2.ListOperationsRequest(page_token=token))
+        )
+        assert [f for f, _ in found] == ["page_token"]
 
 
 # -- nesting: files and coordinates -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        b'{"pieces":"abc"}',
-        b'{"pieces":[1]}',
-        b'{"items":[null],"strip_height":1}',
-        b'{"pieces":[{"outline":[[0,0],[10,0],[10,10]],"quantity":1e400}]}',
-        b'{"pieces":[{"outline":[[0,0],[10,0],[10,10]],"quantity":1e18}]}',
-        b'{"pieces":[{"outline":[[0,0],[1e300,0],[10,10]]}]}',
-        b'{"pieces":[{"outline":[[0,0],[10],[10,10]]}]}',
-        b'{"items":[{"id":1,"shape":"abc"}],"strip_height":1}',
-        b'{"items":[],"strip_height":"wide"}',
-        b"[" * 100_000,
-    ],
-)
-def test_import_pieces_json_malformed_is_invalid_argument(
-    channel_to: Callable[..., grpc.Channel], content: bytes
-) -> None:
+MALFORMED_PIECES = [
+    b'{"pieces":"abc"}',
+    b'{"pieces":[1]}',
+    b'{"items":[null],"strip_height":1}',
+    b'{"pieces":[{"outline":[[0,0],[10,0],[10,10]],"quantity":1e400}]}',
+    b'{"pieces":[{"outline":[[0,0],[10,0],[10,10]],"quantity":1e18}]}',
+    b'{"pieces":[{"outline":[[0,0],[1e300,0],[10,10]]}]}',
+    b'{"pieces":[{"outline":[[0,0],[10],[10,10]]}]}',
+    b'{"items":[{"id":1,"shape":"abc"}],"strip_height":1}',
+    b'{"items":[],"strip_height":"wide"}',
+    b"[" * 100_000,
+]
+
+
+def test_import_pieces_json_malformed_is_invalid_argument(channel_to: Callable[..., grpc.Channel]) -> None:
     stub = nesting_pb2_grpc.NestingServiceStub(channel_to("nesting", build_nesting))
-    request = nesting_pb2.ImportPiecesRequest(format=nesting_pb2.FILE_FORMAT_JSON, content=content)
-    assert [f for f, _ in refused(lambda: stub.ImportPieces(request))] == ["content"]
+    for content in MALFORMED_PIECES:
+        request = nesting_pb2.ImportPiecesRequest(format=nesting_pb2.FILE_FORMAT_JSON, content=content)
+        assert [f for f, _ in refused(lambda request=request: stub.ImportPieces(request))] == ["content"], (
+            content[:80]
+        )
 
 
-@pytest.mark.parametrize("coordinate", [1e300, 1e9])
 def test_create_marker_refuses_huge_coordinates_before_starting_a_job(
-    channel_to: Callable[..., grpc.Channel], coordinate: float
+    channel_to: Callable[..., grpc.Channel],
 ) -> None:
     stub = nesting_pb2_grpc.NestingServiceStub(channel_to("nesting", build_nesting))
-    points = [(0.0, 0.0), (coordinate, 0.0), (coordinate, 100.0), (0.0, 100.0)]
-    piece = nesting_pb2.Piece(
-        id="p",
-        quantity=1,
-        outline=geometry_pb2.PolygonMm(points=[geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in points]),
-    )
-    request = nesting_pb2.CreateMarkerRequest(pieces=[piece], fabric=nesting_pb2.Fabric(width_mm=1500))
-    found = refused(lambda: stub.CreateMarker(request))
-    assert found[0][0].startswith("pieces[0].outline")
+    for coordinate in (1e300, 1e9):
+        points = [(0.0, 0.0), (coordinate, 0.0), (coordinate, 100.0), (0.0, 100.0)]
+        piece = nesting_pb2.Piece(
+            id="p",
+            quantity=1,
+            outline=geometry_pb2.PolygonMm(points=[geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in points]),
+        )
+        request = nesting_pb2.CreateMarkerRequest(pieces=[piece], fabric=nesting_pb2.Fabric(width_mm=1500))
+        found = refused(lambda request=request: stub.CreateMarker(request))
+        assert found[0][0].startswith("pieces[0].outline"), coordinate
 
 
 def test_a_failed_job_says_what_went_wrong_without_traceback_or_paths(tmp_path: Path) -> None:
