@@ -117,7 +117,7 @@ def test_decode_accepts_16_bit_and_grey_alpha_as_line_cameras_write_them() -> No
         (b"not an image at all", "cannot be decoded"),
         (png(weave(64, 64, 1))[:200], "cannot be decoded"),
         (tiff_float(), "floating-point"),
-        (png(np.zeros((16, 64), np.uint8)), "smaller"),
+        (png(np.zeros((16, 64), np.uint8)), "too small"),
         (png(np.zeros((8, 20000), np.uint8)), "larger than the limit"),
     ],
 )

@@ -451,3 +451,12 @@ def test_grade_roll_refuses_subnormal_roll_sizes(channel_to: Callable[..., grpc.
         "roll_length_mm",
         "roll_width_mm",
     ]
+
+
+def test_stream_violations_name_the_message(channel_to: Callable[..., grpc.Channel]) -> None:
+    """The interceptor's bounds on a client stream name the message ([k].field), as the servicers do."""
+    stub = _trends(channel_to)
+    good = trends_pb2.StreamObservationsRequest(observations=_weekly("s", np.ones(3)))
+    bad = trends_pb2.StreamObservationsRequest(observations=_weekly("s\x00", np.ones(1)))
+    found = refused(lambda: stub.StreamObservations(iter([good, bad])))
+    assert [f for f, _ in found] == ["[1].observations[0].series"]

@@ -95,7 +95,7 @@ def test_exif_orientation_is_applied_and_limits_use_the_upright_size() -> None:
         (b"", "no image data"),
         (b"garbage", "cannot be decoded"),
         (encode(Image.new("RGB", (64, 64), "red"))[:100], "cannot be decoded"),
-        (encode(Image.new("L", (4, 64))), "smaller than 8 px"),
+        (encode(Image.new("L", (4, 64))), "too small: at least 8 px"),
         (encode(Image.new("L", (600, 8))), "larger than the limit"),
         (encode(Image.new("L", (500, 500))), "larger than the limit"),  # sides fit, pixels do not
         (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "cannot be decoded"),  # no Ghostscript

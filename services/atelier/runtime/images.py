@@ -117,7 +117,9 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
     if width > limits.max_side_px or height > limits.max_side_px or width * height > limits.max_pixels:
         raise ImageError(f"image is {width} x {height} px, larger than the limit ({limits.describe()})")
     if width < limits.min_side_px or height < limits.min_side_px:
-        raise ImageError(f"image is {width} x {height} px, smaller than {limits.min_side_px} px a side")
+        raise ImageError(
+            f"image is {width} x {height} px, too small: at least {limits.min_side_px} px a side"
+        )
     return img, info
 
 

@@ -170,9 +170,16 @@ class _Call:
         )
 
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
-        for request in requests:
+        for index, request in enumerate(requests):
             metrics.msg_received_total.labels(*self.labels).inc()
-            limits.check_request(request)  # raised inside the handler's loop: mapped by _fail
+            try:
+                limits.check_request(request)
+            except InvalidArgumentError as exc:  # raised inside the handler's loop: mapped by _fail
+                # Name the message of the stream, as "[2].observations[5].value" (earlier ones were handled).
+                raise InvalidArgumentError(
+                    f"stream message {index}: {exc.message}",
+                    [type(v)(f"[{index}].{v.field}", v.description) for v in exc.violations],
+                ) from None
             yield request
 
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:

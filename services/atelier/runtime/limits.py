@@ -6,8 +6,8 @@ Two layers (the README's limits table lists both):
   field may hold a NUL byte (PostgreSQL refuses them where SQLite stores them, so both stores now
   behave the same) or be longer than :data:`MAX_STRING_CHARS` (:data:`LONG_TEXT_FIELDS` may be
   longer), no repeated field may hold more than :data:`MAX_REPEATED` elements, no float may be
-  NaN, infinite or above :data:`MAX_MAGNITUDE`, and every
-  ``google.protobuf.Timestamp`` must be a valid one (years 1..9999, nanos 0..999999999).
+  NaN, infinite or above :data:`MAX_MAGNITUDE`. (Timestamps are left to the servicers that read
+  them, with :func:`check_time`, so that a request's every bad time is named at once.)
 - Per-field helpers (:func:`check_text`, :func:`check_number`, :func:`check_time`,
   :func:`page_offset`) for the tighter, documented bounds of each service.
 
@@ -37,11 +37,9 @@ MAX_LONG_TEXT_CHARS = 8192
 # Largest magnitude of any float in a request: far above any real quantity in mm, cm, kg, units
 # sold or money, far below where float arithmetic overflows (a 1e300 coordinate squared is inf).
 MAX_MAGNITUDE = 1e12
-# Valid protobuf Timestamps (JSON clients cannot read others).
+# Valid protobuf Timestamps (JSON clients cannot read others): check_time's outer bounds.
 MIN_TIMESTAMP_S = -62135596800  # 0001-01-01T00:00:00Z
 MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z
-
-_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 
 # -- per field ----------------------------------------------------------------------------------
 MAX_ID_CHARS = 256
@@ -87,8 +85,6 @@ def _float_fine(value: float) -> bool:
 
 def _fine(msg: message.Message) -> bool:
     """True when nothing in msg is over the bounds (the fast check; _walk names what is)."""
-    if msg.DESCRIPTOR.full_name == _TIMESTAMP:
-        return not _timestamp_problem(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
     for f, value in msg.ListFields():
         if f.is_repeated and len(value) > MAX_REPEATED:
             return False
@@ -114,13 +110,11 @@ def _fine(msg: message.Message) -> bool:
 
 @cache
 def _needs_walk(desc: descriptor.Descriptor) -> bool:
-    """Whether a message type holds (at any depth) a string, float or Timestamp: others are skipped."""
+    """Whether a message type holds (at any depth) a string or float: others are skipped."""
     return _needs_walk_uncached(desc, set())
 
 
 def _needs_walk_uncached(desc: descriptor.Descriptor, seen: set[str]) -> bool:
-    if desc.full_name == timestamp_pb2.Timestamp.DESCRIPTOR.full_name:
-        return True
     seen.add(desc.full_name)
     for f in desc.fields:
         if f.type in (f.TYPE_STRING, f.TYPE_DOUBLE, f.TYPE_FLOAT):
@@ -133,11 +127,6 @@ def _needs_walk_uncached(desc: descriptor.Descriptor, seen: set[str]) -> bool:
 
 
 def _walk(msg: message.Message, prefix: str) -> Iterator[tuple[str, str]]:
-    if msg.DESCRIPTOR.full_name == timestamp_pb2.Timestamp.DESCRIPTOR.full_name:
-        problem = _timestamp_problem(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
-        if problem:
-            yield prefix, problem
-        return
     for f, value in msg.ListFields():
         path = f"{prefix}.{f.name}" if prefix else f.name
         repeated = f.is_repeated
