@@ -124,3 +124,24 @@ def test_pixel_budget_is_shared_by_the_images_of_one_call() -> None:
     with pytest.raises(images.ImageError, match=r"items add up to more than 0\.025 megapixels"):
         images.decode(data, LIMITS, budget=budget)
     assert budget.used == 20_000
+
+
+def jpeg_claiming(width: int, height: int, orientation: int = 1) -> bytes:
+    """A small JPEG whose frame header (SOF0) claims width x height: probe() reads only the header."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = bytearray(encode(Image.new("RGB", (16, 16), (90, 120, 150)), "JPEG", exif=exif.tobytes()))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("width", "height"), [(4032, 3024), (8064, 6048), (8160, 6120), (6048, 8064)])
+def test_body_limits_admit_12_to_48_mp_phone_photos(width: int, height: int) -> None:
+    from atelier.body.photo import PHOTO_LIMITS
+
+    # Phones store the sensor's landscape frame and an orientation tag (6: turn 90 degrees).
+    info = images.probe(jpeg_claiming(width, height, orientation=6), PHOTO_LIMITS)
+    assert (info.width_px, info.height_px) == (height, width)
+    with pytest.raises(images.ImageError, match="larger than the limit"):
+        images.probe(jpeg_claiming(9000, 6000), PHOTO_LIMITS)  # 54 MP
