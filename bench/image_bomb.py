@@ -22,14 +22,14 @@ import grpc
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import bench_config, write_section  # noqa: E402
+from report import bench_config, write_section
 
-from atelier.body.v1 import body_pb2, body_pb2_grpc  # noqa: E402
-from atelier.common.v1 import image_pb2  # noqa: E402
-from atelier.generation.v1 import generation_pb2, generation_pb2_grpc  # noqa: E402
-from atelier.inspection.v1 import inspection_pb2, inspection_pb2_grpc  # noqa: E402
-from atelier.recommendations.v1 import recommendations_pb2, recommendations_pb2_grpc  # noqa: E402
-from atelier.runtime.server import Server  # noqa: E402
+from atelier.body.v1 import body_pb2, body_pb2_grpc
+from atelier.common.v1 import image_pb2
+from atelier.generation.v1 import generation_pb2, generation_pb2_grpc
+from atelier.inspection.v1 import inspection_pb2, inspection_pb2_grpc
+from atelier.recommendations.v1 import recommendations_pb2, recommendations_pb2_grpc
+from atelier.runtime.server import Server
 
 
 def bomb() -> bytes:
