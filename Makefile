@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint typecheck protos protos-check bench load lock clean
+.PHONY: help run test fuzz lint typecheck protos protos-check bench load lock clean
 
 help:
 	@echo "make run        start every service on localhost (SQLite, local files); Ctrl-C stops"
 	@echo "make test       run the test suite"
+	@echo "make fuzz       property-based fuzzing of every RPC and parser, the long profile (~10 min)"
 	@echo "make lint       ruff + mypy"
 	@echo "make protos     regenerate Python code from protos/"
 	@echo "make bench      run the benchmarks (figures go to BENCHMARKS.md)"
@@ -34,6 +35,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+
+# The fuzz tests run in `make test` with a few examples each; this is the long run.
+FUZZ_EXAMPLES ?= 800
+fuzz: $(STAMP)
+	ATELIER_FUZZ_PROFILE=long ATELIER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/fuzz $(PYTEST_ARGS)
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check services tests protos bench

@@ -89,6 +89,12 @@ def png(array: np.ndarray, mode: str | None = None) -> bytes:
     return buf.getvalue()
 
 
+def tiff_float() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.float32), "F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
 def test_decode_accepts_grey_and_rgb() -> None:
     grey = weave(64, 64, 1)
     assert np.array_equal(imaging.decode(png(grey)).grey, grey)
@@ -96,14 +102,22 @@ def test_decode_accepts_grey_and_rgb() -> None:
     assert imaging.decode(png(rgb)).grey.shape == (64, 64)
 
 
+def test_decode_accepts_16_bit_and_grey_alpha_as_line_cameras_write_them() -> None:
+    grey = weave(64, 64, 1)
+    assert np.array_equal(imaging.decode(png(grey.astype(np.uint16) * 257)).grey, grey)
+    opaque = np.dstack([grey, np.full_like(grey, 255)])
+    assert np.array_equal(imaging.decode(png(opaque, "LA")).grey, grey)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    assert np.array_equal(imaging.decode(png(rgba, "RGBA")).grey, grey)
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
         (b"not an image at all", "cannot be decoded"),
         (png(weave(64, 64, 1))[:200], "cannot be decoded"),
-        (png(np.zeros((64, 64), np.uint16) + 1000), "16-bit"),
-        (png(np.zeros((64, 64, 4), np.uint8)), "alpha"),
-        (png(np.zeros((16, 64), np.uint8)), "smaller"),
+        (tiff_float(), "floating-point"),
+        (png(np.zeros((16, 64), np.uint8)), "too small"),
         (png(np.zeros((8, 20000), np.uint8)), "larger than the limit"),
     ],
 )

@@ -29,10 +29,17 @@ import numpy as np
 
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
+from atelier.runtime import images
 
 MIN_SHORT_SIDE_PX = 256
 MIN_PERSON_PX = 400
-MAX_PIXELS = 40_000_000
+# 50 MP admits the 12-48 MP photos of today's phones (8064 x 6048, 8160 x 6120) in either orientation.
+MAX_PIXELS = 50_000_000
+MAX_SIDE_PX = 12_000
+MAX_PHOTO_BYTES = 40 * 1024 * 1024
+PHOTO_LIMITS = images.ImageLimits(
+    max_bytes=MAX_PHOTO_BYTES, max_side_px=MAX_SIDE_PX, max_pixels=MAX_PIXELS, min_side_px=MIN_SHORT_SIDE_PX
+)
 # Mean absolute Laplacian response at the person's outline; renders and sharp photos score > 10.
 MIN_SHARPNESS = 4.0
 # Noise (one sd, cm) given to photo observations in the model; measured on synthetic renders
@@ -109,18 +116,11 @@ class MeasureResult:
 
 
 def decode(data: bytes, field_name: str) -> np.ndarray:
-    array = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR)
-    if image is None:
-        raise PhotoError(f"{field_name}.data", "is not a decodable image (JPEG, PNG, WebP, ...)")
-    h, w = image.shape[:2]
-    if h * w > MAX_PIXELS:
-        raise PhotoError(f"{field_name}.data", f"{w}x{h} is over {MAX_PIXELS // 1_000_000} megapixels")
-    if min(h, w) < MIN_SHORT_SIDE_PX:
-        raise PhotoError(
-            f"{field_name}.data", f"{w}x{h} is too small: the short side must be >= {MIN_SHORT_SIDE_PX} px"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Upright RGB (the EXIF orientation applied), with the limits checked from the header first."""
+    try:
+        return images.decode(data, PHOTO_LIMITS, "RGB")
+    except images.ImageError as exc:
+        raise PhotoError(f"{field_name}.data", str(exc)) from None
 
 
 def _largest_components(mask: np.ndarray) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from atelier.runtime.errors import InvalidArgumentError, Violations
 
 log = logging.getLogger(__name__)
 
-MAX_PHOTO_BYTES = 20 * 1024 * 1024
+MAX_PHOTO_BYTES = photo.MAX_PHOTO_BYTES
 MAX_KNOWN = 40
 
 measure_seconds = Histogram(

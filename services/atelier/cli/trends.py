@@ -115,6 +115,10 @@ def read_long(path: Path) -> Upload:
         label_columns = [c for c in columns if c not in RESERVED]
         for number, row in enumerate(reader, start=2):
             where = f"{path.name} line {number}"
+            # A short row leaves its last cells None (csv.DictReader): name the line, not a traceback.
+            missing = [c for c in ("series", time_column, "value") if row.get(c) is None]
+            if missing:
+                raise typer.BadParameter(f"{where}: no cell for {', '.join(missing)}")
             obs = pb.Observation(
                 series=row["series"].strip(),
                 time=parse_time(row[time_column], where),
@@ -143,6 +147,8 @@ def read_wide(path: Path, external: Path | None) -> Upload:
     if external is not None:
         ext_header, ext_rows = table(external)
         for row in ext_rows:
+            if not row:
+                continue
             for name, cell in zip(ext_header[1:], row[1:], strict=False):
                 signal[(row[0], name)] = cell
     upload = Upload()

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from atelier.common.v1 import image_pb2
 from atelier.generation import engine, tile
@@ -22,6 +22,7 @@ from atelier.generation.service import (
     decode_png,
 )
 from atelier.generation.v1 import generation_pb2, generation_pb2_grpc
+from atelier.runtime import images
 from atelier.runtime.context import current_tenant
 from atelier.runtime.errors import Violations
 from atelier.runtime.status import cancellation_from
@@ -69,19 +70,24 @@ def png_image(data: bytes, width_px: int, height_px: int) -> image_pb2.Image:
     return image_pb2.Image(data=data, mime_type="image/png", width_px=width_px, height_px=height_px)
 
 
+MAX_INPUT_BYTES = 32 * 1024 * 1024
+
+
+def _input_limits(max_side_px: int, min_side_px: int = 1) -> images.ImageLimits:
+    """Limits for a caller's image (init image, mask, sketch, texture to tile)."""
+    return images.ImageLimits(
+        max_bytes=MAX_INPUT_BYTES, max_side_px=max_side_px, max_pixels=max_side_px**2, min_side_px=min_side_px
+    )
+
+
 def _decode(data: bytes, path: str, v: Violations, max_side_px: int, mode: str = "RGB") -> Image.Image | None:
     if not data:
         v.add(path, "is required")
         return None
     try:
-        image = Image.open(io.BytesIO(data))
-        if max(image.size) > max_side_px:
-            v.add(path, f"is {image.width} x {image.height} px; at most {max_side_px} px a side")
-            return None
-        image.load()  # decodes the pixels: a truncated or corrupt file fails here, not later on the device
-        return image.convert(mode)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        v.add(path, f"is not a readable PNG/JPEG/WebP/TIFF image ({exc})")
+        return images.open_image(data, _input_limits(max_side_px), mode)
+    except images.ImageError as exc:
+        v.add(path, str(exc))
         return None
 
 
@@ -280,19 +286,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         lim = self.service.limits
         v = Violations()
         v.check(0.0 <= request.blend <= 0.5, "blend", "must be in (0, 0.5] (0 takes 0.25)")
-        pixels = None
-        if not request.image.data:
-            v.add("image.data", "is required")
-        else:
-            pixels = tile.decode_image(request.image.data)
-            if pixels is None:
-                v.add("image.data", "is not a readable image")
-            elif max(pixels.shape[:2]) > lim.max_input_side_px or min(pixels.shape[:2]) < 8:
-                v.add(
-                    "image.data",
-                    f"is {pixels.shape[1]} x {pixels.shape[0]} px; sides must be in "
-                    f"8..{lim.max_input_side_px}",
-                )
+        pixels = images.check(v, "image.data", request.image.data, _input_limits(lim.max_input_side_px, 8))
         v.raise_if_any("the tile request is invalid")
         assert pixels is not None
         result = tile.make_tileable(pixels, request.blend or tile.DEFAULT_BLEND)

@@ -74,15 +74,6 @@ def make_tileable(image: np.ndarray, blend: float = DEFAULT_BLEND) -> TileResult
     )
 
 
-def decode_image(data: bytes) -> np.ndarray | None:
-    """RGB uint8 from encoded bytes, or None when they are not a readable image."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def encode_png(rgb: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:

@@ -23,6 +23,11 @@ MAX_TIME_BUDGET_S = 3600
 DEFAULT_TIME_BUDGET_S = 30
 MAX_SIZES = 50
 MAX_RATIO_COUNT = 100
+# Coordinates and fabric sizes: 1 km / 100 m are far beyond any piece or roll, and keep the geometry
+# far from where float arithmetic overflows (a 1e300 mm coordinate squared is infinite).
+MAX_COORDINATE_MM = 1_000_000.0
+MAX_FABRIC_WIDTH_MM = 100_000.0
+MAX_FABRIC_LENGTH_MM = 10_000_000.0
 
 
 class Grain(Enum):

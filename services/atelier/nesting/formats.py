@@ -21,7 +21,7 @@ import ezdxf
 from ezdxf import path as ezpath
 from shapely.geometry import Polygon
 
-from atelier.nesting.domain import FabricSpec, Grain, Marker, Mirror, PieceSpec, Point
+from atelier.nesting.domain import MAX_PLACED_PIECES, FabricSpec, Grain, Marker, Mirror, PieceSpec, Point
 
 # ezdxf $INSUNITS codes -> millimetres.
 INSUNITS_MM = {0: 1.0, 1: 25.4, 2: 304.8, 4: 1.0, 5: 10.0, 6: 1000.0}
@@ -74,47 +74,92 @@ def import_json(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
         data = json.loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImportError_(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ImportError_("not JSON we read: nested too deeply") from None
     scale = unit_mm or 1.0
-    if isinstance(data, dict) and "items" in data and "strip_height" in data:
+    try:
+        if isinstance(data, dict) and "items" in data and "strip_height" in data:
+            return _import_instance(data, scale)
+        if not isinstance(data, dict) or "pieces" not in data:
+            raise ImportError_('expected {"pieces": [...]} or an instance with "items" and "strip_height"')
         pieces = []
-        for item in data["items"]:
-            grain, step = grain_from_orientations(item.get("allowed_orientations"))
-            shape = item["shape"]
-            if shape.get("type", "simple_polygon") != "simple_polygon":
-                raise ImportError_(f"item {item['id']}: shape type {shape.get('type')!r} is not supported")
+        for i, p in enumerate(_list(data["pieces"], "pieces")):
+            p = _object(p, f"pieces[{i}]")
+            grain, step = parse_grain(str(p.get("grain", "woven")))
             pieces.append(
                 PieceSpec(
-                    id=str(item["id"]),
-                    outline_mm=_scaled(shape["data"], scale),
-                    quantity=int(item.get("demand", 1)),
+                    id=str(p.get("id", f"piece{i}")),
+                    outline_mm=_scaled(p.get("outline"), scale, f"pieces[{i}].outline"),
+                    quantity=_int(p.get("quantity", 1), f"pieces[{i}].quantity"),
                     grain=grain,
-                    rotation_step_deg=step,
-                    name=str(item.get("dxf", "")),
+                    rotation_step_deg=_number(p.get("rotation_step_deg", step), f"pieces[{i}].rotation_step_deg"),
+                    mirror=Mirror(p.get("mirror", "none")),
+                    size=str(p.get("size", "")),
+                    name=str(p.get("name", "")),
                 )
             )
-        return ImportedPieces(pieces, float(data["strip_height"]) * scale)
-    if not isinstance(data, dict) or "pieces" not in data:
-        raise ImportError_('expected {"pieces": [...]} or an instance with "items" and "strip_height"')
+        return ImportedPieces(pieces, _number(data.get("fabric_width_mm", 0.0), "fabric_width_mm") * scale)
+    except ImportError_:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Whatever shape a hand-written file has, it is the file's fault: say so, never INTERNAL.
+        raise ImportError_(f"unexpected structure ({type(exc).__name__}: {exc})") from None
+
+
+def _import_instance(data: dict[str, Any], scale: float) -> ImportedPieces:
     pieces = []
-    for i, p in enumerate(data["pieces"]):
-        grain, step = parse_grain(str(p.get("grain", "woven")))
+    for i, item in enumerate(_list(data["items"], "items")):
+        item = _object(item, f"items[{i}]")
+        grain, step = grain_from_orientations(item.get("allowed_orientations"))
+        shape = _object(item.get("shape"), f"items[{i}].shape")
+        if shape.get("type", "simple_polygon") != "simple_polygon":
+            raise ImportError_(f"item {item.get('id')}: shape type {shape.get('type')!r} is not supported")
         pieces.append(
             PieceSpec(
-                id=str(p.get("id", f"piece{i}")),
-                outline_mm=_scaled(p["outline"], scale),
-                quantity=int(p.get("quantity", 1)),
+                id=str(item.get("id", f"item{i}")),
+                outline_mm=_scaled(shape.get("data"), scale, f"items[{i}].shape.data"),
+                quantity=_int(item.get("demand", 1), f"items[{i}].demand"),
                 grain=grain,
-                rotation_step_deg=float(p.get("rotation_step_deg", step)),
-                mirror=Mirror(p.get("mirror", "none")),
-                size=str(p.get("size", "")),
-                name=str(p.get("name", "")),
+                rotation_step_deg=step,
+                name=str(item.get("dxf", "")),
             )
         )
-    return ImportedPieces(pieces, float(data.get("fabric_width_mm", 0.0)) * scale)
+    return ImportedPieces(pieces, _number(data["strip_height"], "strip_height") * scale)
 
 
-def _scaled(points: list[Any], scale: float) -> tuple[Point, ...]:
-    return tuple((float(x) * scale, float(y) * scale) for x, y in points)
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ImportError_(f"{where} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ImportError_(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite JSON number (1e400 parses as infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ImportError_(f"{where} must be a finite number, not {str(value)[:40]}")
+    return float(value)
+
+
+def _int(value: Any, where: str) -> int:
+    number = _number(value, where)
+    if number != int(number) or not 1 <= number <= MAX_PLACED_PIECES:
+        raise ImportError_(f"{where} must be a whole number 1..{MAX_PLACED_PIECES}, not {number:g}")
+    return int(number)
+
+
+def _scaled(points: Any, scale: float, where: str = "outline") -> tuple[Point, ...]:
+    out = []
+    for k, point in enumerate(_list(points, where)):
+        if not isinstance(point, list) or len(point) != 2:
+            raise ImportError_(f"{where}[{k}] must be a point [x, y]")
+        out.append((_number(point[0], f"{where}[{k}]") * scale, _number(point[1], f"{where}[{k}]") * scale))
+    return tuple(out)
 
 
 TEXT_KEYS = {

@@ -16,6 +16,9 @@ from atelier.common.v1 import geometry_pb2, progress_pb2
 from atelier.nesting import formats
 from atelier.nesting.domain import (
     DEFAULT_TIME_BUDGET_S,
+    MAX_COORDINATE_MM,
+    MAX_FABRIC_LENGTH_MM,
+    MAX_FABRIC_WIDTH_MM,
     MAX_PIECE_TYPES,
     MAX_PLACED_PIECES,
     MAX_RATIO_COUNT,
@@ -202,6 +205,12 @@ def check_outline(points: tuple[tuple[float, float], ...], path: str, v: Violati
         return False
     if not v.check(all(_finite(x, y) for x, y in points), path, "coordinates must be finite numbers"):
         return False
+    if not v.check(
+        all(abs(x) <= MAX_COORDINATE_MM and abs(y) <= MAX_COORDINATE_MM for x, y in points),
+        path,
+        f"coordinates must be within +-{MAX_COORDINATE_MM:g} mm",
+    ):
+        return False
     poly = Polygon(points)
     # Collinear points make an invalid polygon too; name the real problem first.
     if not v.check(poly.convex_hull.area > 1e-9, path, "has zero area (its points are collinear)"):
@@ -213,15 +222,38 @@ def check_outline(points: tuple[tuple[float, float], ...], path: str, v: Violati
     )
 
 
+def _check_imported(imported: formats.ImportedPieces) -> None:
+    """What a file says must fit the same bounds as a request (and the int32 fields of the reply)."""
+    v = Violations()
+    for i, piece in enumerate(imported.pieces):
+        if not all(_finite(x, y) and max(abs(x), abs(y)) <= MAX_COORDINATE_MM for x, y in piece.outline_mm):
+            v.add("content", f"piece {i} ({piece.id[:40]!r}): coordinates beyond +-{MAX_COORDINATE_MM:g} mm")
+        if not 1 <= piece.quantity <= MAX_PLACED_PIECES:
+            v.add("content", f"piece {i} ({piece.id[:40]!r}): quantity must be 1..{MAX_PLACED_PIECES}")
+        if len(v.items) >= 5:
+            break
+    width = imported.fabric_width_mm
+    v.check(_finite(width) and 0 <= width <= MAX_FABRIC_WIDTH_MM, "content", "fabric width beyond the limit")
+    v.raise_if_any("the file's pieces are out of bounds")
+
+
 def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
     """Every violation of the request at once, or the domain request."""
     v = Violations()
     fabric_msg = request.fabric
     width = fabric_msg.width_mm
-    v.check(_finite(width) and width > 0, "fabric.width_mm", "must be > 0")
+    v.check(
+        _finite(width) and 0 < width <= MAX_FABRIC_WIDTH_MM,
+        "fabric.width_mm",
+        f"must be > 0 and at most {MAX_FABRIC_WIDTH_MM:g} mm",
+    )
     for name in ("max_length_mm", "edge_margin_mm", "end_margin_mm"):
         value = getattr(fabric_msg, name)
-        v.check(_finite(value) and value >= 0, f"fabric.{name}", "must be >= 0")
+        v.check(
+            _finite(value) and 0 <= value <= MAX_FABRIC_LENGTH_MM,
+            f"fabric.{name}",
+            f"must be >= 0 and at most {MAX_FABRIC_LENGTH_MM:g} mm",
+        )
     margin = fabric_msg.edge_margin_mm
     if width > 0 and margin >= 0:
         v.check(
@@ -456,6 +488,7 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
             imported = reader(request.content, request.unit_mm)
         except (formats.ImportError_, KeyError, TypeError, ValueError) as exc:
             raise InvalidArgumentError.for_field("content", f"cannot read pieces: {exc}") from None
+        _check_imported(imported)
         return pb.ImportPiecesResponse(
             pieces=[piece_to_proto(p) for p in imported.pieces],
             fabric_width_mm=imported.fabric_width_mm,

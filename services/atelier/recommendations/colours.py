@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from atelier.recommendations.store import DominantColour
+from atelier.runtime import images
 
 # name -> sRGB, CSS Color Module Level 4 (https://www.w3.org/TR/css-color-4/#named-colors) + 3 fashion names.
 VOCABULARY: dict[str, tuple[int, int, int]] = {
@@ -56,6 +57,8 @@ VOCABULARY: dict[str, tuple[int, int, int]] = {
 NAMES = list(VOCABULARY)
 
 MAX_SIDE_PX = 256  # work size: colour statistics do not need more pixels
+# What a product photo may be (checked from the header, before decoding; README limits table).
+PHOTO_LIMITS = images.ImageLimits(max_bytes=10 * 1024 * 1024, max_side_px=4096, max_pixels=4096 * 4096)
 MIN_FRACTION = 0.08  # clusters smaller than this are trim, prints or noise
 BACKGROUND_LAB_DISTANCE = 18.0
 
@@ -74,13 +77,9 @@ def name_colour(lab: np.ndarray) -> str:
     return NAMES[int(np.argmin(distances))]
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded bytes -> RGB uint8 array; ValueError when it is not an image OpenCV can read."""
-    buffer = np.frombuffer(data, np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("not a decodable image (PNG, JPEG, TIFF or WebP)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def decode(data: bytes, budget: images.PixelBudget | None = None) -> np.ndarray:
+    """Encoded bytes -> upright RGB uint8; ValueError (images.ImageError) when unusable or over the limits."""
+    return images.decode(data, PHOTO_LIMITS, "RGB", budget)
 
 
 def foreground_mask(rgb: np.ndarray) -> np.ndarray:
@@ -108,9 +107,11 @@ def foreground_mask(rgb: np.ndarray) -> np.ndarray:
     return result
 
 
-def dominant_colours(data: bytes, k: int = 4, seed: int = 7) -> list[DominantColour]:
-    """The product's dominant colours, largest share first, clusters with the same name merged."""
-    rgb = decode(data)
+def dominant_colours(data: bytes | np.ndarray, k: int = 4, seed: int = 7) -> list[DominantColour]:
+    """The product's dominant colours, largest share first, clusters with the same name merged.
+
+    ``data``: encoded bytes, or the RGB array decode() returned."""
+    rgb = decode(data) if isinstance(data, bytes) else data
     scale = MAX_SIDE_PX / max(rgb.shape[:2])
     if scale < 1:
         rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -19,6 +19,7 @@ from atelier.recommendations.store import CatalogItem, DominantColour, Event, Ev
 from atelier.recommendations.training import TrainParams, train
 from atelier.recommendations.v1 import recommendations_pb2 as pb
 from atelier.recommendations.v1 import recommendations_pb2_grpc as pb_grpc
+from atelier.runtime import images
 from atelier.runtime.context import current_tenant
 from atelier.runtime.errors import NotFoundError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
@@ -26,8 +27,11 @@ from atelier.runtime.jobs import JobHandle, JobManager
 MAX_ITEMS_PER_UPSERT = 1000
 MAX_EVENTS_PER_MESSAGE = 10000
 MAX_ID_CHARS = 128
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_IMAGE_SIDE_PX = 4096
+MAX_IMAGE_BYTES = colours.PHOTO_LIMITS.max_bytes
+MAX_IMAGE_SIDE_PX = colours.PHOTO_LIMITS.max_side_px
+# All product photos of one UpsertItems call together: 1000 photos of 4096 x 4096 px would be
+# 16.8 gigapixels of decoding in one call; 256 MP is 1000 photos of 512 x 512 or 15 of 16 MP.
+MAX_UPSERT_PIXELS = 256 * 1024 * 1024
 MAX_N = 100
 DEFAULT_N = 10
 MAX_LOOK_ITEMS = 50
@@ -125,6 +129,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
             f"1..{MAX_ITEMS_PER_UPSERT} items a call",
         )
         items: list[CatalogItem] = []
+        budget = images.PixelBudget(MAX_UPSERT_PIXELS, "items.image")
         seen: set[str] = set()
         extracted = 0
         for k, item in enumerate(request.items):
@@ -141,18 +146,10 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
             price = _money(v, item.price, f"{path}.price")
             found: list[DominantColour] = []
             if item.image.data:
-                if len(item.image.data) > MAX_IMAGE_BYTES:
-                    v.add(f"{path}.image.data", f"at most {MAX_IMAGE_BYTES} bytes")
-                else:
-                    try:
-                        rgb_shape = colours.decode(item.image.data).shape
-                        if max(rgb_shape[:2]) > MAX_IMAGE_SIDE_PX:
-                            v.add(f"{path}.image.data", f"at most {MAX_IMAGE_SIDE_PX} px a side")
-                        else:
-                            found = colours.dominant_colours(item.image.data)
-                            extracted += 1
-                    except ValueError as exc:
-                        v.add(f"{path}.image.data", str(exc))
+                rgb = images.check(v, f"{path}.image.data", item.image.data, colours.PHOTO_LIMITS, budget=budget)
+                if rgb is not None:
+                    found = colours.dominant_colours(rgb)
+                    extracted += 1
             items.append(
                 CatalogItem(
                     item_id=item.item_id,

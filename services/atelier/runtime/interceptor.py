@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from atelier.runtime import metrics
+from atelier.runtime import limits, metrics
 from atelier.runtime.auth import HEALTH_SERVICE, REFLECTION_SERVICES, TENANT_HEADER, Authoriser
 from atelier.runtime.context import method_var, request_id_var, tenant_var
 from atelier.runtime.errors import AtelierError, InvalidArgumentError
@@ -192,10 +192,18 @@ class _Call:
         )
 
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
-        for request in requests:
+        for index, request in enumerate(requests):
             metrics.msg_received_total.labels(*self.labels).inc()
             if isinstance(request, _Malformed):
                 raise self._malformed(request)
+            try:
+                limits.check_request(request)
+            except InvalidArgumentError as exc:  # raised inside the handler's loop: mapped by _fail
+                # Name the message of the stream, as "[2].observations[5].value" (earlier ones were handled).
+                raise InvalidArgumentError(
+                    f"stream message {index}: {exc.message}",
+                    [type(v)(f"[{index}].{v.field}", v.description) for v in exc.violations],
+                ) from None
             yield request
 
     def unary(self, behaviour: Callable[..., Any], streaming_request: bool = False) -> Callable[..., Any]:
@@ -211,6 +219,8 @@ class _Call:
                 else:
                     metrics.msg_received_total.labels(*self.labels).inc()
                 try:
+                    if not streaming_request:
+                        limits.check_request(request)  # NUL bytes, string lengths, floats, Timestamps
                     response = behaviour(request, context)
                 except Exception as exc:
                     self._fail(context, exc)
@@ -240,6 +250,8 @@ class _Call:
                 else:
                     metrics.msg_received_total.labels(*self.labels).inc()
                 try:
+                    if not streaming_request:
+                        limits.check_request(request)
                     for response in behaviour(request, context):
                         metrics.msg_sent_total.labels(*self.labels).inc()
                         yield response

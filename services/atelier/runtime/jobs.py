@@ -12,6 +12,7 @@ run, see atelier.runtime.kube) reports through the same table.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -131,6 +132,18 @@ class JobDetached(Exception):
     process to resume instead of being recorded as cancelled."""
 
 
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-]+)+")
+
+
+def _in_words(exc: BaseException) -> str:
+    """What went wrong, for the caller: the message's first line without a traceback or server
+    paths (a solver's stderr carries both), at most 200 characters."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = first.split("Traceback (most recent call last)")[0].rstrip(" :")
+    first = _PATH.sub("<path>", first)[:200]
+    return first or f"the job failed unexpectedly ({type(exc).__name__})"
+
+
 class JobManager:
     """Runs and records the jobs of one service."""
 
@@ -226,7 +239,14 @@ class JobManager:
             )
         except Exception as exc:
             log.exception("job %s failed", handle.name)
-            self._finish(handle.name, JobState.JOB_STATE_FAILED, code_pb2.INTERNAL, f"internal error: {exc}")
+            # The message may hold a traceback or server paths (a worker's stderr): those go to the
+            # log only; the caller gets words and the operation name to look the log up by.
+            self._finish(
+                handle.name,
+                JobState.JOB_STATE_FAILED,
+                code_pb2.INTERNAL,
+                f"internal error: {_in_words(exc)}; the server log has the details under {handle.name}",
+            )
         finally:
             metrics.jobs_running.labels(self.service, kind).dec()
             metrics.job_seconds.labels(self.service, kind).observe(time.monotonic() - started)

@@ -6,6 +6,7 @@ import grpc
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import empty_pb2
 
+from atelier.runtime import limits
 from atelier.runtime.errors import InvalidArgumentError, Violations
 from atelier.runtime.jobs import JobManager
 from atelier.runtime.status import cancellation_from
@@ -33,6 +34,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
     ) -> operations_pb2.ListOperationsResponse:
+        v = Violations()
+        limits.page_offset(v, request.page_token)  # jobs.list reads the offset back from the token
+        v.raise_if_any()
         kind = ""
         if request.filter:
             key, _, value = request.filter.partition("=")

@@ -10,12 +10,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
+from atelier.runtime import limits
 from atelier.runtime.context import Cancellation
 from atelier.runtime.errors import InvalidArgumentError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
@@ -39,6 +41,13 @@ from atelier.trends.v1 import trends_pb2, trends_pb2_grpc
 MAX_OBSERVATIONS_PER_REQUEST = 100_000
 MAX_SERIES_KEY_CHARS = 256
 MAX_LABELS = 16
+MAX_LABEL_CHARS = 256
+# Observations are periods of retail history: 1900 up to 2100 (a forecast 104 weeks on still ends
+# far inside the protobuf Timestamp range). Values: finite, at most 1e12 in magnitude (units sold,
+# shares and indices are far below; squares of 1e12 still fit a float).
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_ABS_VALUE = 1e12
 MAX_HORIZON = {Frequency.WEEKLY: 104, Frequency.DAILY: 730}
 MAX_SERIES_PER_FORECAST = 10_000
 MAX_LEVELS = 4
@@ -121,6 +130,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             seen_meta.add(info.series)
             if len(info.labels) > MAX_LABELS:
                 v.add(f"{path}.labels", f"{len(info.labels)} labels; at most {MAX_LABELS}")
+            for key, value in sorted(info.labels.items())[:MAX_LABELS]:
+                limits.check_text(v, f"{path}.labels[{key[:40]!r}]", key, MAX_LABEL_CHARS, required=True)
+                limits.check_text(v, f"{path}.labels[{key[:40]!r}]", value, MAX_LABEL_CHARS)
             if info.frequency not in (0, *Frequency):
                 v.add(f"{path}.frequency", f"unknown frequency {info.frequency}")
             if info.kind not in (0, *ValueKind):
@@ -145,11 +157,13 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             if not obs.HasField("time"):
                 v.add(f"{path}.time", "required: the start of the period (UTC)")
                 continue
-            if not math.isfinite(obs.value):
-                v.add(f"{path}.value", f"must be a finite number, got {obs.value}")
+            if limits.check_time(v, f"{path}.time", obs.time, EARLIEST_TIME, LATEST_TIME) is None:
                 continue
-            if obs.HasField("external") and not math.isfinite(obs.external):
-                v.add(f"{path}.external", f"must be a finite number when set, got {obs.external}")
+            if not limits.check_number(v, f"{path}.value", obs.value, MAX_ABS_VALUE):
+                continue
+            if obs.HasField("external") and not limits.check_number(
+                v, f"{path}.external", obs.external, MAX_ABS_VALUE
+            ):
                 continue
             if kinds.get(obs.series) in (ValueKind.COUNT, ValueKind.SHARE) and obs.value < 0:
                 v.add(
@@ -219,13 +233,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     ) -> trends_pb2.ListSeriesResponse:
         v = Violations()
         v.check(0 <= request.page_size <= MAX_PAGE_SIZE, "page_size", f"must be 0..{MAX_PAGE_SIZE}")
-        offset = 0
-        if request.page_token:
-            try:
-                offset = int(request.page_token)
-                v.check(offset >= 0, "page_token", "not a token from a previous response")
-            except ValueError:
-                v.add("page_token", "not a token from a previous response")
+        offset = limits.page_offset(v, request.page_token)
         v.raise_if_any()
         size = request.page_size or 100
         summaries, more = self.store.summaries(_filter(request.filter), offset, size)

@@ -7,6 +7,7 @@ different value for a stored (series, time) in a later request replaces it (a co
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,19 @@ class ValueKind(IntEnum):
     COUNT = 1
     SHARE = 2
     INDEX = 3
+
+
+# Bounds on one series' shape (the README's limits table). Forecasting works on the regular grid
+# from a series' first point to its last, so one point a million weeks away would size every array
+# (and the work) by the gap: a series spans at most 30 years, and consecutive points are at most
+# 2 years apart (5 for COUNT series: intermittent sales of slow movers go years without a sale).
+MAX_SPAN_PERIODS = {Frequency.WEEKLY: 1565, Frequency.DAILY: 10_958}
+MAX_GAP_PERIODS = {Frequency.WEEKLY: 104, Frequency.DAILY: 731}
+MAX_COUNT_GAP_PERIODS = {Frequency.WEEKLY: 261, Frequency.DAILY: 1826}
+
+
+def max_gap_periods(frequency: Frequency, kind: ValueKind) -> int:
+    return (MAX_COUNT_GAP_PERIODS if kind is ValueKind.COUNT else MAX_GAP_PERIODS)[frequency]
 
 
 _metadata = sa.MetaData()
@@ -178,7 +192,8 @@ class TrendsStore:
                     .where(series_table.c.series.in_(chunk))
                 ):
                     known[row.series] = row
-            first_times = self._first_times(conn, tenant, [n for n in names if n in known])
+            ranges = self._time_ranges(conn, tenant, [n for n in names if n in known])
+            first_times = {n: r[0] for n, r in ranges.items()}
             now = utcnow()
             for name in names:
                 index, meta = given.get(name, (-1, SeriesMeta(series=name)))
@@ -232,6 +247,7 @@ class TrendsStore:
             for name, batch in by_series.items():
                 frequency, kind = kinds[name]
                 self._check_batch(name, batch, frequency, kind, first_times.get(name), observations)
+                self._check_gaps(name, batch, frequency, kind, ranges.get(name), observations)
                 self._write(conn, tenant, name, batch, result)
         return result
 
@@ -263,17 +279,58 @@ class TrendsStore:
                 )
 
     @staticmethod
-    def _first_times(conn: sa.Connection, tenant: str, names: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def _check_gaps(
+        name: str,
+        batch: list[ObservationIn],
+        frequency: Frequency,
+        kind: ValueKind,
+        stored: tuple[int, int] | None,
+        everything: Sequence[ObservationIn],
+    ) -> None:
+        """Span and gap bounds. The stored points already keep them, so checking the new points
+        before the stored first and after the stored last is exact: a point between them can only
+        shorten a gap."""
+        position = {id(o): i for i, o in enumerate(everything)}
+        points = sorted((o.time_s, position[id(o)]) for o in batch)
+        chains = [points]
+        if stored is not None:
+            chains = [
+                [p for p in points if p[0] < stored[0]] + [(stored[0], -1)],
+                [(stored[1], -1)] + [p for p in points if p[0] > stored[1]],
+            ]
+            points = sorted([*points, (stored[0], -1), (stored[1], -1)])
+        step = frequency.step_s
+        span = (points[-1][0] - points[0][0]) // step
+        if span > MAX_SPAN_PERIODS[frequency]:
+            index = max((p for p in (points[0], points[-1]) if p[1] >= 0), key=lambda p: p[1])[1]
+            raise InvalidArgumentError.for_field(
+                f"observations[{index}].time",
+                f"series {name!r} would span {span} {frequency.name.lower()} periods "
+                f"({_iso(points[0][0])} to {_iso(points[-1][0])}); at most {MAX_SPAN_PERIODS[frequency]} "
+                "(30 years): check the timestamp",
+            )
+        limit = max_gap_periods(frequency, kind)
+        for (a, ia), (b, ib) in (pair for chain in chains for pair in itertools.pairwise(chain)):
+            if (b - a) // step > limit:
+                index = ib if ib >= 0 else ia
+                raise InvalidArgumentError.for_field(
+                    f"observations[{index}].time",
+                    f"{(b - a) // step} {frequency.name.lower()} periods between {_iso(a)} and {_iso(b)} "
+                    f"in series {name!r}; at most {limit} for a {kind.name} series: check the timestamp",
+                )
+
+    @staticmethod
+    def _time_ranges(conn: sa.Connection, tenant: str, names: list[str]) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {}
         t = observations_table
         for chunk in _chunks(names, 500):
             query = (
-                sa.select(t.c.series, sa.func.min(t.c.time_s))
+                sa.select(t.c.series, sa.func.min(t.c.time_s), sa.func.max(t.c.time_s))
                 .where(t.c.tenant_id == tenant)
                 .where(t.c.series.in_(chunk))
                 .group_by(t.c.series)
             )
-            found.update({name: int(first) for name, first in conn.execute(query)})
+            found.update({name: (int(first), int(last)) for name, first, last in conn.execute(query)})
         return found
 
     @staticmethod

@@ -31,8 +31,8 @@ class BodyServiceStub:
     never stored or logged.
 
     Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
-    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
-    at least 256 px on the short side with the person at least 400 px tall;
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 40 MB and 50 megapixels
+    (12-48 MP phone photos; EXIF orientation applied), at most 12000 px on the long side and at least 256 px on the short side with the person at least 400 px tall;
     size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
@@ -95,8 +95,8 @@ class BodyServiceServicer:
     never stored or logged.
 
     Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
-    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
-    at least 256 px on the short side with the person at least 400 px tall;
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 40 MB and 50 megapixels
+    (12-48 MP phone photos; EXIF orientation applied), at most 12000 px on the long side and at least 256 px on the short side with the person at least 400 px tall;
     size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 
@@ -219,8 +219,8 @@ class BodyService:
     never stored or logged.
 
     Limits (enforced, INVALID_ARGUMENT with a field violation otherwise):
-    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 20 MB and 40 megapixels,
-    at least 256 px on the short side with the person at least 400 px tall;
+    height_cm 100..230, weight_kg 25..250 (0 = unknown), photos up to 40 MB and 50 megapixels
+    (12-48 MP phone photos; EXIF orientation applied), at most 12000 px on the long side and at least 256 px on the short side with the person at least 400 px tall;
     size charts: 1..40 sizes, 1..30 ranges per size, labels up to 32 characters, 0 < min_cm <= max_cm <= 300.
     """
 

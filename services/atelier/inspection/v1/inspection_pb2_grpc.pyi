@@ -30,10 +30,11 @@ class InspectionServiceStub:
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
 
-    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
-    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
-    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
-    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
+    (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
     Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
     Profiles, inspections and grades are per tenant (x-atelier-tenant).
@@ -64,10 +65,11 @@ class InspectionServiceAsyncStub(InspectionServiceStub):
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
 
-    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
-    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
-    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
-    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
+    (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
     Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
     Profiles, inspections and grades are per tenant (x-atelier-tenant).
@@ -94,10 +96,11 @@ class InspectionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fabric defect detection: learns each fabric article's normal look from good images,
     then finds, outlines, types and grades defects.
 
-    Images: PNG, JPEG, TIFF or WebP, 8-bit greyscale or 8-bit RGB (read as grey); each side
-    32..16384 px and at most 64 megapixels (a 256 x 4096 line-scan strip is 1 MP). Anything else
-    is INVALID_ARGUMENT naming the field and the cause (corrupt or truncated data, bit depth,
-    channels, size). Flat white (>= 250) areas are off-fabric padding and never scored.
+    Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
+    (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
     Roll coordinates in mm follow atelier.common.v1: x along the roll, y across it.
     Profiles, inspections and grades are per tenant (x-atelier-tenant).

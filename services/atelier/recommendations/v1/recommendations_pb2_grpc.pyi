@@ -32,7 +32,7 @@ class RecommendationsServiceStub:
 
     Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
       - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
-        10 MiB and 4096 px a side.
+        10 MiB and 4096 px a side, 256 Mi pixels for all photos of one call.
       - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
         1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
         of the server clock.
@@ -79,7 +79,7 @@ class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
 
     Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
       - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
-        10 MiB and 4096 px a side.
+        10 MiB and 4096 px a side, 256 Mi pixels for all photos of one call.
       - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
         1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
         of the server clock.
@@ -122,7 +122,7 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Limits (enforced; INVALID_ARGUMENT with a field violation beyond them):
       - UpsertItems: at most 1000 items a call; ids 1..128 characters; product photos at most
-        10 MiB and 4096 px a side.
+        10 MiB and 4096 px a side, 256 Mi pixels for all photos of one call.
       - RecordEvents / StreamEvents: at most 10000 events a message; event, user, basket ids
         1..128 characters (basket optional); event times between 2000-01-01 and one day ahead
         of the server clock.
