@@ -469,8 +469,12 @@ def _watch(
                 handle.cancellation.check()
                 time.sleep(min(0.1, poll_interval_s))
     except CancelledError:
-        if runner.name == "kubernetes" and handle.cancellation.reason == jobs_module.SHUTDOWN_REASON:
-            # The Job goes on in the cluster; the next process of this service resumes watching it.
+        reason = handle.cancellation.reason
+        if runner.name == "kubernetes" and reason == jobs_module.LOST_LEASE_REASON:
+            # Another replica adopted the run while this one stalled: the run is its business now.
+            raise jobs_module.JobDetached(f"{name} is watched by another replica") from None
+        if runner.name == "kubernetes" and reason == jobs_module.SHUTDOWN_REASON:
+            # The Job goes on in the cluster; another replica of this service adopts the watch.
             raise jobs_module.JobDetached(f"{name} keeps running; watching stops with this process") from None
         runner.stop(name)
         raise
