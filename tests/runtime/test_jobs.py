@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -168,3 +169,48 @@ def test_cancelling_a_dead_replicas_job_records_it_at_once(store: Store) -> None
     assert _state(live.get(name)) == progress_pb2.JOB_STATE_CANCELLED
     live.shutdown(wait_s=1)
     dead._pool.shutdown(wait=True)
+
+
+def test_a_table_from_before_leases_is_migrated_and_its_running_jobs_failed(store: Store) -> None:
+    import sqlalchemy as sa
+
+    from atelier.runtime.jobs import MIGRATIONS, operations_table
+    from atelier.runtime.storage import utcnow
+
+    old = sa.Table(  # version 1's table: no owner, no lease
+        "atelier_operations",
+        sa.MetaData(),
+        *[
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in operations_table.columns
+            if c.name not in ("owner", "lease_expire_time")
+        ],
+    )
+    store.migrate("runtime.jobs", [dataclasses.replace(MIGRATIONS[0], upgrade=old.create)])
+    now = utcnow()
+    with store.engine.begin() as conn:
+        conn.execute(
+            old.insert().values(
+                name="operations/test/old",
+                tenant_id="default",
+                service="test",
+                kind="k",
+                state=progress_pb2.JOB_STATE_RUNNING,
+                fraction=0.1,
+                message="",
+                steps_done=0,
+                steps_total=0,
+                cancel_requested=False,
+                runner="local",
+                create_time=now,
+                update_time=now,
+                error_code=0,
+                error_message="",
+            )
+        )
+    jobs = JobManager(store, "test", workers=1)
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("atelier_operations")}
+    assert {"owner", "lease_expire_time"} <= columns
+    op = jobs._row("operations/test/old", None)
+    assert op["state"] == progress_pb2.JOB_STATE_FAILED and "before job leases" in op["error_message"]
+    jobs.shutdown(wait_s=0)
