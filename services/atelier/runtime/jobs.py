@@ -139,6 +139,7 @@ class JobHandle:
     manager: JobManager
     cancellation: Cancellation = field(default_factory=Cancellation)
     _last_write: float = 0.0
+    _finished: bool = False  # its final state is being written: no longer this replica's to renew
 
     def progress(
         self,
@@ -322,9 +323,10 @@ class JobManager:
             )
         for name in names:
             handle = self._handles.get(name)
-            if handle is not None and name not in mine and not handle.cancellation.cancelled:
-                log.error("job %s: %s; stopping it here", name, LOST_LEASE_REASON)
-                handle.cancellation.cancel(LOST_LEASE_REASON)
+            if handle is None or handle._finished or name in mine or handle.cancellation.cancelled:
+                continue
+            log.error("job %s: %s; stopping it here", name, LOST_LEASE_REASON)
+            handle.cancellation.cancel(LOST_LEASE_REASON)
 
     def _poll_cancels(self) -> None:
         t = operations_table
@@ -419,6 +421,9 @@ class JobManager:
     def _finish(
         self, name: str, state: int, code: int, error: str, response: message.Message | None = None
     ) -> None:
+        handle = self._handles.get(name)
+        if handle is not None:
+            handle._finished = True
         if state == JobState.JOB_STATE_CANCELLED and error == LOST_LEASE_REASON:
             return  # the row belongs to whoever took the job over; write nothing
         values: dict[str, Any] = {
