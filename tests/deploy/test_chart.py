@@ -238,6 +238,30 @@ def test_database_url_from_values_creates_a_secret() -> None:
     assert env["ATELIER_DATABASE_URL"] == {"secretKeyRef": {"name": "atelier-database", "key": "url"}}
 
 
+def test_artefacts_in_s3_reach_every_service_and_the_data_dir_is_scratch(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    config = by_kind(default_docs, "ConfigMap")["atelier"]["data"]
+    assert "ATELIER_ARTEFACTS_URL" not in config  # by default artefacts live in the database
+    assert config["ATELIER_JOB_LEASE_SECONDS"] == "30"
+    for deployment in by_kind(default_docs, "Deployment").values():
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["data"] == {"name": "data", "emptyDir": {}}  # scratch: lost with the pod
+    docs = render(
+        {
+            "artefacts": {
+                "url": "s3://atelier/prod",
+                "s3": {"endpointUrl": "http://minio.minio:9000", "existingSecret": "atelier-artefacts"},
+            }
+        }
+    )
+    config = by_kind(docs, "ConfigMap")["atelier"]["data"]
+    assert config["ATELIER_ARTEFACTS_URL"] == "s3://atelier/prod"
+    assert config["ATELIER_S3_ENDPOINT_URL"] == "http://minio.minio:9000"
+    for deployment in by_kind(docs, "Deployment").values():
+        assert {"secretRef": {"name": "atelier-artefacts"}} in container(deployment)["envFrom"]
+
+
 def test_jobs_rbac_is_least_privilege(production_docs: list[dict[str, Any]]) -> None:
     role = by_kind(production_docs, "Role")["atelier-jobs"]
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
@@ -314,6 +338,7 @@ def test_release_name_prefixes_every_object() -> None:
         ({"services": {"body": {"ports": {"grpc": 70000, "metrics": 9102}}}}, "/services/body/ports/grpc"),
         ({"services": {"body": {"resources": {"limits": {"memory": "lots"}}}}}, "/services/body/resources"),
         ({"database": {"url": "mysql://x"}}, "/database/url"),
+        ({"artefacts": {"url": "/mnt/models"}}, "/artefacts/url"),
     ],
 )
 def test_bad_values_fail_with_the_key_named(values: dict[str, Any], message: str) -> None:

@@ -268,8 +268,8 @@ def manager(tmp_path: Path) -> Any:
     store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
     managers: list[JobManager] = []
 
-    def make() -> JobManager:
-        m = JobManager(store, "recommendations", workers=2)
+    def make(lease_s: float = 30.0) -> JobManager:
+        m = JobManager(store, "recommendations", workers=2, lease_s=lease_s)
         managers.append(m)
         return m
 
@@ -353,6 +353,28 @@ def test_job_survives_a_service_restart_and_is_resumed(manager: Any) -> None:
     assert len(api.created) == 1  # watched again, not created twice
 
 
+def test_a_live_replica_adopts_the_run_of_a_replica_that_died(manager: Any) -> None:
+    """Replica b already runs when a dies (no clean stop): b takes the watch over once a's lease
+    expired, and the Job is watched to its end, not created again nor failed."""
+    a, b = manager(lease_s=0.6), manager(lease_s=0.6)
+    api = FakeBatchApi([(1, None)])
+    runner = kube.KubernetesRunner(SETTINGS, batch_api=api)
+    assert kube.resume(b, runner, poll_interval_s=0.05) == []  # nothing orphaned yet
+    name = kube.submit(a, "train_model", TASK, runner, poll_interval_s=0.05)
+    deadline = time.monotonic() + 5
+    while api.reads < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a._closing.set()  # a's heartbeat stops, as when its pod is killed
+    a._heartbeat.join()
+    time.sleep(1.5)  # a's lease lapses; b's sweep adopts the run
+    assert name in b._handles
+    api.script = [(0, "Complete")]
+    op = b.wait(name, timeout_s=10)
+    assert op.done and not op.HasField("error"), op.error
+    # a, awake again, found its writes refused and let go without deleting b's Job.
+    assert name not in a._handles and len(api.created) == 1 and api.deleted == []
+
+
 # -- the subprocess runner, for real -----------------------------------------------------------------
 
 
@@ -407,6 +429,8 @@ def test_the_chart_environment_configures_the_kubernetes_runner(monkeypatch: pyt
     """What the chart sets on a job-creating service is what kube reads, end to end."""
     helm = pytest.importorskip("helm_python")
     values = yaml.safe_load((REPO / "deploy" / "values-gpu-production.yaml").read_text())
+    # Artefacts in MinIO: a Job pod gets the bucket's credentials as the service does.
+    values["artefacts"] = {"url": "s3://atelier/prod", "s3": {"existingSecret": "atelier-artefacts"}}
     manifests = helm.Chart.load(str(REPO / "charts" / "atelier")).render(
         values, name="atelier", namespace="shop"
     )
@@ -434,6 +458,7 @@ def test_the_chart_environment_configures_the_kubernetes_runner(monkeypatch: pyt
     assert dict(settings.node_selector) == {"node-pool": "cpu-batch"}
     assert settings.database_secret == "atelier-database"
     assert settings.config_map == "atelier"
+    assert settings.env_secret == "atelier-artefacts"
     job = client.ApiClient().sanitize_for_serialization(
         kube.build_job(
             TASK,
@@ -445,7 +470,10 @@ def test_the_chart_environment_configures_the_kubernetes_runner(monkeypatch: pyt
         )
     )
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "atelier"}}]
+    assert pod["containers"][0]["envFrom"] == [
+        {"configMapRef": {"name": "atelier"}},
+        {"secretRef": {"name": "atelier-artefacts"}},
+    ]
     assert pod["nodeSelector"] == {"node-pool": "cpu-batch"}
     pytest.importorskip("kubernetes_validate").validate(job, "1.33", strict=True)
 

@@ -11,13 +11,16 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from atelier.common.v1 import geometry_pb2, image_pb2
 from atelier.inspection.server import build
 from atelier.inspection.v1 import inspection_pb2 as pb
 from atelier.inspection.v1 import inspection_pb2_grpc
+from atelier.runtime.artefacts import DatabaseArtefacts, artefacts_table
 from atelier.runtime.status import field_violations
+from atelier.runtime.storage import Store
 from tests.conftest import SHARED_BENCHMARKS
 
 AITEX = SHARED_BENCHMARKS / "inspection" / "aitex"
@@ -288,11 +291,16 @@ def test_a_profile_of_an_older_method_asks_for_retraining(
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # type: ignore[attr-defined]
         synthetic_profile(inspection_pb2_grpc.InspectionServiceStub(channel))
     server.stop(grace_s=1)  # type: ignore[attr-defined]
-    (stored,) = (tmp_path / "data").rglob("*.npz")
-    with np.load(stored) as z:
+    # The profile is an artefact in the service's database: rewrite it as an older method's.
+    artefacts = DatabaseArtefacts(Store(f"sqlite:///{tmp_path / 'data' / 'inspection.db'}"))
+    with artefacts.store.engine.connect() as conn:
+        (key,) = conn.scalars(sa.select(artefacts_table.c.key))
+    with np.load(io.BytesIO(artefacts.get(key))) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["method"] = np.array("texture-knn-v0")
-    np.savez_compressed(stored, **arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    artefacts.put(key, buf.getvalue())
     again = start_server("inspection", build)
     with grpc.insecure_channel(f"127.0.0.1:{again.port}") as channel:  # type: ignore[attr-defined]
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)

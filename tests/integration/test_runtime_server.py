@@ -264,8 +264,11 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(service_process: Ca
 
 def test_restart_keeps_finished_jobs_and_fails_interrupted_ones(service_process: Callable[..., Any]) -> None:
     pb2, _ = echo()
+    # A job's lease outlives its process by up to a lease (another replica may own a job with the
+    # same database): a short one here, so the restarted process fails the job a second later.
+    lease = {"ATELIER_ECHO_JOB_LEASE_SECONDS": "1"}
     proc, port, _ = service_process(
-        "echo", spec="echo_service:build", env={"ATELIER_ECHO_GRACE_SECONDS": "0"}
+        "echo", spec="echo_service:build", env={"ATELIER_ECHO_GRACE_SECONDS": "0", **lease}
     )
     ops = operations_pb2_grpc.OperationsStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     finished = stub(port).StartJob(pb2.StartJobRequest(steps=2, step_s=0.01))
@@ -277,11 +280,15 @@ def test_restart_keeps_finished_jobs_and_fails_interrupted_ones(service_process:
     proc.kill()  # no goodbye: as when a node dies
     proc.wait()
 
-    _, port2, _ = service_process("echo", spec="echo_service:build")
+    _, port2, _ = service_process("echo", spec="echo_service:build", env=lease)
     ops2 = operations_pb2_grpc.OperationsStub(grpc.insecure_channel(f"127.0.0.1:{port2}"))
     kept = ops2.GetOperation(operations_pb2.GetOperationRequest(name=finished.name))
     assert kept.done and _operation_state(kept) == progress_pb2.JOB_STATE_SUCCEEDED
+    deadline = time.monotonic() + 5
     lost = ops2.GetOperation(operations_pb2.GetOperationRequest(name=running.name))
+    while not lost.done and time.monotonic() < deadline:
+        time.sleep(0.1)
+        lost = ops2.GetOperation(operations_pb2.GetOperationRequest(name=running.name))
     assert lost.done and _operation_state(lost) == progress_pb2.JOB_STATE_FAILED
     assert lost.error.code == grpc.StatusCode.ABORTED.value[0]
     assert "submit it again" in lost.error.message

@@ -1,14 +1,14 @@
 """Fabric profiles: trained texture models, versioned per tenant and article.
 
-A profile's model is a file under the service's data dir (written whole, then renamed); its row
-in the store makes it visible. The row insert is the switch: until it commits, inspections use
-the previous version; after it, the new one. An inspection takes one model object for its whole
-run, so it never mixes versions.
+A profile's model is an artefact (atelier.runtime.artefacts: the database or S3, shared by every
+replica and kept across restarts), written whole under a new key; its row in the store makes it
+visible. The row insert is the switch: until it commits, inspections use the previous version;
+after it, the new one, on every replica (each loads a version it lacks by its key). An inspection
+takes one model object for its whole run, so it never mixes versions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import uuid
@@ -20,6 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from atelier.inspection.texture import METHOD, TextureModel
+from atelier.runtime.artefacts import ArtefactStore, DatabaseArtefacts, get_or_legacy_file, safe_part
 from atelier.runtime.storage import Migration, Store, create_tables, tenant_column, utcnow
 
 metadata = sa.MetaData()
@@ -33,6 +34,7 @@ profiles_table = sa.Table(
     sa.Column("image_count", sa.Integer, nullable=False),
     sa.Column("threshold", sa.Float, nullable=False),
     sa.Column("method", sa.String(64), nullable=False),
+    # The model's artefact key (before the artefact store: a file path under <data dir>/profiles).
     sa.Column("model_file", sa.String(512), nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("tenant_id", "article", "version", name="uq_inspection_profile_version"),
@@ -56,25 +58,20 @@ class ProfileNotFound(LookupError):
     pass
 
 
-def _safe_dir(name: str) -> str:
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:40]
-    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
 def _info(row: sa.Row) -> ProfileInfo:  # type: ignore[type-arg]
     return ProfileInfo(row.article, row.version, row.image_count, row.threshold, row.method, row.create_time)
 
 
 class ProfileStore:
-    def __init__(self, store: Store, data_dir: Path) -> None:
+    def __init__(self, store: Store, data_dir: Path, artefacts: ArtefactStore | None = None) -> None:
         self.store = store
-        self.root = data_dir / "profiles"
+        self.artefacts = artefacts if artefacts is not None else DatabaseArtefacts(store)
+        self.root = data_dir / "profiles"  # only where profiles trained before the artefact store are
         self._cache: dict[tuple[str, str, int], TextureModel] = {}
         self._lock = threading.Lock()
 
     def migrate(self) -> None:
         self.store.migrate("inspection", MIGRATIONS)
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def save(
         self,
@@ -85,14 +82,12 @@ class ProfileStore:
     ) -> ProfileInfo:
         """Stores a new version. before_commit runs inside the transaction, last: what it raises (the
         caller gave up) rolls the version back, so an abandoned call leaves no profile behind."""
-        folder = self.root / _safe_dir(tenant) / _safe_dir(article)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex}.npz"
-        model.save(path)
+        key = f"inspection/profiles/{safe_part(tenant)}/{safe_part(article)}/{uuid.uuid4().hex}.npz"
+        self.artefacts.put(key, model.to_bytes())
         try:
-            return self._insert(tenant, article, model, path, before_commit)
+            return self._insert(tenant, article, model, key, before_commit)
         except BaseException:
-            path.unlink(missing_ok=True)
+            self.artefacts.delete(key)
             raise
 
     def _insert(
@@ -100,7 +95,7 @@ class ProfileStore:
         tenant: str,
         article: str,
         model: TextureModel,
-        path: Path,
+        key: str,
         before_commit: Callable[[], None] | None,
     ) -> ProfileInfo:
         t = profiles_table
@@ -122,7 +117,7 @@ class ProfileStore:
                             image_count=model.image_count,
                             threshold=model.threshold,
                             method=METHOD,
-                            model_file=str(path.relative_to(self.root)),
+                            model_file=key,
                             create_time=now,
                         )
                     )
@@ -162,7 +157,9 @@ class ProfileStore:
                         t.c.tenant_id == tenant, t.c.article == article, t.c.version == info.version
                     )
                 )
-            model = TextureModel.load(self.root / str(rel))
+            model = TextureModel.from_bytes(
+                get_or_legacy_file(self.artefacts, str(rel), self.root / str(rel))
+            )
             with self._lock:
                 # Keep only the newest version of each article in memory.
                 for old in [k for k in self._cache if k[:2] == key[:2] and k[2] < key[2]]:

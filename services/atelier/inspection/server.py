@@ -18,7 +18,7 @@ SERVICE_NAME = inspection_pb2.DESCRIPTOR.services_by_name["InspectionService"].f
 
 
 def build(runtime: Runtime) -> ServiceSpec:
-    profiles = ProfileStore(runtime.store, runtime.data_dir)
+    profiles = ProfileStore(runtime.store, runtime.data_dir, runtime.artefacts)
     servicer = InspectionServicer(profiles, concurrency=int(runtime.config.setting("CONCURRENCY", "2")))
 
     def load() -> None:

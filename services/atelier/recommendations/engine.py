@@ -23,7 +23,8 @@ import scipy.sparse as sp
 from prometheus_client import Counter, Histogram
 
 from atelier.recommendations.store import CatalogItem, Event, EventType, RecsStore
-from atelier.recommendations.training import Artefact, EventWeights, build_interactions, load_artefact
+from atelier.recommendations.training import Artefact, EventWeights, artefact_from_bytes, build_interactions
+from atelier.runtime.artefacts import ArtefactNotFound, ArtefactStore, DatabaseArtefacts, get_or_legacy_file
 
 log = logging.getLogger(__name__)
 
@@ -413,11 +414,21 @@ def _merge(items: Sequence[CatalogItem], changed: dict[str, CatalogItem]) -> lis
     return out
 
 
+# How often a serving replica looks for a model version another replica activated (hot swap).
+MODEL_CHECK_S = 2.0
+
+
 class Engine:
     """Serving states of every tenant, built from the store and model artefacts."""
 
-    def __init__(self, store: RecsStore, weights: EventWeights | None = None) -> None:
+    def __init__(
+        self, store: RecsStore, weights: EventWeights | None = None, artefacts: ArtefactStore | None = None
+    ) -> None:
         self.store = store
+        self.artefacts = artefacts if artefacts is not None else DatabaseArtefacts(store.store)
+        # Per tenant: the active version last seen in the store, and when to look again.
+        self._seen_version: dict[str, int] = {}
+        self._check_at: dict[str, float] = {}
         self.weights = weights or EventWeights()
         self._states: dict[str, TenantState] = {}
         self._fold_locks: dict[str, threading.Lock] = {}
@@ -444,7 +455,19 @@ class Engine:
         if state is None or tenant in self._dirty:
             # The first query after a catalogue change rebuilds (once, however many upserts came).
             state = self.rebuild(tenant, "catalogue" if state is not None else "first use")
+        elif self._activated_elsewhere(tenant):
+            state = self.rebuild(tenant, "new model")
         return state
+
+    def _activated_elsewhere(self, tenant: str) -> bool:
+        """Whether another replica (or process) activated a version since this one built its state;
+        looked up at most every MODEL_CHECK_S per tenant."""
+        now = time.monotonic()
+        if now < self._check_at.get(tenant, 0.0):
+            return False
+        self._check_at[tenant] = now + MODEL_CHECK_S
+        active = self.store.active_version(tenant)
+        return (int(active["version"]) if active else 0) != self._seen_version.get(tenant, 0)
 
     def items_changed(self, tenant: str, items: Sequence[CatalogItem]) -> None:
         """Committed catalogue upserts: the next query sees them (bulk loads rebuild once, not per batch)."""
@@ -458,8 +481,9 @@ class Engine:
     def _artefact(self, path: str) -> Artefact:
         artefact = self._artefacts.get(path)
         if artefact is None:
-            artefact = load_artefact(path)
-            self._artefacts = {path: artefact}  # keep only the newest: old versions are on disk
+            # path: the artefact's key (a file path for versions trained before the artefact store).
+            artefact = artefact_from_bytes(get_or_legacy_file(self.artefacts, path, Path(path)), path)
+            self._artefacts = {path: artefact}  # keep only the newest: old versions are in the store
         return artefact
 
     def rebuild(self, tenant: str, reason: str, version: dict[str, object] | None = None) -> TenantState:
@@ -480,14 +504,18 @@ class Engine:
                 catalog = previous.catalog  # a model swap: the catalogue arrays are reused as they are
             segments = self.store.segments(tenant)
             row = version or self.store.active_version(tenant)
-            if row is not None and Path(str(row["path"])).exists():
-                artefact = self._artefact(str(row["path"]))
-                number, algorithm = int(str(row["version"])), str(row["algorithm"])
-            else:
-                if row is not None:
+            self._seen_version[tenant] = int(str(row["version"])) if row is not None else 0
+            artefact: Artefact | None = None
+            if row is not None:
+                try:
+                    artefact = self._artefact(str(row["path"]))
+                except ArtefactNotFound:
                     log.error(
                         "model artefact %s of %s is missing; serving popularity only", row["path"], tenant
                     )
+            if row is not None and artefact is not None:
+                number, algorithm = int(str(row["version"])), str(row["algorithm"])
+            else:
                 artefact = self._popularity_only(tenant, catalog, segments)
                 number, algorithm = 0, ""
             state = TenantState(catalog, artefact, number, algorithm, segments, self.weights)

@@ -24,7 +24,7 @@ def build(runtime: Runtime) -> ServiceSpec:
 
     threadpool_limits(1, "blas")
     store = RecsStore(runtime.store)
-    engine = Engine(store)
+    engine = Engine(store, artefacts=runtime.artefacts)
     models_dir = runtime.config.setting("MODELS_DIR", str(runtime.data_dir / "models"))
     servicer = RecommendationsServicer(store, engine, runtime.jobs(), runtime.config.database_url, models_dir)
     return ServiceSpec(

@@ -310,6 +310,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
                 tenant,
                 params,
                 progress=lambda f, m: handle.progress(f, m, steps_total=params.iterations),
+                artefacts=self.engine.artefacts,
             )
             row = next(r for r in self.store.versions(tenant) if r["path"] == path)
             if activate:

@@ -1,13 +1,16 @@
-"""Training: events -> confidence matrix -> implicit ALS/BPR -> a model artefact on disk.
+"""Training: events -> confidence matrix -> implicit ALS/BPR -> a model artefact.
 
 ``train(store_url, tenant, params)`` is a plain function with no service state, so it can run in
 the service's job thread, in a child process or in a Kubernetes Job against the same database.
-It writes one ``.npz`` artefact (factors, id maps, popularity by segment, co-purchase, who bought
-what) and a (not yet active) row in ``recs_model_versions``; the service activates it.
+It puts one ``.npz`` artefact (factors, id maps, popularity by segment, co-purchase, who bought
+what) in the artefact store (atelier.runtime.artefacts: the database or S3, shared by every
+replica) and a (not yet active) row in ``recs_model_versions`` whose ``path`` is the artefact's
+key; the service activates it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -21,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from atelier.recommendations.store import EventArrays, EventType, RecsStore
+from atelier.runtime.artefacts import ArtefactStore, artefacts_from_env, safe_part
 from atelier.runtime.storage import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class TrainParams:
     learning_rate: float = 0.01  # BPR only
     recency_half_life_days: float = 60.0
     weights: EventWeights = field(default_factory=EventWeights)
+    # Unused since models are artefacts (kept so callers and stored params keep their shape).
     models_dir: str = ".atelier/recommendations/models"
     num_threads: int = 0  # 0: every core
     random_seed: int = 42
@@ -232,16 +237,14 @@ def _fit(
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
-def save_artefact(
-    path: Path,
+def artefact_bytes(
     inter: Interactions,
     user_factors: np.ndarray | None,
     item_factors: np.ndarray | None,
     params: TrainParams,
     max_event_seq: int,
-) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+) -> bytes:
+    """The model artefact as bytes (an uncompressed .npz): what the artefact store keeps."""
 
     def csr(prefix: str, m: sp.csr_matrix) -> dict[str, Any]:
         return {
@@ -251,8 +254,9 @@ def save_artefact(
             f"{prefix}_shape": np.array(m.shape),
         }
 
+    buf = io.BytesIO()
     np.savez(
-        tmp,
+        buf,
         user_ids=inter.user_ids.astype(str),
         item_ids=inter.item_ids.astype(str),
         user_factors=user_factors if user_factors is not None else np.zeros((0, 0), np.float32),
@@ -267,6 +271,21 @@ def save_artefact(
         **csr("bought", inter.bought),
         **csr("copurchase", inter.copurchase),
     )
+    return buf.getvalue()
+
+
+def save_artefact(
+    path: Path,
+    inter: Interactions,
+    user_factors: np.ndarray | None,
+    item_factors: np.ndarray | None,
+    params: TrainParams,
+    max_event_seq: int,
+) -> None:
+    """The artefact as a local file (export, notebooks); the service keeps it in the artefact store."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    tmp.write_bytes(artefact_bytes(inter, user_factors, item_factors, params, max_event_seq))
     tmp.replace(path)  # a reader never sees half a file
 
 
@@ -289,7 +308,13 @@ class Artefact:
 
 
 def load_artefact(path: str | Path) -> Artefact:
-    with np.load(path, allow_pickle=False) as z:
+    """An artefact from a local file (see save_artefact)."""
+    return artefact_from_bytes(Path(path).read_bytes(), str(path))
+
+
+def artefact_from_bytes(data: bytes, ref: str) -> Artefact:
+    """The inverse of artefact_bytes; ``ref`` (its key or path) is kept as the artefact's name."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
 
         def csr(prefix: str) -> sp.csr_matrix:
             return sp.csr_matrix(
@@ -298,7 +323,7 @@ def load_artefact(path: str | Path) -> Artefact:
             )
 
         return Artefact(
-            path=str(path),
+            path=ref,
             user_ids=z["user_ids"].astype(object),
             item_ids=z["item_ids"].astype(object),
             user_factors=z["user_factors"],
@@ -318,17 +343,25 @@ def load_artefact(path: str | Path) -> Artefact:
 ProgressFn = Callable[[float, str], None]
 
 
-def train(store_url: str, tenant: str, params: TrainParams, progress: ProgressFn | None = None) -> str:
-    """Train one model version for a tenant from the store; returns the artefact's path.
+def train(
+    store_url: str,
+    tenant: str,
+    params: TrainParams,
+    progress: ProgressFn | None = None,
+    artefacts: ArtefactStore | None = None,
+) -> str:
+    """Train one model version for a tenant from the store; returns the artefact's key.
 
-    Reads the catalogue and every event up to now, fits implicit, writes the artefact under
-    ``params.models_dir/<tenant>/`` and records a (not yet active) row in recs_model_versions.
-    ``progress(fraction, message)`` may raise to cancel.
+    Reads the catalogue and every event up to now, fits implicit, puts the artefact in
+    ``artefacts`` (default: the store ATELIER_ARTEFACTS_URL names, as in a Kubernetes Job) and
+    records a (not yet active) row in recs_model_versions. ``progress(fraction, message)`` may
+    raise to cancel.
     """
     report = progress or (lambda _f, _m: None)
     started = time.monotonic()
     store = RecsStore(Store(store_url))
     try:
+        artefacts = artefacts if artefacts is not None else artefacts_from_env(store.store, "recommendations")
         report(0.0, "loading events")
         max_seq = store.max_event_seq(tenant)
         items = store.load_items(tenant)
@@ -355,16 +388,15 @@ def train(store_url: str, tenant: str, params: TrainParams, progress: ProgressFn
 
         user_factors, item_factors = fit_factors(inter.confidence, params, on_iteration)
         fit_s = time.monotonic() - fit_started
-        safe_tenant = "".join(c if c.isalnum() or c in "-_" else "_" for c in tenant)
-        path = Path(params.models_dir) / safe_tenant / f"model-{uuid.uuid4().hex[:12]}.npz"
+        path = f"recommendations/models/{safe_part(tenant)}/model-{uuid.uuid4().hex[:12]}.npz"
         report(0.96, "saving")
-        save_artefact(path, inter, user_factors, item_factors, params, max_seq)
+        artefacts.put(path, artefact_bytes(inter, user_factors, item_factors, params, max_seq))
         total_s = time.monotonic() - started
         store.add_version(
             tenant,
             {
                 "algorithm": params.algorithm,
-                "path": str(path),
+                "path": path,
                 "users": len(inter.user_ids),
                 "items": len(item_ids),
                 "interactions": int(inter.confidence.nnz),
@@ -375,6 +407,6 @@ def train(store_url: str, tenant: str, params: TrainParams, progress: ProgressFn
             },
         )
         log.info("trained %s for %s in %.1f s (fit %.1f s)", path, tenant, total_s, fit_s)
-        return str(path)
+        return path
     finally:
         store.store.dispose()

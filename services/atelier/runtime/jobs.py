@@ -2,24 +2,42 @@
 
 A service submits a function; the caller gets an operation name at once and can poll,
 wait, watch progress, cancel, and fetch the result later. Every state change is written
-to the store before it is visible, so a restarted service still answers for finished jobs;
-jobs that were running when a process died are reported as ABORTED, never left "running".
+to the store before it is visible, so a restarted service still answers for finished jobs.
 
-The runner here is a thread pool in the service process. The Kubernetes runner (a Job per
-run, see atelier.runtime.kube) reports through the same table.
+Several replicas of a service share the table (PostgreSQL in the chart). Each job has an
+owner, the replica running it (``ATELIER_REPLICA_ID``, by default host-pid-random, unique per
+process), and a lease (``ATELIER_JOB_LEASE_SECONDS``, 30 s) that the owner's heartbeat renews
+every third of it. Only the owner writes a job's row (every write is conditional on it), so:
+
+- a replica that starts, or sweeps while it runs, fails only the jobs whose lease expired (their
+  owner died: kill -9, a lost node) as ABORTED, and logs which and whose; a running job of a
+  live replica is never touched. Such a job is never left "running": it fails one lease after
+  its owner stopped.
+- a cancel sent to any replica sets ``cancel_requested`` in the row; the owner polls that flag
+  every quarter second while it runs jobs and cancels the job's token, so it stops within a
+  second (as soon as the job's code next calls ``progress`` or ``cancellation.check``).
+- an owner whose lease lapsed (a long stall) and whose job was failed meanwhile finds its writes
+  refused and stops the job, instead of overwriting the row.
+
+Replica clocks are compared through the lease times, so they must agree to well within a lease
+(NTP does). The runner here is a thread pool in the service process. The Kubernetes runner (a
+Job per run, see atelier.runtime.kube) reports through the same table; its operations outlive
+their replica and are adopted by another one (``adopt``) once their lease expired.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,12 +83,41 @@ operations_table = sa.Table(
     # Serialized google.protobuf.Any: the final response, and the latest partial result.
     sa.Column("response", sa.LargeBinary, nullable=True),
     sa.Column("partial", sa.LargeBinary, nullable=True),
+    # The replica running the job and until when its claim holds (renewed by its heartbeat).
+    sa.Column("owner", sa.String(128), nullable=False, default="", server_default=""),
+    sa.Column("lease_expire_time", sa.DateTime(timezone=True), nullable=True),
 )
 
-MIGRATIONS = [Migration(1, "create atelier_operations", create_tables(operations_table))]
+
+def _add_lease_columns(conn: sa.Connection) -> None:
+    """Version 2: owner and lease on a table created by version 1 (a fresh table has them)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("atelier_operations")}
+    for column in (operations_table.c.owner, operations_table.c.lease_expire_time):
+        if column.name in have:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        extra = " NOT NULL DEFAULT ''" if column.name == "owner" else ""
+        conn.execute(sa.text(f"ALTER TABLE atelier_operations ADD COLUMN {column.name} {kind}{extra}"))
+
+
+MIGRATIONS = [
+    Migration(1, "create atelier_operations", create_tables(operations_table)),
+    Migration(2, "job owner and lease", _add_lease_columns),
+]
 
 TERMINAL = {JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED}
+UNFINISHED = [JobState.JOB_STATE_QUEUED, JobState.JOB_STATE_RUNNING]
 MAX_PAGE_SIZE = 200
+DEFAULT_LEASE_S = 30.0
+# How often an owner looks for cancel flags set through another replica ("stops within a second").
+CANCEL_POLL_S = 0.25
+
+
+def default_replica_id() -> str:
+    """Unique per process: the pod name (HOSTNAME in Kubernetes), the pid and a random tail, so a
+    restarted process never mistakes its predecessor's jobs for its own."""
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"{host[:100]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -93,6 +140,7 @@ class JobHandle:
     manager: JobManager
     cancellation: Cancellation = field(default_factory=Cancellation)
     _last_write: float = 0.0
+    _finished: bool = False  # its final state is being written: no longer this replica's to renew
 
     def progress(
         self,
@@ -124,6 +172,11 @@ JobFunction = Callable[[JobHandle], message.Message]
 
 # The cancellation reason jobs see when the service process stops (not the caller's cancel).
 SHUTDOWN_REASON = "the service is shutting down"
+# ... and when another replica took the job over because this one's lease had lapsed.
+LOST_LEASE_REASON = "this replica lost the job's lease (it stalled longer than the lease)"
+
+# Called with (operation name, kind) for an operation whose owner died, once this replica owns it.
+Adopter = Callable[[str, str], None]
 
 
 class JobDetached(Exception):
@@ -145,35 +198,164 @@ def _in_words(exc: BaseException) -> str:
 
 
 class JobManager:
-    """Runs and records the jobs of one service."""
+    """Runs and records the jobs of one service (one replica of it)."""
 
-    def __init__(self, store: Store, service: str, workers: int = 2) -> None:
+    def __init__(
+        self,
+        store: Store,
+        service: str,
+        workers: int = 2,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        if lease_s <= 0:
+            raise ValueError("the job lease must be > 0 seconds")
         self.store = store
         self.service = service
+        self.owner = owner or default_replica_id()
+        self.lease_s = float(lease_s)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{service}-job")
         self._handles: dict[str, JobHandle] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._changed = threading.Condition()
+        self._adopters: dict[str, Adopter] = {}
+        self._closing = threading.Event()
         store.migrate("runtime.jobs", MIGRATIONS)
-        self._recover()
+        self.reclaim()
+        self._heartbeat = threading.Thread(target=self._beat, name=f"{service}-job-lease", daemon=True)
+        self._heartbeat.start()
 
-    def _recover(self) -> None:
-        """Jobs left queued or running by a previous process of this service did not finish."""
+    # -- ownership --------------------------------------------------------------------------
+
+    def _lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.lease_s)
+
+    @staticmethod
+    def _expired(now: datetime) -> sa.ColumnElement[bool]:
+        t = operations_table
+        return sa.or_(t.c.lease_expire_time.is_(None), t.c.lease_expire_time < now)
+
+    def reclaim(self) -> list[tuple[str, str]]:
+        """Fail this service's in-process jobs whose owner's lease expired (the replica died
+        without finishing them) and hand other runners' orphans to their adopter. Runs at start
+        and from the heartbeat; returns the (operation, runner) pairs it took over."""
+        t = operations_table
+        now = utcnow()
+        query = (
+            sa.select(t.c.name, t.c.kind, t.c.runner, t.c.owner, t.c.lease_expire_time)
+            .where(t.c.service == self.service)
+            .where(t.c.state.in_(UNFINISHED))
+            .where(self._expired(now))
+        )
+        with self.store.engine.connect() as conn:
+            rows = list(conn.execute(query))
+        taken: list[tuple[str, str]] = []
+        for name, kind, runner, owner, lease in rows:
+            if name in self._handles:
+                continue  # ours and still running here (a renewal was late): not an orphan
+            whose = f"replica {owner}" if owner else "a replica from before job leases"
+            since = f", lease expired {lease:%Y-%m-%d %H:%M:%S}" if lease is not None else ""
+            if runner == "local":
+                with self.store.engine.begin() as conn:
+                    done = conn.execute(
+                        t.update()
+                        .where(t.c.name == name, t.c.state.in_(UNFINISHED), self._expired(now))
+                        .values(
+                            state=JobState.JOB_STATE_FAILED,
+                            error_code=code_pb2.ABORTED,
+                            error_message=(
+                                f"interrupted: {whose} stopped before the job finished; submit it again"
+                            ),
+                            update_time=now,
+                        )
+                    ).rowcount
+                if done:
+                    log.warning("job %s (%s) of %s%s: marked failed (ABORTED)", name, kind, whose, since)
+                    taken.append((name, runner))
+            elif runner in self._adopters and self.claim(name, now):
+                log.warning("job %s (%s) of %s%s: adopted by %s", name, kind, whose, since, self.owner)
+                self._adopters[runner](name, kind)
+                taken.append((name, runner))
+        return taken
+
+    def claim(self, name: str, now: datetime | None = None) -> bool:
+        """Take an unfinished operation whose lease expired; True when this replica now owns it."""
+        t = operations_table
+        now = now or utcnow()
         with self.store.engine.begin() as conn:
-            result = conn.execute(
-                operations_table.update()
-                .where(operations_table.c.service == self.service)
-                .where(operations_table.c.runner == "local")
-                .where(operations_table.c.state.in_([JobState.JOB_STATE_QUEUED, JobState.JOB_STATE_RUNNING]))
-                .values(
-                    state=JobState.JOB_STATE_FAILED,
-                    error_code=code_pb2.ABORTED,
-                    error_message="interrupted: the service stopped before the job finished; submit it again",
-                    update_time=utcnow(),
+            return bool(
+                conn.execute(
+                    t.update()
+                    .where(t.c.name == name, t.c.state.in_(UNFINISHED), self._expired(now))
+                    .values(owner=self.owner, lease_expire_time=self._lease_until())
+                ).rowcount
+            )
+
+    def adopt(self, runner: str, adopter: Adopter) -> list[str]:
+        """From now on, operations of ``runner`` whose owner died are claimed by this replica and
+        given to ``adopter(name, kind)`` (which attaches a watcher); returns those adopted now."""
+        self._adopters[runner] = adopter
+        return [name for name, by in self.reclaim() if by == runner]
+
+    def _beat(self) -> None:
+        """Renew the leases of this replica's jobs, pass on cancels set through other replicas,
+        and sweep for orphans; a database outage only delays this (logged, retried)."""
+        poll = min(CANCEL_POLL_S, self.lease_s / 4)
+        next_renew = next_sweep = 0.0
+        while not self._closing.wait(poll):
+            now = time.monotonic()
+            try:
+                if self._handles:
+                    self._poll_cancels()
+                if now >= next_renew:
+                    self._renew()
+                    next_renew = now + self.lease_s / 3
+                if now >= next_sweep:
+                    self.reclaim()
+                    next_sweep = now + self.lease_s / 2
+            except Exception as exc:  # the database is down or busy: try again next tick
+                log.warning("job lease heartbeat of %s failed: %s", self.owner, exc)
+
+    def _renew(self) -> None:
+        names = list(self._handles)
+        if not names:
+            return
+        t = operations_table
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                t.update()
+                .where(t.c.owner == self.owner, t.c.name.in_(names), t.c.state.in_(UNFINISHED))
+                .values(lease_expire_time=self._lease_until())
+            )
+            mine = set(
+                conn.scalars(
+                    sa.select(t.c.name).where(
+                        t.c.owner == self.owner, t.c.name.in_(names), t.c.state.in_(UNFINISHED)
+                    )
                 )
             )
-        if result.rowcount:
-            log.warning("marked %d interrupted jobs of %s as failed", result.rowcount, self.service)
+        for name in names:
+            handle = self._handles.get(name)
+            if handle is None or handle._finished or name in mine or handle.cancellation.cancelled:
+                continue
+            log.error("job %s: %s; stopping it here", name, LOST_LEASE_REASON)
+            handle.cancellation.cancel(LOST_LEASE_REASON)
+
+    def _poll_cancels(self) -> None:
+        t = operations_table
+        names = list(self._handles)
+        with self.store.engine.connect() as conn:
+            flagged = list(
+                conn.scalars(
+                    sa.select(t.c.name).where(
+                        t.c.owner == self.owner, t.c.name.in_(names), t.c.cancel_requested.is_(True)
+                    )
+                )
+            )
+        for name in flagged:
+            handle = self._handles.get(name)
+            if handle is not None and not handle.cancellation.cancelled:
+                handle.cancellation.cancel("cancelled by request")
 
     # -- submitting and running -------------------------------------------------------------
 
@@ -200,6 +382,8 @@ class JobManager:
                     update_time=now,
                     error_code=0,
                     error_message="",
+                    owner=self.owner,
+                    lease_expire_time=self._lease_until(),
                 )
             )
         handle = JobHandle(name=name, manager=self)
@@ -208,7 +392,8 @@ class JobManager:
         return name
 
     def attach(self, name: str, kind: str, fn: JobFunction) -> None:
-        """Run fn for an existing, unfinished operation (resuming a job that runs elsewhere)."""
+        """Run fn for an existing, unfinished operation this replica owns (see claim(): resuming a
+        job that runs elsewhere)."""
         handle = JobHandle(name=name, manager=self)
         self._handles[name] = handle
         self._pool.submit(self._run, handle, kind, fn)
@@ -231,6 +416,7 @@ class JobManager:
             self._finish(handle.name, JobState.JOB_STATE_SUCCEEDED, 0, "", response)
         except JobDetached as exc:
             log.info("job %s detached: %s", handle.name, exc)
+            self._release(handle.name)
         except CancelledError as exc:
             self._finish(handle.name, JobState.JOB_STATE_CANCELLED, code_pb2.CANCELLED, exc.message)
         except AtelierError as exc:
@@ -255,6 +441,11 @@ class JobManager:
     def _finish(
         self, name: str, state: int, code: int, error: str, response: message.Message | None = None
     ) -> None:
+        handle = self._handles.get(name)
+        if handle is not None:
+            handle._finished = True
+        if state == JobState.JOB_STATE_CANCELLED and error == LOST_LEASE_REASON:
+            return  # the row belongs to whoever took the job over; write nothing
         values: dict[str, Any] = {
             "state": state,
             "error_code": code,
@@ -273,15 +464,33 @@ class JobManager:
         with self._changed:
             self._live.setdefault(name, {}).update(values)
             if persist:
+                t = operations_table
                 with self.store.engine.begin() as conn:
-                    conn.execute(
-                        operations_table.update()
-                        .where(operations_table.c.name == name)
+                    # Only the owner writes, and never over a finished row: a replica whose job was
+                    # failed after its lease lapsed must not bring it back to RUNNING.
+                    written = conn.execute(
+                        t.update()
+                        .where(t.c.name == name, t.c.owner == self.owner, t.c.state.in_(UNFINISHED))
                         .values(**self._live[name])
-                    )
-                if values.get("state") in TERMINAL:
+                    ).rowcount
+                if not written:
+                    self._live.pop(name, None)
+                    handle = self._handles.get(name)
+                    if handle is not None and not handle.cancellation.cancelled:
+                        log.error("job %s: %s; its update was not written", name, LOST_LEASE_REASON)
+                        handle.cancellation.cancel(LOST_LEASE_REASON)
+                elif values.get("state") in TERMINAL:
                     self._live.pop(name, None)
             self._changed.notify_all()
+
+    def _release(self, name: str) -> None:
+        """Let the lease of a job whose work goes on elsewhere lapse now, so the next replica adopts
+        it at once instead of a lease later."""
+        t = operations_table
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                t.update().where(t.c.name == name, t.c.owner == self.owner).values(lease_expire_time=utcnow())
+            )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -370,18 +579,32 @@ class JobManager:
                 self._changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def cancel(self, name: str) -> None:
+        """Cancel through any replica: the flag is in the row and the owner honours it within a
+        second; a local job whose owner died is recorded as cancelled here and now."""
         row = self._row(name, current_tenant())
         if row["state"] in TERMINAL:
             return  # AIP-151: cancelling a finished operation is not an error
+        t = operations_table
+        now = utcnow()
         with self.store.engine.begin() as conn:
-            conn.execute(
-                operations_table.update()
-                .where(operations_table.c.name == name)
-                .values(cancel_requested=True, update_time=utcnow())
-            )
+            conn.execute(t.update().where(t.c.name == name).values(cancel_requested=True, update_time=now))
+            if row["runner"] == "local" and name not in self._handles:
+                orphan = conn.execute(
+                    t.update()
+                    .where(t.c.name == name, t.c.state.in_(UNFINISHED), self._expired(now))
+                    .values(
+                        state=JobState.JOB_STATE_CANCELLED,
+                        error_code=code_pb2.CANCELLED,
+                        error_message="cancelled by request (its replica had stopped)",
+                    )
+                ).rowcount
+                if orphan:
+                    log.info("job %s: cancelled; its owner %s had stopped", name, row["owner"])
         handle = self._handles.get(name)
         if handle is not None:
             handle.cancellation.cancel("cancelled by request")
+        with self._changed:
+            self._changed.notify_all()
 
     def delete(self, name: str) -> None:
         row = self._row(name, current_tenant())
@@ -392,7 +615,9 @@ class JobManager:
 
     def shutdown(self, wait_s: float, join_s: float | None = None) -> bool:
         """Give running jobs wait_s to finish, then cancel them and wait join_s (None: for ever)
-        for them to end; True when none is left running."""
+        for them to end; True when none is left running. The heartbeat stops adopting at once and
+        renewing once the jobs here have ended (or join_s has passed)."""
+        self._adopters.clear()
         deadline = time.monotonic() + wait_s
         while self._handles and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -404,6 +629,10 @@ class JobManager:
         end = time.monotonic() + (join_s or 0.0)
         while self._handles and time.monotonic() < end:
             time.sleep(0.05)
+        # The heartbeat renews the leases of jobs still here; it ends now (their leases then lapse
+        # and another replica fails or adopts them).
+        self._closing.set()
+        self._heartbeat.join(timeout=min(5.0, join_s or 5.0))
         return not self._handles
 
     def to_operation(self, row: dict[str, Any]) -> operations_pb2.Operation:

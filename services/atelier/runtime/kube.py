@@ -18,8 +18,10 @@ the Helm chart sets ``kubernetes`` with the namespace, image and service account
 Each watcher holds one of the JobManager's worker threads (ATELIER_JOB_WORKERS) while its run
 lasts; polling is cheap, so a service that sends its work to the cluster can raise that number.
 
-The work itself reports through its exit status (0 = succeeded) and whatever it writes to the
-shared store or model volume; the operation's response is built by the caller's ``result``
+The operation row is owned by the replica watching it (see atelier.runtime.jobs: owner and lease);
+when that replica stops, another adopts the run. The work itself reports through its exit status
+(0 = succeeded) and whatever it writes to the database or the artefact store
+(atelier.runtime.artefacts; a Job pod gets the same ATELIER_* settings through the ConfigMap); the operation's response is built by the caller's ``result``
 callback (by default a Struct naming the run).
 """
 
@@ -98,8 +100,10 @@ class ClusterSettings:
     database_secret_key: str = "url"
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
-    # The chart's ConfigMap of shared ATELIER_* settings (log format, tenant...), as envFrom.
+    # The chart's ConfigMap of shared ATELIER_* settings (log format, tenant, artefact store...),
+    # and a Secret of more variables (the artefact bucket's credentials), both as envFrom.
     config_map: str = ""
+    env_secret: str = ""
     data_dir: str = "/var/lib/atelier"
     run_as_user: int = 10001
 
@@ -161,10 +165,18 @@ def build_job(
         command=task.command(),
         env=env,
         env_from=[
-            client.V1EnvFromSource(config_map_ref=client.V1ConfigMapEnvSource(name=settings.config_map))
+            *(
+                [client.V1EnvFromSource(config_map_ref=client.V1ConfigMapEnvSource(name=settings.config_map))]
+                if settings.config_map
+                else []
+            ),
+            *(
+                [client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name=settings.env_secret))]
+                if settings.env_secret
+                else []
+            ),
         ]
-        if settings.config_map
-        else None,
+        or None,
         resources=client.V1ResourceRequirements(requests=requests, limits=limits),
         security_context=client.V1SecurityContext(
             allow_privilege_escalation=False,
@@ -457,8 +469,12 @@ def _watch(
                 handle.cancellation.check()
                 time.sleep(min(0.1, poll_interval_s))
     except CancelledError:
-        if runner.name == "kubernetes" and handle.cancellation.reason == jobs_module.SHUTDOWN_REASON:
-            # The Job goes on in the cluster; the next process of this service resumes watching it.
+        reason = handle.cancellation.reason
+        if runner.name == "kubernetes" and reason == jobs_module.LOST_LEASE_REASON:
+            # Another replica adopted the run while this one stalled: the run is its business now.
+            raise jobs_module.JobDetached(f"{name} is watched by another replica") from None
+        if runner.name == "kubernetes" and reason == jobs_module.SHUTDOWN_REASON:
+            # The Job goes on in the cluster; another replica of this service adopts the watch.
             raise jobs_module.JobDetached(f"{name} keeps running; watching stops with this process") from None
         runner.stop(name)
         raise
@@ -504,22 +520,16 @@ def resume(
     poll_interval_s: float = 2.0,
     result: Callable[[RunStatus], message.Message] | None = None,
 ) -> list[str]:
-    """Re-attach watchers to this service's Kubernetes Jobs left running by a previous process.
+    """Watch this service's runs of ``runner`` whose replica stopped: now (those left by a previous
+    process) and whenever another replica dies later (its lease expires; a replica that stops
+    cleanly lets it lapse at once). A run another live replica watches is left to it.
 
-    Call from a service's ``load`` when its runner is a KubernetesRunner; returns the operations resumed.
+    Call from a service's ``load`` when its runner is a KubernetesRunner; returns the operations
+    adopted now.
     """
-    table = jobs_module.operations_table
-    query = (
-        sa.select(table.c.name, table.c.kind)
-        .where(table.c.service == jobs.service)
-        .where(table.c.runner == runner.name)
-        .where(table.c.state.in_([JobState.JOB_STATE_QUEUED, JobState.JOB_STATE_RUNNING]))
-    )
-    with jobs.store.engine.connect() as conn:
-        rows = list(conn.execute(query))
-    for name, kind in rows:
 
-        def work(handle: JobHandle, kind: str = kind) -> message.Message:
+    def adopt(name: str, kind: str) -> None:
+        def work(handle: JobHandle) -> message.Message:
             return _watch(
                 handle,
                 runner,
@@ -531,7 +541,8 @@ def resume(
             )
 
         jobs.attach(name, kind, work)
-    return [name for name, _kind in rows]
+
+    return jobs.adopt(runner.name, adopt)
 
 
 def cluster_settings_from_config(config: ServiceConfig) -> ClusterSettings:
@@ -557,6 +568,7 @@ def cluster_settings_from_config(config: ServiceConfig) -> ClusterSettings:
         },
         tolerations=json.loads(config.setting("JOB_TOLERATIONS", "") or "[]"),
         config_map=config.setting("JOB_CONFIG_MAP", ""),
+        env_secret=config.setting("JOB_ENV_SECRET", ""),
         data_dir=str(config.data_dir),
     )
 

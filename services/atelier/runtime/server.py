@@ -38,11 +38,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from atelier.runtime import logs, metrics, shutdown, tls
+from atelier.runtime.artefacts import ArtefactStore, open_artefacts
 from atelier.runtime.auth import Authoriser, InsecureConfigError, load_key_store, startup_checks
 from atelier.runtime.config import ServiceConfig
 from atelier.runtime.errors import UnimplementedError
 from atelier.runtime.interceptor import ServerInterceptor
-from atelier.runtime.jobs import JobManager
+from atelier.runtime.jobs import DEFAULT_LEASE_S, JobManager, default_replica_id
 from atelier.runtime.operations import OperationsServicer
 from atelier.runtime.readiness import READINESS, Readiness
 from atelier.runtime.shedding import Admission, Limits, thread_pool_size
@@ -75,8 +76,27 @@ class Runtime:
     def store(self) -> Store:
         return Store(self.config.database_url)
 
+    @cached_property
+    def artefacts(self) -> ArtefactStore:
+        """Where trained models and produced files go: shared by every replica, kept across restarts
+        (ATELIER_ARTEFACTS_URL: the database by default, or s3://bucket/prefix)."""
+        store = open_artefacts(
+            self.store,
+            self.config.setting("ARTEFACTS_URL", ""),
+            self.config.setting("S3_ENDPOINT_URL", ""),
+            self.config.setting("S3_REGION", ""),
+        )
+        log.info("%s keeps artefacts in %s", self.config.service, store.location)
+        return store
+
+    @cached_property
+    def replica_id(self) -> str:
+        """This process among the service's replicas (ATELIER_REPLICA_ID; unique per process)."""
+        return self.config.setting("REPLICA_ID", "") or default_replica_id()
+
     @property
     def data_dir(self) -> Path:
+        """Scratch: local to this pod and lost with it. What must outlive it goes to artefacts."""
         path = self.config.service_data_dir
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -84,7 +104,10 @@ class Runtime:
     def jobs(self, workers: int | None = None) -> JobManager:
         if self._jobs is None:
             count = workers or int(self.config.setting("JOB_WORKERS", "2"))
-            self._jobs = JobManager(self.store, self.config.service, workers=count)
+            lease_s = float(self.config.setting("JOB_LEASE_SECONDS", str(DEFAULT_LEASE_S)))
+            self._jobs = JobManager(
+                self.store, self.config.service, workers=count, owner=self.replica_id, lease_s=lease_s
+            )
         return self._jobs
 
     @property
