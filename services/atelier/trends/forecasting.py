@@ -53,7 +53,7 @@ ProgressFn = Callable[[float, str], None]
 # -- the per-series statsforecast models, fitted in worker processes ---------------------------
 
 
-def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignore[no-untyped-def]
+def _statsforecast_model(name: str, season: int | tuple[int, ...], seasonal: bool):  # type: ignore[no-untyped-def]
     from statsforecast.models import ADIDA, MSTL, TSB, AutoETS, AutoTheta, CrostonSBA, Naive, SeasonalNaive
 
     # Intermittent-demand models (no intervals of their own; see demand.py).
@@ -69,7 +69,11 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
             name, AutoETS(model="ZZN", alias="m")
         )
     if name in ("mstl", "ensemble", "gbm"):
-        return MSTL(season_length=season, trend_forecaster=AutoETS(model="ZZN"), alias="m")
+        # A tuple is several seasonalities (daily data: the week and the year).
+        length = list(season) if isinstance(season, tuple) else season
+        return MSTL(season_length=length, trend_forecaster=AutoETS(model="ZZN"), alias="m")
+    if isinstance(season, tuple):
+        season = season[0]
     if name == "theta":
         return AutoTheta(season_length=season, alias="m")
     if name == "ets":
@@ -81,7 +85,7 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
 
 
 def fit_chunk(
-    name: str, season: int, seasonal: bool, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
+    name: str, season: int | tuple[int, ...], seasonal: bool, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
 ) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
     """Fits one model per series of a chunk (runs in a worker process)."""
     import pandas as pd
@@ -111,7 +115,7 @@ def fit_chunk(
 
 def fit_chunk_with_holdout(
     name: str,
-    season: int,
+    season: int | tuple[int, ...],
     seasonal: bool,
     histories: list[np.ndarray],
     horizon: int,
@@ -223,12 +227,15 @@ def predict(
     chunk_size: int = 200,
     gbm_config: global_model.GlobalModelConfig | None = None,
     calibrate: bool = True,
+    seasonalities: Sequence[int] = (),
 ) -> list[Prediction]:
     """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values.
 
     calibrate: scale the statistical models' intervals so that they cover what they claim on a
     holdout of each series' own last periods (costs a second fit of the statistical model;
     callers that use the mean only pass False).
+    seasonalities: longer seasonal periods MSTL adds to `season` for the chunks whose every
+    series holds two of them (daily data: the year beside the week).
     """
     model = DEFAULT_MODEL if model in ("", "auto") else model
     levels = sorted(set(levels)) or list(DEFAULT_LEVELS)
@@ -250,7 +257,10 @@ def predict(
         size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
         for start in range(0, len(members), size):
             part = members[start : start + size]
-            args = (stat_name, season, flag, [histories[i] for i in part], horizon, levels)
+            shortest_part = min(len(histories[i]) for i in part)
+            extra = tuple(s for s in seasonalities if s > season and shortest_part >= 2 * s)
+            model_season = (season, *extra) if flag and extra and stat_name == "mstl" else season
+            args = (stat_name, model_season, flag, [histories[i] for i in part], horizon, levels)
             future = pool.submit_with_holdout(*args, holdout, min_train) if calibrate else pool.submit(*args)
             jobs.append((future, part, flag))
     # Meanwhile, the global model in this process.
@@ -303,7 +313,9 @@ def predict(
                 )
             else:
                 intervals = _scale_intervals(mean, intervals, factor)
-        name = stat_name if seasonal[i] else "ets_nonseasonal"
+        # The label names the model that made the numbers: a short history asked for naive or
+        # seasonal naive got naive, not ETS.
+        name = stat_name if seasonal[i] else ("naive" if model in ("naive", "snaive") else "ets_nonseasonal")
         if not seasonal[i]:
             notes.append(
                 f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "

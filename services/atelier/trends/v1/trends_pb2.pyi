@@ -30,6 +30,8 @@ class _FrequencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Frequency.V
     """treated as weekly"""
     FREQUENCY_WEEKLY: _Frequency.ValueType  # 1
     FREQUENCY_DAILY: _Frequency.ValueType  # 2
+    FREQUENCY_MONTHLY: _Frequency.ValueType  # 3
+    """Calendar months: each period starts on the 1st at 00:00 UTC; yearly season of 12."""
 
 class Frequency(_Frequency, metaclass=_FrequencyEnumTypeWrapper): ...
 
@@ -37,6 +39,8 @@ FREQUENCY_UNSPECIFIED: Frequency.ValueType  # 0
 """treated as weekly"""
 FREQUENCY_WEEKLY: Frequency.ValueType  # 1
 FREQUENCY_DAILY: Frequency.ValueType  # 2
+FREQUENCY_MONTHLY: Frequency.ValueType  # 3
+"""Calendar months: each period starts on the 1st at 00:00 UTC; yearly season of 12."""
 Global___Frequency: _TypeAlias = Frequency  # noqa: Y015
 
 class _ValueKind:
@@ -446,17 +450,30 @@ class ForecastRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    HIERARCHY_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
-    """Steps ahead (weeks or days). Required, 1..104 weekly, 1..730 daily."""
+    """Steps ahead (weeks, days or months). Required, 1..104 weekly, 1..730 daily, 1..36 monthly."""
     model: _builtins.str
     """"auto" or empty (the method chosen by backtest, see README), or one of "ensemble",
     "gbm", "mstl", "theta", "ets", "snaive", "naive".
     """
+    reconciliation: _builtins.str
+    """With hierarchy: "mint_shrink" (default), "wls_struct", "ols" or "bottom_up" (see README)."""
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Prediction interval levels in percent, e.g. [80, 95]; default [80, 95]."""
+
+    @_builtins.property
+    def hierarchy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: forecast a hierarchy. Label keys from the top level down (e.g. ["department",
+        "category"]); the filter's series are the bottom level and must be COUNT series with every
+        key's label and the same last period. The reply then holds the total, every node of every
+        level ("department=A", "department=A/category=B") and the bottom series, reconciled so that
+        each node equals the sum of the series under it. At most 8 levels.
+        """
 
     def __init__(
         self,
@@ -465,10 +482,12 @@ class ForecastRequest(_message.Message):
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
         model: _builtins.str = ...,
+        hierarchy: _abc.Iterable[_builtins.str] | None = ...,
+        reconciliation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,8 +530,11 @@ class SeriesForecast(_message.Message):
     INTERVALS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
     series: _builtins.str
     model: _builtins.str
+    level: _builtins.str
+    """With a hierarchy: "total", the label key of the node's level, or "series" for the bottom."""
     @_builtins.property
     def times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
     @_builtins.property
@@ -532,10 +554,11 @@ class SeriesForecast(_message.Message):
         intervals: _abc.Iterable[Global___Interval] | None = ...,
         model: _builtins.str = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        level: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intervals", b"intervals", "mean", b"mean", "model", b"model", "notes", b"notes", "series", b"series", "times", b"times"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intervals", b"intervals", "level", b"level", "mean", b"mean", "model", b"model", "notes", b"notes", "series", b"series", "times", b"times"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,12 +596,17 @@ class StartForecastRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    HIERARCHY_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     model: _builtins.str
+    reconciliation: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def hierarchy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -586,10 +614,12 @@ class StartForecastRequest(_message.Message):
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
         model: _builtins.str = ...,
+        hierarchy: _abc.Iterable[_builtins.str] | None = ...,
+        reconciliation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -807,7 +837,7 @@ class BacktestRequest(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
-    """Steps per window; 1..104 weekly, 1..730 daily."""
+    """Steps per window; 1..104 weekly, 1..730 daily, 1..36 monthly."""
     windows: _builtins.int
     """Rolling-origin windows, 1..8, default 1; window k forecasts the horizon ending k-1
     horizons before the last observation.

@@ -32,7 +32,7 @@ class TrendsServiceStub:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;
@@ -98,7 +98,7 @@ class TrendsServiceServicer:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;
@@ -230,7 +230,7 @@ class TrendsService:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;

@@ -1,0 +1,225 @@
+"""Retail demand benchmark: real sales lines -> weekly series -> hierarchical forecasts.
+
+    flock /tmp/atelier-bench.lock .venv/bin/python bench/retail_demand.py [DATA_DIR]
+
+Data: ../shared/benchmarks/retail-journey (84.51° "The Complete Journey 2.0", CC0: a 75,000-line
+random sample of a year of a US grocer's transactions, with the product table). The raw lines go
+through the service's own aggregation (atelier.trends.sales: weekly, Monday weeks, the shops'
+local calendar, returns apart, zero weeks explicit) by product type; product types sold in at
+least MIN_WEEKS of the 53 weeks are the bottom level of department -> category -> product type.
+The last HORIZON weeks are held out; the rest is ingested over gRPC and forecast with Forecast,
+once per reconciliation method (and once without a hierarchy: base forecasts of the bottom only),
+and scored at every level with MASE (scale: the in-sample naive error, as the series hold one
+year only, so no seasonal model can be fitted) and WAPE (sum |error| / sum actual).
+
+Side by side, on the same aggregated series: statsforecast's AutoETS, AutoTheta and seasonal
+naive (which falls back to naive: fewer than two seasons), fitted directly per node.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+from google.protobuf import timestamp_pb2
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atelier.runtime.server import Server  # noqa: E402
+from atelier.trends import hierarchy, sales  # noqa: E402
+from atelier.trends.server import build  # noqa: E402
+from atelier.trends.store import Frequency  # noqa: E402
+from atelier.trends.v1 import trends_pb2, trends_pb2_grpc  # noqa: E402
+from bench.report import bench_config, write_section  # noqa: E402
+from tests.conftest import SHARED_BENCHMARKS, wait_serving  # noqa: E402
+
+HORIZON = 8
+MIN_WEEKS = 30
+LEVELS = ["department", "product_category"]
+COMMAND = "flock /tmp/atelier-bench.lock .venv/bin/python bench/retail_demand.py"
+METHODS = ["base", "bottom_up", "wls_struct", "mint_shrink"]
+
+
+def load(data: Path) -> tuple[list[sales.SalesSeries], int]:
+    lines = pd.read_csv(data / "transactions_sample.csv.gz")
+    products = pd.read_csv(data / "products.csv.gz")
+    frame = lines.merge(products, on="product_id", how="inner").dropna(subset=["product_type", *LEVELS])
+    spec = sales.SalesSpec(
+        keys=("product_type",),
+        frequency=Frequency.WEEKLY,
+        timezone="America/Chicago",  # the retailer's Midwest shops; timestamps are local already
+        date_column="transaction_timestamp",
+        quantity_column="quantity",
+        value_column="sales_value",
+        label_columns=tuple(LEVELS),
+    )
+    series, _ = sales.aggregate(frame, spec)
+    weeks = max(len(s.units) for s in series)
+    kept = [s for s in series if np.count_nonzero(s.units) >= MIN_WEEKS]
+    return kept, weeks
+
+
+def score(actual: np.ndarray, forecast: np.ndarray, train: np.ndarray) -> tuple[float, float]:
+    scale = np.mean(np.abs(np.diff(train))) or 1.0
+    return float(np.mean(np.abs(actual - forecast)) / scale), float(np.sum(np.abs(actual - forecast)))
+
+
+def level_table(
+    tree: hierarchy.Hierarchy, nodes: np.ndarray, forecasts: np.ndarray
+) -> dict[str, tuple[float, float]]:
+    """Per level: mean MASE over the level's nodes and WAPE over the level."""
+    train, actual = nodes[:, :-HORIZON], nodes[:, -HORIZON:]
+    out = {}
+    for level in ["total", *LEVELS, "series"]:
+        idx = [k for k, lv in enumerate(tree.node_levels) if lv == level]
+        mases, errors = zip(*(score(actual[k], forecasts[k], train[k]) for k in idx), strict=True)
+        out[level] = (float(np.mean(mases)), float(np.sum(errors) / max(actual[idx].sum(), 1e-9)))
+    return out
+
+
+def statsforecast_rows(tree: hierarchy.Hierarchy, nodes: np.ndarray) -> dict[str, np.ndarray]:
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS, AutoTheta, SeasonalNaive
+
+    train = nodes[:, :-HORIZON]
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(np.arange(len(train)), train.shape[1]),
+            "ds": np.tile(np.arange(train.shape[1]), len(train)),
+            "y": train.ravel(),
+        }
+    )
+    models = [
+        AutoETS(season_length=1, alias="AutoETS"),
+        AutoTheta(season_length=1, alias="AutoTheta"),
+        SeasonalNaive(season_length=1, alias="SeasonalNaive"),
+    ]
+    result = StatsForecast(models=models, freq=1, n_jobs=1).forecast(df=frame, h=HORIZON)
+    result = result.sort_values(["unique_id", "ds"])
+    return {
+        m.alias: np.maximum(result[m.alias].to_numpy(float).reshape(len(train), HORIZON), 0) for m in models
+    }
+
+
+def main() -> int:
+    data = Path(sys.argv[1]) if len(sys.argv) > 1 else SHARED_BENCHMARKS / "retail-journey"
+    t0 = time.perf_counter()
+    series, weeks = load(data)
+    tree = hierarchy.build([s.name for s in series], [s.labels for s in series], LEVELS)
+    bottom = np.zeros((len(series), weeks))
+    for i, s in enumerate(series):
+        bottom[i, weeks - len(s.units) :] = np.nan_to_num(s.units)
+    nodes = tree.aggregate(bottom)
+    print(
+        f"{len(series)} product types, {len(tree.nodes)} nodes, {weeks} weeks ({time.perf_counter() - t0:.1f} s)"
+    )
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(bench_config("trends", Path(tmp)), build)
+        server.start()
+        try:
+            wait_serving(server.port, "atelier.trends.v1.TrendsService")
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = trends_pb2_grpc.TrendsServiceStub(channel)
+                request = trends_pb2.IngestObservationsRequest()
+                for i, s in enumerate(series):
+                    request.series.append(
+                        trends_pb2.SeriesInfo(
+                            series=s.name, labels=s.labels, kind=trends_pb2.VALUE_KIND_COUNT
+                        )
+                    )
+                    first = weeks - len(s.units)
+                    for k in range(len(s.units) - HORIZON):
+                        request.observations.append(
+                            trends_pb2.Observation(
+                                series=s.name,
+                                time=timestamp_pb2.Timestamp(seconds=int(s.period_start_s[k])),
+                                value=float(bottom[i, first + k]),
+                            )
+                        )
+                stub.IngestObservations(request)
+                for method in METHODS:
+                    started = time.perf_counter()
+                    if method == "base":
+                        continue  # below: the same forecasting core on every node, unreconciled
+                    reply = stub.Forecast(
+                        trends_pb2.ForecastRequest(horizon=HORIZON, hierarchy=LEVELS, reconciliation=method),
+                        timeout=1800,
+                    )
+                    seconds[method] = time.perf_counter() - started
+                    by = {f.series: np.array(f.mean) for f in reply.forecasts}
+                    forecasts = np.vstack([by[n] for n in tree.nodes])
+                    assert hierarchy.incoherence(tree, forecasts) < 1e-6 * max(1.0, forecasts.max())
+                    results[method] = level_table(tree, nodes, forecasts)
+                    model = reply.forecasts[0].model
+        finally:
+            server.stop(grace=1)
+    # The base forecasts (no reconciliation): the service's forecasting core on each node's history.
+    from atelier.trends import forecasting
+
+    pool = forecasting.FitPool(forecasting.default_workers())
+    try:
+        started = time.perf_counter()
+        train = nodes[:, :-HORIZON]
+        histories = [row[min(int(np.flatnonzero(row)[0]), train.shape[1] - 8) :] for row in train]
+        base = forecasting.predict(
+            histories, [None] * len(histories), 52, HORIZON, [80], "auto", [True] * len(histories), pool
+        )
+        seconds["base"] = time.perf_counter() - started
+        results["base"] = level_table(tree, nodes, np.vstack([p.mean for p in base]))
+    finally:
+        pool.close()
+    started = time.perf_counter()
+    peers = statsforecast_rows(tree, nodes)
+    peer_seconds = time.perf_counter() - started
+    for name, forecasts in peers.items():
+        results[f"statsforecast {name}"] = level_table(tree, nodes, forecasts)
+    levels = ["total", *LEVELS, "series"]
+    header = "| forecasts | " + " | ".join(f"MASE {lv}" for lv in levels) + " | WAPE series | coherent | s |"
+    rows = [header, "|" + "---|" * (len(levels) + 4)]
+    for name in [*METHODS, *(f"statsforecast {n}" for n in peers)]:
+        r = results[name]
+        coherent = "yes" if name in METHODS[1:] else "no"
+        secs = seconds.get(name, peer_seconds)
+        label = {"base": f"service base ({model}), no reconciliation"}.get(
+            name, f"service + {name}" if name in METHODS else name
+        )
+        rows.append(
+            f"| {label} | "
+            + " | ".join(f"{r[lv][0]:.3f}" for lv in levels)
+            + f" | {r['series'][1]:.3f} | {coherent} | {secs:.1f} |"
+        )
+    table = "\n".join(rows)
+    print(table)
+    load_avg = os.getloadavg()[0]
+    write_section(
+        "trends-retail",
+        f"""Data: The Complete Journey 2.0 sample (`../shared/benchmarks/retail-journey`, CC0). Load average {load_avg:.1f} on the 2-core machine during the run.
+
+{len(series)} product types sold in at least {MIN_WEEKS} of {weeks} weeks, aggregated from the raw
+transaction lines by the service's sales aggregation (weekly, local calendar), under
+department -> category -> product type: {len(tree.nodes)} nodes. Last {HORIZON} weeks held out.
+MASE per level is the mean over the level's nodes (scale: in-sample naive error; one year of
+data, so no seasonal model); WAPE over the bottom level. The service's default model falls
+back to non-seasonal ETS on one year of history (said in its notes).
+
+{table}
+
+Not measured here: promotions as known future inputs (the forecasting core takes no
+exogenous regressors yet) and new-product forecasts; see the trends README.
+""",
+        COMMAND,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
