@@ -157,8 +157,18 @@ def test_cli_ingest_sales_aggregates_raw_lines(
     stockouts.write_text("date,sku,store\n" + "".join(f"2024-01-{d:02d},B,1\n" for d in range(8, 15)))
     result = CliRunner().invoke(
         app,
-        ["ingest-sales", str(sales), "--keys", "sku,store", "--labels", "category", "--stockouts", str(stockouts),
-         "--address", address],
+        [
+            "ingest-sales",
+            str(sales),
+            "--keys",
+            "sku,store",
+            "--labels",
+            "category",
+            "--stockouts",
+            str(stockouts),
+            "--address",
+            address,
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

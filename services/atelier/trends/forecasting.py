@@ -37,6 +37,10 @@ ENSEMBLE_GBM_WEIGHT = 2 / 3
 # model family, and the widening/narrowing factor kept within these bounds.
 CALIBRATION_MIN_POINTS = 30
 CALIBRATION_BOUNDS = (0.5, 4.0)
+# The factors are one per request and level, so a spread sample of the series estimates them as
+# well as all of them: with more series than this, only every k-th chunk is refitted on its
+# holdout (the second fit was half the cost of a large forecast).
+CALIBRATION_SERIES = 400
 
 
 @dataclass
@@ -85,7 +89,12 @@ def _statsforecast_model(name: str, season: int | tuple[int, ...], seasonal: boo
 
 
 def fit_chunk(
-    name: str, season: int | tuple[int, ...], seasonal: bool, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
+    name: str,
+    season: int | tuple[int, ...],
+    seasonal: bool,
+    histories: list[np.ndarray],
+    horizon: int,
+    levels: Sequence[int],
 ) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
     """Fits one model per series of a chunk (runs in a worker process)."""
     import pandas as pd
@@ -244,7 +253,7 @@ def predict(
     # The statistical model of each series: itself for statsforecast models, MSTL for gbm/ensemble
     # (for the intervals, and as the ensemble's second member).
     stat_name = model if model not in ("gbm", "ensemble") else "mstl"
-    jobs: list[tuple[Future, list[int], bool]] = []  # type: ignore[type-arg]
+    jobs: list[tuple[Future, list[int], bool, bool]] = []  # type: ignore[type-arg]
     for flag in (True, False):
         members = [i for i in range(count) if seasonal[i] == flag]
         if not members:
@@ -255,14 +264,16 @@ def predict(
         min_train = 2 * season if flag else MIN_HISTORY
         # Chunks no larger than an even share per worker, so both cores get work.
         size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
-        for start in range(0, len(members), size):
+        every = max(1, len(members) // CALIBRATION_SERIES)
+        for chunk_index, start in enumerate(range(0, len(members), size)):
             part = members[start : start + size]
             shortest_part = min(len(histories[i]) for i in part)
             extra = tuple(s for s in seasonalities if s > season and shortest_part >= 2 * s)
             model_season = (season, *extra) if flag and extra and stat_name == "mstl" else season
             args = (stat_name, model_season, flag, [histories[i] for i in part], horizon, levels)
-            future = pool.submit_with_holdout(*args, holdout, min_train) if calibrate else pool.submit(*args)
-            jobs.append((future, part, flag))
+            held_out = calibrate and chunk_index % every == 0
+            future = pool.submit_with_holdout(*args, holdout, min_train) if held_out else pool.submit(*args)
+            jobs.append((future, part, flag, held_out))
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
     gbm_note = ""
@@ -289,9 +300,9 @@ def predict(
     ratios: dict[bool, dict[int, list[np.ndarray]]] = {
         flag: {lv: [] for lv in levels} for flag in (True, False)
     }
-    for done, (future, part, flag) in enumerate(jobs, start=1):
+    for done, (future, part, flag, held_out) in enumerate(jobs, start=1):
         result = future.result()
-        if calibrate:
+        if held_out:
             result, held = result
             for lv in levels:
                 ratios[flag][lv].append(held[lv])

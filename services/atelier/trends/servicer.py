@@ -26,6 +26,7 @@ from atelier.trends import classify as classify_mod
 from atelier.trends import demand as demand_mod
 from atelier.trends import forecasting
 from atelier.trends import hierarchy as hierarchy_mod
+from atelier.trends import launch as launch_mod
 from atelier.trends.store import (
     Filter,
     Frequency,
@@ -47,6 +48,8 @@ MAX_WINDOWS = 8
 MAX_PAGE_SIZE = 1000
 MAX_TOP_MOVERS = 100
 MAX_HIERARCHY_LEVELS = 8
+MAX_NEW_PRODUCTS = 1000
+MAX_LAUNCH_HORIZON = 104
 YEAR_PERIODS = {f: f.year_periods for f in Frequency}
 UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days", Frequency.MONTHLY: "months"}
 
@@ -391,7 +394,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         self, prepared: Prepared, progress: forecasting.ProgressFn | None
     ) -> trends_pb2.ForecastResponse:
         ((frequency, data),) = prepared.groups.items()
-        tree = hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], prepared.hierarchy)
+        tree = hierarchy_mod.build(
+            [d.meta.series for d in data], [d.meta.labels for d in data], prepared.hierarchy
+        )
         # The bottom series on one grid ending at their common last period; before a series'
         # first observation it sold nothing (COUNT series), so it adds zeros.
         length = max(len(d.values) for d in data)
@@ -418,7 +423,10 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             seasonalities=frequency.seasonalities,
         )
         mean = np.vstack([p.mean for p in base])
-        intervals = {lv: (np.vstack([p.intervals[lv][0] for p in base]), np.vstack([p.intervals[lv][1] for p in base])) for lv in prepared.levels}
+        intervals = {
+            lv: (np.vstack([p.intervals[lv][0] for p in base]), np.vstack([p.intervals[lv][1] for p in base]))
+            for lv in prepared.levels
+        }
         reconciled, reconciled_intervals = hierarchy_mod.reconcile(
             tree, mean, nodes, frequency.season_length, prepared.reconciliation, intervals, non_negative=True
         )
@@ -442,6 +450,54 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             forecast.level = tree.node_levels[k]
             response.forecasts.append(forecast)
             series_forecast_total.labels(p.model).inc()
+        return response
+
+    def ForecastNewProducts(
+        self, request: trends_pb2.ForecastNewProductsRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ForecastNewProductsResponse:
+        _check_new_products(request).raise_if_any()
+        metas = [
+            m
+            for m in self.store.resolve(_filter(request.analogues), "analogues")
+            if m.kind is ValueKind.COUNT
+        ]
+        if len({m.frequency for m in metas}) > 1:
+            raise InvalidArgumentError.for_field(
+                "analogues", "the analogue series must have one frequency (filter the others out)"
+            )
+        data = self.store.load(metas)
+        past, not_launches = launch_mod.launches(
+            [d.meta.series for d in data],
+            [d.meta.labels for d in data],
+            [d.start_time_s for d in data],
+            [d.values for d in data],
+        )
+        if not past:
+            raise InvalidArgumentError.for_field(
+                "analogues",
+                f"no past launch among {len(data)} COUNT series ({not_launches} were already selling when "
+                "the data begins): ingest the sales of products launched during the data's span",
+            )
+        levels = sorted(set(request.levels)) or list(forecasting.DEFAULT_LEVELS)
+        library = launch_mod.Library(past, list(request.attributes), request.horizon)
+        response = trends_pb2.ForecastNewProductsResponse(series_not_launches=not_launches)
+        for product in request.products:
+            result = library.forecast(
+                dict(product.labels), levels, request.min_analogues or launch_mod.DEFAULT_MIN_ANALOGUES
+            )
+            response.forecasts.append(
+                trends_pb2.NewProductForecast(
+                    id=product.id,
+                    mean=result.mean.tolist(),
+                    intervals=[
+                        trends_pb2.Interval(level=lv, lower=lo.tolist(), upper=hi.tolist())
+                        for lv, (lo, hi) in sorted(result.intervals.items())
+                    ],
+                    matched=result.matched,
+                    analogue_count=result.analogues,
+                    notes=result.notes,
+                )
+            )
         return response
 
     def Forecast(
@@ -605,6 +661,40 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         # With several frequencies there is no single best model; each score names its frequency.
         response.best_model = best[1] if best else ""
         return response
+
+
+def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Violations:
+    v = Violations()
+    v.check(
+        1 <= len(request.products) <= MAX_NEW_PRODUCTS,
+        "products",
+        f"1..{MAX_NEW_PRODUCTS} products, got {len(request.products)}",
+    )
+    seen: set[str] = set()
+    for i, product in enumerate(request.products):
+        if _check_key(v, product.id, f"products[{i}].id"):
+            v.check(product.id not in seen, f"products[{i}].id", f"id {product.id!r} appears twice")
+            seen.add(product.id)
+        v.check(len(product.labels) <= MAX_LABELS, f"products[{i}].labels", f"at most {MAX_LABELS} labels")
+    v.check(
+        1 <= len(request.attributes) <= MAX_HIERARCHY_LEVELS,
+        "attributes",
+        f"1..{MAX_HIERARCHY_LEVELS} label keys, most specific first",
+    )
+    for i, key in enumerate(request.attributes):
+        v.check(0 < len(key) <= MAX_SERIES_KEY_CHARS, f"attributes[{i}]", "a label key, 1..256 characters")
+    v.check(
+        1 <= request.horizon <= MAX_LAUNCH_HORIZON,
+        "horizon",
+        f"required, 1..{MAX_LAUNCH_HORIZON} periods from launch; got {request.horizon}",
+    )
+    v.check(len(request.levels) <= MAX_LEVELS, "levels", f"at most {MAX_LEVELS} interval levels")
+    for i, level in enumerate(request.levels):
+        v.check(1 <= level <= 99, f"levels[{i}]", f"a percentage 1..99, got {level}")
+    v.check(0 <= request.min_analogues <= 1000, "min_analogues", "0..1000 (0 means 5)")
+    for i, key in enumerate(request.analogues.series):
+        _check_key(v, key, f"analogues.series[{i}]")
+    return v
 
 
 def _finite(value: float) -> float:

@@ -923,3 +923,189 @@ class BacktestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BacktestResponse: _TypeAlias = BacktestResponse  # noqa: Y015
+
+@_typing.final
+class NewProduct(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The caller's id for the product (echoed back). Required, 1..256 characters."""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its attributes, with the same keys as the analogue series' labels (e.g. department,
+        category, product_type, colour).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewProduct: _TypeAlias = NewProduct  # noqa: Y015
+
+@_typing.final
+class ForecastNewProductsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCTS_FIELD_NUMBER: _builtins.int
+    ANALOGUES_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    HORIZON_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    MIN_ANALOGUES_FIELD_NUMBER: _builtins.int
+    horizon: _builtins.int
+    """Periods from launch (the launch period is the first). Required, 1..104."""
+    min_analogues: _builtins.int
+    """Fewest analogues before backing off to a less specific attribute; default 5, 1..1000."""
+    @_builtins.property
+    def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewProduct]:
+        """1..1000 products."""
+
+    @_builtins.property
+    def analogues(self) -> Global___SeriesFilter:
+        """The past series to learn launch curves from (COUNT series of one frequency); default all."""
+
+    @_builtins.property
+    def attributes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Label keys from the most to the least specific, e.g. ["product_type", "category",
+        "department"]; 1..8. Analogues share all of them, or fewer when too few do.
+        """
+
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Interval levels in percent; default [80, 95]."""
+
+    def __init__(
+        self,
+        *,
+        products: _abc.Iterable[Global___NewProduct] | None = ...,
+        analogues: Global___SeriesFilter | None = ...,
+        attributes: _abc.Iterable[_builtins.str] | None = ...,
+        horizon: _builtins.int = ...,
+        levels: _abc.Iterable[_builtins.int] | None = ...,
+        min_analogues: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analogues", b"analogues"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogues", b"analogues", "attributes", b"attributes", "horizon", b"horizon", "levels", b"levels", "min_analogues", b"min_analogues", "products", b"products"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastNewProductsRequest: _TypeAlias = ForecastNewProductsRequest  # noqa: Y015
+
+@_typing.final
+class NewProductForecast(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MatchedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    INTERVALS_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    ANALOGUE_COUNT_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    analogue_count: _builtins.int
+    @_builtins.property
+    def mean(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Expected units in each period from launch."""
+
+    @_builtins.property
+    def intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
+        """Empirical quantiles of the analogues' launch curves."""
+
+    @_builtins.property
+    def matched(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The attributes the analogues share with the product (empty: every past launch)."""
+
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        mean: _abc.Iterable[_builtins.float] | None = ...,
+        intervals: _abc.Iterable[Global___Interval] | None = ...,
+        matched: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        analogue_count: _builtins.int = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogue_count", b"analogue_count", "id", b"id", "intervals", b"intervals", "matched", b"matched", "mean", b"mean", "notes", b"notes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewProductForecast: _TypeAlias = NewProductForecast  # noqa: Y015
+
+@_typing.final
+class ForecastNewProductsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECASTS_FIELD_NUMBER: _builtins.int
+    SERIES_NOT_LAUNCHES_FIELD_NUMBER: _builtins.int
+    series_not_launches: _builtins.int
+    """Past series left out because they were already selling when the data begins."""
+    @_builtins.property
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewProductForecast]: ...
+    def __init__(
+        self,
+        *,
+        forecasts: _abc.Iterable[Global___NewProductForecast] | None = ...,
+        series_not_launches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecasts", b"forecasts", "series_not_launches", b"series_not_launches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastNewProductsResponse: _TypeAlias = ForecastNewProductsResponse  # noqa: Y015

@@ -90,6 +90,11 @@ class TrendsServiceStub:
                 request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.SerializeToString,
                 response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.FromString,
                 _registered_method=True)
+        self.ForecastNewProducts = channel.unary_unary(
+                '/atelier.trends.v1.TrendsService/ForecastNewProducts',
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.SerializeToString,
+                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.FromString,
+                _registered_method=True)
 
 
 class TrendsServiceServicer:
@@ -168,6 +173,14 @@ class TrendsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastNewProducts(self, request, context):
+        """Launch curves of products without history, from the launches of similar past products
+        (attribute back-off over the tenant's COUNT series; see the README).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrendsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +228,11 @@ def add_TrendsServiceServicer_to_server(servicer, server):
                     servicer.Backtest,
                     request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.FromString,
                     response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.SerializeToString,
+            ),
+            'ForecastNewProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastNewProducts,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.FromString,
+                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -470,6 +488,33 @@ class TrendsService:
             '/atelier.trends.v1.TrendsService/Backtest',
             atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.SerializeToString,
             atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastNewProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.trends.v1.TrendsService/ForecastNewProducts',
+            atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class TrendsServiceStub:
     ClassifyTrends: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]
     ForecastDemand: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]
     Backtest: _grpc.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]
+    ForecastNewProducts: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastNewProductsRequest, _trends_pb2.ForecastNewProductsResponse]
+    """Launch curves of products without history, from the launches of similar past products
+    (attribute back-off over the tenant's COUNT series; see the README).
+    """
 
 @_typing.type_check_only
 class TrendsServiceAsyncStub(TrendsServiceStub):
@@ -102,6 +106,10 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     ClassifyTrends: _aio.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]  # type: ignore[assignment]
     ForecastDemand: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]  # type: ignore[assignment]
     Backtest: _aio.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]  # type: ignore[assignment]
+    ForecastNewProducts: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastNewProductsRequest, _trends_pb2.ForecastNewProductsResponse]  # type: ignore[assignment]
+    """Launch curves of products without history, from the launches of similar past products
+    (attribute back-off over the tenant's COUNT series; see the README).
+    """
 
 class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
@@ -190,5 +198,15 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trends_pb2.BacktestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trends_pb2.BacktestResponse, _abc.Awaitable[_trends_pb2.BacktestResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ForecastNewProducts(
+        self,
+        request: _trends_pb2.ForecastNewProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trends_pb2.ForecastNewProductsResponse, _abc.Awaitable[_trends_pb2.ForecastNewProductsResponse]]:
+        """Launch curves of products without history, from the launches of similar past products
+        (attribute back-off over the tenant's COUNT series; see the README).
+        """
 
 def add_TrendsServiceServicer_to_server(servicer: TrendsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
