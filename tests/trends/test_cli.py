@@ -133,3 +133,52 @@ def test_cli_ingest_forecast_plot_classify(
     assert failed.exit_code == 1 and "horizon" in failed.output
     failed = runner.invoke(app, ["ingest", str(bad), "--address", address, "--kind", "volume"])
     assert failed.exit_code == 2
+
+
+def test_cli_ingest_sales_aggregates_raw_lines(
+    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.console, "width", 200)
+    server = start_server("trends", build)
+    address = f"127.0.0.1:{server.port}"
+    sales = tmp_path / "sales.csv"
+    # Two SKUs in one store over four Monday weeks: a return, a week without sales, and a
+    # stocked-out week for sku B.
+    sales.write_text(
+        "date,sku,store,qty,category\n"
+        "2024-01-01T10:00:00,A,1,2,tops\n"
+        "2024-01-02T10:00:00,A,1,-1,tops\n"
+        "2024-01-17T10:00:00,A,1,3,tops\n"
+        "2024-01-25T10:00:00,A,1,1,tops\n"
+        "2024-01-03T10:00:00,B,1,5,dresses\n"
+        "2024-01-24T10:00:00,B,1,4,dresses\n"
+    )
+    stockouts = tmp_path / "out.csv"
+    stockouts.write_text("date,sku,store\n" + "".join(f"2024-01-{d:02d},B,1\n" for d in range(8, 15)))
+    result = CliRunner().invoke(
+        app,
+        [
+            "ingest-sales",
+            str(sales),
+            "--keys",
+            "sku,store",
+            "--labels",
+            "category",
+            "--stockouts",
+            str(stockouts),
+            "--address",
+            address,
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 returns" in result.output and "1 out of stock" in result.output
+    with grpc.insecure_channel(address) as channel:
+        stub = trends_pb2_grpc.TrendsServiceStub(channel)
+        a = stub.GetSeries(trends_pb2.GetSeriesRequest(series="sku=A|store=1"))
+        b = stub.GetSeries(trends_pb2.GetSeriesRequest(series="sku=B|store=1"))
+    assert [o.value for o in a.observations] == [2.0, 0.0, 3.0, 1.0]  # gross demand, zero week kept
+    assert a.info.labels["category"] == "tops" and a.info.kind == trends_pb2.VALUE_KIND_COUNT
+    # The stocked-out second week is not sent (missing, not zero); the third had no sale: a zero.
+    assert [o.value for o in b.observations] == [5.0, 0.0, 4.0]
+    assert b.observations[1].time.seconds - b.observations[0].time.seconds == 14 * 86_400

@@ -402,3 +402,53 @@ def test_tenants_do_not_see_each_other(stub: trends_pb2_grpc.TrendsServiceStub) 
     violations_of(
         lambda: stub.GetSeries(trends_pb2.GetSeriesRequest(series="shared-key")), grpc.StatusCode.NOT_FOUND
     )
+
+
+def _month_starts(first: str, count: int) -> list[int]:
+    months = np.datetime64(first, "M") + np.arange(count)
+    return [int(m) for m in months.astype("datetime64[s]").astype(np.int64)]
+
+
+def test_monthly_series_calendar_grid(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    # Five years of monthly sales with a December peak; months are calendar months (28-31 days).
+    starts = _month_starts("2019-01", 60)
+    month = np.arange(60) % 12
+    values = 100 + 40 * (month == 11) + 10 * np.sin(2 * np.pi * month / 12)
+    values = values + np.random.default_rng(4).normal(0, 1.0, 60)
+    obs = [
+        trends_pb2.Observation(series="monthly", time=ts(s), value=float(v))
+        for k, (s, v) in enumerate(zip(starts, values, strict=True))
+        if k != 17  # one month missing: filled and said so
+    ]
+    info = trends_pb2.SeriesInfo(
+        series="monthly", frequency=trends_pb2.FREQUENCY_MONTHLY, kind=trends_pb2.VALUE_KIND_COUNT
+    )
+    stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=obs, series=[info]))
+    reply = stub.Forecast(trends_pb2.ForecastRequest(horizon=12, model="mstl"))
+    (f,) = reply.forecasts
+    # The next 12 calendar months: 2024-01-01 .. 2024-12-01, whatever their lengths.
+    assert [t.seconds for t in f.times] == _month_starts("2024-01", 12)
+    mean = np.array(f.mean)
+    assert int(np.argmax(mean)) == 11 and mean[11] - np.median(mean) > 30
+    assert any("1 missing periods" in note for note in f.notes)
+    # A time that is not the first of a month is off the monthly grid; horizon limit 36 months.
+    mid = trends_pb2.Observation(series="monthly", time=ts(starts[0] + 86_400), value=1.0)
+    assert fields(
+        violations_of(
+            lambda: stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=[mid]))
+        )
+    ) == ["observations[0].time"]
+    some = trends_pb2.SeriesFilter(series=["monthly"])
+    assert fields(
+        violations_of(lambda: stub.Forecast(trends_pb2.ForecastRequest(filter=some, horizon=37)))
+    ) == ["horizon"]
+
+
+def test_short_history_naive_is_labelled_naive(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    ingest(stub, {"short": seasonal_series(3, weeks=60)})
+    for model in ("naive", "snaive"):
+        (f,) = stub.Forecast(trends_pb2.ForecastRequest(horizon=4, model=model)).forecasts
+        assert f.model == "naive", model
+        assert np.allclose(f.mean, f.mean[0])  # a naive forecast is flat at the last value
+    (f,) = stub.Forecast(trends_pb2.ForecastRequest(horizon=4, model="ets")).forecasts
+    assert f.model == "ets_nonseasonal"

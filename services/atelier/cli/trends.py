@@ -2,6 +2,7 @@
 
     atelier trends ingest data.csv                     # long format (below), streamed in batches
     atelier trends ingest weekly.csv --wide --external-csv influencers.csv
+    atelier trends ingest-sales sales.csv --keys sku,store --frequency weekly --timezone Europe/Paris
     atelier trends series                              # what is stored
     atelier trends forecast --horizon 52 -o forecast.png --json forecast.json
     atelier trends classify --label category=shoes     # rising / flat / declining, top movers
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import typer
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import timestamp_pb2
@@ -53,7 +55,7 @@ DEFAULT_ADDRESS = f"{os.environ.get('ATELIER_HOST', '127.0.0.1')}:" + os.environ
     "ATELIER_TRENDS_PORT", str(DEFAULT_PORTS["trends"][0])
 )
 KINDS = {"share": pb.VALUE_KIND_SHARE, "count": pb.VALUE_KIND_COUNT, "index": pb.VALUE_KIND_INDEX}
-FREQUENCIES = {"weekly": pb.FREQUENCY_WEEKLY, "daily": pb.FREQUENCY_DAILY}
+FREQUENCIES = {"weekly": pb.FREQUENCY_WEEKLY, "daily": pb.FREQUENCY_DAILY, "monthly": pb.FREQUENCY_MONTHLY}
 TREND_NAMES = {
     pb.TREND_CLASS_RISING: "[green]rising[/green]",
     pb.TREND_CLASS_FLAT: "flat",
@@ -224,7 +226,7 @@ def ingest(
         ..., exists=True, dir_okay=False, help="the CSV (see `atelier trends --help`)"
     ),
     kind: str = typer.Option("share", "--kind", help="share, count (non-negative) or index (any number)"),
-    frequency: str = typer.Option("weekly", "--frequency", help="weekly or daily"),
+    frequency: str = typer.Option("weekly", "--frequency", help="weekly, daily or monthly"),
     wide: bool = typer.Option(False, "--wide", help="first column the time, one column per series"),
     external_csv: Path = typer.Option(
         None,
@@ -262,6 +264,14 @@ def ingest(
         )
         for n in names
     ]
+    _stream(upload, infos, batch, path.name, address, tenant)
+
+
+def _stream(
+    upload: Upload, infos: list[pb.SeriesInfo], batch: int, what: str, address: str, tenant: str
+) -> None:
+    """Streams an upload in batches; a refused value is reported with the line it came from."""
+    names = list(dict.fromkeys(o.series for o in upload.observations))
     starts = list(range(0, len(upload.observations), batch))
 
     def translate(violation: str) -> str:
@@ -280,7 +290,7 @@ def ingest(
     md = (("x-atelier-tenant", tenant),)
     try:
         with _progress() as progress:
-            task = progress.add_task(f"ingesting {path.name}", total=len(upload.observations))
+            task = progress.add_task(f"ingesting {what}", total=len(upload.observations))
 
             def messages() -> Iterator[pb.StreamObservationsRequest]:
                 for k, start in enumerate(starts):
@@ -297,6 +307,100 @@ def ingest(
         f"{len(names)} series, {len(upload.observations)} observations: {reply.inserted} inserted, "
         f"{reply.unchanged} unchanged, {reply.updated} updated (corrections)"
     )
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except ImportError as exc:
+            raise typer.BadParameter(f"{path.name}: reading Parquet needs pyarrow ({exc})") from None
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+@app.command("ingest-sales")
+def ingest_sales(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="sales lines, CSV or Parquet"),
+    keys: str = typer.Option(..., "--keys", help="comma-separated key columns of a series, e.g. sku,store"),
+    frequency: str = typer.Option("weekly", "--frequency", help="daily, weekly (Monday) or monthly"),
+    timezone: str = typer.Option("UTC", "--timezone", help="IANA zone of the shops' calendar"),
+    date_column: str = typer.Option("date", "--date-column"),
+    quantity_column: str = typer.Option("qty", "--quantity-column", help="units; negative = returns"),
+    value_column: str = typer.Option("", "--value-column", help="amount paid per line (for prices)"),
+    promo_column: str = typer.Option("", "--promo-column", help="promotion flag per line"),
+    label_columns: str = typer.Option("", "--labels", help="comma-separated columns kept as series labels"),
+    stockouts: Path = typer.Option(
+        None, "--stockouts", exists=True, dir_okay=False, help="date + key columns: days out of stock"
+    ),
+    net_returns: bool = typer.Option(False, "--net-returns", help="demand net of returned units"),
+    end: str = typer.Option("", "--end", help="last day the data covers (default: the last sale)"),
+    batch: int = typer.Option(10_000, "--batch", min=1, max=100_000),
+    dry_run: bool = typer.Option(False, "--dry-run", help="aggregate and report, send nothing"),
+    address: str = AddressOpt,
+    tenant: str = TenantOpt,
+) -> None:
+    """Aggregate raw sales lines into demand series (one per key) and ingest them as counts.
+
+    Returns are counted apart from demand (or netted with --net-returns); periods without sales
+    between a key's first sale and the end are zeros; periods out of stock for at least half
+    their days (--stockouts) are sent as missing, not zero: the service interpolates them and
+    says so in the forecast's notes. Periods follow the shops' local calendar (--timezone).
+    """
+    import pandas as pd
+
+    from atelier.runtime.errors import InvalidArgumentError
+    from atelier.trends import sales as sales_mod
+    from atelier.trends.store import Frequency
+
+    freqs = {"daily": Frequency.DAILY, "weekly": Frequency.WEEKLY, "monthly": Frequency.MONTHLY}
+    if frequency not in freqs:
+        raise typer.BadParameter(f"choose from {', '.join(freqs)}", param_hint="--frequency")
+    spec = sales_mod.SalesSpec(
+        keys=tuple(k.strip() for k in keys.split(",") if k.strip()),
+        frequency=freqs[frequency],
+        timezone=timezone,
+        date_column=date_column,
+        quantity_column=quantity_column,
+        value_column=value_column or None,
+        promo_column=promo_column or None,
+        label_columns=tuple(c.strip() for c in label_columns.split(",") if c.strip()),
+        net_returns=net_returns,
+    )
+    try:
+        frame = _read_table(path)
+        out_days = _read_table(stockouts) if stockouts else None
+        series, report = sales_mod.aggregate(frame, spec, out_days, pd.Timestamp(end) if end else None)
+    except InvalidArgumentError as exc:
+        raise typer.BadParameter(f"{path.name}: {exc}") from None
+    console.print(
+        f"{report.lines} lines ({report.return_lines} returns, {report.zero_lines} zero) -> "
+        f"{report.series} series, {report.periods} periods: {report.zero_periods} without sales (zeros), "
+        f"{report.censored_periods} out of stock (sent as missing)"
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    upload = Upload()
+    for s in series:
+        upload.labels[s.name] = s.labels
+        for start, units in zip(s.period_start_s, s.units, strict=True):
+            if np.isfinite(units):
+                upload.observations.append(
+                    pb.Observation(
+                        series=s.name, time=timestamp_pb2.Timestamp(seconds=int(start)), value=float(units)
+                    )
+                )
+                upload.lines.append(f"series {s.name!r} period {_iso(upload.observations[-1].time)}")
+    if dry_run or not upload.observations:
+        return
+    infos = [
+        pb.SeriesInfo(
+            series=s.name, labels=s.labels, kind=pb.VALUE_KIND_COUNT, frequency=FREQUENCIES[frequency]
+        )
+        for s in series
+    ]
+    _stream(upload, infos, batch, path.name, address, tenant)
 
 
 @app.command("series")

@@ -91,6 +91,7 @@ METHOD_ROLES: dict[str, Role] = {
     "atelier.trends.v1.TrendsService/ClassifyTrends": _R,
     "atelier.trends.v1.TrendsService/ForecastDemand": _R,
     "atelier.trends.v1.TrendsService/Backtest": _R,
+    "atelier.trends.v1.TrendsService/ForecastNewProducts": _R,
 }
 
 

@@ -41,6 +41,10 @@ ENSEMBLE_GBM_WEIGHT = 2 / 3
 # model family, and the widening/narrowing factor kept within these bounds.
 CALIBRATION_MIN_POINTS = 30
 CALIBRATION_BOUNDS = (0.5, 4.0)
+# The factors are one per request and level, so a spread sample of the series estimates them as
+# well as all of them: with more series than this, only every k-th chunk is refitted on its
+# holdout (the second fit was half the cost of a large forecast).
+CALIBRATION_SERIES = 400
 
 
 @dataclass
@@ -57,7 +61,7 @@ ProgressFn = Callable[[float, str], None]
 # -- the per-series statsforecast models, fitted in worker processes ---------------------------
 
 
-def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignore[no-untyped-def]
+def _statsforecast_model(name: str, season: int | tuple[int, ...], seasonal: bool):  # type: ignore[no-untyped-def]
     from statsforecast.models import ADIDA, MSTL, TSB, AutoETS, AutoTheta, CrostonSBA, Naive, SeasonalNaive
 
     # Intermittent-demand models (no intervals of their own; see demand.py).
@@ -73,7 +77,11 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
             name, AutoETS(model="ZZN", alias="m")
         )
     if name in ("mstl", "ensemble", "gbm"):
-        return MSTL(season_length=season, trend_forecaster=AutoETS(model="ZZN"), alias="m")
+        # A tuple is several seasonalities (daily data: the week and the year).
+        length = list(season) if isinstance(season, tuple) else season
+        return MSTL(season_length=length, trend_forecaster=AutoETS(model="ZZN"), alias="m")
+    if isinstance(season, tuple):
+        season = season[0]
     if name == "theta":
         return AutoTheta(season_length=season, alias="m")
     if name == "ets":
@@ -85,7 +93,12 @@ def _statsforecast_model(name: str, season: int, seasonal: bool):  # type: ignor
 
 
 def fit_chunk(
-    name: str, season: int, seasonal: bool, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
+    name: str,
+    season: int | tuple[int, ...],
+    seasonal: bool,
+    histories: list[np.ndarray],
+    horizon: int,
+    levels: Sequence[int],
 ) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
     """Fits one model per series of a chunk (runs in a worker process)."""
     import pandas as pd
@@ -115,7 +128,7 @@ def fit_chunk(
 
 def fit_chunk_with_holdout(
     name: str,
-    season: int,
+    season: int | tuple[int, ...],
     seasonal: bool,
     histories: list[np.ndarray],
     horizon: int,
@@ -255,6 +268,7 @@ def predict(
     gbm_config: global_model.GlobalModelConfig | None = None,
     calibrate: bool = True,
     cancellation: Cancellation | None = None,
+    seasonalities: Sequence[int] = (),
 ) -> list[Prediction]:
     """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values.
 
@@ -262,6 +276,8 @@ def predict(
     holdout of each series' own last periods (costs a second fit of the statistical model;
     callers that use the mean only pass False).
     cancellation: when it fires, the work stops (the pool's tasks are killed) and it raises.
+    seasonalities: longer seasonal periods MSTL adds to `season` for the chunks whose every
+    series holds two of them (daily data: the year beside the week).
     """
     if cancellation is not None:
         cancellation.check()
@@ -272,7 +288,7 @@ def predict(
     # The statistical model of each series: itself for statsforecast models, MSTL for gbm/ensemble
     # (for the intervals, and as the ensemble's second member).
     stat_name = model if model not in ("gbm", "ensemble") else "mstl"
-    jobs: list[tuple[Future[Any], list[int], bool]] = []
+    jobs: list[tuple[Future[Any], list[int], bool, bool]] = []
     for flag in (True, False):
         members = [i for i in range(count) if seasonal[i] == flag]
         if not members:
@@ -283,11 +299,16 @@ def predict(
         min_train = 2 * season if flag else MIN_HISTORY
         # Chunks no larger than an even share per worker, so both cores get work.
         size = max(1, min(chunk_size, math.ceil(len(members) / pool.workers)))
-        for start in range(0, len(members), size):
+        every = max(1, len(members) // CALIBRATION_SERIES)
+        for chunk_index, start in enumerate(range(0, len(members), size)):
             part = members[start : start + size]
-            args = (stat_name, season, flag, [histories[i] for i in part], horizon, levels)
-            future = pool.submit_with_holdout(*args, holdout, min_train) if calibrate else pool.submit(*args)
-            jobs.append((future, part, flag))
+            shortest_part = min(len(histories[i]) for i in part)
+            extra = tuple(s for s in seasonalities if s > season and shortest_part >= 2 * s)
+            model_season = (season, *extra) if flag and extra and stat_name == "mstl" else season
+            args = (stat_name, model_season, flag, [histories[i] for i in part], horizon, levels)
+            held_out = calibrate and chunk_index % every == 0
+            future = pool.submit_with_holdout(*args, holdout, min_train) if held_out else pool.submit(*args)
+            jobs.append((future, part, flag, held_out))
     try:
         return _finish_predict(
             histories, externals, season, horizon, levels, model, non_negative, pool, progress,
@@ -295,7 +316,7 @@ def predict(
         )  # fmt: skip
     except BaseException:
         # Abandoned (cancelled, past its deadline) or failed: nobody will read the other fits.
-        pool.abandon(f for f, _, _ in jobs)
+        pool.abandon(f for f, _, _, _ in jobs)
         raise
 
 
@@ -315,7 +336,7 @@ def _finish_predict(
     count: int,
     seasonal: list[bool],
     stat_name: str,
-    jobs: list[tuple[Future[Any], list[int], bool]],
+    jobs: list[tuple[Future[Any], list[int], bool, bool]],
 ) -> list[Prediction]:
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
@@ -351,9 +372,9 @@ def _finish_predict(
     ratios: dict[bool, dict[int, list[np.ndarray]]] = {
         flag: {lv: [] for lv in levels} for flag in (True, False)
     }
-    for done, (future, part, flag) in enumerate(jobs, start=1):
+    for done, (future, part, flag, held_out) in enumerate(jobs, start=1):
         result = pool.result(future, cancellation)
-        if calibrate:
+        if held_out:
             result, held = result
             for lv in levels:
                 ratios[flag][lv].append(held[lv])
@@ -375,7 +396,9 @@ def _finish_predict(
                 )
             else:
                 intervals = _scale_intervals(mean, intervals, factor)
-        name = stat_name if seasonal[i] else "ets_nonseasonal"
+        # The label names the model that made the numbers: a short history asked for naive or
+        # seasonal naive got naive, not ETS.
+        name = stat_name if seasonal[i] else ("naive" if model in ("naive", "snaive") else "ets_nonseasonal")
         if not seasonal[i]:
             notes.append(
                 f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "

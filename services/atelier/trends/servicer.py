@@ -6,6 +6,7 @@ classify, demand, backtest and store, none of which imports gRPC.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
+import numpy as np
 from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,6 +29,8 @@ from atelier.trends import backtest as backtest_mod
 from atelier.trends import classify as classify_mod
 from atelier.trends import demand as demand_mod
 from atelier.trends import forecasting
+from atelier.trends import hierarchy as hierarchy_mod
+from atelier.trends import launch as launch_mod
 from atelier.trends.store import (
     Filter,
     Frequency,
@@ -48,14 +52,17 @@ MAX_LABEL_CHARS = 256
 EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_ABS_VALUE = 1e12
-MAX_HORIZON = {Frequency.WEEKLY: 104, Frequency.DAILY: 730}
+MAX_HORIZON = {Frequency.WEEKLY: 104, Frequency.DAILY: 730, Frequency.MONTHLY: 36}
 MAX_SERIES_PER_FORECAST = 10_000
 MAX_LEVELS = 4
 MAX_WINDOWS = 8
 MAX_PAGE_SIZE = 1000
 MAX_TOP_MOVERS = 100
-YEAR_PERIODS = {Frequency.WEEKLY: 52, Frequency.DAILY: 365}
-UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days"}
+MAX_HIERARCHY_LEVELS = 8
+MAX_NEW_PRODUCTS = 1000
+MAX_LAUNCH_HORIZON = 104
+YEAR_PERIODS = {f: f.year_periods for f in Frequency}
+UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days", Frequency.MONTHLY: "months"}
 
 ingested_total = Counter(
     "atelier_trends_observations_ingested_total",
@@ -99,6 +106,8 @@ class Prepared:
     horizon: int
     levels: list[int]
     model: str
+    hierarchy: tuple[str, ...] = ()
+    reconciliation: str = ""
 
 
 class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
@@ -275,8 +284,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         v.check(
             1 <= horizon <= max(MAX_HORIZON.values()),
             "horizon",
-            f"required, 1..{MAX_HORIZON[Frequency.WEEKLY]} for weekly and "
-            f"1..{MAX_HORIZON[Frequency.DAILY]} for daily series; got {horizon}",
+            f"required, 1..{MAX_HORIZON[Frequency.WEEKLY]} for weekly, "
+            f"1..{MAX_HORIZON[Frequency.DAILY]} for daily and 1..{MAX_HORIZON[Frequency.MONTHLY]} for "
+            f"monthly series; got {horizon}",
         )
         v.check(len(levels) <= MAX_LEVELS, "levels", f"at most {MAX_LEVELS} interval levels")
         for i, level in enumerate(levels):
@@ -330,6 +340,8 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         cancellation: Cancellation,
         progress: forecasting.ProgressFn | None = None,
     ) -> trends_pb2.ForecastResponse:
+        if prepared.hierarchy:
+            return self._run_hierarchical(prepared, cancellation, progress)
         response = trends_pb2.ForecastResponse()
         for frequency, data in prepared.groups.items():
             predictions = forecasting.predict(
@@ -343,10 +355,165 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 self.pool,
                 progress,
                 cancellation=cancellation,
+                seasonalities=frequency.seasonalities,
             )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
+        return response
+
+    def _with_hierarchy(self, prepared: Prepared, keys: Sequence[str], method: str) -> Prepared:
+        """Checks a hierarchy request against the loaded series (see the proto for the rules)."""
+        if not keys:
+            if method:
+                raise InvalidArgumentError.for_field("reconciliation", "only with a hierarchy")
+            return prepared
+        v = Violations()
+        v.check(len(keys) <= MAX_HIERARCHY_LEVELS, "hierarchy", f"at most {MAX_HIERARCHY_LEVELS} levels")
+        for i, key in enumerate(keys):
+            v.check(0 < len(key) <= MAX_SERIES_KEY_CHARS, f"hierarchy[{i}]", "a label key, 1..256 characters")
+        v.check(
+            method in ("", *hierarchy_mod.METHODS),
+            "reconciliation",
+            f"unknown method {method!r}; choose from {', '.join(hierarchy_mod.METHODS)}",
+        )
+        v.raise_if_any()
+        if len(prepared.groups) != 1:
+            raise InvalidArgumentError.for_field(
+                "filter", "a hierarchy needs series of one frequency (filter the others out)"
+            )
+        (data,) = prepared.groups.values()
+        not_counts = [d.meta.series for d in data if d.meta.kind is not ValueKind.COUNT]
+        if not_counts:
+            raise InvalidArgumentError.for_field(
+                "filter",
+                f"a hierarchy adds series up, so they must be COUNT series: {not_counts[:5]} are not",
+            )
+        last = max(d.last_time_s for d in data)
+        early = [d.meta.series for d in data if d.last_time_s != last]
+        if early:
+            raise InvalidArgumentError.for_field(
+                "filter",
+                f"every series of a hierarchy must reach the same last period ({_iso_day(last)}): "
+                f"{early[:5]} end earlier (ingest their zero periods, e.g. with `atelier trends "
+                "ingest-sales`, or filter them out)",
+            )
+        # Label checks (every bottom series carries every key) happen in hierarchy.build.
+        hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], keys)
+        return dataclasses.replace(
+            prepared, hierarchy=tuple(keys), reconciliation=method or hierarchy_mod.DEFAULT_METHOD
+        )
+
+    def _run_hierarchical(
+        self, prepared: Prepared, cancellation: Cancellation, progress: forecasting.ProgressFn | None
+    ) -> trends_pb2.ForecastResponse:
+        ((frequency, data),) = prepared.groups.items()
+        tree = hierarchy_mod.build(
+            [d.meta.series for d in data], [d.meta.labels for d in data], prepared.hierarchy
+        )
+        # The bottom series on one grid ending at their common last period; before a series'
+        # first observation it sold nothing (COUNT series), so it adds zeros.
+        length = max(len(d.values) for d in data)
+        bottom = np.zeros((len(data), length))
+        for i, d in enumerate(data):
+            bottom[i, length - len(d.values) :] = d.values
+        nodes = tree.aggregate(bottom)
+        # Each node is forecast from its first non-zero period (at least MIN_HISTORY periods).
+        histories = []
+        for row in nodes:
+            nonzero = np.flatnonzero(row)
+            first = int(nonzero[0]) if nonzero.size else 0
+            histories.append(row[min(first, length - forecasting.MIN_HISTORY) :])
+        base = forecasting.predict(
+            histories,
+            [None] * len(histories),
+            frequency.season_length,
+            prepared.horizon,
+            prepared.levels,
+            prepared.model,
+            [True] * len(histories),
+            self.pool,
+            progress,
+            cancellation=cancellation,
+            seasonalities=frequency.seasonalities,
+        )
+        cancellation.check()
+        mean = np.vstack([p.mean for p in base])
+        intervals = {
+            lv: (np.vstack([p.intervals[lv][0] for p in base]), np.vstack([p.intervals[lv][1] for p in base]))
+            for lv in prepared.levels
+        }
+        reconciled, reconciled_intervals = hierarchy_mod.reconcile(
+            tree, mean, nodes, frequency.season_length, prepared.reconciliation, intervals, non_negative=True
+        )
+        longest = data[int(np.argmax([len(d.values) for d in data]))]
+        response = trends_pb2.ForecastResponse()
+        note = (
+            f"reconciled with {prepared.reconciliation} over {len(tree.nodes)} nodes "
+            f"({len(tree.bottom)} series); base model {base[0].model if base else ''}"
+        )
+        for k, name in enumerate(tree.nodes):
+            node_data = SeriesData(
+                SeriesMeta(name, {}, frequency, ValueKind.COUNT), longest.start_time_s, nodes[k], None
+            )
+            p = forecasting.Prediction(
+                reconciled[k],
+                {lv: (lo[k], hi[k]) for lv, (lo, hi) in reconciled_intervals.items()},
+                base[k].model,
+                [*base[k].notes, note],
+            )
+            forecast = _series_forecast(node_data, p)
+            forecast.level = tree.node_levels[k]
+            response.forecasts.append(forecast)
+            series_forecast_total.labels(p.model).inc()
+        return response
+
+    def ForecastNewProducts(
+        self, request: trends_pb2.ForecastNewProductsRequest, context: grpc.ServicerContext
+    ) -> trends_pb2.ForecastNewProductsResponse:
+        _check_new_products(request).raise_if_any()
+        metas = [
+            m
+            for m in self.store.resolve(_filter(request.analogues), "analogues")
+            if m.kind is ValueKind.COUNT
+        ]
+        if len({m.frequency for m in metas}) > 1:
+            raise InvalidArgumentError.for_field(
+                "analogues", "the analogue series must have one frequency (filter the others out)"
+            )
+        data = self.store.load(metas)
+        past, not_launches = launch_mod.launches(
+            [d.meta.series for d in data],
+            [d.meta.labels for d in data],
+            [d.start_time_s for d in data],
+            [d.values for d in data],
+        )
+        if not past:
+            raise InvalidArgumentError.for_field(
+                "analogues",
+                f"no past launch among {len(data)} COUNT series ({not_launches} were already selling when "
+                "the data begins): ingest the sales of products launched during the data's span",
+            )
+        levels = sorted(set(request.levels)) or list(forecasting.DEFAULT_LEVELS)
+        library = launch_mod.Library(past, list(request.attributes), request.horizon)
+        response = trends_pb2.ForecastNewProductsResponse(series_not_launches=not_launches)
+        for product in request.products:
+            result = library.forecast(
+                dict(product.labels), levels, request.min_analogues or launch_mod.DEFAULT_MIN_ANALOGUES
+            )
+            response.forecasts.append(
+                trends_pb2.NewProductForecast(
+                    id=product.id,
+                    mean=result.mean.tolist(),
+                    intervals=[
+                        trends_pb2.Interval(level=lv, lower=lo.tolist(), upper=hi.tolist())
+                        for lv, (lo, hi) in sorted(result.intervals.items())
+                    ],
+                    matched=result.matched,
+                    analogue_count=result.analogues,
+                    notes=result.notes,
+                )
+            )
         return response
 
     def Forecast(
@@ -355,6 +522,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         started = time.monotonic()
         cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
+        prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         response = self._run_forecast(prepared, cancellation)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
@@ -364,6 +532,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     ) -> operations_pb2.Operation:
         # Validated and loaded here, in the caller's tenant, so bad input fails the call itself.
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
+        prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         count = sum(len(d) for d in prepared.groups.values())
 
         def run(handle: JobHandle) -> trends_pb2.ForecastResponse:
@@ -517,6 +686,40 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         return response
 
 
+def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Violations:
+    v = Violations()
+    v.check(
+        1 <= len(request.products) <= MAX_NEW_PRODUCTS,
+        "products",
+        f"1..{MAX_NEW_PRODUCTS} products, got {len(request.products)}",
+    )
+    seen: set[str] = set()
+    for i, product in enumerate(request.products):
+        if _check_key(v, product.id, f"products[{i}].id"):
+            v.check(product.id not in seen, f"products[{i}].id", f"id {product.id!r} appears twice")
+            seen.add(product.id)
+        v.check(len(product.labels) <= MAX_LABELS, f"products[{i}].labels", f"at most {MAX_LABELS} labels")
+    v.check(
+        1 <= len(request.attributes) <= MAX_HIERARCHY_LEVELS,
+        "attributes",
+        f"1..{MAX_HIERARCHY_LEVELS} label keys, most specific first",
+    )
+    for i, key in enumerate(request.attributes):
+        v.check(0 < len(key) <= MAX_SERIES_KEY_CHARS, f"attributes[{i}]", "a label key, 1..256 characters")
+    v.check(
+        1 <= request.horizon <= MAX_LAUNCH_HORIZON,
+        "horizon",
+        f"required, 1..{MAX_LAUNCH_HORIZON} periods from launch; got {request.horizon}",
+    )
+    v.check(len(request.levels) <= MAX_LEVELS, "levels", f"at most {MAX_LEVELS} interval levels")
+    for i, level in enumerate(request.levels):
+        v.check(1 <= level <= 99, f"levels[{i}]", f"a percentage 1..99, got {level}")
+    v.check(0 <= request.min_analogues <= 1000, "min_analogues", "0..1000 (0 means 5)")
+    for i, key in enumerate(request.analogues.series):
+        _check_key(v, key, f"analogues.series[{i}]")
+    return v
+
+
 def _finite(value: float) -> float:
     # Protobuf carries nan, but JSON clients choke on it; a 0 with the explanation is clearer.
     return float(value) if math.isfinite(value) else 0.0
@@ -547,7 +750,6 @@ def _series_info(meta: SeriesMeta, count: int, first_s: int, last_s: int) -> tre
 
 
 def _series_forecast(data: SeriesData, p: forecasting.Prediction) -> trends_pb2.SeriesForecast:
-    step = data.meta.frequency.step_s
     notes = list(p.notes)
     if data.filled_periods:
         notes.append(
@@ -555,7 +757,7 @@ def _series_forecast(data: SeriesData, p: forecasting.Prediction) -> trends_pb2.
         )
     return trends_pb2.SeriesForecast(
         series=data.meta.series,
-        times=[_timestamp(data.last_time_s + step * (k + 1)) for k in range(len(p.mean))],
+        times=[_timestamp(int(t)) for t in data.future_times_s(len(p.mean))],
         mean=p.mean.tolist(),
         intervals=[
             trends_pb2.Interval(level=lv, lower=lo.tolist(), upper=hi.tolist())
@@ -564,3 +766,7 @@ def _series_forecast(data: SeriesData, p: forecasting.Prediction) -> trends_pb2.
         model=p.model,
         notes=notes,
     )
+
+
+def _iso_day(time_s: int) -> str:
+    return str(np.datetime64(int(time_s), "s").astype("datetime64[D]"))

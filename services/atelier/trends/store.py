@@ -28,16 +28,57 @@ WEEK_S = 7 * DAY_S
 class Frequency(IntEnum):
     WEEKLY = 1
     DAILY = 2
+    MONTHLY = 3  # calendar months: periods start on the 1st at 00:00 UTC
 
     @property
     def step_s(self) -> int:
-        return WEEK_S if self is Frequency.WEEKLY else DAY_S
+        """Nominal period length (months: 1/12 of a 365.25-day year); grids use offsets()."""
+        return {Frequency.WEEKLY: WEEK_S, Frequency.DAILY: DAY_S, Frequency.MONTHLY: 2_629_800}[self]
 
     @property
     def season_length(self) -> int:
-        # Yearly seasonality: 52 weeks; daily data gets the weekly cycle (7), the one that
-        # several years of daily retail data reliably show.
-        return 52 if self is Frequency.WEEKLY else 7
+        # The main seasonality: yearly for weekly (52) and monthly (12) data; daily data gets the
+        # weekly cycle (7), and MSTL adds the yearly one (seasonalities) when two years are there.
+        return {Frequency.WEEKLY: 52, Frequency.DAILY: 7, Frequency.MONTHLY: 12}[self]
+
+    @property
+    def seasonalities(self) -> tuple[int, ...]:
+        """Every seasonal period a multi-seasonal model (MSTL) may use, shortest first."""
+        return (7, 365) if self is Frequency.DAILY else (self.season_length,)
+
+    @property
+    def year_periods(self) -> int:
+        return {Frequency.WEEKLY: 52, Frequency.DAILY: 365, Frequency.MONTHLY: 12}[self]
+
+
+def _month_number(time_s: int | np.ndarray) -> np.ndarray:
+    """Months since 1970-01 of UTC epoch seconds."""
+    return np.asarray(time_s, dtype="int64").astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+
+
+def is_period_start(time_s: int, frequency: Frequency) -> bool:
+    """Monthly periods start on the 1st at 00:00 UTC (weekly and daily grids follow the series' anchor)."""
+    if frequency is not Frequency.MONTHLY:
+        return True
+    start = int(np.datetime64(int(_month_number(time_s)), "M").astype("datetime64[s]").astype(np.int64))
+    return start == int(time_s)
+
+
+def offsets(times_s: np.ndarray | Sequence[int], start_s: int, frequency: Frequency) -> np.ndarray:
+    """Whole periods from start_s to each time (calendar months for MONTHLY)."""
+    times = np.asarray(times_s, dtype=np.int64)
+    if frequency is Frequency.MONTHLY:
+        return _month_number(times) - _month_number(start_s)
+    return (times - start_s) // frequency.step_s
+
+
+def period_times(start_s: int, first: int, count: int, frequency: Frequency) -> np.ndarray:
+    """Epoch seconds of periods first .. first + count - 1 counted from start_s."""
+    steps = np.arange(first, first + count, dtype=np.int64)
+    if frequency is Frequency.MONTHLY:
+        months = _month_number(start_s) + steps
+        return months.astype("datetime64[M]").astype("datetime64[s]").astype(np.int64)
+    return start_s + steps * frequency.step_s
 
 
 class ValueKind(IntEnum):
@@ -132,11 +173,15 @@ class SeriesData:
 
     @property
     def times_s(self) -> np.ndarray:
-        return self.start_time_s + np.arange(len(self.values), dtype=np.int64) * self.meta.frequency.step_s
+        return period_times(self.start_time_s, 0, len(self.values), self.meta.frequency)
 
     @property
     def last_time_s(self) -> int:
-        return int(self.start_time_s + (len(self.values) - 1) * self.meta.frequency.step_s)
+        return int(period_times(self.start_time_s, len(self.values) - 1, 1, self.meta.frequency)[0])
+
+    def future_times_s(self, horizon: int) -> np.ndarray:
+        """The start of each of the next `horizon` periods."""
+        return period_times(self.start_time_s, len(self.values), horizon, self.meta.frequency)
 
 
 @dataclass(frozen=True)
@@ -265,7 +310,13 @@ class TrendsStore:
         anchor = anchor_s if anchor_s is not None else min(o.time_s for o in batch)
         for obs in batch:
             i = position[id(obs)]
-            if (obs.time_s - anchor) % frequency.step_s:
+            if frequency is Frequency.MONTHLY and not is_period_start(obs.time_s, frequency):
+                raise InvalidArgumentError.for_field(
+                    f"observations[{i}].time",
+                    f"not on the monthly grid of series {name!r}: monthly periods start on the 1st "
+                    f"of the month at 00:00 UTC, got {_iso(obs.time_s)}",
+                )
+            if frequency is not Frequency.MONTHLY and (obs.time_s - anchor) % frequency.step_s:
                 what = "week start (same weekday and time)" if frequency is Frequency.WEEKLY else "day start"
                 raise InvalidArgumentError.for_field(
                     f"observations[{i}].time",
@@ -473,9 +524,8 @@ class TrendsStore:
             if not rows:
                 out.append(SeriesData(meta, 0, np.zeros(0), None))
                 continue
-            step = meta.frequency.step_s
             start = rows[0][0]
-            index = np.array([(r[0] - start) // step for r in rows])
+            index = offsets([r[0] for r in rows], start, meta.frequency)
             n = int(index[-1]) + 1
             known = np.array([r[1] for r in rows])
             values = np.interp(np.arange(n), index, known)

@@ -30,6 +30,8 @@ class _FrequencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Frequency.V
     """treated as weekly"""
     FREQUENCY_WEEKLY: _Frequency.ValueType  # 1
     FREQUENCY_DAILY: _Frequency.ValueType  # 2
+    FREQUENCY_MONTHLY: _Frequency.ValueType  # 3
+    """Calendar months: each period starts on the 1st at 00:00 UTC; yearly season of 12."""
 
 class Frequency(_Frequency, metaclass=_FrequencyEnumTypeWrapper): ...
 
@@ -37,6 +39,8 @@ FREQUENCY_UNSPECIFIED: Frequency.ValueType  # 0
 """treated as weekly"""
 FREQUENCY_WEEKLY: Frequency.ValueType  # 1
 FREQUENCY_DAILY: Frequency.ValueType  # 2
+FREQUENCY_MONTHLY: Frequency.ValueType  # 3
+"""Calendar months: each period starts on the 1st at 00:00 UTC; yearly season of 12."""
 Global___Frequency: _TypeAlias = Frequency  # noqa: Y015
 
 class _ValueKind:
@@ -446,17 +450,30 @@ class ForecastRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    HIERARCHY_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
-    """Steps ahead (weeks or days). Required, 1..104 weekly, 1..730 daily."""
+    """Steps ahead (weeks, days or months). Required, 1..104 weekly, 1..730 daily, 1..36 monthly."""
     model: _builtins.str
     """"auto" or empty (the method chosen by backtest, see README), or one of "ensemble",
     "gbm", "mstl", "theta", "ets", "snaive", "naive".
     """
+    reconciliation: _builtins.str
+    """With hierarchy: "mint_shrink" (default), "wls_struct", "ols" or "bottom_up" (see README)."""
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Prediction interval levels in percent, e.g. [80, 95]; default [80, 95]."""
+
+    @_builtins.property
+    def hierarchy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: forecast a hierarchy. Label keys from the top level down (e.g. ["department",
+        "category"]); the filter's series are the bottom level and must be COUNT series with every
+        key's label and the same last period. The reply then holds the total, every node of every
+        level ("department=A", "department=A/category=B") and the bottom series, reconciled so that
+        each node equals the sum of the series under it. At most 8 levels.
+        """
 
     def __init__(
         self,
@@ -465,10 +482,12 @@ class ForecastRequest(_message.Message):
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
         model: _builtins.str = ...,
+        hierarchy: _abc.Iterable[_builtins.str] | None = ...,
+        reconciliation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -511,8 +530,11 @@ class SeriesForecast(_message.Message):
     INTERVALS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
     series: _builtins.str
     model: _builtins.str
+    level: _builtins.str
+    """With a hierarchy: "total", the label key of the node's level, or "series" for the bottom."""
     @_builtins.property
     def times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
     @_builtins.property
@@ -532,10 +554,11 @@ class SeriesForecast(_message.Message):
         intervals: _abc.Iterable[Global___Interval] | None = ...,
         model: _builtins.str = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        level: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intervals", b"intervals", "mean", b"mean", "model", b"model", "notes", b"notes", "series", b"series", "times", b"times"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intervals", b"intervals", "level", b"level", "mean", b"mean", "model", b"model", "notes", b"notes", "series", b"series", "times", b"times"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,12 +596,17 @@ class StartForecastRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    HIERARCHY_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     model: _builtins.str
+    reconciliation: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def hierarchy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -586,10 +614,12 @@ class StartForecastRequest(_message.Message):
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
         model: _builtins.str = ...,
+        hierarchy: _abc.Iterable[_builtins.str] | None = ...,
+        reconciliation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -807,7 +837,7 @@ class BacktestRequest(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
-    """Steps per window; 1..104 weekly, 1..730 daily."""
+    """Steps per window; 1..104 weekly, 1..730 daily, 1..36 monthly."""
     windows: _builtins.int
     """Rolling-origin windows, 1..8, default 1; window k forecasts the horizon ending k-1
     horizons before the last observation.
@@ -893,3 +923,189 @@ class BacktestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BacktestResponse: _TypeAlias = BacktestResponse  # noqa: Y015
+
+@_typing.final
+class NewProduct(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The caller's id for the product (echoed back). Required, 1..256 characters."""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Its attributes, with the same keys as the analogue series' labels (e.g. department,
+        category, product_type, colour).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewProduct: _TypeAlias = NewProduct  # noqa: Y015
+
+@_typing.final
+class ForecastNewProductsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCTS_FIELD_NUMBER: _builtins.int
+    ANALOGUES_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    HORIZON_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    MIN_ANALOGUES_FIELD_NUMBER: _builtins.int
+    horizon: _builtins.int
+    """Periods from launch (the launch period is the first). Required, 1..104."""
+    min_analogues: _builtins.int
+    """Fewest analogues before backing off to a less specific attribute; default 5, 1..1000."""
+    @_builtins.property
+    def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewProduct]:
+        """1..1000 products."""
+
+    @_builtins.property
+    def analogues(self) -> Global___SeriesFilter:
+        """The past series to learn launch curves from (COUNT series of one frequency); default all."""
+
+    @_builtins.property
+    def attributes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Label keys from the most to the least specific, e.g. ["product_type", "category",
+        "department"]; 1..8. Analogues share all of them, or fewer when too few do.
+        """
+
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Interval levels in percent; default [80, 95]."""
+
+    def __init__(
+        self,
+        *,
+        products: _abc.Iterable[Global___NewProduct] | None = ...,
+        analogues: Global___SeriesFilter | None = ...,
+        attributes: _abc.Iterable[_builtins.str] | None = ...,
+        horizon: _builtins.int = ...,
+        levels: _abc.Iterable[_builtins.int] | None = ...,
+        min_analogues: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analogues", b"analogues"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogues", b"analogues", "attributes", b"attributes", "horizon", b"horizon", "levels", b"levels", "min_analogues", b"min_analogues", "products", b"products"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastNewProductsRequest: _TypeAlias = ForecastNewProductsRequest  # noqa: Y015
+
+@_typing.final
+class NewProductForecast(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MatchedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    INTERVALS_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    ANALOGUE_COUNT_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    analogue_count: _builtins.int
+    @_builtins.property
+    def mean(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Expected units in each period from launch."""
+
+    @_builtins.property
+    def intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
+        """Empirical quantiles of the analogues' launch curves."""
+
+    @_builtins.property
+    def matched(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The attributes the analogues share with the product (empty: every past launch)."""
+
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        mean: _abc.Iterable[_builtins.float] | None = ...,
+        intervals: _abc.Iterable[Global___Interval] | None = ...,
+        matched: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        analogue_count: _builtins.int = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogue_count", b"analogue_count", "id", b"id", "intervals", b"intervals", "matched", b"matched", "mean", b"mean", "notes", b"notes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NewProductForecast: _TypeAlias = NewProductForecast  # noqa: Y015
+
+@_typing.final
+class ForecastNewProductsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECASTS_FIELD_NUMBER: _builtins.int
+    SERIES_NOT_LAUNCHES_FIELD_NUMBER: _builtins.int
+    series_not_launches: _builtins.int
+    """Past series left out because they were already selling when the data begins."""
+    @_builtins.property
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewProductForecast]: ...
+    def __init__(
+        self,
+        *,
+        forecasts: _abc.Iterable[Global___NewProductForecast] | None = ...,
+        series_not_launches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecasts", b"forecasts", "series_not_launches", b"series_not_launches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastNewProductsResponse: _TypeAlias = ForecastNewProductsResponse  # noqa: Y015

@@ -32,7 +32,7 @@ class TrendsServiceStub:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;
@@ -90,6 +90,11 @@ class TrendsServiceStub:
                 request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.SerializeToString,
                 response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.FromString,
                 _registered_method=True)
+        self.ForecastNewProducts = channel.unary_unary(
+                '/atelier.trends.v1.TrendsService/ForecastNewProducts',
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.SerializeToString,
+                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.FromString,
+                _registered_method=True)
 
 
 class TrendsServiceServicer:
@@ -98,7 +103,7 @@ class TrendsServiceServicer:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;
@@ -168,6 +173,14 @@ class TrendsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastNewProducts(self, request, context):
+        """Launch curves of products without history, from the launches of similar past products
+        (attribute back-off over the tenant's COUNT series; see the README).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrendsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +229,11 @@ def add_TrendsServiceServicer_to_server(servicer, server):
                     request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.FromString,
                     response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.SerializeToString,
             ),
+            'ForecastNewProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastNewProducts,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.FromString,
+                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'atelier.trends.v1.TrendsService', rpc_method_handlers)
@@ -230,7 +248,7 @@ class TrendsService:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
     - 100,000 observations per IngestObservations request (and per streamed message);
     - series keys 1..256 characters, at most 16 labels per series;
-    - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+    - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
     - prediction interval levels 1..99 percent, at most 4 levels;
     - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
     14 days) it gets a non-seasonal model and a note saying so;
@@ -470,6 +488,33 @@ class TrendsService:
             '/atelier.trends.v1.TrendsService/Backtest',
             atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestRequest.SerializeToString,
             atelier_dot_trends_dot_v1_dot_trends__pb2.BacktestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastNewProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.trends.v1.TrendsService/ForecastNewProducts',
+            atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.ForecastNewProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,7 +33,7 @@ class TrendsServiceStub:
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
       - 100,000 observations per IngestObservations request (and per streamed message);
       - series keys 1..256 characters, at most 16 labels per series;
-      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
       - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
         14 days) it gets a non-seasonal model and a note saying so;
@@ -65,6 +65,10 @@ class TrendsServiceStub:
     ClassifyTrends: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]
     ForecastDemand: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]
     Backtest: _grpc.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]
+    ForecastNewProducts: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ForecastNewProductsRequest, _trends_pb2.ForecastNewProductsResponse]
+    """Launch curves of products without history, from the launches of similar past products
+    (attribute back-off over the tenant's COUNT series; see the README).
+    """
 
 @_typing.type_check_only
 class TrendsServiceAsyncStub(TrendsServiceStub):
@@ -73,7 +77,7 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
       - 100,000 observations per IngestObservations request (and per streamed message);
       - series keys 1..256 characters, at most 16 labels per series;
-      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
       - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
         14 days) it gets a non-seasonal model and a note saying so;
@@ -102,6 +106,10 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     ClassifyTrends: _aio.UnaryUnaryMultiCallable[_trends_pb2.ClassifyTrendsRequest, _trends_pb2.ClassifyTrendsResponse]  # type: ignore[assignment]
     ForecastDemand: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastDemandRequest, _trends_pb2.ForecastDemandResponse]  # type: ignore[assignment]
     Backtest: _aio.UnaryUnaryMultiCallable[_trends_pb2.BacktestRequest, _trends_pb2.BacktestResponse]  # type: ignore[assignment]
+    ForecastNewProducts: _aio.UnaryUnaryMultiCallable[_trends_pb2.ForecastNewProductsRequest, _trends_pb2.ForecastNewProductsResponse]  # type: ignore[assignment]
+    """Launch curves of products without history, from the launches of similar past products
+    (attribute back-off over the tenant's COUNT series; see the README).
+    """
 
 class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trend signals per tenant: ingest, forecast, classify, demand, backtest.
@@ -109,7 +117,7 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     Limits (enforced, INVALID_ARGUMENT with a field violation beyond them):
       - 100,000 observations per IngestObservations request (and per streamed message);
       - series keys 1..256 characters, at most 16 labels per series;
-      - weekly horizon 1..104 steps, daily 1..730 steps; at most 10,000 series per forecast;
+      - weekly horizon 1..104 steps, daily 1..730 steps, monthly 1..36 steps; at most 10,000 series per forecast;
       - prediction interval levels 1..99 percent, at most 4 levels;
       - a series needs 8 observations to be forecast; with fewer than two seasons (104 weeks,
         14 days) it gets a non-seasonal model and a note saying so;
@@ -190,5 +198,15 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trends_pb2.BacktestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trends_pb2.BacktestResponse, _abc.Awaitable[_trends_pb2.BacktestResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ForecastNewProducts(
+        self,
+        request: _trends_pb2.ForecastNewProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trends_pb2.ForecastNewProductsResponse, _abc.Awaitable[_trends_pb2.ForecastNewProductsResponse]]:
+        """Launch curves of products without history, from the launches of similar past products
+        (attribute back-off over the tenant's COUNT series; see the README).
+        """
 
 def add_TrendsServiceServicer_to_server(servicer: TrendsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

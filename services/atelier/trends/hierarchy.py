@@ -1,0 +1,162 @@
+"""Hierarchies of series (SKU -> style -> category -> total; store -> region -> total) and
+forecasts reconciled so that every level adds up.
+
+The bottom series carry labels; a hierarchy is a list of label keys from the top level down
+(e.g. ``["department", "category"]``). Every node above the bottom is the sum of the bottom
+series under it: the total, each department, each (department, category) pair, then the
+bottom series themselves. Base forecasts are made for every node independently (so each level
+gets the model its own history supports), then reconciled with Nixtla's
+``hierarchicalforecast`` (Apache-2.0; the field's implementation of MinT and friends, rather
+than our own linear algebra):
+
+- ``mint_shrink`` (default): MinT with the shrunk covariance of in-sample one-step errors
+  (Wickramasuriya, Athanasopoulos & Hyndman 2019). We do not keep fitted values of every base
+  model, so the in-sample errors are those of a seasonal naive model (a naive one for histories
+  under two seasons): the covariance between nodes is what MinT needs from them, and the
+  naive errors carry it.
+- ``wls_struct`` (weights by the number of bottom series under a node), ``ols``, ``bottom_up``.
+
+Intervals: reconciled under a normal approximation, each base interval's half-width giving
+that node's standard deviation (hierarchicalforecast's ``Normality``).
+
+Pure domain: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from atelier.runtime.errors import InvalidArgumentError
+
+METHODS = ("mint_shrink", "wls_struct", "ols", "bottom_up")
+DEFAULT_METHOD = "mint_shrink"
+TOTAL = "total"
+BOTTOM_LEVEL = "series"
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    nodes: list[
+        str
+    ]  # every node's name: "total", "department=A", "department=A/category=B", ..., bottom names
+    node_levels: list[str]  # the level of each node: "total", each label key, then "series"
+    summing: np.ndarray  # S: (nodes, bottom) of 0/1
+    bottom: list[str]  # the bottom series' names, in S's column order
+
+    @property
+    def bottom_index(self) -> np.ndarray:
+        return np.arange(len(self.nodes) - len(self.bottom), len(self.nodes))
+
+    def aggregate(self, bottom_values: np.ndarray) -> np.ndarray:
+        """Every node's values from the bottom series' (bottom, T) -> (nodes, T)."""
+        return self.summing @ bottom_values
+
+
+def build(bottom: Sequence[str], labels: Sequence[Mapping[str, str]], levels: Sequence[str]) -> Hierarchy:
+    """The hierarchy of `bottom` series by the label keys `levels`, top level first.
+
+    Every bottom series must carry every level's label. A bottom series that is alone under its
+    parent is still its own node (the summing matrix has the duplicate row; reconciliation keeps
+    the two equal).
+    """
+    if not levels:
+        raise InvalidArgumentError.for_field("hierarchy", "name at least one label key, top level first")
+    if len(set(levels)) != len(levels):
+        raise InvalidArgumentError.for_field("hierarchy", "a label key appears twice")
+    missing = [
+        (name, key) for name, lab in zip(bottom, labels, strict=True) for key in levels if not lab.get(key)
+    ]
+    if missing:
+        shown = ", ".join(f"{n!r} has no {k!r}" for n, k in missing[:5])
+        raise InvalidArgumentError.for_field(
+            "hierarchy", f"every series needs each level's label: {shown} (label them, or filter them out)"
+        )
+    rows: list[np.ndarray] = [np.ones(len(bottom))]
+    nodes, node_levels = [TOTAL], [TOTAL]
+    for depth, key in enumerate(levels):
+        paths = ["/".join(f"{k}={lab[k]}" for k in levels[: depth + 1]) for lab in labels]
+        for path in sorted(set(paths)):
+            rows.append(np.array([p == path for p in paths], dtype=float))
+            nodes.append(path)
+            node_levels.append(key)
+    nodes.extend(bottom)
+    node_levels.extend([BOTTOM_LEVEL] * len(bottom))
+    summing = np.vstack([*rows, np.eye(len(bottom))])
+    return Hierarchy(nodes, node_levels, summing, list(bottom))
+
+
+def naive_insample(values: np.ndarray, season: int) -> np.ndarray:
+    """One-step 'fitted values' of a seasonal naive model (naive under two seasons); NaN where undefined."""
+    lag = season if values.shape[1] >= 2 * season else 1
+    fitted = np.full(values.shape, np.nan)
+    fitted[:, lag:] = values[:, :-lag]
+    return fitted
+
+
+def reconcile(
+    hierarchy: Hierarchy,
+    mean: np.ndarray,
+    history: np.ndarray,
+    season: int,
+    method: str = DEFAULT_METHOD,
+    intervals: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    non_negative: bool = False,
+) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Coherent forecasts of every node from base forecasts of every node.
+
+    mean: (nodes, h) base means; history: (nodes, T) the nodes' own histories (aggregated);
+    intervals: level -> (lower, upper), each (nodes, h), the base intervals.
+    Returns the reconciled means and intervals (each level's bounds).
+    """
+    from hierarchicalforecast.methods import BottomUp, MinTrace
+
+    if method not in METHODS:
+        raise InvalidArgumentError.for_field(
+            "reconciliation", f"unknown method {method!r}; choose from {', '.join(METHODS)}"
+        )
+    summing = hierarchy.summing
+    reconciler = BottomUp() if method == "bottom_up" else MinTrace(method=method, nonnegative=non_negative)
+    kwargs: dict[str, object] = {}
+    # BottomUp takes S's last columns' rows as the bottom: build() puts the bottom series last.
+    if method == "mint_shrink":
+        fitted = naive_insample(history, season)
+        usable = np.isfinite(fitted).all(axis=0)
+        kwargs["y_insample"] = history[:, usable]
+        kwargs["y_hat_insample"] = fitted[:, usable]
+    levels = sorted(intervals or {})
+    if levels and intervals is not None:
+        # The widest level's half-width as a normal standard deviation for every node and step.
+        widest = levels[-1]
+        lo, hi = intervals[widest]
+        z = norm.ppf(0.5 + widest / 200)
+        kwargs.update(
+            sigmah=np.maximum((hi - lo) / (2 * z), 1e-9), level=levels, intervals_method="normality"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qpsolvers' sparse-conversion notices (non-negative MinT)
+        result = reconciler.fit_predict(S=summing, y_hat=mean, **kwargs)
+    out_mean = np.asarray(result["mean"], dtype=float)
+    out_intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if levels:
+        # The reconciled standard deviation of every node and step (normal approximation).
+        sigma = np.asarray(result["sigmah"], dtype=float)
+        for level in levels:
+            z = float(norm.ppf(0.5 + level / 200))
+            out_intervals[level] = (out_mean - z * sigma, out_mean + z * sigma)
+    if non_negative:
+        out_mean = np.maximum(out_mean, 0.0)
+        out_intervals = {
+            lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in out_intervals.items()
+        }
+    return out_mean, out_intervals
+
+
+def incoherence(hierarchy: Hierarchy, values: np.ndarray) -> float:
+    """Largest absolute gap between a node and the sum of the bottom series under it."""
+    bottom = values[hierarchy.bottom_index]
+    return float(np.max(np.abs(hierarchy.summing @ bottom - values))) if values.size else 0.0

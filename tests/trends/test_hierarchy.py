@@ -1,0 +1,116 @@
+"""Hierarchical forecasts: the summing matrix, reconciliation that adds up, and the gRPC path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+import pytest
+
+from atelier.runtime.errors import InvalidArgumentError
+from atelier.runtime.server import Server
+from atelier.trends import hierarchy
+from atelier.trends.server import build as build_trends
+from atelier.trends.v1 import trends_pb2, trends_pb2_grpc
+
+from .test_service import MONDAY_2015, fields, violations_of, weekly
+
+LABELS = [
+    {"department": "women", "category": "dresses"},
+    {"department": "women", "category": "dresses"},
+    {"department": "women", "category": "tops"},
+    {"department": "men", "category": "shirts"},
+]
+
+
+def test_summing_matrix() -> None:
+    tree = hierarchy.build(["a", "b", "c", "d"], LABELS, ["department", "category"])
+    assert tree.nodes == [
+        "total",
+        "department=men",
+        "department=women",
+        "department=men/category=shirts",
+        "department=women/category=dresses",
+        "department=women/category=tops",
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
+    assert tree.node_levels[:3] == ["total", "department", "department"] and tree.node_levels[-1] == "series"
+    values = np.arange(8, dtype=float).reshape(4, 2)
+    nodes = tree.aggregate(values)
+    assert (
+        nodes[0].tolist() == [12.0, 16.0]
+        and nodes[2].tolist() == [6.0, 9.0]
+        and nodes[4].tolist() == [2.0, 4.0]
+    )
+    with pytest.raises(InvalidArgumentError, match="'c' has no 'season'"):
+        hierarchy.build(["a", "b", "c", "d"], LABELS, ["department", "season"])
+
+
+@pytest.mark.parametrize("method", hierarchy.METHODS)
+def test_reconciled_forecasts_add_up(method: str) -> None:
+    tree = hierarchy.build(["a", "b", "c", "d"], LABELS, ["department", "category"])
+    rng = np.random.default_rng(1)
+    bottom = 10 + rng.normal(0, 1, (4, 120)).cumsum(axis=1) * 0.1 + rng.normal(0, 1, (4, 120))
+    history = tree.aggregate(bottom)
+    # Incoherent base forecasts: every node's own flat forecast, plus noise.
+    base = history[:, -1:] + rng.normal(0, 2, (len(tree.nodes), 6))
+    assert hierarchy.incoherence(tree, base) > 1
+    lo, hi = base - 3, base + 3
+    mean, intervals = hierarchy.reconcile(tree, base, history, 52, method, {80: (lo, hi)})
+    assert hierarchy.incoherence(tree, mean) < 1e-6
+    lower, upper = intervals[80]
+    assert np.all(lower <= mean + 1e-9) and np.all(mean <= upper + 1e-9)
+    # Bottom-up keeps the bottom base forecasts; the others move them towards the levels above.
+    if method == "bottom_up":
+        assert np.allclose(mean[tree.bottom_index], base[tree.bottom_index])
+
+
+def test_hierarchical_forecast_over_grpc(start_server: Callable[..., Server]) -> None:
+    server = start_server("trends", build_trends)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = trends_pb2_grpc.TrendsServiceStub(channel)
+        rng = np.random.default_rng(3)
+        t = np.arange(160)
+        obs, infos = [], []
+        for k, labels in enumerate(LABELS):
+            name = "abcd"[k]
+            weeks = 160 if k != 3 else 100  # "d" started later: zeros before it in the total
+            values = 20 + 5 * k + 6 * np.sin(2 * np.pi * t[-weeks:] / 52) + rng.normal(0, 1, weeks)
+            obs += weekly(name, np.maximum(values, 0), start=MONDAY_2015 + (160 - weeks) * 7 * 86_400)
+            infos.append(trends_pb2.SeriesInfo(series=name, labels=labels, kind=trends_pb2.VALUE_KIND_COUNT))
+        stub.IngestObservations(trends_pb2.IngestObservationsRequest(observations=obs, series=infos))
+        reply = stub.Forecast(
+            trends_pb2.ForecastRequest(horizon=12, model="mstl", hierarchy=["department", "category"])
+        )
+        by = {f.series: f for f in reply.forecasts}
+        assert len(by) == 10 and by["total"].level == "total" and by["a"].level == "series"
+        mean = {name: np.array(f.mean) for name, f in by.items()}
+        assert np.allclose(mean["total"], sum(mean[n] for n in "abcd"), atol=1e-6)
+        assert np.allclose(mean["department=women"], mean["a"] + mean["b"] + mean["c"], atol=1e-6)
+        assert np.allclose(mean["department=women/category=dresses"], mean["a"] + mean["b"], atol=1e-6)
+        assert by["total"].times[0].seconds == MONDAY_2015 + 160 * 7 * 86_400
+        assert any("reconciled with mint_shrink" in n for n in by["total"].notes)
+        # Errors: a share series cannot be added up; an unknown method is named.
+        share = trends_pb2.SeriesInfo(series="share", labels=LABELS[0], kind=trends_pb2.VALUE_KIND_SHARE)
+        stub.IngestObservations(
+            trends_pb2.IngestObservationsRequest(observations=weekly("share", np.ones(160)), series=[share])
+        )
+        assert fields(
+            violations_of(
+                lambda: stub.Forecast(trends_pb2.ForecastRequest(horizon=4, hierarchy=["department"]))
+            )
+        ) == ["filter"]
+        some = trends_pb2.SeriesFilter(series=list("abcd"))
+        assert fields(
+            violations_of(
+                lambda: stub.Forecast(
+                    trends_pb2.ForecastRequest(
+                        filter=some, horizon=4, hierarchy=["department"], reconciliation="magic"
+                    )
+                )
+            )
+        ) == ["reconciliation"]
