@@ -153,6 +153,13 @@ def test_trends_series_stay_with_their_tenant(start_server: Callable[..., Server
     assert b.code("ForecastDemand", trends_pb2.ForecastDemandRequest(filter=only, horizon=4)) == NOT_FOUND
     backtest = trends_pb2.BacktestRequest(filter=only, horizon=4, windows=1, models=["naive"])
     assert b.code("Backtest", backtest) == NOT_FOUND
+    launch = trends_pb2.ForecastNewProductsRequest(
+        products=[trends_pb2.NewProduct(id="new", labels={"category": "dresses"})],
+        analogues=only,
+        attributes=["category"],
+        horizon=4,
+    )
+    assert b.code("ForecastNewProducts", launch) == NOT_FOUND
     # B writing the same series name makes B's own series: A's values do not change.
     theirs = weekly("dress-red", np.full(110, 99.0))
     assert b("IngestObservations", trends_pb2.IngestObservationsRequest(observations=theirs)).inserted == 110
