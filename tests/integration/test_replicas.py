@@ -29,7 +29,7 @@ from atelier.recommendations.simulate import simulate
 from atelier.recommendations.v1 import recommendations_pb2 as rpb
 from atelier.runtime.server import Server
 from tests.inspection.test_service import image, png, synthetic_profile, weave
-from tests.recommendations.helpers import Client, item
+from tests.recommendations.helpers import Client, event, item
 
 
 @pytest.fixture(params=["database", "s3"])
@@ -106,7 +106,7 @@ def _endpoint() -> str:
     return os.environ.get("ATELIER_S3_ENDPOINT_URL", "")
 
 
-def _load_shop(client: Client) -> None:
+def _load_shop(client: Client) -> list[str]:
     shop = simulate(n_users=120, n_items=50, n_clusters=3, interactions_per_user=8, seed=5)
     client.UpsertItems(
         rpb.UpsertItemsRequest(
@@ -124,6 +124,7 @@ def _load_shop(client: Client) -> None:
         e.time.FromNanoseconds(int(shop.events.times_s[k] * 1e9))
         events.append(e)
     client.RecordEvents(rpb.RecordEventsRequest(events=events))
+    return [it.item_id for it in shop.items]
 
 
 def _recommend(client: Client, user: str = "u7") -> tuple[int, list[str]]:
@@ -143,7 +144,7 @@ def test_recommendation_model_trained_on_one_replica_swaps_in_on_the_other_and_s
 
     servers: list[Server] = []
     a, b = replica("a"), replica("b")
-    _load_shop(a)
+    items = _load_shop(a)
     assert _recommend(b)[0] == 0  # b serves popularity until there is a model
     assert a.train(factors=8, iterations=5).version == 1
     trained = _recommend(a)
@@ -152,6 +153,14 @@ def test_recommendation_model_trained_on_one_replica_swaps_in_on_the_other_and_s
     while _recommend(b)[0] != 1 and time.monotonic() < deadline:
         time.sleep(0.2)  # b looks for a newly activated version every 2 s (hot swap)
     assert _recommend(b) == trained
+    # A new shopper's events recorded through a reach b's serving state too.
+    newbie = [event(f"n{k}", "newbie", items[k], rpb.EVENT_TYPE_PURCHASE, minutes=k) for k in range(3)]
+    a.RecordEvents(rpb.RecordEventsRequest(events=newbie))
+    assert not a.Recommend(rpb.RecommendRequest(user_id="newbie", n=5)).cold_start
+    deadline = time.monotonic() + 10
+    while b.Recommend(rpb.RecommendRequest(user_id="newbie", n=5)).cold_start and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not b.Recommend(rpb.RecommendRequest(user_id="newbie", n=5)).cold_start
     for server in servers:
         server.stop(grace_s=1)
         _no_artefact_files(Path(server.config.data_dir))

@@ -455,19 +455,23 @@ class Engine:
         if state is None or tenant in self._dirty:
             # The first query after a catalogue change rebuilds (once, however many upserts came).
             state = self.rebuild(tenant, "catalogue" if state is not None else "first use")
-        elif self._activated_elsewhere(tenant):
-            state = self.rebuild(tenant, "new model")
+        else:
+            now = time.monotonic()
+            if now >= self._check_at.get(tenant, 0.0):
+                self._check_at[tenant] = now + MODEL_CHECK_S
+                state = self._catch_up(tenant, state)
         return state
 
-    def _activated_elsewhere(self, tenant: str) -> bool:
-        """Whether another replica (or process) activated a version since this one built its state;
-        looked up at most every MODEL_CHECK_S per tenant."""
-        now = time.monotonic()
-        if now < self._check_at.get(tenant, 0.0):
-            return False
-        self._check_at[tenant] = now + MODEL_CHECK_S
+    def _catch_up(self, tenant: str, state: TenantState) -> TenantState:
+        """What other replicas (or processes) committed since: a newly activated version is swapped
+        in, events recorded through them are folded in (each replica reads the shared store)."""
         active = self.store.active_version(tenant)
-        return (int(active["version"]) if active else 0) != self._seen_version.get(tenant, 0)
+        if (int(active["version"]) if active else 0) != self._seen_version.get(tenant, 0):
+            return self.rebuild(tenant, "new model")
+        _, fold_lock = self._locks(tenant)
+        with fold_lock:
+            self._replay(tenant, self._states.get(tenant, state))
+        return self._states.get(tenant, state)
 
     def items_changed(self, tenant: str, items: Sequence[CatalogItem]) -> None:
         """Committed catalogue upserts: the next query sees them (bulk loads rebuild once, not per batch)."""
