@@ -52,7 +52,8 @@ def test_nest_command_makes_marker_files(start_server: Callable[..., Server], tm
     assert data["width_mm"] == 700.0 and data["spacing_mm"] == 3.0
     assert f"efficiency {data['efficiency'] * 100:.2f}%" in svg.read_text()
     doc = ezdxf.readfile(dxf)
-    assert sum(1 for e in doc.modelspace() if e.dxf.layer == "PIECES") == 28
+    # The AAMA marker DXF: one block per placed piece, its cut line on layer 1.
+    assert sum(1 for e in doc.modelspace() if e.dxftype() == "INSERT") == 28
 
 
 def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp_path: Path) -> None:
