@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import ezdxf
 import pytest
 from shapely.geometry import Polygon
 

@@ -519,12 +519,18 @@ def _transfer_notches(sample: RawPiece, target: RawPiece, tol: float) -> list[Po
     n = len(a)
     for p in sample.notches:
         # The segment of the sample's cut line the notch lies on, and how far along it.
-        best = min(range(n), key=lambda i: LineString([a[i], a[(i + 1) % n]]).distance(ShapelyPoint(p)))
-        seg = LineString([a[best], a[(best + 1) % n]])
-        t = seg.project(ShapelyPoint(p), normalized=True) if seg.length > 0 else 0.0
+        best, t = min(_seg_param(p, a[i], a[(i + 1) % n]) + (i,) for i in range(n))[1:][::-1]
         (x0, y0), (x1, y1) = b[best], b[(best + 1) % n]
         out.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
     return out
+
+
+def _seg_param(p: Point, a: Point, b: Point) -> tuple[float, float]:
+    """(distance from p to the segment ab, how far along ab its nearest point lies, 0..1)."""
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    d2 = dx * dx + dy * dy
+    t = 0.0 if d2 == 0 else max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / d2))
+    return math.hypot(p[0] - a[0] - t * dx, p[1] - a[1] - t * dy), t
 
 
 # -- raw piece -> piece spec ------------------------------------------------------------------------
@@ -609,6 +615,12 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
             boundary = _clean(list(whole.exterior.coords)[:-1])
             on_fold = LineString(line)
             notches += [p for p in _reflect(notches, line) if on_fold.distance(ShapelyPoint(p)) > 0.01]
+            # A notch along the fold (not at its ends) is inside the unfolded piece: nothing to cut.
+            ring = LineString([*boundary, boundary[0]])
+            inside = [p for p in notches if ring.distance(ShapelyPoint(p)) > JOIN_TOL_MM]
+            if inside:
+                notches = [p for p in notches if p not in inside]
+                warnings.append("notches on a fold line fall inside the unfolded piece and are dropped")
             drills += [p for p in _reflect(drills, line) if on_fold.distance(ShapelyPoint(p)) > 0.01]
             internal += [_reflect(seg, line) for seg in internal]
             warnings.append(
