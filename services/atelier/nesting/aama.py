@@ -519,7 +519,7 @@ def _transfer_notches(sample: RawPiece, target: RawPiece, tol: float) -> list[Po
     n = len(a)
     for p in sample.notches:
         # The segment of the sample's cut line the notch lies on, and how far along it.
-        best, t = min(_seg_param(p, a[i], a[(i + 1) % n]) + (i,) for i in range(n))[1:][::-1]
+        _, t, best = min((*_seg_param(p, a[i], a[(i + 1) % n]), i) for i in range(n))
         (x0, y0), (x1, y1) = b[best], b[(best + 1) % n]
         out.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
     return out
