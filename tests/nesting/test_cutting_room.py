@@ -176,7 +176,7 @@ def hpgl_strokes(plt: str) -> dict[int, list[list[tuple[float, float]]]]:
 
 
 def test_marker_files_for_the_cutting_room_carry_notches_drills_and_labels(nesting: Stubs) -> None:
-    stub, ops = nesting
+    stub, _ = nesting
     imported = stub.ImportPieces(
         pb.ImportPiecesRequest(format=pb.FILE_FORMAT_DXF, content=r12_graded_inches())
     )
@@ -200,7 +200,7 @@ def test_marker_files_for_the_cutting_room_carry_notches_drills_and_labels(nesti
     pieces = {p.id: p for p in imported.pieces}
     for pl in marker.placements:
         # Grain: woven, so the placed grain line still runs along the roll.
-        (x0, y0), (x1, y1) = pts(pl.grain_line.points)
+        (_, y0), (_, y1) = pts(pl.grain_line.points)
         assert abs(y1 - y0) < 1e-6 and pl.rotation_deg % 180 == pytest.approx(0.0, abs=1e-9)
         # Notches: as many as the piece has, on the placed cut line.
         ring = LineString([*pts(pl.outline.points), pts(pl.outline.points)[0]])
@@ -248,7 +248,7 @@ def test_marker_files_for_the_cutting_room_carry_notches_drills_and_labels(nesti
     )
     assert len(strokes[5]) == 2 * drills
     labels = strokes[-6]
-    assert len(labels) == len(marker.placements) and Counter(l.split()[0] for l in labels) == {
+    assert len(labels) == len(marker.placements) and Counter(label.split()[0] for label in labels) == {
         "PANEL": 8,
         "BACK": 4,
     }
