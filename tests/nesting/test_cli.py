@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from atelier.cli.main import app
 from atelier.nesting.server import build
 from atelier.runtime.server import Server
+from tests.nesting.aama_files import r12_graded_inches
 from tests.nesting.garment import shirt_dxf
 
 
@@ -77,3 +78,40 @@ def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp
     )
     assert result.exit_code == 1
     assert "INVALID_ARGUMENT" in result.output and "pieces[0].outline" in result.output
+
+
+def test_nest_command_shows_the_import_warnings_and_writes_cutting_room_files(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = start_server("nesting", build)
+    pieces = tmp_path / "panels.dxf"
+    pieces.write_bytes(r12_graded_inches())
+    nc, html = tmp_path / "marker.nc", tmp_path / "marker.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "nest",
+            str(pieces),
+            "--width",
+            "700",
+            "--time",
+            "1",
+            "--ratio",
+            "M=1",
+            "--save-pattern",
+            "-o",
+            str(nc),
+            "-o",
+            str(html),
+            "--address",
+            f"127.0.0.1:{server.port}",
+        ],
+        terminal_width=400,
+    )
+    assert result.exit_code == 0, result.output
+    # The inch units came from the 'Units: ENGLISH' text: the user is told, as every assumption.
+    assert "warning" in result.output and "Units: ENGLISH" in result.output
+    assert "2 pieces x 3 sizes (S, M, L), units ENGLISH" in result.output
+    assert "stored as pattern" in result.output
+    assert nc.read_text().startswith("%") and "G21" in nc.read_text()
+    assert "Marker report" in html.read_text()
