@@ -648,8 +648,8 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
             warnings.append(
                 "pieces whose grain line (layer 7) is not along x are turned so that it runs along the roll"
             )
-    else:
-        warnings.append(f"piece {raw.key!r} has no grain line (layer 7); its grain is taken along x as drawn")
+    elif "grain" not in raw.fields:
+        warnings.append("pieces without a grain line (layer 7) keep their grain along x as drawn")
     if len(boundary) > MAX_VERTICES:
         simplified = Polygon(boundary).simplify(0.05, preserve_topology=True)
         boundary = list(simplified.exterior.coords)[:-1]
