@@ -323,6 +323,7 @@ def test_pattern_library_per_tenant_and_a_real_size_set_marker(nesting: Stubs, t
         ),
         metadata=acme,
     )
+    assert marker.pattern_id == reply.pattern_id
     per_size = Counter(p.size for p in marker.placements)
     garment = sum(
         p.quantity * (2 if p.mirror == pb.MIRROR_RULE_PAIR else 1) for p in pattern.pieces if p.size == "50"

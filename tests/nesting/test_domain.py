@@ -211,3 +211,17 @@ def test_outlines_far_from_the_origin_are_placed_where_the_solver_put_them() -> 
     placed = marker.placements[0]
     expected = transform(far, 180.0, placed.x_mm, placed.y_mm)
     assert [c for p in placed.outline_mm for c in p] == pytest.approx([c for p in expected for c in p])
+
+
+def test_a_solver_panic_on_a_too_wide_piece_is_the_callers_not_internal() -> None:
+    from atelier.nesting.engine import SolverError, solver_failure
+    from atelier.runtime.errors import FailedPreconditionError
+
+    panic = (
+        "Traceback (most recent call last):\n  File x\npyo3_runtime.PanicException: strip-width is "
+        "running away (>515.978), item 0 does not seem to fit into the strip\n"
+    )
+    err = solver_failure(1, panic)
+    assert isinstance(err, FailedPreconditionError) and "Traceback" not in str(err)
+    other = solver_failure(-9, "Traceback (most recent call last):\n  File y\nMemoryError\n")
+    assert isinstance(other, SolverError) and str(other).endswith("MemoryError")

@@ -97,6 +97,7 @@ class MarkerRequest:
     time_budget_s: int = DEFAULT_TIME_BUDGET_S
     seed: int = 0
     name: str = ""
+    pattern_id: str = ""  # the library pattern the pieces came from
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class Marker:
     fabric: FabricSpec | None = None
     notes: list[str] = field(default_factory=list)
     ratios: dict[str, int] = field(default_factory=dict)  # garments per size, for the report
+    pattern_id: str = ""
 
     @property
     def efficiency(self) -> float:

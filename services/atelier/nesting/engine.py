@@ -129,6 +129,7 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         fabric=fabric,
         notes=notes,
         ratios=dict(request.ratios),
+        pattern_id=request.pattern_id,
     )
 
 

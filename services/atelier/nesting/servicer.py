@@ -174,6 +174,7 @@ def marker_to_proto(marker: Marker) -> pb.Marker:
         spacing_mm=marker.spacing_mm,
         fabric=fabric_to_proto(marker.fabric) if marker.fabric else None,
         ratios=[pb.SizeRatio(size=k, count=v) for k, v in marker.ratios.items()],
+        pattern_id=marker.pattern_id,
         placements=[
             pb.Placement(
                 piece_id=p.piece_id,
@@ -215,6 +216,7 @@ def marker_from_proto(msg: pb.Marker) -> Marker:
         fabric=fabric,
         notes=list(msg.notes),
         ratios={r.size: r.count for r in msg.ratios},
+        pattern_id=msg.pattern_id,
         placements=[
             PlacedPiece(
                 p.piece_id,
@@ -427,6 +429,7 @@ def validate_create(
         time_budget_s=max(1, round(budget)) if _finite(budget) else 1,
         seed=request.seed,
         name=request.marker_name,
+        pattern_id=request.pattern_id,
     )
     if not v and pieces:
         count = placed_count(domain)

@@ -542,6 +542,7 @@ class Marker(_message.Message):
     NOTES_FIELD_NUMBER: _builtins.int
     SPACING_MM_FIELD_NUMBER: _builtins.int
     RATIOS_FIELD_NUMBER: _builtins.int
+    PATTERN_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     length_mm: _builtins.float
     width_mm: _builtins.float
@@ -555,6 +556,8 @@ class Marker(_message.Message):
     """Seconds of search behind this marker."""
     seed: _builtins.int
     spacing_mm: _builtins.float
+    pattern_id: _builtins.str
+    """The library pattern the pieces came from (CreateMarkerRequest.pattern_id), if any."""
     @_builtins.property
     def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Placement]: ...
     @_builtins.property
@@ -586,10 +589,11 @@ class Marker(_message.Message):
         notes: _abc.Iterable[_builtins.str] | None = ...,
         spacing_mm: _builtins.float = ...,
         ratios: _abc.Iterable[Global___SizeRatio] | None = ...,
+        pattern_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "fabric", b"fabric", "final", b"final", "length_mm", b"length_mm", "name", b"name", "notes", b"notes", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "fabric", b"fabric", "final", b"final", "length_mm", b"length_mm", "name", b"name", "notes", b"notes", "pattern_id", b"pattern_id", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
