@@ -139,7 +139,9 @@ def _marker(
     op.response.Unpack(marker)
     sizes = {}
     for fmt in (pb.FILE_FORMAT_DXF, pb.FILE_FORMAT_HPGL, pb.FILE_FORMAT_GCODE, pb.FILE_FORMAT_HTML):
-        sizes[fmt] = stub.ExportMarker(pb.ExportMarkerRequest(operation=op.name, format=fmt), timeout=60).content
+        sizes[fmt] = stub.ExportMarker(
+            pb.ExportMarkerRequest(operation=op.name, format=fmt), timeout=60
+        ).content
     back = stub.ImportMarker(
         pb.ImportMarkerRequest(format=pb.FILE_FORMAT_DXF, content=sizes[pb.FILE_FORMAT_DXF]), timeout=120
     ).marker

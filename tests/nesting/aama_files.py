@@ -101,3 +101,48 @@ def bowtie_dxf() -> bytes:
     stream = io.StringIO()
     doc.write(stream)
     return stream.getvalue().encode()
+
+
+def sample_only_with_rules() -> tuple[bytes, bytes]:
+    """A sample-size-only DXF (mm) whose corners carry grade points ('# n' on layer 2), and the RUL
+    file beside it: sizes S M L XL, sample M; rule 1 keeps (0, 0) fixed, rule 2 grows x by 10 mm
+    per size, rule 3 grows x by 10 and y by 5, rule 4 grows y by 5."""
+    doc = ezdxf.new("R12")
+    msp = doc.modelspace()
+    for i, text in enumerate(("Style Name: RULED", "Sample Size: M", "Units: METRIC")):
+        msp.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((0, -10 - 5 * i))
+    block = doc.blocks.new(name="PANEL_M")
+    ring = [(0.0, 0.0), (100.0, 0.0), (100.0, 50.0), (0.0, 50.0)]
+    # The bottom edge has a middle vertex without a rule: it follows by arc length.
+    _segments(block, [(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (100.0, 50.0), (0.0, 50.0)])
+    for (x, y), rule in zip(ring, (1, 2, 3, 4), strict=True):
+        block.add_point((x, y), dxfattribs={"layer": "2"})
+        block.add_text(f"# {rule}", height=1, dxfattribs={"layer": "2"}).set_placement((x, y))
+    block.add_point((100.0, 25.0), dxfattribs={"layer": "4"})  # a notch halfway up the right edge
+    block.add_line((10.0, 25.0), (90.0, 25.0), dxfattribs={"layer": "7"})
+    for text in ("Piece Name: PANEL", "SIZE: M", "Quantity: 1"):
+        block.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((20, 20))
+    msp.add_blockref("PANEL_M", (0, 0))
+    stream = io.StringIO()
+    doc.write(stream)
+    rul = "\n".join(
+        [
+            "ASTM/D13Proposal 1 Version: D 6673-04",
+            "UNITS: METRIC",
+            "GRADE RULE TABLE: TEST",
+            "NUMBER OF SIZES: 4",
+            "SIZE LIST: S M L XL",
+            "SAMPLE SIZE: M",
+            "RULE: DELTA 1",
+            "0,0 0,0 0,0 0,0",
+            "RULE: DELTA 2",
+            "0,0 10,0 10,0 10,0",
+            "RULE: DELTA 3",
+            "0,0 10,5 10,5",
+            "10,5",
+            "RULE: DELTA 4",
+            "0,0 0,5 0,5 0,5",
+            "END",
+        ]
+    )
+    return stream.getvalue().encode(), rul.encode()

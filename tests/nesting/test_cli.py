@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ezdxf
+import pytest
+from shapely.geometry import Polygon
 from typer.testing import CliRunner
 
 from atelier.cli.main import app
 from atelier.nesting.server import build
 from atelier.runtime.server import Server
-from tests.nesting.aama_files import r12_graded_inches
+from tests.nesting.aama_files import r12_graded_inches, sample_only_with_rules
 from tests.nesting.garment import shirt_dxf
 
 
@@ -115,3 +117,26 @@ def test_nest_command_shows_the_import_warnings_and_writes_cutting_room_files(
     assert "stored as pattern" in result.output
     assert nc.read_text().startswith("%") and "G21" in nc.read_text()
     assert "Marker report" in html.read_text()
+
+
+def test_nest_command_grades_with_the_rul_file_beside_the_dxf(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = start_server("nesting", build)
+    dxf, rul = sample_only_with_rules()
+    (tmp_path / "RULED.DXF").write_bytes(dxf)
+    (tmp_path / "RULED.RUL").write_bytes(rul)
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--time", "1", "--ratio", "XL=2"),
+            *("-o", str(out), "--address", f"127.0.0.1:{server.port}"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "grade rules from RULED.RUL" in result.output and "1 pieces x 4 sizes" in result.output
+    placements = json.loads(out.read_text())["placements"]
+    # Two XL panels, 120 x 60 mm each (the sample M is 100 x 50, two DELTA steps up).
+    assert [p["size"] for p in placements] == ["XL", "XL"]
+    assert all(Polygon(p["outline_mm"]).area == pytest.approx(120.0 * 60.0) for p in placements)

@@ -25,6 +25,7 @@ from tests.nesting.aama_files import (
     lwpolyline_model_space,
     r12_graded_inches,
     rotate,
+    sample_only_with_rules,
 )
 
 PATTERNS = Path(os.environ.get("ATELIER_SHARED_BENCHMARKS", SHARED_BENCHMARKS)) / "patterns" / "dxf"
@@ -193,3 +194,25 @@ def test_import_reports_what_it_cannot_use() -> None:
         [(10, 5)],
     )
     assert rotate([(1.0, 0.0)], 90.0)[0] == pytest.approx((0.0, 1.0))
+
+
+def test_a_sample_size_file_is_graded_with_the_rul_file_beside_it() -> None:
+    dxf, rul = sample_only_with_rules()
+    imported = formats.import_dxf(dxf, grade_rules=rul)
+    by_size = {p.size: p for p in imported.pieces}
+    assert imported.sizes == ["S", "M", "L", "XL"] and set(by_size) == {"S", "M", "L", "XL"}
+    # DELTA rules are increments from the size before: S is M less one step, XL two steps more.
+    for size, steps in (("S", -1), ("M", 0), ("L", 1), ("XL", 2)):
+        piece = by_size[size]
+        w, h = 100.0 + 10.0 * steps, 50.0 + 5.0 * steps
+        assert Polygon(piece.outline_mm).area == pytest.approx(w * h)
+        # The unruled middle vertex of the bottom edge stays halfway along it.
+        assert (w / 2, 0.0) in [tuple(round(c, 9) for c in p) for p in piece.outline_mm]
+        # The notch stays halfway up the right edge; the grain line along x.
+        assert _flat(piece.notches_mm) == pytest.approx([w, h / 2])
+        (_, gy0), (_, gy1) = piece.grain_line_mm
+        assert gy0 == pytest.approx(gy1)
+        assert piece.name == "PANEL" and piece.quantity == 1
+    assert any("graded from the RUL" in w for w in imported.warnings)
+    with pytest.raises(ValueError, match="numbers for 4 sizes"):
+        formats.import_dxf(dxf, grade_rules=rul.replace(b"0,0 0,5 0,5 0,5", b"0,0 0,5"))

@@ -96,6 +96,13 @@ def nest(
         "", "--grain", help="override every piece's grain: fixed, woven, four_way, free"
     ),
     unit_mm: float = typer.Option(0.0, "--unit-mm", help="file unit in mm (0: the file's own units)"),
+    rul: Path | None = typer.Option(
+        None,
+        "--rul",
+        exists=True,
+        dir_okay=False,
+        help="AAMA/ASTM RUL grade rules (default: a .rul file of the same name beside the DXF)",
+    ),
     same_hand: bool = typer.Option(
         False, "--same-hand", help="quantity 2 means two pieces as drawn, not a left/right pair"
     ),
@@ -115,6 +122,11 @@ def nest(
     if grain and grain not in GRAINS:
         raise typer.BadParameter(f"choose from {', '.join(GRAINS)}", param_hint="--grain")
     file_format = pb.FILE_FORMAT_JSON if pieces.suffix.lower() == ".json" else pb.FILE_FORMAT_DXF
+    if rul is None and file_format == pb.FILE_FORMAT_DXF:
+        # CAD systems export the grade rules as STYLE.RUL beside STYLE.DXF.
+        rul = next((p for p in pieces.parent.glob(pieces.stem + ".*") if p.suffix.lower() == ".rul"), None)
+        if rul is not None:
+            console.print(f"grade rules from {rul.name}")
     with grpc.insecure_channel(address) as channel:
         stub = nesting_pb2_grpc.NestingServiceStub(channel)
         try:
@@ -125,6 +137,7 @@ def nest(
                     unit_mm=unit_mm,
                     pairs=pb.PAIR_MODE_SAME_HAND if same_hand else pb.PAIR_MODE_MIRRORED,
                     save_pattern=save_pattern,
+                    grade_rules=rul.read_bytes() if rul is not None else b"",
                 ),
                 timeout=60,
             )

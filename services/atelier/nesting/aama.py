@@ -101,6 +101,8 @@ class RawPiece:
     grain: tuple[Point, Point] | None = None
     mirror: tuple[Point, Point] | None = None
     annotations: list[str] = field(default_factory=list)
+    # Grade points: "# n" text at a turn or curve point (layers 2, 3; layer 1 in the ASTM flavour).
+    rule_points: list[tuple[Point, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,8 +116,11 @@ class Pattern:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_pattern(doc: Any, unit_mm: float = 0.0, pairs: bool = True) -> Pattern:
-    """An ezdxf document -> graded pieces (mm). pairs: quantity 2 means a left/right pair."""
+def read_pattern(
+    doc: Any, unit_mm: float = 0.0, pairs: bool = True, rules: GradeRules | None = None
+) -> Pattern:
+    """An ezdxf document -> graded pieces (mm). pairs: quantity 2 means a left/right pair.
+    rules: the RUL file beside the DXF; pieces present in the sample size only are graded with it."""
     warnings: list[str] = []
     msp = doc.modelspace()
     style = _style_fields(e for e in msp if e.dxftype() in ("TEXT", "MTEXT"))
@@ -146,9 +151,14 @@ def read_pattern(doc: Any, unit_mm: float = 0.0, pairs: bool = True) -> Pattern:
             "no piece boundary found (AAMA/ASTM: a closed cut line on layer 1 in each piece block, "
             "or closed polylines in model space)"
         )
+    if rules is not None:
+        raws = grade_with_rules(raws, rules, style.get("sample_size", ""), scale, warnings)
     _share_sample_fields(raws, style.get("sample_size", ""), scale, warnings)
     pieces = [_piece(raw, scale, pairs, warnings) for raw in raws]
     sizes = list(dict.fromkeys(p.size for p in pieces))
+    if rules is not None:  # the rule table's order (small to large), sizes it does not name last
+        order = {s: i for i, s in enumerate(rules.sizes)}
+        sizes.sort(key=lambda s: order.get(s, len(order)))
     ids = [p.id for p in pieces]
     if len(set(ids)) != len(ids):
         raise PatternError("two pieces share one block name")
@@ -266,7 +276,10 @@ def _raw_piece(
         if kind in ("TEXT", "MTEXT", "ATTDEF"):
             text = _text_of(e)
             kv = key_value(text)
-            if layer == ANNOTATION:
+            rule = re.fullmatch(r"\s*#\s*(\d+)\s*", text)
+            if rule and layer in (BOUNDARY, "2", "3") and (loc := _location(e, matrix)) is not None:
+                raw.rule_points.append((loc, int(rule.group(1))))
+            elif layer == ANNOTATION:
                 raw.annotations.append(text.strip())
             elif kv and kv[0] in PIECE_KEYS:
                 raw.fields.setdefault(PIECE_KEYS[kv[0]], kv[1])
@@ -531,6 +544,180 @@ def _seg_param(p: Point, a: Point, b: Point) -> tuple[float, float]:
     d2 = dx * dx + dy * dy
     t = 0.0 if d2 == 0 else max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / d2))
     return math.hypot(p[0] - a[0] - t * dx, p[1] - a[1] - t * dy), t
+
+
+# -- grade rules (the RUL file beside a DXF) --------------------------------------------------------
+
+
+@dataclass
+class GradeRules:
+    """An AAMA/ASTM RUL grade-rule table: per rule number, an (x, y) delta for each size."""
+
+    sizes: list[str]
+    sample_size: str
+    unit_mm: float
+    deltas: dict[int, list[Point]]
+    name: str = ""
+
+
+def read_rul(content: bytes) -> GradeRules:
+    """Reads the RUL text: 'NUMBER OF SIZES:', 'SIZE LIST:', 'SAMPLE SIZE:', 'UNITS:', then
+    'RULE: DELTA n' blocks of one 'x,y' pair per size (in SIZE LIST order), 'END'."""
+    text = content.decode("utf-8", errors="replace")
+    sizes: list[str] = []
+    sample, units, name = "", "", ""
+    deltas: dict[int, list[float]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        kv = key_value(line)
+        key = kv[0] if kv else ""
+        if key == "rule":
+            m = re.search(r"(\d+)\s*$", kv[1]) if kv else None
+            if not m or "DELTA" not in kv[1].upper():  # type: ignore[index]
+                raise PatternError(f"RUL: only DELTA rules are read, got {line.strip()[:60]!r}")
+            current = int(m.group(1))
+            deltas[current] = []
+        elif key == "size list" and kv:
+            sizes = kv[1].split()
+        elif key == "sample size" and kv:
+            sample = kv[1].strip()
+        elif key == "units" and kv:
+            units = kv[1].strip().upper()
+        elif key == "grade rule table" and kv:
+            name = kv[1].strip()
+        elif line.strip().upper() == "END":
+            current = None
+        elif current is not None:
+            try:
+                deltas[current].extend(float(v) for v in re.split(r"[,\s]+", line.strip()) if v)
+            except ValueError:
+                raise PatternError(f"RUL rule {current}: {line.strip()[:60]!r} is not numbers") from None
+    if not sizes or sample not in sizes:
+        raise PatternError("RUL: needs a SIZE LIST and a SAMPLE SIZE from it")
+    out: dict[int, list[Point]] = {}
+    for rule, values in deltas.items():
+        if len(values) != 2 * len(sizes):
+            raise PatternError(f"RUL rule {rule}: {len(values)} numbers for {len(sizes)} sizes (x,y each)")
+        out[rule] = list(zip(values[::2], values[1::2], strict=True))
+    return GradeRules(sizes, sample, UNITS_TEXT_MM.get(units, 0.0), out, name)
+
+
+def rule_offset(rules: GradeRules, rule: int, size: str) -> Point:
+    """Where a grade point of the sample size moves in `size`: DELTA rules are incremental (each
+    size's pair is its change from the size before it), summed from the sample size outwards."""
+    deltas = rules.deltas[rule]
+    s, t = rules.sizes.index(rules.sample_size), rules.sizes.index(size)
+    if t >= s:
+        picked = deltas[s + 1 : t + 1]
+        sign = 1.0
+    else:
+        picked = deltas[t + 1 : s + 1]
+        sign = -1.0
+    return (sign * sum(d[0] for d in picked), sign * sum(d[1] for d in picked))
+
+
+def grade_with_rules(
+    raws: list[RawPiece], rules: GradeRules, sample_size: str, scale: float, warnings: list[str]
+) -> list[RawPiece]:
+    """Pieces the DXF holds in the sample size only become one piece per size of the rule table:
+    grade points move by their rule, cut-line vertices between them by arc-length interpolation,
+    notches stay at the same place along the same segment, drills and lines move with the
+    nearest grade points (inverse-distance weights)."""
+    sample = sample_size or rules.sample_size
+    if sample != rules.sample_size:
+        warnings.append(
+            f"the DXF's sample size {sample!r} is not the RUL's {rules.sample_size!r}; the RUL's used"
+        )
+    factor = (rules.unit_mm / scale) if rules.unit_mm else 1.0
+    if not rules.unit_mm:
+        warnings.append("the RUL file states no units; its deltas are read in the DXF's units")
+    by_name: dict[str, list[RawPiece]] = defaultdict(list)
+    for raw in raws:
+        by_name[raw.fields.get("name", raw.key)].append(raw)
+    out: list[RawPiece] = []
+    graded = 0
+    for name, members in by_name.items():
+        out.extend(members)
+        if len(members) != 1 or members[0].fields.get("size", rules.sample_size) != rules.sample_size:
+            continue
+        base = members[0]
+        base.fields.setdefault("size", rules.sample_size)
+        missing = sorted({r for _, r in base.rule_points} - set(rules.deltas))
+        if missing:
+            warnings.append(f"piece {name!r}: rules {missing} are not in the RUL file; not graded")
+            continue
+        if not base.rule_points:
+            warnings.append(f"piece {name!r} has no grade points ('# n' text); not graded")
+            continue
+        for size in rules.sizes:
+            if size == rules.sample_size:
+                continue
+            out.append(_graded(base, name, size, rules, factor))
+        graded += 1
+    if graded:
+        warnings.append(
+            f"{graded} pieces graded from the RUL file (DELTA rules read as increments from the size "
+            "before; points between grade points follow by arc length)"
+        )
+    return out
+
+
+def _graded(base: RawPiece, name: str, size: str, rules: GradeRules, factor: float) -> RawPiece:
+    points = [(p, rule_offset(rules, r, size)) for p, r in base.rule_points]
+    points = [(p, (dx * factor, dy * factor)) for p, (dx, dy) in points]
+    ring = base.boundary
+    n = len(ring)
+    tol = max(1e-6, 1e-4 * max(math.dist(ring[0], q) for q in ring))
+    known: dict[int, Point] = {}
+    for i, v in enumerate(ring):
+        near = [off for p, off in points if math.dist(p, v) <= tol]
+        if near:
+            known[i] = near[0]
+    offsets: list[Point] = []
+    if not known:
+        offsets = [_idw(v, points) for v in ring]
+    else:
+        anchors = sorted(known)
+        lengths = [math.dist(ring[i], ring[(i + 1) % n]) for i in range(n)]
+        for i in range(n):
+            if i in known:
+                offsets.append(known[i])
+                continue
+            prev = max((a for a in anchors if a < i), default=anchors[-1])
+            nxt = min((a for a in anchors if a > i), default=anchors[0])
+            before = sum(lengths[k % n] for k in range(prev, i if i > prev else i + n))
+            after = sum(lengths[k % n] for k in range(i, nxt if nxt > i else nxt + n))
+            t = before / (before + after) if before + after > 0 else 0.0
+            (ax, ay), (bx, by) = known[prev], known[nxt]
+            offsets.append((ax + t * (bx - ax), ay + t * (by - ay)))
+    boundary = [(x + dx, y + dy) for (x, y), (dx, dy) in zip(ring, offsets, strict=True)]
+
+    def moved(pts: Sequence[Point]) -> list[Point]:
+        return [(x + o[0], y + o[1]) for (x, y) in pts for o in [_idw((x, y), points)]]
+
+    raw = RawPiece(
+        key=f"{name}_{size}",
+        boundary=boundary,
+        fields={**base.fields, "size": size},
+        drills=moved(base.drills),
+        internal=[moved(line) for line in base.internal],
+        grain=tuple(moved(base.grain)) if base.grain else None,  # type: ignore[arg-type]
+        mirror=tuple(moved(base.mirror)) if base.mirror else None,  # type: ignore[arg-type]
+        annotations=list(base.annotations),
+    )
+    raw.notches = _transfer_notches(base, raw, 0.0) or []
+    return raw
+
+
+def _idw(p: Point, points: list[tuple[Point, Point]]) -> Point:
+    weights = []
+    for q, off in points:
+        d = math.dist(p, q)
+        if d < 1e-9:
+            return off
+        weights.append((1.0 / (d * d), off))
+    total = sum(w for w, _ in weights)
+    return (sum(w * o[0] for w, o in weights) / total, sum(w * o[1] for w, o in weights) / total)
 
 
 # -- raw piece -> piece spec ------------------------------------------------------------------------

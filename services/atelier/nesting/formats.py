@@ -107,8 +107,11 @@ def _scaled(points: list[Any], scale: float) -> tuple[Point, ...]:
     return tuple((float(x) * scale, float(y) * scale) for x, y in points)
 
 
-def import_dxf(content: bytes, unit_mm: float = 0.0, pairs: bool = True) -> ImportedPieces:
-    """An AAMA/ASTM D6673 pattern file (or any DXF with closed outlines) -> pieces in mm."""
+def import_dxf(
+    content: bytes, unit_mm: float = 0.0, pairs: bool = True, grade_rules: bytes = b""
+) -> ImportedPieces:
+    """An AAMA/ASTM D6673 pattern file (or any DXF with closed outlines) -> pieces in mm;
+    grade_rules: the RUL file beside it (pieces in the sample size only are graded with it)."""
     text = content.decode("utf-8", errors="replace")
     if text.count("\ufffd") > len(text) // 100 + 2 or "\x00" in text:
         raise ImportError_(
@@ -120,7 +123,8 @@ def import_dxf(content: bytes, unit_mm: float = 0.0, pairs: bool = True) -> Impo
     except Exception as exc:  # ezdxf raises several types for broken files
         raise ImportError_(f"not a readable DXF: {printable(str(exc))}") from None
     try:
-        pattern = aama.read_pattern(doc, unit_mm, pairs)
+        rules = aama.read_rul(grade_rules) if grade_rules else None
+        pattern = aama.read_pattern(doc, unit_mm, pairs, rules)
     except aama.PatternError as exc:
         raise ImportError_(str(exc)) from None
     return ImportedPieces(

@@ -543,11 +543,19 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
         )
         v.check(request.pairs in PAIR_MODES, "pairs", f"unknown pair mode {request.pairs}")
         v.check(len(request.pattern_name) <= 256, "pattern_name", "at most 256 characters")
+        v.check(
+            not request.grade_rules or request.format == pb.FILE_FORMAT_DXF,
+            "grade_rules",
+            "a RUL file goes with a DXF pattern",
+        )
         v.raise_if_any("the import request is invalid")
         try:
             if request.format == pb.FILE_FORMAT_DXF:
                 imported = formats.import_dxf(
-                    request.content, request.unit_mm, pairs=request.pairs != pb.PAIR_MODE_SAME_HAND
+                    request.content,
+                    request.unit_mm,
+                    pairs=request.pairs != pb.PAIR_MODE_SAME_HAND,
+                    grade_rules=request.grade_rules,
                 )
             else:
                 imported = formats.import_json(request.content, request.unit_mm)

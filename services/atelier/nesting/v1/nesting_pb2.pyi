@@ -609,6 +609,7 @@ class ImportPiecesRequest(_message.Message):
     PAIRS_FIELD_NUMBER: _builtins.int
     SAVE_PATTERN_FIELD_NUMBER: _builtins.int
     PATTERN_NAME_FIELD_NUMBER: _builtins.int
+    GRADE_RULES_FIELD_NUMBER: _builtins.int
     format: Global___FileFormat.ValueType
     """FILE_FORMAT_DXF or FILE_FORMAT_JSON (Atelier pieces JSON, or the jagua-rs/sparrow instance
     format of shared/benchmarks/nesting, whose allowed_orientations map to grain rules).
@@ -623,6 +624,10 @@ class ImportPiecesRequest(_message.Message):
     """Store the pieces in the tenant's pattern library; the reply carries the pattern id."""
     pattern_name: _builtins.str
     """The stored pattern's name (default: the file's style name)."""
+    grade_rules: _builtins.bytes
+    """The AAMA/ASTM RUL grade-rule file that came with the DXF (DELTA rules). Pieces the DXF holds
+    in the sample size only are graded to every size of its SIZE LIST. Empty: none.
+    """
     def __init__(
         self,
         *,
@@ -632,10 +637,11 @@ class ImportPiecesRequest(_message.Message):
         pairs: Global___PairMode.ValueType = ...,
         save_pattern: _builtins.bool = ...,
         pattern_name: _builtins.str = ...,
+        grade_rules: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "format", b"format", "pairs", b"pairs", "pattern_name", b"pattern_name", "save_pattern", b"save_pattern", "unit_mm", b"unit_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "format", b"format", "grade_rules", b"grade_rules", "pairs", b"pairs", "pattern_name", b"pattern_name", "save_pattern", b"save_pattern", "unit_mm", b"unit_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
