@@ -112,16 +112,7 @@ def import_dxf(
 ) -> ImportedPieces:
     """An AAMA/ASTM D6673 pattern file (or any DXF with closed outlines) -> pieces in mm;
     grade_rules: the RUL file beside it (pieces in the sample size only are graded with it)."""
-    text = content.decode("utf-8", errors="replace")
-    if text.count("\ufffd") > len(text) // 100 + 2 or "\x00" in text:
-        raise ImportError_(
-            f"not a text DXF file ({len(content)} bytes, {text.count(chr(0xFFFD))} of them not text); "
-            "export the pattern as ASCII DXF (AAMA/ASTM)"
-        )
-    try:
-        doc = ezdxf.read(io.StringIO(text))
-    except Exception as exc:  # ezdxf raises several types for broken files
-        raise ImportError_(f"not a readable DXF: {printable(str(exc))}") from None
+    doc = _read_doc(content)
     try:
         rules = aama.read_rul(grade_rules) if grade_rules else None
         pattern = aama.read_pattern(doc, unit_mm, pairs, rules)
@@ -376,10 +367,17 @@ def export_dxf(marker: Marker) -> bytes:
 
 
 def _read_doc(content: bytes) -> Any:
-    text = content.decode("utf-8", errors="replace")
-    if text.count("\ufffd") > len(text) // 100 + 2 or "\x00" in text:
+    """An ASCII DXF -> ezdxf document; binary or other content refused in one short sentence
+    (never echoed: it may be kilobytes of bytes that are not text)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        # R12 files are often in the Windows code page (ANSI_1252): every byte is a character.
+        text = content.decode("cp1252", errors="replace")
+    controls = sum(1 for c in text if c < " " and c not in "\r\n\t")
+    if controls > len(text) // 100 or content.startswith(b"AutoCAD Binary DXF"):
         raise ImportError_(
-            f"not a text DXF file ({len(content)} bytes, {text.count(chr(0xFFFD))} of them not text); "
+            f"not a text DXF file ({len(content)} bytes, {controls} control characters); "
             "export it as ASCII DXF (AAMA/ASTM)"
         )
     try:
@@ -459,12 +457,10 @@ def import_marker_dxf(content: bytes, unit_mm: float = 0.0) -> tuple[Marker, lis
 
     def number(key: str, fallback: float, what: str) -> float:
         try:
-            return float(texts[key]) * scale if key in texts else fallback
-        except ValueError:
+            return float(texts[key]) * scale
+        except (KeyError, ValueError):
+            warnings.append(f"no number in a '{key.title()}:' text; the {what} is taken from the pieces")
             return fallback
-        finally:
-            if key not in texts:
-                warnings.append(f"no '{key.title()}:' text; the {what} is taken from the pieces")
 
     width = number("marker width", max_y, "width")
     length = number("marker length", max_x, "length")
