@@ -127,7 +127,9 @@ def nest(
         rul = next((p for p in pieces.parent.glob(pieces.stem + ".*") if p.suffix.lower() == ".rul"), None)
         if rul is not None:
             console.print(f"grade rules from {rul.name}")
-    with grpc.insecure_channel(address) as channel:
+    # Pattern files of a whole graded style run to megabytes: lift gRPC's 4 MB default.
+    limits = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(address, options=limits) as channel:
         stub = nesting_pb2_grpc.NestingServiceStub(channel)
         try:
             imported = stub.ImportPieces(
