@@ -850,8 +850,17 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
         q = (1, 0)
     total, flipped = q
     if total == 0:
-        total = 1
-        warnings.append("pieces with quantity 0 (not set in the CAD system) are cut once")
+        # AccuMark leaves Quantity 0 when the cut count lives in the annotation ("2XFABRIC",
+        # "1XFABRIC 1X INTERLIN"): its first count is the pieces per garment.
+        count = re.match(r"\s*(\d+)\s*X\s*[A-Za-z]", raw.fields.get("annotation", ""))
+        if count and int(count.group(1)) > 0:
+            total = int(count.group(1))
+            warnings.append(
+                "pieces with quantity 0 take the count of their annotation (e.g. '2XFABRIC': 2 per garment)"
+            )
+        else:
+            total = 1
+            warnings.append("pieces with quantity 0 (not set in the CAD system) are cut once")
     quantity = total
     if "mirror" not in raw.fields and pairs and total >= 2 and total % 2 == 0 and flipped in (0, total // 2):
         quantity, mirror = total // 2, Mirror.PAIR
