@@ -25,6 +25,7 @@ from atelier.nesting.domain import (
 )
 from atelier.nesting.engine import SolverLayout, solver_job, to_marker
 from atelier.nesting.verify import VerificationError, verify_marker
+from atelier.runtime.storage import Store
 from tests.conftest import SHARED_BENCHMARKS
 from tests.nesting.garment import CUFF, FRONT, SLEEVE, shirt_dxf, signed_area
 
@@ -225,3 +226,23 @@ def test_a_solver_panic_on_a_too_wide_piece_is_the_callers_not_internal() -> Non
     assert isinstance(err, FailedPreconditionError) and "Traceback" not in str(err)
     other = solver_failure(-9, "Traceback (most recent call last):\n  File y\nMemoryError\n")
     assert isinstance(other, SolverError) and str(other).endswith("MemoryError")
+
+
+def test_pattern_library_on_sqlite_and_postgresql(store: Store) -> None:
+    from atelier.nesting.library import PatternLibrary
+
+    library = PatternLibrary(store)
+    first, second = library.new_id(), library.new_id()
+    library.add("acme", first, "polo", b"summary-1", b"\x00\x01content")
+    library.add("acme", second, "tank", b"summary-2", b"content-2")
+    library.add("other", library.new_id(), "skirt", b"s", b"c")
+    got = library.get("acme", first)
+    assert got is not None and got.content == b"\x00\x01content" and got.name == "polo"
+    assert library.get("other", first) is None
+    listed = library.list("acme", 0, 10)
+    assert {p.pattern_id for p in listed} == {first, second} and all(p.content == b"" for p in listed)
+    assert [p.pattern_id for p in library.list("acme", 1, 10)] == [listed[1].pattern_id]
+    assert library.delete("acme", first) and not library.delete("acme", first)
+    assert not library.delete("other", second) and library.get("acme", second) is not None
+    # Migrations are idempotent: a second service on the same store finds the table.
+    assert PatternLibrary(store).get("acme", second) is not None
