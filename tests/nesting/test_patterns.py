@@ -216,3 +216,21 @@ def test_a_sample_size_file_is_graded_with_the_rul_file_beside_it() -> None:
     assert any("graded from the RUL" in w for w in imported.warnings)
     with pytest.raises(ValueError, match="numbers for 4 sizes"):
         formats.import_dxf(dxf, grade_rules=rul.replace(b"0,0 0,5 0,5 0,5", b"0,0 0,5"))
+
+
+def test_piece_text_in_insert_attributes_is_read() -> None:
+    doc = ezdxf.new("R2010")
+    doc.header["$INSUNITS"] = 4
+    block = doc.blocks.new(name="B1")
+    block.add_lwpolyline([(0, 0), (200, 0), (200, 100), (0, 100)], close=True, dxfattribs={"layer": "1"})
+    block.add_line((20, 50), (180, 50), dxfattribs={"layer": "7"})
+    for tag in ("PIECE NAME", "SIZE", "QTY"):
+        block.add_attdef(tag, (0, 0))
+    ref = doc.modelspace().add_blockref("B1", (1000, 0))
+    ref.add_auto_attribs({"PIECE NAME": "YOKE", "SIZE": "L", "QTY": "4"})
+    stream = io.StringIO()
+    doc.write(stream)
+    (yoke,) = formats.import_dxf(stream.getvalue().encode()).pieces
+    assert (yoke.name, yoke.size, yoke.quantity, yoke.mirror) == ("YOKE", "L", 2, Mirror.PAIR)
+    # The INSERT's placement applies: the piece is where the file shows it.
+    assert Polygon(yoke.outline_mm).bounds == pytest.approx((1000.0, 0.0, 1200.0, 100.0))

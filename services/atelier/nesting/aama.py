@@ -60,6 +60,7 @@ PIECE_KEYS = {
     "piece": "name",
     "size": "size",
     "quantity": "quantity",
+    "qty": "quantity",
     "category": "category",
     "annotation": "annotation",
     "material": "material",
@@ -140,6 +141,11 @@ def read_pattern(
             raw = _raw_piece(name, list(block), matrix, scale, warnings)
             if raw is None:
                 continue
+            # Some exporters put the piece text in the INSERT's attributes instead of the block.
+            for attrib in first[name].attribs:
+                kv = key_value(f"{attrib.dxf.tag}: {attrib.dxf.get('text', '')}")
+                if kv and kv[0] in PIECE_KEYS and kv[1]:
+                    raw.fields[PIECE_KEYS[kv[0]]] = kv[1]  # the INSERT's value beats the ATTDEF default
             if count > 1 and "quantity" not in raw.fields:
                 raw.fields["quantity"] = str(count)
                 warnings.append(f"block {name!r} is inserted {count} times: quantity {count}")
@@ -281,7 +287,7 @@ def _raw_piece(
                 raw.rule_points.append((loc, int(rule.group(1))))
             elif layer == ANNOTATION:
                 raw.annotations.append(text.strip())
-            elif kv and kv[0] in PIECE_KEYS:
+            elif kv and kv[0] in PIECE_KEYS and kv[1]:
                 raw.fields.setdefault(PIECE_KEYS[kv[0]], kv[1])
             continue
         if layer == BOUNDARY:
