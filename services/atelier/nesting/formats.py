@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import ezdxf
+from shapely.errors import GEOSException
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 
@@ -34,6 +36,9 @@ class ImportedPieces:
     style: str = ""
     sample_size: str = ""
     units: str = ""
+
+
+log = logging.getLogger(__name__)
 
 
 # -- import -------------------------------------------------------------------------------------
@@ -118,6 +123,13 @@ def import_dxf(
         pattern = aama.read_pattern(doc, unit_mm, pairs, rules)
     except aama.PatternError as exc:
         raise ImportError_(str(exc)) from None
+    except (ArithmeticError, AttributeError, IndexError, TypeError, GEOSException) as exc:
+        # Geometry or entities this reader did not foresee: the caller's file, said as such (the
+        # traceback goes to the log, so the reader can learn the case).
+        log.warning("a DXF pattern could not be read", exc_info=True)
+        raise ImportError_(
+            f"the pattern could not be read ({type(exc).__name__}: {printable(str(exc))})"
+        ) from None
     return ImportedPieces(
         pattern.pieces,
         0.0,
