@@ -5,7 +5,7 @@
 DIR is shared/benchmarks/patterns/dxf. For each file: ImportPieces over gRPC (wall and the
 server's CPU time), pieces x sizes, units, notches, drill holes, warnings. Then markers of one size
 set laid from the pattern library by id (ImportPieces save_pattern -> CreateMarker pattern_id):
-GMX1016S18 (AAMA, mm) sizes 46:1, 50:2, 54:1 and WM SLIM TANK (inches) 36:2, 40:2 on 1500 mm
+GMX1016S18 (AAMA, mm) sizes 46:1, 50:2, 54:1 (its shell-fabric pieces) and WM SLIM TANK (inches) 36:2, 40:2 on 1500 mm
 woven fabric, 2 mm spacing, 5 mm selvage margins; each exported as AAMA marker DXF, HPGL, G-code
 and the HTML report, and the DXF read back with ImportMarker (largest vertex deviation).
 """
@@ -34,9 +34,15 @@ from atelier.runtime.server import Server  # noqa: E402
 from bench.report import bench_config, write_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks" / "patterns" / "dxf"
+# (file, size ratios, the pieces cut from the shell fabric: the GMX file also holds rib, interlining
+# and a cuffed-sleeve variant, which go on other markers).
 MARKERS = [
-    ("GMX1016S18_AAMA.DXF", {"46": 1, "50": 2, "54": 1}),
-    ("WM_SLIM_TANK.DXF", {"36": 2, "40": 2}),
+    (
+        "GMX1016S18_AAMA.DXF",
+        {"46": 1, "50": 2, "54": 1},
+        ["GMX1016S18FR", "GMX1016S18BK", "GMX1016S18SS", "GMX1016S18YL", "GMX1016S18YP"],
+    ),
+    ("WM_SLIM_TANK.DXF", {"36": 2, "40": 2}, []),
 ]
 
 
@@ -86,10 +92,10 @@ def main() -> int:
                         f"{wall:.2f} | {cpu:.2f} |"
                     )
                     print(rows[-1], flush=True)
-                for name, ratios in MARKERS:
+                for name, ratios, pieces in MARKERS:
                     if name not in ids:
                         continue
-                    marker_rows.append(_marker(stub, ops, name, ids[name], ratios, args.budget))
+                    marker_rows.append(_marker(stub, ops, name, ids[name], ratios, pieces, args.budget))
                     print(marker_rows[-1], flush=True)
         finally:
             server.stop(grace_s=1)
@@ -117,6 +123,7 @@ def _marker(
     name: str,
     imported: pb.ImportPiecesResponse,
     ratios: dict[str, int],
+    pieces: list[str],
     budget: int,
 ) -> str:
     op = stub.CreateMarker(
@@ -128,6 +135,7 @@ def _marker(
             seed=1,
             marker_name=f"{imported.style_name} {' '.join(f'{s}:{c}' for s, c in ratios.items())}",
             ratios=[pb.SizeRatio(size=s, count=c) for s, c in ratios.items()],
+            piece_names=pieces,
         ),
         timeout=60,
     )
@@ -154,7 +162,8 @@ def _marker(
     garments = sum(ratios.values())
     exports = "/".join(str(len(c)) for c in sizes.values())
     return (
-        f"| {imported.style_name} ({name}) | {', '.join(f'{s}:{c}' for s, c in ratios.items())} | "
+        f"| {imported.style_name} ({name}{', ' + str(len(pieces)) + ' shell pieces' if pieces else ''}) | "
+        f"{', '.join(f'{s}:{c}' for s, c in ratios.items())} | "
         f"{len(marker.placements)} | {marker.width_mm:.0f} | {marker.length_mm:.1f} | "
         f"{marker.efficiency * 100:.2f}% | {marker.length_mm / garments / 1000:.3f} m | {exports} | {dev:.2e} |"
     )

@@ -309,8 +309,10 @@ def test_pattern_library_per_tenant_and_a_real_size_set_marker(nesting: Stubs, t
     pattern = stub.GetPattern(pb.GetPatternRequest(id=reply.pattern_id), metadata=acme)
     assert len(pattern.pieces) == 150 and list(pattern.sizes) == list(reply.sizes)
 
-    # One size set of the graded style, laid from the library by id: 46:1, 50:2, 54:1.
+    # One size set of the graded style, laid from the library by id: 46:1, 50:2, 54:1, the
+    # shell-fabric pieces only (the file also holds rib, interlining and a cuffed-sleeve variant).
     ratios = {"46": 1, "50": 2, "54": 1}
+    shell = ["GMX1016S18FR", "GMX1016S18BK", "GMX1016S18SS", "GMX1016S18YL", "GMX1016S18YP"]
     name, marker = solved(
         nesting,
         pb.CreateMarkerRequest(
@@ -320,14 +322,18 @@ def test_pattern_library_per_tenant_and_a_real_size_set_marker(nesting: Stubs, t
             time_budget_s=3,
             marker_name="GMX1016S18 46-50x2-54",
             ratios=[pb.SizeRatio(size=s, count=c) for s, c in ratios.items()],
+            piece_names=shell,
         ),
         metadata=acme,
     )
     assert marker.pattern_id == reply.pattern_id
     per_size = Counter(p.size for p in marker.placements)
     garment = sum(
-        p.quantity * (2 if p.mirror == pb.MIRROR_RULE_PAIR else 1) for p in pattern.pieces if p.size == "50"
+        p.quantity * (2 if p.mirror == pb.MIRROR_RULE_PAIR else 1)
+        for p in pattern.pieces
+        if p.size == "50" and p.name in shell
     )
+    assert {p.piece_id.rsplit("_", 1)[0] for p in marker.placements} == set(shell)
     assert per_size == {s: garment * c for s, c in ratios.items()}
     assert 0.5 < marker.efficiency <= 1.0
     for fmt, ext in (
@@ -347,6 +353,14 @@ def test_pattern_library_per_tenant_and_a_real_size_set_marker(nesting: Stubs, t
             metadata=acme,
         )
     assert any(f == "ratios" for f, _ in field_violations(err.value))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateMarker(
+            pb.CreateMarkerRequest(
+                pattern_id=reply.pattern_id, fabric=pb.Fabric(width_mm=1500.0), piece_names=["NOPE"]
+            ),
+            metadata=acme,
+        )
+    assert any(f == "piece_names" and "NOPE" in d for f, d in field_violations(err.value))
     stub.DeletePattern(pb.DeletePatternRequest(id=reply.pattern_id), metadata=acme)
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateMarker(

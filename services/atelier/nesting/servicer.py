@@ -325,12 +325,20 @@ def validate_create(
         if pattern_pieces is None:
             v.add("pattern_id", f"no pattern {request.pattern_id!r} in this tenant's library (ListPatterns)")
         else:
-            # The sizes the ratios name, or every size.
-            source = [p for p in pattern_pieces if not ratios or p.size in ratios]
+            # The sizes the ratios name, or every size; the pieces named, or every piece.
+            names = set(request.piece_names)
+            source = [
+                p
+                for p in pattern_pieces
+                if (not ratios or p.size in ratios) and (not names or (p.name or p.id) in names)
+            ]
             missing = sorted(set(ratios) - {p.size for p in pattern_pieces})
             v.check(not missing, "ratios", f"sizes {missing} are not in the pattern")
+            unknown = sorted(names - {p.name or p.id for p in pattern_pieces})
+            v.check(not unknown, "piece_names", f"pieces {unknown} are not in the pattern")
     else:
         v.check(len(source) > 0, "pieces", "at least one piece is required")
+        v.check(not request.piece_names, "piece_names", "only with a pattern_id")
     v.check(len(source) <= MAX_PIECE_TYPES, "pieces", f"at most {MAX_PIECE_TYPES} pieces per request")
     usable = width - 2 * margin
     pieces: list[PieceSpec] = []

@@ -351,6 +351,7 @@ class CreateMarkerRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     MARKER_NAME_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
+    PIECE_NAMES_FIELD_NUMBER: _builtins.int
     spacing_mm: _builtins.float
     """Minimum gap between two pieces, in mm."""
     time_budget_s: _builtins.float
@@ -374,6 +375,12 @@ class CreateMarkerRequest(_message.Message):
     def ratios(self) -> _containers.RepeatedCompositeFieldContainer[Global___SizeRatio]:
         """Garments per size, e.g. S:2, M:3, L:1. Empty: each piece's quantity is used as is."""
 
+    @_builtins.property
+    def piece_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With pattern_id: lay only the pieces with these names (Piece.name, e.g. the shell-fabric
+        pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
+        """
+
     def __init__(
         self,
         *,
@@ -385,10 +392,11 @@ class CreateMarkerRequest(_message.Message):
         seed: _builtins.int = ...,
         marker_name: _builtins.str = ...,
         pattern_id: _builtins.str = ...,
+        piece_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "marker_name", b"marker_name", "pattern_id", b"pattern_id", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "marker_name", b"marker_name", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -659,6 +667,7 @@ class ImportPiecesResponse(_message.Message):
     SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
+    PIECE_NAMES_FIELD_NUMBER: _builtins.int
     fabric_width_mm: _builtins.float
     """Width of the fabric when the file states one (0 otherwise)."""
     style_name: _builtins.str
@@ -677,6 +686,12 @@ class ImportPiecesResponse(_message.Message):
     def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The graded sizes, in file order; each piece's size is one of them."""
 
+    @_builtins.property
+    def piece_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With pattern_id: lay only the pieces with these names (Piece.name, e.g. the shell-fabric
+        pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
+        """
+
     def __init__(
         self,
         *,
@@ -688,10 +703,11 @@ class ImportPiecesResponse(_message.Message):
         sample_size: _builtins.str = ...,
         units: _builtins.str = ...,
         pattern_id: _builtins.str = ...,
+        piece_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pattern_id", b"pattern_id", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
