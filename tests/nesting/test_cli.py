@@ -131,7 +131,7 @@ def test_nest_command_grades_with_the_rul_file_beside_the_dxf(
         app,
         [
             *("nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--time", "1", "--ratio", "XL=2"),
-            *("-o", str(out), "--address", f"127.0.0.1:{server.port}"),
+            *("--pieces", "PANEL", "-o", str(out), "--address", f"127.0.0.1:{server.port}"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -140,3 +140,6 @@ def test_nest_command_grades_with_the_rul_file_beside_the_dxf(
     # Two XL panels, 120 x 60 mm each (the sample M is 100 x 50, two DELTA steps up).
     assert [p["size"] for p in placements] == ["XL", "XL"]
     assert all(Polygon(p["outline_mm"]).area == pytest.approx(120.0 * 60.0) for p in placements)
+    args = ["nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--pieces", "SLEEVE"]
+    wrong = CliRunner().invoke(app, [*args, "--address", f"127.0.0.1:{server.port}"])
+    assert wrong.exit_code != 0 and "SLEEVE" in wrong.output

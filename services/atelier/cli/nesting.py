@@ -103,6 +103,9 @@ def nest(
         dir_okay=False,
         help="AAMA/ASTM RUL grade rules (default: a .rul file of the same name beside the DXF)",
     ),
+    only: str = typer.Option(
+        "", "--pieces", help="lay only these pieces (names, comma separated), e.g. the shell-fabric ones"
+    ),
     same_hand: bool = typer.Option(
         False, "--same-hand", help="quantity 2 means two pieces as drawn, not a left/right pair"
     ),
@@ -156,7 +159,17 @@ def nest(
             ratios = parse_ratios(ratio)
             # A graded file holds every size: lay the sizes the ratios name.
             wanted = {r.size for r in ratios}
-            chosen = [p for p in imported.pieces if not wanted or p.size in wanted]
+            names = {n.strip() for n in only.split(",") if n.strip()}
+            unknown = names - {p.name or p.id for p in imported.pieces}
+            if unknown:
+                raise typer.BadParameter(
+                    f"no pieces named {sorted(unknown)} in the file", param_hint="--pieces"
+                )
+            chosen = [
+                p
+                for p in imported.pieces
+                if (not wanted or p.size in wanted) and (not names or (p.name or p.id) in names)
+            ]
             if len(chosen) < len(imported.pieces):
                 console.print(
                     f"laying sizes {', '.join(sorted(wanted))}: {len(chosen)} of {len(imported.pieces)} pieces"
