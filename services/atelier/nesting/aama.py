@@ -855,18 +855,19 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
         warnings.append(f"piece {raw.key!r}: quantity {raw.fields['quantity']!r} is not a number; 1 used")
         q = (1, 0)
     total, flipped = q
-    if total == 0:
-        # AccuMark leaves Quantity 0 when the cut count lives in the annotation ("2XFABRIC",
-        # "1XFABRIC 1X INTERLIN"): its first count is the pieces per garment.
-        count = re.match(r"\s*(\d+)\s*X\s*[A-Za-z]", raw.fields.get("annotation", ""))
-        if count and int(count.group(1)) > 0:
-            total = int(count.group(1))
-            warnings.append(
-                "pieces with quantity 0 take the count of their annotation (e.g. '2XFABRIC': 2 per garment)"
-            )
-        else:
-            total = 1
-            warnings.append("pieces with quantity 0 (not set in the CAD system) are cut once")
+    # AccuMark writes the cutting instruction in the annotation ("2XFABRIC", "1XFABRIC 1X
+    # INTERLIN") and often leaves Quantity at 0 or 1: a larger first count there is the pieces
+    # per garment (two sleeves, two cuffs).
+    count = re.match(r"\s*(\d+)\s*X\s*[A-Za-z]", raw.fields.get("annotation", ""))
+    if count and int(count.group(1)) > total:
+        total = int(count.group(1))
+        warnings.append(
+            "pieces whose annotation asks for more than their quantity (e.g. '2XFABRIC' with "
+            "Quantity 0 or 1) are cut as the annotation says"
+        )
+    elif total == 0:
+        total = 1
+        warnings.append("pieces with quantity 0 (not set in the CAD system) are cut once")
     quantity = total
     if "mirror" not in raw.fields and pairs and total >= 2 and total % 2 == 0 and flipped in (0, total // 2):
         quantity, mirror = total // 2, Mirror.PAIR
