@@ -7,11 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ezdxf
+import pytest
+from shapely.geometry import Polygon
 from typer.testing import CliRunner
 
 from atelier.cli.main import app
 from atelier.nesting.server import build
 from atelier.runtime.server import Server
+from tests.nesting.aama_files import r12_graded_inches, sample_only_with_rules
 from tests.nesting.garment import shirt_dxf
 
 
@@ -52,7 +55,8 @@ def test_nest_command_makes_marker_files(start_server: Callable[..., Server], tm
     assert data["width_mm"] == 700.0 and data["spacing_mm"] == 3.0
     assert f"efficiency {data['efficiency'] * 100:.2f}%" in svg.read_text()
     doc = ezdxf.readfile(dxf)
-    assert sum(1 for e in doc.modelspace() if e.dxf.layer == "PIECES") == 28
+    # The AAMA marker DXF: one block per placed piece, its cut line on layer 1.
+    assert sum(1 for e in doc.modelspace() if e.dxftype() == "INSERT") == 28
 
 
 def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp_path: Path) -> None:
@@ -76,3 +80,66 @@ def test_nest_command_reports_bad_input(start_server: Callable[..., Server], tmp
     )
     assert result.exit_code == 1
     assert "INVALID_ARGUMENT" in result.output and "pieces[0].outline" in result.output
+
+
+def test_nest_command_shows_the_import_warnings_and_writes_cutting_room_files(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = start_server("nesting", build)
+    pieces = tmp_path / "panels.dxf"
+    pieces.write_bytes(r12_graded_inches())
+    nc, html = tmp_path / "marker.nc", tmp_path / "marker.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            "nest",
+            str(pieces),
+            "--width",
+            "700",
+            "--time",
+            "1",
+            "--ratio",
+            "M=1",
+            "--save-pattern",
+            "-o",
+            str(nc),
+            "-o",
+            str(html),
+            "--address",
+            f"127.0.0.1:{server.port}",
+        ],
+        terminal_width=400,
+    )
+    assert result.exit_code == 0, result.output
+    # The inch units came from the 'Units: ENGLISH' text: the user is told, as every assumption.
+    assert "warning" in result.output and "Units: ENGLISH" in result.output
+    assert "2 pieces x 3 sizes (S, M, L), units ENGLISH" in result.output
+    assert "stored as pattern" in result.output
+    assert nc.read_text().startswith("%") and "G21" in nc.read_text()
+    assert "Marker report" in html.read_text()
+
+
+def test_nest_command_grades_with_the_rul_file_beside_the_dxf(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = start_server("nesting", build)
+    dxf, rul = sample_only_with_rules()
+    (tmp_path / "RULED.DXF").write_bytes(dxf)
+    (tmp_path / "RULED.RUL").write_bytes(rul)
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--time", "1", "--ratio", "XL=2"),
+            *("--pieces", "PANEL", "-o", str(out), "--address", f"127.0.0.1:{server.port}"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "grade rules from RULED.RUL" in result.output and "1 pieces x 4 sizes" in result.output
+    placements = json.loads(out.read_text())["placements"]
+    # Two XL panels, 120 x 60 mm each (the sample M is 100 x 50, two DELTA steps up).
+    assert [p["size"] for p in placements] == ["XL", "XL"]
+    assert all(Polygon(p["outline_mm"]).area == pytest.approx(120.0 * 60.0) for p in placements)
+    args = ["nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--pieces", "SLEEVE"]
+    wrong = CliRunner().invoke(app, [*args, "--address", f"127.0.0.1:{server.port}"])
+    assert wrong.exit_code != 0 and "SLEEVE" in wrong.output

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import ezdxf
 import pytest
 from shapely.geometry import Polygon
 
@@ -27,6 +25,7 @@ from atelier.nesting.domain import (
 )
 from atelier.nesting.engine import SolverLayout, solver_job, to_marker
 from atelier.nesting.verify import VerificationError, verify_marker
+from atelier.runtime.storage import Store
 from tests.conftest import SHARED_BENCHMARKS
 from tests.nesting.garment import CUFF, FRONT, SLEEVE, shirt_dxf, signed_area
 
@@ -177,10 +176,10 @@ def test_exports_carry_the_layout() -> None:
     _req, marker = _two_squares(spacing=0.0, dx=105.0)
     svg = formats.export_svg(marker).decode()
     assert svg.count("<polygon") == 2 and "efficiency" in svg and f"length {marker.length_mm:.1f} mm" in svg
-    doc = ezdxf.read(io.StringIO(formats.export_dxf(marker).decode()))
-    pieces = [e for e in doc.modelspace() if e.dxftype() == "LWPOLYLINE" and e.dxf.layer == "PIECES"]
-    assert len(pieces) == 2 and doc.header["$INSUNITS"] == 4
-    assert {tuple(map(round, p)) for p in pieces[1].get_points("xy")} == {
+    # The AAMA marker DXF read back: the second square where it was placed.
+    back, _warnings = formats.import_marker_dxf(formats.export_dxf(marker))
+    assert len(back.placements) == 2 and back.width_mm == marker.width_mm
+    assert {tuple(map(round, p)) for p in back.placements[1].outline_mm} == {
         (115, 10),
         (215, 10),
         (215, 110),
@@ -213,3 +212,37 @@ def test_outlines_far_from_the_origin_are_placed_where_the_solver_put_them() -> 
     placed = marker.placements[0]
     expected = transform(far, 180.0, placed.x_mm, placed.y_mm)
     assert [c for p in placed.outline_mm for c in p] == pytest.approx([c for p in expected for c in p])
+
+
+def test_a_solver_panic_on_a_too_wide_piece_is_the_callers_not_internal() -> None:
+    from atelier.nesting.engine import SolverError, solver_failure
+    from atelier.runtime.errors import FailedPreconditionError
+
+    panic = (
+        "Traceback (most recent call last):\n  File x\npyo3_runtime.PanicException: strip-width is "
+        "running away (>515.978), item 0 does not seem to fit into the strip\n"
+    )
+    err = solver_failure(1, panic)
+    assert isinstance(err, FailedPreconditionError) and "Traceback" not in str(err)
+    other = solver_failure(-9, "Traceback (most recent call last):\n  File y\nMemoryError\n")
+    assert isinstance(other, SolverError) and str(other).endswith("MemoryError")
+
+
+def test_pattern_library_on_sqlite_and_postgresql(store: Store) -> None:
+    from atelier.nesting.library import PatternLibrary
+
+    library = PatternLibrary(store)
+    first, second = library.new_id(), library.new_id()
+    library.add("acme", first, "polo", b"summary-1", b"\x00\x01content")
+    library.add("acme", second, "tank", b"summary-2", b"content-2")
+    library.add("other", library.new_id(), "skirt", b"s", b"c")
+    got = library.get("acme", first)
+    assert got is not None and got.content == b"\x00\x01content" and got.name == "polo"
+    assert library.get("other", first) is None
+    listed = library.list("acme", 0, 10)
+    assert {p.pattern_id for p in listed} == {first, second} and all(p.content == b"" for p in listed)
+    assert [p.pattern_id for p in library.list("acme", 1, 10)] == [listed[1].pattern_id]
+    assert library.delete("acme", first) and not library.delete("acme", first)
+    assert not library.delete("other", second) and library.get("acme", second) is not None
+    # Migrations are idempotent: a second service on the same store finds the table.
+    assert PatternLibrary(store).get("acme", second) is not None

@@ -246,13 +246,18 @@ def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     assert dxf.file_name == "shirt.dxf"
     doc = ezdxf.read(io.StringIO(dxf.content.decode()))
     msp = doc.modelspace()
-    outlines = [e for e in msp if e.dxftype() == "LWPOLYLINE" and e.dxf.layer == "PIECES"]
-    labels = [e for e in msp if e.dxftype() == "TEXT" and e.dxf.layer == "LABELS"]
-    assert len(outlines) == len(labels) == 21
+    inserts = [e for e in msp if e.dxftype() == "INSERT"]
+    assert len(inserts) == 21
+    outlines = [
+        next(e for e in doc.blocks.get(i.dxf.name) if e.dxftype() == "POLYLINE" and e.dxf.layer == "1")
+        for i in inserts
+    ]
     fabric = next(e for e in msp if e.dxf.layer == "FABRIC")
-    assert max(x for x, _ in fabric.get_points("xy")) == pytest.approx(marker.length_mm)
+    assert max(v.dxf.location.x for v in fabric.vertices) == pytest.approx(marker.length_mm)
     # The DXF outlines are the marker's outlines.
-    dxf_areas = sorted(round(Polygon(list(e.get_points("xy"))).area, 3) for e in outlines)
+    dxf_areas = sorted(
+        round(Polygon([(v.dxf.location.x, v.dxf.location.y) for v in e.vertices]).area, 3) for e in outlines
+    )
     assert dxf_areas == sorted(round(Polygon(outline(p)).area, 3) for p in marker.placements)
     svg = stub.ExportMarker(
         pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_SVG)
@@ -261,7 +266,9 @@ def test_dxf_in_marker_out_round_trip(nesting: Stubs) -> None:
     plt = stub.ExportMarker(
         pb.ExportMarkerRequest(operation=op.name, format=pb.FILE_FORMAT_HPGL)
     ).content.decode()
-    assert plt.startswith("IN;") and plt.count("PD") == 22
+    # Fabric + 21 cut lines + each piece's grain line + a drill cross (two strokes) per piece (the
+    # test garment has one drill circle on layer 13), and one label each.
+    assert plt.startswith("IN;") and plt.count("PD") == 1 + 21 + 21 + 2 * 21 and plt.count("LB") == 21
 
 
 def test_marker_longer_than_max_length_fails_the_job(nesting: Stubs) -> None:

@@ -32,6 +32,9 @@ FORMATS = {
     ".plt": pb.FILE_FORMAT_HPGL,
     ".hpgl": pb.FILE_FORMAT_HPGL,
     ".json": pb.FILE_FORMAT_JSON,
+    ".nc": pb.FILE_FORMAT_GCODE,
+    ".gcode": pb.FILE_FORMAT_GCODE,
+    ".html": pb.FILE_FORMAT_HTML,
 }
 GRAINS = {
     "fixed": pb.GRAIN_RULE_FIXED,
@@ -78,7 +81,10 @@ def nest(
     time_s: float = typer.Option(30.0, "--time", help="search budget in seconds"),
     ratio: str = typer.Option("", "--ratio", help="garments per size, e.g. S=2,M=3"),
     output: list[Path] = typer.Option(
-        [Path("marker.svg")], "--output", "-o", help="result files: .svg .dxf .plt/.hpgl .json (repeatable)"
+        [Path("marker.svg")],
+        "--output",
+        "-o",
+        help="result files: .svg .dxf (AAMA marker) .plt/.hpgl .nc/.gcode (ISO 6983) .html (report) .json",
     ),
     spacing: float = typer.Option(0.0, "--spacing", help="gap between pieces, mm"),
     margin: float = typer.Option(0.0, "--margin", help="clear space along each selvage, mm"),
@@ -91,6 +97,22 @@ def nest(
         "", "--grain", help="override every piece's grain: fixed, woven, four_way, free"
     ),
     unit_mm: float = typer.Option(0.0, "--unit-mm", help="file unit in mm (0: the file's own units)"),
+    rul: Path | None = typer.Option(
+        None,
+        "--rul",
+        exists=True,
+        dir_okay=False,
+        help="AAMA/ASTM RUL grade rules (default: a .rul file of the same name beside the DXF)",
+    ),
+    only: str = typer.Option(
+        "", "--pieces", help="lay only these pieces (names, comma separated), e.g. the shell-fabric ones"
+    ),
+    same_hand: bool = typer.Option(
+        False, "--same-hand", help="quantity 2 means two pieces as drawn, not a left/right pair"
+    ),
+    save_pattern: bool = typer.Option(
+        False, "--save-pattern", help="also store the pieces in the pattern library (prints its id)"
+    ),
     seed: int = typer.Option(0, "--seed", help="solver seed"),
     name: str = typer.Option("", "--name", help="marker name written on the exports"),
     address: str = typer.Option(DEFAULT_ADDRESS, "--address", help="nesting service host:port"),
@@ -98,27 +120,68 @@ def nest(
     """Make a marker: import the pieces, solve for --time seconds with a live efficiency bar, export."""
     for path in output:
         if path.suffix.lower() not in FORMATS:
-            raise typer.BadParameter(f"{path}: use .svg, .dxf, .plt, .hpgl or .json", param_hint="--output")
+            raise typer.BadParameter(
+                f"{path}: use .svg, .dxf, .plt, .hpgl, .nc, .gcode, .html or .json", param_hint="--output"
+            )
     if grain and grain not in GRAINS:
         raise typer.BadParameter(f"choose from {', '.join(GRAINS)}", param_hint="--grain")
     file_format = pb.FILE_FORMAT_JSON if pieces.suffix.lower() == ".json" else pb.FILE_FORMAT_DXF
-    with client.channel(address) as channel:
+    if rul is None and file_format == pb.FILE_FORMAT_DXF:
+        # CAD systems export the grade rules as STYLE.RUL beside STYLE.DXF.
+        rul = next((p for p in pieces.parent.glob(pieces.stem + ".*") if p.suffix.lower() == ".rul"), None)
+        if rul is not None:
+            console.print(f"grade rules from {rul.name}")
+    # Pattern files of a whole graded style run to megabytes: lift gRPC's 4 MB default.
+    limits = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    with client.channel(address, limits) as channel:
         stub = nesting_pb2_grpc.NestingServiceStub(channel)
         try:
             imported = stub.ImportPieces(
-                pb.ImportPiecesRequest(format=file_format, content=pieces.read_bytes(), unit_mm=unit_mm),
+                pb.ImportPiecesRequest(
+                    format=file_format,
+                    content=pieces.read_bytes(),
+                    unit_mm=unit_mm,
+                    pairs=pb.PAIR_MODE_SAME_HAND if same_hand else pb.PAIR_MODE_MIRRORED,
+                    save_pattern=save_pattern,
+                    grade_rules=rul.read_bytes() if rul is not None else b"",
+                ),
                 timeout=60,
             )
+            # Every assumption the importer made (units, pairs, unfolded fold lines, turned grain).
             for warning in imported.warnings:
                 console.print(f"[yellow]warning[/yellow]: {warning}")
-            chosen = list(imported.pieces)
+            sizes = ", ".join(imported.sizes) if any(imported.sizes) else "one size"
+            console.print(
+                f"{pieces.name}: {len({p.name or p.id for p in imported.pieces})} pieces x "
+                f"{len(imported.sizes)} sizes ({sizes}), units {imported.units or 'mm'}"
+            )
+            if imported.pattern_id:
+                console.print(f"stored as pattern {imported.pattern_id}")
+            ratios = parse_ratios(ratio)
+            # A graded file holds every size: lay the sizes the ratios name.
+            wanted = {r.size for r in ratios}
+            names = {n.strip() for n in only.split(",") if n.strip()}
+            unknown = names - {p.name or p.id for p in imported.pieces}
+            if unknown:
+                raise typer.BadParameter(
+                    f"no pieces named {sorted(unknown)} in the file", param_hint="--pieces"
+                )
+            chosen = [
+                p
+                for p in imported.pieces
+                if (not wanted or p.size in wanted) and (not names or (p.name or p.id) in names)
+            ]
+            if len(chosen) < len(imported.pieces):
+                console.print(
+                    f"laying sizes {', '.join(sorted(wanted))}: {len(chosen)} of {len(imported.pieces)} pieces"
+                )
             if grain:
                 for p in chosen:
                     p.grain = GRAINS[grain]
             request = pb.CreateMarkerRequest(
                 pieces=chosen,
                 spacing_mm=spacing,
-                ratios=parse_ratios(ratio),
+                ratios=ratios,
                 time_budget_s=time_s,
                 seed=seed,
                 marker_name=name or pieces.stem,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from shapely.geometry import Polygon
@@ -54,6 +54,15 @@ class PieceSpec:
     mirror: Mirror = Mirror.NONE
     size: str = ""
     name: str = ""
+    # What travels with the piece onto the marker (same coordinates as the outline): notch
+    # positions on the cut line, drill holes, internal lines (marked, not cut), the grain line.
+    notches_mm: tuple[Point, ...] = ()
+    drills_mm: tuple[Point, ...] = ()
+    internal_lines_mm: tuple[tuple[Point, ...], ...] = ()
+    grain_line_mm: tuple[Point, ...] = ()
+    category: str = ""
+    material: str = ""
+    annotation: str = ""
 
     def allowed_rotations_deg(self) -> list[float] | None:
         """The rotations the grain rule allows; None means any angle."""
@@ -93,6 +102,7 @@ class MarkerRequest:
     time_budget_s: int = DEFAULT_TIME_BUDGET_S
     seed: int = 0
     name: str = ""
+    pattern_id: str = ""  # the library pattern the pieces came from
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,53 @@ class PlacedPiece:
     rotation_deg: float
     mirrored: bool
     outline_mm: tuple[Point, ...]
+    # The piece's notches, drill holes, internal lines and grain line at their placed positions.
+    name: str = ""
+    notches_mm: tuple[Point, ...] = ()
+    drills_mm: tuple[Point, ...] = ()
+    internal_lines_mm: tuple[tuple[Point, ...], ...] = ()
+    grain_line_mm: tuple[Point, ...] = ()
+
+    def shifted(self, dx_mm: float) -> PlacedPiece:
+        """The same placement moved dx_mm along the roll (features included)."""
+
+        def move(points: tuple[Point, ...]) -> tuple[Point, ...]:
+            return tuple((x + dx_mm, y) for x, y in points)
+
+        return replace(
+            self,
+            x_mm=self.x_mm + dx_mm,
+            outline_mm=move(self.outline_mm),
+            notches_mm=move(self.notches_mm),
+            drills_mm=move(self.drills_mm),
+            internal_lines_mm=tuple(move(line) for line in self.internal_lines_mm),
+            grain_line_mm=move(self.grain_line_mm),
+        )
+
+
+def place_piece(
+    piece: PieceSpec, copy: int, mirrored: bool, rotation_deg: float, x_mm: float, y_mm: float
+) -> PlacedPiece:
+    """The piece mirrored (about the x axis) when asked, rotated, translated: outline and features."""
+
+    def put(points: tuple[Point, ...]) -> tuple[Point, ...]:
+        return transform(mirror_outline(points) if mirrored else points, rotation_deg, x_mm, y_mm)
+
+    return PlacedPiece(
+        piece.id,
+        copy,
+        piece.size,
+        x_mm,
+        y_mm,
+        rotation_deg,
+        mirrored,
+        put(piece.outline_mm),
+        name=piece.name,
+        notches_mm=put(piece.notches_mm),
+        drills_mm=put(piece.drills_mm),
+        internal_lines_mm=tuple(put(line) for line in piece.internal_lines_mm),
+        grain_line_mm=put(piece.grain_line_mm),
+    )
 
 
 @dataclass
@@ -133,6 +190,8 @@ class Marker:
     spacing_mm: float = 0.0
     fabric: FabricSpec | None = None
     notes: list[str] = field(default_factory=list)
+    ratios: dict[str, int] = field(default_factory=dict)  # garments per size, for the report
+    pattern_id: str = ""
 
     @property
     def efficiency(self) -> float:

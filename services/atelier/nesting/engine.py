@@ -37,7 +37,7 @@ from atelier.nesting.domain import (
     PlacedPiece,
     expand_items,
     piece_area_mm2,
-    transform,
+    place_piece,
 )
 from atelier.nesting.verify import VerificationError, verify_marker
 from atelier.runtime.context import Cancellation
@@ -111,18 +111,7 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         ox, oy = _origin(item)
         c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
         tx, ty = x + dx - (c * ox - s * oy), y + dy - (s * ox + c * oy)
-        placed.append(
-            PlacedPiece(
-                piece.id,
-                copy,
-                piece.size,
-                tx,
-                ty,
-                rotation % 360.0,
-                item.mirrored,
-                transform(item.outline_mm, rotation, tx, ty),
-            )
-        )
+        placed.append(place_piece(piece, copy, item.mirrored, rotation % 360.0, tx, ty))
     notes: list[str] = []
     placed = clear_flaws(request, placed, notes)
     max_x = max((max(p[0] for p in pl.outline_mm) for pl in placed), default=0.0)
@@ -139,6 +128,8 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         spacing_mm=request.spacing_mm,
         fabric=fabric,
         notes=notes,
+        ratios=dict(request.ratios),
+        pattern_id=request.pattern_id,
     )
 
 
@@ -160,17 +151,7 @@ def clear_flaws(request: MarkerRequest, placed: list[PlacedPiece], notes: list[s
         if shift <= 0:
             continue
         for i in moving:
-            p = placed[i]
-            placed[i] = PlacedPiece(
-                p.piece_id,
-                p.copy,
-                p.size,
-                p.x_mm + shift,
-                p.y_mm,
-                p.rotation_deg,
-                p.mirrored,
-                tuple((x + shift, y) for x, y in p.outline_mm),
-            )
+            placed[i] = placed[i].shifted(shift)
         notes.append(
             f"flaw zone at x {fx0:.1f}-{fx1:.1f} mm: {len(moving)} pieces shifted {shift:.1f} mm past it"
         )
@@ -268,9 +249,7 @@ def make_marker(
             if reader_done:
                 proc.wait()
                 err = proc.stderr.read() if proc.stderr else ""
-                raise SolverError(
-                    f"the solver stopped without an answer (exit {proc.returncode}): {err[-500:]}"
-                )
+                raise solver_failure(proc.returncode, err)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -292,6 +271,20 @@ def make_marker(
     marker.elapsed_s = final_layout.elapsed_s
     check_length(request, marker)
     return marker
+
+
+def solver_failure(returncode: int, stderr: str) -> Exception:
+    """The worker died: say why in one line (its last), never with the traceback. A piece the
+    solver finds too wide (validation leaves a float32 margin, so this should not happen) is the
+    caller's to fix, not an internal error."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "no message"
+    if "does not seem to fit" in last:
+        return FailedPreconditionError(
+            f"a piece does not fit across the fabric width in the solver ({last.split(': ', 1)[-1]}); "
+            "use a wider fabric, smaller margins or let the piece turn"
+        )
+    return SolverError(f"the solver stopped without an answer (exit {returncode}): {last[:300]}")
 
 
 def _verified(request: MarkerRequest, items: list[ItemType], layout: SolverLayout) -> Marker | None:

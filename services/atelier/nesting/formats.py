@@ -1,31 +1,35 @@
-"""Pieces in (DXF, JSON) and markers out (SVG, DXF, HPGL/PLT, JSON). No gRPC here.
+"""Pieces in (DXF, JSON) and markers out (SVG, DXF, HPGL/PLT, G-code, HTML report, JSON). No gRPC.
 
-DXF in, AAMA/ASTM D6673 style: each piece is a BLOCK inserted in model space; its boundary is
-the closed polyline on layer "1" (the AAMA cut line; else the largest closed polyline of the
-block); TEXT/MTEXT in the block carry "Piece Name: ...", "Size: ...", "Quantity: ...", and the
-Atelier extensions "Grain: woven|fixed|four_way|free|step:<deg>" and "Mirror: none|pair|allowed".
-A file without blocks is read as one piece per closed polyline of model space.
-Units: ``unit_mm`` when given, else the header's $INSUNITS (mm when unset).
-"""
+DXF in is an AAMA/ASTM D6673 pattern file as CAD systems write it (see :mod:`atelier.nesting.aama`);
+DXF out is an AAMA-layered marker file that :func:`import_marker_dxf` reads back."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import ezdxf
-from ezdxf import path as ezpath
+from shapely.errors import GEOSException
+from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 
-from atelier.nesting.domain import MAX_PLACED_PIECES, FabricSpec, Grain, Marker, Mirror, PieceSpec, Point
-
-# ezdxf $INSUNITS codes -> millimetres.
-INSUNITS_MM = {0: 1.0, 1: 25.4, 2: 304.8, 4: 1.0, 5: 10.0, 6: 1000.0}
-FLATTEN_MM = 0.5  # chord error when arcs and bulges become vertices
+from atelier.nesting import aama
+from atelier.nesting.aama import parse_grain
+from atelier.nesting.domain import (
+    MAX_PLACED_PIECES,
+    FabricSpec,
+    Grain,
+    Marker,
+    Mirror,
+    PieceSpec,
+    PlacedPiece,
+    Point,
+)
 
 
 class ImportError_(ValueError):
@@ -37,16 +41,16 @@ class ImportedPieces:
     pieces: list[PieceSpec]
     fabric_width_mm: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    sizes: list[str] = field(default_factory=list)
+    style: str = ""
+    sample_size: str = ""
+    units: str = ""
+
+
+log = logging.getLogger(__name__)
 
 
 # -- import -------------------------------------------------------------------------------------
-
-
-def parse_grain(text: str) -> tuple[Grain, float]:
-    value = text.strip().lower().replace("-", "_").replace(" ", "_")
-    if value.startswith("step"):
-        return Grain.STEP, float(value.split(":", 1)[1])
-    return Grain(value), 0.0
 
 
 def grain_from_orientations(orientations: list[float] | None) -> tuple[Grain, float]:
@@ -162,112 +166,39 @@ def _scaled(points: Any, scale: float, where: str = "outline") -> tuple[Point, .
     return tuple(out)
 
 
-TEXT_KEYS = {
-    "piece name": "name",
-    "piece": "name",
-    "size": "size",
-    "quantity": "quantity",
-    "grain": "grain",
-    "mirror": "mirror",
-}
-
-
-def import_dxf(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
+def import_dxf(
+    content: bytes, unit_mm: float = 0.0, pairs: bool = True, grade_rules: bytes = b""
+) -> ImportedPieces:
+    """An AAMA/ASTM D6673 pattern file (or any DXF with closed outlines) -> pieces in mm;
+    grade_rules: the RUL file beside it (pieces in the sample size only are graded with it)."""
+    doc = _read_doc(content)
     try:
-        doc = ezdxf.read(io.StringIO(content.decode("utf-8", errors="replace")))
-    except Exception as exc:  # ezdxf raises several types for broken files
-        raise ImportError_(f"not a readable DXF: {exc}") from None
-    warnings: list[str] = []
-    scale = unit_mm or INSUNITS_MM.get(int(doc.header.get("$INSUNITS", 0)), 0.0)
-    if not scale:
-        scale = 1.0
-        warnings.append(f"$INSUNITS {doc.header.get('$INSUNITS')} is not a length unit; read as mm")
-    msp = doc.modelspace()
-    inserts = [e for e in msp if e.dxftype() == "INSERT"]
-    pieces: list[PieceSpec] = []
-    if inserts:
-        counts: dict[str, int] = {}
-        for insert in inserts:
-            counts[insert.dxf.name] = counts.get(insert.dxf.name, 0) + 1
-        for block_name, inserted in counts.items():
-            block = doc.blocks.get(block_name)
-            piece = _piece_from_entities(list(block), block_name, scale, warnings)
-            if piece is not None:
-                if inserted > 1 and piece.quantity == 1:
-                    piece = _with(piece, quantity=inserted)
-                pieces.append(piece)
-    else:
-        for i, entity in enumerate(e for e in msp if _closed_outline(e, 1.0) is not None):
-            outline = _closed_outline(entity, scale)
-            assert outline is not None
-            pieces.append(PieceSpec(id=f"{entity.dxf.layer}-{i}", outline_mm=outline, name=entity.dxf.layer))
-    if not pieces:
+        rules = aama.read_rul(grade_rules) if grade_rules else None
+        pattern = aama.read_pattern(doc, unit_mm, pairs, rules)
+    except aama.PatternError as exc:
+        raise ImportError_(str(exc)) from None
+    except (ArithmeticError, AttributeError, IndexError, TypeError, GEOSException) as exc:
+        # Geometry or entities this reader did not foresee: the caller's file, said as such (the
+        # traceback goes to the log, so the reader can learn the case).
+        log.warning("a DXF pattern could not be read", exc_info=True)
         raise ImportError_(
-            "no closed polylines found (pieces are blocks with a boundary on layer 1, "
-            "or closed polylines in model space)"
-        )
-    return ImportedPieces(pieces, 0.0, warnings)
-
-
-def _with(piece: PieceSpec, **changes: Any) -> PieceSpec:
-    values = {**piece.__dict__, **changes}
-    return PieceSpec(**values)
-
-
-def _closed_outline(entity: Any, scale: float) -> tuple[Point, ...] | None:
-    kind = entity.dxftype()
-    if kind == "LWPOLYLINE" and not entity.closed:
-        return None
-    if kind == "POLYLINE" and not entity.is_closed:
-        return None
-    if kind not in ("LWPOLYLINE", "POLYLINE", "SPLINE", "CIRCLE", "ELLIPSE"):
-        return None
-    try:
-        points = [(v.x * scale, v.y * scale) for v in ezpath.make_path(entity).flattening(FLATTEN_MM / scale)]
-    except Exception:
-        return None
-    if len(points) > 1 and math.dist(points[0], points[-1]) < 1e-9:
-        points = points[:-1]
-    return tuple(points) if len(points) >= 3 else None
-
-
-def _piece_from_entities(
-    entities: list[Any], block_name: str, scale: float, warnings: list[str]
-) -> PieceSpec | None:
-    outlines = [(e.dxf.layer, o) for e in entities if (o := _closed_outline(e, scale)) is not None]
-    if not outlines:
-        warnings.append(f"block {block_name!r} has no closed boundary; skipped")
-        return None
-    on_layer_1 = [o for layer, o in outlines if layer == "1"]
-    candidates = on_layer_1 or [o for _, o in outlines]
-    outline = max(candidates, key=lambda o: Polygon(o).area)
-    fields: dict[str, str] = {}
-    for e in entities:
-        if e.dxftype() in ("TEXT", "MTEXT", "ATTDEF"):
-            text = (
-                e.plain_text()
-                if e.dxftype() == "MTEXT"
-                else (e.dxf.text if e.dxftype() == "TEXT" else e.dxf.tag)
-            )
-            m = re.match(r"\s*([A-Za-z ]+?)\s*:\s*(.*?)\s*$", text)
-            if m and m.group(1).lower() in TEXT_KEYS:
-                fields[TEXT_KEYS[m.group(1).lower()]] = m.group(2)
-    grain, step = parse_grain(fields["grain"]) if "grain" in fields else (Grain.WOVEN, 0.0)
-    try:
-        quantity = int(fields.get("quantity", "1"))
-    except ValueError:
-        warnings.append(f"block {block_name!r}: quantity {fields['quantity']!r} is not a number; 1 used")
-        quantity = 1
-    return PieceSpec(
-        id=block_name,
-        outline_mm=outline,
-        quantity=quantity,
-        grain=grain,
-        rotation_step_deg=step,
-        mirror=Mirror(fields.get("mirror", "none").lower()),
-        size=fields.get("size", ""),
-        name=fields.get("name", block_name),
+            f"the pattern could not be read ({type(exc).__name__}: {printable(str(exc))})"
+        ) from None
+    return ImportedPieces(
+        pattern.pieces,
+        0.0,
+        pattern.warnings,
+        sizes=pattern.sizes,
+        style=pattern.style,
+        sample_size=pattern.sample_size,
+        units=pattern.units,
     )
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """An error message that quotes file content: control and binary characters escaped, cut short."""
+    clean = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return clean if len(clean) <= limit else clean[:limit] + "..."
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -320,8 +251,47 @@ def _fabric(marker: Marker) -> FabricSpec:
     return marker.fabric or FabricSpec(width_mm=marker.width_mm)
 
 
+def _label(p: PlacedPiece) -> str:
+    return f"{p.name or p.piece_id} {p.size} #{p.copy + 1}{' M' if p.mirrored else ''}".strip()
+
+
+def _label_spot(p: PlacedPiece) -> tuple[float, float, float]:
+    """Where a label goes inside a placed piece, and a text height that fits it."""
+    poly = Polygon(p.outline_mm)
+    spot = poly.representative_point() if poly.is_valid else poly.centroid
+    # Labels stay inside: about a sixth of the narrower side of the piece's box, at most 12 mm.
+    x0, y0, x1, y1 = poly.bounds
+    height = max(1.5, min(12.0, min(x1 - x0, y1 - y0) / 6.0))
+    return spot.x, spot.y, height
+
+
+def _notch_tick(p: PlacedPiece, notch: Point, length_mm: float = 3.0) -> tuple[Point, Point]:
+    """A slit notch: from the cut line into the piece, square to the nearest edge."""
+    pts = p.outline_mm
+    n = len(pts)
+    best = min(range(n), key=lambda i: _seg_dist(notch, pts[i], pts[(i + 1) % n]))
+    (ax, ay), (bx, by) = pts[best], pts[(best + 1) % n]
+    dx, dy = bx - ax, by - ay
+    norm = math.hypot(dx, dy) or 1.0
+    nx, ny = -dy / norm, dx / norm
+    poly = Polygon(pts)
+    probe = (notch[0] + nx * 0.1, notch[1] + ny * 0.1)
+    if poly.is_valid and not poly.contains(ShapelyPoint(probe)):
+        nx, ny = -nx, -ny
+    return notch, (notch[0] + nx * length_mm, notch[1] + ny * length_mm)
+
+
+def _seg_dist(p: Point, a: Point, b: Point) -> float:
+    ax, ay = a
+    dx, dy = b[0] - ax, b[1] - ay
+    d2 = dx * dx + dy * dy
+    t = 0.0 if d2 == 0 else max(0.0, min(1.0, ((p[0] - ax) * dx + (p[1] - ay) * dy) / d2))
+    return math.hypot(p[0] - ax - t * dx, p[1] - ay - t * dy)
+
+
 def export_svg(marker: Marker) -> bytes:
-    """The layout to scale (1 user unit = 1 mm), with name, length and efficiency written on it."""
+    """The layout to scale (1 user unit = 1 mm) with each piece's name, size and copy written on it,
+    notches, drill holes and internal lines; name, length and efficiency above."""
     fabric = _fabric(marker)
     length, width = marker.length_mm, marker.width_mm
     head = max(width * 0.08, 12.0)
@@ -357,7 +327,36 @@ def export_svg(marker: Marker) -> bytes:
             f'<polygon points="{_pts(p.outline_mm)}" fill="{colour[p.size]}" fill-opacity="0.75" '
             f'stroke="black" stroke-width="{stroke:.3f}"><title>{_esc(label)}</title></polygon>'
         )
-    out.append("</g></svg>")
+        for line in p.internal_lines_mm:
+            out.append(
+                f'<polyline points="{_pts(line)}" fill="none" stroke="#333" '
+                f'stroke-dasharray="{stroke * 4:.3f}" stroke-width="{stroke:.3f}"/>'
+            )
+        if p.grain_line_mm:
+            out.append(
+                f'<polyline class="grain" points="{_pts(p.grain_line_mm)}" fill="none" stroke="#222" '
+                f'stroke-width="{stroke:.3f}"/>'
+            )
+        for notch in p.notches_mm:
+            a, b = _notch_tick(p, notch)
+            out.append(
+                f'<line class="notch" x1="{a[0]:.3f}" y1="{a[1]:.3f}" x2="{b[0]:.3f}" y2="{b[1]:.3f}" '
+                f'stroke="black" stroke-width="{stroke * 2:.3f}"/>'
+            )
+        for x, y in p.drills_mm:
+            out.append(
+                f'<circle class="drill" cx="{x:.3f}" cy="{y:.3f}" r="1.5" fill="none" stroke="black" '
+                f'stroke-width="{stroke:.3f}"/>'
+            )
+    out.append("</g>")
+    # Labels outside the flipped group, so the text reads the right way up.
+    for p in marker.placements:
+        x, y, h = _label_spot(p)
+        out.append(
+            f'<text class="label" x="{x:.3f}" y="{width - y:.3f}" font-family="sans-serif" '
+            f'font-size="{h:.3f}" text-anchor="middle" dominant-baseline="middle">{_esc(_label(p))}</text>'
+        )
+    out.append("</svg>")
     return "\n".join(out).encode()
 
 
@@ -366,47 +365,348 @@ def _pts(outline: tuple[Point, ...]) -> str:
 
 
 def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# -- AAMA/ASTM marker DXF -----------------------------------------------------------------------------
+
+MARKER_KEYS = ("Marker Name", "Marker Width", "Marker Length", "Spacing", "Efficiency", "Units")
 
 
 def export_dxf(marker: Marker) -> bytes:
-    """Millimetre DXF: layer FABRIC (the marker rectangle), PIECES (one closed polyline per
-    placement), LABELS (piece id, copy, size), FLAWS."""
-    doc = ezdxf.new("R2010", units=4)
-    for name, colour in (("FABRIC", 8), ("PIECES", 7), ("LABELS", 3), ("FLAWS", 1)):
-        doc.layers.add(name, color=colour)
+    """The marker as an AAMA/ASTM D6673 DXF (R12, mm): one BLOCK per placed piece, inserted at the
+    origin with its entities at their placed positions: layer 1 the cut line and the piece text,
+    4 notches (POINT), 7 the grain line, 8 internal lines, 13 drill holes (POINT). Model space holds
+    the marker text (name, width, length, units) and the fabric rectangle (layer FABRIC)."""
+    doc = ezdxf.new("R12")
     msp = doc.modelspace()
     L, W = marker.length_mm, marker.width_mm
-    msp.add_lwpolyline([(0, 0), (L, 0), (L, W), (0, W)], close=True, dxfattribs={"layer": "FABRIC"})
+    msp.add_polyline2d([(0, 0), (L, 0), (L, W), (0, W)], close=True, dxfattribs={"layer": "FABRIC"})
     for flaw in _fabric(marker).flaws:
-        msp.add_lwpolyline(flaw.outline_mm, close=True, dxfattribs={"layer": "FLAWS"})
-    for p in marker.placements:
-        msp.add_lwpolyline(p.outline_mm, close=True, dxfattribs={"layer": "PIECES"})
-        c = Polygon(p.outline_mm).representative_point()
-        label = f"{p.piece_id}#{p.copy}{'M' if p.mirrored else ''} {p.size}".strip()
-        msp.add_text(label, height=max(W / 200, 2.0), dxfattribs={"layer": "LABELS"}).set_placement(
-            (c.x, c.y)
+        msp.add_polyline2d(list(flaw.outline_mm), close=True, dxfattribs={"layer": "FLAWS"})
+    lines = [
+        f"Marker Name: {marker.name or 'marker'}",
+        f"Marker Width: {W!r}",
+        f"Marker Length: {L!r}",
+        f"Spacing: {marker.spacing_mm!r}",
+        f"Efficiency: {marker.efficiency * 100:.2f}%",
+        "Units: METRIC",
+    ]
+    for i, text in enumerate(lines):
+        msp.add_text(text, height=5.0, dxfattribs={"layer": "1"}).set_placement(
+            (0, W + 10 + 8 * (len(lines) - i))
         )
+    used: set[str] = set()
+    for p in marker.placements:
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", f"{p.piece_id}_{p.copy}{'_M' if p.mirrored else ''}")
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        block = doc.blocks.new(name=name)
+        block.add_polyline2d(list(p.outline_mm), close=True, dxfattribs={"layer": "1"})
+        for x, y in p.notches_mm:
+            block.add_point((x, y), dxfattribs={"layer": "4"})
+        for x, y in p.drills_mm:
+            block.add_point((x, y), dxfattribs={"layer": "13"})
+        for line in p.internal_lines_mm:
+            block.add_polyline2d(list(line), dxfattribs={"layer": "8"})
+        if len(p.grain_line_mm) >= 2:
+            block.add_line(p.grain_line_mm[0], p.grain_line_mm[-1], dxfattribs={"layer": "7"})
+        x, y, h = _label_spot(p)
+        texts = [
+            f"Piece Name: {p.name or p.piece_id}",
+            f"Size: {p.size}",
+            f"Piece Id: {p.piece_id}",
+            f"Copy: {p.copy}",
+            f"Mirrored: {'yes' if p.mirrored else 'no'}",
+            f"Rotation: {p.rotation_deg!r}",
+            f"Placement: {p.x_mm!r},{p.y_mm!r}",
+        ]
+        for i, text in enumerate(texts):
+            block.add_text(text, height=h / 2, dxfattribs={"layer": "1"}).set_placement((x, y - i * h * 0.6))
+        msp.add_blockref(name, (0, 0))
     stream = io.StringIO()
     doc.write(stream)
     return stream.getvalue().encode()
 
 
+def _read_doc(content: bytes) -> Any:
+    """An ASCII DXF -> ezdxf document; binary or other content refused in one short sentence
+    (never echoed: it may be kilobytes of bytes that are not text)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        # R12 files are often in the Windows code page (ANSI_1252): every byte is a character.
+        text = content.decode("cp1252", errors="replace")
+    controls = sum(1 for c in text if c < " " and c not in "\r\n\t")
+    if controls > len(text) // 100 or content.startswith(b"AutoCAD Binary DXF"):
+        raise ImportError_(
+            f"not a text DXF file ({len(content)} bytes, {controls} control characters); "
+            "export it as ASCII DXF (AAMA/ASTM)"
+        )
+    try:
+        return ezdxf.read(io.StringIO(text))
+    except Exception as exc:  # ezdxf raises several types for broken files
+        raise ImportError_(f"not a readable DXF: {printable(str(exc))}") from None
+
+
+def import_marker_dxf(content: bytes, unit_mm: float = 0.0) -> tuple[Marker, list[str]]:
+    """A marker DXF (as export_dxf writes it, or another system's: one block or closed cut line
+    per placed piece) -> Marker. Placement text (piece id, copy, rotation, x/y) is read when
+    present; without it a piece is recorded as placed where it lies (rotation 0, x = y = 0)."""
+    doc = _read_doc(content)
+    warnings: list[str] = []
+    msp = doc.modelspace()
+    texts = {}
+    for e in msp:
+        if e.dxftype() in ("TEXT", "MTEXT"):
+            kv = aama.key_value(aama._text_of(e))
+            if kv:
+                texts[kv[0]] = kv[1]
+    scale, _ = aama._units(doc, {"units": texts.get("units", "")}, unit_mm, warnings)
+    raws: list[aama.RawPiece] = []
+    for insert in (e for e in msp if e.dxftype() == "INSERT"):
+        block = doc.blocks.get(insert.dxf.name)
+        if block is None:
+            continue
+        raw = aama._raw_piece(insert.dxf.name, list(block), insert.matrix44(), scale, warnings)
+        if raw is not None:
+            raws.append(raw)
+    if not raws:
+        raws = aama._model_space_pieces(
+            [e for e in msp if e.dxf.get("layer") not in ("FABRIC", "FLAWS")], scale, warnings
+        )
+    if not raws:
+        raise ImportError_("no placed pieces found (one block or closed cut line on layer 1 per piece)")
+
+    def mm(points: Any) -> tuple[Point, ...]:
+        return tuple((x * scale, y * scale) for x, y in points)
+
+    placements: list[PlacedPiece] = []
+    copies: dict[str, int] = {}
+    missing = 0
+    for raw in raws:
+        f = raw.fields
+        piece_id = f.get("piece_id") or f.get("name") or raw.key
+        try:
+            copy = int(f["copy"]) if "copy" in f else copies.get(piece_id, 0)
+            rotation = float(f.get("rotation", "0"))
+            x, y = (float(v) for v in f.get("placement", "0,0").split(","))
+        except ValueError:
+            raise ImportError_(f"block {raw.key!r}: placement text is not numbers") from None
+        if "placement" not in f:
+            missing += 1
+        copies[piece_id] = copy + 1
+        placements.append(
+            PlacedPiece(
+                piece_id,
+                copy,
+                f.get("size", ""),
+                x * scale,
+                y * scale,
+                rotation,
+                f.get("mirrored", "no").strip().lower() in ("yes", "true", "1"),
+                mm(raw.boundary),
+                name=f.get("name", piece_id),
+                notches_mm=mm(raw.notches),
+                drills_mm=mm(raw.drills),
+                internal_lines_mm=tuple(mm(line) for line in raw.internal),
+                grain_line_mm=mm(raw.grain) if raw.grain else (),
+            )
+        )
+    if missing:
+        warnings.append(f"{missing} pieces carry no placement text: recorded where they lie, rotation 0")
+    max_x = max(max(x for x, _ in p.outline_mm) for p in placements)
+    max_y = max(max(y for _, y in p.outline_mm) for p in placements)
+
+    def number(key: str, fallback: float, what: str) -> float:
+        try:
+            return float(texts[key]) * scale
+        except (KeyError, ValueError):
+            warnings.append(f"no number in a '{key.title()}:' text; the {what} is taken from the pieces")
+            return fallback
+
+    width = number("marker width", max_y, "width")
+    length = number("marker length", max_x, "length")
+    marker = Marker(
+        name=texts.get("marker name", ""),
+        placements=placements,
+        length_mm=length,
+        width_mm=width,
+        piece_area_mm2=sum(Polygon(p.outline_mm).area for p in placements),
+        final=True,
+        spacing_mm=float(texts.get("spacing", "0") or 0) * scale,
+        fabric=FabricSpec(width_mm=width),
+        notes=["imported from a marker file"],
+    )
+    return marker, warnings
+
+
+# -- plotter and cutter ------------------------------------------------------------------------------
+
 HPGL_UNITS_PER_MM = 40  # 1 plotter unit = 0.025 mm
+# Pens: 1 cut lines, 2 the fabric edges, 3 internal and grain lines, 4 notches, 5 drill marks,
+# 6 labels (a cutting plotter maps pens to tools: knife for 1 and 4, punch for 5, pen for the rest).
+PEN_CUT, PEN_FABRIC, PEN_LINES, PEN_NOTCH, PEN_DRILL, PEN_LABEL = 1, 2, 3, 4, 5, 6
+DRILL_MARK_MM = 2.0
 
 
 def export_hpgl(marker: Marker) -> bytes:
-    """HPGL/PLT: pen 1 draws each piece outline (closed), pen 2 the fabric edges."""
+    """HPGL/PLT for a plotter: the fabric, every cut line, internal and grain lines, notches as
+    3 mm slits square to the cut line, drill holes as crosses, and a label (LB) in each piece."""
 
     def pu(x: float, y: float) -> str:
         return f"{round(x * HPGL_UNITS_PER_MM)},{round(y * HPGL_UNITS_PER_MM)}"
 
-    out = ["IN;", "SP2;"]
+    def path(points: Any, close: bool = False) -> str:
+        pts = [*points, points[0]] if close else list(points)
+        return f"PU{pu(*pts[0])};PD{','.join(pu(*q) for q in pts[1:])};"
+
+    out = ["IN;", "DT\x03;", f"SP{PEN_FABRIC};"]
     L, W = marker.length_mm, marker.width_mm
-    out.append(f"PU{pu(0, 0)};PD{pu(L, 0)},{pu(L, W)},{pu(0, W)},{pu(0, 0)};")
-    out.append("SP1;")
+    out.append(path([(0, 0), (L, 0), (L, W), (0, W)], close=True))
+    out.append(f"SP{PEN_CUT};")
     for p in marker.placements:
-        pts = [*p.outline_mm, p.outline_mm[0]]
-        out.append(f"PU{pu(*pts[0])};PD{','.join(pu(*q) for q in pts[1:])};")
+        out.append(path(p.outline_mm, close=True))
+    out.append(f"SP{PEN_LINES};")
+    for p in marker.placements:
+        out.extend(path(line) for line in p.internal_lines_mm if len(line) >= 2)
+        if len(p.grain_line_mm) >= 2:
+            out.append(path(p.grain_line_mm))
+    out.append(f"SP{PEN_NOTCH};")
+    for p in marker.placements:
+        out.extend(path(_notch_tick(p, n)) for n in p.notches_mm)
+    out.append(f"SP{PEN_DRILL};")
+    d = DRILL_MARK_MM
+    for p in marker.placements:
+        for x, y in p.drills_mm:
+            out.append(path([(x - d, y), (x + d, y)]) + path([(x, y - d), (x, y + d)]))
+    out.append(f"SP{PEN_LABEL};")
+    for p in marker.placements:
+        x, y, h = _label_spot(p)
+        # SI: character width and height in cm; labels are plain ASCII (LB ends at the terminator).
+        text = _label(p).encode("ascii", "replace").decode().replace("\x03", " ")
+        out.append(
+            f"SI{h * 0.06:.3f},{h * 0.1:.3f};PU{pu(x - len(text) * h * 0.3, y - h * 0.5)};LB{text}\x03"
+        )
     out.append("PU;SP0;")
     return "\n".join(out).encode()
+
+
+def export_gcode(marker: Marker, feed_mm_min: float = 20000.0) -> bytes:
+    """ISO 6983 (RS-274) G-code for a cutter, in mm: tool T1 (knife) cuts each cut line and the
+    notches (3 mm slits), tool T2 (drill or punch) makes each drill hole with a G81 cycle.
+    M3 lowers or starts the tool, M5 lifts it; G0 moves with the tool up, G1 cuts.
+
+    Read by controllers that take ISO 6983 / RS-274 NGC: LinuxCNC, Mach3/4, GRBL-based knife,
+    drag-knife, laser and plasma cutters. Industrial single-ply textile cutters (Gerber, Lectra,
+    Zund) take their own formats, HPGL/PLT or the AAMA DXF: use those for them."""
+    out = [
+        "%",
+        f"(marker {_gcode_comment(marker.name or 'marker')}: {marker.length_mm:.1f} x {marker.width_mm:.1f} mm)",
+        "G21 G90 G17",  # mm, absolute, XY plane
+        "T1 M6 (knife)",
+    ]
+
+    def cut(points: Any, close: bool) -> None:
+        pts = [*points, points[0]] if close else list(points)
+        out.append(f"G0 X{pts[0][0]:.3f} Y{pts[0][1]:.3f}")
+        out.append("M3")
+        out.append(f"G1 X{pts[1][0]:.3f} Y{pts[1][1]:.3f} F{feed_mm_min:.0f}")
+        out.extend(f"G1 X{x:.3f} Y{y:.3f}" for x, y in pts[2:])
+        out.append("M5")
+
+    for p in marker.placements:
+        out.append(f"({_gcode_comment(_label(p))})")
+        cut(p.outline_mm, close=True)
+        for n in p.notches_mm:
+            cut(_notch_tick(p, n), close=False)
+    drills = [(x, y) for p in marker.placements for x, y in p.drills_mm]
+    if drills:
+        out.append("T2 M6 (drill)")
+        out.append("M3")
+        for x, y in drills:
+            out.append(f"G81 X{x:.3f} Y{y:.3f} Z-1.000 R1.000")
+        out.append("G80")
+        out.append("M5")
+    out += ["G0 X0.000 Y0.000", "M30", "%"]
+    return "\n".join(out).encode()
+
+
+def _gcode_comment(text: str) -> str:
+    return re.sub(r"[()\r\n]", " ", text)
+
+
+# -- the marker report ---------------------------------------------------------------------------------
+
+
+def bundles(marker: Marker) -> dict[tuple[str, int], int]:
+    """(size, bundle number) -> placed pieces: a bundle is one garment of a size. A piece's copies
+    run over the bundles in order (quantity per garment = copies / garments of its size)."""
+    ratios = marker.ratios
+    copies: dict[str, int] = {}
+    for p in marker.placements:
+        copies[p.piece_id] = max(copies.get(p.piece_id, 0), p.copy + 1)
+    out: dict[tuple[str, int], int] = {}
+    for p in marker.placements:
+        garments = ratios.get(p.size, 1) if ratios else 1
+        per_garment = max(1, copies[p.piece_id] // max(1, garments))
+        key = (p.size, min(garments, p.copy // per_garment + 1))
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def export_report_html(marker: Marker) -> bytes:
+    """The marker report: name, width, length, efficiency, pieces per size and bundle, fabric per
+    garment, and the layout picture. One self-contained HTML page (opens in any browser, prints
+    to PDF)."""
+    garments = sum(marker.ratios.values()) if marker.ratios else 0
+    rows = "".join(
+        f"<tr><td>{_esc(size or '-')}</td><td>{bundle}</td><td>{count}</td></tr>"
+        for (size, bundle), count in sorted(bundles(marker).items())
+    )
+    per_size: dict[str, int] = {}
+    for p in marker.placements:
+        per_size[p.size] = per_size.get(p.size, 0) + 1
+    size_rows = "".join(
+        f"<tr><td>{_esc(size or '-')}</td><td>{marker.ratios.get(size, '') if marker.ratios else ''}</td>"
+        f"<td>{count}</td></tr>"
+        for size, count in sorted(per_size.items())
+    )
+    fabric_m2 = marker.length_mm * marker.width_mm / 1e6
+    per_garment = (
+        f"{marker.length_mm / garments / 1000:.3f} m ({fabric_m2 / garments:.3f} m&sup2;)"
+        if garments
+        else "n/a"
+    )
+    svg = export_svg(marker).decode()
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in marker.notes)
+    html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Marker report: {_esc(marker.name or "marker")}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #999;padding:2px 8px;text-align:right}} th{{background:#eee}}
+svg{{width:100%;height:auto;border:1px solid #ccc}}</style></head><body>
+<h1>Marker report: {_esc(marker.name or "marker")}</h1>
+<table id="figures">
+<tr><th>marker name</th><td id="name">{_esc(marker.name or "marker")}</td></tr>
+<tr><th>width</th><td id="width">{marker.width_mm:.1f} mm</td></tr>
+<tr><th>length</th><td id="length">{marker.length_mm:.1f} mm</td></tr>
+<tr><th>efficiency</th><td id="efficiency">{marker.efficiency * 100:.2f}%</td></tr>
+<tr><th>fabric used</th><td id="fabric">{fabric_m2:.3f} m&sup2;</td></tr>
+<tr><th>pieces</th><td id="pieces">{len(marker.placements)}</td></tr>
+<tr><th>garments</th><td id="garments">{garments or "n/a"}</td></tr>
+<tr><th>fabric per garment</th><td id="per-garment">{per_garment}</td></tr>
+<tr><th>spacing</th><td>{marker.spacing_mm:g} mm</td></tr>
+</table>
+<h2>Pieces per size</h2>
+<table id="sizes"><tr><th>size</th><th>garments</th><th>pieces</th></tr>{size_rows}</table>
+<h2>Pieces per bundle</h2>
+<table id="bundles"><tr><th>size</th><th>bundle</th><th>pieces</th></tr>{rows}</table>
+{"<h2>Notes</h2><ul>" + notes + "</ul>" if notes else ""}
+<h2>Layout</h2>
+{svg[svg.index("<svg") :]}
+</body></html>
+"""
+    return html.encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from atelier.nesting.library import PatternLibrary
 from atelier.nesting.servicer import NestingServicer
 from atelier.nesting.v1 import nesting_pb2, nesting_pb2_grpc
 from atelier.runtime.server import Runtime, ServiceSpec
@@ -14,7 +15,7 @@ SERVICE_NAME = nesting_pb2.DESCRIPTOR.services_by_name["NestingService"].full_na
 def build(runtime: Runtime) -> ServiceSpec:
     # Solver threads per marker job (ATELIER_NESTING_SOLVER_WORKERS); 0 lets spyrrow use every core.
     workers = int(runtime.config.setting("SOLVER_WORKERS", "2")) or None
-    servicer = NestingServicer(runtime.jobs(), workers)
+    servicer = NestingServicer(runtime.jobs(), workers, PatternLibrary(runtime.store))
 
     def load() -> None:
         # Ready means the solver can run: spyrrow is importable (the worker process imports it).

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
 from prometheus_client import Counter, Histogram
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
@@ -38,9 +40,11 @@ from atelier.nesting.domain import (
     placed_count,
 )
 from atelier.nesting.engine import make_marker
+from atelier.nesting.library import PatternLibrary
 from atelier.nesting.v1 import nesting_pb2 as pb
 from atelier.nesting.v1 import nesting_pb2_grpc
-from atelier.runtime.errors import FailedPreconditionError, InvalidArgumentError, Violations
+from atelier.runtime.context import current_tenant
+from atelier.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
 from atelier.runtime.status import cancellation_from
 
@@ -91,6 +95,18 @@ def to_polygon(points: Any) -> geometry_pb2.PolygonMm:
     return geometry_pb2.PolygonMm(points=[geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in points])
 
 
+def to_points(points: Any) -> list[geometry_pb2.PointMm]:
+    return [geometry_pb2.PointMm(x_mm=x, y_mm=y) for x, y in points]
+
+
+def to_polyline(points: Any) -> pb.PolylineMm:
+    return pb.PolylineMm(points=to_points(points))
+
+
+def from_points(points: Any) -> tuple[tuple[float, float], ...]:
+    return tuple((p.x_mm, p.y_mm) for p in points)
+
+
 def piece_to_proto(piece: PieceSpec) -> pb.Piece:
     return pb.Piece(
         id=piece.id,
@@ -101,7 +117,27 @@ def piece_to_proto(piece: PieceSpec) -> pb.Piece:
         mirror=MIRROR_TO_PROTO[piece.mirror],
         size=piece.size,
         name=piece.name,
+        notches=to_points(piece.notches_mm),
+        drill_holes=to_points(piece.drills_mm),
+        internal_lines=[to_polyline(line) for line in piece.internal_lines_mm],
+        grain_line=to_polyline(piece.grain_line_mm) if piece.grain_line_mm else None,
+        category=piece.category,
+        material=piece.material,
+        annotation=piece.annotation,
     )
+
+
+def piece_features(msg: pb.Piece) -> dict[str, Any]:
+    """The features a piece carries onto the marker (validated finite by check_features)."""
+    return {
+        "notches_mm": from_points(msg.notches),
+        "drills_mm": from_points(msg.drill_holes),
+        "internal_lines_mm": tuple(from_points(line.points) for line in msg.internal_lines),
+        "grain_line_mm": from_points(msg.grain_line.points),
+        "category": msg.category,
+        "material": msg.material,
+        "annotation": msg.annotation,
+    }
 
 
 def flaw_points(flaw: pb.FlawZone) -> tuple[tuple[float, float], ...]:
@@ -140,6 +176,8 @@ def marker_to_proto(marker: Marker) -> pb.Marker:
         notes=marker.notes,
         spacing_mm=marker.spacing_mm,
         fabric=fabric_to_proto(marker.fabric) if marker.fabric else None,
+        ratios=[pb.SizeRatio(size=k, count=v) for k, v in marker.ratios.items()],
+        pattern_id=marker.pattern_id,
         placements=[
             pb.Placement(
                 piece_id=p.piece_id,
@@ -150,6 +188,11 @@ def marker_to_proto(marker: Marker) -> pb.Marker:
                 rotation_deg=p.rotation_deg,
                 mirrored=p.mirrored,
                 outline=to_polygon(p.outline_mm),
+                name=p.name,
+                notches=to_points(p.notches_mm),
+                drill_holes=to_points(p.drills_mm),
+                internal_lines=[to_polyline(line) for line in p.internal_lines_mm],
+                grain_line=to_polyline(p.grain_line_mm) if p.grain_line_mm else None,
             )
             for p in marker.placements
         ],
@@ -175,6 +218,8 @@ def marker_from_proto(msg: pb.Marker) -> Marker:
         spacing_mm=msg.spacing_mm,
         fabric=fabric,
         notes=list(msg.notes),
+        ratios={r.size: r.count for r in msg.ratios},
+        pattern_id=msg.pattern_id,
         placements=[
             PlacedPiece(
                 p.piece_id,
@@ -185,6 +230,11 @@ def marker_from_proto(msg: pb.Marker) -> Marker:
                 p.rotation_deg,
                 p.mirrored,
                 polygon_points(p.outline),
+                name=p.name,
+                notches_mm=from_points(p.notches),
+                drills_mm=from_points(p.drill_holes),
+                internal_lines_mm=tuple(from_points(line.points) for line in p.internal_lines),
+                grain_line_mm=from_points(p.grain_line.points),
             )
             for p in msg.placements
         ],
@@ -237,16 +287,29 @@ def _check_imported(imported: formats.ImportedPieces) -> None:
     v.raise_if_any("the file's pieces are out of bounds")
 
 
-def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
-    """Every violation of the request at once, or the domain request."""
+FIT_MARGIN_MM = 0.01
+
+
+def check_features(msg: pb.Piece, path: str, v: Violations) -> bool:
+    points = [*msg.notches, *msg.drill_holes, *msg.grain_line.points]
+    points += [p for line in msg.internal_lines for p in line.points]
+    return v.check(
+        all(_finite(p.x_mm, p.y_mm) and max(abs(p.x_mm), abs(p.y_mm)) <= MAX_COORDINATE_MM for p in points),
+        path,
+        f"notches, drill holes, internal and grain lines need finite coordinates within +-{MAX_COORDINATE_MM:g} mm",
+    )
+
+
+def validate_create(
+    request: pb.CreateMarkerRequest, pattern_pieces: list[pb.Piece] | None = None
+) -> MarkerRequest:
+    """Every violation of the request at once, or the domain request (pattern_pieces: the stored
+    pattern's pieces when the request names one that exists)."""
     v = Violations()
     fabric_msg = request.fabric
     width = fabric_msg.width_mm
-    v.check(
-        _finite(width) and 0 < width <= MAX_FABRIC_WIDTH_MM,
-        "fabric.width_mm",
-        f"must be > 0 and at most {MAX_FABRIC_WIDTH_MM:g} mm",
-    )
+    width_ok = _finite(width) and 0 < width <= MAX_FABRIC_WIDTH_MM
+    v.check(width_ok, "fabric.width_mm", f"must be > 0 and at most {MAX_FABRIC_WIDTH_MM:g} mm")
     for name in ("max_length_mm", "edge_margin_mm", "end_margin_mm"):
         value = getattr(fabric_msg, name)
         v.check(
@@ -255,15 +318,16 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
             f"must be >= 0 and at most {MAX_FABRIC_LENGTH_MM:g} mm",
         )
     margin = fabric_msg.edge_margin_mm
-    if width > 0 and margin >= 0:
+    if width_ok and _finite(margin) and margin >= 0:
         v.check(
             2 * margin < width,
             "fabric.edge_margin_mm",
             f"two margins of {margin} mm leave no width of {width} mm",
         )
     spacing = request.spacing_mm
+    # Compared with the width only when the width itself is valid (a NaN width is one violation).
     v.check(
-        _finite(spacing) and spacing >= 0 and (width <= 0 or spacing < width),
+        _finite(spacing) and spacing >= 0 and (not width_ok or spacing < width),
         "spacing_mm",
         "must be >= 0 and < the width",
     )
@@ -283,12 +347,31 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         v.check(1 <= ratio.count <= MAX_RATIO_COUNT, f"ratios[{i}].count", f"must be 1..{MAX_RATIO_COUNT}")
         ratios[ratio.size] = ratio.count
 
-    v.check(len(request.pieces) > 0, "pieces", "at least one piece is required")
-    v.check(len(request.pieces) <= MAX_PIECE_TYPES, "pieces", f"at most {MAX_PIECE_TYPES} pieces per request")
+    source = list(request.pieces)
+    if request.pattern_id:
+        v.check(not source, "pattern_id", "give pieces or a pattern_id, not both")
+        if pattern_pieces is None:
+            v.add("pattern_id", f"no pattern {request.pattern_id!r} in this tenant's library (ListPatterns)")
+        else:
+            # The sizes the ratios name, or every size; the pieces named, or every piece.
+            names = set(request.piece_names)
+            source = [
+                p
+                for p in pattern_pieces
+                if (not ratios or p.size in ratios) and (not names or (p.name or p.id) in names)
+            ]
+            missing = sorted(set(ratios) - {p.size for p in pattern_pieces})
+            v.check(not missing, "ratios", f"sizes {missing} are not in the pattern")
+            unknown = sorted(names - {p.name or p.id for p in pattern_pieces})
+            v.check(not unknown, "piece_names", f"pieces {unknown} are not in the pattern")
+    else:
+        v.check(len(source) > 0, "pieces", "at least one piece is required")
+        v.check(not request.piece_names, "piece_names", "only with a pattern_id")
+    v.check(len(source) <= MAX_PIECE_TYPES, "pieces", f"at most {MAX_PIECE_TYPES} pieces per request")
     usable = width - 2 * margin
     pieces: list[PieceSpec] = []
     ids: set[str] = set()
-    for i, msg in enumerate(request.pieces[:MAX_PIECE_TYPES]):
+    for i, msg in enumerate(source[:MAX_PIECE_TYPES]):
         path = f"pieces[{i}]"
         ok = v.check(bool(msg.id), f"{path}.id", "required")
         ok &= v.check(msg.id not in ids, f"{path}.id", f"id {msg.id!r} is used by another piece")
@@ -314,6 +397,7 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
                 f"{path}.size",
                 f"size {msg.size!r} has no ratio; ratios name {sorted(ratios)}",
             )
+        ok &= check_features(msg, path, v)
         if not ok:
             continue
         assert grain is not None and mirror is not None
@@ -326,14 +410,17 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
             mirror=mirror,
             size=msg.size,
             name=msg.name,
+            **piece_features(msg),
         )
-        if usable > 0 and spacing >= 0:
+        if width_ok and usable > 0 and _finite(spacing) and spacing >= 0:
             narrowest, angle = min_extent_y_mm(piece)
+            # The solver computes in float32 and treats a piece exactly as wide as the strip as
+            # not fitting (it panics): demand FIT_MARGIN_MM of play, so that what passes here solves.
             v.check(
-                narrowest <= usable + 1e-9,
+                narrowest <= usable - FIT_MARGIN_MM,
                 f"{path}.outline",
-                f"{narrowest:.1f} mm across the roll at best ({angle:g} deg, grain {grain.value}); "
-                f"the usable width is {usable:.1f} mm",
+                f"{narrowest:.3f} mm across the roll at best ({angle:g} deg, grain {grain.value}); "
+                f"the usable width is {usable:.3f} mm and a piece needs {FIT_MARGIN_MM} mm of play",
             )
         pieces.append(piece)
 
@@ -378,6 +465,7 @@ def validate_create(request: pb.CreateMarkerRequest) -> MarkerRequest:
         time_budget_s=max(1, round(budget)) if _finite(budget) else 1,
         seed=request.seed,
         name=request.marker_name,
+        pattern_id=request.pattern_id,
     )
     if not v and pieces:
         count = placed_count(domain)
@@ -409,14 +497,21 @@ def check_operation(name: str) -> None:
 
 
 class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
-    def __init__(self, jobs: JobManager, solver_workers: int | None) -> None:
+    def __init__(self, jobs: JobManager, solver_workers: int | None, library: PatternLibrary) -> None:
         self.jobs = jobs
         self.solver_workers = solver_workers
+        self.library = library
+
+    def _pattern_pieces(self, pattern_id: str) -> list[pb.Piece] | None:
+        stored = self.library.get(current_tenant(), pattern_id) if pattern_id else None
+        if stored is None:
+            return None
+        return list(pb.Pattern.FromString(stored.content).pieces)
 
     def CreateMarker(
         self, request: pb.CreateMarkerRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
-        domain = validate_create(request)
+        domain = validate_create(request, self._pattern_pieces(request.pattern_id))
         workers = self.solver_workers
 
         def run(handle: JobHandle) -> pb.Marker:
@@ -482,35 +577,141 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
         v.check(
             _finite(request.unit_mm) and request.unit_mm >= 0, "unit_mm", "must be >= 0 (0: the file's units)"
         )
+        v.check(request.pairs in PAIR_MODES, "pairs", f"unknown pair mode {request.pairs}")
+        v.check(len(request.pattern_name) <= 256, "pattern_name", "at most 256 characters")
+        v.check(
+            not request.grade_rules or request.format == pb.FILE_FORMAT_DXF,
+            "grade_rules",
+            "a RUL file goes with a DXF pattern",
+        )
         v.raise_if_any("the import request is invalid")
-        reader = formats.import_dxf if request.format == pb.FILE_FORMAT_DXF else formats.import_json
         try:
-            imported = reader(request.content, request.unit_mm)
+            if request.format == pb.FILE_FORMAT_DXF:
+                imported = formats.import_dxf(
+                    request.content,
+                    request.unit_mm,
+                    pairs=request.pairs != pb.PAIR_MODE_SAME_HAND,
+                    grade_rules=request.grade_rules,
+                )
+            else:
+                imported = formats.import_json(request.content, request.unit_mm)
         except (formats.ImportError_, KeyError, TypeError, ValueError) as exc:
-            raise InvalidArgumentError.for_field("content", f"cannot read pieces: {exc}") from None
+            raise InvalidArgumentError.for_field(
+                "content", f"cannot read pieces: {formats.printable(str(exc), 300)}"
+            ) from None
         _check_imported(imported)
-        return pb.ImportPiecesResponse(
+        reply = pb.ImportPiecesResponse(
             pieces=[piece_to_proto(p) for p in imported.pieces],
             fabric_width_mm=imported.fabric_width_mm,
             warnings=imported.warnings,
+            sizes=imported.sizes or list(dict.fromkeys(p.size for p in imported.pieces)),
+            style_name=imported.style,
+            sample_size=imported.sample_size,
+            units=imported.units,
         )
+        if request.save_pattern:
+            reply.pattern_id = self._save_pattern(reply, request.pattern_name)
+        return reply
+
+    def _save_pattern(self, imported: pb.ImportPiecesResponse, name: str) -> str:
+        pattern = pb.Pattern(
+            id=PatternLibrary.new_id(),
+            name=name or imported.style_name or "pattern",
+            style_name=imported.style_name,
+            sizes=imported.sizes,
+            sample_size=imported.sample_size,
+            units=imported.units,
+            warnings=imported.warnings,
+            piece_count=len({p.name or p.id for p in imported.pieces}),
+        )
+        summary = pattern.SerializeToString()
+        pattern.pieces.extend(imported.pieces)
+        created = self.library.add(
+            current_tenant(), pattern.id, pattern.name, summary, pattern.SerializeToString()
+        )
+        del created  # stored rows carry it; GetPattern reads it back
+        return pattern.id
+
+    @staticmethod
+    def _with_time(data: bytes, created: Any) -> pb.Pattern:
+        pattern = pb.Pattern.FromString(data)
+        pattern.create_time.FromDatetime(created)
+        return pattern
+
+    def ListPatterns(
+        self, request: pb.ListPatternsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPatternsResponse:
+        v = Violations()
+        v.check(0 <= request.page_size <= 100, "page_size", "must be 0..100 (0 means 50)")
+        offset = 0
+        if request.page_token:
+            ok = request.page_token.isdigit() and len(request.page_token) <= 9
+            v.check(ok, "page_token", "not a page token from ListPatterns")
+            offset = int(request.page_token) if ok else 0
+        v.raise_if_any("the list request is invalid")
+        size = request.page_size or 50
+        rows = self.library.list(current_tenant(), offset, size + 1)
+        return pb.ListPatternsResponse(
+            patterns=[self._with_time(r.summary, r.create_time) for r in rows[:size]],
+            next_page_token=str(offset + size) if len(rows) > size else "",
+        )
+
+    def GetPattern(self, request: pb.GetPatternRequest, context: grpc.ServicerContext) -> pb.Pattern:
+        if not request.id:
+            raise InvalidArgumentError.for_field("id", "required")
+        stored = self.library.get(current_tenant(), request.id)
+        if stored is None:
+            raise NotFoundError(f"no pattern {request.id!r} in this tenant's library")
+        return self._with_time(stored.content, stored.create_time)
+
+    def DeletePattern(
+        self, request: pb.DeletePatternRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        if not request.id:
+            raise InvalidArgumentError.for_field("id", "required")
+        if not self.library.delete(current_tenant(), request.id):
+            raise NotFoundError(f"no pattern {request.id!r} in this tenant's library")
+        return empty_pb2.Empty()
 
     def ExportMarker(
         self, request: pb.ExportMarkerRequest, context: grpc.ServicerContext
     ) -> pb.ExportMarkerResponse:
-        writers = {
-            pb.FILE_FORMAT_SVG: (formats.export_svg, "image/svg+xml", "svg"),
-            pb.FILE_FORMAT_DXF: (formats.export_dxf, "image/vnd.dxf", "dxf"),
-            pb.FILE_FORMAT_HPGL: (formats.export_hpgl, "application/vnd.hp-hpgl", "plt"),
-            pb.FILE_FORMAT_JSON: (
-                lambda m: formats.json.dumps(formats.marker_json(m), indent=1).encode(),
-                "application/json",
-                "json",
-            ),
-        }
-        if request.format not in writers:
-            raise InvalidArgumentError.for_field("format", "must be SVG, DXF, HPGL or JSON")
+        if request.format not in WRITERS:
+            raise InvalidArgumentError.for_field("format", "must be SVG, DXF, HPGL, GCODE, HTML or JSON")
         marker = marker_from_proto(self._marker(request.operation))
-        write, mime, ext = writers[request.format]
+        write, mime, ext = WRITERS[request.format]
         stem = marker.name or request.operation.rsplit("/", 1)[-1]
         return pb.ExportMarkerResponse(content=write(marker), mime_type=mime, file_name=f"{stem}.{ext}")
+
+    def ImportMarker(
+        self, request: pb.ImportMarkerRequest, context: grpc.ServicerContext
+    ) -> pb.ImportMarkerResponse:
+        v = Violations()
+        v.check(request.format == pb.FILE_FORMAT_DXF, "format", "must be DXF (an AAMA/ASTM marker file)")
+        v.check(len(request.content) > 0, "content", "the file is empty")
+        v.check(
+            _finite(request.unit_mm) and request.unit_mm >= 0, "unit_mm", "must be >= 0 (0: the file's units)"
+        )
+        v.raise_if_any("the marker import request is invalid")
+        try:
+            marker, warnings = formats.import_marker_dxf(request.content, request.unit_mm)
+        except (formats.ImportError_, ValueError) as exc:
+            raise InvalidArgumentError.for_field(
+                "content", f"cannot read a marker: {formats.printable(str(exc), 300)}"
+            ) from None
+        return pb.ImportMarkerResponse(marker=marker_to_proto(marker), warnings=warnings)
+
+
+PAIR_MODES = (pb.PAIR_MODE_UNSPECIFIED, pb.PAIR_MODE_MIRRORED, pb.PAIR_MODE_SAME_HAND)
+WRITERS: dict[int, tuple[Callable[[Marker], bytes], str, str]] = {
+    pb.FILE_FORMAT_SVG: (formats.export_svg, "image/svg+xml", "svg"),
+    pb.FILE_FORMAT_DXF: (formats.export_dxf, "image/vnd.dxf", "dxf"),
+    pb.FILE_FORMAT_HPGL: (formats.export_hpgl, "application/vnd.hp-hpgl", "plt"),
+    pb.FILE_FORMAT_GCODE: (formats.export_gcode, "text/x-gcode", "nc"),
+    pb.FILE_FORMAT_HTML: (formats.export_report_html, "text/html", "html"),
+    pb.FILE_FORMAT_JSON: (
+        lambda m: json.dumps(formats.marker_json(m), indent=1).encode(),
+        "application/json",
+        "json",
+    ),
+}

@@ -8,6 +8,7 @@ from atelier.common.v1 import progress_pb2 as _progress_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -100,6 +101,10 @@ class _FileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileFormat
     FILE_FORMAT_DXF: _FileFormat.ValueType  # 2
     FILE_FORMAT_SVG: _FileFormat.ValueType  # 3
     FILE_FORMAT_HPGL: _FileFormat.ValueType  # 4
+    FILE_FORMAT_GCODE: _FileFormat.ValueType  # 5
+    """ISO 6983 (RS-274) G-code for a cutter: G0 moves, G1 cuts, M3/M5 blade or head down/up."""
+    FILE_FORMAT_HTML: _FileFormat.ValueType  # 6
+    """The marker report (HTML): name, width, length, efficiency, pieces per size, fabric per garment."""
 
 class FileFormat(_FileFormat, metaclass=_FileFormatEnumTypeWrapper): ...
 
@@ -108,7 +113,57 @@ FILE_FORMAT_JSON: FileFormat.ValueType  # 1
 FILE_FORMAT_DXF: FileFormat.ValueType  # 2
 FILE_FORMAT_SVG: FileFormat.ValueType  # 3
 FILE_FORMAT_HPGL: FileFormat.ValueType  # 4
+FILE_FORMAT_GCODE: FileFormat.ValueType  # 5
+"""ISO 6983 (RS-274) G-code for a cutter: G0 moves, G1 cuts, M3/M5 blade or head down/up."""
+FILE_FORMAT_HTML: FileFormat.ValueType  # 6
+"""The marker report (HTML): name, width, length, efficiency, pieces per size, fabric per garment."""
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
+
+class _PairMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PairModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PairMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAIR_MODE_UNSPECIFIED: _PairMode.ValueType  # 0
+    """treated as PAIR_MODE_MIRRORED"""
+    PAIR_MODE_MIRRORED: _PairMode.ValueType  # 1
+    """Quantity 2n is n left/right pairs (half as drawn, half mirrored), as garments need."""
+    PAIR_MODE_SAME_HAND: _PairMode.ValueType  # 2
+    """All copies as drawn (e.g. fabric cut face to face, or symmetric pieces)."""
+
+class PairMode(_PairMode, metaclass=_PairModeEnumTypeWrapper):
+    """How an imported piece with an even quantity is cut."""
+
+PAIR_MODE_UNSPECIFIED: PairMode.ValueType  # 0
+"""treated as PAIR_MODE_MIRRORED"""
+PAIR_MODE_MIRRORED: PairMode.ValueType  # 1
+"""Quantity 2n is n left/right pairs (half as drawn, half mirrored), as garments need."""
+PAIR_MODE_SAME_HAND: PairMode.ValueType  # 2
+"""All copies as drawn (e.g. fabric cut face to face, or symmetric pieces)."""
+Global___PairMode: _TypeAlias = PairMode  # noqa: Y015
+
+@_typing.final
+class PolylineMm(_message.Message):
+    """An open line in mm (internal lines, grain lines)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[_geometry_pb2.PointMm]: ...
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[_geometry_pb2.PointMm] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolylineMm: _TypeAlias = PolylineMm  # noqa: Y015
 
 @_typing.final
 class Piece(_message.Message):
@@ -122,6 +177,13 @@ class Piece(_message.Message):
     MIRROR_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    NOTCHES_FIELD_NUMBER: _builtins.int
+    DRILL_HOLES_FIELD_NUMBER: _builtins.int
+    INTERNAL_LINES_FIELD_NUMBER: _builtins.int
+    GRAIN_LINE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    MATERIAL_FIELD_NUMBER: _builtins.int
+    ANNOTATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the request. Required."""
     quantity: _builtins.int
@@ -133,10 +195,30 @@ class Piece(_message.Message):
     size: _builtins.str
     """The size (or bundle) the piece belongs to, e.g. "M". Empty when the marker is single-size."""
     name: _builtins.str
-    """Free text for the cutting room, e.g. "front", "sleeve"."""
+    """Free text for the cutting room, e.g. "front", "sleeve" (the AAMA piece name)."""
+    category: _builtins.str
+    """AAMA piece text: category (e.g. FRONT), material (Material:/Fabric:), annotations."""
+    material: _builtins.str
+    annotation: _builtins.str
     @_builtins.property
     def outline(self) -> _geometry_pb2.PolygonMm:
         """The outer boundary; holes are ignored for nesting. Required, at least 3 points."""
+
+    @_builtins.property
+    def notches(self) -> _containers.RepeatedCompositeFieldContainer[_geometry_pb2.PointMm]:
+        """Notch positions on the cut line (AAMA layers 4, 80-83), same coordinates as the outline."""
+
+    @_builtins.property
+    def drill_holes(self) -> _containers.RepeatedCompositeFieldContainer[_geometry_pb2.PointMm]:
+        """Drill holes (AAMA layer 13)."""
+
+    @_builtins.property
+    def internal_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolylineMm]:
+        """Internal lines and cutouts (AAMA layers 8, 11): marked or cut inside the piece."""
+
+    @_builtins.property
+    def grain_line(self) -> Global___PolylineMm:
+        """The grain line (AAMA layer 7). Imported pieces are turned so that it runs along x."""
 
     def __init__(
         self,
@@ -149,10 +231,17 @@ class Piece(_message.Message):
         mirror: Global___MirrorRule.ValueType = ...,
         size: _builtins.str = ...,
         name: _builtins.str = ...,
+        notches: _abc.Iterable[_geometry_pb2.PointMm] | None = ...,
+        drill_holes: _abc.Iterable[_geometry_pb2.PointMm] | None = ...,
+        internal_lines: _abc.Iterable[Global___PolylineMm] | None = ...,
+        grain_line: Global___PolylineMm | None = ...,
+        category: _builtins.str = ...,
+        material: _builtins.str = ...,
+        annotation: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["outline", b"outline"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grain_line", b"grain_line", "outline", b"outline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grain", b"grain", "id", b"id", "mirror", b"mirror", "name", b"name", "outline", b"outline", "quantity", b"quantity", "rotation_step_deg", b"rotation_step_deg", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "category", b"category", "drill_holes", b"drill_holes", "grain", b"grain", "grain_line", b"grain_line", "id", b"id", "internal_lines", b"internal_lines", "material", b"material", "mirror", b"mirror", "name", b"name", "notches", b"notches", "outline", b"outline", "quantity", b"quantity", "rotation_step_deg", b"rotation_step_deg", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -261,6 +350,8 @@ class CreateMarkerRequest(_message.Message):
     TIME_BUDGET_S_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MARKER_NAME_FIELD_NUMBER: _builtins.int
+    PATTERN_ID_FIELD_NUMBER: _builtins.int
+    PIECE_NAMES_FIELD_NUMBER: _builtins.int
     spacing_mm: _builtins.float
     """Minimum gap between two pieces, in mm."""
     time_budget_s: _builtins.float
@@ -272,6 +363,10 @@ class CreateMarkerRequest(_message.Message):
     """
     marker_name: _builtins.str
     """A caller-chosen name shown on exports."""
+    pattern_id: _builtins.str
+    """Lay the pieces of this stored pattern (ListPatterns) instead of sending pieces: the pieces
+    of the sizes named in ratios (all sizes when ratios is empty). Exclusive with pieces.
+    """
     @_builtins.property
     def pieces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Piece]: ...
     @_builtins.property
@@ -279,6 +374,12 @@ class CreateMarkerRequest(_message.Message):
     @_builtins.property
     def ratios(self) -> _containers.RepeatedCompositeFieldContainer[Global___SizeRatio]:
         """Garments per size, e.g. S:2, M:3, L:1. Empty: each piece's quantity is used as is."""
+
+    @_builtins.property
+    def piece_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With pattern_id: lay only the pieces with these names (Piece.name, e.g. the shell-fabric
+        pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
+        """
 
     def __init__(
         self,
@@ -290,10 +391,12 @@ class CreateMarkerRequest(_message.Message):
         time_budget_s: _builtins.float = ...,
         seed: _builtins.int = ...,
         marker_name: _builtins.str = ...,
+        pattern_id: _builtins.str = ...,
+        piece_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "marker_name", b"marker_name", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "marker_name", b"marker_name", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,6 +479,11 @@ class Placement(_message.Message):
     ROTATION_DEG_FIELD_NUMBER: _builtins.int
     MIRRORED_FIELD_NUMBER: _builtins.int
     OUTLINE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NOTCHES_FIELD_NUMBER: _builtins.int
+    DRILL_HOLES_FIELD_NUMBER: _builtins.int
+    INTERNAL_LINES_FIELD_NUMBER: _builtins.int
+    GRAIN_LINE_FIELD_NUMBER: _builtins.int
     piece_id: _builtins.str
     copy: _builtins.int
     """Which copy of the piece (0-based)."""
@@ -385,10 +493,20 @@ class Placement(_message.Message):
     y_mm: _builtins.float
     rotation_deg: _builtins.float
     mirrored: _builtins.bool
+    name: _builtins.str
+    """The piece's name, notches, drill holes, internal lines and grain line at their placed positions."""
     @_builtins.property
     def outline(self) -> _geometry_pb2.PolygonMm:
         """The placed outline, in marker coordinates."""
 
+    @_builtins.property
+    def notches(self) -> _containers.RepeatedCompositeFieldContainer[_geometry_pb2.PointMm]: ...
+    @_builtins.property
+    def drill_holes(self) -> _containers.RepeatedCompositeFieldContainer[_geometry_pb2.PointMm]: ...
+    @_builtins.property
+    def internal_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolylineMm]: ...
+    @_builtins.property
+    def grain_line(self) -> Global___PolylineMm: ...
     def __init__(
         self,
         *,
@@ -400,10 +518,15 @@ class Placement(_message.Message):
         rotation_deg: _builtins.float = ...,
         mirrored: _builtins.bool = ...,
         outline: _geometry_pb2.PolygonMm | None = ...,
+        name: _builtins.str = ...,
+        notches: _abc.Iterable[_geometry_pb2.PointMm] | None = ...,
+        drill_holes: _abc.Iterable[_geometry_pb2.PointMm] | None = ...,
+        internal_lines: _abc.Iterable[Global___PolylineMm] | None = ...,
+        grain_line: Global___PolylineMm | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["outline", b"outline"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grain_line", b"grain_line", "outline", b"outline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "mirrored", b"mirrored", "outline", b"outline", "piece_id", b"piece_id", "rotation_deg", b"rotation_deg", "size", b"size", "x_mm", b"x_mm", "y_mm", b"y_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "drill_holes", b"drill_holes", "grain_line", b"grain_line", "internal_lines", b"internal_lines", "mirrored", b"mirrored", "name", b"name", "notches", b"notches", "outline", b"outline", "piece_id", b"piece_id", "rotation_deg", b"rotation_deg", "size", b"size", "x_mm", b"x_mm", "y_mm", b"y_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -426,6 +549,8 @@ class Marker(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     SPACING_MM_FIELD_NUMBER: _builtins.int
+    RATIOS_FIELD_NUMBER: _builtins.int
+    PATTERN_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     length_mm: _builtins.float
     width_mm: _builtins.float
@@ -439,6 +564,8 @@ class Marker(_message.Message):
     """Seconds of search behind this marker."""
     seed: _builtins.int
     spacing_mm: _builtins.float
+    pattern_id: _builtins.str
+    """The library pattern the pieces came from (CreateMarkerRequest.pattern_id), if any."""
     @_builtins.property
     def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Placement]: ...
     @_builtins.property
@@ -448,6 +575,10 @@ class Marker(_message.Message):
     @_builtins.property
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What the service did beyond the solver, e.g. pieces shifted past a flaw zone."""
+
+    @_builtins.property
+    def ratios(self) -> _containers.RepeatedCompositeFieldContainer[Global___SizeRatio]:
+        """The size ratios the marker was made for (garments per size), for the report."""
 
     def __init__(
         self,
@@ -465,10 +596,12 @@ class Marker(_message.Message):
         seed: _builtins.int = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         spacing_mm: _builtins.float = ...,
+        ratios: _abc.Iterable[Global___SizeRatio] | None = ...,
+        pattern_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "fabric", b"fabric", "final", b"final", "length_mm", b"length_mm", "name", b"name", "notes", b"notes", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "seed", b"seed", "spacing_mm", b"spacing_mm", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["efficiency", b"efficiency", "elapsed_s", b"elapsed_s", "fabric", b"fabric", "final", b"final", "length_mm", b"length_mm", "name", b"name", "notes", b"notes", "pattern_id", b"pattern_id", "piece_area_mm2", b"piece_area_mm2", "placements", b"placements", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "waste_area_mm2", b"waste_area_mm2", "width_mm", b"width_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -481,13 +614,257 @@ class ImportPiecesRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     UNIT_MM_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    SAVE_PATTERN_FIELD_NUMBER: _builtins.int
+    PATTERN_NAME_FIELD_NUMBER: _builtins.int
+    GRADE_RULES_FIELD_NUMBER: _builtins.int
     format: Global___FileFormat.ValueType
     """FILE_FORMAT_DXF or FILE_FORMAT_JSON (Atelier pieces JSON, or the jagua-rs/sparrow instance
     format of shared/benchmarks/nesting, whose allowed_orientations map to grain rules).
     """
     content: _builtins.bytes
     unit_mm: _builtins.float
-    """The unit of the file's coordinates in mm (e.g. 10 for cm); 0 reads the file's own units."""
+    """The unit of the file's coordinates in mm (e.g. 10 for cm); 0 reads the file's own units
+    ($INSUNITS, else the AAMA "Units: ENGLISH|METRIC" text, else mm with a warning).
+    """
+    pairs: Global___PairMode.ValueType
+    save_pattern: _builtins.bool
+    """Store the pieces in the tenant's pattern library; the reply carries the pattern id."""
+    pattern_name: _builtins.str
+    """The stored pattern's name (default: the file's style name)."""
+    grade_rules: _builtins.bytes
+    """The AAMA/ASTM RUL grade-rule file that came with the DXF (DELTA rules). Pieces the DXF holds
+    in the sample size only are graded to every size of its SIZE LIST. Empty: none.
+    """
+    def __init__(
+        self,
+        *,
+        format: Global___FileFormat.ValueType = ...,
+        content: _builtins.bytes = ...,
+        unit_mm: _builtins.float = ...,
+        pairs: Global___PairMode.ValueType = ...,
+        save_pattern: _builtins.bool = ...,
+        pattern_name: _builtins.str = ...,
+        grade_rules: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "format", b"format", "grade_rules", b"grade_rules", "pairs", b"pairs", "pattern_name", b"pattern_name", "save_pattern", b"save_pattern", "unit_mm", b"unit_mm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportPiecesRequest: _TypeAlias = ImportPiecesRequest  # noqa: Y015
+
+@_typing.final
+class ImportPiecesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIECES_FIELD_NUMBER: _builtins.int
+    FABRIC_WIDTH_MM_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    SIZES_FIELD_NUMBER: _builtins.int
+    STYLE_NAME_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    PATTERN_ID_FIELD_NUMBER: _builtins.int
+    PIECE_NAMES_FIELD_NUMBER: _builtins.int
+    fabric_width_mm: _builtins.float
+    """Width of the fabric when the file states one (0 otherwise)."""
+    style_name: _builtins.str
+    sample_size: _builtins.str
+    units: _builtins.str
+    """Where the unit came from, e.g. "ENGLISH" or "$INSUNITS 4"."""
+    pattern_id: _builtins.str
+    """Set when save_pattern was asked."""
+    @_builtins.property
+    def pieces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Piece]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every assumption the reader made (units, quantities, unfolded fold lines, turned grain...)."""
+
+    @_builtins.property
+    def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The graded sizes, in file order; each piece's size is one of them."""
+
+    @_builtins.property
+    def piece_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With pattern_id: lay only the pieces with these names (Piece.name, e.g. the shell-fabric
+        pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
+        """
+
+    def __init__(
+        self,
+        *,
+        pieces: _abc.Iterable[Global___Piece] | None = ...,
+        fabric_width_mm: _builtins.float = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        sizes: _abc.Iterable[_builtins.str] | None = ...,
+        style_name: _builtins.str = ...,
+        sample_size: _builtins.str = ...,
+        units: _builtins.str = ...,
+        pattern_id: _builtins.str = ...,
+        piece_names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportPiecesResponse: _TypeAlias = ImportPiecesResponse  # noqa: Y015
+
+@_typing.final
+class Pattern(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STYLE_NAME_FIELD_NUMBER: _builtins.int
+    SIZES_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PIECE_COUNT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only: assigned on import."""
+    name: _builtins.str
+    style_name: _builtins.str
+    sample_size: _builtins.str
+    units: _builtins.str
+    piece_count: _builtins.int
+    """How many pieces per size (distinct piece names)."""
+    @_builtins.property
+    def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def pieces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Piece]:
+        """Every piece of every size (size names the graded size). Left out by ListPatterns."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        style_name: _builtins.str = ...,
+        sizes: _abc.Iterable[_builtins.str] | None = ...,
+        sample_size: _builtins.str = ...,
+        units: _builtins.str = ...,
+        pieces: _abc.Iterable[Global___Piece] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        piece_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "name", b"name", "piece_count", b"piece_count", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Pattern: _TypeAlias = Pattern  # noqa: Y015
+
+@_typing.final
+class ListPatternsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..100; 0 means 50."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPatternsRequest: _TypeAlias = ListPatternsRequest  # noqa: Y015
+
+@_typing.final
+class ListPatternsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATTERNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def patterns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pattern]:
+        """Newest first, without pieces."""
+
+    def __init__(
+        self,
+        *,
+        patterns: _abc.Iterable[Global___Pattern] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "patterns", b"patterns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPatternsResponse: _TypeAlias = ListPatternsResponse  # noqa: Y015
+
+@_typing.final
+class GetPatternRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPatternRequest: _TypeAlias = GetPatternRequest  # noqa: Y015
+
+@_typing.final
+class DeletePatternRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePatternRequest: _TypeAlias = DeletePatternRequest  # noqa: Y015
+
+@_typing.final
+class ImportMarkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    UNIT_MM_FIELD_NUMBER: _builtins.int
+    format: Global___FileFormat.ValueType
+    """FILE_FORMAT_DXF."""
+    content: _builtins.bytes
+    unit_mm: _builtins.float
+    """As in ImportPiecesRequest (0: the file's own units)."""
     def __init__(
         self,
         *,
@@ -501,35 +878,31 @@ class ImportPiecesRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ImportPiecesRequest: _TypeAlias = ImportPiecesRequest  # noqa: Y015
+Global___ImportMarkerRequest: _TypeAlias = ImportMarkerRequest  # noqa: Y015
 
 @_typing.final
-class ImportPiecesResponse(_message.Message):
+class ImportMarkerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PIECES_FIELD_NUMBER: _builtins.int
-    FABRIC_WIDTH_MM_FIELD_NUMBER: _builtins.int
+    MARKER_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
-    fabric_width_mm: _builtins.float
-    """Width of the fabric when the file states one (0 otherwise)."""
     @_builtins.property
-    def pieces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Piece]: ...
+    def marker(self) -> Global___Marker: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
-        pieces: _abc.Iterable[Global___Piece] | None = ...,
-        fabric_width_mm: _builtins.float = ...,
+        marker: Global___Marker | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["marker", b"marker"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pieces", b"pieces", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["marker", b"marker", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ImportPiecesResponse: _TypeAlias = ImportPiecesResponse  # noqa: Y015
+Global___ImportMarkerResponse: _TypeAlias = ImportMarkerResponse  # noqa: Y015
 
 @_typing.final
 class ExportMarkerRequest(_message.Message):

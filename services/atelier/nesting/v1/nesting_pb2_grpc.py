@@ -5,6 +5,7 @@ import warnings
 
 from atelier.nesting.v1 import nesting_pb2 as atelier_dot_nesting_dot_v1_dot_nesting__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -71,6 +72,26 @@ class NestingServiceStub:
                 request_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerRequest.SerializeToString,
                 response_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerResponse.FromString,
                 _registered_method=True)
+        self.ImportMarker = channel.unary_unary(
+                '/atelier.nesting.v1.NestingService/ImportMarker',
+                request_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerRequest.SerializeToString,
+                response_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerResponse.FromString,
+                _registered_method=True)
+        self.ListPatterns = channel.unary_unary(
+                '/atelier.nesting.v1.NestingService/ListPatterns',
+                request_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsRequest.SerializeToString,
+                response_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsResponse.FromString,
+                _registered_method=True)
+        self.GetPattern = channel.unary_unary(
+                '/atelier.nesting.v1.NestingService/GetPattern',
+                request_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.GetPatternRequest.SerializeToString,
+                response_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.Pattern.FromString,
+                _registered_method=True)
+        self.DeletePattern = channel.unary_unary(
+                '/atelier.nesting.v1.NestingService/DeletePattern',
+                request_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.DeletePatternRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class NestingServiceServicer:
@@ -111,15 +132,43 @@ class NestingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ImportPieces(self, request, context):
-        """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 style) or a JSON instance.
+        """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 as CAD systems write it) or a JSON instance;
+        with save_pattern, also stores them in the tenant's pattern library.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportMarker(self, request, context):
-        """Writes a marker as SVG, DXF, HPGL/PLT or JSON.
+        """Writes a marker as AAMA/ASTM DXF, SVG, HPGL/PLT, ISO 6983 G-code, an HTML report or JSON.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportMarker(self, request, context):
+        """Reads a marker file (the AAMA/ASTM marker DXF this service writes, or another system's
+        marker DXF with one block or closed outline per placed piece) back into a Marker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPatterns(self, request, context):
+        """The tenant's pattern library: imported patterns, graded sizes kept together.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPattern(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePattern(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -151,6 +200,26 @@ def add_NestingServiceServicer_to_server(servicer, server):
                     servicer.ExportMarker,
                     request_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerRequest.FromString,
                     response_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerResponse.SerializeToString,
+            ),
+            'ImportMarker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportMarker,
+                    request_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerRequest.FromString,
+                    response_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerResponse.SerializeToString,
+            ),
+            'ListPatterns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPatterns,
+                    request_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsRequest.FromString,
+                    response_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsResponse.SerializeToString,
+            ),
+            'GetPattern': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPattern,
+                    request_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.GetPatternRequest.FromString,
+                    response_serializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.Pattern.SerializeToString,
+            ),
+            'DeletePattern': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePattern,
+                    request_deserializer=atelier_dot_nesting_dot_v1_dot_nesting__pb2.DeletePatternRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -299,6 +368,114 @@ class NestingService:
             '/atelier.nesting.v1.NestingService/ExportMarker',
             atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerRequest.SerializeToString,
             atelier_dot_nesting_dot_v1_dot_nesting__pb2.ExportMarkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportMarker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.nesting.v1.NestingService/ImportMarker',
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerRequest.SerializeToString,
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.ImportMarkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPatterns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.nesting.v1.NestingService/ListPatterns',
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsRequest.SerializeToString,
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.ListPatternsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPattern(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.nesting.v1.NestingService/GetPattern',
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.GetPatternRequest.SerializeToString,
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.Pattern.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePattern(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.nesting.v1.NestingService/DeletePattern',
+            atelier_dot_nesting_dot_v1_dot_nesting__pb2.DeletePatternRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

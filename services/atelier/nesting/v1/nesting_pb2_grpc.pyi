@@ -6,6 +6,7 @@ isort:skip_file
 from atelier.nesting.v1 import nesting_pb2 as _nesting_pb2
 from collections import abc as _abc
 from google.longrunning import operations_pb2 as _operations_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -55,9 +56,19 @@ class NestingServiceStub:
     GetMarker: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.GetMarkerRequest, _nesting_pb2.Marker]
     """Returns the best marker of a job (finished, or the best so far)."""
     ImportPieces: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.ImportPiecesRequest, _nesting_pb2.ImportPiecesResponse]
-    """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 style) or a JSON instance."""
+    """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 as CAD systems write it) or a JSON instance;
+    with save_pattern, also stores them in the tenant's pattern library.
+    """
     ExportMarker: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.ExportMarkerRequest, _nesting_pb2.ExportMarkerResponse]
-    """Writes a marker as SVG, DXF, HPGL/PLT or JSON."""
+    """Writes a marker as AAMA/ASTM DXF, SVG, HPGL/PLT, ISO 6983 G-code, an HTML report or JSON."""
+    ImportMarker: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.ImportMarkerRequest, _nesting_pb2.ImportMarkerResponse]
+    """Reads a marker file (the AAMA/ASTM marker DXF this service writes, or another system's
+    marker DXF with one block or closed outline per placed piece) back into a Marker.
+    """
+    ListPatterns: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.ListPatternsRequest, _nesting_pb2.ListPatternsResponse]
+    """The tenant's pattern library: imported patterns, graded sizes kept together."""
+    GetPattern: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.GetPatternRequest, _nesting_pb2.Pattern]
+    DeletePattern: _grpc.UnaryUnaryMultiCallable[_nesting_pb2.DeletePatternRequest, _empty_pb2.Empty]
 
 @_typing.type_check_only
 class NestingServiceAsyncStub(NestingServiceStub):
@@ -85,9 +96,19 @@ class NestingServiceAsyncStub(NestingServiceStub):
     GetMarker: _aio.UnaryUnaryMultiCallable[_nesting_pb2.GetMarkerRequest, _nesting_pb2.Marker]  # type: ignore[assignment]
     """Returns the best marker of a job (finished, or the best so far)."""
     ImportPieces: _aio.UnaryUnaryMultiCallable[_nesting_pb2.ImportPiecesRequest, _nesting_pb2.ImportPiecesResponse]  # type: ignore[assignment]
-    """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 style) or a JSON instance."""
+    """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 as CAD systems write it) or a JSON instance;
+    with save_pattern, also stores them in the tenant's pattern library.
+    """
     ExportMarker: _aio.UnaryUnaryMultiCallable[_nesting_pb2.ExportMarkerRequest, _nesting_pb2.ExportMarkerResponse]  # type: ignore[assignment]
-    """Writes a marker as SVG, DXF, HPGL/PLT or JSON."""
+    """Writes a marker as AAMA/ASTM DXF, SVG, HPGL/PLT, ISO 6983 G-code, an HTML report or JSON."""
+    ImportMarker: _aio.UnaryUnaryMultiCallable[_nesting_pb2.ImportMarkerRequest, _nesting_pb2.ImportMarkerResponse]  # type: ignore[assignment]
+    """Reads a marker file (the AAMA/ASTM marker DXF this service writes, or another system's
+    marker DXF with one block or closed outline per placed piece) back into a Marker.
+    """
+    ListPatterns: _aio.UnaryUnaryMultiCallable[_nesting_pb2.ListPatternsRequest, _nesting_pb2.ListPatternsResponse]  # type: ignore[assignment]
+    """The tenant's pattern library: imported patterns, graded sizes kept together."""
+    GetPattern: _aio.UnaryUnaryMultiCallable[_nesting_pb2.GetPatternRequest, _nesting_pb2.Pattern]  # type: ignore[assignment]
+    DeletePattern: _aio.UnaryUnaryMultiCallable[_nesting_pb2.DeletePatternRequest, _empty_pb2.Empty]  # type: ignore[assignment]
 
 class NestingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Marker making: garment pieces placed on a fabric roll of fixed width for the shortest marker.
@@ -136,7 +157,9 @@ class NestingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _nesting_pb2.ImportPiecesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_nesting_pb2.ImportPiecesResponse, _abc.Awaitable[_nesting_pb2.ImportPiecesResponse]]:
-        """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 style) or a JSON instance."""
+        """Reads pieces from a CAD file (DXF, AAMA/ASTM D6673 as CAD systems write it) or a JSON instance;
+        with save_pattern, also stores them in the tenant's pattern library.
+        """
 
     @_abc_1.abstractmethod
     def ExportMarker(
@@ -144,6 +167,38 @@ class NestingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _nesting_pb2.ExportMarkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_nesting_pb2.ExportMarkerResponse, _abc.Awaitable[_nesting_pb2.ExportMarkerResponse]]:
-        """Writes a marker as SVG, DXF, HPGL/PLT or JSON."""
+        """Writes a marker as AAMA/ASTM DXF, SVG, HPGL/PLT, ISO 6983 G-code, an HTML report or JSON."""
+
+    @_abc_1.abstractmethod
+    def ImportMarker(
+        self,
+        request: _nesting_pb2.ImportMarkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nesting_pb2.ImportMarkerResponse, _abc.Awaitable[_nesting_pb2.ImportMarkerResponse]]:
+        """Reads a marker file (the AAMA/ASTM marker DXF this service writes, or another system's
+        marker DXF with one block or closed outline per placed piece) back into a Marker.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPatterns(
+        self,
+        request: _nesting_pb2.ListPatternsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nesting_pb2.ListPatternsResponse, _abc.Awaitable[_nesting_pb2.ListPatternsResponse]]:
+        """The tenant's pattern library: imported patterns, graded sizes kept together."""
+
+    @_abc_1.abstractmethod
+    def GetPattern(
+        self,
+        request: _nesting_pb2.GetPatternRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_nesting_pb2.Pattern, _abc.Awaitable[_nesting_pb2.Pattern]]: ...
+
+    @_abc_1.abstractmethod
+    def DeletePattern(
+        self,
+        request: _nesting_pb2.DeletePatternRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
 
 def add_NestingServiceServicer_to_server(servicer: NestingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,148 @@
+"""Pattern files written to the AAMA/ASTM D6673 layout, for the cases the shared real files lack
+(R12 POLYLINE segments, inches given only as 'Units: ENGLISH', a grain line at 45 degrees,
+LWPOLYLINE without blocks, a mirror line, drill holes, notches, quantity 2)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import ezdxf
+
+Point = tuple[float, float]
+
+# An asymmetric panel (inches): 10 x 6 with a slanted top, so a mirror image differs from any turn.
+PANEL: tuple[Point, ...] = ((0.0, 0.0), (10.0, 0.0), (10.0, 5.0), (6.0, 6.0), (0.0, 4.0))
+PANEL_NOTCHES: tuple[Point, ...] = ((5.0, 0.0), (10.0, 2.5))  # on the bottom and right edges
+PANEL_DRILL: Point = (3.0, 2.0)
+# Half a back (inches), folded along its bottom edge y = 0 (the mirror line).
+HALF_BACK: tuple[Point, ...] = ((0.0, 0.0), (12.0, 0.0), (12.0, 5.0), (8.0, 7.0), (0.0, 6.0))
+
+
+def rotate(points: tuple[Point, ...] | list[Point], angle_deg: float) -> list[Point]:
+    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    return [(c * x - s * y, s * x + c * y) for x, y in points]
+
+
+def _segments(block: object, ring: list[Point]) -> None:
+    """The cut line as AccuMark writes it: one open R12 POLYLINE per edge, end to end."""
+    for i, p in enumerate(ring):
+        q = ring[(i + 1) % len(ring)]
+        block.add_polyline2d([p, q], dxfattribs={"layer": "1"})  # type: ignore[attr-defined]
+
+
+def r12_graded_inches(grain_deg: float = 45.0, sizes: dict[str, float] | None = None) -> bytes:
+    """R12, no $INSUNITS, 'Units: ENGLISH'; a PANEL turned by grain_deg (its grain line too) per
+    size, quantity 2 written only in the sample size's block; a HALF_BACK with a mirror line."""
+    sizes = sizes or {"S": 0.9, "M": 1.0, "L": 1.1}
+    doc = ezdxf.new("R12")
+    msp = doc.modelspace()
+    for i, text in enumerate(("Style Name: TEST STYLE", "Sample Size: M", "Units: ENGLISH")):
+        msp.add_text(text, height=0.2, dxfattribs={"layer": "1"}).set_placement((0, -2 - i))
+    for size, k in sizes.items():
+        block = doc.blocks.new(name=f"PANEL_{size}")
+        ring = rotate([(x * k, y * k) for x, y in PANEL], grain_deg)
+        _segments(block, ring)
+        if size == "M":  # AccuMark writes notches and piece attributes in the sample size only
+            for n in rotate([(x * k, y * k) for x, y in PANEL_NOTCHES], grain_deg):
+                block.add_point(n, dxfattribs={"layer": "4"})
+            for text in ("Quantity: 2", "CATEGORY: FRONT", "Material: SHELL"):
+                block.add_text(text, height=0.2, dxfattribs={"layer": "1"}).set_placement((1, 1))
+        (dx, dy) = rotate([(PANEL_DRILL[0] * k, PANEL_DRILL[1] * k)], grain_deg)[0]
+        block.add_point((dx, dy), dxfattribs={"layer": "13"})
+        g0, g1 = rotate([(2.0 * k, 1.0 * k), (8.0 * k, 1.0 * k)], grain_deg)
+        block.add_line(g0, g1, dxfattribs={"layer": "7"})
+        for text in ("Piece Name: PANEL", f"SIZE: {size}"):
+            block.add_text(text, height=0.2, dxfattribs={"layer": "1"}).set_placement((1, 2))
+        msp.add_blockref(f"PANEL_{size}", (0, 0))
+
+        back = doc.blocks.new(name=f"BACK_{size}")
+        ring = [(x * k + 20, y * k) for x, y in HALF_BACK]
+        _segments(back, ring)
+        back.add_line((20.0, 0.0), (20.0 + 12.0 * k, 0.0), dxfattribs={"layer": "6"})  # fold
+        back.add_line((22.0, 3.0), (30.0, 3.0), dxfattribs={"layer": "7"})
+        back.add_point((20.0, 0.0), dxfattribs={"layer": "4"})  # a notch where the fold meets the cut line
+        back.add_point((20.0 + 12.0 * k, 2.0 * k), dxfattribs={"layer": "4"})
+        back.add_line((24.0, 1.0), (24.0, 4.0), dxfattribs={"layer": "8"})  # a dart leg
+        for text in ("Piece Name: BACK", f"SIZE: {size}", "Quantity: 1"):
+            back.add_text(text, height=0.2, dxfattribs={"layer": "1"}).set_placement((21, 2))
+        msp.add_blockref(f"BACK_{size}", (0, 0))
+    stream = io.StringIO()
+    doc.write(stream)
+    return stream.getvalue().encode()
+
+
+def lwpolyline_model_space(extra_text: tuple[str, ...] = ()) -> bytes:
+    """R2010 in mm ($INSUNITS 4), no blocks: two closed LWPOLYLINE pieces on layer 1 with their
+    text, notches and drill holes in model space beside them."""
+    doc = ezdxf.new("R2010")
+    doc.header["$INSUNITS"] = 4
+    msp = doc.modelspace()
+    for n, (x0, name) in enumerate(((0.0, "CUFF"), (400.0, "YOKE"))):
+        ring = [(x0, 0.0), (x0 + 250.0, 0.0), (x0 + 250.0, 80.0 + 40 * n), (x0, 80.0)]
+        msp.add_lwpolyline(ring, close=True, dxfattribs={"layer": "1"})
+        msp.add_point((x0 + 125.0, 0.0), dxfattribs={"layer": "4"})
+        msp.add_circle((x0 + 50.0, 40.0), 2.0, dxfattribs={"layer": "13"})
+        msp.add_line((x0 + 20.0, 30.0), (x0 + 220.0, 30.0), dxfattribs={"layer": "7"})
+        for i, text in enumerate((f"Piece Name: {name}", "Size: M", "Quantity: 1", *extra_text)):
+            msp.add_text(text, height=5, dxfattribs={"layer": "1"}).set_placement((x0 + 60, 50 - 7 * i))
+    stream = io.StringIO()
+    doc.write(stream)
+    return stream.getvalue().encode()
+
+
+def bowtie_dxf() -> bytes:
+    """A block whose cut line crosses itself."""
+    doc = ezdxf.new("R12")
+    block = doc.blocks.new(name="BOW_M")
+    block.add_polyline2d([(0, 0), (100, 100), (100, 0), (0, 100)], close=True, dxfattribs={"layer": "1"})
+    block.add_text("Piece Name: BOW", dxfattribs={"layer": "1"})
+    doc.modelspace().add_blockref("BOW_M", (0, 0))
+    stream = io.StringIO()
+    doc.write(stream)
+    return stream.getvalue().encode()
+
+
+def sample_only_with_rules() -> tuple[bytes, bytes]:
+    """A sample-size-only DXF (mm) whose corners carry grade points ('# n' on layer 2), and the RUL
+    file beside it: sizes S M L XL, sample M; rule 1 keeps (0, 0) fixed, rule 2 grows x by 10 mm
+    per size, rule 3 grows x by 10 and y by 5, rule 4 grows y by 5."""
+    doc = ezdxf.new("R12")
+    msp = doc.modelspace()
+    for i, text in enumerate(("Style Name: RULED", "Sample Size: M", "Units: METRIC")):
+        msp.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((0, -10 - 5 * i))
+    block = doc.blocks.new(name="PANEL_M")
+    ring = [(0.0, 0.0), (100.0, 0.0), (100.0, 50.0), (0.0, 50.0)]
+    # The bottom edge has a middle vertex without a rule: it follows by arc length.
+    _segments(block, [(0.0, 0.0), (50.0, 0.0), (100.0, 0.0), (100.0, 50.0), (0.0, 50.0)])
+    for (x, y), rule in zip(ring, (1, 2, 3, 4), strict=True):
+        block.add_point((x, y), dxfattribs={"layer": "2"})
+        block.add_text(f"# {rule}", height=1, dxfattribs={"layer": "2"}).set_placement((x, y))
+    block.add_point((100.0, 25.0), dxfattribs={"layer": "4"})  # a notch halfway up the right edge
+    block.add_line((10.0, 25.0), (90.0, 25.0), dxfattribs={"layer": "7"})
+    for text in ("Piece Name: PANEL", "SIZE: M", "Quantity: 1"):
+        block.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((20, 20))
+    msp.add_blockref("PANEL_M", (0, 0))
+    stream = io.StringIO()
+    doc.write(stream)
+    rul = "\n".join(
+        [
+            "ASTM/D13Proposal 1 Version: D 6673-04",
+            "UNITS: METRIC",
+            "GRADE RULE TABLE: TEST",
+            "NUMBER OF SIZES: 4",
+            "SIZE LIST: S M L XL",
+            "SAMPLE SIZE: M",
+            "RULE: DELTA 1",
+            "0,0 0,0 0,0 0,0",
+            "RULE: DELTA 2",
+            "0,0 10,0 10,0 10,0",
+            "RULE: DELTA 3",
+            "0,0 10,5 10,5",
+            "10,5",
+            "RULE: DELTA 4",
+            "0,0 0,5 0,5 0,5",
+            "END",
+        ]
+    )
+    return stream.getvalue().encode(), rul.encode()
