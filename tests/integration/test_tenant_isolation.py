@@ -10,6 +10,7 @@ RPC that stores or reads data fails here until it is covered.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ STATELESS = {
     "atelier.body.v1.BodyService": {"MeasureBody", "PredictMeasurements", "CreateSizeGrid"},
     "atelier.generation.v1.GenerationService": {"MakeTileable", "ListModels"},
     "atelier.inspection.v1.InspectionService": {"GradeRoll"},
-    "atelier.nesting.v1.NestingService": {"ImportPieces"},
+    "atelier.nesting.v1.NestingService": {"ImportMarker"},
     "atelier.recommendations.v1.RecommendationsService": set(),
     "atelier.trends.v1.TrendsService": set(),
 }
@@ -258,6 +259,27 @@ def test_nesting_markers_stay_with_their_tenant(start_server: Callable[..., Serv
     assert theirs.name != op.name
     assert a("ExportMarker", export).content.startswith(b"<")
     operation_is_private(server, keys, op.name)
+
+    # The pattern library: A's saved pattern is invisible to B, by id and in lists.
+    pieces_json = json.dumps(
+        {"pieces": [{"id": "sq", "outline": [list(p) for p in square], "quantity": 1}]}
+    ).encode()
+    save = pb.ImportPiecesRequest(format=pb.FILE_FORMAT_JSON, content=pieces_json, save_pattern=True)
+    assert a_read.code("ImportPieces", save) == DENIED  # it may store: a write
+    pattern_id = a("ImportPieces", save).pattern_id
+    assert pattern_id
+    assert b("ListPatterns", pb.ListPatternsRequest()).patterns == []
+    assert b.code("GetPattern", pb.GetPatternRequest(id=pattern_id)) == NOT_FOUND
+    assert b.code("DeletePattern", pb.DeletePatternRequest(id=pattern_id)) == NOT_FOUND
+    by_id = pb.CreateMarkerRequest(pattern_id=pattern_id, fabric=pb.Fabric(width_mm=250.0), time_budget_s=1)
+    # A pattern id the caller's library lacks is a bad field, the same answer as for an id that
+    # never existed (no existence leak).
+    assert b.code("CreateMarker", by_id) == grpc.StatusCode.INVALID_ARGUMENT
+    unknown = pb.CreateMarkerRequest(pattern_id="0" * 32, fabric=pb.Fabric(width_mm=250.0), time_budget_s=1)
+    assert b.code("CreateMarker", unknown) == grpc.StatusCode.INVALID_ARGUMENT
+    assert b("ImportPieces", save).pattern_id != pattern_id
+    assert a("GetPattern", pb.GetPatternRequest(id=pattern_id)).id == pattern_id
+    assert [x.id for x in a("ListPatterns", pb.ListPatternsRequest()).patterns] == [pattern_id]
     covered("atelier.nesting.v1.NestingService", b, pb.DESCRIPTOR)
 
 
