@@ -28,8 +28,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_serving(address: str, service: str = "", timeout_s: float = 60.0) -> None:
-    """Block until the server at address reports SERVING for service."""
+def wait_serving(address: str, service: str = "", timeout_s: float = 180.0) -> None:
+    """Block until the server at address reports SERVING for service (a cold trends server
+    compiles its models first: over a minute on a loaded 2-core machine)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     with grpc.insecure_channel(address) as channel:
