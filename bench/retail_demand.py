@@ -41,6 +41,8 @@ from bench.report import bench_config, write_section  # noqa: E402
 from tests.conftest import SHARED_BENCHMARKS, wait_serving  # noqa: E402
 
 HORIZON = 8
+# Their "quantity" is not units sold (fuel: a pump reading in the thousands; miscellaneous: coupons).
+NOT_UNITS = ("FUEL", "MISCELLANEOUS")
 MIN_WEEKS = 30
 LEVELS = ["department", "product_category"]
 COMMAND = "flock /tmp/atelier-bench.lock .venv/bin/python bench/retail_demand.py"
@@ -51,6 +53,7 @@ def load(data: Path) -> tuple[list[sales.SalesSeries], int]:
     lines = pd.read_csv(data / "transactions_sample.csv.gz")
     products = pd.read_csv(data / "products.csv.gz")
     frame = lines.merge(products, on="product_id", how="inner").dropna(subset=["product_type", *LEVELS])
+    frame = frame[~frame["department"].isin(NOT_UNITS)]
     # Whole Monday weeks only: 2017-01-01 is a Sunday and the data ends on 2018-01-01, so the
     # first and last weeks would hold one day each.
     when = pd.to_datetime(frame["transaction_timestamp"])
@@ -129,6 +132,7 @@ def new_products(data: Path) -> str:
     lines = pd.read_csv(data / "transactions_sample.csv.gz")
     products = pd.read_csv(data / "products.csv.gz")
     frame = lines.merge(products, on="product_id", how="inner").dropna(subset=NEW_KEYS)
+    frame = frame[~frame["department"].isin(NOT_UNITS)]
     when = pd.to_datetime(frame["transaction_timestamp"])
     frame = frame[(when >= "2017-01-02") & (when < "2018-01-01")].copy()
     frame["week"] = (pd.to_datetime(frame["transaction_timestamp"]) - pd.Timestamp("2017-01-02")).dt.days // 7
@@ -282,7 +286,8 @@ def main() -> int:
 
 {len(series)} product types sold in at least {MIN_WEEKS} of {weeks} weeks, aggregated from the raw
 transaction lines by the service's sales aggregation (weekly, local calendar), under
-department -> category -> product type: {len(tree.nodes)} nodes. Last {HORIZON} weeks held out.
+department -> category -> product type: {len(tree.nodes)} nodes (FUEL and MISCELLANEOUS left out:
+their quantities are pump readings and coupons, not units). Last {HORIZON} weeks held out.
 MASE per level is the mean over the level's nodes (scale: in-sample naive error; one year of
 data, so no seasonal model); WAPE over the bottom level. The service's default model falls
 back to non-seasonal ETS on one year of history (said in its notes).
