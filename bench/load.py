@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             header,
             over.row(),
             "",
-            "SIGTERM to exit (grace 30 s, idle): " + ", ".join(stops) + ".",
+            "From SIGTERM to exit (grace 30 s; queued jobs are drained within it, which is what nesting spent its time on): " + ", ".join(stops) + ".",
         ]
     )
     print(body)
