@@ -180,7 +180,8 @@ class _Call:
 
     def _fail(self, context: grpc.ServicerContext, exc: BaseException) -> None:
         """Turn an exception from the handler into the RPC's status (always raises)."""
-        exc = outage_error(exc) or exc  # a lost database is UNAVAILABLE (retryable), not INTERNAL
+        if not isinstance(exc, AtelierError):  # a lost database is UNAVAILABLE (retryable), not INTERNAL
+            exc = outage_error(exc) or exc
         if isinstance(exc, AtelierError):
             abort(context, exc)
         if context.code() not in (None, grpc.StatusCode.OK):

@@ -156,9 +156,10 @@ class _Worker:
         return True
 
     def _run(self) -> None:
-        if self.pool.start_eagerly:
-            self._ensure_process()
         while not self.pool.closed.is_set():
+            # Eager pools keep a warm worker ready, also after one was killed for an abandoned task.
+            if self.pool.start_eagerly and self.process is None:
+                self._ensure_process()
             try:
                 task = self.pool._queue.get(timeout=0.5)
             except queue.Empty:

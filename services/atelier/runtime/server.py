@@ -351,8 +351,8 @@ def serve(service: str, target: str | None = None) -> int:
     # waits, so the signal handler runs promptly.
     while not stopped.wait(0.5):
         pass
-    watchdog.disarm()
     # Calls that ignored their cancellation would keep the interpreter waiting for their threads.
+    # The watchdog stays armed: it also bounds this step and the interpreter's own exit.
     shutdown.finish(0, wait_s=0.5)
     return 0
 

@@ -8,8 +8,9 @@ never reach the interceptor, so ``grpc_server_handled_total`` does not count the
 
 What is never refused: health and reflection (probes and tools), and polling of long-running
 operations (Get/List/Cancel/DeleteOperation: cheap reads a client must be able to make while the
-service is busy, or it could not see its own work finish). WaitOperation holds a thread while it
-waits, so it has a small budget of its own instead of being free.
+service is busy, or it could not see its own work finish). WaitOperation and a service's Watch*
+streams (WatchMarker) hold a thread while they wait on a job, so they have a small budget of their
+own instead of being free, and do not take the slots of the work they wait for.
 
 The server's thread pool is sized from these limits (:func:`thread_pool_size`): every admitted
 call and waiter has a thread, and spare threads remain for probes, polls and refusals, so a
@@ -123,16 +124,19 @@ class Admission:
         """A ticket for the call, or ResourceExhaustedError (with a retry delay) when over a limit."""
         if grpc_service in EXEMPT_SERVICES:
             return _FREE
-        if grpc_service == OPERATIONS_SERVICE:
-            if grpc_method != OPERATIONS_WAIT:
-                return _FREE
+        waiting = grpc_method.startswith("Watch") or (
+            grpc_service == OPERATIONS_SERVICE and grpc_method == OPERATIONS_WAIT
+        )
+        if grpc_service == OPERATIONS_SERVICE and not waiting:
+            return _FREE
+        if waiting:
             with self._lock:
                 if self._waiting < self.limits.waiters:
                     self._waiting += 1
                     return Ticket(self, "wait", tenant)
             self._refuse(
                 "waiters",
-                f"{self.limits.waiters} WaitOperation calls are waiting already; poll "
+                f"{self.limits.waiters} WaitOperation or Watch calls are waiting already; poll "
                 "with GetOperation or wait again later",
             )
         with self._lock:

@@ -1,7 +1,8 @@
 """Runs several services as child processes on localhost (``make run``, ``atelier serve``).
 
 Each service is its own process, as in the cluster. Ctrl-C (or SIGTERM) is passed on to every
-child as SIGTERM, so each drains its in-flight calls before the supervisor exits.
+child as SIGTERM, so each drains its in-flight calls before the supervisor exits. A child ends
+itself within its grace + 5 s (runtime.shutdown); one that does not is killed then.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from atelier.runtime.config import _env
+
 log = logging.getLogger("atelier.supervisor")
 
 
-def run(services: Sequence[str], grace_s: float = 30.0) -> int:
+def run(services: Sequence[str], grace_s: float | None = None) -> int:
+    if grace_s is None:  # the longest of the children's own grace periods
+        grace_s = max((float(_env(name, "GRACE_SECONDS", "30")) for name in services), default=30.0)
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name in services:
         children[name] = subprocess.Popen(
@@ -54,7 +59,7 @@ def run(services: Sequence[str], grace_s: float = 30.0) -> int:
                     )
                     exit_code = exit_code or code or 1
         if stopping:
-            deadline = deadline or time.monotonic() + grace_s + 5
+            deadline = deadline or time.monotonic() + grace_s + 6
             if time.monotonic() > deadline:
                 for child in children.values():
                     if child.poll() is None:
