@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 # The fuzz tests run in `make test` with a few examples each; this is the long run.
-FUZZ_EXAMPLES ?= 800
+FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP)
 	ATELIER_FUZZ_PROFILE=long ATELIER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/fuzz $(PYTEST_ARGS)
 

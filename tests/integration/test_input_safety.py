@@ -449,6 +449,15 @@ def test_grade_roll_refuses_subnormal_roll_sizes(channel_to: Callable[..., grpc.
         "roll_length_mm",
         "roll_width_mm",
     ]
+    # Also found by the fuzz: an unknown defect type was looked up by name before the violations were raised.
+    request = inspection_pb2.GradeRollRequest(
+        roll_id="r",
+        roll_width_mm=1500,
+        roll_length_mm=50_000,
+        max_points_per_100_sq_yd=40,
+        defects=[inspection_pb2.Defect(type=-1, length_mm=1.0)],  # type: ignore[arg-type]
+    )
+    assert [f for f, _ in refused(lambda: insp.GradeRoll(request))] == ["defects[0].type"]
 
 
 def test_stream_violations_name_the_message(channel_to: Callable[..., grpc.Channel]) -> None:

@@ -362,6 +362,9 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                 f"defects[{i}].box_mm.x_mm",
                 "must lie on the roll: 0 .. roll_length_mm",
             )
+            ok &= v.check(
+                d.type in pb.DefectType.values(), f"defects[{i}].type", f"unknown defect type {d.type}"
+            )
             if ok:
                 defects.append(
                     grading.GradeDefect(

@@ -34,6 +34,12 @@ OUTPUT_MODES = ("L", "RGB", "RGBA")
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION_TAG = 0x0112
 
+# Set once for the process (warnings.catch_warnings is not thread-safe, and servers decode on many
+# threads): Pillow warns above 89 MP, but our limits, checked from the header, are the ones that
+# count (it still refuses above 179 MP); its "corrupt EXIF" warnings on callers' files are noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 
 class ImageError(ValueError):
     """The image cannot be used; the message says why and what is accepted."""
@@ -96,12 +102,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
             f"encoded image is {len(data)} bytes; at most {limits.max_bytes} ({limits.describe()})"
         )
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above 89 MP and refuses above 179 MP; our own limits below are the ones that count.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.simplefilter("ignore", UserWarning)  # Pillow's "corrupt EXIF" and the like
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-            orientation = _orientation(img)
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        orientation = _orientation(img)
     except Image.DecompressionBombError as exc:  # over 179 MP: Pillow refuses it from the header
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
@@ -185,12 +187,9 @@ def open_image(
     if budget is not None:
         budget.charge(info.pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            img.load()  # decodes the pixels: a truncated or corrupt file fails here
-            upright = ImageOps.exif_transpose(img)
-            return _convert(upright, mode)
+        img.load()  # decodes the pixels: a truncated or corrupt file fails here
+        upright = ImageOps.exif_transpose(img)
+        return _convert(upright, mode)
     except ImageError:
         raise
     except MemoryError:

@@ -189,12 +189,11 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-]+)+")
 
 
 def _in_words(exc: BaseException) -> str:
-    """What went wrong, for the caller: the message's first line without a traceback or server
-    paths (a solver's stderr carries both), at most 200 characters."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    first = first.split("Traceback (most recent call last)")[0].rstrip(" :")
-    first = _PATH.sub("<path>", first)[:200]
-    return first or f"the job failed unexpectedly ({type(exc).__name__})"
+    """What went wrong, for the caller: the message up to any traceback, on one line, without
+    server paths (a solver's stderr carries both), at most 200 characters."""
+    text = str(exc).split("Traceback (most recent call last)")[0]
+    text = _PATH.sub("<path>", " ".join(text.split())).rstrip(" :")[:200]
+    return text or f"the job failed unexpectedly ({type(exc).__name__})"
 
 
 class JobManager:
