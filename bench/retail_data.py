@@ -95,7 +95,15 @@ def complete_journey(folder: Path) -> tuple[EventArrays, list[CatalogItem], dict
             when = datetime.fromisoformat(r["transaction_timestamp"]).replace(tzinfo=UTC).timestamp()
             kind = EventType.RETURN if qty < 0 or value < 0 else EventType.PURCHASE
             rows.append(
-                (r["household_id"], r["product_id"], int(kind), when, r["basket_id"], abs(qty) or 1.0, abs(value))
+                (
+                    r["household_id"],
+                    r["product_id"],
+                    int(kind),
+                    when,
+                    r["basket_id"],
+                    abs(qty) or 1.0,
+                    abs(value),
+                )
             )
             bought.add(r["product_id"])
     items = []

@@ -121,7 +121,9 @@ def test_train_recommend_filters_and_reasons(client: Client) -> None:
         if r.item_id == "b1":
             assert r.reason == "you viewed it or put it in your cart before"
         else:
-            assert r.source == "als" and r.reason in {f"shoppers who like {x} like it too" for x in ("t1", "t2", "b1")}
+            assert r.source == "als" and r.reason in {
+                f"shoppers who like {x} like it too" for x in ("t1", "t2", "b1")
+            }
     # Filters: category, size, price range (all masks).
     flt = pb.Filter(categories=["tops"], size="M", min_price=money(32), max_price=money(56))
     got = ids(client.Recommend(pb.RecommendRequest(user_id="u0", n=10, filter=flt)).recommendations)

@@ -375,7 +375,9 @@ class TenantState:
                 continue  # unknown item: stored, used once the item is in the catalogue
             row = self.extra.setdefault(e.user_id, {})
             # Newest events: no recency decay.
-            row[i] = row.get(i, 0.0) + float(self.weights[int(e.type)]) * float(quantity_factor(np.array([e.quantity]))[0])
+            row[i] = row.get(i, 0.0) + float(self.weights[int(e.type)]) * float(
+                quantity_factor(np.array([e.quantity]))[0]
+            )
             if e.type in (EventType.PURCHASE, EventType.RETURN):
                 self.extra_bought.setdefault(e.user_id, set()).add(i)
             touched.add(e.user_id)
@@ -638,7 +640,11 @@ class Engine:
         policy = flt.purchased or self.purchased_policy(tenant)
         bought = state.bought_by(user_id)
         if policy != INCLUDE and len(bought):
-            drop = bought if policy == EXCLUDE else bought[~state.rebought[bought] | state.returned(user_id, bought)]
+            drop = (
+                bought
+                if policy == EXCLUDE
+                else bought[~state.rebought[bought] | state.returned(user_id, bought)]
+            )
             mask[drop] = False
         hist_idx, hist_w = state.user_row(user_id)
         pool = n * 4 if diversify else n
@@ -649,7 +655,12 @@ class Engine:
             # the fold-in path below, which sees them.
             items = state.ranked_items[row]
             ok = (items >= 0) & mask[np.maximum(items, 0)]
-            for i, sc, src in zip(items[ok][:pool], state.ranked_scores[row][ok][:pool], state.ranked_sources[row][ok][:pool], strict=True):
+            for i, sc, src in zip(
+                items[ok][:pool],
+                state.ranked_scores[row][ok][:pool],
+                state.ranked_sources[row][ok][:pool],
+                strict=True,
+            ):
                 chosen.append((int(i), float(sc), SOURCES[int(src)]))
         cold = False
         if len(chosen) < pool:
@@ -678,7 +689,11 @@ class Engine:
                 src = source
                 if source != "als" and positive.any() and content[i] >= popular[i]:
                     src = "attributes"
-                value = floor - 1.0 - (float(scores[top[0]] - scores[i]) / spread if spread > 0 else 0.0) if chosen else float(scores[i])
+                value = (
+                    floor - 1.0 - (float(scores[top[0]] - scores[i]) / spread if spread > 0 else 0.0)
+                    if chosen
+                    else float(scores[i])
+                )
                 chosen.append((int(i), value, src))
         idx = np.array([c[0] for c in chosen], dtype=np.int64)
         vals = np.array([c[1] for c in chosen], dtype=np.float64)
@@ -692,7 +707,9 @@ class Engine:
         order = order[:n]
         picked = [chosen[k] for k in order]
         seg_name = segment or state.segments.get(user_id, "")
-        reasons = self._reasons(state, user_id, [p[0] for p in picked], [p[2] for p in picked], hist_idx, hist_w, seg_name)
+        reasons = self._reasons(
+            state, user_id, [p[0] for p in picked], [p[2] for p in picked], hist_idx, hist_w, seg_name
+        )
         return RecommendResult(
             [
                 Scored(catalog.item_ids[i], sc, r, catalog.categories[i], src)
@@ -723,7 +740,9 @@ class Engine:
             others = liked[liked != i]
             if i in touched:
                 # What the shopper did with this very item, whatever source proposed it.
-                out.append("you bought it before" if i in bought else "you viewed it or put it in your cart before")
+                out.append(
+                    "you bought it before" if i in bought else "you viewed it or put it in your cart before"
+                )
             elif src in ("cobuy", "basket") and len(others):
                 sim = state.cobuy if src == "cobuy" else state.copurchase
                 weights = sim[others, i].toarray().ravel()
@@ -745,7 +764,11 @@ class Engine:
                     else "in a style you buy"
                 )
             elif src == "als" and len(others):
-                closest = others[int(np.argmax(state.item_unit[others] @ state.item_unit[i]))] if state.has_model else others[0]
+                closest = (
+                    others[int(np.argmax(state.item_unit[others] @ state.item_unit[i]))]
+                    if state.has_model
+                    else others[0]
+                )
                 out.append(f"shoppers who like {catalog.item_ids[closest]} like it too")
             elif src == "attributes" and len(others):
                 sims = (catalog.features[others] @ catalog.features[i].T).toarray().ravel()

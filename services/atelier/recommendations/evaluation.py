@@ -237,7 +237,9 @@ def evaluate(
         )
     buyers: dict[str, set[str]] = {}
     tr = split.train
-    for u, i in zip(tr.user_ids[tr.types == EventType.PURCHASE], tr.item_ids[tr.types == EventType.PURCHASE], strict=True):
+    for u, i in zip(
+        tr.user_ids[tr.types == EventType.PURCHASE], tr.item_ids[tr.types == EventType.PURCHASE], strict=True
+    ):
         buyers.setdefault(i, set()).add(u)
     n_buyers = max(len({u for s in buyers.values() for u in s}), 1)
 
@@ -254,9 +256,13 @@ def evaluate(
         recs = [recall(r, split.targets[u], k) for u, r in zip(users, lists, strict=True)]
         ndcgs = [ndcg(r, split.targets[u], k) for u, r in zip(users, lists, strict=True)]
         shown = {i for r in lists for i in r[:k]}
-        novelty = float(
-            np.mean([-np.log2(max(len(buyers.get(i, ())), 1) / n_buyers) for r in lists for i in r[:k]])
-        ) if shown else 0.0
+        novelty = (
+            float(
+                np.mean([-np.log2(max(len(buyers.get(i, ())), 1) / n_buyers) for r in lists for i in r[:k]])
+            )
+            if shown
+            else 0.0
+        )
         results.append(
             MethodResult(
                 name,

@@ -54,7 +54,7 @@ class RankerParams:
     segment_k: int = 20
     category_k: int = 20
     popular_k: int = 30
-    popular_days: float = 7.0
+    popular_days: float = 14.0
     # Item-item similarity: co-occurrences below min_support are dropped (one shopper proves
     # nothing), the cosine is shrunk by support / (support + shrinkage).
     min_support: int = 2
@@ -235,6 +235,8 @@ USER_FEATURES = (
 )
 ITEM_FEATURES = (
     "item_buyers_7d",
+    "item_buyers_14d",
+    "item_rank_14d",
     "item_buyers_30d",
     "item_buyers",
     "item_trend",
@@ -253,6 +255,7 @@ PAIR_FEATURES = (
     "pair_days_since_last",
     "pair_days_since_last_buy",
     "pair_days_since_first_buy",
+    "pair_recency_rank",
     "pair_cycle_ratio",
     "pair_cobuy",
     "pair_basket",
@@ -363,6 +366,9 @@ def build_sources(
         return np.bincount(k % n_items, minlength=n_items).astype(np.float32)
 
     b7 = buyers(buy & (age < 7))
+    b14 = buyers(buy & (age < 14))
+    rank14 = np.empty(n_items, np.float32)
+    rank14[np.argsort(-(b14 + 0.001 * buyers(buy)), kind="stable")] = np.arange(n_items)
     b30 = buyers(buy & (age < 30))
     ball = buyers(buy)
     pop_recent = buyers(buy & (age < params.popular_days)) + 0.01 * ball  # ties broken by all-time
@@ -396,6 +402,8 @@ def build_sources(
     item_feats = np.stack(
         [
             b7,
+            b14,
+            rank14,
             b30,
             ball,
             (b7 + 1) / (b30 / 4 + 1),
@@ -422,7 +430,10 @@ def build_sources(
         np.add.at(segment_pop, (s[ok], cols[recent][ok]), 1.0)
     n_cats = len(items.category_names)
     cat_conf = sp.csr_matrix(
-        (conf_pos.data, (np.repeat(np.arange(n_users), np.diff(conf_pos.indptr)), items.category[conf_pos.indices])),
+        (
+            conf_pos.data,
+            (np.repeat(np.arange(n_users), np.diff(conf_pos.indptr)), items.category[conf_pos.indices]),
+        ),
         shape=(n_users, max(n_cats, 1)),
     ).toarray()
     cat_share = cat_conf / np.maximum(cat_conf.sum(axis=1, keepdims=True), 1e-9)
@@ -511,10 +522,7 @@ def candidates(src: Sources, rows: np.ndarray, params: RankerParams) -> Candidat
     _top_mask(np.broadcast_to(src.pop_recent, (b, n)), params.popular_k, chosen, source, 7)
     r, c = np.nonzero(chosen)
     n_sources = (
-        (last_age[r, c] > 0).astype(np.float32)
-        + (cobuy[r, c] > 0)
-        + (basket[r, c] > 0)
-        + (style[r, c] > 0)
+        (last_age[r, c] > 0).astype(np.float32) + (cobuy[r, c] > 0) + (basket[r, c] > 0) + (style[r, c] > 0)
     )
     if has_als:
         ranks = np.argsort(np.argsort(-als, axis=1), axis=1).astype(np.float32)
@@ -525,6 +533,8 @@ def candidates(src: Sources, rows: np.ndarray, params: RankerParams) -> Candidat
     def nan0(m: np.ndarray) -> np.ndarray:
         return np.where(m > 0, m, np.nan).astype(np.float32)
 
+    # The shopper's own items in recency order (what the repurchase baseline shows first).
+    recency_rank = np.argsort(np.argsort(np.where(last_age > 0, last_age, np.inf), axis=1), axis=1)
     users = rows[r]
     last_buy = dense(src.last_buy_age)[r, c]
     first_buy = dense(src.first_buy_age)[r, c]
@@ -539,6 +549,7 @@ def candidates(src: Sources, rows: np.ndarray, params: RankerParams) -> Candidat
             nan0(last_age[r, c]),
             nan0(last_buy),
             nan0(first_buy),
+            np.where(last_age[r, c] > 0, recency_rank[r, c], np.nan),
             np.where(last_buy > 0, last_buy / np.maximum(cycle, 1.0), np.nan),
             cobuy[r, c],
             basket[r, c],
@@ -716,7 +727,13 @@ def fit_two_stage(
         and serving_factors[1].shape[0] == len(table.item_ids)
     )
     src = build_sources(
-        events, user_index, table, segments, segment_names, params, newest + 1.0,
+        events,
+        user_index,
+        table,
+        segments,
+        segment_names,
+        params,
+        newest + 1.0,
         fit_als=params.als_source and not reuse,
     )
     if reuse and serving_factors is not None:
@@ -736,10 +753,14 @@ def fit_two_stage(
         if booster is not None:
             scores = booster.predict(cand.features, num_threads=params.num_threads or 1).astype(np.float32)
         else:  # too little history for a ranker: the sources' own order (repurchase, then the rest)
-            scores = -cand.source.astype(np.float32) + 0.001 * np.nan_to_num(cand.features[:, FEATURES.index("item_buyers_7d")])
+            scores = -cand.source.astype(np.float32) + 0.001 * np.nan_to_num(
+                cand.features[:, FEATURES.index("item_buyers_7d")]
+            )
         _store_ranked(cand, scores, keep, ranked_items, ranked_scores, ranked_sources)
         if k % 20 == 0:
-            report(0.6 + 0.35 * k / max(len(batches), 1), f"ranking shoppers {k * len(batch)}/{len(rank_rows)}")
+            report(
+                0.6 + 0.35 * k / max(len(batches), 1), f"ranking shoppers {k * len(batch)}/{len(rank_rows)}"
+            )
     return TwoStageModel(
         user_ids, table.item_ids, ranked_items, ranked_scores, ranked_sources, ranker_text, importance, info
     )

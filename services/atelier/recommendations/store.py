@@ -115,6 +115,7 @@ def _migration_2(conn: Connection) -> None:
     _add_event_quantity(conn)
     create_tables(settings_table)(conn)
 
+
 MIGRATIONS = [
     Migration(
         1,

@@ -203,7 +203,9 @@ def shopper_similarity(confidence: sp.csr_matrix, bought: sp.csr_matrix) -> sp.c
 REBUY_PRIOR_WEIGHT = 5.0
 
 
-def rebuy_rates(rows: np.ndarray, cols: np.ndarray, types: np.ndarray, times: np.ndarray, n_items: int) -> np.ndarray:
+def rebuy_rates(
+    rows: np.ndarray, cols: np.ndarray, types: np.ndarray, times: np.ndarray, n_items: int
+) -> np.ndarray:
     """Per item: share of its buyers who bought it on two or more days, shrunk toward the tenant's rate."""
     buy = types == EventType.PURCHASE
     if not buy.any():
@@ -354,7 +356,7 @@ def artefact_from_arrays(z: Any, path: str = "") -> Artefact:
         max_event_seq=int(z["max_event_seq"]),
         params=json.loads(str(z["params"])),
         cobuy=csr("cobuy") if "cobuy_data" in z else None,
-        rebuy_rate=z["rebuy_rate"] if "rebuy_rate" in z else None,
+        rebuy_rate=z.get("rebuy_rate"),
         ranker=TwoStageModel.from_arrays(z),
     )
 
@@ -456,7 +458,9 @@ def train(store_url: str, tenant: str, params: TrainParams, progress: ProgressFn
                     {
                         **asdict(params),
                         "fit_seconds": fit_s,
-                        "ranked_users": int((ranker.ranked_items[:, 0] >= 0).sum()) if ranker and ranker.ranker else 0,
+                        "ranked_users": int((ranker.ranked_items[:, 0] >= 0).sum())
+                        if ranker and ranker.ranker
+                        else 0,
                         "ranker": ranker.info if ranker else {},
                     }
                 ),
