@@ -35,9 +35,7 @@ DAY = 86400.0
 
 def test_cooccurrence_needs_support_and_shrinks_rare_pairs() -> None:
     # Shoppers x items a, b, c, d: four shoppers bought a and b; one bought a and c; two b and d.
-    inc = sp.csr_matrix(
-        np.array([[1, 1, 0, 0]] * 4 + [[1, 0, 1, 0]] + [[0, 1, 0, 1]] * 2, dtype=np.float32)
-    )
+    inc = sp.csr_matrix(np.array([[1, 1, 0, 0]] * 4 + [[1, 0, 1, 0]] + [[0, 1, 0, 1]] * 2, dtype=np.float32))
     sim = cooccurrence(inc, min_support=2, shrinkage=10.0, neighbours=10).toarray()
     assert sim[0, 2] == 0 and sim[2, 0] == 0  # one shopper is not evidence
     assert sim[0, 1] > 0 and sim[1, 3] > 0
@@ -55,14 +53,19 @@ def _engine_with(store: Store, items: list[CatalogItem], events: list[Event]) ->
     return Engine(rs), rs
 
 
-def _buy(k: int, user: str, item: str, day: float = 0, kind: EventType = EventType.PURCHASE, **kw: object) -> Event:
+def _buy(
+    k: int, user: str, item: str, day: float = 0, kind: EventType = EventType.PURCHASE, **kw: object
+) -> Event:
     return Event(f"e{k}-{user}-{item}-{day}-{kind}", user, item, kind, T0 + timedelta(days=day), **kw)  # type: ignore[arg-type]
 
 
 def test_similar_items_ignores_a_single_shared_shopper(store: Store, tmp_path: object) -> None:
     from atelier.recommendations.training import TrainParams, train
 
-    items = [CatalogItem(i, "home", style=s) for i, s in (("q", "heart"), ("pal", "x"), ("odd", "y"), ("z1", "z"), ("z2", "w"))]
+    items = [
+        CatalogItem(i, "home", style=s)
+        for i, s in (("q", "heart"), ("pal", "x"), ("odd", "y"), ("z1", "z"), ("z2", "w"))
+    ]
     events, k = [], 0
     for u in range(6):  # six shoppers buy q with pal
         for it in ("q", "pal"):
@@ -177,7 +180,11 @@ def test_two_stage_ranks_and_the_evaluation_compares_it_with_baselines() -> None
     assert len(ranked) == 30 and np.all(np.diff(scores) <= 0) and set(sources) <= set(range(len(SOURCES)))
     arrays = model.to_arrays()
     back = type(model).from_arrays(arrays)
-    assert back is not None and np.array_equal(back.ranked_items, model.ranked_items) and back.ranker == model.ranker
+    assert (
+        back is not None
+        and np.array_equal(back.ranked_items, model.ranked_items)
+        and back.ranker == model.ranker
+    )
     report = evaluate(shop.events, shop.items, segments, params, bootstrap_rounds=200)
     names = [m.name for m in report.methods]
     assert names[-1].startswith("two-stage") and len(names) == 5

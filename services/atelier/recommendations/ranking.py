@@ -68,6 +68,9 @@ class RankerParams:
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_child_samples: int = 50
+    # "lambdarank" (listwise, LGBMRanker) or "binary" (pointwise, LGBMClassifier).
+    objective: str = "lambdarank"
+    user_features: bool = True  # shopper-level features (only act through interactions in a ranker)
     num_threads: int = 0
     seed: int = 42
     als: TrainParams = field(default_factory=TrainParams)
@@ -574,8 +577,10 @@ def _batches(rows: np.ndarray, n_items: int) -> list[np.ndarray]:
 def _ranker(params: RankerParams) -> Any:
     import lightgbm as lgb
 
-    return lgb.LGBMRanker(
-        objective="lambdarank",
+    cls = lgb.LGBMRanker if params.objective == "lambdarank" else lgb.LGBMClassifier
+    extra = {"lambdarank_truncation_level": 20} if params.objective == "lambdarank" else {}
+    return cls(
+        objective=params.objective,
         n_estimators=params.n_estimators,
         learning_rate=params.learning_rate,
         num_leaves=params.num_leaves,
@@ -583,7 +588,7 @@ def _ranker(params: RankerParams) -> Any:
         subsample=0.8,
         subsample_freq=1,
         colsample_bytree=0.8,
-        lambdarank_truncation_level=20,
+        **extra,
         # One thread unless told: LightGBM's OpenMP threads spin-wait, and on a shared or busy
         # machine "every core" made a fit six times slower than one thread (measured).
         n_jobs=params.num_threads or 1,
@@ -713,7 +718,13 @@ def fit_two_stage(
     if len(groups) >= 20:
         report(0.4, f"fitting the ranker on {len(groups)} shoppers")
         model = _ranker(params)
-        model.fit(np.concatenate(xs), np.concatenate(ys), group=groups)
+        x = np.concatenate(xs)
+        if not params.user_features:
+            x[:, : len(USER_FEATURES)] = np.nan  # an all-missing column is never split on
+        if params.objective == "lambdarank":
+            model.fit(x, np.concatenate(ys), group=groups)
+        else:
+            model.fit(x, np.concatenate(ys))
         booster = model.booster_
         ranker_text = booster.model_to_string()
         gains = booster.feature_importance(importance_type="gain")
