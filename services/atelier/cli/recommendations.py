@@ -163,7 +163,9 @@ def _ids(
 
 def read_catalog(path: Path) -> tuple[list[pb.Item], list[int], list[CsvProblem]]:
     """The catalogue's good rows as messages (with their line numbers) and the bad rows' problems."""
-    items, lines, problems = [], [], []
+    items: list[pb.Item] = []
+    lines: list[int] = []
+    problems: list[CsvProblem] = []
     for line, row in _rows(path, ("item_id", "category")):
         before = len(problems)
         _ids(row, ("item_id", "category"), line, problems, required=True)
@@ -206,7 +208,9 @@ def read_events(path: Path) -> tuple[list[pb.Event], list[int], list[CsvProblem]
     A purchase line with a negative quantity (an invoice cancellation) is a return of that many
     units; value follows the same sign.
     """
-    events, lines, problems = [], [], []
+    events: list[pb.Event] = []
+    lines: list[int] = []
+    problems: list[CsvProblem] = []
     for line, row in _rows(path, ("event_id", "user_id", "item_id", "type", "time")):
         before = len(problems)
         _ids(row, ("event_id", "user_id", "item_id"), line, problems, required=True)
