@@ -194,3 +194,11 @@ def test_two_stage_ranks_and_the_evaluation_compares_it_with_baselines() -> None
     assert 0 < by["popularity (last 14 days)"].coverage < by[names[-1]].coverage
     assert by[names[-1]].map_at_k > by["popularity (last 14 days)"].map_at_k  # planted taste is found
     assert report.as_dict()["methods"][0]["name"] == names[0]
+
+
+def test_block_gather_matches_scipy() -> None:
+    from atelier.recommendations.engine import _block
+
+    m = sp.random(300, 300, density=0.05, format="csr", dtype=np.float32, random_state=1)
+    rows, cols = np.array([5, 0, 299, 17]), np.array([3, 250, 7, 100, 42])
+    np.testing.assert_array_equal(_block(m, rows, cols), m[rows][:, cols].toarray())

@@ -417,6 +417,23 @@ class TenantState:
         return None if k is None else self.user_factors[k]
 
 
+def _block(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """m[rows][:, cols] as a dense array, in plain numpy (scipy's fancy indexing costs ~0.3 ms)."""
+    out = np.zeros((len(rows), len(cols)), np.float32)
+    if len(rows) == 0 or len(cols) == 0:
+        return out
+    starts, ends = m.indptr[rows], m.indptr[rows + 1]
+    lengths = ends - starts
+    flat = np.repeat(starts - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(int(lengths.sum()))
+    which_row = np.repeat(np.arange(len(rows)), lengths)
+    order = np.argsort(cols)
+    sorted_cols = cols[order]
+    found = np.searchsorted(sorted_cols, m.indices[flat])
+    hit = (found < len(cols)) & (sorted_cols[np.minimum(found, len(cols) - 1)] == m.indices[flat])
+    out[which_row[hit], order[found[hit]]] = m.data[flat][hit]
+    return out
+
+
 def _top(scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
     """Indices of the count best masked scores, best first."""
     valid = np.flatnonzero(mask)
@@ -735,8 +752,16 @@ class Engine:
         liked = hist_idx[hist_w > 0]
         liked = liked[np.argsort(-hist_w[hist_w > 0], kind="stable")[:50]]
         touched = set(hist_idx.tolist())
+        # One sparse gather per similarity for the whole answer (liked items x answer items):
+        # indexing a CSR matrix item by item cost 0.7 ms a call.
+        cols = np.asarray(items, dtype=np.int64)
+        blocks = {
+            src: _block(sim, liked, cols)
+            for src, sim in (("cobuy", state.cobuy), ("basket", state.copurchase))
+            if src in sources
+        }
         out = []
-        for i, src in zip(items, sources, strict=True):
+        for k, (i, src) in enumerate(zip(items, sources, strict=True)):
             others = liked[liked != i]
             if i in touched:
                 # What the shopper did with this very item, whatever source proposed it.
@@ -744,10 +769,9 @@ class Engine:
                     "you bought it before" if i in bought else "you viewed it or put it in your cart before"
                 )
             elif src in ("cobuy", "basket") and len(others):
-                sim = state.cobuy if src == "cobuy" else state.copurchase
-                weights = sim[others, i].toarray().ravel()
+                weights = np.where(liked != i, blocks[src][:, k], 0.0)
                 if weights.max() > 0:
-                    partner = catalog.item_ids[others[int(np.argmax(weights))]]
+                    partner = catalog.item_ids[liked[int(np.argmax(weights))]]
                     out.append(
                         f"shoppers who bought {partner} also bought it"
                         if src == "cobuy"

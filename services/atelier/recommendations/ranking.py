@@ -22,7 +22,7 @@ ALS factors filled from attribute neighbours, SimilarItems and the popularity fa
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ SOURCE_CODE = {s: k for k, s in enumerate(SOURCES)}
 @dataclass
 class RankerParams:
     label_days: float = 14.0  # the ranker learns "what is bought in the next label_days"
-    windows: int = 2  # label windows stacked back in time (more training groups on small data)
+    windows: int = 6  # label windows stacked back in time (more training groups on small data)
     window_step_days: float = 7.0  # windows overlap: each starts this much before the next
     # ALS as a candidate source and features (one ALS fit per window). Serving always keeps
     # ALS for shoppers without a ranked list.
@@ -63,11 +63,15 @@ class RankerParams:
     max_style_group: int = 200  # a "style" shared by more items says little about any of them
     history_half_life_days: float = 60.0
     keep: int = 100  # ranked items kept per shopper for serving
-    max_train_users: int = 20000
-    n_estimators: int = 300
+    max_train_users: int = 20000  # shopper-windows the ranker learns from, over all windows
+    # Small trees, many samples per leaf: the real samples give a few hundred to a few thousand
+    # shopper-windows, where deeper trees learned noise (settings chosen on both real sets).
+    n_estimators: int = 150
     learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_child_samples: int = 50
+    num_leaves: int = 7
+    min_child_samples: int = 100
+    # Rankers averaged (different seeds) when the training rows are few: bags = clip(1e6 / rows, 1, bags).
+    bags: int = 5
     # "lambdarank" (listwise, LGBMRanker) or "binary" (pointwise, LGBMClassifier).
     objective: str = "lambdarank"
     user_features: bool = True  # shopper-level features (only act through interactions in a ranker)
@@ -694,8 +698,9 @@ def fit_two_stage(
         label_cols = np.fromiter((item_index[i] for i in events.item_ids[label_sel]), np.int64)
         had_history = np.diff(src.conf.indptr) > 0
         train_rows = np.unique(label_rows[had_history[label_rows]])
-        if len(train_rows) > params.max_train_users:
-            train_rows = np.sort(rng.choice(train_rows, params.max_train_users, replace=False))
+        per_window = max(1, params.max_train_users // params.windows)
+        if len(train_rows) > per_window:
+            train_rows = np.sort(rng.choice(train_rows, per_window, replace=False))
         labels = set((label_rows * len(table.item_ids) + label_cols).tolist())
         for batch in _batches(train_rows, len(table.item_ids)):
             cand = candidates(src, batch, params)
@@ -714,20 +719,24 @@ def fit_two_stage(
     ranker_text = ""
     importance: dict[str, float] = {}
     info: dict[str, Any] = {"train_groups": len(groups), "train_rows": int(sum(groups))}
-    booster = None
+    boosters: list[Any] = []
     if len(groups) >= 20:
         report(0.4, f"fitting the ranker on {len(groups)} shoppers")
-        model = _ranker(params)
         x = np.concatenate(xs)
+        y = np.concatenate(ys)
         if not params.user_features:
             x[:, : len(USER_FEATURES)] = np.nan  # an all-missing column is never split on
-        if params.objective == "lambdarank":
-            model.fit(x, np.concatenate(ys), group=groups)
-        else:
-            model.fit(x, np.concatenate(ys))
-        booster = model.booster_
-        ranker_text = booster.model_to_string()
-        gains = booster.feature_importance(importance_type="gain")
+        bags = int(np.clip(1_000_000 // max(len(x), 1), 1, params.bags))
+        info["bags"] = bags
+        for bag in range(bags):
+            model = _ranker(replace(params, seed=params.seed + bag))
+            if params.objective == "lambdarank":
+                model.fit(x, y, group=groups)
+            else:
+                model.fit(x, y)
+            boosters.append(model.booster_)
+        ranker_text = "\n\n#BAG#\n\n".join(b.model_to_string() for b in boosters)
+        gains = np.sum([b.feature_importance(importance_type="gain") for b in boosters], axis=0)
         total = float(gains.sum()) or 1.0
         importance = {f: round(float(g) / total, 4) for f, g in zip(FEATURES, gains, strict=True)}
     report(0.6, "serving sources on every event")
@@ -761,8 +770,10 @@ def fit_two_stage(
     batches = _batches(rank_rows, len(table.item_ids))
     for k, batch in enumerate(batches):
         cand = candidates(src, batch, params)
-        if booster is not None:
-            scores = booster.predict(cand.features, num_threads=params.num_threads or 1).astype(np.float32)
+        if boosters:
+            scores = np.mean(
+                [b.predict(cand.features, num_threads=params.num_threads or 1) for b in boosters], axis=0
+            ).astype(np.float32)
         else:  # too little history for a ranker: the sources' own order (repurchase, then the rest)
             scores = -cand.source.astype(np.float32) + 0.001 * np.nan_to_num(
                 cand.features[:, FEATURES.index("item_buyers_7d")]
