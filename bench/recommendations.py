@@ -307,31 +307,22 @@ def main() -> int:
         help="folder holding recommendations/ and retail-journey/ (../shared/benchmarks)",
     )
     parser.add_argument("--skip-serving", action="store_true", help="quality only")
+    parser.add_argument(
+        "--quality-md",
+        type=Path,
+        help="with --skip-serving: write the quality part here; with --reuse-quality: read it from here "
+        "(quality figures do not depend on machine load, so they may run outside the bench lock)",
+    )
+    parser.add_argument(
+        "--reuse-quality", action="store_true", help="take the quality part from --quality-md"
+    )
     args = parser.parse_args()
-    from atelier.recommendations.simulate import simulate
-    from bench.retail_data import complete_journey, online_retail
 
     q_users, q_items = (3000, 800) if args.quick else (10000, 2000)
     s_users, s_items = (5000, 1000) if args.quick else (100000, 20000)
     seconds = 3.0 if args.quick else 12.0
     load_before = os.getloadavg()
 
-    qualities = []
-    for name, loader, folder in (
-        ("UCI Online Retail sample (real, UK gifts)", online_retail, args.data / "recommendations"),
-        ("Complete Journey sample (real, US grocery)", complete_journey, args.data / "retail-journey"),
-    ):
-        events, items, segments = loader(folder)
-        qualities.append(quality(name, events, items, segments))
-    shop = simulate(q_users, q_items, n_clusters=20, interactions_per_user=12, seed=0)
-    qualities.append(
-        quality(
-            f"Simulated retailer ({q_users} shoppers, {q_items} items)",
-            shop.events,
-            shop.items,
-            dict(zip(shop.user_ids, shop.user_segment, strict=True)),
-        )
-    )
     lines = [
         "Offline evaluation (`atelier recs evaluate`, the EvaluateModel job's function "
         "`evaluation.evaluate`) on two real retailers and the simulated one. Every method is "
@@ -339,8 +330,14 @@ def main() -> int:
         "the two-stage model's settings are the defaults, the same for all three.",
         "",
     ]
-    for q in qualities:
-        lines += quality_rows(q)
+    if args.reuse_quality:
+        lines = args.quality_md.read_text().splitlines()
+    else:
+        lines += quality_part(args.data, q_users, q_items)
+    if args.skip_serving and args.quality_md:
+        args.quality_md.write_text("\n".join(lines))
+        print("\n".join(lines))
+        return 0
     if not args.skip_serving:
         lines += serving_section(s_users, s_items, seconds)
     load_after = os.getloadavg()
@@ -356,6 +353,32 @@ def main() -> int:
             "flock /tmp/atelier-bench.lock .venv/bin/python bench/recommendations.py --data ../shared/benchmarks",
         )
     return 0
+
+
+def quality_part(data: Path, q_users: int, q_items: int) -> list[str]:
+    from atelier.recommendations.simulate import simulate
+    from bench.retail_data import complete_journey, online_retail
+
+    qualities = []
+    for name, loader, folder in (
+        ("UCI Online Retail sample (real, UK gifts)", online_retail, data / "recommendations"),
+        ("Complete Journey sample (real, US grocery)", complete_journey, data / "retail-journey"),
+    ):
+        events, items, segments = loader(folder)
+        qualities.append(quality(name, events, items, segments))
+    shop = simulate(q_users, q_items, n_clusters=20, interactions_per_user=12, seed=0)
+    qualities.append(
+        quality(
+            f"Simulated retailer ({q_users} shoppers, {q_items} items)",
+            shop.events,
+            shop.items,
+            dict(zip(shop.user_ids, shop.user_segment, strict=True)),
+        )
+    )
+    lines: list[str] = []
+    for q in qualities:
+        lines += quality_rows(q)
+    return lines
 
 
 def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
