@@ -488,7 +488,8 @@ def train(
     op.response.Unpack(version)
     console.print(
         f"model version {version.version} ({pb.Algorithm.Name(version.algorithm)}) on {version.users} users x "
-        f"{version.items} items, {version.interactions} interactions, {version.train_seconds:.1f} s; "
+        f"{version.items} items, {version.interactions} interactions, ranked lists for "
+        f"{version.ranked_users} shoppers, {version.train_seconds:.1f} s; "
         f"{'active' if version.active else 'not activated'}"
     )
 

@@ -1,8 +1,8 @@
 """Serving: per-tenant in-memory state, vectorised scoring, fold-in and atomic model swaps.
 
 A :class:`TenantState` holds everything one request needs as numpy arrays in catalogue order:
-item factors, boolean masks per category/size/colour, prices, attribute features, popularity by
-segment and co-purchase. A request is a matrix-vector product, a few mask ANDs and an
+the ranker's lists per shopper (precomputed at training, ranking.py), item factors, boolean masks
+per category/size/colour, prices, attribute features, popularity by segment and co-occurrence. A request is a matrix-vector product, a few mask ANDs and an
 argpartition. States are immutable apart from fold-in overrides (guarded by a lock); a new model
 or a changed catalogue builds a new state beside the old one and replaces the reference, so
 in-flight requests finish on the state they started with and none fails during a swap.

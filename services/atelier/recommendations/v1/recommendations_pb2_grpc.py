@@ -193,14 +193,17 @@ class RecommendationsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Recommend(self, request, context):
-        """Top n for a user. An unknown user is not an error: the answer is a cold start.
+        """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+        at training); one with events since training gets ALS fold-in scores; an unknown user is
+        not an error: the answer is a cold start (segment popularity and attributes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SimilarItems(self, request, context):
-        """Items like the given one: latent factors blended with attribute similarity.
+        """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+        factors, blended with attribute similarity by how many people bought the item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,9 +77,14 @@ class RecommendationsServiceStub:
     UpdateSettings: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.UpdateSettingsRequest, _recommendations_pb2.TenantSettings]
     """Replaces the tenant's settings; fields left UNSPECIFIED keep their value."""
     Recommend: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]
-    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+    """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+    at training); one with events since training gets ALS fold-in scores; an unknown user is
+    not an error: the answer is a cold start (segment popularity and attributes).
+    """
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]
-    """Items like the given one: latent factors blended with attribute similarity."""
+    """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+    factors, blended with attribute similarity by how many people bought the item.
+    """
     CompleteTheLook: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]
     """Complementary items from compatible categories for a cart or a page."""
 
@@ -131,9 +136,14 @@ class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
     UpdateSettings: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.UpdateSettingsRequest, _recommendations_pb2.TenantSettings]  # type: ignore[assignment]
     """Replaces the tenant's settings; fields left UNSPECIFIED keep their value."""
     Recommend: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]  # type: ignore[assignment]
-    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+    """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+    at training); one with events since training gets ALS fold-in scores; an unknown user is
+    not an error: the answer is a cold start (segment popularity and attributes).
+    """
     SimilarItems: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]  # type: ignore[assignment]
-    """Items like the given one: latent factors blended with attribute similarity."""
+    """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+    factors, blended with attribute similarity by how many people bought the item.
+    """
     CompleteTheLook: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]  # type: ignore[assignment]
     """Complementary items from compatible categories for a cart or a page."""
 
@@ -242,7 +252,10 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendations_pb2.RecommendRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendations_pb2.RecommendResponse, _abc.Awaitable[_recommendations_pb2.RecommendResponse]]:
-        """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+        """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+        at training); one with events since training gets ALS fold-in scores; an unknown user is
+        not an error: the answer is a cold start (segment popularity and attributes).
+        """
 
     @_abc_1.abstractmethod
     def SimilarItems(
@@ -250,7 +263,9 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendations_pb2.SimilarItemsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendations_pb2.SimilarItemsResponse, _abc.Awaitable[_recommendations_pb2.SimilarItemsResponse]]:
-        """Items like the given one: latent factors blended with attribute similarity."""
+        """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+        factors, blended with attribute similarity by how many people bought the item.
+        """
 
     @_abc_1.abstractmethod
     def CompleteTheLook(
