@@ -331,7 +331,7 @@ def main() -> int:
         "",
     ]
     if args.reuse_quality:
-        lines = args.quality_md.read_text().splitlines() + [""]
+        lines = [*args.quality_md.read_text().splitlines(), ""]
     else:
         lines += quality_part(args.data, q_users, q_items)
     if args.skip_serving and args.quality_md:
