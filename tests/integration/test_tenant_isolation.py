@@ -227,6 +227,22 @@ def test_recommendations_catalogue_events_and_models_stay_with_their_tenant(
     wait("WaitOperation", operations_pb2.WaitOperationRequest(name=b_op.name, timeout={"seconds": 30}))
     assert [v.active for v in a("ListModelVersions", pb.ListModelVersionsRequest()).versions] == [True]
     assert a("Recommend", pb.RecommendRequest(user_id="u1", n=3)).model_version == 1
+    # Settings are per tenant: B's change does not reach A; a read key cannot change them.
+    include = pb.TenantSettings(purchased=pb.PURCHASED_POLICY_INCLUDE)
+    assert a_read.code("UpdateSettings", pb.UpdateSettingsRequest(settings=include)) == DENIED
+    assert b("UpdateSettings", pb.UpdateSettingsRequest(settings=include)).purchased == include.purchased
+    assert b("GetSettings", pb.GetSettingsRequest()).purchased == include.purchased
+    assert a("GetSettings", pb.GetSettingsRequest()).purchased != include.purchased
+    # B's evaluation runs on B's own events (two), never A's: it reports nothing to evaluate or
+    # fails in words, and its operation is B's alone.
+    evaluation = b("EvaluateModel", pb.EvaluateModelRequest(test_days=7))
+    assert evaluation.name
+    done = wait.__call__(
+        "WaitOperation", operations_pb2.WaitOperationRequest(name=evaluation.name, timeout={"seconds": 30})
+    )
+    assert done.done
+    a_ops = As(server, operations_pb2_grpc.OperationsStub, keys.a)
+    assert a_ops.code("GetOperation", operations_pb2.GetOperationRequest(name=evaluation.name)) == NOT_FOUND
     operation_is_private(server, keys, op.name)
     covered("atelier.recommendations.v1.RecommendationsService", b, pb.DESCRIPTOR)
 

@@ -14,7 +14,14 @@ from prometheus_client import Counter, Histogram
 
 from atelier.common.v1 import money_pb2
 from atelier.recommendations import colours
-from atelier.recommendations.engine import Engine, Filter, Scored
+from atelier.recommendations.engine import (
+    EXCLUDE,
+    EXCLUDE_UNLESS_REBOUGHT,
+    INCLUDE,
+    Engine,
+    Filter,
+    Scored,
+)
 from atelier.recommendations.store import CatalogItem, DominantColour, Event, EventType, RecsStore
 from atelier.recommendations.training import TrainParams, train
 from atelier.recommendations.v1 import recommendations_pb2 as pb
@@ -38,6 +45,16 @@ MAX_LOOK_ITEMS = 50
 MAX_FACTORS = 512
 MAX_ITERATIONS = 200
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_QUANTITY = 1_000_000
+MAX_TEST_DAYS = 365
+MAX_EVAL_USERS = 100_000
+
+POLICIES: dict[int, str] = {
+    pb.PURCHASED_POLICY_INCLUDE: INCLUDE,
+    pb.PURCHASED_POLICY_EXCLUDE: EXCLUDE,
+    pb.PURCHASED_POLICY_EXCLUDE_UNLESS_REBOUGHT: EXCLUDE_UNLESS_REBOUGHT,
+}
+POLICY_ENUM: dict[str, int] = {v: k for k, v in POLICIES.items()}
 
 QUERY_SECONDS = Histogram(
     "atelier_recommendations_query_seconds",
@@ -86,13 +103,19 @@ def _filter(v: Violations, f: pb.Filter) -> Filter:
     hi = _money(v, f.max_price, "filter.max_price")
     if lo is not None and hi is not None:
         v.check(lo <= hi, "filter.max_price", "must be >= filter.min_price")
+    policy = ""
+    if f.purchased:
+        if v.check(f.purchased in POLICIES, "filter.purchased", "unknown PurchasedPolicy"):
+            policy = POLICIES[f.purchased]
+    elif f.exclude_purchased:  # the deprecated switch, as it meant before
+        policy = EXCLUDE
     return Filter(
         categories=tuple(c.strip().lower() for c in f.categories),
         size=f.size.strip(),
         min_price=lo,
         max_price=hi,
         colours=tuple(c.strip().lower() for c in f.colours),
-        exclude_purchased=f.exclude_purchased,
+        purchased=policy,
     )
 
 
@@ -104,7 +127,9 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 def _recs(items: list[Scored]) -> list[pb.Recommendation]:
     return [
-        pb.Recommendation(item_id=s.item_id, score=s.score, reason=s.reason, category=s.category)
+        pb.Recommendation(
+            item_id=s.item_id, score=s.score, reason=s.reason, category=s.category, source=s.source
+        )
         for s in items
     ]
 
@@ -241,9 +266,26 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
                 if when is not None and not EARLIEST_EVENT <= when <= latest:
                     v.add(f"{path}.time", "must be between 2000-01-01 and one day from now")
                     when = None
+            quantity = e.quantity or 1.0
+            if not (0 <= e.quantity <= MAX_QUANTITY):  # also NaN
+                v.add(
+                    f"{path}.quantity",
+                    f"must be 0..{MAX_QUANTITY} (0 means 1); a return is type RETURN with a positive quantity",
+                )
+            value = _money(v, e.value, f"{path}.value")
             if when is not None and e.type in (1, 2, 3, 4):
                 events.append(
-                    Event(e.event_id, e.user_id, e.item_id, EventType(e.type), when, e.basket_id, e.segment)
+                    Event(
+                        e.event_id,
+                        e.user_id,
+                        e.item_id,
+                        EventType(e.type),
+                        when,
+                        e.basket_id,
+                        e.segment,
+                        quantity=quantity,
+                        value=value,
+                    )
                 )
         v.raise_if_any("the events are invalid")
         return events
@@ -323,8 +365,70 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
         name = self.jobs.submit("train", run, tenant=tenant)
         return self.jobs.get(name)
 
+    def EvaluateModel(self, request: pb.EvaluateModelRequest, context: Any) -> operations_pb2.Operation:
+        v = Violations()
+        v.check(
+            0 <= request.test_days <= MAX_TEST_DAYS, "test_days", f"must be 0..{MAX_TEST_DAYS} (0 means 14)"
+        )
+        v.check(0 <= request.k <= MAX_N, "k", f"must be 0..{MAX_N} (0 means 12)")
+        v.check(
+            0 <= request.max_users <= MAX_EVAL_USERS,
+            "max_users",
+            f"must be 0..{MAX_EVAL_USERS} (0 means 5000)",
+        )
+        v.raise_if_any("the evaluation request is invalid")
+        tenant = current_tenant()
+        test_days, k, max_users = request.test_days or 14.0, request.k or 12, request.max_users or 5000
+
+        def run(handle: JobHandle) -> pb.EvaluationReport:
+            from atelier.recommendations.evaluation import evaluate
+            from atelier.runtime.errors import FailedPreconditionError
+
+            handle.progress(0.0, "loading events")
+            events = self.store.load_events(tenant)
+            items = self.store.load_items(tenant)
+            if len(events) == 0 or not items:
+                raise FailedPreconditionError(f"tenant {tenant!r} has no catalogue or no events to evaluate")
+            try:
+                report = evaluate(
+                    events,
+                    items,
+                    self.store.segments(tenant),
+                    test_days=test_days,
+                    k=k,
+                    max_users=max_users,
+                    progress=lambda f, m: handle.progress(f, m),
+                )
+            except ValueError as exc:  # nobody to evaluate on: the data, not the server
+                raise FailedPreconditionError(str(exc)) from exc
+            return evaluation_report(report)
+
+        name = self.jobs.submit("evaluate", run, tenant=tenant)
+        return self.jobs.get(name)
+
+    def GetSettings(self, request: pb.GetSettingsRequest, context: Any) -> pb.TenantSettings:
+        policy = self.engine.purchased_policy(current_tenant())
+        return pb.TenantSettings(purchased=POLICY_ENUM[policy])  # type: ignore[arg-type]
+
+    def UpdateSettings(self, request: pb.UpdateSettingsRequest, context: Any) -> pb.TenantSettings:
+        v = Violations()
+        purchased = request.settings.purchased
+        v.check(
+            purchased == pb.PURCHASED_POLICY_UNSPECIFIED or purchased in POLICIES,
+            "settings.purchased",
+            "unknown PurchasedPolicy",
+        )
+        v.raise_if_any("the settings are invalid")
+        tenant = current_tenant()
+        if purchased:
+            self.engine.set_purchased_policy(tenant, POLICIES[purchased])
+        return self.GetSettings(pb.GetSettingsRequest(), context)
+
     @staticmethod
     def _version(row: dict[str, Any]) -> pb.ModelVersion:
+        import json
+
+        params = json.loads(str(row.get("params") or "{}"))
         return pb.ModelVersion(
             version=int(row["version"]),
             algorithm=ALGORITHM_ENUM.get(row["algorithm"], 0),  # type: ignore[arg-type]
@@ -335,6 +439,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
             train_seconds=float(row["train_seconds"]),
             interactions=int(row["interactions"]),
             factors=int(row["factors"]),
+            ranked_users=int(params.get("ranked_users", 0)),
         )
 
     def ListModelVersions(
@@ -396,3 +501,33 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
         items = self.engine.complete_the_look(current_tenant(), ids, n, flt)
         QUERY_SECONDS.labels("complete_the_look").observe(time.perf_counter() - started)
         return pb.CompleteTheLookResponse(items=_recs(items))
+
+
+def evaluation_report(report: Any) -> pb.EvaluationReport:
+    """Domain EvaluationReport -> protobuf."""
+    import json
+
+    return pb.EvaluationReport(
+        k=report.k,
+        test_days=report.test_days,
+        users_evaluated=report.users_evaluated,
+        train_events=report.train_events,
+        items=report.items,
+        methods=[
+            pb.MethodMetrics(
+                name=m.name,
+                map_at_k=m.map_at_k,
+                recall_at_k=m.recall_at_k,
+                ndcg_at_k=m.ndcg_at_k,
+                coverage=m.coverage,
+                novelty_bits=m.novelty,
+                seconds=m.seconds,
+            )
+            for m in report.methods
+        ],
+        best_baseline=report.best_baseline,
+        lift=report.lift,
+        lift_ci_low=report.lift_low,
+        lift_ci_high=report.lift_high,
+        details_json=json.dumps(report.as_dict()),
+    )

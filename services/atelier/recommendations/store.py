@@ -54,6 +54,10 @@ events_table = sa.Table(
     sa.Column("type", sa.SmallInteger, nullable=False),
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("basket_id", sa.String(128), nullable=False, default=""),
+    # Units bought or returned (always positive; the type says which way) and the amount paid
+    # for them in major units (NULL when the retailer gave none). Added by migration 2.
+    sa.Column("quantity", sa.Float, nullable=False, default=1.0, server_default="1"),
+    sa.Column("value", sa.Float, nullable=True),
     sa.UniqueConstraint("tenant_id", "event_id", name="uq_recs_events_tenant_event"),
     sa.Index("ix_recs_events_tenant_seq", "tenant_id", "seq"),
 )
@@ -87,12 +91,38 @@ versions_table = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", "version"),
 )
 
+settings_table = sa.Table(
+    "recs_tenant_settings",
+    metadata,
+    tenant_column(),
+    # A PurchasedPolicy name ("include", "exclude", "exclude_unless_rebought"); see engine.py.
+    sa.Column("purchased_policy", sa.String(32), nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id"),
+)
+
+
+def _add_event_quantity(conn: Connection) -> None:
+    # Databases created before migration 2 lack the columns; new ones got them from migration 1.
+    have = {c["name"] for c in sa.inspect(conn).get_columns("recs_events")}
+    if "quantity" not in have:
+        conn.execute(sa.text("ALTER TABLE recs_events ADD COLUMN quantity FLOAT NOT NULL DEFAULT 1"))
+    if "value" not in have:
+        conn.execute(sa.text("ALTER TABLE recs_events ADD COLUMN value FLOAT"))
+
+
+def _migration_2(conn: Connection) -> None:
+    _add_event_quantity(conn)
+    create_tables(settings_table)(conn)
+
+
 MIGRATIONS = [
     Migration(
         1,
         "create recommendations tables",
         create_tables(items_table, events_table, users_table, versions_table),
     ),
+    Migration(2, "event quantity and value; per-tenant settings", _migration_2),
 ]
 
 
@@ -140,6 +170,8 @@ class Event:
     time_utc: datetime
     basket_id: str = ""
     segment: str = ""
+    quantity: float = 1.0  # units, > 0; a return says "quantity units came back"
+    value: float | None = None  # amount paid for those units (major units), None if unknown
 
 
 @dataclass
@@ -159,9 +191,30 @@ class EventArrays:
     types: np.ndarray  # int8, EventType values
     times_s: np.ndarray  # float64, seconds since the epoch
     basket_ids: np.ndarray  # object (str)
+    quantities: np.ndarray | None = None  # float32 units (> 0); None means 1 each
+    values: np.ndarray | None = None  # float64 amount paid, NaN where unknown; None means unknown
+
+    def __post_init__(self) -> None:
+        if self.quantities is None:
+            self.quantities = np.ones(len(self.seq), np.float32)
+        if self.values is None:
+            self.values = np.full(len(self.seq), np.nan)
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    def subset(self, mask: np.ndarray) -> EventArrays:
+        assert self.quantities is not None and self.values is not None
+        return EventArrays(
+            self.seq[mask],
+            self.user_ids[mask],
+            self.item_ids[mask],
+            self.types[mask],
+            self.times_s[mask],
+            self.basket_ids[mask],
+            self.quantities[mask],
+            self.values[mask],
+        )
 
     @classmethod
     def empty(cls) -> EventArrays:
@@ -183,6 +236,8 @@ class EventArrays:
             np.array([int(e.type) for e in events], dtype=np.int8),
             np.array([e.time_utc.timestamp() for e in events], dtype=np.float64),
             np.array([e.basket_id for e in events], dtype=object),
+            np.array([e.quantity for e in events], dtype=np.float32),
+            np.array([np.nan if e.value is None else e.value for e in events], dtype=np.float64),
         )
 
 
@@ -334,6 +389,8 @@ class RecsStore:
                         "type": int(e.type),
                         "time": e.time_utc,
                         "basket_id": e.basket_id,
+                        "quantity": e.quantity,
+                        "value": e.value,
                     }
                     for e in chunk
                 ]
@@ -361,6 +418,8 @@ class RecsStore:
                 events_table.c.type,
                 events_table.c.time,
                 events_table.c.basket_id,
+                events_table.c.quantity,
+                events_table.c.value,
             )
             .where(events_table.c.tenant_id == tenant)
             .where(events_table.c.seq > after_seq)
@@ -372,7 +431,7 @@ class RecsStore:
             rows = conn.execute(query).all()
         if not rows:
             return EventArrays.empty()
-        seq, users, items, types, times, baskets = zip(*rows, strict=True)
+        seq, users, items, types, times, baskets, quantities, values = zip(*rows, strict=True)
         return EventArrays(
             np.asarray(seq, dtype=np.int64),
             np.asarray(users, dtype=object),
@@ -380,6 +439,8 @@ class RecsStore:
             np.asarray(types, dtype=np.int8),
             np.array([_aware(t).timestamp() for t in times]),
             np.asarray(baskets, dtype=object),
+            np.asarray(quantities, dtype=np.float32),
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64),
         )
 
     def max_event_seq(self, tenant: str) -> int:
@@ -450,6 +511,23 @@ class RecsStore:
                 .all()
             )
         return [{**r, "create_time": _aware(r["create_time"])} for r in rows]
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def purchased_policy(self, tenant: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                sa.select(settings_table.c.purchased_policy).where(settings_table.c.tenant_id == tenant)
+            )
+
+    def set_purchased_policy(self, tenant: str, policy: str) -> None:
+        with self.engine.begin() as conn:
+            stmt = _insert(conn, settings_table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["tenant_id"],
+                set_={"purchased_policy": stmt.excluded.purchased_policy, "update_time": utcnow()},
+            )
+            conn.execute(stmt, [{"tenant_id": tenant, "purchased_policy": policy, "update_time": utcnow()}])
 
     def active_version(self, tenant: str) -> dict[str, Any] | None:
         for row in self.versions(tenant):

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +26,9 @@ import scipy.sparse as sp
 from atelier.recommendations.store import EventArrays, EventType, RecsStore
 from atelier.runtime.artefacts import ArtefactStore, artefacts_from_env, safe_part
 from atelier.runtime.storage import Store
+
+if TYPE_CHECKING:
+    from atelier.recommendations.ranking import TwoStageModel
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class TrainParams:
     models_dir: str = ".atelier/recommendations/models"
     num_threads: int = 0  # 0: every core
     random_seed: int = 42
+    ranker: bool = True  # also train the two-stage ranker (ranking.py) and precompute ranked lists
 
 
 @dataclass
@@ -74,8 +78,21 @@ class Interactions:
     popularity: np.ndarray  # items, float32: decayed positive weight over every user
     segment_names: list[str]
     segment_popularity: np.ndarray  # segments x items, float32
-    copurchase: sp.csr_matrix  # items x items, cosine-normalised basket co-occurrence
+    copurchase: sp.csr_matrix  # items x items, basket co-occurrence (support >= 2, shrunk cosine)
     newest_time_s: float
+    rebuy_rate: np.ndarray | None = None  # items, float32: shrunk share of buyers who rebuy
+
+
+def quantity_factor(quantities: np.ndarray | None) -> np.ndarray | float:
+    """How much more a multi-unit event weighs than a single unit: 1 + ln(units).
+
+    Logarithmic, because 24 tea lights bought at once say more than one, but not 24 times more
+    about taste (wholesale buyers would otherwise drown everyone else). A return of q units takes
+    back exactly what a purchase of q units gave.
+    """
+    if quantities is None:
+        return 1.0
+    return (1.0 + np.log(np.maximum(quantities, 1.0))).astype(np.float32)
 
 
 def build_interactions(
@@ -103,7 +120,7 @@ def build_interactions(
     n_users, n_items = len(user_ids), len(item_ids)
     newest = float(times.max()) if len(times) else 0.0
     decay = np.power(0.5, (newest - times) / (half_life_days * DAY_S)).astype(np.float32)
-    w = weights.array()[types] * decay
+    w = weights.array()[types] * decay * quantity_factor(events.quantities[keep])
     confidence = sp.csr_matrix((w, (rows, cols)), shape=(n_users, n_items), dtype=np.float32)
     confidence.sum_duplicates()
     confidence.eliminate_zeros()
@@ -135,6 +152,7 @@ def build_interactions(
     ).toarray()
 
     copurchase = _copurchase(rows, cols, types, times, baskets, n_items)
+    rebuy = rebuy_rates(rows, cols, types, times, n_items)
     return Interactions(
         user_ids,
         np.asarray(item_ids, dtype=object),
@@ -145,7 +163,12 @@ def build_interactions(
         segment_popularity,
         copurchase,
         newest,
+        rebuy,
     )
+
+
+COPURCHASE_MIN_SUPPORT = 2  # baskets that must share two items before they count as "bought together"
+COPURCHASE_SHRINKAGE = 10.0
 
 
 def _copurchase(
@@ -156,37 +179,48 @@ def _copurchase(
     baskets: np.ndarray,
     n_items: int,
 ) -> sp.csr_matrix:
-    """Item-item co-occurrence in baskets (cart or purchase), cosine-normalised.
+    """Item-item co-occurrence in baskets (cart or purchase): cosine shrunk by support.
 
-    An event without a basket id belongs to the basket "that user, that day".
+    An event without a basket id belongs to the basket "that user, that day". Pairs seen in
+    fewer than COPURCHASE_MIN_SUPPORT baskets are dropped (see ranking.cooccurrence).
     """
+    from atelier.recommendations.ranking import basket_incidence, cooccurrence
+
     sel = (types == EventType.ADD_TO_CART) | (types == EventType.PURCHASE)
     if not sel.any():
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    keys = np.where(
-        baskets[sel] != "",
-        "b:" + baskets[sel].astype(str),
-        np.char.add(
-            np.char.add("u:", rows[sel].astype(str)),
-            np.char.add(":", (times[sel] // DAY_S).astype(np.int64).astype(str)),
-        ),
-    )
-    _, basket_rows = np.unique(keys, return_inverse=True)
-    incidence = sp.csr_matrix(
-        (np.ones(len(basket_rows), np.float32), (basket_rows, cols[sel])),
-        shape=(int(basket_rows.max()) + 1, n_items),
-    )
-    incidence.sum_duplicates()
-    incidence.data[:] = 1.0
+    incidence = basket_incidence(rows[sel], cols[sel], times[sel], baskets[sel], n_items)
     sizes = np.diff(incidence.indptr)
     incidence = incidence[(sizes >= 2) & (sizes <= MAX_BASKET_ITEMS)]
-    co = (incidence.T @ incidence).tocsr().astype(np.float32)
-    counts = co.diagonal().copy()
-    co.setdiag(0)
-    co.eliminate_zeros()
-    norm = np.sqrt(np.maximum(counts, 1.0))
-    co = sp.diags(1.0 / norm) @ co @ sp.diags(1.0 / norm)
-    return co.tocsr().astype(np.float32)
+    return cooccurrence(incidence, COPURCHASE_MIN_SUPPORT, COPURCHASE_SHRINKAGE, neighbours=100)
+
+
+def shopper_similarity(confidence: sp.csr_matrix, bought: sp.csr_matrix) -> sp.csr_matrix:
+    """Items liked by the same shoppers (positive confidence), with minimum support and shrinkage."""
+    from atelier.recommendations.ranking import cooccurrence
+
+    liked = confidence.copy()
+    liked.data = (liked.data > 0).astype(np.float32)
+    liked.eliminate_zeros()
+    return cooccurrence(liked, COPURCHASE_MIN_SUPPORT, COPURCHASE_SHRINKAGE, neighbours=100)
+
+
+REBUY_PRIOR_WEIGHT = 5.0
+
+
+def rebuy_rates(
+    rows: np.ndarray, cols: np.ndarray, types: np.ndarray, times: np.ndarray, n_items: int
+) -> np.ndarray:
+    """Per item: share of its buyers who bought it on two or more days, shrunk toward the tenant's rate."""
+    buy = types == EventType.PURCHASE
+    if not buy.any():
+        return np.zeros(n_items, np.float32)
+    days = np.unique(np.stack([rows[buy], cols[buy], (times[buy] // DAY_S).astype(np.int64)], axis=1), axis=0)
+    pairs, per_pair = np.unique(days[:, :2], axis=0, return_counts=True)
+    buyers = np.bincount(pairs[:, 1], minlength=n_items).astype(np.float64)
+    rebuyers = np.bincount(pairs[:, 1], weights=(per_pair >= 2).astype(np.float64), minlength=n_items)
+    prior = rebuyers.sum() / max(buyers.sum(), 1.0)
+    return ((rebuyers + REBUY_PRIOR_WEIGHT * prior) / (buyers + REBUY_PRIOR_WEIGHT)).astype(np.float32)
 
 
 def fit_factors(
@@ -237,58 +271,6 @@ def _fit(
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
-def artefact_bytes(
-    inter: Interactions,
-    user_factors: np.ndarray | None,
-    item_factors: np.ndarray | None,
-    params: TrainParams,
-    max_event_seq: int,
-) -> bytes:
-    """The model artefact as bytes (an uncompressed .npz): what the artefact store keeps."""
-
-    def csr(prefix: str, m: sp.csr_matrix) -> dict[str, Any]:
-        return {
-            f"{prefix}_data": m.data,
-            f"{prefix}_indices": m.indices,
-            f"{prefix}_indptr": m.indptr,
-            f"{prefix}_shape": np.array(m.shape),
-        }
-
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        user_ids=inter.user_ids.astype(str),
-        item_ids=inter.item_ids.astype(str),
-        user_factors=user_factors if user_factors is not None else np.zeros((0, 0), np.float32),
-        item_factors=item_factors if item_factors is not None else np.zeros((0, 0), np.float32),
-        popularity=inter.popularity,
-        segment_names=np.array(inter.segment_names, dtype=str),
-        segment_popularity=inter.segment_popularity,
-        newest_time_s=np.array(inter.newest_time_s),
-        max_event_seq=np.array(max_event_seq),
-        params=np.array(json.dumps(asdict(params))),
-        **csr("confidence", inter.confidence),
-        **csr("bought", inter.bought),
-        **csr("copurchase", inter.copurchase),
-    )
-    return buf.getvalue()
-
-
-def save_artefact(
-    path: Path,
-    inter: Interactions,
-    user_factors: np.ndarray | None,
-    item_factors: np.ndarray | None,
-    params: TrainParams,
-    max_event_seq: int,
-) -> None:
-    """The artefact as a local file (export, notebooks); the service keeps it in the artefact store."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    tmp.write_bytes(artefact_bytes(inter, user_factors, item_factors, params, max_event_seq))
-    tmp.replace(path)  # a reader never sees half a file
-
-
 @dataclass
 class Artefact:
     path: str
@@ -305,6 +287,91 @@ class Artefact:
     newest_time_s: float
     max_event_seq: int
     params: dict[str, object]
+    cobuy: sp.csr_matrix | None = None  # items x items, liked by the same shoppers (support >= 2)
+    rebuy_rate: np.ndarray | None = None
+    ranker: TwoStageModel | None = None
+
+
+def artefact_arrays(
+    inter: Interactions,
+    user_factors: np.ndarray | None,
+    item_factors: np.ndarray | None,
+    params: TrainParams,
+    max_event_seq: int,
+    cobuy: sp.csr_matrix | None = None,
+    ranker: TwoStageModel | None = None,
+) -> dict[str, np.ndarray]:
+    """A model version as a dict of plain arrays (no pickle): the one serialisation of a model.
+
+    Whatever stores model versions (a file today, the runtime's artefact store later) stores
+    this dict; ``artefact_from_arrays`` reads it back.
+    """
+
+    def csr(prefix: str, m: sp.csr_matrix) -> dict[str, Any]:
+        return {
+            f"{prefix}_data": m.data,
+            f"{prefix}_indices": m.indices,
+            f"{prefix}_indptr": m.indptr,
+            f"{prefix}_shape": np.array(m.shape),
+        }
+
+    n_items = len(inter.item_ids)
+    return {
+        "user_ids": inter.user_ids.astype(str),
+        "item_ids": inter.item_ids.astype(str),
+        "user_factors": user_factors if user_factors is not None else np.zeros((0, 0), np.float32),
+        "item_factors": item_factors if item_factors is not None else np.zeros((0, 0), np.float32),
+        "popularity": inter.popularity,
+        "segment_names": np.array(inter.segment_names, dtype=str),
+        "segment_popularity": inter.segment_popularity,
+        "newest_time_s": np.array(inter.newest_time_s),
+        "max_event_seq": np.array(max_event_seq),
+        "params": np.array(json.dumps(asdict(params))),
+        "rebuy_rate": inter.rebuy_rate if inter.rebuy_rate is not None else np.zeros(n_items, np.float32),
+        **csr("confidence", inter.confidence),
+        **csr("bought", inter.bought),
+        **csr("copurchase", inter.copurchase),
+        **csr("cobuy", cobuy if cobuy is not None else sp.csr_matrix((n_items, n_items), dtype=np.float32)),
+        **(ranker.to_arrays() if ranker is not None else {}),
+    }
+
+
+def artefact_from_arrays(z: Any, path: str = "") -> Artefact:
+    def csr(prefix: str) -> sp.csr_matrix:
+        return sp.csr_matrix(
+            (z[f"{prefix}_data"], z[f"{prefix}_indices"], z[f"{prefix}_indptr"]),
+            shape=tuple(z[f"{prefix}_shape"]),
+        )
+
+    from atelier.recommendations.ranking import TwoStageModel
+
+    return Artefact(
+        path=path,
+        user_ids=z["user_ids"].astype(object),
+        item_ids=z["item_ids"].astype(object),
+        user_factors=z["user_factors"],
+        item_factors=z["item_factors"],
+        popularity=z["popularity"],
+        segment_names=[str(s) for s in z["segment_names"]],
+        segment_popularity=z["segment_popularity"],
+        confidence=csr("confidence"),
+        bought=csr("bought"),
+        copurchase=csr("copurchase"),
+        newest_time_s=float(z["newest_time_s"]),
+        max_event_seq=int(z["max_event_seq"]),
+        params=json.loads(str(z["params"])),
+        cobuy=csr("cobuy") if "cobuy_data" in z else None,
+        rebuy_rate=z.get("rebuy_rate"),
+        ranker=TwoStageModel.from_arrays(z),
+    )
+
+
+def save_artefact(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The artefact as a local file (export, notebooks); the service keeps it in the artefact store."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    tmp.write_bytes(artefact_bytes(arrays))
+    tmp.replace(path)  # a reader never sees half a file
 
 
 def load_artefact(path: str | Path) -> Artefact:
@@ -312,32 +379,17 @@ def load_artefact(path: str | Path) -> Artefact:
     return artefact_from_bytes(Path(path).read_bytes(), str(path))
 
 
+def artefact_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The model artefact as bytes (an uncompressed .npz, no pickle): what the artefact store keeps."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
 def artefact_from_bytes(data: bytes, ref: str) -> Artefact:
     """The inverse of artefact_bytes; ``ref`` (its key or path) is kept as the artefact's name."""
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
-
-        def csr(prefix: str) -> sp.csr_matrix:
-            return sp.csr_matrix(
-                (z[f"{prefix}_data"], z[f"{prefix}_indices"], z[f"{prefix}_indptr"]),
-                shape=tuple(z[f"{prefix}_shape"]),
-            )
-
-        return Artefact(
-            path=ref,
-            user_ids=z["user_ids"].astype(object),
-            item_ids=z["item_ids"].astype(object),
-            user_factors=z["user_factors"],
-            item_factors=z["item_factors"],
-            popularity=z["popularity"],
-            segment_names=[str(s) for s in z["segment_names"]],
-            segment_popularity=z["segment_popularity"],
-            confidence=csr("confidence"),
-            bought=csr("bought"),
-            copurchase=csr("copurchase"),
-            newest_time_s=float(z["newest_time_s"]),
-            max_event_seq=int(z["max_event_seq"]),
-            params=json.loads(str(z["params"])),
-        )
+        return artefact_from_arrays(z, ref)
 
 
 ProgressFn = Callable[[float, str], None]
@@ -380,17 +432,42 @@ def train(
         )
         fit_started = time.monotonic()
 
+        als_share = 0.3 if params.ranker else 0.85
+
         def on_iteration(iteration: int, _elapsed: float) -> None:
             report(
-                0.1 + 0.85 * (iteration + 1) / params.iterations,
+                0.1 + als_share * (iteration + 1) / params.iterations,
                 f"iteration {iteration + 1}/{params.iterations}",
             )
 
         user_factors, item_factors = fit_factors(inter.confidence, params, on_iteration)
         fit_s = time.monotonic() - fit_started
+        ranker = None
+        if params.ranker:
+            from atelier.recommendations.ranking import RankerParams, fit_two_stage
+
+            ranker_started = time.monotonic()
+            ranker = fit_two_stage(
+                events,
+                items,
+                segments,
+                RankerParams(als=params, weights=params.weights, num_threads=params.num_threads),
+                progress=lambda f, m: report(0.4 + 0.55 * f, m),
+                serving_factors=(user_factors, item_factors),
+            )
+            log.info("ranker for %s: %s in %.1f s", tenant, ranker.info, time.monotonic() - ranker_started)
         path = f"recommendations/models/{safe_part(tenant)}/model-{uuid.uuid4().hex[:12]}.npz"
         report(0.96, "saving")
-        artefacts.put(path, artefact_bytes(inter, user_factors, item_factors, params, max_seq))
+        arrays = artefact_arrays(
+            inter,
+            user_factors,
+            item_factors,
+            params,
+            max_seq,
+            cobuy=shopper_similarity(inter.confidence, inter.bought),
+            ranker=ranker,
+        )
+        artefacts.put(path, artefact_bytes(arrays))
         total_s = time.monotonic() - started
         store.add_version(
             tenant,
@@ -403,7 +480,16 @@ def train(
                 "factors": params.factors,
                 "train_seconds": total_s,
                 "max_event_seq": max_seq,
-                "params": json.dumps({**asdict(params), "fit_seconds": fit_s}),
+                "params": json.dumps(
+                    {
+                        **asdict(params),
+                        "fit_seconds": fit_s,
+                        "ranked_users": int((ranker.ranked_items[:, 0] >= 0).sum())
+                        if ranker and ranker.ranker
+                        else 0,
+                        "ranker": ranker.info if ranker else {},
+                    }
+                ),
             },
         )
         log.info("trained %s for %s in %.1f s (fit %.1f s)", path, tenant, total_s, fit_s)

@@ -64,6 +64,38 @@ ALGORITHM_ALS: Algorithm.ValueType  # 1
 ALGORITHM_BPR: Algorithm.ValueType  # 2
 Global___Algorithm: _TypeAlias = Algorithm  # noqa: Y015
 
+class _PurchasedPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PurchasedPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurchasedPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PURCHASED_POLICY_UNSPECIFIED: _PurchasedPolicy.ValueType  # 0
+    """In a request: the tenant's setting. In settings: the default, EXCLUDE_UNLESS_REBOUGHT."""
+    PURCHASED_POLICY_INCLUDE: _PurchasedPolicy.ValueType  # 1
+    """Bought items may come back (a retailer whose customers rebuy most things)."""
+    PURCHASED_POLICY_EXCLUDE: _PurchasedPolicy.ValueType  # 2
+    """Never recommend what the shopper bought or returned."""
+    PURCHASED_POLICY_EXCLUDE_UNLESS_REBOUGHT: _PurchasedPolicy.ValueType  # 3
+    """Leave out bought items except those people rebuy (items whose shrunk repurchase rate in
+    the tenant's events is at least 10 %); returned items are always left out.
+    """
+
+class PurchasedPolicy(_PurchasedPolicy, metaclass=_PurchasedPolicyEnumTypeWrapper):
+    """What Recommend does with items the shopper already bought (or returned)."""
+
+PURCHASED_POLICY_UNSPECIFIED: PurchasedPolicy.ValueType  # 0
+"""In a request: the tenant's setting. In settings: the default, EXCLUDE_UNLESS_REBOUGHT."""
+PURCHASED_POLICY_INCLUDE: PurchasedPolicy.ValueType  # 1
+"""Bought items may come back (a retailer whose customers rebuy most things)."""
+PURCHASED_POLICY_EXCLUDE: PurchasedPolicy.ValueType  # 2
+"""Never recommend what the shopper bought or returned."""
+PURCHASED_POLICY_EXCLUDE_UNLESS_REBOUGHT: PurchasedPolicy.ValueType  # 3
+"""Leave out bought items except those people rebuy (items whose shrunk repurchase rate in
+the tenant's events is at least 10 %); returned items are always left out.
+"""
+Global___PurchasedPolicy: _TypeAlias = PurchasedPolicy  # noqa: Y015
+
 @_typing.final
 class DominantColour(_message.Message):
     """A colour found in the product photo. Output only."""
@@ -256,6 +288,8 @@ class Event(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     BASKET_ID_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Required, unique per tenant; a repeated id is ignored (counted in duplicates)."""
     user_id: _builtins.str
@@ -268,9 +302,18 @@ class Event(_message.Message):
     """The basket or outfit the event belongs to, for complete-the-look learning. Optional."""
     segment: _builtins.str
     """The shopper's segment (e.g. "women-25-34"), remembered for cold start. Optional."""
+    quantity: _builtins.float
+    """Units bought (PURCHASE), put in the cart or returned (RETURN: the units that came back,
+    positive). 0 means 1; must not be negative (a return is type RETURN, not a negative
+    quantity); at most 1,000,000. A purchase of q units weighs 1 + ln(q) purchases.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """Required: when it happened."""
+
+    @_builtins.property
+    def value(self) -> _money_pb2.Money:
+        """Optional: the amount paid for those units (not per unit); must not be negative."""
 
     def __init__(
         self,
@@ -282,10 +325,12 @@ class Event(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         basket_id: _builtins.str = ...,
         segment: _builtins.str = ...,
+        quantity: _builtins.float = ...,
+        value: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basket_id", b"basket_id", "event_id", b"event_id", "item_id", b"item_id", "segment", b"segment", "time", b"time", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basket_id", b"basket_id", "event_id", b"event_id", "item_id", b"item_id", "quantity", b"quantity", "segment", b"segment", "time", b"time", "type", b"type", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,6 +485,185 @@ class TrainModelRequest(_message.Message):
 Global___TrainModelRequest: _TypeAlias = TrainModelRequest  # noqa: Y015
 
 @_typing.final
+class EvaluateModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_DAYS_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    MAX_USERS_FIELD_NUMBER: _builtins.int
+    test_days: _builtins.float
+    """Held-out days at the end of the tenant's events. 0 means 14; at most 365."""
+    k: _builtins.int
+    """Cut-off of the metrics (MAP@k, recall@k, NDCG@k). 0 means 12; at most 100."""
+    max_users: _builtins.int
+    """Evaluated shoppers are sampled down to this many. 0 means 5000; at most 100000."""
+    def __init__(
+        self,
+        *,
+        test_days: _builtins.float = ...,
+        k: _builtins.int = ...,
+        max_users: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "max_users", b"max_users", "test_days", b"test_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateModelRequest: _TypeAlias = EvaluateModelRequest  # noqa: Y015
+
+@_typing.final
+class MethodMetrics(_message.Message):
+    """One method's scores on the evaluated shoppers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAP_AT_K_FIELD_NUMBER: _builtins.int
+    RECALL_AT_K_FIELD_NUMBER: _builtins.int
+    NDCG_AT_K_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
+    NOVELTY_BITS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    map_at_k: _builtins.float
+    recall_at_k: _builtins.float
+    ndcg_at_k: _builtins.float
+    coverage: _builtins.float
+    """Share of the catalogue recommended to at least one evaluated shopper."""
+    novelty_bits: _builtins.float
+    """Mean -log2(share of training buyers who bought a recommended item), bits."""
+    seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        map_at_k: _builtins.float = ...,
+        recall_at_k: _builtins.float = ...,
+        ndcg_at_k: _builtins.float = ...,
+        coverage: _builtins.float = ...,
+        novelty_bits: _builtins.float = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage", "map_at_k", b"map_at_k", "name", b"name", "ndcg_at_k", b"ndcg_at_k", "novelty_bits", b"novelty_bits", "recall_at_k", b"recall_at_k", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MethodMetrics: _TypeAlias = MethodMetrics  # noqa: Y015
+
+@_typing.final
+class EvaluationReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    K_FIELD_NUMBER: _builtins.int
+    TEST_DAYS_FIELD_NUMBER: _builtins.int
+    USERS_EVALUATED_FIELD_NUMBER: _builtins.int
+    TRAIN_EVENTS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    BEST_BASELINE_FIELD_NUMBER: _builtins.int
+    LIFT_FIELD_NUMBER: _builtins.int
+    LIFT_CI_LOW_FIELD_NUMBER: _builtins.int
+    LIFT_CI_HIGH_FIELD_NUMBER: _builtins.int
+    DETAILS_JSON_FIELD_NUMBER: _builtins.int
+    k: _builtins.int
+    test_days: _builtins.float
+    users_evaluated: _builtins.int
+    train_events: _builtins.int
+    items: _builtins.int
+    best_baseline: _builtins.str
+    """The baseline with the highest MAP@k."""
+    lift: _builtins.float
+    """MAP@k of the model over MAP@k of the best baseline, minus 1."""
+    lift_ci_low: _builtins.float
+    """Bootstrap 95 % interval of the lift (shoppers resampled, 2000 rounds)."""
+    lift_ci_high: _builtins.float
+    details_json: _builtins.str
+    """The same report and the ranker's training details as JSON."""
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodMetrics]:
+        """The baselines first, the service's two-stage model last."""
+
+    def __init__(
+        self,
+        *,
+        k: _builtins.int = ...,
+        test_days: _builtins.float = ...,
+        users_evaluated: _builtins.int = ...,
+        train_events: _builtins.int = ...,
+        items: _builtins.int = ...,
+        methods: _abc.Iterable[Global___MethodMetrics] | None = ...,
+        best_baseline: _builtins.str = ...,
+        lift: _builtins.float = ...,
+        lift_ci_low: _builtins.float = ...,
+        lift_ci_high: _builtins.float = ...,
+        details_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_baseline", b"best_baseline", "details_json", b"details_json", "items", b"items", "k", b"k", "lift", b"lift", "lift_ci_high", b"lift_ci_high", "lift_ci_low", b"lift_ci_low", "methods", b"methods", "test_days", b"test_days", "train_events", b"train_events", "users_evaluated", b"users_evaluated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationReport: _TypeAlias = EvaluationReport  # noqa: Y015
+
+@_typing.final
+class TenantSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURCHASED_FIELD_NUMBER: _builtins.int
+    purchased: Global___PurchasedPolicy.ValueType
+    def __init__(
+        self,
+        *,
+        purchased: Global___PurchasedPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purchased", b"purchased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantSettings: _TypeAlias = TenantSettings  # noqa: Y015
+
+@_typing.final
+class GetSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettingsRequest: _TypeAlias = GetSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___TenantSettings: ...
+    def __init__(
+        self,
+        *,
+        settings: Global___TenantSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSettingsRequest: _TypeAlias = UpdateSettingsRequest  # noqa: Y015
+
+@_typing.final
 class ModelVersion(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -452,6 +676,7 @@ class ModelVersion(_message.Message):
     TRAIN_SECONDS_FIELD_NUMBER: _builtins.int
     INTERACTIONS_FIELD_NUMBER: _builtins.int
     FACTORS_FIELD_NUMBER: _builtins.int
+    RANKED_USERS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     algorithm: Global___Algorithm.ValueType
     users: _builtins.int
@@ -460,6 +685,8 @@ class ModelVersion(_message.Message):
     train_seconds: _builtins.float
     interactions: _builtins.int
     factors: _builtins.int
+    ranked_users: _builtins.int
+    """Shoppers with a ranked list from the learned ranker (0: ALS only, too few labels)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -474,10 +701,11 @@ class ModelVersion(_message.Message):
         train_seconds: _builtins.float = ...,
         interactions: _builtins.int = ...,
         factors: _builtins.int = ...,
+        ranked_users: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "algorithm", b"algorithm", "create_time", b"create_time", "factors", b"factors", "interactions", b"interactions", "items", b"items", "train_seconds", b"train_seconds", "users", b"users", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "algorithm", b"algorithm", "create_time", b"create_time", "factors", b"factors", "interactions", b"interactions", "items", b"items", "ranked_users", b"ranked_users", "train_seconds", b"train_seconds", "users", b"users", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -528,10 +756,15 @@ class Filter(_message.Message):
     MAX_PRICE_FIELD_NUMBER: _builtins.int
     COLOURS_FIELD_NUMBER: _builtins.int
     EXCLUDE_PURCHASED_FIELD_NUMBER: _builtins.int
+    PURCHASED_FIELD_NUMBER: _builtins.int
     size: _builtins.str
     """Only items in stock in this size."""
     exclude_purchased: _builtins.bool
-    """Leave out what the user bought or returned."""
+    """Deprecated: true means purchased = EXCLUDE. Use purchased."""
+    purchased: Global___PurchasedPolicy.ValueType
+    """Recommend only: what to do with items the shopper bought; UNSPECIFIED means the tenant's
+    setting (GetSettings), which defaults to EXCLUDE_UNLESS_REBOUGHT.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only items of these categories (any of them)."""
@@ -553,10 +786,11 @@ class Filter(_message.Message):
         max_price: _money_pb2.Money | None = ...,
         colours: _abc.Iterable[_builtins.str] | None = ...,
         exclude_purchased: _builtins.bool = ...,
+        purchased: Global___PurchasedPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_price", b"max_price", "min_price", b"min_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "colours", b"colours", "exclude_purchased", b"exclude_purchased", "max_price", b"max_price", "min_price", b"min_price", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "colours", b"colours", "exclude_purchased", b"exclude_purchased", "max_price", b"max_price", "min_price", b"min_price", "purchased", b"purchased", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -570,11 +804,16 @@ class Recommendation(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     score: _builtins.float
     reason: _builtins.str
     """e.g. "similar to item 123 you viewed", "popular in your segment women-25-34"."""
     category: _builtins.str
+    source: _builtins.str
+    """The candidate source that proposed the item: "repurchase", "cobuy", "basket", "style",
+    "als", "segment", "category", "popular", "attributes", "taste".
+    """
     def __init__(
         self,
         *,
@@ -582,10 +821,11 @@ class Recommendation(_message.Message):
         score: _builtins.float = ...,
         reason: _builtins.str = ...,
         category: _builtins.str = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "item_id", b"item_id", "reason", b"reason", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "item_id", b"item_id", "reason", b"reason", "score", b"score", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,6 +75,21 @@ class RecommendationsServiceStub:
                 request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsRequest.SerializeToString,
                 response_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsResponse.FromString,
                 _registered_method=True)
+        self.EvaluateModel = channel.unary_unary(
+                '/atelier.recommendations.v1.RecommendationsService/EvaluateModel',
+                request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.EvaluateModelRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.GetSettings = channel.unary_unary(
+                '/atelier.recommendations.v1.RecommendationsService/GetSettings',
+                request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.FromString,
+                _registered_method=True)
+        self.UpdateSettings = channel.unary_unary(
+                '/atelier.recommendations.v1.RecommendationsService/UpdateSettings',
+                request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.UpdateSettingsRequest.SerializeToString,
+                response_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.FromString,
+                _registered_method=True)
         self.Recommend = channel.unary_unary(
                 '/atelier.recommendations.v1.RecommendationsService/Recommend',
                 request_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.RecommendRequest.SerializeToString,
@@ -153,15 +168,42 @@ class RecommendationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateModel(self, request, context):
+        """Scores the tenant's events offline: a temporal split (train before the last test_days,
+        targets = purchases in them), the service's two-stage model against popularity,
+        repurchase, item-kNN and plain ALS baselines on the same shoppers. A job: the Operation's
+        response is an EvaluationReport. Nothing is activated or stored besides the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSettings(self, request, context):
+        """The tenant's settings (defaults when never set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSettings(self, request, context):
+        """Replaces the tenant's settings; fields left UNSPECIFIED keep their value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Recommend(self, request, context):
-        """Top n for a user. An unknown user is not an error: the answer is a cold start.
+        """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+        at training); one with events since training gets ALS fold-in scores; an unknown user is
+        not an error: the answer is a cold start (segment popularity and attributes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SimilarItems(self, request, context):
-        """Items like the given one: latent factors blended with attribute similarity.
+        """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+        factors, blended with attribute similarity by how many people bought the item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +248,21 @@ def add_RecommendationsServiceServicer_to_server(servicer, server):
                     servicer.ListModelVersions,
                     request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsRequest.FromString,
                     response_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'EvaluateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModel,
+                    request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.EvaluateModelRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.GetSettingsRequest.FromString,
+                    response_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.SerializeToString,
+            ),
+            'UpdateSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSettings,
+                    request_deserializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.UpdateSettingsRequest.FromString,
+                    response_serializer=atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.SerializeToString,
             ),
             'Recommend': grpc.unary_unary_rpc_method_handler(
                     servicer.Recommend,
@@ -395,6 +452,87 @@ class RecommendationsService:
             '/atelier.recommendations.v1.RecommendationsService/ListModelVersions',
             atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsRequest.SerializeToString,
             atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.recommendations.v1.RecommendationsService/EvaluateModel',
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.EvaluateModelRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.recommendations.v1.RecommendationsService/GetSettings',
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.GetSettingsRequest.SerializeToString,
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atelier.recommendations.v1.RecommendationsService/UpdateSettings',
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.UpdateSettingsRequest.SerializeToString,
+            atelier_dot_recommendations_dot_v1_dot_recommendations__pb2.TenantSettings.FromString,
             options,
             channel_credentials,
             insecure,

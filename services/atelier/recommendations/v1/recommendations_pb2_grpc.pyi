@@ -66,10 +66,25 @@ class RecommendationsServiceStub:
     (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
     """
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.ListModelVersionsRequest, _recommendations_pb2.ListModelVersionsResponse]
+    EvaluateModel: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.EvaluateModelRequest, _operations_pb2.Operation]
+    """Scores the tenant's events offline: a temporal split (train before the last test_days,
+    targets = purchases in them), the service's two-stage model against popularity,
+    repurchase, item-kNN and plain ALS baselines on the same shoppers. A job: the Operation's
+    response is an EvaluationReport. Nothing is activated or stored besides the job.
+    """
+    GetSettings: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.GetSettingsRequest, _recommendations_pb2.TenantSettings]
+    """The tenant's settings (defaults when never set)."""
+    UpdateSettings: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.UpdateSettingsRequest, _recommendations_pb2.TenantSettings]
+    """Replaces the tenant's settings; fields left UNSPECIFIED keep their value."""
     Recommend: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]
-    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+    """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+    at training); one with events since training gets ALS fold-in scores; an unknown user is
+    not an error: the answer is a cold start (segment popularity and attributes).
+    """
     SimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]
-    """Items like the given one: latent factors blended with attribute similarity."""
+    """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+    factors, blended with attribute similarity by how many people bought the item.
+    """
     CompleteTheLook: _grpc.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]
     """Complementary items from compatible categories for a cart or a page."""
 
@@ -110,10 +125,25 @@ class RecommendationsServiceAsyncStub(RecommendationsServiceStub):
     (hot-swapped) when the job succeeds unless TrainModelRequest.activate is false.
     """
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.ListModelVersionsRequest, _recommendations_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
+    EvaluateModel: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.EvaluateModelRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Scores the tenant's events offline: a temporal split (train before the last test_days,
+    targets = purchases in them), the service's two-stage model against popularity,
+    repurchase, item-kNN and plain ALS baselines on the same shoppers. A job: the Operation's
+    response is an EvaluationReport. Nothing is activated or stored besides the job.
+    """
+    GetSettings: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.GetSettingsRequest, _recommendations_pb2.TenantSettings]  # type: ignore[assignment]
+    """The tenant's settings (defaults when never set)."""
+    UpdateSettings: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.UpdateSettingsRequest, _recommendations_pb2.TenantSettings]  # type: ignore[assignment]
+    """Replaces the tenant's settings; fields left UNSPECIFIED keep their value."""
     Recommend: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.RecommendRequest, _recommendations_pb2.RecommendResponse]  # type: ignore[assignment]
-    """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+    """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+    at training); one with events since training gets ALS fold-in scores; an unknown user is
+    not an error: the answer is a cold start (segment popularity and attributes).
+    """
     SimilarItems: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.SimilarItemsRequest, _recommendations_pb2.SimilarItemsResponse]  # type: ignore[assignment]
-    """Items like the given one: latent factors blended with attribute similarity."""
+    """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+    factors, blended with attribute similarity by how many people bought the item.
+    """
     CompleteTheLook: _aio.UnaryUnaryMultiCallable[_recommendations_pb2.CompleteTheLookRequest, _recommendations_pb2.CompleteTheLookResponse]  # type: ignore[assignment]
     """Complementary items from compatible categories for a cart or a page."""
 
@@ -189,12 +219,43 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_recommendations_pb2.ListModelVersionsResponse, _abc.Awaitable[_recommendations_pb2.ListModelVersionsResponse]]: ...
 
     @_abc_1.abstractmethod
+    def EvaluateModel(
+        self,
+        request: _recommendations_pb2.EvaluateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Scores the tenant's events offline: a temporal split (train before the last test_days,
+        targets = purchases in them), the service's two-stage model against popularity,
+        repurchase, item-kNN and plain ALS baselines on the same shoppers. A job: the Operation's
+        response is an EvaluationReport. Nothing is activated or stored besides the job.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSettings(
+        self,
+        request: _recommendations_pb2.GetSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendations_pb2.TenantSettings, _abc.Awaitable[_recommendations_pb2.TenantSettings]]:
+        """The tenant's settings (defaults when never set)."""
+
+    @_abc_1.abstractmethod
+    def UpdateSettings(
+        self,
+        request: _recommendations_pb2.UpdateSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendations_pb2.TenantSettings, _abc.Awaitable[_recommendations_pb2.TenantSettings]]:
+        """Replaces the tenant's settings; fields left UNSPECIFIED keep their value."""
+
+    @_abc_1.abstractmethod
     def Recommend(
         self,
         request: _recommendations_pb2.RecommendRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendations_pb2.RecommendResponse, _abc.Awaitable[_recommendations_pb2.RecommendResponse]]:
-        """Top n for a user. An unknown user is not an error: the answer is a cold start."""
+        """Top n for a user. A shopper known to the model gets the two-stage ranker's list (computed
+        at training); one with events since training gets ALS fold-in scores; an unknown user is
+        not an error: the answer is a cold start (segment popularity and attributes).
+        """
 
     @_abc_1.abstractmethod
     def SimilarItems(
@@ -202,7 +263,9 @@ class RecommendationsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommendations_pb2.SimilarItemsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommendations_pb2.SimilarItemsResponse, _abc.Awaitable[_recommendations_pb2.SimilarItemsResponse]]:
-        """Items like the given one: latent factors blended with attribute similarity."""
+        """Items like the given one: shopper co-occurrence (at least 2 shoppers, shrunk) and latent
+        factors, blended with attribute similarity by how many people bought the item.
+        """
 
     @_abc_1.abstractmethod
     def CompleteTheLook(
