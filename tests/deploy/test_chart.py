@@ -471,7 +471,8 @@ def test_mtls_wires_the_client_ca_and_a_plaintext_health_port_for_probes(ca_secr
     assert env["ATELIER_HEALTH_PORT"] == "8086"
     c = container(deployment)
     assert {"name": "health", "containerPort": 8086, "protocol": "TCP"} in c["ports"]
-    assert c["readinessProbe"]["grpc"] == {"port": 8086, "service": "atelier.trends.v1.TrendsService"}
+    # Readiness (issue 15: the database and draining) through the plaintext health port.
+    assert c["readinessProbe"]["grpc"] == {"port": 8086, "service": "atelier.readiness"}
     assert c["livenessProbe"]["grpc"] == {"port": 8086, "service": "grpc.health.v1.Health"}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert ("client-ca" in volumes) == bool(ca_secret)

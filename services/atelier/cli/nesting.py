@@ -48,7 +48,7 @@ def parse_ratios(text: str) -> list[pb.SizeRatio]:
     ratios = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         size, sep, count = part.partition("=")
-        if not sep or not count.strip().isdigit():
+        if not sep or not (count.strip().isascii() and count.strip().isdigit()):
             raise typer.BadParameter(f"{part!r}: write SIZE=COUNT, e.g. S=2,M=3", param_hint="--ratio")
         ratios.append(pb.SizeRatio(size=size.strip(), count=int(count)))
     return ratios

@@ -43,6 +43,7 @@ from atelier.nesting.engine import make_marker
 from atelier.nesting.library import PatternLibrary
 from atelier.nesting.v1 import nesting_pb2 as pb
 from atelier.nesting.v1 import nesting_pb2_grpc
+from atelier.runtime import limits
 from atelier.runtime.context import current_tenant
 from atelier.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, Violations
 from atelier.runtime.jobs import JobHandle, JobManager
@@ -643,11 +644,8 @@ class NestingServicer(nesting_pb2_grpc.NestingServiceServicer):
     ) -> pb.ListPatternsResponse:
         v = Violations()
         v.check(0 <= request.page_size <= 100, "page_size", "must be 0..100 (0 means 50)")
-        offset = 0
-        if request.page_token:
-            ok = request.page_token.isdigit() and len(request.page_token) <= 9
-            v.check(ok, "page_token", "not a page token from ListPatterns")
-            offset = int(request.page_token) if ok else 0
+        # str.isdigit() accepts '²' and other digits int() refuses (the fuzz found it): the runtime's helper.
+        offset = limits.page_offset(v, request.page_token)
         v.raise_if_any("the list request is invalid")
         size = request.page_size or 50
         rows = self.library.list(current_tenant(), offset, size + 1)
