@@ -27,11 +27,15 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from atelier.body import outline
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
 
 MIN_SHORT_SIDE_PX = 256
-MIN_PERSON_PX = 400
+# Below this the person is refused (a pixel would be over 0.7 cm); below GOOD_PERSON_PX the photo
+# is measured with a lower quality score and a hint to come closer.
+MIN_PERSON_PX = 250
+GOOD_PERSON_PX = 700
 MAX_PIXELS = 40_000_000
 # Mean absolute Laplacian response at the person's outline; renders and sharp photos score > 10.
 MIN_SHARPNESS = 4.0
@@ -39,7 +43,7 @@ MIN_SHARPNESS = 4.0
 # (bench/body.py) and widened for real photos (clothes, posture). Widths and depths get their own
 # per photo (:func:`outline_sd_cm`): edge placement, level uncertainty and this clothing allowance,
 # an assumption for close-fitting clothes (renders have none; no real photos to estimate it on).
-PHOTO_SD_CM = {"inseam": 1.5, "sleeve_length": 3.0, "shoulder_width": 2.5}
+PHOTO_SD_CM = {"inseam": 1.5, "sleeve_length": 2.0, "shoulder_width": 1.5}
 CLOTHING_SD_CM = 0.5
 # Where an outline edge lies, one sd in pixels (each of the two edges of a width).
 EDGE_SD_PX = 0.5
@@ -63,13 +67,22 @@ class PhotoError(Exception):
 @dataclass
 class ViewResult:
     mask: np.ndarray
-    top_px: int
-    bottom_px: int
+    # The height scale: top of the head and the heels' floor contact (rows, px).
+    top_px: float
+    bottom_px: float
     centre_x_px: float
     landmarks: dict[str, Landmark]
     method: str
     # The photo itself (a reference, not a copy), for sub-pixel edges; None: whole pixels only.
     image_rgb: np.ndarray | None = None
+    # Arms and hands (capsules along the landmarks); widths across the torso stop at them.
+    arms: np.ndarray | None = None
+    # 0..1, and what to retake to raise it (each names the fix).
+    quality: float = 1.0
+    issues: list[str] = field(default_factory=list)
+    # Shoulder points (acromion) on the outline, by side, and the toe-to-heel foreshortening (px).
+    shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
+    foreshortening_px: float = 0.0
 
     @property
     def px_per_cm(self) -> float:
@@ -95,6 +108,12 @@ class PhotoMeasurement:
 
 
 @dataclass
+class PhotoQuality:
+    score: float
+    issues: list[str]
+
+
+@dataclass
 class MeasureResult:
     measurements: list[PhotoMeasurement]
     warnings: list[tuple[str, str]]
@@ -106,6 +125,11 @@ class MeasureResult:
     front_overlay_png: bytes = b""
     side_overlay_png: bytes = b""
     front_lines: list[LevelLine] = field(default_factory=list)
+    front_quality: PhotoQuality | None = None
+    side_quality: PhotoQuality | None = None
+    photo_values_used: int = 0
+    # Shoulder points found on the front outline (px), for the overlay and the benchmark.
+    shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def decode(data: bytes, field_name: str) -> np.ndarray:
@@ -215,65 +239,79 @@ def sharpness(image_rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(lap[outline].mean()) if outline.any() else 0.0
 
 
-def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str) -> ViewResult:
+CUT_FIX = {
+    "head": "include the top of the head (step back, or hold the phone a little higher)",
+    "feet": "include both feet down to the floor (step back, or hold the phone lower)",
+    "body": "the whole body must be in the photo (step back)",
+}
+
+
+def segment(
+    image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str, view: str = "front"
+) -> ViewResult:
+    """The person's outline, landmarks, height scale and framing checks for one photo.
+
+    Refused (PhotoError) only when the photo cannot be measured: no person, several people of
+    similar size, a person cut off at the head or feet, too small or too blurred. Everything
+    else lowers the photo's quality score with a hint that names the fix.
+    """
     h, w = image_rgb.shape[:2]
     landmarks: dict[str, Landmark] = {}
+    issues: list[str] = []
     poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
-    if len(poses) > 1:
-        raise PhotoError(f"{field_name}.data", f"{len(poses)} people found: the photo must show one person")
+    learned = False
     if poses:
-        landmarks = poses[0].landmarks
-        if poses[0].mask.sum() >= 0.01 * h * w:
-            mask, method = grabcut_mask(image_rgb, seed=poses[0].mask), "mediapipe-pose+grabcut"
+        best, similar = outline.choose_person(poses, w)
+        if similar:
+            raise PhotoError(
+                f"{field_name}.data",
+                f"{similar + 1} people of similar size found: the photo must show one person "
+                "(ask the others to step out of the picture)",
+            )
+        if len(poses) > 1:
+            issues.append(
+                f"{len(poses) - 1} other (smaller) people ignored: the largest person was measured; "
+                "a photo of one person alone is safer"
+            )
+        pose = poses[best]
+        landmarks = pose.landmarks
+        soft = pose.soft if pose.soft is not None else pose.mask.astype(np.float32)
+        if (soft > 0.5).sum() >= 0.005 * h * w:
+            others = [p.soft for i, p in enumerate(poses) if i != best and p.soft is not None]
+            parts = [outline.learned_mask(image_rgb, soft, others, landmarks)]
+            method, learned = "mediapipe-segmentation", True
         else:
-            mask, method = grabcut_mask(image_rgb), "mediapipe-pose(no mask)+grabcut"
+            parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
+            method = "mediapipe-pose(no mask)+grabcut"
     else:
-        mask, method = grabcut_mask(image_rgb), "grabcut"
-    parts = _clean_mask(image_rgb, mask)
-    if landmarks and parts and not _pose_fits_outline(landmarks, parts[0]):
-        # A skeleton far too small for the outline is not this person's (or not all of it): its
-        # mask seeded GrabCut with a part of the body only (one render lost head and neck, so the
-        # height scale and every width were 19% off). Segment without it, use no landmarks.
-        landmarks, method = {}, "grabcut(pose rejected)"
         parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
-    if not parts or parts[0].sum() < 0.01 * h * w:
+        method = "grabcut" if pose_model is None else "grabcut(no landmarks)"
+    if not parts or parts[0].sum() < 0.005 * h * w:
         raise PhotoError(f"{field_name}.data", "no person found")
     person = parts[0]
     ys = np.nonzero(person)[0]
     top, bottom = int(ys.min()), int(ys.max())
-    # GrabCut always returns some foreground; on an empty scene it has no contrast with the rest.
-    lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
-    if contrast < 12.0 or bottom - top < 0.25 * h:
-        raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
-    if len(parts) > 1:
-        ys2, _ = np.nonzero(parts[1])
-        if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
-            raise PhotoError(
-                f"{field_name}.data",
-                "several people (or person-sized objects) found: "
-                "the photo must show one person on a plain background",
-            )
-    if pose_model is not None and not poses:
-        # A pose model that sees nobody while GrabCut finds a figure: a render, a mannequin, or no person.
-        method = "grabcut(no landmarks)"
-    cut = []
-    # GrabCut's frame keeps ~1% of the height as background, so "touching the edge" means within that.
-    edge = int(0.015 * h) + 2
-    if top <= edge:
-        cut.append("head")
-    if bottom >= h - 1 - edge:
-        cut.append("feet")
-    # Feet outside the photo: the model places every ankle below the frame. A low visibility alone
-    # is no evidence: one ankle is hidden in a side view, and plain-coloured feet score low.
-    ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
-    if ankles and "feet" not in cut and all(lm.y_px > h - edge for lm in ankles):
-        cut.append("feet")
+    if not learned:
+        # GrabCut always returns some foreground; on an empty scene it has no contrast with the rest.
+        lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+        contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
+        if contrast < 12.0 or bottom - top < 0.25 * h:
+            raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
+        if len(parts) > 1:
+            ys2, _ = np.nonzero(parts[1])
+            if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
+                raise PhotoError(
+                    f"{field_name}.data",
+                    "several people (or person-sized objects) found: "
+                    "the photo must show one person on a plain background",
+                )
+    cut = _cut_off(person, landmarks, h, w, learned)
     if cut:
         raise PhotoError(
             f"{field_name}.data",
             f"the person is cut off ({' and '.join(cut)} outside the photo): "
-            "the whole body from head to feet must be visible, so height cannot scale the photo",
+            + "; ".join(CUT_FIX[c] for c in cut)
+            + ". The whole body from head to feet must be visible, so the stated height can scale the photo",
         )
     if bottom - top < MIN_PERSON_PX:
         raise PhotoError(
@@ -281,8 +319,28 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
             f"the person is {bottom - top} px tall; at least {MIN_PERSON_PX} px "
             "are needed (stand closer or use a larger photo)",
         )
-    if sharpness(image_rgb, person) < MIN_SHARPNESS:
-        raise PhotoError(f"{field_name}.data", "the photo is too blurred to find the body outline")
+    sharp = sharpness(image_rgb, person)
+    if sharp < MIN_SHARPNESS:
+        raise PhotoError(
+            f"{field_name}.data", "the photo is too blurred to find the body outline (hold the phone still)"
+        )
+    quality = min(1.0, sharp / (2 * MIN_SHARPNESS)) ** 0.5
+    if bottom - top < GOOD_PERSON_PX:
+        quality *= ((bottom - top) / GOOD_PERSON_PX) ** 0.5
+        issues.append(
+            f"the person is {bottom - top} px tall: step closer or use the full camera resolution "
+            f"(>= {GOOD_PERSON_PX} px measures to a few mm)"
+        )
+    margin = max(2, round(0.005 * h))
+    if outline.touches(person, "left", margin) or outline.touches(person, "right", margin):
+        quality *= 0.8
+        issues.append("an arm or hand reaches the side of the photo: step back a little")
+    top_px, bottom_px, drop = float(top), float(bottom), 0.0
+    if learned:
+        top_px = outline.head_top_px(person, landmarks)
+        bottom_px, drop = outline.heel_contact_px(person, landmarks, view)
+    person_px = bottom_px - top_px
+    arms = outline.arm_mask(person.shape, landmarks, 0.024 * person_px) if landmarks else None
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
     if hips:
         centre = float(np.mean([lm.x_px for lm in hips]))
@@ -290,7 +348,44 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
         band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
-    return ViewResult(person, top, bottom, centre, landmarks, method, image_rgb)
+    result = ViewResult(
+        person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
+    )
+    result.foreshortening_px = drop
+    if view == "front" and landmarks:
+        result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
+    return result
+
+
+def _cut_off(
+    person: np.ndarray, landmarks: Mapping[str, Landmark], h: int, w: int, learned: bool
+) -> list[str]:
+    """Which ends of the body are outside the photo, from the outline and the landmarks together.
+
+    The outline touching the top or bottom edge is cut off; so is a body whose landmarks (which
+    the model places outside the frame when it infers them) lie beyond the edge: every ankle
+    below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
+    (one ankle is hidden in a side view, plain-coloured feet score low).
+    """
+    cut = []
+    # GrabCut's frame keeps ~1% of the height as background, so there "touching" means within that;
+    # the learned mask has no such frame.
+    edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
+    ys = np.nonzero(person)[0]
+    if ys.min() <= edge:
+        cut.append("head")
+    elif "nose" in landmarks and landmarks["nose"].y_px < 0:
+        cut.append("head")
+    if ys.max() >= h - 1 - edge:
+        cut.append("feet")
+    else:
+        ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
+        if ankles and all(lm.y_px > h - edge for lm in ankles):
+            cut.append("feet")
+    shoulders_hips = [landmarks[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip") if n in landmarks]
+    if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
+        cut.append("body")
+    return cut
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
@@ -405,7 +500,7 @@ def band_width(
 def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> float:
     """Height of the highest row below the hip where the centre column leaves the body (legs part)."""
     c = round(view.centre_x_px)
-    for r in range(int(start_row), view.bottom_px):
+    for r in range(int(start_row), int(view.bottom_px)):
         if not view.mask[r, c]:
             return (view.bottom_px - r) / px_per_cm
     return math.nan
@@ -515,6 +610,32 @@ def waist_level_cm(
     return predicted_cm if found is None else found
 
 
+# Extra noise (cm) on a width whose run ends at an arm lying on the body.
+ARM_TOUCH_SD_CM = 2.0
+# Shoulder landmarks closer than this (cm) in the front photo: the person is turned away from the
+# camera (square to it they are ~30-38 cm apart; in profile a few cm).
+FRONT_MIN_SPREAD_CM = 20.0
+
+
+def _arm_touches(view: ViewResult, row: float, x0: float, x1: float) -> bool:
+    if view.arms is None:
+        return False
+    r = round(row)
+    if not 0 <= r < view.mask.shape[0]:
+        return False
+    w = view.mask.shape[1]
+    for x in (math.floor(x0) - 1, math.ceil(x1)):
+        if 0 <= x < w and view.arms[r, x] and view.mask[r, x]:
+            return True
+    return False
+
+
+def _shoulder_spread_cm(lms: Mapping[str, Landmark], px_per_cm: float) -> float | None:
+    if not all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+        return None
+    return abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_per_cm
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -538,8 +659,8 @@ def measure(
     overlay: bool = False,
 ) -> MeasureResult:
     warnings: list[tuple[str, str]] = []
-    front = segment(front_rgb, pose_model, "front")
-    side = segment(side_rgb, pose_model, "side") if side_rgb is not None else None
+    front = segment(front_rgb, pose_model, "front", "front")
+    side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
     if pose_model is None:
         warnings.append(
             (
@@ -592,12 +713,14 @@ def measure(
     observed: dict[str, Observation] = {}
     lines: list[LevelLine] = []
     half_band = max(1, round(0.6 * px_front))
+    torso = front.mask if front.arms is None else front.mask & ~front.arms
+    touching: list[str] = []
     for level, h_level in levels_cm.items():
         if level == "shoulder":
             continue
         row = front.bottom_px - h_level * px_front
         width_px, x0, x1 = band_width(
-            front.mask,
+            torso,
             row,
             front.centre_x_px,
             round(4 * px_front) if level == "hip" else half_band,
@@ -608,6 +731,10 @@ def measure(
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
             continue
         sd = outline_sd_cm(front, height_cm, h_level, level_sd[level], level_free=level == "hip")
+        if _arm_touches(front, row, x0, x1):
+            # The run ends where an arm lies on the body: the edge is the arm capsule's, not the body's.
+            sd = math.hypot(sd, ARM_TOUCH_SD_CM)
+            touching.append(level)
         observed[f"{level}_width"] = Observation(width_px / px_front, sd)
         lines.append(LevelLine(f"{level}_width", row, x0, x1, width_px / px_front))
     inseam = crotch_height_cm(front, px_front, front.bottom_px - levels_cm["hip"] * px_front)
@@ -617,27 +744,39 @@ def measure(
         lines.append(LevelLine("inseam", row, front.centre_x_px, front.centre_x_px, inseam))
     else:
         warnings.append(("inseam", "the legs do not part in the front photo (stand with feet apart)"))
-    if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
-        sw = (
-            math.dist(
-                (lms["left_shoulder"].x_px, lms["left_shoulder"].y_px),
-                (lms["right_shoulder"].x_px, lms["right_shoulder"].y_px),
-            )
-            / px_front
+    if touching:
+        front.quality *= 0.8
+        front.issues.append(
+            f"the arms touch the body at the {', '.join(touching)}: hold the arms a little away from the body"
         )
+    spread = _shoulder_spread_cm(lms, px_front)
+    if spread is not None and spread < FRONT_MIN_SPREAD_CM:
+        front.quality *= 0.6
+        front.issues.append("the front photo is not square to the camera: face the camera")
+    points = front.shoulder_points
+    if len(points) == 2:
+        sw = math.dist(points["left"], points["right"]) / px_front
         observed["shoulder_width"] = Observation(sw, PHOTO_SD_CM["shoulder_width"])
-        for s in ("left", "right"):
-            chain = [lms.get(f"{s}_shoulder"), lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
-            if all(c is not None and c.visibility > 0.5 for c in chain):
-                length = (
-                    sum(
-                        math.dist((a.x_px, a.y_px), (b.x_px, b.y_px))  # type: ignore[union-attr]
-                        for a, b in itertools.pairwise(chain)
-                    )
-                    / px_front
-                )
-                observed["sleeve_length"] = Observation(length, PHOTO_SD_CM["sleeve_length"])
-                break
+        lines.append(
+            LevelLine(
+                "shoulder_width",
+                (points["left"][1] + points["right"][1]) / 2,
+                min(points["left"][0], points["right"][0]),
+                max(points["left"][0], points["right"][0]),
+                sw,
+            )
+        )
+    lengths = []
+    for s in ("left", "right"):
+        chain = [lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
+        if s in points and all(c is not None and c.visibility > 0.5 for c in chain):
+            path = [points[s], *((c.x_px, c.y_px) for c in chain)]  # type: ignore[union-attr]
+            lengths.append(sum(math.dist(a, b) for a, b in itertools.pairwise(path)) / px_front)
+    if lengths:
+        # Both arms when both are seen: the mean halves each one's landmark noise.
+        observed["sleeve_length"] = Observation(
+            float(np.mean(lengths)), PHOTO_SD_CM["sleeve_length"] / math.sqrt(len(lengths))
+        )
     side_lines: list[LevelLine] = []
     if side is not None:
         px_side = (side.bottom_px - side.top_px) / height_cm
@@ -671,6 +810,8 @@ def measure(
                 limit = max(limit, 0.8 * front_spread)
             wrong_view = wrong_view or spread > limit
         if wrong_view:
+            side.quality *= 0.3
+            side.issues.append("the side photo shows the front or back: turn 90 degrees for the side photo")
             warnings.append(
                 (
                     "",
@@ -701,13 +842,21 @@ def measure(
                 (
                     name,
                     f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
-                    "is expected for this height/weight (arms touching the body, loose clothes?): "
-                    "not used",
+                    "is expected for this height/weight: not used (retake in close-fitting clothes, "
+                    "arms a little away from the body)",
                 )
             )
             del observed[name]
             lines = [ln for ln in lines if ln.name != name]
             side_lines = [ln for ln in side_lines if ln.name != name]
+    if not observed:
+        warnings.append(
+            (
+                "",
+                "no value could be taken from the photos: every measurement below is predicted "
+                "from height and weight only (see the other warnings for what to retake)",
+            )
+        )
     final = model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS)
     photo_inputs = {
         "chest_girth": ("chest_width", "chest_depth"),
@@ -743,6 +892,10 @@ def measure(
         front.method,
         final.sex_probability.get("male", 0.0),
         front_lines=lines,
+        front_quality=PhotoQuality(round(front.quality, 3), front.issues),
+        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else None,
+        photo_values_used=len(observed),
+        shoulder_points=dict(front.shoulder_points),
     )
     if overlay:
         result.front_overlay_png = draw_overlay(front_rgb, front, lines, {m.name: m for m in measurements})
@@ -775,7 +928,13 @@ def draw_overlay(
     thick = max(1, out.shape[0] // 400)
     contours, _ = cv2.findContours(view.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, (0, 200, 255), thick)
-    cv2.line(out, (8, view.top_px), (8, view.bottom_px), (0, 0, 255), thick + 1)
+    # The height scale: head top to heel contact.
+    top, bottom = round(view.top_px), round(view.bottom_px)
+    cv2.line(out, (8, top), (8, bottom), (0, 0, 255), thick + 1)
+    for y in (top, bottom):
+        cv2.line(out, (0, y), (out.shape[1] - 1, y), (0, 0, 255), 1)
+    for x, y in view.shoulder_points.values():
+        cv2.drawMarker(out, (round(x), round(y)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
     for a, b in SKELETON:
         la, lb = view.landmarks.get(a), view.landmarks.get(b)
         if la is not None and lb is not None and min(la.visibility, lb.visibility) > 0.5:
@@ -787,7 +946,7 @@ def draw_overlay(
     for ln in lines:
         y = round(ln.row_px)
         if ln.x0_px == ln.x1_px:  # a vertical measurement (inseam): floor to the crotch
-            cv2.line(out, (int(ln.x0_px), y), (int(ln.x0_px), view.bottom_px), (255, 0, 255), thick)
+            cv2.line(out, (int(ln.x0_px), y), (int(ln.x0_px), bottom), (255, 0, 255), thick)
         else:
             cv2.line(out, (int(ln.x0_px), y), (int(ln.x1_px), y), (255, 0, 255), thick + 1)
         label = f"{ln.name} {ln.value_cm:.1f}"

@@ -78,6 +78,8 @@ class Landmark:
 class Pose:
     landmarks: dict[str, Landmark]
     mask: np.ndarray  # bool, image size
+    # The model's person probability per pixel (float32 0..1, image size): the learned segmentation.
+    soft: np.ndarray | None = None
 
 
 class PoseModel:
@@ -91,7 +93,7 @@ class PoseModel:
             base_options=BaseOptions(model_asset_path=str(bundle_path)),
             running_mode=RunningMode.IMAGE,
             output_segmentation_masks=True,
-            num_poses=3,
+            num_poses=4,
             min_pose_detection_confidence=0.5,
         )
         self._landmarker = PoseLandmarker.create_from_options(options)
@@ -113,8 +115,11 @@ class PoseModel:
                 name: Landmark(name, lm.x * w, lm.y * h, float(lm.visibility or 0.0))
                 for name, lm in zip(LANDMARK_NAMES, marks, strict=False)
             }
-            mask = masks[i].numpy_view()[..., 0] > 0.5 if i < len(masks) else np.zeros((h, w), bool)
-            poses.append(Pose(named, mask))
+            if i < len(masks):
+                soft = np.array(masks[i].numpy_view()[..., 0], np.float32)
+            else:
+                soft = np.zeros((h, w), np.float32)
+            poses.append(Pose(named, soft > 0.5, soft))
         return poses
 
     def close(self) -> None:
