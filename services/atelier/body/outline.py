@@ -48,17 +48,32 @@ def _extent(pose: Pose) -> tuple[float, float, float]:
     return float(np.ptp(pts[:, 1])), float(np.median(pts[:, 0])), float(pts[:, 1].min())
 
 
+KEY_LANDMARKS = ("nose", "left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee")
+
+
+def plausibility(pose: Pose) -> float:
+    """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
+    or in profile, low for a "person" the detector saw in a building or a pattern."""
+    return float(np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in KEY_LANDMARKS]))
+
+
 def choose_person(poses: Sequence[Pose], width_px: int) -> tuple[int, int]:
     """(index of the person to measure, how many others are of similar size).
 
     The tallest person, favouring the one nearer the middle (a passer-by at the edge of the frame
-    is ignored); people shorter than ``SIMILAR_PERSON`` of them are in the background.
+    is ignored) and whose body the model sees clearly; people shorter than ``SIMILAR_PERSON`` of
+    them are in the background.
     """
     extents = [_extent(p) for p in poses]
-    score = [h * (1 - 0.5 * abs(cx - width_px / 2) / width_px) for h, cx, _ in extents]
+    plaus = [plausibility(p) for p in poses]
+    score = [
+        h * (1 - 0.5 * abs(cx - width_px / 2) / width_px) * q for (h, cx, _), q in zip(extents, plaus, strict=True)
+    ]
     best = int(np.argmax(score))
     similar = sum(
-        1 for i, (h, _, _) in enumerate(extents) if i != best and h >= SIMILAR_PERSON * extents[best][0]
+        1
+        for i, (h, _, _) in enumerate(extents)
+        if i != best and h >= SIMILAR_PERSON * extents[best][0] and plaus[i] >= 0.5 * plaus[best]
     )
     return best, similar
 
@@ -201,6 +216,41 @@ ARM_CHAINS = {
 }
 
 
+def _run_across(mask: np.ndarray, point: np.ndarray, normal: np.ndarray, limit: float) -> float:
+    """Length (px) of the mask run through ``point`` along ``normal``, up to ``limit`` each way."""
+    h, w = mask.shape
+    total = 0.0
+    for sign in (1, -1):
+        t = 0.0
+        while t < limit:
+            x, y = point + sign * (t + 1) * normal
+            if not (0 <= round(x) < w and 0 <= round(y) < h) or not mask[round(y), round(x)]:
+                break
+            t += 1
+        total += t
+    return total + 1
+
+
+def arm_radius_px(mask: np.ndarray, landmarks: Mapping[str, Landmark], default_px: float) -> float:
+    """The upper arm's radius (px): from the forearm's width on the outline, where the arm is free of
+    the body (the upper arm is about 1.3 times as thick), the least of the two arms."""
+    found = []
+    for side in ("left", "right"):
+        el, wr = landmarks.get(f"{side}_elbow"), landmarks.get(f"{side}_wrist")
+        if el is None or wr is None or min(el.visibility, wr.visibility) < 0.5:
+            continue
+        a, b = np.array([el.x_px, el.y_px]), np.array([wr.x_px, wr.y_px])
+        length = float(np.linalg.norm(b - a))
+        if length < 5:
+            continue
+        normal = np.array([-(b - a)[1], (b - a)[0]]) / length
+        widths = [_run_across(mask, a + f * (b - a), normal, 2.5 * default_px) for f in (0.35, 0.5, 0.65)]
+        found.append(float(np.median(widths)))
+    if not found:
+        return default_px
+    return float(np.clip(1.3 * min(found) / 2, 0.6 * default_px, 1.6 * default_px))
+
+
 def arm_mask(shape: tuple[int, int], landmarks: Mapping[str, Landmark], radius_px: float) -> np.ndarray:
     """Capsules of ``radius_px`` along elbow -> wrist -> hand (and the upper arm from below the shoulder)."""
     out = np.zeros(shape, np.uint8)
@@ -283,26 +333,26 @@ def head_top_px(mask: np.ndarray, landmarks: Mapping[str, Landmark]) -> float:
     return float(rows.min()) if rows.size else float(ys.min())
 
 
-def heel_contact_px(mask: np.ndarray, landmarks: Mapping[str, Landmark], view: str) -> tuple[float, float]:
-    """(row of the heels' floor contact, foreshortening removed px).
+def heel_contact_px(mask: np.ndarray, landmarks: Mapping[str, Landmark]) -> tuple[float, str]:
+    """(row of the heels' floor contact, how it was found).
 
-    The outline's lowest point is the toe tips; in a front view seen from above the floor the
-    toes, nearer the camera, lie lower in the photo than the heels (a phone at chest height 2.5 m
-    away sees 25 cm feet about 10 cm "long" on the photo). The heel and toe landmarks are at
-    about the same height above the floor, so their difference in rows is that foreshortening.
+    Not the outline's lowest point: that is the toe tips, and in a front view from above the
+    floor the toes, nearer the camera, lie lower in the photo than the heels (a phone at chest
+    height 2 m away sees the toes of 25 cm feet 8-13 cm "below" the heels on the renders, 5-7% of
+    the height scale). The pose model's heel landmarks are the heels' floor contact; their mean
+    is the floor under the body (one foot nearer the camera in a side view, one further). Used
+    when both lie between the ankles and a little below the outline's bottom.
     """
-    bottom = float(np.nonzero(mask)[0].max())
-    if view != "front":
-        return bottom, 0.0
-    drops = []
-    for side in ("left", "right"):
-        heel, toe = landmarks.get(f"{side}_heel"), landmarks.get(f"{side}_foot_index")
-        if heel is not None and toe is not None and min(heel.visibility, toe.visibility) > 0.5:
-            drops.append(toe.y_px - heel.y_px)
-    if not drops:
-        return bottom, 0.0
-    drop = float(np.clip(np.mean(drops), 0.0, 0.08 * (bottom - float(np.nonzero(mask)[0].min()))))
-    return bottom - drop, drop
+    ys = np.nonzero(mask)[0]
+    bottom, top = float(ys.max()), float(ys.min())
+    heels = [landmarks.get(f"{s}_heel") for s in ("left", "right")]
+    ankles = [landmarks.get(f"{s}_ankle") for s in ("left", "right")]
+    if all(x is not None for x in heels + ankles):
+        heel = float(np.mean([lm.y_px for lm in heels]))  # type: ignore[union-attr]
+        ankle = float(np.mean([lm.y_px for lm in ankles]))  # type: ignore[union-attr]
+        if ankle < heel <= bottom + 0.02 * (bottom - top):
+            return heel, "heel landmarks"
+    return bottom, "outline bottom"
 
 
 def touches(mask: np.ndarray, edge: str, margin: int) -> bool:

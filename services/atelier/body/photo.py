@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from atelier.body import outline
+from atelier.body import camera, outline
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
 
@@ -80,9 +80,9 @@ class ViewResult:
     # 0..1, and what to retake to raise it (each names the fix).
     quality: float = 1.0
     issues: list[str] = field(default_factory=list)
-    # Shoulder points (acromion) on the outline, by side, and the toe-to-heel foreshortening (px).
+    # Shoulder points (acromion) on the outline, by side; what gave the floor row.
     shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
-    foreshortening_px: float = 0.0
+    floor_by: str = "outline bottom"
 
     @property
     def px_per_cm(self) -> float:
@@ -247,7 +247,11 @@ CUT_FIX = {
 
 
 def segment(
-    image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str, view: str = "front"
+    image_rgb: np.ndarray,
+    pose_model: PoseModel | None,
+    field_name: str,
+    view: str = "front",
+    check_framing: bool = True,
 ) -> ViewResult:
     """The person's outline, landmarks, height scale and framing checks for one photo.
 
@@ -305,7 +309,7 @@ def segment(
                     "several people (or person-sized objects) found: "
                     "the photo must show one person on a plain background",
                 )
-    cut = _cut_off(person, landmarks, h, w, learned)
+    cut = _cut_off(person, landmarks, h, w, learned) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -332,15 +336,18 @@ def segment(
             f"(>= {GOOD_PERSON_PX} px measures to a few mm)"
         )
     margin = max(2, round(0.005 * h))
-    if outline.touches(person, "left", margin) or outline.touches(person, "right", margin):
+    if check_framing and (outline.touches(person, "left", margin) or outline.touches(person, "right", margin)):
         quality *= 0.8
         issues.append("an arm or hand reaches the side of the photo: step back a little")
-    top_px, bottom_px, drop = float(top), float(bottom), 0.0
+    top_px, bottom_px, floor_by = float(top), float(bottom), "outline bottom"
     if learned:
         top_px = outline.head_top_px(person, landmarks)
-        bottom_px, drop = outline.heel_contact_px(person, landmarks, view)
+        bottom_px, floor_by = outline.heel_contact_px(person, landmarks)
     person_px = bottom_px - top_px
-    arms = outline.arm_mask(person.shape, landmarks, 0.024 * person_px) if landmarks else None
+    arms = None
+    if landmarks:
+        radius = outline.arm_radius_px(person, landmarks, 0.028 * person_px)
+        arms = outline.arm_mask(person.shape, landmarks, radius)
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
     if hips:
         centre = float(np.mean([lm.x_px for lm in hips]))
@@ -351,7 +358,7 @@ def segment(
     result = ViewResult(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
     )
-    result.foreshortening_px = drop
+    result.floor_by = floor_by
     if view == "front" and landmarks:
         result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
     return result
@@ -498,12 +505,46 @@ def band_width(
 
 
 def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> float:
-    """Height of the highest row below the hip where the centre column leaves the body (legs part)."""
+    """Height of the crotch: where the inner edges of the legs meet.
+
+    The first row below the hip where the centre column leaves the body is where the gap between
+    the legs is wide enough to show; a narrow gap just below the crotch is half filled by the
+    segmentation (8 cm low on renders). So the gap's two edges are followed down over 15 cm from
+    that row, a straight line is fitted to each, and the crotch is where the lines meet (at most
+    10 cm above the first open row).
+    """
     c = round(view.centre_x_px)
+    first = None
     for r in range(int(start_row), int(view.bottom_px)):
         if not view.mask[r, c]:
-            return (view.bottom_px - r) / px_per_cm
-    return math.nan
+            first = r
+            break
+    if first is None:
+        return math.nan
+    rows, lefts, rights = [], [], []
+    for r in range(first, min(int(view.bottom_px), first + round(15 * px_per_cm))):
+        line = view.mask[r]
+        if line[c]:
+            break
+        left = c
+        while left > 0 and not line[left - 1]:
+            left -= 1
+        right = c
+        while right < line.size - 1 and not line[right + 1]:
+            right += 1
+        if left == 0 or right == line.size - 1:
+            break
+        rows.append(r)
+        lefts.append(left - 0.5)
+        rights.append(right + 0.5)
+    apex = float(first)
+    if len(rows) >= 5:
+        # gap width = rights - lefts, linear in the row; zero at the apex.
+        gap = np.array(rights) - np.array(lefts)
+        slope, intercept = np.polyfit(np.array(rows, float), gap, 1)
+        if slope > 1e-3:
+            apex = float(np.clip(-intercept / slope, first - 10 * px_per_cm, first))
+    return (view.bottom_px - apex) / px_per_cm
 
 
 def _profile_cm(view: ViewResult, heights_cm: np.ndarray, height_cm: float) -> np.ndarray:
@@ -553,16 +594,16 @@ def outline_sd_cm(
     return math.sqrt(var)
 
 
-def hip_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float) -> float:
+def hip_level_cm(
+    side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float, search_sd: float = LEVEL_SEARCH_SD
+) -> float:
     """The hip (seat) level: where the side depth is greatest within 3 sd of the predicted level.
 
     ANSUR's buttock circumference and depth are taken at the maximum protrusion of the buttocks,
     which a side outline shows directly; the predicted level alone is a few cm off, and any error
     there measures the depth too small. Without a maximum inside the range the prediction stands.
     """
-    heights = np.arange(
-        predicted_cm - LEVEL_SEARCH_SD * sd_cm, predicted_cm + LEVEL_SEARCH_SD * sd_cm + 1e-9, 0.5
-    )
+    heights = np.arange(predicted_cm - search_sd * sd_cm, predicted_cm + search_sd * sd_cm + 1e-9, 0.5)
     found = _extremum(heights, _profile_cm(side, heights, height_cm), "max")
     return predicted_cm if found is None else found
 
@@ -610,6 +651,8 @@ def waist_level_cm(
     return predicted_cm if found is None else found
 
 
+# One sd (cm) of the acromion height read off the front outline (its row, the scale).
+SHOULDER_LEVEL_SD_CM = 1.5
 # Extra noise (cm) on a width whose run ends at an arm lying on the body.
 ARM_TOUCH_SD_CM = 2.0
 # Shoulder landmarks closer than this (cm) in the front photo: the person is turned away from the
@@ -634,6 +677,42 @@ def _shoulder_spread_cm(lms: Mapping[str, Landmark], px_per_cm: float) -> float 
     if not all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
         return None
     return abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_per_cm
+
+
+def _camera_pitch_deg(
+    front: ViewResult,
+    shape: tuple[int, ...],
+    height_cm: float,
+    weight_kg: float,
+    sex: str | None,
+    model: BodyModel,
+) -> float:
+    """The phone's pitch from where the front outline's shoulder points lie between head and heels."""
+    if len(front.shoulder_points) != 2:
+        return 0.0
+    predicted = model.predict(_known(height_cm, weight_kg), sex).estimates["shoulder_height"].value_cm
+    acromion = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
+    return camera.estimate_pitch_deg(front.top_px, acromion, front.bottom_px, predicted / height_cm, shape)
+
+
+def _levelled(
+    image_rgb: np.ndarray, view: ViewResult, pitch: float, pose_model: PoseModel | None, name: str
+) -> tuple[np.ndarray, ViewResult]:
+    """The photo levelled and segmented again; the original when that fails (with a note)."""
+    level, _ = camera.level_photo(image_rgb, pitch)
+    try:
+        again = segment(level, pose_model, name, name, check_framing=False)
+    except PhotoError:
+        view.issues.append(f"the phone was pitched {pitch:+.0f} degrees and the photo could not be levelled")
+        return image_rgb, view
+    again.issues = [*view.issues[: len(view.issues)]]
+    again.quality = view.quality
+    if abs(pitch) > 10:
+        again.issues.append(
+            f"the phone was pitched {pitch:.0f} degrees (levelled before measuring): hold it upright at waist height"
+        )
+        again.quality *= 0.9
+    return level, again
 
 
 def _confidence(sd_cm: float) -> float:
@@ -661,6 +740,12 @@ def measure(
     warnings: list[tuple[str, str]] = []
     front = segment(front_rgb, pose_model, "front", "front")
     side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
+    pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
+    if abs(pitch) >= camera.MIN_PITCH_DEG:
+        # Measure on the photos a level camera would have taken (the same phone for both photos).
+        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front")
+        if side is not None and side_rgb is not None:
+            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
     if pose_model is None:
         warnings.append(
             (
@@ -686,7 +771,13 @@ def measure(
     level_obs = dict(base)
     lms = front.landmarks
     level_lms = lms if side is None else {}
-    if all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+    if len(front.shoulder_points) == 2:
+        # The shoulder points on the outline are the acromions, whose height (ANSUR's acromial
+        # height) places the chest level: predicted from height/weight alone it was 5 cm off on
+        # some renders, where the torso widens towards the armpits.
+        y = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
+        level_obs["shoulder_height"] = Observation((front.bottom_px - y) / px_front, SHOULDER_LEVEL_SD_CM)
+    elif all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
         y = (lms["left_shoulder"].y_px + lms["right_shoulder"].y_px) / 2
         level_obs["shoulder_height"] = Observation((front.bottom_px - y) / px_front + 2.0, 3.0)
     if all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_hip", "right_hip")):
@@ -698,6 +789,11 @@ def measure(
     if side is not None:
         levels_cm["hip"] = hip_level_cm(
             side, height_cm, levels_cm["hip"], prior.estimates["hip_height"].stddev_cm
+        )
+        # The chest (bust) level is the upper torso's greatest depth, as the seat is the lower
+        # torso's: searched within 2 sd only (further up, the shoulder blades can be deeper).
+        levels_cm["chest"] = hip_level_cm(
+            side, height_cm, levels_cm["chest"], prior.estimates["chest_height"].stddev_cm, search_sd=2.0
         )
     levels_cm["waist"] = waist_level_cm(
         front,

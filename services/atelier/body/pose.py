@@ -66,6 +66,14 @@ LANDMARK_NAMES = (
 )
 
 
+# A mirrored photo shows the person's left side as their right.
+_MIRROR = {
+    n: n.replace("left", "right") if "left" in n else n.replace("right", "left")
+    for n in LANDMARK_NAMES
+    if "left" in n or "right" in n
+}
+
+
 @dataclass(frozen=True)
 class Landmark:
     name: str
@@ -101,6 +109,22 @@ class PoseModel:
         self.path = bundle_path
 
     def detect(self, image_rgb: np.ndarray) -> list[Pose]:
+        poses = self._detect(image_rgb)
+        if not poses:
+            # The person detector keys on the face; a profile it misses is often found mirrored.
+            poses = self._detect(np.ascontiguousarray(image_rgb[:, ::-1]))
+            w = image_rgb.shape[1]
+            for p in poses:
+                p.landmarks = {
+                    _MIRROR.get(n, n): Landmark(_MIRROR.get(n, n), w - 1 - lm.x_px, lm.y_px, lm.visibility)
+                    for n, lm in p.landmarks.items()
+                }
+                p.mask = np.ascontiguousarray(p.mask[:, ::-1])
+                if p.soft is not None:
+                    p.soft = np.ascontiguousarray(p.soft[:, ::-1])
+        return poses
+
+    def _detect(self, image_rgb: np.ndarray) -> list[Pose]:
         import mediapipe as mp
 
         h, w = image_rgb.shape[:2]

@@ -155,8 +155,10 @@ def build_body(
         (b["hip_height"], hip_w),
         (b["waist_height"], waist_w),
         (b["chest_height"], chest_w),
-        (b["chest_height"] + 0.5 * (sh_h - b["chest_height"]), chest_w * 1.03),
-        (sh_h - 6, max(chest_w * 1.03, sw - 8)),
+        # Up to the armpits the torso keeps about its chest breadth; above them it widens into
+        # the shoulder line, which meets the arms (separate tubes) at the deltoids.
+        (sh_h - 10, chest_w * 1.03),
+        (sh_h - 4, max(chest_w * 1.05, sw - 12)),
         (sh_h, sw - 9),
     ]
     depth_levels = [
@@ -164,7 +166,7 @@ def build_body(
         (b["hip_height"], hip_d),
         (b["waist_height"], waist_d),
         (b["chest_height"], chest_d),
-        (sh_h - 6, chest_d * 0.8),
+        (sh_h - 10, chest_d * 0.95),
         (sh_h, chest_d * 0.6),
     ]
     shift_levels = [
@@ -204,6 +206,20 @@ def build_body(
     hv = head[..., 1]
     hair = (hv[:-1] > stature - 0.3 * head_h)[..., None] | (head[:-1, :, 2] < -2)[..., None]
     mesh.add(_grid_quads(head), np.where(hair, outfit.hair, outfit.skin))
+    # A face the person detector can key on: nose, eyes, brows, mouth, ears.
+    top_z = 10.6
+    feature = [
+        ((0, stature - 13.0, top_z - 0.3), (1.3, 2.4, 1.8), outfit.skin),
+        ((-3.2, stature - 10.3, top_z - 1.6), (1.2, 0.6, 0.6), (0.1, 0.08, 0.07)),
+        ((3.2, stature - 10.3, top_z - 1.6), (1.2, 0.6, 0.6), (0.1, 0.08, 0.07)),
+        ((-3.2, stature - 8.6, top_z - 1.4), (1.6, 0.35, 0.5), outfit.hair),
+        ((3.2, stature - 8.6, top_z - 1.4), (1.6, 0.35, 0.5), outfit.hair),
+        ((0, stature - 16.8, top_z - 1.3), (2.2, 0.4, 0.5), (0.55, 0.25, 0.25)),
+        ((-7.6, stature - 12.0, 1.0), (0.9, 3.0, 1.8), outfit.skin),
+        ((7.6, stature - 12.0, 1.0), (0.9, 3.0, 1.8), outfit.skin),
+    ]
+    for centre, radii, colour in feature:
+        mesh.add(_grid_quads(_ellipsoid(centre, radii, 6, 10)), np.tile(colour, (5 * 10, 1)))
     # Shoulders: the acromion at (+-sw/2, sh_h); a deltoid sphere whose 45-degree point is there.
     r_up = max(b["bicep_girth"] / (2 * np.pi) * 0.95, (deltoid - sw) / 2 + 0.5)
     acromions = []
