@@ -33,6 +33,7 @@ from atelier.body.evaluate import (  # noqa: E402
 )
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
+from atelier.body.scene import random_camera, render_scene  # noqa: E402
 from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, recommend  # noqa: E402
 from atelier.body.statmodel import (  # noqa: E402
     ANSUR_FILES,
@@ -42,7 +43,6 @@ from atelier.body.statmodel import (  # noqa: E402
     fit_sex,
     read_ansur,
 )
-from atelier.body.scene import random_camera, render_scene  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
@@ -159,13 +159,20 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
                 # Really cut off: the same front photo cropped through the knees, and through the forehead.
                 ys = np.nonzero(front_r.mask)[0]
                 top, bottom = int(ys.min()), int(ys.max())
-                for crop in (front[: top + int(0.72 * (bottom - top))], front[top + int(0.04 * (bottom - top)) :]):
+                for crop in (
+                    front[: top + int(0.72 * (bottom - top))],
+                    front[top + int(0.04 * (bottom - top)) :],
+                ):
                     cut_total += 1
                     try:
                         measure(crop, None, body["height"], body["weight_kg"], sex, model, pose)
                     except PhotoError as exc:
                         cut_refused += 1
-                        key = exc.reason.split("(")[1].split(")")[0] if "cut off (" in exc.reason else exc.reason[:60]
+                        key = (
+                            exc.reason.split("(")[1].split(")")[0]
+                            if "cut off (" in exc.reason
+                            else exc.reason[:60]
+                        )
                         cut_messages[key] = cut_messages.get(key, 0) + 1
         for t in PHOTO_TARGETS:
             mae = float(np.mean(errors[t]))
@@ -176,8 +183,17 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
             rows.append(
                 f"| {t} | {sex} | {mae:.2f} | {f'{ref:.2f}' if ref else '–'} | {ratio} | {ok} | {same} |"
             )
-        for name in ("shoulder_width", "sleeve_length", "chest_width", "waist_width", "hip_width",
-                     "chest_depth", "waist_depth", "hip_depth", "inseam"):
+        for name in (
+            "shoulder_width",
+            "sleeve_length",
+            "chest_width",
+            "waist_width",
+            "hip_width",
+            "chest_depth",
+            "waist_depth",
+            "hip_depth",
+            "inseam",
+        ):
             e = observed_err.get(name, [])
             if e:
                 bias_rows.append(
@@ -209,7 +225,9 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
     )
     if failures:
         rows.append("")
-        rows.append("Refused good photos: " + "; ".join(failures[:10]) + (" ..." if len(failures) > 10 else ""))
+        rows.append(
+            "Refused good photos: " + "; ".join(failures[:10]) + (" ..." if len(failures) > 10 else "")
+        )
     return "\n".join(rows)
 
 

@@ -78,9 +78,11 @@ def level_photo(image_rgb: np.ndarray, pitch_deg: float) -> tuple[np.ndarray, np
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ hom.T
     corners = corners[:, :2] / corners[:, 2:]
     shift_y = -float(corners[:, 1].min())
-    new_h = int(math.ceil(corners[:, 1].max() + shift_y))
+    new_h = math.ceil(corners[:, 1].max() + shift_y)
     new_h = min(new_h, int(1.6 * h))
     shift = np.array([[1, 0, 0], [0, 1, shift_y], [0, 0, 1.0]])
     hom = shift @ hom
-    out = cv2.warpPerspective(image_rgb, hom, (w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpPerspective(
+        image_rgb, hom, (w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return out, hom

@@ -48,13 +48,23 @@ def _extent(pose: Pose) -> tuple[float, float, float]:
     return float(np.ptp(pts[:, 1])), float(np.median(pts[:, 0])), float(pts[:, 1].min())
 
 
-KEY_LANDMARKS = ("nose", "left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee")
+KEY_LANDMARKS = (
+    "nose",
+    "left_shoulder",
+    "right_shoulder",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+)
 
 
 def plausibility(pose: Pose) -> float:
     """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
     or in profile, low for a "person" the detector saw in a building or a pattern."""
-    return float(np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in KEY_LANDMARKS]))
+    return float(
+        np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in KEY_LANDMARKS])
+    )
 
 
 def choose_person(poses: Sequence[Pose], width_px: int) -> tuple[int, int]:
@@ -67,7 +77,8 @@ def choose_person(poses: Sequence[Pose], width_px: int) -> tuple[int, int]:
     extents = [_extent(p) for p in poses]
     plaus = [plausibility(p) for p in poses]
     score = [
-        h * (1 - 0.5 * abs(cx - width_px / 2) / width_px) * q for (h, cx, _), q in zip(extents, plaus, strict=True)
+        h * (1 - 0.5 * abs(cx - width_px / 2) / width_px) * q
+        for (h, cx, _), q in zip(extents, plaus, strict=True)
     ]
     best = int(np.argmax(score))
     similar = sum(
@@ -158,7 +169,9 @@ def _grabcut(crop: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray:
         small_labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), small_labels, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(
+            cv2.cvtColor(small, cv2.COLOR_RGB2BGR), small_labels, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK
+        )
     except cv2.error:
         return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
     fg = np.isin(small_labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
@@ -204,7 +217,7 @@ def _complete_feet(image_rgb: np.ndarray, mask: np.ndarray, person_h: int) -> np
     fg = np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD))
     # Only what hangs below the mask and touches it; the mask itself is kept as the model drew it.
     grown = sub | (fg & (np.arange(sub.shape[0])[:, None] >= bottom - y0 - reach // 2))
-    count, labels = cv2.connectedComponents(grown.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(grown.astype(np.uint8), connectivity=8)
     keep = np.unique(labels[sub])
     out = mask.copy()
     out[y0:y1, x0:x1] = np.isin(labels, keep[keep > 0])
@@ -212,7 +225,8 @@ def _complete_feet(image_rgb: np.ndarray, mask: np.ndarray, person_h: int) -> np
 
 
 ARM_CHAINS = {
-    side: (f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist", f"{side}_index") for side in ("left", "right")
+    side: (f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist", f"{side}_index")
+    for side in ("left", "right")
 }
 
 
@@ -323,7 +337,9 @@ def acromion_points(
 def head_top_px(mask: np.ndarray, landmarks: Mapping[str, Landmark]) -> float:
     """Top of the head: the outline's highest row in the columns over the face landmarks."""
     ys = np.nonzero(mask)[0]
-    face = [landmarks[n] for n in ("nose", "left_ear", "right_ear", "left_eye", "right_eye") if n in landmarks]
+    face = [
+        landmarks[n] for n in ("nose", "left_ear", "right_ear", "left_eye", "right_eye") if n in landmarks
+    ]
     if not face:
         return float(ys.min())
     xs = [lm.x_px for lm in face]

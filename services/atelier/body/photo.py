@@ -128,6 +128,7 @@ class MeasureResult:
     front_quality: PhotoQuality | None = None
     side_quality: PhotoQuality | None = None
     photo_values_used: int = 0
+    camera_pitch_deg: float = 0.0
     # Shoulder points found on the front outline (px), for the overlay and the benchmark.
     shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -259,10 +260,33 @@ def segment(
     similar size, a person cut off at the head or feet, too small or too blurred. Everything
     else lowers the photo's quality score with a hint that names the fix.
     """
+    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
+    try:
+        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing)
+    except PhotoError as exc:
+        if pose_model is None or poses:
+            raise
+        # The colour outline alone misreads busy scenes (a building or the floor as the person):
+        # its verdict is not the reason to give.
+        raise PhotoError(
+            exc.field,
+            "the pose model found no person in the photo, and the outline by colour alone was not "
+            f"usable ({exc.reason}): retake it with the whole body in view, facing the camera (or "
+            "side-on for the side photo), in good light in front of a plainer background",
+        ) from None
+
+
+def _segment(
+    image_rgb: np.ndarray,
+    pose_model: PoseModel | None,
+    poses: list[Pose],
+    field_name: str,
+    view: str,
+    check_framing: bool,
+) -> ViewResult:
     h, w = image_rgb.shape[:2]
     landmarks: dict[str, Landmark] = {}
     issues: list[str] = []
-    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
     learned = False
     if poses:
         best, similar = outline.choose_person(poses, w)
@@ -336,7 +360,9 @@ def segment(
             f"(>= {GOOD_PERSON_PX} px measures to a few mm)"
         )
     margin = max(2, round(0.005 * h))
-    if check_framing and (outline.touches(person, "left", margin) or outline.touches(person, "right", margin)):
+    if check_framing and (
+        outline.touches(person, "left", margin) or outline.touches(person, "right", margin)
+    ):
         quality *= 0.8
         issues.append("an arm or hand reaches the side of the photo: step back a little")
     top_px, bottom_px, floor_by = float(top), float(bottom), "outline bottom"
@@ -379,9 +405,7 @@ def _cut_off(
     # the learned mask has no such frame.
     edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
     ys = np.nonzero(person)[0]
-    if ys.min() <= edge:
-        cut.append("head")
-    elif "nose" in landmarks and landmarks["nose"].y_px < 0:
+    if ys.min() <= edge or ("nose" in landmarks and landmarks["nose"].y_px < 0):
         cut.append("head")
     if ys.max() >= h - 1 - edge:
         cut.append("feet")
@@ -389,7 +413,9 @@ def _cut_off(
         ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
         if ankles and all(lm.y_px > h - edge for lm in ankles):
             cut.append("feet")
-    shoulders_hips = [landmarks[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip") if n in landmarks]
+    shoulders_hips = [
+        landmarks[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip") if n in landmarks
+    ]
     if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
         cut.append("body")
     return cut
@@ -510,8 +536,8 @@ def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> fl
     The first row below the hip where the centre column leaves the body is where the gap between
     the legs is wide enough to show; a narrow gap just below the crotch is half filled by the
     segmentation (8 cm low on renders). So the gap's two edges are followed down over 15 cm from
-    that row, a straight line is fitted to each, and the crotch is where the lines meet (at most
-    10 cm above the first open row).
+    that row, a straight line is fitted to the gap's width, and the crotch is where it closes (at
+    most 6 cm above the first open row).
     """
     c = round(view.centre_x_px)
     first = None
@@ -543,7 +569,7 @@ def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> fl
         gap = np.array(rights) - np.array(lefts)
         slope, intercept = np.polyfit(np.array(rows, float), gap, 1)
         if slope > 1e-3:
-            apex = float(np.clip(-intercept / slope, first - 10 * px_per_cm, first))
+            apex = float(np.clip(-intercept / slope, first - 6 * px_per_cm, first))
     return (view.bottom_px - apex) / px_per_cm
 
 
@@ -991,6 +1017,7 @@ def measure(
         front_quality=PhotoQuality(round(front.quality, 3), front.issues),
         side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else None,
         photo_values_used=len(observed),
+        camera_pitch_deg=round(pitch, 1),
         shoulder_points=dict(front.shoulder_points),
     )
     if overlay:

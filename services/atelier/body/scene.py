@@ -80,7 +80,9 @@ def _tube(path: np.ndarray, radii: np.ndarray, segments: int = 18) -> np.ndarray
     return path[:, None, :] + radii[:, None, None] * ring[None]
 
 
-def _ellipsoid(centre: Sequence[float], radii: Sequence[float], rings: int = 14, segments: int = 20) -> np.ndarray:
+def _ellipsoid(
+    centre: Sequence[float], radii: Sequence[float], rings: int = 14, segments: int = 20
+) -> np.ndarray:
     phi = np.linspace(-np.pi / 2, np.pi / 2, rings)
     t = np.linspace(0, 2 * np.pi, segments, endpoint=False)
     x = np.cos(phi)[:, None] * np.cos(t)[None] * radii[0]
@@ -106,7 +108,14 @@ class Outfit:
 
 def random_outfit(rng: np.random.Generator) -> Outfit:
     skins = [(0.93, 0.78, 0.66), (0.80, 0.60, 0.45), (0.62, 0.44, 0.32), (0.40, 0.27, 0.19)]
-    tops = [(0.15, 0.2, 0.45), (0.7, 0.7, 0.72), (0.1, 0.1, 0.1), (0.6, 0.15, 0.15), (0.2, 0.45, 0.3), (0.9, 0.88, 0.8)]
+    tops = [
+        (0.15, 0.2, 0.45),
+        (0.7, 0.7, 0.72),
+        (0.1, 0.1, 0.1),
+        (0.6, 0.15, 0.15),
+        (0.2, 0.45, 0.3),
+        (0.9, 0.88, 0.8),
+    ]
     bottoms = [(0.12, 0.16, 0.3), (0.08, 0.08, 0.08), (0.35, 0.33, 0.3), (0.25, 0.3, 0.45)]
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
     return Outfit(
@@ -196,7 +205,10 @@ def build_body(
     frac = np.linspace(0, 1, 8)
     ca = (sw - 9) / 2 * (1 - frac) + neck_r * 1.1 * frac
     cd = chest_d * 0.3 * (1 - frac) + neck_r * 1.1 * frac
-    cap = np.stack([ca[:, None] * np.cos(t)[None], np.repeat(cap_h[:, None], t.size, 1), cd[:, None] * np.sin(t)[None]], -1)
+    cap = np.stack(
+        [ca[:, None] * np.cos(t)[None], np.repeat(cap_h[:, None], t.size, 1), cd[:, None] * np.sin(t)[None]],
+        -1,
+    )
     mesh.add(_grid_quads(cap), _texture(outfit.top, "plain", *np.meshgrid(t, cap_h[:-1]), seed + 1))
     # Neck and head (with hair on top).
     neck = _tube(np.array([[0, sh_h + 3, 0.0], [0, stature - 22.5, 0.5]]), np.array([neck_r, neck_r]), 18)
@@ -246,7 +258,9 @@ def build_body(
         arm = _tube(arm_path, arm_r, 16)
         sleeve_end = 0.5 if outfit.pattern != "plain" else 1.0  # short or long sleeves
         along = np.linspace(0, 1, 24)[:-1]
-        colour = np.where((along < sleeve_end)[:, None, None], np.asarray(outfit.top), np.asarray(outfit.skin))
+        colour = np.where(
+            (along < sleeve_end)[:, None, None], np.asarray(outfit.top), np.asarray(outfit.skin)
+        )
         mesh.add(_grid_quads(arm), np.broadcast_to(colour, (23, 16, 3)).copy())
         hand = _ellipsoid(wrist + direction * 8.5, (4.2, 9.0, 2.2))
         # Turn the hand along the arm (it was built vertical).
@@ -259,7 +273,12 @@ def build_body(
         lh = np.linspace(7.0, crotch + 1, 40)
         lw = _profile([(7.0, 7.5), (knee, 11.0), (crotch + 1, thigh)], lh) / 2
         spread = 9.0 * side if front else 0.0  # feet about hip-width apart, as the app asks
-        x = side * (1.2 + lw.max()) + spread * (1 - lh / crotch) if front else side * (thigh / 2 + 0.3) * np.ones_like(lh)
+        # The thighs meet at the crotch (their inner edges touch there) and part below it.
+        x = (
+            side * (lw.max() - 0.2) + spread * (1 - lh / crotch)
+            if front
+            else side * (thigh / 2 + 0.3) * np.ones_like(lh)
+        )
         leg = np.stack(
             [
                 x[:, None] + lw[:, None] * np.cos(t[::2])[None],
@@ -335,10 +354,15 @@ def drawn_background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     for _ in range(int(rng.integers(1, 5))):
         x0 = int(rng.uniform(0, w - 40))
         bw, bh = int(rng.uniform(30, w / 3)), int(rng.uniform(30, h / 4))
-        y0 = int(rng.uniform(0, max(1, horizon - bh))) if rng.random() < 0.5 else int(max(0, horizon) - bh + rng.uniform(0, h - horizon))
-        cv2.rectangle(img, (x0, y0), (x0 + bw, y0 + bh), tuple(float(c) for c in rng.uniform(0.05, 0.95, 3)), -1)
+        y0 = (
+            int(rng.uniform(0, max(1, horizon - bh)))
+            if rng.random() < 0.5
+            else int(max(0, horizon) - bh + rng.uniform(0, h - horizon))
+        )
+        cv2.rectangle(
+            img, (x0, y0), (x0 + bw, y0 + bh), tuple(float(c) for c in rng.uniform(0.05, 0.95, 3)), -1
+        )
     return np.clip(img, 0, 1)
-
 
 
 def photo_background(path: Path, cam: Camera, rng: np.random.Generator) -> np.ndarray:
@@ -346,7 +370,9 @@ def photo_background(path: Path, cam: Camera, rng: np.random.Generator) -> np.nd
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
     h, w = cam.height_px, cam.width_px
     scale = max(h / img.shape[0], w / img.shape[1]) * rng.uniform(1.0, 1.3)
-    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    img = cv2.resize(
+        img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    )
     y0 = int(rng.uniform(0, img.shape[0] - h + 1))
     x0 = int(rng.uniform(0, img.shape[1] - w + 1))
     return img[y0 : y0 + h, x0 : x0 + w]
@@ -390,7 +416,14 @@ def render_scene(
     lambert = np.abs(np.einsum("ij,j->i", n, light))
     shade = 0.45 + 0.6 * lambert * np.where(facing != 0, 1.0, 1.0)
     colour = np.clip(albedo * shade[:, None], 0, 1)
-    big = Camera(cam.height_cm, cam.distance_cm, cam.pitch_deg, cam.focal_px * SS, cam.width_px * SS, cam.height_px * SS)
+    big = Camera(
+        cam.height_cm,
+        cam.distance_cm,
+        cam.pitch_deg,
+        cam.focal_px * SS,
+        cam.width_px * SS,
+        cam.height_px * SS,
+    )
     pts, depth = project(quads, big)
     order = np.argsort(-depth.mean(axis=1))  # far first (painter's algorithm)
     canvas = np.zeros((big.height_px, big.width_px, 3), np.float32)
@@ -414,7 +447,14 @@ def render_scene(
         sh = np.zeros(bg.shape[:2], np.float32)
         foot_w = body["hip_width"] * 0.6
         ring = np.array(
-            [[x, 0.0, z] for x, z in zip(np.cos(np.linspace(0, 2 * np.pi, 40)) * foot_w, np.sin(np.linspace(0, 2 * np.pi, 40)) * 18, strict=True)]
+            [
+                [x, 0.0, z]
+                for x, z in zip(
+                    np.cos(np.linspace(0, 2 * np.pi, 40)) * foot_w,
+                    np.sin(np.linspace(0, 2 * np.pi, 40)) * 18,
+                    strict=True,
+                )
+            ]
         )
         cast = ring * np.array([1.0, 0, 1.0]) + np.array([math.tan(math.radians(light_deg)) * 30, 0, -25])
         for shape, strength in ((ring, 0.55), (cast * np.array([1.6, 0, 1.4]), 0.3)):
@@ -443,7 +483,9 @@ def render_scene(
     )
 
 
-def random_camera(rng: np.random.Generator, stature_cm: float, width_px: int = 720, height_px: int = 960) -> Camera:
+def random_camera(
+    rng: np.random.Generator, stature_cm: float, width_px: int = 720, height_px: int = 960
+) -> Camera:
     """A phone held by someone else: chest to eye height, the person filling 60-85% of the frame, aimed at
     the middle of the body or held level (half each), +-3 degrees."""
     focal = 0.78 * height_px * rng.uniform(0.9, 1.1)  # 26 mm-equivalent lens, portrait

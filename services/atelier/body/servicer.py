@@ -209,7 +209,16 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             ],
             segmentation_method=result.segmentation_method,
             male_probability=result.male_probability,
+            photo_values_used=result.photo_values_used,
+            camera_pitch_deg=result.camera_pitch_deg,
         )
+        for quality, target in (
+            (result.front_quality, response.front_quality),
+            (result.side_quality, response.side_quality),
+        ):
+            if quality is not None:
+                target.score = quality.score
+                target.retake_hints.extend(quality.issues)
         if result.front_overlay_png:
             response.overlay.CopyFrom(_png(result.front_overlay_png, front.shape))
         if result.side_overlay_png and side is not None:
