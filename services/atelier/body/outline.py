@@ -67,6 +67,25 @@ def plausibility(pose: Pose) -> float:
     )
 
 
+def distinct_people(poses: Sequence[Pose]) -> list[Pose]:
+    """The poses less the duplicates: the model sometimes reports one person twice (the woman in
+    the dog photo: two skeletons, masks overlapping 95%); the more plausible of each pair stays."""
+    order = sorted(range(len(poses)), key=lambda i: -plausibility(poses[i]))
+    kept: list[Pose] = []
+    for i in order:
+        mask = poses[i].soft > 0.5 if poses[i].soft is not None else poses[i].mask
+        duplicate = False
+        for other in kept:
+            o = other.soft > 0.5 if other.soft is not None else other.mask
+            union = (mask | o).sum()
+            if union and (mask & o).sum() / union > 0.5:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(poses[i])
+    return kept
+
+
 def choose_person(poses: Sequence[Pose], width_px: int) -> tuple[int, int]:
     """(index of the person to measure, how many others are of similar size).
 
@@ -81,10 +100,16 @@ def choose_person(poses: Sequence[Pose], width_px: int) -> tuple[int, int]:
         for (h, cx, _), q in zip(extents, plaus, strict=True)
     ]
     best = int(np.argmax(score))
+    # A "person" the segmentation gives (almost) no pixels is not one (the dog jumping up at the
+    # woman in the dog photo had a full skeleton and an empty mask).
+    areas = [float((p.soft > 0.5).sum()) if p.soft is not None else float(p.mask.sum()) for p in poses]
     similar = sum(
         1
         for i, (h, _, _) in enumerate(extents)
-        if i != best and h >= SIMILAR_PERSON * extents[best][0] and plaus[i] >= 0.5 * plaus[best]
+        if i != best
+        and h >= SIMILAR_PERSON * extents[best][0]
+        and plaus[i] >= 0.5 * plaus[best]
+        and areas[i] >= 0.3 * areas[best]
     )
     return best, similar
 

@@ -261,6 +261,7 @@ def segment(
     else lowers the photo's quality score with a hint that names the fix.
     """
     poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
+    poses = outline.distinct_people(poses)
     try:
         return _segment(image_rgb, pose_model, poses, field_name, view, check_framing)
     except PhotoError as exc:
@@ -385,7 +386,9 @@ def _segment(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
     )
     result.floor_by = floor_by
-    if view == "front" and landmarks:
+    spread = _shoulder_spread_cm(landmarks, person_px / 170.0)
+    if view == "front" and spread is not None and spread >= FRONT_MIN_SPREAD_CM:
+        # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
         result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
     return result
 
