@@ -168,7 +168,11 @@ def learned_mask(
     d_fg = np.linalg.norm(lab - fg, axis=2)
     d_bg = np.linalg.norm(lab - bg, axis=2)
     decide = band & fg_ok & bg_ok & (contrast > 15.0)
-    sub[decide] = d_fg[decide] < d_bg[decide]
+    # Colour may only overrule a model that is unsure: a textured background (dark mortar between
+    # light stones) has pixels nearer the person's mean colour than its own.
+    person_like = d_fg < d_bg
+    sub[decide & person_like & (sub_soft > 0.35)] = True
+    sub[decide & ~person_like & (sub_soft < 0.85)] = False
     filt = _guided(crop, sub.astype(np.float32), max(2, band_px // 2))
     sub[band] = filt[band] > 0.5
     refined = np.zeros_like(core)
