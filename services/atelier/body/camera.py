@@ -6,10 +6,12 @@ height scale put it on the renders, although head and heels were exact. A level 
 vertical plane linearly. So the photo is turned into the photo a level camera at the same place
 would have taken (the homography ``K R K^-1``), where the height scale is linear again.
 
-The pitch is found from where the acromion (the outline's shoulder points) lies between the head
-top and the heels: ANSUR II's acromial height over stature varies little (about 0.82, sd 0.01), and
-the statistical model predicts it for the stated height and weight; the pitch that puts the
-shoulder points at that share is the camera's. The focal length is taken as a phone main
+The pitch is found from where the acromions (the outline's shoulder points) lie between the head
+top and the heels: ANSUR II's acromial height over stature varies little (about 0.82, sd 0.01) and
+the statistical model predicts it for the stated height and weight; the pitch that puts them at
+that share is the camera's, shrunk towards level by a prior (a shoulder point 2 cm off is about 4
+degrees). A misplaced shoulder point (a raised shoulder, padding) tilts the correction: unverified
+on real photos, which come without the camera's pitch. The focal length is taken as a phone main
 camera's (26 mm equivalent: 0.78 of the photo's long side); EXIF is not read. Lens distortion
 of phone main cameras is corrected on the phone before the JPEG is written, and is not modelled.
 """
@@ -23,6 +25,10 @@ import numpy as np
 
 FOCAL_SHARE = 0.78  # focal length / long side of the photo (26 mm equivalent)
 MAX_PITCH_DEG = 30.0
+# Phones are held about level or aimed at the body: pitches beyond 20 degrees are rare.
+PRIOR_SD_DEG = 15.0
+# Cues whose own pitches differ by more than this do not describe one camera: no levelling.
+MAX_DISAGREEMENT_DEG = 6.0
 # Below this the photo is left alone (a level camera within a degree maps heights within ~1 mm).
 MIN_PITCH_DEG = 1.0
 
@@ -39,28 +45,29 @@ def level_rows(rows: np.ndarray, pitch_deg: float, f: float, cy: float) -> np.nd
 
 
 def estimate_pitch_deg(
-    top_px: float, acromion_px: float, heel_px: float, shoulder_share: float, shape: tuple[int, ...]
-) -> float:
-    """The pitch (degrees, positive: pointing down) that puts the acromion at ``shoulder_share`` of the
-    way from the heels to the head top once levelled (a level row scale is linear in height)."""
+    top_px: float, heel_px: float, cues: list[tuple[float, float, float]], shape: tuple[int, ...]
+) -> tuple[float, float]:
+    """(pitch in degrees, positive: pointing down; how far apart the cues' own pitches are).
+
+    ``cues``: (row, expected share of the height from the heels, sd of that share). The pitch is the
+    one whose levelled rows put every cue nearest its share (least squares in sd units), with a
+    prior of 0 +- PRIOR_SD_DEG: a cue a few cm off moves it by degrees. With two or more cues their
+    separate pitches are returned apart, so a caller can refuse to level when they disagree.
+    """
     f, cy = focal_px(shape), shape[0] / 2
-
-    def share(pitch: float) -> float:
-        top, acr, heel = level_rows(np.array([top_px, acromion_px, heel_px]), pitch, f, cy)
-        return float((heel - acr) / (heel - top))
-
-    lo, hi = -MAX_PITCH_DEG, MAX_PITCH_DEG
-    s_lo, s_hi = share(lo) - shoulder_share, share(hi) - shoulder_share
-    if s_lo * s_hi > 0:  # no pitch in range explains it: leave the photo as it is
-        return 0.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        s_mid = share(mid) - shoulder_share
-        if s_mid * s_lo <= 0:
-            hi = mid
-        else:
-            lo, s_lo = mid, s_mid
-    return (lo + hi) / 2
+    grid = np.arange(-MAX_PITCH_DEG, MAX_PITCH_DEG + 1e-9, 0.25)
+    rows = np.array([top_px, heel_px, *(c[0] for c in cues)])
+    expected = np.array([c[1] for c in cues])
+    sd = np.array([c[2] for c in cues])
+    shares = np.empty((grid.size, len(cues)))
+    for i, pitch in enumerate(grid):
+        top, heel, *levels = level_rows(rows, float(pitch), f, cy)
+        shares[i] = (heel - np.array(levels)) / (heel - top)
+    z = (shares - expected) / sd
+    cost = (z**2).sum(axis=1) + (grid / PRIOR_SD_DEG) ** 2
+    pitch = float(grid[int(np.argmin(cost))])
+    alone = [float(grid[int(np.argmin(z[:, j] ** 2))]) for j in range(len(cues))]
+    return pitch, (max(alone) - min(alone)) if len(alone) > 1 else 0.0
 
 
 def level_photo(image_rgb: np.ndarray, pitch_deg: float) -> tuple[np.ndarray, np.ndarray]:

@@ -567,7 +567,8 @@ def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> fl
         lefts.append(left - 0.5)
         rights.append(right + 0.5)
     apex = float(first)
-    if len(rows) >= 5:
+    # Only the learned mask (256 px) half fills a narrow gap; a colour outline leaves it open.
+    if len(rows) >= 5 and view.method.startswith("mediapipe-segmentation"):
         # gap width = rights - lefts, linear in the row; zero at the apex.
         gap = np.array(rights) - np.array(lefts)
         slope, intercept = np.polyfit(np.array(rows, float), gap, 1)
@@ -680,6 +681,9 @@ def waist_level_cm(
     return predicted_cm if found is None else found
 
 
+# Sd of the acromion's height share for the pitch: ANSUR's own spread (0.010) plus where the
+# outline's shoulder point is read (about 1 cm).
+PITCH_CUE_SD = {"acromion": 0.012}
 # One sd (cm) of the acromion height read off the front outline (its row, the scale).
 SHOULDER_LEVEL_SD_CM = 1.5
 # Extra noise (cm) on a width whose run ends at an arm lying on the body.
@@ -716,12 +720,19 @@ def _camera_pitch_deg(
     sex: str | None,
     model: BodyModel,
 ) -> float:
-    """The phone's pitch from where the front outline's shoulder points lie between head and heels."""
+    """The phone's pitch from where the front outline's acromions lie between head top and heels.
+
+    The knees were tried as a second cue, to refuse levelling when the two disagree: the knee
+    landmark and the heel landmarks (the floor) are each 2-5 cm off on renders, and the knee's
+    share is the more sensitive to the floor, so they disagreed by 10-15 degrees at a level camera.
+    """
     if len(front.shoulder_points) != 2:
         return 0.0
-    predicted = model.predict(_known(height_cm, weight_kg), sex).estimates["shoulder_height"].value_cm
+    est = model.predict(_known(height_cm, weight_kg), sex).estimates
     acromion = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
-    return camera.estimate_pitch_deg(front.top_px, acromion, front.bottom_px, predicted / height_cm, shape)
+    cues = [(acromion, est["shoulder_height"].value_cm / height_cm, PITCH_CUE_SD["acromion"])]
+    pitch, _ = camera.estimate_pitch_deg(front.top_px, front.bottom_px, cues, shape)
+    return pitch
 
 
 def _levelled(
@@ -732,6 +743,9 @@ def _levelled(
     try:
         again = segment(level, pose_model, name, name, check_framing=False)
     except PhotoError:
+        again = None
+    if again is None or again.method != view.method:
+        # Levelled, the pose model lost the person: measure the photo as taken.
         view.issues.append(f"the phone was pitched {pitch:+.0f} degrees and the photo could not be levelled")
         return image_rgb, view
     again.issues = [*view.issues[: len(view.issues)]]
