@@ -30,7 +30,7 @@ from atelier.body.statmodel import BodyModel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body" / "photos"
 OUT = REPO / "docs" / "body-real-photos"
-MAX_SIDE_PX = 560  # overlays are reduced to this for the repository
+MAX_SIDE_PX = 420  # overlays are reduced to this for the repository (about 200 KB each)
 
 
 def _small(png: bytes) -> np.ndarray:

@@ -32,6 +32,8 @@ SIMILAR_PERSON = 0.8
 # The band (fraction of the person's height in px) either side of the model's edge inside which
 # colour may move the outline: the model's 256 px mask is that far off at most on the renders.
 BAND_SHARE = 0.012
+# Heels further apart in height than this share of the person: one is off the floor.
+RAISED_HEEL_SHARE = 0.04
 # GrabCut runs on the person's box reduced to at most this many px on its long side.
 GRABCUT_SIDE_PX = 640
 # The feet box may add at most this share of the person's height below the model's mask.
@@ -393,7 +395,10 @@ def heel_contact_px(mask: np.ndarray, landmarks: Mapping[str, Landmark]) -> tupl
     heels = [landmarks.get(f"{s}_heel") for s in ("left", "right")]
     ankles = [landmarks.get(f"{s}_ankle") for s in ("left", "right")]
     if all(x is not None for x in heels + ankles):
-        heel = float(np.mean([lm.y_px for lm in heels]))  # type: ignore[union-attr]
+        ys_heel = [lm.y_px for lm in heels]  # type: ignore[union-attr]
+        heel = float(np.mean(ys_heel))
+        if abs(ys_heel[0] - ys_heel[1]) > RAISED_HEEL_SHARE * (bottom - top):
+            heel = float(max(ys_heel))  # one heel is raised (walking, running): the other is on the floor
         ankle = float(np.mean([lm.y_px for lm in ankles]))  # type: ignore[union-attr]
         if ankle < heel <= bottom + 0.02 * (bottom - top):
             return heel, "heel landmarks"
