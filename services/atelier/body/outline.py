@@ -296,7 +296,9 @@ def arm_radius_px(mask: np.ndarray, landmarks: Mapping[str, Landmark], default_p
     return float(np.clip(1.3 * min(found) / 2, 0.6 * default_px, 1.6 * default_px))
 
 
-def arm_mask(shape: tuple[int, int], landmarks: Mapping[str, Landmark], radius_px: float) -> np.ndarray:
+def arm_mask(
+    shape: tuple[int, int], landmarks: Mapping[str, Landmark], radius_px: float, centre_x: float | None = None
+) -> np.ndarray:
     """Capsules of ``radius_px`` along elbow -> wrist -> hand (and the upper arm from below the shoulder)."""
     out = np.zeros(shape, np.uint8)
     for chain in ARM_CHAINS.values():
@@ -307,9 +309,15 @@ def arm_mask(shape: tuple[int, int], landmarks: Mapping[str, Landmark], radius_p
         hand = np.array([pts[3].x_px, pts[3].y_px]) if pts[3] is not None else wr + 0.3 * (wr - el)
         # The upper arm from a third of the way down: its top is the shoulder, which belongs to the torso.
         start = sh + 0.35 * (el - sh)
+        arm = np.zeros(shape, np.uint8)
         for a, b, r in ((start, el, radius_px), (el, wr, 0.85 * radius_px), (wr, hand, 0.9 * radius_px)):
-            cv2.line(out, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, max(1, int(2 * r)))
-            cv2.circle(out, tuple(int(v) for v in b), int(r), 1, -1)
+            cv2.line(arm, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, max(1, int(2 * r)))
+            cv2.circle(arm, tuple(int(v) for v in b), int(r), 1, -1)
+        if centre_x is not None and 0 <= round(centre_x) < shape[1] and arm[:, round(centre_x)].any():
+            # An arm across the body's middle (or landmarks that put it there) would cut the torso
+            # in two: that arm is not carved out, and the widths there show it.
+            continue
+        out |= arm
     return out.astype(bool)
 
 

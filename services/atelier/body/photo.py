@@ -371,10 +371,6 @@ def _segment(
         top_px = outline.head_top_px(person, landmarks)
         bottom_px, floor_by = outline.heel_contact_px(person, landmarks)
     person_px = bottom_px - top_px
-    arms = None
-    if landmarks:
-        radius = outline.arm_radius_px(person, landmarks, 0.028 * person_px)
-        arms = outline.arm_mask(person.shape, landmarks, radius)
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
     if hips:
         centre = float(np.mean([lm.x_px for lm in hips]))
@@ -382,6 +378,10 @@ def _segment(
         # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
         band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
+    arms = None
+    if landmarks:
+        radius = outline.arm_radius_px(person, landmarks, 0.028 * person_px)
+        arms = outline.arm_mask(person.shape, landmarks, radius, centre)
     result = ViewResult(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
     )
