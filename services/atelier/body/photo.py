@@ -712,6 +712,18 @@ def _shoulder_spread_cm(lms: Mapping[str, Landmark], px_per_cm: float) -> float 
     return abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_per_cm
 
 
+# Phone photos (12-48 MP) are measured at this long side: a whole person is then ~1500 px tall,
+# under 1.5 mm a pixel, and the outline, levelling and pose model run in seconds, not half a minute.
+MAX_WORK_SIDE_PX = 2048
+
+
+def _work_size(image_rgb: np.ndarray) -> np.ndarray:
+    scale = MAX_WORK_SIDE_PX / max(image_rgb.shape[:2])
+    if scale >= 1:
+        return image_rgb
+    return cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
 def _camera_pitch_deg(
     front: ViewResult,
     shape: tuple[int, ...],
@@ -781,6 +793,8 @@ def measure(
     overlay: bool = False,
 ) -> MeasureResult:
     warnings: list[tuple[str, str]] = []
+    front_rgb = _work_size(front_rgb)
+    side_rgb = _work_size(side_rgb) if side_rgb is not None else None
     front = segment(front_rgb, pose_model, "front", "front")
     side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
     pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
