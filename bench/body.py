@@ -89,7 +89,9 @@ def model_table(data: dict) -> tuple[str, dict]:
     return "\n".join(rows), row_b
 
 
-def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_per_sex: int = 40) -> str:
+def photo_table(
+    data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_per_sex: int = 40, max_seconds: float = 0.0
+) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
     light and arm angles (25-40 degrees, as the app asks: arms away from the body)."""
@@ -109,9 +111,16 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
     bias_rows = []
     cut_refused = cut_total = 0
     cut_messages: dict[str, int] = {}
-    for sex, columns in data.items():
+    started = time.perf_counter()
+    reached: dict[str, int] = {}
+    for sex_index, (sex, columns) in enumerate(data.items()):
         n = len(columns["height"])
         test = rng.choice(n, per_sex, replace=False)
+        # A time budget, shared by the sexes still to come: stop drawing people when it is spent.
+        budget = (
+            (max_seconds - (time.perf_counter() - started)) / (len(data) - sex_index) if max_seconds else 0.0
+        )
+        sex_start = time.perf_counter()
         train = np.setdiff1d(np.arange(n), test)
         # Refit without the rendered people so the photo path is scored on unseen bodies.
         other = BodyModel.load().models["male" if sex == "female" else "female"]
@@ -127,6 +136,9 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
         ideal: dict[str, list[float]] = {t: [] for t in PHOTO_TARGETS[:3]}
         observed_err: dict[str, list[float]] = {}
         for k, i in enumerate(test):
+            if budget and time.perf_counter() - sex_start > budget:
+                break
+            reached[sex] = k + 1
             body = {m: float(columns[m][i]) for m in MEASUREMENTS}
             person_rng = np.random.default_rng(int(i) + (0 if sex == "male" else 100_000))
             camera = random_camera(person_rng, body["height"])
@@ -142,7 +154,7 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
             try:
                 result = measure(front, side, body["height"], body["weight_kg"], sex, model, pose)
             except PhotoError as exc:
-                failures.append(f"{sex} #{i} on {getattr(scene, 'name', scene)}: {exc}")
+                failures.append(f"{sex} #{i} on {getattr(scene, 'name', scene)}: {exc.reason}")
                 continue
             seconds.append(time.perf_counter() - start)
             methods[result.segmentation_method] = methods.get(result.segmentation_method, 0) + 1
@@ -203,9 +215,10 @@ def photo_table(data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_pe
         pose.close()
     rows.append("")
     rows.append(
-        f"{per_sex} people per sex, 3D renders 720x960 px; segmentation used: "
+        ", ".join(f"{n} {sex}" for sex, n in reached.items())
+        + " people drawn, 3D renders 720x960 px; segmentation used: "
         + ", ".join(f"{k} x{v}" for k, v in methods.items())
-        + f"; refused: {len(failures)} of {2 * per_sex}; median {np.median(seconds):.2f} s per front+side "
+        + f"; refused: {len(failures)} of {sum(reached.values())}; median {np.median(seconds):.2f} s per front+side "
         f"pair to measure, {np.median(render_seconds):.2f} s to render."
     )
     rows.append("")
@@ -289,16 +302,18 @@ def main() -> int:
     parser.add_argument(
         "--backgrounds", type=Path, default=DATA / "backgrounds", help="background photos for the renders"
     )
+    parser.add_argument("--sex", choices=("male", "female"), help="one sex only (two runs side by side)")
+    parser.add_argument("--max-seconds", type=float, default=0.0, help="stop drawing people after this long")
     args = parser.parse_args()
     if not all((DATA / f).exists() for f in ANSUR_FILES.values()):
         print(f"ANSUR II CSVs not found in {DATA}: nothing to benchmark")
         return 1
-    data = {sex: read_ansur(DATA / f) for sex, f in ANSUR_FILES.items()}
+    data = {sex: read_ansur(DATA / f) for sex, f in ANSUR_FILES.items() if args.sex in (None, sex)}
     load_before = os.getloadavg()
     start = time.perf_counter()
     table_model, row_b = model_table(data)
     table_rec = recommendation_table(data)
-    table_photo = photo_table(data, args.photos, row_b, args.backgrounds)
+    table_photo = photo_table(data, args.photos, row_b, args.backgrounds, max_seconds=args.max_seconds)
     load_after = os.getloadavg()
     body = "\n\n".join(
         [
