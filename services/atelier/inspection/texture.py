@@ -31,7 +31,9 @@ import cv2
 import numpy as np
 import torch
 
-METHOD = "texture-knn-v2"
+from atelier.inspection.fabric import off_fabric_mask
+
+METHOD = "texture-knn-v3"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
@@ -41,9 +43,6 @@ STD_SIGMAS_PX = (4.0, 8.0)
 # Line-contrast lengths (reduced px): short lines for breaks and slubs, long ones lift faint broken
 # picks/ends that are too weak over 31 px (fabric 03's misses in v1; 63 or 127 measured about the same).
 LINE_LENGTHS_PX = (31, 95)
-# Pixels at or above this grey level in flat areas of at least PAD_MIN_SIZE_PX are padding, not fabric.
-PAD_LEVEL = 250
-PAD_MIN_SIZE_PX = 15
 MAX_FOLDS = 5
 # Banded feature extraction for large images (see grid_features).
 BAND_PIXELS = 4 * 1024 * 1024
@@ -85,10 +84,8 @@ FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 * len(LINE_LENGTHS_
 
 
 def padding_mask(grey: np.ndarray) -> np.ndarray:
-    """True where the image is off-fabric padding (flat white areas)."""
-    flat = (grey >= PAD_LEVEL).astype(np.uint8)
-    kernel = np.ones((PAD_MIN_SIZE_PX, PAD_MIN_SIZE_PX), np.uint8)
-    return cv2.morphologyEx(flat, cv2.MORPH_OPEN, kernel).astype(bool)
+    """True where the frame shows no fabric: machine bed, padding (see fabric.off_fabric_mask)."""
+    return off_fabric_mask(grey)
 
 
 def scored_mask(pad: np.ndarray, margin_px: int) -> np.ndarray:
@@ -216,13 +213,17 @@ class TextureModel:
         scores[~_grid_scored(pad, self.params, (h, w))] = 0.0
         return scores, pad
 
-    def anomaly_map(self, grey: np.ndarray) -> np.ndarray:
-        """Anomaly score per image pixel (float32, same size as the image; 0 off-fabric)."""
-        scores, pad = self.grid_scores(grey)
+    def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
+        scores, off = self.grid_scores(grey)
         scores = cv2.GaussianBlur(scores, (0, 0), 1.0)
         full = cv2.resize(scores, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-        full[~scored_mask(pad, self.params.margin_px)] = 0.0
-        return full
+        full[~scored_mask(off, self.params.margin_px)] = 0.0
+        return full, off
+
+    def anomaly_map(self, grey: np.ndarray) -> np.ndarray:
+        """Anomaly score per image pixel (float32, same size as the image; 0 off-fabric)."""
+        return self.score(grey)[0]
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -312,14 +313,22 @@ def train(images: list[np.ndarray], params: ModelParams | None = None) -> Textur
     samples = [_sample_features(img, params, rng) for img in images]
     if sum(len(s) for s in samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
+    out_of_fold = [float(m.max()) for m in out_of_fold_maps(images, samples, params)]
+    threshold = calibrate_threshold(out_of_fold)
+    return _build([s for s in samples if len(s)], params, threshold, len(images))
+
+
+def out_of_fold_maps(
+    images: list[np.ndarray], samples: list[np.ndarray], params: ModelParams
+) -> list[np.ndarray]:
+    """Each good image's grid scores against a memory of the other folds' images (up to MAX_FOLDS folds)."""
     fold_count = min(len(images), MAX_FOLDS)
-    out_of_fold: list[float] = []
+    maps: list[np.ndarray] = []
     for k in range(fold_count):
         held_out = set(range(k, len(images), fold_count))
         kept = [samples[i] for i in range(len(images)) if i not in held_out and len(samples[i])]
         if not kept:
             continue
         fold_model = _build(kept, params, 0.0, len(kept))
-        out_of_fold.extend(float(fold_model.grid_scores(images[i])[0].max()) for i in sorted(held_out))
-    threshold = calibrate_threshold(out_of_fold)
-    return _build([s for s in samples if len(s)], params, threshold, len(images))
+        maps.extend(fold_model.grid_scores(images[i])[0] for i in sorted(held_out))
+    return maps
