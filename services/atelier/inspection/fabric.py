@@ -39,6 +39,8 @@ OUTER_QUANTILE = 0.8
 EDGE_GUARD_BINS = 2
 # The edge is searched in the outer part of the frame only: the fabric covers the centre.
 MAX_OFF_FRACTION = 0.45
+# The selvage zone: this far (px) into the fabric from the off-fabric area beside it.
+SELVAGE_PX = 96
 # Flat white padding touching the border, at pixel level.
 PAD_LEVEL = 250
 PAD_MIN_SIZE_PX = 15
@@ -116,3 +118,11 @@ def off_fabric_mask(grey: np.ndarray) -> np.ndarray:
         if right:
             off[top : top + BAND_ROWS, width - right :] = True
     return off
+
+
+def selvage_zone(off: np.ndarray) -> np.ndarray:
+    """Fabric within SELVAGE_PX (across the roll) of the off-fabric area: the selvage and the edge."""
+    if not off.any():
+        return np.zeros_like(off)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * SELVAGE_PX + 1, 1))
+    return cv2.dilate(off.astype(np.uint8), kernel).astype(bool) & ~off

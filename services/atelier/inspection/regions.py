@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from atelier.inspection.fabric import selvage_zone
+
 MAX_REGIONS = 100
 MIN_AREA_PX = 16
 # Gaps up to this size inside one defect (a broken pick seen in pieces) are closed.
@@ -23,8 +25,6 @@ LINE_ELONGATION = 3.0
 LINE_MIN_LENGTH_PX = 40
 # A line within this angle (degrees) of an axis runs along it; between the two it is diagonal.
 AXIS_TOLERANCE_DEG = 25.0
-# Selvage zone: this far (px) into the fabric from the off-fabric area (bed, padding) beside it.
-SELVAGE_PX = 64
 # Hole: its core is at least HOLE_CONTRAST robust spreads (MAD) from the cloth's median brightness
 # and flat (its spread under HOLE_TEXTURE_RATIO of the cloth's): light through the opening, or the
 # bed or backing behind it, never the weave.
@@ -102,7 +102,7 @@ def find_regions(anomaly: np.ndarray, threshold: float, grey: np.ndarray, pad: n
     median = float(np.median(fabric))
     spread = 1.4826 * float(np.median(np.abs(fabric.astype(np.float32) - median))) + 1e-3
     fabric_std = float(fabric.std()) + 1e-3
-    selvage = _selvage_zone(pad)
+    selvage = selvage_zone(pad)
     found: list[Region] = []
     for label in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[label])
@@ -164,7 +164,9 @@ def measure(
     core = np.zeros(patch.shape, bool)
     strength = np.abs(deviation) * (inside & (np.abs(deviation) >= CORE_DEVIATION))
     if strength.any():
-        count, labels = cv2.connectedComponents((strength > 0).astype(np.uint8), connectivity=8)
+        # Pieces of one defect broken up by the weave running through it (a slub's yarn) are one core.
+        joined = cv2.morphologyEx((strength > 0).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        count, labels = cv2.connectedComponents(joined & inside.astype(np.uint8), connectivity=8)
         sums = np.bincount(labels.ravel(), weights=strength.ravel(), minlength=count)
         sums[0] = 0.0
         core = labels == int(sums.argmax())
@@ -200,17 +202,6 @@ def _long_axis_angle(rw: float, rh: float, angle: float) -> float:
     a = angle if rw >= rh else angle + 90.0
     a = abs(a) % 180.0
     return 180.0 - a if a > 90.0 else a
-
-
-def _selvage_zone(pad: np.ndarray) -> np.ndarray:
-    """Fabric within SELVAGE_PX of the off-fabric area (bed, padding): the selvage."""
-    if not pad.any():
-        return np.zeros_like(pad)
-    size = 2 * SELVAGE_PX + 1
-    return (
-        cv2.dilate(pad.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_RECT, (size, 1))).astype(bool)
-        & ~pad
-    )
 
 
 def classify(m: Measures) -> DefectKind:
