@@ -75,6 +75,7 @@ def measures(**changes: float | bool) -> Measures:
         core_long_px=0.0,
         core_short_px=0.0,
         core_px=0,
+        core_angle_from_x_deg=0.0,
         contrast=1.0,
         texture_ratio=1.0,
         at_selvage=False,
@@ -93,7 +94,15 @@ def measures(**changes: float | bool) -> Measures:
         (dict(long_px=60, short_px=30, core_long_px=50, core_short_px=10, core_px=400), DefectKind.SLUB),
         (dict(long_px=120, short_px=100, area_contrast=-2.5, texture_ratio=0.9), DefectKind.STAIN),
         (
-            dict(long_px=120, short_px=100, core_long_px=90, core_px=2000, contrast=3.0, texture_ratio=2.0),
+            dict(
+                long_px=120,
+                short_px=100,
+                core_long_px=90,
+                core_short_px=60,
+                core_px=2000,
+                contrast=3.0,
+                texture_ratio=2.0,
+            ),
             DefectKind.CONTAMINATION,
         ),
     ],
@@ -114,6 +123,11 @@ def test_a_hole_is_never_typed_otherwise() -> None:
     ):
         hole = measures(core_px=300, core_long_px=30, core_short_px=12, texture_ratio=0.05, **changes)
         assert classify(hole) is DefectKind.HOLE, changes
+    # A flat bright thread seen against the light (a broken yarn) is a line, not an opening.
+    yarn = measures(
+        long_px=255, short_px=180, core_px=400, core_long_px=103, core_short_px=7, core_angle_from_x_deg=88
+    )
+    assert classify(dataclasses.replace(yarn, contrast=7.0, texture_ratio=0.05)) is DefectKind.WARP_LINE
     # Textured inside (weave visible): not a hole.
     assert classify(measures(core_px=300, contrast=9.0, texture_ratio=1.0)) is not DefectKind.HOLE
     assert (

@@ -31,6 +31,9 @@ AXIS_TOLERANCE_DEG = 25.0
 HOLE_CONTRAST = 6.0
 HOLE_TEXTURE_RATIO = 0.35
 HOLE_MIN_CORE_PX = 16
+# A hole is an opening, not a thread: a flat bright core longer than this many times its width is a
+# broken or loose yarn seen against the light (AITEX 02's broken yarns: 4.6 MADs, 87-240 x 5-10 px).
+HOLE_MAX_ELONGATION = 5.0
 # Small defects by the size of their core (pixels that stand out of the local weave).
 NEP_MAX_LENGTH_PX = 32  # neps and fuzzyballs: about 8-30 px
 KNOT_MAX_LENGTH_PX = 64
@@ -83,6 +86,7 @@ class Measures:
     core_long_px: float  # the core (pixels standing out of the local weave), 0 when there is none
     core_short_px: float
     core_px: int
+    core_angle_from_x_deg: float  # the core's long side from the image x axis, 0..90
     contrast: float  # core's mean brightness minus the cloth median, in MADs (signed: polarity)
     texture_ratio: float  # core's spread / the cloth's spread (a flat hole ~0, contamination high)
     at_selvage: bool
@@ -171,10 +175,12 @@ def measure(
         sums[0] = 0.0
         core = labels == int(sums.argmax())
     core_px = int(core.sum())
+    core_angle = 0.0
     if core_px >= 3:
         points = np.argwhere(core)[:, ::-1].astype(np.float32)
-        (_, _), (cw, ch), _ = cv2.minAreaRect(points)
+        (_, _), (cw, ch), core_rect_angle = cv2.minAreaRect(points)
         core_long, core_short = float(max(cw, ch)) + 1.0, float(min(cw, ch)) + 1.0
+        core_angle = _long_axis_angle(cw, ch, core_rect_angle)
     else:
         core_long = core_short = 0.0
     # Brightness and flatness of the core's interior (its rim is blurred by the optics), else the region.
@@ -190,6 +196,7 @@ def measure(
         core_long_px=core_long,
         core_short_px=core_short,
         core_px=core_px,
+        core_angle_from_x_deg=core_angle,
         contrast=contrast,
         texture_ratio=float(values.std()) / fabric_std if values.size > 1 else 1.0,
         at_selvage=False,
@@ -204,26 +211,35 @@ def _long_axis_angle(rw: float, rh: float, angle: float) -> float:
     return 180.0 - a if a > 90.0 else a
 
 
+def _line(angle_from_x_deg: float) -> DefectKind:
+    if angle_from_x_deg >= 90.0 - AXIS_TOLERANCE_DEG:
+        return DefectKind.WARP_LINE  # along y, the roll direction
+    if angle_from_x_deg <= AXIS_TOLERANCE_DEG:
+        return DefectKind.WEFT_LINE  # along x, across the roll
+    return DefectKind.CREASE  # long and diagonal: a fold or crease line
+
+
 def classify(m: Measures) -> DefectKind:
     """A defect type from what the region measures; the rules and their order are in the README.
 
     Holes come first: the 4-point system scores them by their own rule, so a hole is never typed
     as anything else (not even at the selvage or when it is long).
     """
+    core_elongation = m.core_long_px / max(m.core_short_px, 1.0) if m.core_px else 0.0
     if (
         m.core_px >= HOLE_MIN_CORE_PX
         and abs(m.contrast) >= HOLE_CONTRAST
         and m.texture_ratio <= HOLE_TEXTURE_RATIO
+        and core_elongation <= HOLE_MAX_ELONGATION
     ):
         return DefectKind.HOLE
     if m.at_selvage:
         return DefectKind.EDGE
+    # A line: the region is long and thin, or its core is (a strong yarn line whose anomaly halo is wide).
     if m.long_px >= LINE_MIN_LENGTH_PX and m.long_px / m.short_px >= LINE_ELONGATION:
-        if m.angle_from_x_deg >= 90.0 - AXIS_TOLERANCE_DEG:
-            return DefectKind.WARP_LINE  # along y, the roll direction
-        if m.angle_from_x_deg <= AXIS_TOLERANCE_DEG:
-            return DefectKind.WEFT_LINE  # along x, across the roll
-        return DefectKind.CREASE  # long and diagonal: a fold or crease line
+        return _line(m.angle_from_x_deg)
+    if m.core_long_px > KNOT_MAX_LENGTH_PX and core_elongation >= LINE_ELONGATION:  # shorter: a slub
+        return _line(m.core_angle_from_x_deg)
     size = m.core_long_px if m.core_px else m.long_px
     if size <= NEP_MAX_LENGTH_PX:
         return DefectKind.NEP
