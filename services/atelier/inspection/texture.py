@@ -2,13 +2,14 @@
 
 Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/inspection/README.md):
 
-1. Off-fabric padding (flat white, as line-scan strips carry at their ends) is found and
-   excluded; intensities are normalised per image by median and MAD, so a roll that is a little
-   lighter or darker than the training images is not a defect.
+1. What is not fabric (machine bed, padding at any grey level beside the edges: fabric.py) is
+   found and excluded; intensities are normalised per image by median and MAD of the fabric, so a
+   roll that is a little lighter or darker than the training images is not a defect.
 2. The image is reduced 2x (area average) and described on a regular grid by classic texture
    features: multi-scale local mean, local standard deviation, warp- and weft-direction line
-   contrast at two lengths and a Gabor filter bank's energy (4 orientations x 2 wavelengths). All local
-   statistics use normalised convolution so the padding does not leak into the fabric.
+   contrast at two lengths, a Gabor filter bank's energy (4 orientations x 2 wavelengths) and a
+   spot contrast pooled over each grid cell (neps). All local statistics use normalised convolution
+   so the off-fabric area does not leak into the fabric.
 3. A PatchCore-style memory: a random subset of the good images' grid features (standardised);
    a grid cell's anomaly score is its distance to the nearest memory entry. kNN, unlike a
    single Gaussian, also remembers rare normal looks (selvage, the cut edge next to padding).
