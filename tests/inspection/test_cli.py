@@ -61,8 +61,10 @@ def test_train_run_and_report(start_server: Callable[..., Server], tmp_path: Pat
         [*run_args("denim-12", roll, report), "--roll-id", "R-1", *address],
     )
     assert ran.exit_code == 0, ran.output
-    assert "3 frames, 1 defective" in ran.output
+    assert "3 frames (3 inspected), 1 defective" in " ".join(ran.output.split())
     doc = json.loads(report.read_text())
+    assert doc["verdict"] in {"PASS", "FAIL"} and doc["uninspected"] == []
+    assert doc["inspected_length_mm"] == doc["roll_length_mm"]
     assert doc["roll_id"] == "R-1" and doc["defects"]
     # The spot lies in the third frame: 2 frames x 128 px x 0.5 mm/px = 128 mm along the roll, or more.
     assert all(128.0 <= d["position_mm"] <= 192.0 for d in doc["defects"])
@@ -77,6 +79,8 @@ def test_train_run_and_report(start_server: Callable[..., Server], tmp_path: Pat
     assert again.exit_code == 0, again.output
     page = html.read_text()
     assert "<svg" in page and "denim-12" in page and ("PASS" in page or "FAIL" in page)
+    # Each defect row shows its crop and heat map (PNG data URIs) and its place in metres.
+    assert page.count("data:image/png;base64,") >= 2 and "Along roll (m)" in page
 
     listed = runner.invoke(app, ["inspect", "profiles", *address])
     assert listed.exit_code == 0 and "denim-12" in listed.output
@@ -107,12 +111,21 @@ def test_run_survives_a_bad_frame_and_reports_errors(
             "0.5",
             "-o",
             str(report),
+            "--max-points",
+            "1000000",  # the points found cannot fail the roll on their own: only the gap decides
             *address,
         ],
     )
     assert ran.exit_code == 1, ran.output
-    assert "roll-1.png" in ran.output and "INVALID_ARGUMENT" in ran.output
-    assert "3 frames, 1 defective" in ran.output and report.exists()
+    said = " ".join(ran.output.split())  # rich wraps lines at the terminal's width
+    assert "roll-1.png" in said and "INVALID_ARGUMENT" in said
+    assert "3 frames (2 inspected), 1 defective" in said and "INCOMPLETE" in said, said
+    doc = json.loads(report.read_text())
+    # The failed frame is listed with its reason and left out of the inspected length.
+    assert doc["verdict"] == "INCOMPLETE" and doc["pass"] is False
+    assert [(u["frame_index"], u["name"]) for u in doc["uninspected"]] == [(1, "roll-1.png")]
+    assert "INVALID_ARGUMENT" in doc["uninspected"][0]["reason"]
+    assert doc["roll_length_mm"] == 3 * 64.0 and doc["inspected_length_mm"] == 2 * 64.0
 
     few = runner.invoke(app, ["inspect", "train", "--article", "a2", *map(str, goods[:2]), *address])
     assert few.exit_code == 1 and "good_images" in few.output and "at least 4" in few.output
@@ -132,3 +145,7 @@ def test_run_survives_a_bad_frame_and_reports_errors(
         ],
     )
     assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
+    # Nothing was inspected: the report says so and never PASS (it used to say "0 points ... PASS").
+    doc = json.loads(report.read_text())
+    assert doc["verdict"] == "INCOMPLETE" and doc["pass"] is False and doc["inspected_length_mm"] == 0
+    assert "PASS" not in unknown.output and "INCOMPLETE" in unknown.output

@@ -184,6 +184,37 @@ def test_grade_roll_over_grpc(stub: inspection_pb2_grpc.InspectionServiceStub) -
     assert [d.points for d in reply.defects] == [1, 4]
     assert json.loads(reply.report_json)["total_points"] == 5
     assert b"R-9" in reply.report_html and b"<svg" in reply.report_html
+    assert reply.verdict == pb.ROLL_VERDICT_PASS and reply.uninspected_length_mm == 0
+
+    # The same roll with 10 yd not inspected: INCOMPLETE, rate over the 40 yd inspected.
+    partial = stub.GradeRoll(
+        pb.GradeRollRequest(
+            roll_id="R-9",
+            roll_width_mm=60 * inch,
+            roll_length_mm=50 * 914.4,
+            defects=defects,
+            max_points_per_100_sq_yd=40,
+            uninspected=[
+                pb.UninspectedStretch(
+                    frame_index=7, name="f7.png", position_mm=9144, length_mm=9144, reason="INTERNAL"
+                )
+            ],
+        )
+    )
+    assert partial.verdict == pb.ROLL_VERDICT_INCOMPLETE and getattr(partial, "pass") is False
+    assert partial.inspected_length_mm == pytest.approx(40 * 914.4)
+    assert partial.points_per_100_sq_yd == pytest.approx(5 * 3600 / (60 * 40))
+    # No frame readable (length unknown): still a report, INCOMPLETE.
+    nothing = stub.GradeRoll(
+        pb.GradeRollRequest(
+            roll_id="R-10",
+            roll_width_mm=1000,
+            roll_length_mm=0,
+            max_points_per_100_sq_yd=40,
+            uninspected=[pb.UninspectedStretch(frame_index=0, name="a.png", reason="INVALID_ARGUMENT")],
+        )
+    )
+    assert nothing.verdict == pb.ROLL_VERDICT_INCOMPLETE and nothing.inspected_length_mm == 0
 
 
 def test_unknown_article_is_not_found(stub: inspection_pb2_grpc.InspectionServiceStub) -> None:
@@ -268,6 +299,46 @@ def test_bad_inspect_and_grade_fields(stub: inspection_pb2_grpc.InspectionServic
         "defects[0].length_mm",
         "defects[1].box_mm.x_mm",
     }
+    violations = invalid(
+        lambda: stub.GradeRoll(
+            pb.GradeRollRequest(
+                roll_id="r",
+                roll_width_mm=1000,
+                roll_length_mm=1000,
+                max_points_per_100_sq_yd=40,
+                uninspected=[
+                    pb.UninspectedStretch(length_mm=-1, position_mm=0),
+                    pb.UninspectedStretch(length_mm=float("nan"), position_mm=-3),
+                ],
+            )
+        )
+    )
+    assert {f for f, _ in violations} == {
+        "uninspected[0].length_mm",
+        "uninspected[1].length_mm",
+        "uninspected[1].position_mm",
+    }
+    # Length 0 is only for a roll whose every stretch is uninspected with an unknown length.
+    violations = invalid(
+        lambda: stub.GradeRoll(
+            pb.GradeRollRequest(
+                roll_id="r", roll_width_mm=1000, roll_length_mm=0, max_points_per_100_sq_yd=40
+            )
+        )
+    )
+    assert {f for f, _ in violations} == {"roll_length_mm"}
+    violations = invalid(
+        lambda: stub.GradeRoll(
+            pb.GradeRollRequest(
+                roll_id="r",
+                roll_width_mm=1000,
+                roll_length_mm=100,
+                max_points_per_100_sq_yd=40,
+                uninspected=[pb.UninspectedStretch(length_mm=500)],
+            )
+        )
+    )
+    assert {f for f, _ in violations} == {"uninspected"}
 
 
 def test_profiles_survive_a_restart(start_server: Callable[..., object], tmp_path: Path) -> None:

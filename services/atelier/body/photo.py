@@ -27,12 +27,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from atelier.body import camera, outline
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
 from atelier.runtime import images
 
 MIN_SHORT_SIDE_PX = 256
-MIN_PERSON_PX = 400
+# Below this the person is refused (a pixel would be over 0.7 cm); below GOOD_PERSON_PX the photo
+# is measured with a lower quality score and a hint to come closer.
+MIN_PERSON_PX = 250
+GOOD_PERSON_PX = 700
 # 50 MP admits the 12-48 MP photos of today's phones (8064 x 6048, 8160 x 6120) in either orientation.
 MAX_PIXELS = 50_000_000
 MAX_SIDE_PX = 12_000
@@ -46,7 +50,7 @@ MIN_SHARPNESS = 4.0
 # (bench/body.py) and widened for real photos (clothes, posture). Widths and depths get their own
 # per photo (:func:`outline_sd_cm`): edge placement, level uncertainty and this clothing allowance,
 # an assumption for close-fitting clothes (renders have none; no real photos to estimate it on).
-PHOTO_SD_CM = {"inseam": 1.5, "sleeve_length": 3.0, "shoulder_width": 2.5}
+PHOTO_SD_CM = {"inseam": 1.5, "sleeve_length": 2.0, "shoulder_width": 1.5}
 CLOTHING_SD_CM = 0.5
 # Where an outline edge lies, one sd in pixels (each of the two edges of a width).
 EDGE_SD_PX = 0.5
@@ -70,13 +74,22 @@ class PhotoError(Exception):
 @dataclass
 class ViewResult:
     mask: np.ndarray
-    top_px: int
-    bottom_px: int
+    # The height scale: top of the head and the heels' floor contact (rows, px).
+    top_px: float
+    bottom_px: float
     centre_x_px: float
     landmarks: dict[str, Landmark]
     method: str
     # The photo itself (a reference, not a copy), for sub-pixel edges; None: whole pixels only.
     image_rgb: np.ndarray | None = None
+    # Arms and hands (capsules along the landmarks); widths across the torso stop at them.
+    arms: np.ndarray | None = None
+    # 0..1, and what to retake to raise it (each names the fix).
+    quality: float = 1.0
+    issues: list[str] = field(default_factory=list)
+    # Shoulder points (acromion) on the outline, by side; what gave the floor row.
+    shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
+    floor_by: str = "outline bottom"
 
     @property
     def px_per_cm(self) -> float:
@@ -102,6 +115,12 @@ class PhotoMeasurement:
 
 
 @dataclass
+class PhotoQuality:
+    score: float
+    issues: list[str]
+
+
+@dataclass
 class MeasureResult:
     measurements: list[PhotoMeasurement]
     warnings: list[tuple[str, str]]
@@ -113,6 +132,12 @@ class MeasureResult:
     front_overlay_png: bytes = b""
     side_overlay_png: bytes = b""
     front_lines: list[LevelLine] = field(default_factory=list)
+    front_quality: PhotoQuality | None = None
+    side_quality: PhotoQuality | None = None
+    photo_values_used: int = 0
+    camera_pitch_deg: float = 0.0
+    # Shoulder points found on the front outline (px), for the overlay and the benchmark.
+    shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def decode(data: bytes, field_name: str) -> np.ndarray:
@@ -215,65 +240,107 @@ def sharpness(image_rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(lap[outline].mean()) if outline.any() else 0.0
 
 
-def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str) -> ViewResult:
+CUT_FIX = {
+    "head": "include the top of the head (step back, or hold the phone a little higher)",
+    "feet": "include both feet down to the floor (step back, or hold the phone lower)",
+    "body": "the whole body must be in the photo (step back)",
+}
+
+
+def segment(
+    image_rgb: np.ndarray,
+    pose_model: PoseModel | None,
+    field_name: str,
+    view: str = "front",
+    check_framing: bool = True,
+) -> ViewResult:
+    """The person's outline, landmarks, height scale and framing checks for one photo.
+
+    Refused (PhotoError) only when the photo cannot be measured: no person, several people of
+    similar size, a person cut off at the head or feet, too small or too blurred. Everything
+    else lowers the photo's quality score with a hint that names the fix.
+    """
+    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
+    poses = outline.distinct_people(poses)
+    try:
+        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing)
+    except PhotoError as exc:
+        if pose_model is None or poses:
+            raise
+        # The colour outline alone misreads busy scenes (a building or the floor as the person):
+        # its verdict is not the reason to give.
+        raise PhotoError(
+            exc.field,
+            "the pose model found no person in the photo, and the outline by colour alone was not "
+            f"usable ({exc.reason}): retake it with the whole body in view, facing the camera (or "
+            "side-on for the side photo), in good light in front of a plainer background",
+        ) from None
+
+
+def _segment(
+    image_rgb: np.ndarray,
+    pose_model: PoseModel | None,
+    poses: list[Pose],
+    field_name: str,
+    view: str,
+    check_framing: bool,
+) -> ViewResult:
     h, w = image_rgb.shape[:2]
     landmarks: dict[str, Landmark] = {}
-    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
-    if len(poses) > 1:
-        raise PhotoError(f"{field_name}.data", f"{len(poses)} people found: the photo must show one person")
+    issues: list[str] = []
+    learned = False
     if poses:
-        landmarks = poses[0].landmarks
-        if poses[0].mask.sum() >= 0.01 * h * w:
-            mask, method = grabcut_mask(image_rgb, seed=poses[0].mask), "mediapipe-pose+grabcut"
+        best, similar = outline.choose_person(poses, w)
+        if similar:
+            raise PhotoError(
+                f"{field_name}.data",
+                f"{similar + 1} people of similar size found: the photo must show one person "
+                "(ask the others to step out of the picture)",
+            )
+        if len(poses) > 1:
+            issues.append(
+                f"{len(poses) - 1} other (smaller) people ignored: the largest person was measured; "
+                "a photo of one person alone is safer"
+            )
+        pose = poses[best]
+        landmarks = pose.landmarks
+        soft = pose.soft if pose.soft is not None else pose.mask.astype(np.float32)
+        if (soft > 0.5).sum() >= 0.005 * h * w:
+            others = [p.soft for i, p in enumerate(poses) if i != best and p.soft is not None]
+            parts = [outline.learned_mask(image_rgb, soft, others, landmarks)]
+            method, learned = "mediapipe-segmentation", True
         else:
-            mask, method = grabcut_mask(image_rgb), "mediapipe-pose(no mask)+grabcut"
+            parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
+            method = "mediapipe-pose(no mask)+grabcut"
     else:
-        mask, method = grabcut_mask(image_rgb), "grabcut"
-    parts = _clean_mask(image_rgb, mask)
-    if landmarks and parts and not _pose_fits_outline(landmarks, parts[0]):
-        # A skeleton far too small for the outline is not this person's (or not all of it): its
-        # mask seeded GrabCut with a part of the body only (one render lost head and neck, so the
-        # height scale and every width were 19% off). Segment without it, use no landmarks.
-        landmarks, method = {}, "grabcut(pose rejected)"
         parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
-    if not parts or parts[0].sum() < 0.01 * h * w:
+        method = "grabcut" if pose_model is None else "grabcut(no landmarks)"
+    if not parts or parts[0].sum() < 0.005 * h * w:
         raise PhotoError(f"{field_name}.data", "no person found")
     person = parts[0]
     ys = np.nonzero(person)[0]
     top, bottom = int(ys.min()), int(ys.max())
-    # GrabCut always returns some foreground; on an empty scene it has no contrast with the rest.
-    lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
-    if contrast < 12.0 or bottom - top < 0.25 * h:
-        raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
-    if len(parts) > 1:
-        ys2, _ = np.nonzero(parts[1])
-        if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
-            raise PhotoError(
-                f"{field_name}.data",
-                "several people (or person-sized objects) found: "
-                "the photo must show one person on a plain background",
-            )
-    if pose_model is not None and not poses:
-        # A pose model that sees nobody while GrabCut finds a figure: a render, a mannequin, or no person.
-        method = "grabcut(no landmarks)"
-    cut = []
-    # GrabCut's frame keeps ~1% of the height as background, so "touching the edge" means within that.
-    edge = int(0.015 * h) + 2
-    if top <= edge:
-        cut.append("head")
-    if bottom >= h - 1 - edge:
-        cut.append("feet")
-    # Feet outside the photo: the model places every ankle below the frame. A low visibility alone
-    # is no evidence: one ankle is hidden in a side view, and plain-coloured feet score low.
-    ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
-    if ankles and "feet" not in cut and all(lm.y_px > h - edge for lm in ankles):
-        cut.append("feet")
+    if not learned:
+        # GrabCut always returns some foreground; on an empty scene it has no contrast with the rest.
+        lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+        contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
+        if contrast < 12.0 or bottom - top < 0.25 * h:
+            raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
+        if len(parts) > 1:
+            ys2, _ = np.nonzero(parts[1])
+            if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
+                raise PhotoError(
+                    f"{field_name}.data",
+                    "several people (or person-sized objects) found: "
+                    "the photo must show one person on a plain background",
+                )
+    cut = _cut_off(person, landmarks, h, w, learned) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
             f"the person is cut off ({' and '.join(cut)} outside the photo): "
-            "the whole body from head to feet must be visible, so height cannot scale the photo",
+            + "; ".join(CUT_FIX[c] for c in cut)
+            + ". The whole body from head to feet must be visible, so the stated height can scale the photo",
         )
     if bottom - top < MIN_PERSON_PX:
         raise PhotoError(
@@ -281,8 +348,29 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
             f"the person is {bottom - top} px tall; at least {MIN_PERSON_PX} px "
             "are needed (stand closer or use a larger photo)",
         )
-    if sharpness(image_rgb, person) < MIN_SHARPNESS:
-        raise PhotoError(f"{field_name}.data", "the photo is too blurred to find the body outline")
+    sharp = sharpness(image_rgb, person)
+    if sharp < MIN_SHARPNESS:
+        raise PhotoError(
+            f"{field_name}.data", "the photo is too blurred to find the body outline (hold the phone still)"
+        )
+    quality = min(1.0, sharp / (2 * MIN_SHARPNESS)) ** 0.5
+    if bottom - top < GOOD_PERSON_PX:
+        quality *= ((bottom - top) / GOOD_PERSON_PX) ** 0.5
+        issues.append(
+            f"the person is {bottom - top} px tall: step closer or use the full camera resolution "
+            f"(>= {GOOD_PERSON_PX} px measures to a few mm)"
+        )
+    margin = max(2, round(0.005 * h))
+    if check_framing and (
+        outline.touches(person, "left", margin) or outline.touches(person, "right", margin)
+    ):
+        quality *= 0.8
+        issues.append("an arm or hand reaches the side of the photo: step back a little")
+    top_px, bottom_px, floor_by = float(top), float(bottom), "outline bottom"
+    if learned:
+        top_px = outline.head_top_px(person, landmarks)
+        bottom_px, floor_by = outline.heel_contact_px(person, landmarks)
+    person_px = bottom_px - top_px
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
     if hips:
         centre = float(np.mean([lm.x_px for lm in hips]))
@@ -290,7 +378,50 @@ def segment(image_rgb: np.ndarray, pose_model: PoseModel | None, field_name: str
         # The torso's centre: median column of the mask in its middle third (arms and legs excluded).
         band = person[top + (bottom - top) // 3 : top + (bottom - top) // 2]
         centre = float(np.median(np.nonzero(band)[1]))
-    return ViewResult(person, top, bottom, centre, landmarks, method, image_rgb)
+    arms = None
+    if landmarks:
+        radius = outline.arm_radius_px(person, landmarks, 0.028 * person_px)
+        arms = outline.arm_mask(person.shape, landmarks, radius, centre)
+    result = ViewResult(
+        person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
+    )
+    result.floor_by = floor_by
+    spread = _shoulder_spread_cm(landmarks, person_px / 170.0)
+    if view == "front" and spread is not None and spread >= FRONT_MIN_SPREAD_CM:
+        # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
+        result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
+    return result
+
+
+def _cut_off(
+    person: np.ndarray, landmarks: Mapping[str, Landmark], h: int, w: int, learned: bool
+) -> list[str]:
+    """Which ends of the body are outside the photo, from the outline and the landmarks together.
+
+    The outline touching the top or bottom edge is cut off; so is a body whose landmarks (which
+    the model places outside the frame when it infers them) lie beyond the edge: every ankle
+    below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
+    (one ankle is hidden in a side view, plain-coloured feet score low).
+    """
+    cut = []
+    # GrabCut's frame keeps ~1% of the height as background, so there "touching" means within that;
+    # the learned mask has no such frame.
+    edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
+    ys = np.nonzero(person)[0]
+    if ys.min() <= edge or ("nose" in landmarks and landmarks["nose"].y_px < 0):
+        cut.append("head")
+    if ys.max() >= h - 1 - edge:
+        cut.append("feet")
+    else:
+        ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
+        if ankles and all(lm.y_px > h - edge for lm in ankles):
+            cut.append("feet")
+    shoulders_hips = [
+        landmarks[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip") if n in landmarks
+    ]
+    if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
+        cut.append("body")
+    return cut
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
@@ -403,12 +534,47 @@ def band_width(
 
 
 def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> float:
-    """Height of the highest row below the hip where the centre column leaves the body (legs part)."""
+    """Height of the crotch: where the inner edges of the legs meet.
+
+    The first row below the hip where the centre column leaves the body is where the gap between
+    the legs is wide enough to show; a narrow gap just below the crotch is half filled by the
+    segmentation (8 cm low on renders). So the gap's two edges are followed down over 15 cm from
+    that row, a straight line is fitted to the gap's width, and the crotch is where it closes (at
+    most 6 cm above the first open row).
+    """
     c = round(view.centre_x_px)
-    for r in range(int(start_row), view.bottom_px):
+    first = None
+    for r in range(int(start_row), int(view.bottom_px)):
         if not view.mask[r, c]:
-            return (view.bottom_px - r) / px_per_cm
-    return math.nan
+            first = r
+            break
+    if first is None:
+        return math.nan
+    rows, lefts, rights = [], [], []
+    for r in range(first, min(int(view.bottom_px), first + round(15 * px_per_cm))):
+        line = view.mask[r]
+        if line[c]:
+            break
+        left = c
+        while left > 0 and not line[left - 1]:
+            left -= 1
+        right = c
+        while right < line.size - 1 and not line[right + 1]:
+            right += 1
+        if left == 0 or right == line.size - 1:
+            break
+        rows.append(r)
+        lefts.append(left - 0.5)
+        rights.append(right + 0.5)
+    apex = float(first)
+    # Only the learned mask (256 px) half fills a narrow gap; a colour outline leaves it open.
+    if len(rows) >= 5 and view.method.startswith("mediapipe-segmentation"):
+        # gap width = rights - lefts, linear in the row; zero at the apex.
+        gap = np.array(rights) - np.array(lefts)
+        slope, intercept = np.polyfit(np.array(rows, float), gap, 1)
+        if slope > 1e-3:
+            apex = float(np.clip(-intercept / slope, first - 6 * px_per_cm, first))
+    return (view.bottom_px - apex) / px_per_cm
 
 
 def _profile_cm(view: ViewResult, heights_cm: np.ndarray, height_cm: float) -> np.ndarray:
@@ -458,16 +624,16 @@ def outline_sd_cm(
     return math.sqrt(var)
 
 
-def hip_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float) -> float:
+def hip_level_cm(
+    side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float, search_sd: float = LEVEL_SEARCH_SD
+) -> float:
     """The hip (seat) level: where the side depth is greatest within 3 sd of the predicted level.
 
     ANSUR's buttock circumference and depth are taken at the maximum protrusion of the buttocks,
     which a side outline shows directly; the predicted level alone is a few cm off, and any error
     there measures the depth too small. Without a maximum inside the range the prediction stands.
     """
-    heights = np.arange(
-        predicted_cm - LEVEL_SEARCH_SD * sd_cm, predicted_cm + LEVEL_SEARCH_SD * sd_cm + 1e-9, 0.5
-    )
+    heights = np.arange(predicted_cm - search_sd * sd_cm, predicted_cm + search_sd * sd_cm + 1e-9, 0.5)
     found = _extremum(heights, _profile_cm(side, heights, height_cm), "max")
     return predicted_cm if found is None else found
 
@@ -515,6 +681,95 @@ def waist_level_cm(
     return predicted_cm if found is None else found
 
 
+# Sd of the acromion's height share for the pitch: ANSUR's own spread (0.010) plus where the
+# outline's shoulder point is read (about 1 cm).
+PITCH_CUE_SD = {"acromion": 0.012}
+# One sd (cm) of the acromion height read off the front outline (its row, the scale).
+SHOULDER_LEVEL_SD_CM = 1.5
+# Extra noise (cm) on a width whose run ends at an arm lying on the body.
+ARM_TOUCH_SD_CM = 2.0
+# Shoulder landmarks closer than this (cm) in the front photo: the person is turned away from the
+# camera (square to it they are ~30-38 cm apart; in profile a few cm).
+FRONT_MIN_SPREAD_CM = 20.0
+
+
+def _arm_touches(view: ViewResult, row: float, x0: float, x1: float) -> bool:
+    if view.arms is None:
+        return False
+    r = round(row)
+    if not 0 <= r < view.mask.shape[0]:
+        return False
+    w = view.mask.shape[1]
+    for x in (math.floor(x0) - 1, math.ceil(x1)):
+        if 0 <= x < w and view.arms[r, x] and view.mask[r, x]:
+            return True
+    return False
+
+
+def _shoulder_spread_cm(lms: Mapping[str, Landmark], px_per_cm: float) -> float | None:
+    if not all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+        return None
+    return abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_per_cm
+
+
+# Phone photos (12-48 MP) are measured at this long side: a whole person is then ~1500 px tall,
+# under 1.5 mm a pixel, and the outline, levelling and pose model run in seconds, not half a minute.
+MAX_WORK_SIDE_PX = 2048
+
+
+def _work_size(image_rgb: np.ndarray) -> np.ndarray:
+    scale = MAX_WORK_SIDE_PX / max(image_rgb.shape[:2])
+    if scale >= 1:
+        return image_rgb
+    return cv2.resize(image_rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def _camera_pitch_deg(
+    front: ViewResult,
+    shape: tuple[int, ...],
+    height_cm: float,
+    weight_kg: float,
+    sex: str | None,
+    model: BodyModel,
+) -> float:
+    """The phone's pitch from where the front outline's acromions lie between head top and heels.
+
+    The knees were tried as a second cue, to refuse levelling when the two disagree: the knee
+    landmark and the heel landmarks (the floor) are each 2-5 cm off on renders, and the knee's
+    share is the more sensitive to the floor, so they disagreed by 10-15 degrees at a level camera.
+    """
+    if len(front.shoulder_points) != 2:
+        return 0.0
+    est = model.predict(_known(height_cm, weight_kg), sex).estimates
+    acromion = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
+    cues = [(acromion, est["shoulder_height"].value_cm / height_cm, PITCH_CUE_SD["acromion"])]
+    pitch, _ = camera.estimate_pitch_deg(front.top_px, front.bottom_px, cues, shape)
+    return pitch
+
+
+def _levelled(
+    image_rgb: np.ndarray, view: ViewResult, pitch: float, pose_model: PoseModel | None, name: str
+) -> tuple[np.ndarray, ViewResult]:
+    """The photo levelled and segmented again; the original when that fails (with a note)."""
+    level, _ = camera.level_photo(image_rgb, pitch)
+    try:
+        again = segment(level, pose_model, name, name, check_framing=False)
+    except PhotoError:
+        again = None
+    if again is None or again.method != view.method:
+        # Levelled, the pose model lost the person: measure the photo as taken.
+        view.issues.append(f"the phone was pitched {pitch:+.0f} degrees and the photo could not be levelled")
+        return image_rgb, view
+    again.issues = [*view.issues[: len(view.issues)]]
+    again.quality = view.quality
+    if abs(pitch) > 10:
+        again.issues.append(
+            f"the phone was pitched {pitch:.0f} degrees (levelled before measuring): hold it upright at waist height"
+        )
+        again.quality *= 0.9
+    return level, again
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -538,8 +793,16 @@ def measure(
     overlay: bool = False,
 ) -> MeasureResult:
     warnings: list[tuple[str, str]] = []
-    front = segment(front_rgb, pose_model, "front")
-    side = segment(side_rgb, pose_model, "side") if side_rgb is not None else None
+    front_rgb = _work_size(front_rgb)
+    side_rgb = _work_size(side_rgb) if side_rgb is not None else None
+    front = segment(front_rgb, pose_model, "front", "front")
+    side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
+    pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
+    if abs(pitch) >= camera.MIN_PITCH_DEG:
+        # Measure on the photos a level camera would have taken (the same phone for both photos).
+        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front")
+        if side is not None and side_rgb is not None:
+            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
     if pose_model is None:
         warnings.append(
             (
@@ -565,7 +828,13 @@ def measure(
     level_obs = dict(base)
     lms = front.landmarks
     level_lms = lms if side is None else {}
-    if all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
+    if len(front.shoulder_points) == 2:
+        # The shoulder points on the outline are the acromions, whose height (ANSUR's acromial
+        # height) places the chest level: predicted from height/weight alone it was 5 cm off on
+        # some renders, where the torso widens towards the armpits.
+        y = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
+        level_obs["shoulder_height"] = Observation((front.bottom_px - y) / px_front, SHOULDER_LEVEL_SD_CM)
+    elif all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
         y = (lms["left_shoulder"].y_px + lms["right_shoulder"].y_px) / 2
         level_obs["shoulder_height"] = Observation((front.bottom_px - y) / px_front + 2.0, 3.0)
     if all(n in level_lms and level_lms[n].visibility > 0.5 for n in ("left_hip", "right_hip")):
@@ -577,6 +846,11 @@ def measure(
     if side is not None:
         levels_cm["hip"] = hip_level_cm(
             side, height_cm, levels_cm["hip"], prior.estimates["hip_height"].stddev_cm
+        )
+        # The chest (bust) level is the upper torso's greatest depth, as the seat is the lower
+        # torso's: searched within 2 sd only (further up, the shoulder blades can be deeper).
+        levels_cm["chest"] = hip_level_cm(
+            side, height_cm, levels_cm["chest"], prior.estimates["chest_height"].stddev_cm, search_sd=2.0
         )
     levels_cm["waist"] = waist_level_cm(
         front,
@@ -592,12 +866,14 @@ def measure(
     observed: dict[str, Observation] = {}
     lines: list[LevelLine] = []
     half_band = max(1, round(0.6 * px_front))
+    torso = front.mask if front.arms is None else front.mask & ~front.arms
+    touching: list[str] = []
     for level, h_level in levels_cm.items():
         if level == "shoulder":
             continue
         row = front.bottom_px - h_level * px_front
         width_px, x0, x1 = band_width(
-            front.mask,
+            torso,
             row,
             front.centre_x_px,
             round(4 * px_front) if level == "hip" else half_band,
@@ -608,6 +884,10 @@ def measure(
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
             continue
         sd = outline_sd_cm(front, height_cm, h_level, level_sd[level], level_free=level == "hip")
+        if _arm_touches(front, row, x0, x1):
+            # The run ends where an arm lies on the body: the edge is the arm capsule's, not the body's.
+            sd = math.hypot(sd, ARM_TOUCH_SD_CM)
+            touching.append(level)
         observed[f"{level}_width"] = Observation(width_px / px_front, sd)
         lines.append(LevelLine(f"{level}_width", row, x0, x1, width_px / px_front))
     inseam = crotch_height_cm(front, px_front, front.bottom_px - levels_cm["hip"] * px_front)
@@ -617,27 +897,39 @@ def measure(
         lines.append(LevelLine("inseam", row, front.centre_x_px, front.centre_x_px, inseam))
     else:
         warnings.append(("inseam", "the legs do not part in the front photo (stand with feet apart)"))
-    if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
-        sw = (
-            math.dist(
-                (lms["left_shoulder"].x_px, lms["left_shoulder"].y_px),
-                (lms["right_shoulder"].x_px, lms["right_shoulder"].y_px),
-            )
-            / px_front
+    if touching:
+        front.quality *= 0.8
+        front.issues.append(
+            f"the arms touch the body at the {', '.join(touching)}: hold the arms a little away from the body"
         )
+    spread = _shoulder_spread_cm(lms, px_front)
+    if spread is not None and spread < FRONT_MIN_SPREAD_CM:
+        front.quality *= 0.6
+        front.issues.append("the front photo is not square to the camera: face the camera")
+    points = front.shoulder_points
+    if len(points) == 2:
+        sw = math.dist(points["left"], points["right"]) / px_front
         observed["shoulder_width"] = Observation(sw, PHOTO_SD_CM["shoulder_width"])
-        for s in ("left", "right"):
-            chain = [lms.get(f"{s}_shoulder"), lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
-            if all(c is not None and c.visibility > 0.5 for c in chain):
-                length = (
-                    sum(
-                        math.dist((a.x_px, a.y_px), (b.x_px, b.y_px))  # type: ignore[union-attr]
-                        for a, b in itertools.pairwise(chain)
-                    )
-                    / px_front
-                )
-                observed["sleeve_length"] = Observation(length, PHOTO_SD_CM["sleeve_length"])
-                break
+        lines.append(
+            LevelLine(
+                "shoulder_width",
+                (points["left"][1] + points["right"][1]) / 2,
+                min(points["left"][0], points["right"][0]),
+                max(points["left"][0], points["right"][0]),
+                sw,
+            )
+        )
+    lengths = []
+    for s in ("left", "right"):
+        chain = [lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
+        if s in points and all(c is not None and c.visibility > 0.5 for c in chain):
+            path = [points[s], *((c.x_px, c.y_px) for c in chain)]  # type: ignore[union-attr]
+            lengths.append(sum(math.dist(a, b) for a, b in itertools.pairwise(path)) / px_front)
+    if lengths:
+        # Both arms when both are seen: the mean halves each one's landmark noise.
+        observed["sleeve_length"] = Observation(
+            float(np.mean(lengths)), PHOTO_SD_CM["sleeve_length"] / math.sqrt(len(lengths))
+        )
     side_lines: list[LevelLine] = []
     if side is not None:
         px_side = (side.bottom_px - side.top_px) / height_cm
@@ -671,6 +963,8 @@ def measure(
                 limit = max(limit, 0.8 * front_spread)
             wrong_view = wrong_view or spread > limit
         if wrong_view:
+            side.quality *= 0.3
+            side.issues.append("the side photo shows the front or back: turn 90 degrees for the side photo")
             warnings.append(
                 (
                     "",
@@ -701,13 +995,21 @@ def measure(
                 (
                     name,
                     f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
-                    "is expected for this height/weight (arms touching the body, loose clothes?): "
-                    "not used",
+                    "is expected for this height/weight: not used (retake in close-fitting clothes, "
+                    "arms a little away from the body)",
                 )
             )
             del observed[name]
             lines = [ln for ln in lines if ln.name != name]
             side_lines = [ln for ln in side_lines if ln.name != name]
+    if not observed:
+        warnings.append(
+            (
+                "",
+                "no value could be taken from the photos: every measurement below is predicted "
+                "from height and weight only (see the other warnings for what to retake)",
+            )
+        )
     final = model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS)
     photo_inputs = {
         "chest_girth": ("chest_width", "chest_depth"),
@@ -743,6 +1045,11 @@ def measure(
         front.method,
         final.sex_probability.get("male", 0.0),
         front_lines=lines,
+        front_quality=PhotoQuality(round(front.quality, 3), front.issues),
+        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else None,
+        photo_values_used=len(observed),
+        camera_pitch_deg=round(pitch, 1),
+        shoulder_points=dict(front.shoulder_points),
     )
     if overlay:
         result.front_overlay_png = draw_overlay(front_rgb, front, lines, {m.name: m for m in measurements})
@@ -775,7 +1082,13 @@ def draw_overlay(
     thick = max(1, out.shape[0] // 400)
     contours, _ = cv2.findContours(view.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, (0, 200, 255), thick)
-    cv2.line(out, (8, view.top_px), (8, view.bottom_px), (0, 0, 255), thick + 1)
+    # The height scale: head top to heel contact.
+    top, bottom = round(view.top_px), round(view.bottom_px)
+    cv2.line(out, (8, top), (8, bottom), (0, 0, 255), thick + 1)
+    for y in (top, bottom):
+        cv2.line(out, (0, y), (out.shape[1] - 1, y), (0, 0, 255), 1)
+    for x, y in view.shoulder_points.values():
+        cv2.drawMarker(out, (round(x), round(y)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
     for a, b in SKELETON:
         la, lb = view.landmarks.get(a), view.landmarks.get(b)
         if la is not None and lb is not None and min(la.visibility, lb.visibility) > 0.5:
@@ -787,7 +1100,7 @@ def draw_overlay(
     for ln in lines:
         y = round(ln.row_px)
         if ln.x0_px == ln.x1_px:  # a vertical measurement (inseam): floor to the crotch
-            cv2.line(out, (int(ln.x0_px), y), (int(ln.x0_px), view.bottom_px), (255, 0, 255), thick)
+            cv2.line(out, (int(ln.x0_px), y), (int(ln.x0_px), bottom), (255, 0, 255), thick)
         else:
             cv2.line(out, (int(ln.x0_px), y), (int(ln.x1_px), y), (255, 0, 255), thick + 1)
         label = f"{ln.name} {ln.value_cm:.1f}"

@@ -66,6 +66,14 @@ LANDMARK_NAMES = (
 )
 
 
+# A mirrored photo shows the person's left side as their right.
+_MIRROR = {
+    n: n.replace("left", "right") if "left" in n else n.replace("right", "left")
+    for n in LANDMARK_NAMES
+    if "left" in n or "right" in n
+}
+
+
 @dataclass(frozen=True)
 class Landmark:
     name: str
@@ -78,6 +86,8 @@ class Landmark:
 class Pose:
     landmarks: dict[str, Landmark]
     mask: np.ndarray  # bool, image size
+    # The model's person probability per pixel (float32 0..1, image size): the learned segmentation.
+    soft: np.ndarray | None = None
 
 
 class PoseModel:
@@ -91,7 +101,7 @@ class PoseModel:
             base_options=BaseOptions(model_asset_path=str(bundle_path)),
             running_mode=RunningMode.IMAGE,
             output_segmentation_masks=True,
-            num_poses=3,
+            num_poses=4,
             min_pose_detection_confidence=0.5,
         )
         self._landmarker = PoseLandmarker.create_from_options(options)
@@ -99,6 +109,22 @@ class PoseModel:
         self.path = bundle_path
 
     def detect(self, image_rgb: np.ndarray) -> list[Pose]:
+        poses = self._detect(image_rgb)
+        if not poses:
+            # The person detector keys on the face; a profile it misses is often found mirrored.
+            poses = self._detect(np.ascontiguousarray(image_rgb[:, ::-1]))
+            w = image_rgb.shape[1]
+            for p in poses:
+                p.landmarks = {
+                    _MIRROR.get(n, n): Landmark(_MIRROR.get(n, n), w - 1 - lm.x_px, lm.y_px, lm.visibility)
+                    for n, lm in p.landmarks.items()
+                }
+                p.mask = np.ascontiguousarray(p.mask[:, ::-1])
+                if p.soft is not None:
+                    p.soft = np.ascontiguousarray(p.soft[:, ::-1])
+        return poses
+
+    def _detect(self, image_rgb: np.ndarray) -> list[Pose]:
         import mediapipe as mp
 
         h, w = image_rgb.shape[:2]
@@ -113,8 +139,11 @@ class PoseModel:
                 name: Landmark(name, lm.x * w, lm.y * h, float(lm.visibility or 0.0))
                 for name, lm in zip(LANDMARK_NAMES, marks, strict=False)
             }
-            mask = masks[i].numpy_view()[..., 0] > 0.5 if i < len(masks) else np.zeros((h, w), bool)
-            poses.append(Pose(named, mask))
+            if i < len(masks):
+                soft = np.array(masks[i].numpy_view()[..., 0], np.float32)
+            else:
+                soft = np.zeros((h, w), np.float32)
+            poses.append(Pose(named, soft > 0.5, soft))
         return poses
 
     def close(self) -> None:

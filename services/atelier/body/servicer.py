@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import time
 
 import grpc
@@ -209,11 +210,20 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             ],
             segmentation_method=result.segmentation_method,
             male_probability=result.male_probability,
+            photo_values_used=result.photo_values_used,
+            camera_pitch_deg=result.camera_pitch_deg,
         )
+        for quality, target in (
+            (result.front_quality, response.front_quality),
+            (result.side_quality, response.side_quality),
+        ):
+            if quality is not None:
+                target.score = quality.score
+                target.retake_hints.extend(quality.issues)
         if result.front_overlay_png:
-            response.overlay.CopyFrom(_png(result.front_overlay_png, front.shape))
+            response.overlay.CopyFrom(_png(result.front_overlay_png))
         if result.side_overlay_png and side is not None:
-            response.side_overlay.CopyFrom(_png(result.side_overlay_png, side.shape))
+            response.side_overlay.CopyFrom(_png(result.side_overlay_png))
         return response
 
     @staticmethod
@@ -372,6 +382,8 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         return response
 
 
-def _png(data: bytes, shape: tuple[int, ...]) -> image_pb2.Image:
-    """An overlay PNG of a photo with the given (rows, columns, ...) shape."""
-    return image_pb2.Image(data=data, mime_type="image/png", width_px=shape[1], height_px=shape[0])
+def _png(data: bytes) -> image_pb2.Image:
+    """An overlay PNG; its size from the PNG header (a levelled or reduced photo's overlay is not the
+    size of the photo sent)."""
+    width, height = struct.unpack(">II", data[16:24])
+    return image_pb2.Image(data=data, mime_type="image/png", width_px=width, height_px=height)

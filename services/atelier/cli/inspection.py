@@ -114,15 +114,21 @@ def run(
     ),
     address: str = typer.Option(DEFAULT_ADDRESS, "--address", help=ADDRESS_HELP),
 ) -> None:
-    """Inspect a roll's frames (image rows run along the roll), grade it with the 4-point system, write the report."""
+    """Inspect a roll's frames (image rows run along the roll), grade it with the 4-point system, write the report.
+
+    Exit status 1 when any frame could not be inspected: the roll is then INCOMPLETE (or FAIL when the
+    points already found fail it), never PASS, and the report lists those frames with their reasons.
+    """
     if output.suffix.lower() not in {".html", ".json"}:
         raise typer.BadParameter(f"{output}: use .html or .json", param_hint="--output")
     frames: list[tuple[Path, bytes, float]] = []
+    lengths_mm: list[float] = []
     position_mm, widest_px = 0.0, 0
     for path in images:
         data = path.read_bytes()
         height, width = _height_width_px(data)
         frames.append((path, data, position_mm))
+        lengths_mm.append(height * mm_per_px)
         position_mm += height * mm_per_px
         widest_px = max(widest_px, width)
     roll_length_mm = position_mm
@@ -136,10 +142,12 @@ def run(
                 mm_per_px=mm_per_px,
                 position_mm=at_mm,
                 frame_index=i,
+                include_defect_crops=output.suffix.lower() == ".html",
             )
 
     defects: list[pb.Defect] = []
-    errors: list[tuple[Path, pb.FrameError]] = []
+    failed: dict[int, str] = {}
+    answered: set[int] = set()
     defective = 0
     with client.channel(address) as channel:
         stub = inspection_pb2_grpc.InspectionServiceStub(channel)
@@ -147,9 +155,10 @@ def run(
             with _progress() as progress:
                 task = progress.add_task("inspecting", total=len(frames), status="")
                 for reply in stub.InspectStream(requests(), timeout=60 + 30 * len(frames)):
+                    answered.add(reply.frame_index)
                     path = frames[reply.frame_index][0]
                     if reply.HasField("error"):
-                        errors.append((path, reply.error))
+                        failed[reply.frame_index] = f"{reply.error.code}: {reply.error.message}"
                         progress.console.print(
                             f"[red]{path.name}[/red]: {reply.error.code}: {reply.error.message}"
                         )
@@ -159,8 +168,25 @@ def run(
                     progress.update(
                         task, advance=1, status=f"{path.name}: {defective} defective, {len(defects)} defects"
                     )
-            if roll_length_mm <= 0 or width_mm <= 0:
-                console.print("[red]no readable frame: nothing to grade[/red]")
+            for i in range(len(frames)):
+                if i not in answered:  # the stream ended early: nobody looked at these
+                    failed[i] = "no answer from the service for this frame"
+            # A failed frame is listed and its length left out of the inspected length (0 when even its
+            # size could not be read): the roll is INCOMPLETE, never PASS.
+            uninspected = [
+                pb.UninspectedStretch(
+                    frame_index=i,
+                    name=frames[i][0].name,
+                    position_mm=frames[i][2],
+                    length_mm=lengths_mm[i],
+                    reason=reason,
+                )
+                for i, reason in sorted(failed.items())
+            ]
+            if width_mm <= 0:
+                console.print(
+                    "[red]no frame's width could be read: give --roll-width-mm to grade the roll[/red]"
+                )
                 raise typer.Exit(1)
             grade = stub.GradeRoll(
                 pb.GradeRollRequest(
@@ -170,21 +196,28 @@ def run(
                     defects=defects,
                     max_points_per_100_sq_yd=max_points,
                     include_report=output.suffix.lower() == ".html",
+                    uninspected=uninspected,
                 ),
                 timeout=120,
             )
         except grpc.RpcError as exc:
             raise _fail(exc) from None
     output.write_bytes(grade.report_html if output.suffix.lower() == ".html" else grade.report_json)
-    verdict = "[green]PASS[/green]" if getattr(grade, "pass") else "[red]FAIL[/red]"
+    verdict_name = pb.RollVerdict.Name(grade.verdict).removeprefix("ROLL_VERDICT_")
+    colour = {"PASS": "green", "FAIL": "red"}.get(verdict_name, "yellow")
     console.print(
-        f"{len(frames)} frames, {defective} defective, {len(defects)} defects; {grade.total_points} points, "
-        f"{grade.points_per_100_sq_yd:.2f} per 100 sq yd (limit {max_points:g}): {verdict}; wrote {output}"
+        f"{len(frames)} frames ({len(frames) - len(failed)} inspected), {defective} defective, {len(defects)} "
+        f"defects; inspected {grade.inspected_length_mm / 1000:.2f} of {roll_length_mm / 1000:.2f} m; "
+        f"{grade.total_points} points, {grade.points_per_100_sq_yd:.2f} per 100 sq yd of the inspected area "
+        f"(limit {max_points:g}): [{colour}]{verdict_name}[/{colour}]; wrote {output}"
     )
-    if errors:
+    if failed:
         console.print(
-            f"[red]{len(errors)} frame(s) could not be inspected[/red]; the report covers the others"
+            f"[red]{len(failed)} frame(s) could not be inspected[/red] "
+            f"({grade.uninspected_length_mm / 1000:.2f} m known): the roll is {verdict_name}, not passed"
         )
+        for i, reason in sorted(failed.items()):
+            console.print(f"  frame {i} {frames[i][0].name}: {reason}")
         raise typer.Exit(1)
 
 

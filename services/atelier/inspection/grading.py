@@ -4,10 +4,16 @@ Each defect scores by its length: up to 3 in = 1 point, over 3 up to 6 in = 2, o
 9 in = 3, over 9 in = 4; holes and openings: 1 in or less = 2, over 1 in = 4. No linear yard
 of the roll scores more than 4 points. The roll's rate is points per 100 square yards:
 total points x 3600 / (width in inches x length in yards), and the same per 100 m².
+
+Only what was inspected counts: stretches of the roll that were not (a frame that could not be
+read or scored) are listed, excluded from the length the rate is computed on, and make the verdict
+INCOMPLETE: a roll is never passed on length nobody looked at.
 """
 
 from __future__ import annotations
 
+import base64
+import enum
 import html
 import json
 import math
@@ -29,6 +35,25 @@ class GradeDefect:
     is_hole: bool = False
     kind: str = "other"
     score: float = 0.0
+    crop_png: bytes = b""  # the frame around the defect, for the report
+    heat_png: bytes = b""  # the anomaly heat map over the same area
+
+
+@dataclass(frozen=True)
+class Uninspected:
+    """A stretch of the roll that was not inspected (its frame failed)."""
+
+    frame_index: int
+    name: str
+    position_mm: float
+    length_mm: float  # 0: unknown (the frame could not even be read)
+    reason: str
+
+
+class Verdict(enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCOMPLETE = "INCOMPLETE"
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,13 @@ class RollGrade:
     points_per_100_m2: float
     passed: bool
     capped_yards: list[int] = field(default_factory=list)
+    uninspected: list[Uninspected] = field(default_factory=list)
+    inspected_length_mm: float = 0.0
+    verdict: Verdict = Verdict.PASS
+
+    @property
+    def uninspected_length_mm(self) -> float:
+        return self.roll_length_mm - self.inspected_length_mm
 
 
 def defect_points(length_mm: float, is_hole: bool) -> int:
@@ -71,7 +103,10 @@ def grade_roll(
     roll_length_mm: float,
     defects: list[GradeDefect],
     max_points_per_100_sq_yd: float,
+    uninspected: list[Uninspected] | None = None,
 ) -> RollGrade:
+    """Grades the inspected part of a roll; `roll_length_mm` is the whole roll, inspected or not."""
+    uninspected = list(uninspected or [])
     graded = [
         GradedDefect(d, defect_points(d.length_mm, d.is_hole), int(max(d.position_mm, 0.0) // MM_PER_YARD))
         for d in defects
@@ -81,10 +116,21 @@ def grade_roll(
         per_yard[g.yard] = per_yard.get(g.yard, 0) + g.points
     capped = sorted(y for y, p in per_yard.items() if p > MAX_POINTS_PER_LINEAR_YARD)
     total = sum(min(p, MAX_POINTS_PER_LINEAR_YARD) for p in per_yard.values())
+    inspected_mm = max(0.0, roll_length_mm - sum(u.length_mm for u in uninspected))
     width_in = roll_width_mm / MM_PER_INCH
-    length_yd = roll_length_mm / MM_PER_YARD
-    per_100_sq_yd = total * 3600.0 / (width_in * length_yd)
-    per_100_m2 = total * 100.0 / ((roll_width_mm / 1000.0) * (roll_length_mm / 1000.0))
+    length_yd = inspected_mm / MM_PER_YARD
+    per_100_sq_yd = total * 3600.0 / (width_in * length_yd) if inspected_mm > 0 else 0.0
+    per_100_m2 = (
+        total * 100.0 / ((roll_width_mm / 1000.0) * (inspected_mm / 1000.0)) if inspected_mm > 0 else 0.0
+    )
+    if uninspected or inspected_mm <= 0:
+        # The points found can already fail the roll even if the rest were flawless (the rate over the
+        # whole roll's area, a lower bound); they can never pass it.
+        whole_yd = roll_length_mm / MM_PER_YARD
+        certain_fail = whole_yd > 0 and total * 3600.0 / (width_in * whole_yd) > max_points_per_100_sq_yd
+        verdict = Verdict.FAIL if certain_fail else Verdict.INCOMPLETE
+    else:
+        verdict = Verdict.PASS if per_100_sq_yd <= max_points_per_100_sq_yd else Verdict.FAIL
     return RollGrade(
         roll_id,
         roll_width_mm,
@@ -94,8 +140,11 @@ def grade_roll(
         total,
         per_100_sq_yd,
         per_100_m2,
-        per_100_sq_yd <= max_points_per_100_sq_yd,
+        verdict is Verdict.PASS,
         capped,
+        uninspected,
+        inspected_mm,
+        verdict,
     )
 
 
@@ -106,13 +155,26 @@ def report_json(grade: RollGrade) -> bytes:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "roll_width_mm": grade.roll_width_mm,
         "roll_length_mm": grade.roll_length_mm,
+        "inspected_length_mm": grade.inspected_length_mm,
+        "uninspected_length_mm": grade.uninspected_length_mm,
         "total_points": grade.total_points,
         "points_per_100_sq_yd": round(grade.points_per_100_sq_yd, 3),
         "points_per_100_m2": round(grade.points_per_100_m2, 3),
         "max_points_per_100_sq_yd": grade.max_points_per_100_sq_yd,
         "pass": grade.passed,
+        "verdict": grade.verdict.value,
         "yards_capped_at_4_points": grade.capped_yards,
-        "defects": [{**asdict(g.defect), "points": g.points, "yard": g.yard + 1} for g in grade.defects],
+        "uninspected": [asdict(u) for u in grade.uninspected],
+        "defects": [
+            {
+                **{k: v for k, v in asdict(g.defect).items() if not k.endswith("_png")},
+                "position_m": round(g.defect.position_mm / 1000.0, 4),
+                "across_m": round(g.defect.across_mm / 1000.0, 4),
+                "points": g.points,
+                "yard": g.yard + 1,
+            }
+            for g in grade.defects
+        ],
     }
     return json.dumps(doc, indent=2).encode()
 
@@ -150,14 +212,37 @@ def _svg_map(grade: RollGrade, width_px: int = 960) -> str:
     return "".join(parts)
 
 
+def _img(png: bytes, title: str) -> str:
+    if not png:
+        return "<td></td>"
+    data = base64.b64encode(png).decode()
+    return f'<td><img src="data:image/png;base64,{data}" alt="{title}" title="{title}" height="96"></td>'
+
+
 def report_html(grade: RollGrade) -> bytes:
-    verdict = "PASS" if grade.passed else "FAIL"
-    colour = "#1b7f3b" if grade.passed else "#b3261e"
+    verdict = grade.verdict.value
+    colour = {"PASS": "#1b7f3b", "FAIL": "#b3261e", "INCOMPLETE": "#a15c00"}[verdict]
     rows = "".join(
-        f"<tr><td>{i}</td><td>{g.yard + 1}</td><td>{g.defect.position_mm:.0f}</td><td>{g.defect.across_mm:.0f}</td>"
+        f"<tr><td>{i}</td><td>{g.yard + 1}</td><td>{g.defect.position_mm / 1000:.3f}</td>"
+        f"<td>{g.defect.across_mm / 1000:.3f}</td>"
         f"<td>{html.escape(g.defect.kind)}</td><td>{g.defect.length_mm:.1f}</td>"
-        f"<td>{g.defect.length_mm / MM_PER_INCH:.2f}</td><td>{g.points}</td></tr>"
+        f"<td>{g.defect.length_mm / MM_PER_INCH:.2f}</td><td>{g.points}</td>"
+        f"{_img(g.defect.crop_png, 'defect')}{_img(g.defect.heat_png, 'heat map')}</tr>"
         for i, g in enumerate(grade.defects, 1)
+    )
+    failed = "".join(
+        f"<tr><td>{u.frame_index}</td><td style='text-align:left'>{html.escape(u.name)}</td>"
+        f"<td>{u.position_mm / 1000:.3f}</td><td>{(f'{u.length_mm / 1000:.3f}' if u.length_mm else 'unknown')}</td>"
+        f"<td style='text-align:left'>{html.escape(u.reason)}</td></tr>"
+        for u in grade.uninspected
+    )
+    not_inspected = (
+        f"""<h2>Not inspected ({len(grade.uninspected)} frame(s), {grade.uninspected_length_mm / 1000:.2f} m
+known)</h2>
+<p>These stretches are excluded from the inspected length; the roll cannot pass until they are inspected.</p>
+<table><tr><th>Frame</th><th>Name</th><th>Along roll (m)</th><th>Length (m)</th><th>Reason</th></tr>{failed}</table>"""
+        if grade.uninspected
+        else ""
     )
     capped = ", ".join(str(y + 1) for y in grade.capped_yards) or "none"
     page = f"""<!doctype html>
@@ -177,20 +262,23 @@ th {{ background: #f0f0f0; }}
 <table>
 <tr><th>Roll width</th><td>{grade.roll_width_mm:.0f} mm ({grade.roll_width_mm / MM_PER_INCH:.1f} in)</td></tr>
 <tr><th>Roll length</th><td>{grade.roll_length_mm / 1000:.2f} m ({grade.roll_length_mm / MM_PER_YARD:.2f} yd)</td></tr>
+<tr><th>Inspected length</th><td>{grade.inspected_length_mm / 1000:.2f} m ({grade.inspected_length_mm / MM_PER_YARD:.2f} yd)</td></tr>
+<tr><th>Not inspected</th><td>{len(grade.uninspected)} frame(s), {grade.uninspected_length_mm / 1000:.2f} m</td></tr>
 <tr><th>Defects</th><td>{len(grade.defects)}</td></tr>
 <tr><th>Total points (max 4 per linear yard)</th><td>{grade.total_points}</td></tr>
-<tr><th>Points per 100 sq yd</th><td>{grade.points_per_100_sq_yd:.2f}</td></tr>
+<tr><th>Points per 100 sq yd (inspected area)</th><td>{grade.points_per_100_sq_yd:.2f}</td></tr>
 <tr><th>Points per 100 m²</th><td>{grade.points_per_100_m2:.2f}</td></tr>
 <tr><th>Acceptance limit</th><td>{grade.max_points_per_100_sq_yd:g} points per 100 sq yd</td></tr>
 <tr><th>Yards capped at 4 points</th><td>{capped}</td></tr>
 </table>
 <p class="verdict">{verdict}</p>
+{not_inspected}
 <h2>Defect map</h2>
 {_svg_map(grade)}
 <p>Length runs left to right; colour by points: 1 yellow, 2 orange, 3 red, 4 dark red.</p>
 <h2>Defects</h2>
-<table><tr><th>#</th><th>Yard</th><th>Along roll (mm)</th><th>Across (mm)</th><th>Type</th><th>Length (mm)</th>
-<th>Length (in)</th><th>Points</th></tr>{rows}</table>
+<table><tr><th>#</th><th>Yard</th><th>Along roll (m)</th><th>Across (m)</th><th>Type</th><th>Length (mm)</th>
+<th>Length (in)</th><th>Points</th><th>Crop</th><th>Heat map</th></tr>{rows}</table>
 <div class="sign"><div>Quality manager (name, signature)</div><div>Date</div></div>
 </body></html>
 """

@@ -37,6 +37,8 @@ MIN_ROLL_MM = 1.0
 MAX_ROLL_LENGTH_MM = 10_000_000.0
 MAX_GRADE_DEFECTS = 100_000
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
+CROPPED_DEFECTS_PER_FRAME = 20
+CROP_MIN_PX = 64
 
 IMAGES = Counter("atelier_inspection_images_total", "Images inspected, by verdict", ["verdict"])
 DEFECTS = Counter("atelier_inspection_defects_total", "Defect regions found, by type", ["type"])
@@ -64,6 +66,16 @@ KIND_TO_PB = {
     DefectKind.CREASE: pb.DEFECT_TYPE_CREASE,
     DefectKind.EDGE: pb.DEFECT_TYPE_EDGE,
     DefectKind.OTHER: pb.DEFECT_TYPE_OTHER,
+    DefectKind.CONTAMINATION: pb.DEFECT_TYPE_CONTAMINATION,
+    DefectKind.SLUB: pb.DEFECT_TYPE_SLUB,
+    DefectKind.NEP: pb.DEFECT_TYPE_NEP,
+}
+
+
+VERDICT_TO_PB = {
+    grading.Verdict.PASS: pb.ROLL_VERDICT_PASS,
+    grading.Verdict.FAIL: pb.ROLL_VERDICT_FAIL,
+    grading.Verdict.INCOMPLETE: pb.ROLL_VERDICT_INCOMPLETE,
 }
 
 
@@ -97,6 +109,19 @@ def _profile_pb(info: ProfileInfo) -> pb.Profile:
         threshold=info.threshold,
         method=info.method,
         create_time=ts,
+    )
+
+
+def _crops(region: Region, grey: np.ndarray, anomaly: np.ndarray, threshold: float) -> tuple[bytes, bytes]:
+    """The frame around a defect (its box in the middle, at least CROP_MIN_PX a side) and its heat map."""
+    cy, cx = region.y_px + region.height_px // 2, region.x_px + region.width_px // 2
+    half_h = max(region.height_px, CROP_MIN_PX) // 2 + 8
+    half_w = max(region.width_px, CROP_MIN_PX) // 2 + 8
+    top, bottom = max(0, cy - half_h), min(grey.shape[0], cy + half_h)
+    left, right = max(0, cx - half_w), min(grey.shape[1], cx + half_w)
+    return (
+        imaging.encode_png(np.ascontiguousarray(grey[top:bottom, left:right])),
+        imaging.heat_map_png(np.ascontiguousarray(anomaly[top:bottom, left:right]), threshold),
     )
 
 
@@ -246,17 +271,23 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         mm_per_px: float,
         position_mm: float,
         include_map: bool,
+        include_crops: bool = False,
     ) -> pb.InspectImageResponse:
         started = time.perf_counter()
         with self._slots:
-            anomaly = model.anomaly_map(decoded.grey)
-        pad = texture.padding_mask(decoded.grey)
+            anomaly, pad = model.score(decoded.grey)
         regions = find_regions(anomaly, model.threshold, decoded.grey, pad)
         image_score = float(anomaly.max())
+        defects = [defect_pb(r, mm_per_px, position_mm) for r in regions]
+        if include_crops:
+            for region, d in zip(regions[:CROPPED_DEFECTS_PER_FRAME], defects, strict=False):
+                crop, heat = _crops(region, decoded.grey, anomaly, model.threshold)
+                d.crop.CopyFrom(image_pb2.Image(data=crop, mime_type="image/png"))
+                d.heat_map.CopyFrom(image_pb2.Image(data=heat, mime_type="image/png"))
         response = pb.InspectImageResponse(
             defective=image_score > model.threshold,
             image_score=image_score,
-            defects=[defect_pb(r, mm_per_px, position_mm) for r in regions],
+            defects=defects,
             profile_version=info.version,
             threshold=model.threshold,
         )
@@ -285,7 +316,13 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         assert decoded is not None
         info, model = self._active(request.article)
         return self._inspect(
-            info, model, decoded, request.mm_per_px, request.position_mm, request.include_anomaly_map
+            info,
+            model,
+            decoded,
+            request.mm_per_px,
+            request.position_mm,
+            request.include_anomaly_map,
+            request.include_defect_crops,
         )
 
     def InspectStream(
@@ -310,7 +347,13 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                     pinned[article] = self._active(article)
                 info, model = pinned[article]
                 result = self._inspect(
-                    info, model, decoded, frame.mm_per_px, frame.position_mm, frame.include_anomaly_map
+                    info,
+                    model,
+                    decoded,
+                    frame.mm_per_px,
+                    frame.position_mm,
+                    frame.include_anomaly_map,
+                    frame.include_defect_crops,
                 )
                 yield pb.InspectStreamResponse(frame_index=frame.frame_index, result=result)
             except AtelierError as exc:
@@ -338,10 +381,34 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
             "roll_width_mm",
             f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_WIDTH_MM:g} mm",
         )
+        unknown_only = bool(request.uninspected) and all(u.length_mm == 0 for u in request.uninspected)
         v.check(
-            MIN_ROLL_MM <= request.roll_length_mm <= MAX_ROLL_LENGTH_MM,
+            (MIN_ROLL_MM <= request.roll_length_mm or (request.roll_length_mm == 0 and unknown_only))
+            and request.roll_length_mm <= MAX_ROLL_LENGTH_MM,
             "roll_length_mm",
-            f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_LENGTH_MM:g} mm",
+            f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_LENGTH_MM:g} mm (0 only when every uninspected stretch "
+            "has an unknown length)",
+        )
+        uninspected: list[grading.Uninspected] = []
+        for i, u in enumerate(request.uninspected):
+            ok = v.check(
+                np.isfinite(u.length_mm) and u.length_mm >= 0,
+                f"uninspected[{i}].length_mm",
+                "must be a finite value >= 0 (0: unknown)",
+            )
+            ok &= v.check(
+                np.isfinite(u.position_mm) and u.position_mm >= 0,
+                f"uninspected[{i}].position_mm",
+                "must be a finite value >= 0",
+            )
+            if ok:
+                uninspected.append(
+                    grading.Uninspected(u.frame_index, u.name, u.position_mm, u.length_mm, u.reason)
+                )
+        v.check(
+            sum(u.length_mm for u in uninspected) <= request.roll_length_mm + 1e-6,
+            "uninspected",
+            "the uninspected stretches are longer than the roll (roll_length_mm is the whole roll)",
         )
         v.check(
             request.max_points_per_100_sq_yd > 0,
@@ -376,6 +443,8 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                         is_hole=d.type == pb.DEFECT_TYPE_HOLE,
                         kind=pb.DefectType.Name(d.type).removeprefix("DEFECT_TYPE_").lower(),
                         score=d.score,
+                        crop_png=d.crop.data,
+                        heat_png=d.heat_map.data,
                     )
                 )
         v.raise_if_any("the roll cannot be graded")
@@ -385,6 +454,7 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
             request.roll_length_mm,
             defects,
             request.max_points_per_100_sq_yd,
+            uninspected,
         )
         ROLL_POINTS.observe(grade.points_per_100_sq_yd)
         out_defects = []
@@ -401,4 +471,7 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
             defects=out_defects,
             report_html=grading.report_html(grade) if request.include_report else b"",
             report_json=grading.report_json(grade),
+            verdict=VERDICT_TO_PB[grade.verdict],
+            inspected_length_mm=grade.inspected_length_mm,
+            uninspected_length_mm=grade.uninspected_length_mm,
         )

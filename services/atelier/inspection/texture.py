@@ -2,20 +2,22 @@
 
 Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/inspection/README.md):
 
-1. Off-fabric padding (flat white, as line-scan strips carry at their ends) is found and
-   excluded; intensities are normalised per image by median and MAD, so a roll that is a little
-   lighter or darker than the training images is not a defect.
+1. What is not fabric (machine bed, padding at any grey level beside the edges: fabric.py) is
+   found and excluded; intensities are normalised per image by median and MAD of the fabric, so a
+   roll that is a little lighter or darker than the training images is not a defect.
 2. The image is reduced 2x (area average) and described on a regular grid by classic texture
    features: multi-scale local mean, local standard deviation, warp- and weft-direction line
-   contrast at two lengths and a Gabor filter bank's energy (4 orientations x 2 wavelengths). All local
-   statistics use normalised convolution so the padding does not leak into the fabric.
+   contrast at two lengths, a Gabor filter bank's energy (4 orientations x 2 wavelengths) and a
+   spot contrast pooled over each grid cell (neps). All local statistics use normalised convolution
+   so the off-fabric area does not leak into the fabric.
 3. A PatchCore-style memory: a random subset of the good images' grid features (standardised);
    a grid cell's anomaly score is its distance to the nearest memory entry. kNN, unlike a
    single Gaussian, also remembers rare normal looks (selvage, the cut edge next to padding).
    A greedy k-center coreset measured no better here and cost minutes of training on 2 cores.
 4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
    scored against a memory of the others; the threshold is THRESHOLD_FACTOR x the median of those
-   out-of-fold image scores (see calibrate_threshold for why not the maximum).
+   out-of-fold image scores (see calibrate for why not the maximum); the selvage zone next to the
+   bed or padding is calibrated as its own zone.
 
 Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
 """
@@ -32,7 +34,9 @@ import cv2
 import numpy as np
 import torch
 
-METHOD = "texture-knn-v2"
+from atelier.inspection.fabric import off_fabric_mask, selvage_zone
+
+METHOD = "texture-knn-v3"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
@@ -42,14 +46,15 @@ STD_SIGMAS_PX = (4.0, 8.0)
 # Line-contrast lengths (reduced px): short lines for breaks and slubs, long ones lift faint broken
 # picks/ends that are too weak over 31 px (fabric 03's misses in v1; 63 or 127 measured about the same).
 LINE_LENGTHS_PX = (31, 95)
-# Pixels at or above this grey level in flat areas of at least PAD_MIN_SIZE_PX are padding, not fabric.
-PAD_LEVEL = 250
-PAD_MIN_SIZE_PX = 15
+# Spots (neps, fuzzyballs: 8-30 image px): a fine mean against its surroundings (reduced px sigmas),
+# its minimum and maximum over each grid cell, so a spot between grid points is not diluted by the
+# sampling (a 4 px sigma mean sampled 4 px off a spot's centre keeps a third of its contrast).
+SPOT_SIGMAS_PX = (1.5, 6.0)
 MAX_FOLDS = 5
 # Banded feature extraction for large images (see grid_features).
 BAND_PIXELS = 4 * 1024 * 1024
 BAND_OVERLAP_PX = 256
-THRESHOLD_FACTOR = 1.25
+THRESHOLD_FACTOR = 1.5
 
 
 class MethodMismatch(ValueError):
@@ -62,7 +67,7 @@ class ModelParams:
 
     downsample: int = 2  # image reduction before features
     stride_px: int = 4  # grid step, in reduced pixels (8 image pixels at downsample 2)
-    margin_px: int = 32  # image pixels next to padding not scored (the features there see padding)
+    margin_px: int = 16  # image pixels next to the off-fabric area (and the frame sides) not scored
     memory_size: int = 4096  # memory entries (random subset of the candidates)
     candidates_per_image: int = 4000  # grid features sampled per image before the coreset
     seed: int = 0
@@ -82,22 +87,26 @@ def _gabor_bank() -> list[np.ndarray]:
 
 
 _BANK = _gabor_bank()
-FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 * len(LINE_LENGTHS_PX) + len(_BANK)
+FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 * len(LINE_LENGTHS_PX) + len(_BANK) + 2
 
 
 def padding_mask(grey: np.ndarray) -> np.ndarray:
-    """True where the image is off-fabric padding (flat white areas)."""
-    flat = (grey >= PAD_LEVEL).astype(np.uint8)
-    kernel = np.ones((PAD_MIN_SIZE_PX, PAD_MIN_SIZE_PX), np.uint8)
-    return cv2.morphologyEx(flat, cv2.MORPH_OPEN, kernel).astype(bool)
+    """True where the frame shows no fabric: machine bed, padding (see fabric.off_fabric_mask)."""
+    return off_fabric_mask(grey)
 
 
 def scored_mask(pad: np.ndarray, margin_px: int) -> np.ndarray:
-    """Fabric pixels far enough from padding for their features to see only fabric."""
-    if margin_px <= 0 or not pad.any():
+    """Fabric pixels far enough from the off-fabric area, and from the frame's left and right borders
+    (where filters see a reflected image), for their features to see only fabric."""
+    if margin_px <= 0:
         return ~pad
-    kernel = np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8)
-    return cv2.erode((~pad).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+    ok = ~pad
+    if pad.any():
+        kernel = np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8)
+        ok = cv2.erode(ok.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+    ok[:, :margin_px] = False
+    ok[:, -margin_px:] = False
+    return ok
 
 
 def _normalise(grey: np.ndarray, pad: np.ndarray) -> np.ndarray:
@@ -167,6 +176,11 @@ def _band_features(x: np.ndarray, pad: np.ndarray, params: ModelParams) -> np.nd
     for kernel in _BANK:
         maps.append(_nblur(np.abs(cv2.filter2D(x, -1, kernel)), w, GABOR_POOL_SIGMA_PX))
     s = params.stride_px
+    spot = _nblur(x, w, SPOT_SIGMAS_PX[0]) - _nblur(x, w, SPOT_SIGMAS_PX[1])
+    cell = np.ones((s, s), np.uint8)
+    # Pooled over the s x s cell each grid point (at s // 2) stands for.
+    maps.append(cv2.erode(spot, cell, anchor=(s // 2, s // 2)))  # darkest
+    maps.append(cv2.dilate(spot, cell, anchor=(s // 2, s // 2)))  # brightest
     return np.stack([m[s // 2 :: s, s // 2 :: s] for m in maps], axis=-1)
 
 
@@ -191,6 +205,8 @@ class TextureModel:
     memory: np.ndarray  # (M, F) standardised features
     threshold: float
     image_count: int
+    # Scores in the selvage zone are multiplied by this (<= 1): the zone's own statistics (see calibrate).
+    selvage_scale: float = 1.0
     _memory_t: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def _memory_tensor(self) -> torch.Tensor:
@@ -217,13 +233,17 @@ class TextureModel:
         scores[~_grid_scored(pad, self.params, (h, w))] = 0.0
         return scores, pad
 
+    def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
+        scores, off = self.grid_scores(grey)
+        full = full_map(scores, off, self.params.margin_px)
+        if self.selvage_scale < 1.0:
+            full[selvage_zone(off)] *= self.selvage_scale
+        return full, off
+
     def anomaly_map(self, grey: np.ndarray) -> np.ndarray:
         """Anomaly score per image pixel (float32, same size as the image; 0 off-fabric)."""
-        scores, pad = self.grid_scores(grey)
-        scores = cv2.GaussianBlur(scores, (0, 0), 1.0)
-        full = cv2.resize(scores, (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_LINEAR)
-        full[~scored_mask(pad, self.params.margin_px)] = 0.0
-        return full
+        return self.score(grey)[0]
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -243,6 +263,7 @@ class TextureModel:
                     p.memory_size,
                     p.candidates_per_image,
                     p.seed,
+                    self.selvage_scale,
                 ],
                 dtype=np.float64,
             ),
@@ -260,7 +281,9 @@ class TextureModel:
                 )
             meta = z["meta"]
             params = ModelParams(*(int(v) for v in meta[2:8]))
-            return cls(params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]))
+            return cls(
+                params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]), float(meta[8])
+            )
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -270,6 +293,37 @@ class TextureModel:
     @classmethod
     def load(cls, path: Path) -> TextureModel:
         return cls.from_bytes(path.read_bytes())
+
+
+def full_map(grid: np.ndarray, off: np.ndarray, margin_px: int) -> np.ndarray:
+    """Grid scores -> per-pixel map: light blur, bilinear up-sampling, 0 where not scored."""
+    height, width = off.shape
+    full = cv2.resize(cv2.GaussianBlur(grid, (0, 0), 1.0), (width, height), interpolation=cv2.INTER_LINEAR)
+    full[~scored_mask(off, margin_px)] = 0.0
+    return full
+
+
+def calibrate(good_maps: list[tuple[np.ndarray, np.ndarray]], factor: float) -> tuple[float, float]:
+    """(threshold, selvage scale) from out-of-fold maps of good images and their off-fabric masks.
+
+    The selvage zone (next to the bed or padding) is its own zone: its out-of-fold maxima are compared
+    with the interior's, and when they run higher (a cloth whose edge varies more than its body, as
+    AITEX 03 and 04) the zone's scores are scaled down by the ratio of the medians, so one threshold
+    fits both and the edge cannot hide a defect in the body. The threshold is `factor` x the median
+    out-of-fold image maximum after that scaling (the median, not the maximum: one odd good image, a
+    splice or fold, would otherwise set the limit for the article).
+    """
+    interior, zone = [], []
+    for amap, off in good_maps:
+        z = selvage_zone(off)
+        interior.append(float(amap[~z].max()) if (~z).any() else 0.0)
+        zone.append(float(amap[z].max()) if z.any() else 0.0)
+    zoned = [v for v in zone if v > 0]
+    scale = 1.0
+    if zoned:
+        scale = min(1.0, float(np.median(interior)) / max(float(np.median(zoned)), 1e-6))
+    peaks = [max(i, z * scale) for i, z in zip(interior, zone, strict=True)]
+    return factor * float(np.median(peaks)), scale
 
 
 def _sample_features(grey: np.ndarray, params: ModelParams, rng: np.random.Generator) -> np.ndarray:
@@ -294,16 +348,6 @@ def _build(
     return TextureModel(params, mean, scale, np.ascontiguousarray(standard), threshold, image_count)
 
 
-def calibrate_threshold(out_of_fold_scores: list[float]) -> float:
-    """THRESHOLD_FACTOR x the median out-of-fold image score of the good images.
-
-    Not the maximum: good strips' peak scores vary a lot (a splice, a fold at a strip's end) and
-    one odd good image would set the threshold for the whole article. On the AITEX fabrics the
-    out-of-fold maxima of good strips spread over about 1.0-2.0 x their median.
-    """
-    return THRESHOLD_FACTOR * float(np.median(np.asarray(out_of_fold_scores, dtype=np.float64)))
-
-
 def train(
     images: list[np.ndarray], params: ModelParams | None = None, check: Callable[[], None] | None = None
 ) -> TextureModel:
@@ -322,8 +366,27 @@ def train(
         samples.append(_sample_features(img, params, rng))
     if sum(len(s) for s in samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
+    good_maps = [
+        (full_map(grid, off, params.margin_px), off)
+        for grid, off in out_of_fold_maps(images, samples, params, check)
+    ]
+    threshold, selvage_scale = calibrate(good_maps, THRESHOLD_FACTOR)
+    model = _build([s for s in samples if len(s)], params, threshold, len(images))
+    model.selvage_scale = selvage_scale
+    return model
+
+
+def out_of_fold_maps(
+    images: list[np.ndarray],
+    samples: list[np.ndarray],
+    params: ModelParams,
+    check: Callable[[], None] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each good image's (grid scores, off-fabric mask) against a memory of the other folds' images
+    (up to MAX_FOLDS folds), in the images' order. check: as in train."""
+    check = check or (lambda: None)
     fold_count = min(len(images), MAX_FOLDS)
-    out_of_fold: list[float] = []
+    maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k in range(fold_count):
         held_out = set(range(k, len(images), fold_count))
         kept = [samples[i] for i in range(len(images)) if i not in held_out and len(samples[i])]
@@ -333,6 +396,5 @@ def train(
         fold_model = _build(kept, params, 0.0, len(kept))
         for i in sorted(held_out):
             check()
-            out_of_fold.append(float(fold_model.grid_scores(images[i])[0].max()))
-    threshold = calibrate_threshold(out_of_fold)
-    return _build([s for s in samples if len(s)], params, threshold, len(images))
+            maps[i] = fold_model.grid_scores(images[i])
+    return [maps[i] for i in sorted(maps)]

@@ -197,10 +197,24 @@ class MeasureBodyResponse(_message.Message):
     SIDE_OVERLAY_FIELD_NUMBER: _builtins.int
     SEGMENTATION_METHOD_FIELD_NUMBER: _builtins.int
     MALE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    FRONT_QUALITY_FIELD_NUMBER: _builtins.int
+    SIDE_QUALITY_FIELD_NUMBER: _builtins.int
+    PHOTO_VALUES_USED_FIELD_NUMBER: _builtins.int
+    CAMERA_PITCH_DEG_FIELD_NUMBER: _builtins.int
     segmentation_method: _builtins.str
-    """"mediapipe-pose" or "grabcut" (fallback when the pose model is absent or finds nobody)."""
+    """"mediapipe-segmentation" (the pose model's person mask, refined at its edges), or "grabcut"
+    (fallback when the pose model is absent or finds nobody; a warning says so).
+    """
     male_probability: _builtins.float
     """P(male) given what is known (1 or 0 when sex was stated)."""
+    photo_values_used: _builtins.int
+    """How many values (widths, depths, shoulder width, sleeve, inseam) were taken from the photos;
+    0 means every measurement is the height/weight model's prediction (a warning says so too).
+    """
+    camera_pitch_deg: _builtins.float
+    """The phone's pitch found from the body (degrees, positive: pointing down); the photos were
+    levelled before measuring when it was 1 degree or more.
+    """
     @_builtins.property
     def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Measurement]: ...
     @_builtins.property
@@ -221,6 +235,12 @@ class MeasureBodyResponse(_message.Message):
     def side_overlay(self) -> _image_pb2.Image:
         """Side overlay, when a side photo was given and include_overlay is set."""
 
+    @_builtins.property
+    def front_quality(self) -> Global___PhotoQuality:
+        """How measurable each photo was, and what to retake to do better (output only)."""
+
+    @_builtins.property
+    def side_quality(self) -> Global___PhotoQuality: ...
     def __init__(
         self,
         *,
@@ -233,14 +253,47 @@ class MeasureBodyResponse(_message.Message):
         side_overlay: _image_pb2.Image | None = ...,
         segmentation_method: _builtins.str = ...,
         male_probability: _builtins.float = ...,
+        front_quality: Global___PhotoQuality | None = ...,
+        side_quality: Global___PhotoQuality | None = ...,
+        photo_values_used: _builtins.int = ...,
+        camera_pitch_deg: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["overlay", b"overlay", "side_overlay", b"side_overlay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["front_quality", b"front_quality", "overlay", b"overlay", "side_overlay", b"side_overlay", "side_quality", b"side_quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["front_landmarks", b"front_landmarks", "male_probability", b"male_probability", "measurement_warnings", b"measurement_warnings", "measurements", b"measurements", "overlay", b"overlay", "segmentation_method", b"segmentation_method", "side_landmarks", b"side_landmarks", "side_overlay", b"side_overlay", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_pitch_deg", b"camera_pitch_deg", "front_landmarks", b"front_landmarks", "front_quality", b"front_quality", "male_probability", b"male_probability", "measurement_warnings", b"measurement_warnings", "measurements", b"measurements", "overlay", b"overlay", "photo_values_used", b"photo_values_used", "segmentation_method", b"segmentation_method", "side_landmarks", b"side_landmarks", "side_overlay", b"side_overlay", "side_quality", b"side_quality", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MeasureBodyResponse: _TypeAlias = MeasureBodyResponse  # noqa: Y015
+
+@_typing.final
+class PhotoQuality(_message.Message):
+    """A photo's quality for measuring: 1 is a sharp, well-framed photo of a person facing the camera
+    (front) or turned 90 degrees (side), arms away from the body, large enough in the frame.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    RETAKE_HINTS_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    @_builtins.property
+    def retake_hints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each names the fix, e.g. "hold the arms a little away from the body"."""
+
+    def __init__(
+        self,
+        *,
+        score: _builtins.float = ...,
+        retake_hints: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retake_hints", b"retake_hints", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PhotoQuality: _TypeAlias = PhotoQuality  # noqa: Y015
 
 @_typing.final
 class PredictMeasurementsRequest(_message.Message):

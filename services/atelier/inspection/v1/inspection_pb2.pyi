@@ -30,34 +30,76 @@ class _DefectTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DefectType
     DESCRIPTOR: _descriptor.EnumDescriptor
     DEFECT_TYPE_UNSPECIFIED: _DefectType.ValueType  # 0
     DEFECT_TYPE_HOLE: _DefectType.ValueType  # 1
+    """hole or opening: flat, far from the cloth's brightness (graded 2 or 4 points)"""
     DEFECT_TYPE_STAIN: _DefectType.ValueType  # 2
+    """diffuse change of brightness, weave still visible through it"""
     DEFECT_TYPE_WARP_LINE: _DefectType.ValueType  # 3
-    """along the roll, e.g. broken end"""
+    """along the roll, e.g. broken end, broken warp yarn"""
     DEFECT_TYPE_WEFT_LINE: _DefectType.ValueType  # 4
-    """across the roll, e.g. broken pick"""
+    """across the roll, e.g. broken pick, weft crack, weft curling"""
     DEFECT_TYPE_KNOT: _DefectType.ValueType  # 5
-    """knot, slub, nep"""
+    """a compact lump larger than a nep"""
     DEFECT_TYPE_CREASE: _DefectType.ValueType  # 6
+    """long and diagonal (a fold line)"""
     DEFECT_TYPE_EDGE: _DefectType.ValueType  # 7
-    """selvage defect"""
+    """selvage defect, e.g. cut selvage"""
     DEFECT_TYPE_OTHER: _DefectType.ValueType  # 8
+    DEFECT_TYPE_CONTAMINATION: _DefectType.ValueType  # 9
+    """foreign matter or fibre: high contrast with sharp texture inside"""
+    DEFECT_TYPE_SLUB: _DefectType.ValueType  # 10
+    """slub or thick place: short, elongated along a yarn direction"""
+    DEFECT_TYPE_NEP: _DefectType.ValueType  # 11
+    """nep, fuzzyball: a small round spot (about 8-30 px)"""
 
-class DefectType(_DefectType, metaclass=_DefectTypeEnumTypeWrapper): ...
+class DefectType(_DefectType, metaclass=_DefectTypeEnumTypeWrapper):
+    """Types are given from what a region measures (shape, direction, contrast polarity, size, place),
+    not from a trained classifier; the inspection README maps AITEX's defect codes onto them.
+    """
 
 DEFECT_TYPE_UNSPECIFIED: DefectType.ValueType  # 0
 DEFECT_TYPE_HOLE: DefectType.ValueType  # 1
+"""hole or opening: flat, far from the cloth's brightness (graded 2 or 4 points)"""
 DEFECT_TYPE_STAIN: DefectType.ValueType  # 2
+"""diffuse change of brightness, weave still visible through it"""
 DEFECT_TYPE_WARP_LINE: DefectType.ValueType  # 3
-"""along the roll, e.g. broken end"""
+"""along the roll, e.g. broken end, broken warp yarn"""
 DEFECT_TYPE_WEFT_LINE: DefectType.ValueType  # 4
-"""across the roll, e.g. broken pick"""
+"""across the roll, e.g. broken pick, weft crack, weft curling"""
 DEFECT_TYPE_KNOT: DefectType.ValueType  # 5
-"""knot, slub, nep"""
+"""a compact lump larger than a nep"""
 DEFECT_TYPE_CREASE: DefectType.ValueType  # 6
+"""long and diagonal (a fold line)"""
 DEFECT_TYPE_EDGE: DefectType.ValueType  # 7
-"""selvage defect"""
+"""selvage defect, e.g. cut selvage"""
 DEFECT_TYPE_OTHER: DefectType.ValueType  # 8
+DEFECT_TYPE_CONTAMINATION: DefectType.ValueType  # 9
+"""foreign matter or fibre: high contrast with sharp texture inside"""
+DEFECT_TYPE_SLUB: DefectType.ValueType  # 10
+"""slub or thick place: short, elongated along a yarn direction"""
+DEFECT_TYPE_NEP: DefectType.ValueType  # 11
+"""nep, fuzzyball: a small round spot (about 8-30 px)"""
 Global___DefectType: _TypeAlias = DefectType  # noqa: Y015
+
+class _RollVerdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RollVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RollVerdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLL_VERDICT_UNSPECIFIED: _RollVerdict.ValueType  # 0
+    ROLL_VERDICT_PASS: _RollVerdict.ValueType  # 1
+    ROLL_VERDICT_FAIL: _RollVerdict.ValueType  # 2
+    ROLL_VERDICT_INCOMPLETE: _RollVerdict.ValueType  # 3
+    """Part of the roll was not inspected: neither pass nor fail can be said."""
+
+class RollVerdict(_RollVerdict, metaclass=_RollVerdictEnumTypeWrapper): ...
+
+ROLL_VERDICT_UNSPECIFIED: RollVerdict.ValueType  # 0
+ROLL_VERDICT_PASS: RollVerdict.ValueType  # 1
+ROLL_VERDICT_FAIL: RollVerdict.ValueType  # 2
+ROLL_VERDICT_INCOMPLETE: RollVerdict.ValueType  # 3
+"""Part of the roll was not inspected: neither pass nor fail can be said."""
+Global___RollVerdict: _TypeAlias = RollVerdict  # noqa: Y015
 
 @_typing.final
 class Profile(_message.Message):
@@ -208,6 +250,8 @@ class Defect(_message.Message):
     LENGTH_MM_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
     LENGTH_PX_FIELD_NUMBER: _builtins.int
+    CROP_FIELD_NUMBER: _builtins.int
+    HEAT_MAP_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     type: Global___DefectType.ValueType
     length_mm: _builtins.float
@@ -228,6 +272,15 @@ class Defect(_message.Message):
 
     @_builtins.property
     def polygon_mm(self) -> _geometry_pb2.PolygonMm: ...
+    @_builtins.property
+    def crop(self) -> _image_pb2.Image:
+        """When the request set include_defect_crops: the frame around the defect (grey PNG, at least
+        64 x 64 px, the box in its middle) and the anomaly heat map over the same area (colour PNG).
+        Only the CROPPED_DEFECTS_PER_FRAME (20) highest-scoring defects of a frame carry them.
+        """
+
+    @_builtins.property
+    def heat_map(self) -> _image_pb2.Image: ...
     def __init__(
         self,
         *,
@@ -240,10 +293,12 @@ class Defect(_message.Message):
         length_mm: _builtins.float = ...,
         points: _builtins.int = ...,
         length_px: _builtins.float = ...,
+        crop: _image_pb2.Image | None = ...,
+        heat_map: _image_pb2.Image | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "polygon", b"polygon", "polygon_mm", b"polygon_mm"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "crop", b"crop", "heat_map", b"heat_map", "polygon", b"polygon", "polygon_mm", b"polygon_mm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "length_mm", b"length_mm", "length_px", b"length_px", "points", b"points", "polygon", b"polygon", "polygon_mm", b"polygon_mm", "score", b"score", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "box_mm", b"box_mm", "crop", b"crop", "heat_map", b"heat_map", "length_mm", b"length_mm", "length_px", b"length_px", "points", b"points", "polygon", b"polygon", "polygon_mm", b"polygon_mm", "score", b"score", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,6 +313,7 @@ class InspectImageRequest(_message.Message):
     MM_PER_PX_FIELD_NUMBER: _builtins.int
     POSITION_MM_FIELD_NUMBER: _builtins.int
     INCLUDE_ANOMALY_MAP_FIELD_NUMBER: _builtins.int
+    INCLUDE_DEFECT_CROPS_FIELD_NUMBER: _builtins.int
     article: _builtins.str
     """Required: an article with a profile (NOT_FOUND otherwise)."""
     mm_per_px: _builtins.float
@@ -266,6 +322,8 @@ class InspectImageRequest(_message.Message):
     """Where the top edge of the frame lies along the roll, in mm."""
     include_anomaly_map: _builtins.bool
     """Also return the anomaly map as a PNG heat map."""
+    include_defect_crops: _builtins.bool
+    """Also return each defect's crop and heat map (Defect.crop, Defect.heat_map)."""
     @_builtins.property
     def image(self) -> _image_pb2.Image:
         """Required."""
@@ -278,10 +336,11 @@ class InspectImageRequest(_message.Message):
         mm_per_px: _builtins.float = ...,
         position_mm: _builtins.float = ...,
         include_anomaly_map: _builtins.bool = ...,
+        include_defect_crops: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "image", b"image", "include_anomaly_map", b"include_anomaly_map", "mm_per_px", b"mm_per_px", "position_mm", b"position_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "image", b"image", "include_anomaly_map", b"include_anomaly_map", "include_defect_crops", b"include_defect_crops", "mm_per_px", b"mm_per_px", "position_mm", b"position_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +401,7 @@ class InspectStreamRequest(_message.Message):
     POSITION_MM_FIELD_NUMBER: _builtins.int
     FRAME_INDEX_FIELD_NUMBER: _builtins.int
     INCLUDE_ANOMALY_MAP_FIELD_NUMBER: _builtins.int
+    INCLUDE_DEFECT_CROPS_FIELD_NUMBER: _builtins.int
     article: _builtins.str
     """Required on the first frame; later frames may leave it empty."""
     mm_per_px: _builtins.float
@@ -349,6 +409,7 @@ class InspectStreamRequest(_message.Message):
     frame_index: _builtins.int
     """Caller's frame number, echoed back."""
     include_anomaly_map: _builtins.bool
+    include_defect_crops: _builtins.bool
     @_builtins.property
     def image(self) -> _image_pb2.Image: ...
     def __init__(
@@ -360,10 +421,11 @@ class InspectStreamRequest(_message.Message):
         position_mm: _builtins.float = ...,
         frame_index: _builtins.int = ...,
         include_anomaly_map: _builtins.bool = ...,
+        include_defect_crops: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "frame_index", b"frame_index", "image", b"image", "include_anomaly_map", b"include_anomaly_map", "mm_per_px", b"mm_per_px", "position_mm", b"position_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "frame_index", b"frame_index", "image", b"image", "include_anomaly_map", b"include_anomaly_map", "include_defect_crops", b"include_defect_crops", "mm_per_px", b"mm_per_px", "position_mm", b"position_mm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,12 +493,15 @@ class GradeRollRequest(_message.Message):
     DEFECTS_FIELD_NUMBER: _builtins.int
     MAX_POINTS_PER_100_SQ_YD_FIELD_NUMBER: _builtins.int
     INCLUDE_REPORT_FIELD_NUMBER: _builtins.int
+    UNINSPECTED_FIELD_NUMBER: _builtins.int
     roll_id: _builtins.str
     """Required: 1-128 characters."""
     roll_width_mm: _builtins.float
     """Required: > 0 and at most 10 m."""
     roll_length_mm: _builtins.float
-    """Required: > 0 and at most 10 km."""
+    """The whole roll's length, inspected or not: > 0 and at most 10 km (0 allowed only when every
+    stretch is listed in `uninspected` with an unknown length, e.g. no frame could be read).
+    """
     max_points_per_100_sq_yd: _builtins.float
     """Pass when points per 100 square yards are at most this (commonly 40). Required: > 0."""
     include_report: _builtins.bool
@@ -445,6 +510,12 @@ class GradeRollRequest(_message.Message):
     def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]:
         """At most 100000. Each needs length_mm > 0; box_mm.x_mm (along the roll, >= 0) places it in its
         linear yard (no yard scores more than 4 points); type HOLE scores as a hole or opening.
+        """
+
+    @_builtins.property
+    def uninspected(self) -> _containers.RepeatedCompositeFieldContainer[Global___UninspectedStretch]:
+        """Stretches of the roll that were not inspected (a frame that failed): they are excluded from the
+        inspected length the rate is computed on, listed in the report, and make the verdict INCOMPLETE.
         """
 
     def __init__(
@@ -456,14 +527,49 @@ class GradeRollRequest(_message.Message):
         defects: _abc.Iterable[Global___Defect] | None = ...,
         max_points_per_100_sq_yd: _builtins.float = ...,
         include_report: _builtins.bool = ...,
+        uninspected: _abc.Iterable[Global___UninspectedStretch] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defects", b"defects", "include_report", b"include_report", "max_points_per_100_sq_yd", b"max_points_per_100_sq_yd", "roll_id", b"roll_id", "roll_length_mm", b"roll_length_mm", "roll_width_mm", b"roll_width_mm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defects", b"defects", "include_report", b"include_report", "max_points_per_100_sq_yd", b"max_points_per_100_sq_yd", "roll_id", b"roll_id", "roll_length_mm", b"roll_length_mm", "roll_width_mm", b"roll_width_mm", "uninspected", b"uninspected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GradeRollRequest: _TypeAlias = GradeRollRequest  # noqa: Y015
+
+@_typing.final
+class UninspectedStretch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAME_INDEX_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POSITION_MM_FIELD_NUMBER: _builtins.int
+    LENGTH_MM_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    frame_index: _builtins.int
+    """The caller's frame number and name (e.g. the file), for the report."""
+    name: _builtins.str
+    position_mm: _builtins.float
+    """Where the stretch starts along the roll and how long it is (0: unknown, e.g. unreadable)."""
+    length_mm: _builtins.float
+    reason: _builtins.str
+    """Why it was not inspected (the frame's error: code and message)."""
+    def __init__(
+        self,
+        *,
+        frame_index: _builtins.int = ...,
+        name: _builtins.str = ...,
+        position_mm: _builtins.float = ...,
+        length_mm: _builtins.float = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_index", b"frame_index", "length_mm", b"length_mm", "name", b"name", "position_mm", b"position_mm", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UninspectedStretch: _TypeAlias = UninspectedStretch  # noqa: Y015
 
 @_typing.final
 class GradeRollResponse(_message.Message):
@@ -476,14 +582,23 @@ class GradeRollResponse(_message.Message):
     DEFECTS_FIELD_NUMBER: _builtins.int
     REPORT_HTML_FIELD_NUMBER: _builtins.int
     REPORT_JSON_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    INSPECTED_LENGTH_MM_FIELD_NUMBER: _builtins.int
+    UNINSPECTED_LENGTH_MM_FIELD_NUMBER: _builtins.int
     total_points: _builtins.int
     """After the 4-points-per-linear-yard cap."""
     points_per_100_sq_yd: _builtins.float
+    """Over the inspected length only (0 when nothing was inspected)."""
     points_per_100_m2: _builtins.float
     report_html: _builtins.bytes
     """A self-contained HTML page (defect map, table, signature line) when include_report."""
     report_json: _builtins.bytes
     """The same facts as JSON (always)."""
+    verdict: Global___RollVerdict.ValueType
+    """PASS, FAIL, or INCOMPLETE when any stretch was not inspected (then `pass` is false)."""
+    inspected_length_mm: _builtins.float
+    """The length the rate is computed on, and what was not inspected (roll_length_mm - inspected)."""
+    uninspected_length_mm: _builtins.float
     @_builtins.property
     def defects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Defect]:
         """The request's defects with their points filled in."""
@@ -497,10 +612,13 @@ class GradeRollResponse(_message.Message):
         defects: _abc.Iterable[Global___Defect] | None = ...,
         report_html: _builtins.bytes = ...,
         report_json: _builtins.bytes = ...,
+        verdict: Global___RollVerdict.ValueType = ...,
+        inspected_length_mm: _builtins.float = ...,
+        uninspected_length_mm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defects", b"defects", "pass", b"pass", "points_per_100_m2", b"points_per_100_m2", "points_per_100_sq_yd", b"points_per_100_sq_yd", "report_html", b"report_html", "report_json", b"report_json", "total_points", b"total_points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defects", b"defects", "inspected_length_mm", b"inspected_length_mm", "pass", b"pass", "points_per_100_m2", b"points_per_100_m2", "points_per_100_sq_yd", b"points_per_100_sq_yd", "report_html", b"report_html", "report_json", b"report_json", "total_points", b"total_points", "uninspected_length_mm", b"uninspected_length_mm", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,125 @@
+"""The body photo path on real photos of people: refusals, quality hints and overlays to look at.
+
+    .venv/bin/python bench/body_photos.py [--photos DIR] [--out DIR] [--height-cm 170]
+
+The shared photos (../shared/benchmarks/body/photos/, see its README for sources and licences)
+come without heights or tape measurements: each is measured as a front photo of a person of the
+stated height (170 cm unless given), so the numbers on the overlays are not accuracy figures. What
+is checked: is the photo refused, and if so does the message name the fix; does the outline follow
+the person (look at the overlay); where a reference mask is shared (``<name>_mask.png``), its IoU.
+Overlays (outline, landmarks, shoulder points, height scale, level lines) are written as small PNGs
+to ``--out`` with a README.md table of the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atelier.body.photo import PhotoError, decode, measure, segment  # noqa: E402
+from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
+from atelier.body.statmodel import BodyModel  # noqa: E402
+
+DATA = REPO.parent / "shared" / "benchmarks" / "body" / "photos"
+OUT = REPO / "docs" / "body-real-photos"
+MAX_SIDE_PX = 420  # overlays are reduced to this for the repository (about 200 KB each)
+
+
+def _small(png: bytes) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    scale = min(1.0, MAX_SIDE_PX / max(img.shape[:2]))
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else img
+
+
+def refused_overlay(image_rgb: np.ndarray, pose_model, reason: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The photo with every person the pose model found tinted, and the refusal written on it."""
+    out = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR).astype(np.float32)
+    colours = [(0, 200, 255), (255, 120, 0), (0, 255, 120), (255, 0, 200), (120, 120, 255)]
+    for i, pose in enumerate(pose_model.detect(image_rgb) if pose_model is not None else []):
+        m = pose.mask
+        out[m] = 0.5 * out[m] + 0.5 * np.array(colours[i % len(colours)])
+    out = out.astype(np.uint8)
+    scale = min(1.0, MAX_SIDE_PX / max(out.shape[:2]))
+    out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else out
+    words, line, y = reason.split(), "", 18
+    for word in words:
+        if len(line) + len(word) > 60:
+            cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
+            line, y = "", y + 16
+        line += word + " "
+    cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--height-cm", type=float, default=170.0)
+    args = parser.parse_args()
+    pose = load_pose_model(Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path())))
+    model = BodyModel.load()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [
+        "| photo | outcome | quality | retake hints / refusal | segmentation | pitch | reference mask IoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(args.photos.glob("*")):
+        if path.suffix.lower() not in (".jpg", ".jpeg", ".png") or path.stem.endswith("_mask"):
+            continue
+        image = decode(path.read_bytes(), "front")
+        iou = "–"
+        reference = path.with_name(path.stem + "_mask.png")
+        if reference.exists() and pose is not None:
+            truth = cv2.imread(str(reference), cv2.IMREAD_GRAYSCALE) > 127
+            try:
+                got = segment(image, pose, "front").mask
+                iou = f"{(got & truth).sum() / (got | truth).sum():.3f}"
+            except PhotoError:
+                pass
+        name = path.stem + "_overlay.png"
+        try:
+            result = measure(image, None, args.height_cm, 0.0, None, model, pose, overlay=True)
+        except PhotoError as exc:
+            cv2.imwrite(str(args.out / name), refused_overlay(image, pose, exc.reason))
+            rows.append(f"| [{path.name}]({name}) | refused | – | {exc.reason} | – | – | {iou} |")
+            continue
+        cv2.imwrite(str(args.out / name), _small(result.front_overlay_png))
+        quality = result.front_quality
+        hints = "; ".join(quality.issues) if quality and quality.issues else "none"
+        rows.append(
+            f"| [{path.name}]({name}) | measured ({result.photo_values_used} photo values) | "
+            f"{quality.score if quality else 0:.2f} | {hints} | {result.segmentation_method} | "
+            f"{result.camera_pitch_deg:+.1f} | {iou} |"
+        )
+    if pose is not None:
+        pose.close()
+    table = "\n".join(rows)
+    print(table)
+    (args.out / "README.md").write_text(
+        "# The body photo path on the shared real photos\n\n"
+        "Written by `.venv/bin/python bench/body_photos.py` (see its docstring). Each photo is measured as "
+        f"the front photo of a person {args.height_cm:.0f} cm tall (the photos have no heights): the numbers on "
+        "the overlays are not accuracy figures. Overlays: outline (orange), landmarks and skeleton, shoulder "
+        "points (blue crosses), height scale from head top to heels (red), level lines (magenta); a refused "
+        "photo shows the people the pose model found, tinted, and the refusal.\n\n"
+        + table
+        + "\n\nSources and licences of the photos (the overlays are derived from them and carry the same terms): "
+        "`pifu_ryota.png` from shunsukesaito/PIFu (MIT); `openpifpaf_coco_000000541055_skiers.jpg` COCO val2017, "
+        "CC BY 2.0, photo by Jarrod Doll; `openpifpaf_wholebody_soccer.jpeg`, CC BY 4.0, photo by Lokomotive74 "
+        "(Wikimedia Commons); `maxobjdet_pexels_dog-human.jpg`, Pexels photo 532310 (listed as CC0). "
+        "Details: ../shared/benchmarks/body/photos/README.md.\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
