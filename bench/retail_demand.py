@@ -185,8 +185,9 @@ def promotion_shares(data: Path, series: list[sales.SalesSeries], weeks: int) ->
     """Per product type and week, the share of its promotable (product, store) pairs on display or
     in the mailer that week: a plan the retailer knows ahead, so a known future input.
 
-    The promotion table's `week` is the retailer's week number; its week k+1 overlaps the Monday
-    week k of the aggregated series by six days (checked on the transaction lines).
+    The promotion table's `week` is the retailer's week number: week 1 is Sunday 2017-01-01 alone,
+    week k + 2 the Monday week k (0-based from 2017-01-02) of the aggregated series (checked on
+    the transaction lines' `week` and timestamps).
     """
     promos = pd.read_csv(
         data / "promotions_sample.csv.gz", dtype={"display_location": str, "mailer_location": str}
@@ -204,7 +205,7 @@ def promotion_shares(data: Path, series: list[sales.SalesSeries], weeks: int) ->
         if kind not in pairs.index:
             continue
         for k in range(weeks):
-            out[i, k] = active.get((kind, k + 1), 0) / pairs[kind]
+            out[i, k] = active.get((kind, k + 2), 0) / pairs[kind]
     return np.clip(out, 0.0, 1.0)
 
 
