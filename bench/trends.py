@@ -14,6 +14,7 @@ default model was chosen; the 2019 test year played no part in that choice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -55,10 +56,8 @@ def _cpu_s() -> float:
     me = psutil.Process()
     total = sum(me.cpu_times()[:2])
     for child in me.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):  # a worker that just exited
             total += sum(child.cpu_times()[:2])
-        except psutil.Error:
-            pass
     return total
 
 
@@ -71,7 +70,7 @@ def scale_run(
     """Scale: `series` simulated weekly series of `weeks` weeks in another tenant, streamed in and
     forecast 52 weeks ahead as one StartForecast operation, polled to the end. Returns the count,
     ingest s, forecast wall s, peak MB and the forecast's CPU s (server process and workers)."""
-    SCALE_SERIES, SCALE_WEEKS = series, weeks  # noqa: N806 (the module defaults, overridden)
+    SCALE_SERIES, SCALE_WEEKS = series, weeks  # the module defaults, overridden
     rng = np.random.default_rng(0)
     t = np.arange(SCALE_WEEKS)
     md = (("x-atelier-tenant", "bench-scale"),)
