@@ -212,7 +212,7 @@ def promotion_shares(data: Path, series: list[sales.SalesSeries], weeks: int) ->
 def promotion_effect(series: list[sales.SalesSeries], bottom: np.ndarray, shares: np.ndarray) -> str:
     """The bottom level forecast by the service's forecasting core, side by side: no promotions;
     the promotion shares over the history and planned over the held-out weeks; the same inputs
-    zeroed (the global model without information, to tell its own effect from the promotions')."""
+    zeroed (a check: inputs without information must change nothing)."""
     from atelier.trends import forecasting
 
     weeks = bottom.shape[1]
@@ -222,7 +222,7 @@ def promotion_effect(series: list[sales.SalesSeries], bottom: np.ndarray, shares
     actual = bottom[:, -HORIZON:]
     variants = {
         "no promotions (default model)": (None, None),
-        "promotions zeroed (global model, no information)": (
+        "promotions zeroed (inputs without information)": (
             [{"promotion": np.zeros(len(h))} for h in histories],
             [{"promotion": np.zeros(HORIZON)} for _ in histories],
         ),

@@ -94,7 +94,8 @@ def test_planned_promotions_lift_the_forecast_and_improve_accuracy(
 
 
 def test_short_histories_use_their_promotions(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
-    # One year of history (under two seasons): non-seasonal ETS alone could not use the plan.
+    # About a year of history (under two seasons): non-seasonal ETS, which cannot use the plan
+    # itself, gets the plan's effect from the global model trained without last-year features.
     full = {f"new{i}": promoted_sales(100 + i, 60) for i in range(12)}
     upload(stub, {n: (u[:-8], p[:-8], c[:-8]) for n, (u, p, c) in full.items()}, WITH, covariates=True)
     plan = np.zeros(8)
@@ -108,7 +109,7 @@ def test_short_histories_use_their_promotions(stub: trends_pb2_grpc.TrendsServic
     )
     by = {f.series: f for f in reply.forecasts}
     f = by["new0"]
-    assert f.model == "ensemble" and any("price and promotion inputs" in n for n in f.notes)
+    assert f.model == "ets_nonseasonal+inputs" and any("inputs' effect" in n for n in f.notes)
     mean = np.array(f.mean)
     assert mean[2] > 1.15 * np.delete(mean, [2, 5]).mean() and mean[5] > 1.15 * np.delete(mean, [2, 5]).mean()
 

@@ -164,6 +164,16 @@ def _covariate_features(
     return out
 
 
+def recent_inputs(history: dict[str, np.ndarray], n: int, horizon: int) -> dict[str, np.ndarray]:
+    """The series' usual inputs over the horizon: each covariate's mean over the last 13 periods
+    of its history. A statistical model's level reflects them (its history holds the usual share
+    of promotion weeks), so the planned inputs' effect for it is measured against these."""
+    return {
+        name: np.full(horizon, float(np.mean(np.asarray(values, float)[max(0, n - 13) : n])))
+        for name, values in history.items()
+    }
+
+
 def with_future(
     history: dict[str, np.ndarray], planned: dict[str, np.ndarray], n: int, horizon: int
 ) -> dict[str, np.ndarray]:
