@@ -388,8 +388,14 @@ def _finish_predict(
                 )
                 for i in usable
             ]
-            values = _watched(
-                lambda usable=usable, full=full, default=default, short=short: global_model.fit_predict(
+
+            def train(
+                usable: list[int] = usable,
+                full: list[dict[str, np.ndarray]] = full,
+                default: list[dict[str, np.ndarray]] = default,
+                short: bool = short,
+            ) -> list[np.ndarray]:
+                return global_model.fit_predict(
                     [histories[i] for i in usable],
                     [externals[i] for i in usable],
                     horizon,
@@ -399,9 +405,9 @@ def _finish_predict(
                     covariates=full if with_cov else None,
                     baselines=default if with_cov else None,
                     short=short,
-                ),
-                cancellation,
-            )
+                )
+
+            values = _watched(train, cancellation)
             gbm.update(zip(usable, values[: len(usable)], strict=True))
             if with_cov:
                 effect.update(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import numpy as np
@@ -177,7 +178,8 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 v, f"{path}.external", obs.external, MAX_ABS_VALUE
             ):
                 continue
-            if not _check_covariates(v, path, {c: getattr(obs, c) for c in COVARIATES if obs.HasField(c)}):
+            given = {c: _optional(obs, c) for c in COVARIATES}
+            if not _check_covariates(v, path, {c: x for c, x in given.items() if x is not None}):
                 continue
             if kinds.get(obs.series) in (ValueKind.COUNT, ValueKind.SHARE) and obs.value < 0:
                 v.add(
@@ -186,27 +188,25 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                     f"which cannot be negative (got {obs.value})",
                 )
                 continue
-            key = (obs.series, _time_s(obs.time))
+            point = (obs.series, _time_s(obs.time))
             external = obs.external if obs.HasField("external") else None
-            optional = {c: (getattr(obs, c) if obs.HasField(c) else None) for c in COVARIATES}
-            if key in first:
-                earlier = request.observations[first[key]]
+            optional = {c: _optional(obs, c) for c in COVARIATES}
+            if point in first:
+                earlier = request.observations[first[point]]
                 same_optional = all(
-                    (getattr(earlier, f) if earlier.HasField(f) else None)
-                    == (getattr(obs, f) if obs.HasField(f) else None)
-                    for f in ("external", *COVARIATES)
+                    _optional(earlier, f) == _optional(obs, f) for f in ("external", *COVARIATES)
                 )
                 if earlier.value != obs.value or not same_optional:
                     v.add(
                         f"{path}.value",
-                        f"duplicate timestamp: observations[{first[key]}] has the same series and "
+                        f"duplicate timestamp: observations[{first[point]}] has the same series and "
                         f"time with value {earlier.value}; one value per (series, time) per request",
                     )
                 else:
                     duplicates += 1
                 continue
-            first[key] = i
-            observations.append(ObservationIn(obs.series, key[1], float(obs.value), external, **optional))
+            first[point] = i
+            observations.append(ObservationIn(obs.series, point[1], float(obs.value), external, **optional))
         v.raise_if_any("the observations are invalid")
         return observations, metas, duplicates
 
@@ -778,6 +778,11 @@ def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Viola
     for i, key in enumerate(request.analogues.series):
         _check_key(v, key, f"analogues.series[{i}]")
     return v
+
+
+def _optional(msg: Any, name: str) -> float | None:
+    """An optional double field's value, None when not set."""
+    return float(getattr(msg, name)) if msg.HasField(name) else None
 
 
 def _check_covariates(v: Violations, path: str, values: dict[str, float], named: bool = True) -> bool:
