@@ -91,9 +91,10 @@ class ValueKind(IntEnum):
 # from a series' first point to its last, so one point a million weeks away would size every array
 # (and the work) by the gap: a series spans at most 30 years, and consecutive points are at most
 # 2 years apart (5 for COUNT series: intermittent sales of slow movers go years without a sale).
-MAX_SPAN_PERIODS = {Frequency.WEEKLY: 1565, Frequency.DAILY: 10_958}
-MAX_GAP_PERIODS = {Frequency.WEEKLY: 104, Frequency.DAILY: 731}
-MAX_COUNT_GAP_PERIODS = {Frequency.WEEKLY: 261, Frequency.DAILY: 1826}
+# (Months are counted with the nominal month length, Frequency.step_s: bounds, not the grid.)
+MAX_SPAN_PERIODS = {Frequency.WEEKLY: 1565, Frequency.DAILY: 10_958, Frequency.MONTHLY: 360}
+MAX_GAP_PERIODS = {Frequency.WEEKLY: 104, Frequency.DAILY: 731, Frequency.MONTHLY: 24}
+MAX_COUNT_GAP_PERIODS = {Frequency.WEEKLY: 261, Frequency.DAILY: 1826, Frequency.MONTHLY: 60}
 
 
 def max_gap_periods(frequency: Frequency, kind: ValueKind) -> int:
