@@ -1,6 +1,9 @@
 """Trends benchmark: the HERMES protocol on the shared Heuritech sample, through the gRPC API.
 
     flock /tmp/atelier-bench.lock .venv/bin/python bench/trends.py
+    flock /tmp/atelier-bench.lock .venv/bin/python bench/trends.py --scale-only --series 10000 --weeks 156
+
+(--scale-only: only the scale part, written to its own section of BENCHMARKS.md.)
 
 100 weekly fashion-trend series (2015-2019) with their fashion-forward influencer signal. The
 first 209 weeks (2015-2018) are ingested over gRPC, the last 52 (2019) forecast with Forecast
@@ -11,6 +14,7 @@ default model was chosen; the 2019 test year played no part in that choice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -44,11 +48,29 @@ COMPARED = ["snaive", "ets", "theta", "mstl", "gbm", "ensemble"]
 PUBLISHED = [("tbats", 0.745), ("HERMES (tbats + RNN corrector, weak signal), 10 seeds", 0.7368)]
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process (the server runs in it) and its live children
+    (the fitting workers), so a figure taken on a loaded machine says how much work was done."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a worker that just exited
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
 def scale_run(
-    channel: grpc.Channel, stub: trends_pb2_grpc.TrendsServiceStub
-) -> tuple[int, float, float, int]:
-    """Scale: SCALE_SERIES simulated weekly series (the sample's length) in another tenant,
-    streamed in and forecast 52 weeks ahead as one StartForecast operation, polled to the end."""
+    channel: grpc.Channel,
+    stub: trends_pb2_grpc.TrendsServiceStub,
+    series: int = SCALE_SERIES,
+    weeks: int = SCALE_WEEKS,
+) -> tuple[int, float, float, int, float]:
+    """Scale: `series` simulated weekly series of `weeks` weeks in another tenant, streamed in and
+    forecast 52 weeks ahead as one StartForecast operation, polled to the end. Returns the count,
+    ingest s, forecast wall s, peak MB and the forecast's CPU s (server process and workers)."""
+    SCALE_SERIES, SCALE_WEEKS = series, weeks  # the module defaults, overridden
     rng = np.random.default_rng(0)
     t = np.arange(SCALE_WEEKS)
     md = (("x-atelier-tenant", "bench-scale"),)
@@ -78,12 +100,12 @@ def scale_run(
     stub.StreamObservations(batches(), metadata=md)
     ingest_s = time.perf_counter() - t0
     operations = operations_pb2_grpc.OperationsStub(channel)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     op = stub.StartForecast(trends_pb2.StartForecastRequest(horizon=HORIZON), metadata=md)
     while not op.done:
         time.sleep(0.5)
         op = operations.GetOperation(operations_pb2.GetOperationRequest(name=op.name), metadata=md)
-    forecast_s = time.perf_counter() - t0
+    forecast_s, forecast_cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     result = trends_pb2.ForecastResponse()
     op.response.Unpack(result)
     print(f"scale: {len(result.forecasts)} series forecast in {forecast_s:.1f} s", flush=True)
@@ -92,10 +114,53 @@ def scale_run(
         ingest_s,
         forecast_s,
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        forecast_cpu,
     )
 
 
+def scale_only(series: int, weeks: int) -> int:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(bench_config("trends", Path(tmp)), build)
+        server.start(metrics_port=0)
+        address = f"127.0.0.1:{server.port}"
+        try:
+            wait_serving(address, timeout_s=300)
+            options = [("grpc.max_receive_message_length", 256 << 20)]
+            with grpc.insecure_channel(address, options=options) as channel:
+                stub = trends_pb2_grpc.TrendsServiceStub(channel)
+                count, ingest_s, forecast_s, peak_mb, cpu_s = scale_run(channel, stub, series, weeks)
+        finally:
+            server.stop(grace_s=1)
+    load_after = os.getloadavg()
+    markdown = (
+        f"{count} simulated weekly series of {weeks} weeks (level, drift, yearly season, noise) streamed "
+        f"in over gRPC in {ingest_s:.1f} s, then forecast {HORIZON} weeks ahead with the default model "
+        f"as one `StartForecast` operation: **{forecast_s:.1f} s wall, {cpu_s:.1f} CPU-seconds** (the "
+        f"server process and its fitting workers; on 2 cores the wall time without other load would be "
+        f"about CPU-seconds / 2 at best). Peak memory of the benchmark process (server inside) {peak_mb} MB.\n\n"
+        f"Load average (1/5/15 min) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+        f"after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (the machine is shared)."
+    )
+    print(markdown)
+    write_section(
+        f"trends-scale-{count}",
+        markdown,
+        f"{COMMAND} --scale-only --series {series} --weeks {weeks}",
+    )
+    return 0
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument("--series", type=int, default=SCALE_SERIES)
+    parser.add_argument("--weeks", type=int, default=SCALE_WEEKS)
+    args = parser.parse_args()
+    if args.scale_only:
+        return scale_only(args.series, args.weeks)
     main_csv = DATA / "f1_main_100_sequences.csv"
     if not main_csv.exists():
         print(f"benchmark data missing: {main_csv}")

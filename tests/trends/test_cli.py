@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -145,13 +146,13 @@ def test_cli_ingest_sales_aggregates_raw_lines(
     # Two SKUs in one store over four Monday weeks: a return, a week without sales, and a
     # stocked-out week for sku B.
     sales.write_text(
-        "date,sku,store,qty,category\n"
-        "2024-01-01T10:00:00,A,1,2,tops\n"
-        "2024-01-02T10:00:00,A,1,-1,tops\n"
-        "2024-01-17T10:00:00,A,1,3,tops\n"
-        "2024-01-25T10:00:00,A,1,1,tops\n"
-        "2024-01-03T10:00:00,B,1,5,dresses\n"
-        "2024-01-24T10:00:00,B,1,4,dresses\n"
+        "date,sku,store,qty,category,paid,promo\n"
+        "2024-01-01T10:00:00,A,1,2,tops,20,0\n"
+        "2024-01-02T10:00:00,A,1,-1,tops,-10,0\n"
+        "2024-01-17T10:00:00,A,1,3,tops,24,1\n"
+        "2024-01-25T10:00:00,A,1,1,tops,10,0\n"
+        "2024-01-03T10:00:00,B,1,5,dresses,50,0\n"
+        "2024-01-24T10:00:00,B,1,4,dresses,40,0\n"
     )
     stockouts = tmp_path / "out.csv"
     stockouts.write_text("date,sku,store\n" + "".join(f"2024-01-{d:02d},B,1\n" for d in range(8, 15)))
@@ -166,6 +167,10 @@ def test_cli_ingest_sales_aggregates_raw_lines(
             "category",
             "--stockouts",
             str(stockouts),
+            "--value-column",
+            "paid",
+            "--promo-column",
+            "promo",
             "--address",
             address,
         ],
@@ -178,7 +183,23 @@ def test_cli_ingest_sales_aggregates_raw_lines(
         a = stub.GetSeries(trends_pb2.GetSeriesRequest(series="sku=A|store=1"))
         b = stub.GetSeries(trends_pb2.GetSeriesRequest(series="sku=B|store=1"))
     assert [o.value for o in a.observations] == [2.0, 0.0, 3.0, 1.0]  # gross demand, zero week kept
+    # The mean price paid and the promotion share go along where the week had sales.
+    assert [o.price if o.HasField("price") else None for o in a.observations] == [10.0, None, 8.0, 10.0]
+    assert [o.promotion if o.HasField("promotion") else None for o in a.observations] == [0.0, None, 1.0, 0.0]
     assert a.info.labels["category"] == "tops" and a.info.kind == trends_pb2.VALUE_KIND_COUNT
     # The stocked-out second week is not sent (missing, not zero); the third had no sale: a zero.
     assert [o.value for o in b.observations] == [5.0, 0.0, 4.0]
     assert b.observations[1].time.seconds - b.observations[0].time.seconds == 14 * 86_400
+
+
+def test_cli_plan_file(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.csv"
+    plan.write_text("series,step,promotion,price\na,1,0,9\na,2,1,7.5\na,3,0,9\nb,1,,\n")
+    (entry,) = [e for e in cli.read_plan(plan, 3) if e.series == "a"]
+    assert list(entry.promotion) == [0, 1, 0] and list(entry.price) == [9, 7.5, 9] and not entry.discount
+    plan.write_text("series,step,promotion\na,1,1\na,3,1\n")
+    with pytest.raises(typer.BadParameter, match="2 of 3 steps"):
+        cli.read_plan(plan, 3)
+    plan.write_text("series,step,promotion\na,4,1\n")
+    with pytest.raises(typer.BadParameter, match=r"outside 1\.\.3"):
+        cli.read_plan(plan, 3)

@@ -452,3 +452,16 @@ def test_short_history_naive_is_labelled_naive(stub: trends_pb2_grpc.TrendsServi
         assert np.allclose(f.mean, f.mean[0])  # a naive forecast is flat at the last value
     (f,) = stub.Forecast(trends_pb2.ForecastRequest(horizon=4, model="ets")).forecasts
     assert f.model == "ets_nonseasonal"
+
+
+def test_monthly_series_span_and_gap_bounds(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    # Monthly series have bounds of their own (they had none: a KeyError answered INTERNAL).
+    months = _month_starts("2020-01", 1) + _month_starts("2023-01", 1)  # 36 months apart
+    request = trends_pb2.IngestObservationsRequest(
+        observations=[trends_pb2.Observation(series="m", time=ts(t), value=1.0) for t in months],
+        series=[trends_pb2.SeriesInfo(series="m", frequency=trends_pb2.FREQUENCY_MONTHLY)],
+    )
+    found = violations_of(lambda: stub.IngestObservations(request))
+    assert fields(found) == ["observations[1].time"] and "at most 24" in found[0][1]
+    request.series[0].kind = trends_pb2.VALUE_KIND_COUNT  # intermittent sales: up to 60 months
+    assert stub.IngestObservations(request).inserted == 2

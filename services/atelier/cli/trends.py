@@ -11,8 +11,9 @@
 
 Long CSV columns: `series` (the key), `time` (or `timestamp`: ISO 8601, a date or a date and
 time; UTC when no offset given), `value`, `external` (optional: the same trend's external
-signal, e.g. among fashion-forward influencers; empty cells mean none), and any other column is
-a label of the series (category, colour, silhouette, market...). Wide CSV (`--wide`): the first
+signal, e.g. among fashion-forward influencers; empty cells mean none), `price`, `discount`
+and `promotion` (optional exogenous inputs: price per unit, discount 0..1, promotion share
+0..1), and any other column is a label of the series (category, colour, silhouette, market...). Wide CSV (`--wide`): the first
 column is the time, every other column one series named by its header; `--external-csv` is a
 file of the same shape with the external signal.
 """
@@ -61,7 +62,7 @@ TREND_NAMES = {
     pb.TREND_CLASS_FLAT: "flat",
     pb.TREND_CLASS_DECLINING: "[red]declining[/red]",
 }
-RESERVED = {"series", "time", "timestamp", "value", "external"}
+RESERVED = {"series", "time", "timestamp", "value", "external", "price", "discount", "promotion"}
 
 AddressOpt = typer.Option(DEFAULT_ADDRESS, "--address", help="host:port of the trends service")
 TenantOpt = typer.Option(
@@ -126,14 +127,51 @@ def read_long(path: Path) -> Upload:
                 time=parse_time(row[time_column], where),
                 value=parse_value(row["value"], where),
             )
-            if (row.get("external") or "").strip():
-                obs.external = parse_value(row["external"], where)
+            for optional in ("external", "price", "discount", "promotion"):
+                if (row.get(optional) or "").strip():
+                    setattr(obs, optional, parse_value(row[optional], where))
             upload.observations.append(obs)
             upload.lines.append(where)
             labels = {c: row[c].strip() for c in label_columns if (row.get(c) or "").strip()}
             if labels:
                 upload.labels.setdefault(obs.series, {}).update(labels)
     return upload
+
+
+def read_plan(path: Path, horizon: int) -> list[pb.FutureCovariates]:
+    """Planned covariates: one row per series and step; a column left out (or empty cells of a
+    series' column) means that input keeps its default over the whole horizon."""
+    names = ("price", "discount", "promotion")
+    plans: dict[str, dict[str, dict[int, float]]] = {}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "series" not in columns or "step" not in columns or not any(n in columns for n in names):
+            raise typer.BadParameter(
+                f"{path.name}: columns are series, step and price, discount or promotion"
+            )
+        for number, row in enumerate(reader, start=2):
+            where = f"{path.name} line {number}"
+            step = int(parse_value(row.get("step") or "", where))
+            if not 1 <= step <= horizon:
+                raise typer.BadParameter(f"{where}: step {step} is outside 1..{horizon} (the horizon)")
+            for name in names:
+                if (row.get(name) or "").strip():
+                    plan = plans.setdefault((row.get("series") or "").strip(), {}).setdefault(name, {})
+                    plan[step] = parse_value(row[name], where)
+    out = []
+    for series, values in plans.items():
+        entry = pb.FutureCovariates(series=series)
+        for name, by_step in values.items():
+            if len(by_step) != horizon:
+                missing = sorted(set(range(1, horizon + 1)) - set(by_step))[:5]
+                raise typer.BadParameter(
+                    f"{path.name}: series {series!r} plans {name} for {len(by_step)} of {horizon} steps "
+                    f"(missing e.g. steps {missing}): give every step, or none to keep the default"
+                )
+            getattr(entry, name).extend(by_step[k] for k in range(1, horizon + 1))
+        out.append(entry)
+    return out
 
 
 def read_wide(path: Path, external: Path | None) -> Upload:
@@ -384,13 +422,18 @@ def ingest_sales(
     upload = Upload()
     for s in series:
         upload.labels[s.name] = s.labels
-        for start, units in zip(s.period_start_s, s.units, strict=True):
+        for start, units, price, promo in zip(s.period_start_s, s.units, s.price, s.promo, strict=True):
             if np.isfinite(units):
-                upload.observations.append(
-                    pb.Observation(
-                        series=s.name, time=timestamp_pb2.Timestamp(seconds=int(start)), value=float(units)
-                    )
+                obs = pb.Observation(
+                    series=s.name, time=timestamp_pb2.Timestamp(seconds=int(start)), value=float(units)
                 )
+                # The mean price paid and the share of units sold on promotion, where the period
+                # had sales to tell (the service takes them as the model's exogenous inputs).
+                if np.isfinite(price) and price > 0:
+                    obs.price = float(price)
+                if np.isfinite(promo):
+                    obs.promotion = float(min(max(promo, 0.0), 1.0))
+                upload.observations.append(obs)
                 upload.lines.append(f"series {s.name!r} period {_iso(upload.observations[-1].time)}")
     if dry_run or not upload.observations:
         return
@@ -514,14 +557,28 @@ def forecast(
     ),
     json_out: Path = typer.Option(None, "--json", help="the forecasts as JSON"),
     plot_series: int = typer.Option(6, "--plot-series", min=1, max=24, help="series in the plot at most"),
+    plan: Path = typer.Option(
+        None,
+        "--plan",
+        exists=True,
+        dir_okay=False,
+        help="planned inputs, CSV: series, step (1..horizon), and price, discount, promotion (any of them)",
+    ),
     address: str = AddressOpt,
     tenant: str = TenantOpt,
 ) -> None:
-    """Forecast (a job on the service, with a progress bar), print a summary, write PNG and JSON."""
+    """Forecast (a job on the service, with a progress bar), print a summary, write PNG and JSON.
+
+    --plan asks for the forecast under planned prices and promotions (a series and step not in
+    the file: last price, no discount, no promotion)."""
     if output is not None and output.suffix.lower() != ".png":
         raise typer.BadParameter(f"{output}: the plot is a .png", param_hint="--output")
     request = pb.StartForecastRequest(
-        filter=_filter(series, label), horizon=horizon, levels=_levels(levels), model=model
+        filter=_filter(series, label),
+        horizon=horizon,
+        levels=_levels(levels),
+        model=model,
+        future=read_plan(plan, horizon) if plan is not None else [],
     )
     stub, channel = _stub(address)
     md = (("x-atelier-tenant", tenant),)

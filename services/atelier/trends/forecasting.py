@@ -269,6 +269,8 @@ def predict(
     calibrate: bool = True,
     cancellation: Cancellation | None = None,
     seasonalities: Sequence[int] = (),
+    covariates: Sequence[dict[str, np.ndarray]] | None = None,
+    planned: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[Prediction]:
     """Forecasts every history `horizon` steps ahead. Histories must hold >= MIN_HISTORY values.
 
@@ -278,6 +280,12 @@ def predict(
     cancellation: when it fires, the work stops (the pool's tasks are killed) and it raises.
     seasonalities: longer seasonal periods MSTL adds to `season` for the chunks whose every
     series holds two of them (daily data: the year beside the week).
+    covariates: per series, its exogenous inputs over the history (store.COVARIATES names; empty:
+    none); planned: their planned values over the horizon (empty or missing names: the defaults,
+    see global_model.with_future). Used by the global model (gbm and the ensemble): in the
+    ensemble the statistical member gets the planned inputs' effect (the global model's forecast
+    under the plan minus under the defaults) added, as it cannot use them itself. A series under
+    two seasons with covariates gets the global model too (without the last-year features).
     """
     if cancellation is not None:
         cancellation.check()
@@ -312,7 +320,7 @@ def predict(
     try:
         return _finish_predict(
             histories, externals, season, horizon, levels, model, non_negative, pool, progress,
-            gbm_config, calibrate, cancellation, count, seasonal, stat_name, jobs,
+            gbm_config, calibrate, cancellation, count, seasonal, stat_name, jobs, covariates, planned,
         )  # fmt: skip
     except BaseException:
         # Abandoned (cancelled, past its deadline) or failed: nobody will read the other fits.
@@ -337,35 +345,76 @@ def _finish_predict(
     seasonal: list[bool],
     stat_name: str,
     jobs: list[tuple[Future[Any], list[int], bool, bool]],
+    covariates: Sequence[dict[str, np.ndarray]] | None = None,
+    planned: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[Prediction]:
     # Meanwhile, the global model in this process.
     gbm: dict[int, np.ndarray] = {}
+    # The planned inputs' effect on the global model's forecast (plan minus defaults).
+    effect: dict[int, np.ndarray] = {}
     gbm_note = ""
+    past = list(covariates) if covariates is not None else [{} for _ in range(count)]
+    plans = list(planned) if planned is not None else [{} for _ in range(count)]
+    has_cov = [bool(past[i]) or bool(plans[i]) for i in range(count)]
+    with_cov = any(has_cov)
     if model in ("gbm", "ensemble"):
-        usable = [
-            i
-            for i in range(count)
-            if seasonal[i] and global_model.predictable(len(histories[i]), horizon, season)
-        ]
-        if any(global_model.trainable(len(histories[i]), horizon, season) for i in usable):
-            config = gbm_config or global_model.GlobalModelConfig(threads=1)
-            values = _watched(
-                lambda: global_model.fit_predict(
+        config = gbm_config or global_model.GlobalModelConfig(threads=1)
+        # Seasonal histories; and short ones with covariates (their only way to use them).
+        for short in (False, True):
+            if short:
+                usable = [i for i in range(count) if not seasonal[i] and has_cov[i]]
+            else:
+                usable = [
+                    i
+                    for i in range(count)
+                    if seasonal[i] and global_model.predictable(len(histories[i]), horizon, season)
+                ]
+            if not any(global_model.trainable(len(histories[i]), horizon, season, short) for i in usable):
+                if not short:
+                    gbm_note = (
+                        f"no series has the {global_model._longest_lag(horizon, season) + 8 + horizon} "
+                        f"periods the global model needs to train for horizon {horizon}: mstl used alone"
+                    )
+                continue
+            full = [global_model.with_future(past[i], plans[i], len(histories[i]), horizon) for i in usable]
+            # The effect of the plan for a statistical model is measured against the series' usual
+            # inputs, which its level already reflects (see global_model.recent_inputs).
+            default = [
+                global_model.with_future(
+                    past[i],
+                    global_model.recent_inputs(past[i], len(histories[i]), horizon),
+                    len(histories[i]),
+                    horizon,
+                )
+                for i in usable
+            ]
+
+            def train(
+                usable: list[int] = usable,
+                full: list[dict[str, np.ndarray]] = full,
+                default: list[dict[str, np.ndarray]] = default,
+                short: bool = short,
+            ) -> list[np.ndarray]:
+                return global_model.fit_predict(
                     [histories[i] for i in usable],
                     [externals[i] for i in usable],
                     horizon,
                     season,
                     config,
                     cancellation,
-                ),
-                cancellation,
-            )
-            gbm = dict(zip(usable, values, strict=True))
-        else:
-            gbm_note = (
-                f"no series has the {global_model._longest_lag(horizon, season) + 8 + horizon} periods the "
-                f"global model needs to train for horizon {horizon}: mstl used alone"
-            )
+                    covariates=full if with_cov else None,
+                    baselines=default if with_cov else None,
+                    short=short,
+                )
+
+            values = _watched(train, cancellation)
+            gbm.update(zip(usable, values[: len(usable)], strict=True))
+            if with_cov:
+                effect.update(
+                    (i, v - b)
+                    for i, v, b in zip(usable, values[: len(usable)], values[len(usable) :], strict=True)
+                    if has_cov[i]
+                )
         if progress:
             progress(0.5, "global model fitted")
     stats: dict[int, tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
@@ -404,12 +453,25 @@ def _finish_predict(
                 f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "
                 "non-seasonal model used" + (" (naive)" if model in ("naive", "snaive") else " (ETS)")
             )
-        elif model in ("gbm", "ensemble"):
+        if not seasonal[i] and i in gbm and model == "ensemble":
+            # Short history with inputs: ETS plus the plan's effect from the global model (blending
+            # the global model in, as for long histories, cost accuracy on the retail benchmark).
+            shift = effect.get(i, np.zeros(horizon))
+            mean = mean + shift
+            intervals = {lv: (lo + shift, hi + shift) for lv, (lo, hi) in intervals.items()}
+            name = "ets_nonseasonal+inputs"
+            notes.append(
+                "the planned price and promotion inputs' effect (against the series' last 13 periods) "
+                "added from the global model"
+            )
+        elif model in ("gbm", "ensemble") and (seasonal[i] or i in gbm):
             if i in gbm:
+                # The statistical member cannot use the inputs: it gets their effect added.
+                stat_mean = mean + effect.get(i, 0.0)
                 shift = (
                     gbm[i]
                     if model == "gbm"
-                    else ENSEMBLE_GBM_WEIGHT * gbm[i] + (1 - ENSEMBLE_GBM_WEIGHT) * mean
+                    else ENSEMBLE_GBM_WEIGHT * gbm[i] + (1 - ENSEMBLE_GBM_WEIGHT) * stat_mean
                 ) - mean
                 # Intervals: MSTL's, re-centred on the final mean (the global model gives none).
                 mean = mean + shift

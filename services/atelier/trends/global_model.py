@@ -36,6 +36,21 @@ FEATURES = (
     "external_previous_season",
     "external_momentum_13",
 )
+# With exogenous inputs (any series of the request has a price, discount or promotion): the
+# planned values at the target period, against the series' own recent ones, so the model learns
+# the lift of a promotion or a price cut from every series' past promotions.
+COVARIATE_FEATURES = (
+    "promotion",
+    "discount",
+    "relative_price",
+    "promotion_recent_13",
+    "promotion_same_period_last_year",
+    "discount_recent_13",
+)
+# Short histories (under two seasons; only for series with exogenous inputs): the first forecast
+# origin of the training rows; the same-period-last-year features are missing where no year is
+# there (LightGBM learns a branch for missing values).
+SHORT_FIRST_ORIGIN = 13
 
 
 # Training rows at most (a row per series, origin and step): with many series the origins are
@@ -71,9 +86,18 @@ def _level(values: np.ndarray, season: int) -> float:
 
 
 def features(
-    y: np.ndarray, external: np.ndarray | None, origin: int, horizon: int, season: int
+    y: np.ndarray,
+    external: np.ndarray | None,
+    origin: int,
+    horizon: int,
+    season: int,
+    covariates: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Feature rows for steps 1..horizon from the history y[:origin]; and the normalising level."""
+    """Feature rows for steps 1..horizon from the history y[:origin]; and the normalising level.
+
+    covariates: None (no exogenous features: FEATURES only), or the series' covariates over its
+    history and the horizon (arrays of at least origin + horizon values; a missing name: none).
+    """
     history = y[:origin]
     level = _level(history, season)
     yn = history / level
@@ -85,15 +109,18 @@ def features(
     last = target - lag
     two = last - season
     nan = np.full(horizon, np.nan)
-    rows = np.empty((horizon, len(FEATURES)))
+    width = len(FEATURES) + (len(COVARIATE_FEATURES) if covariates is not None else 0)
+    rows = np.empty((horizon, width))
     rows[:, 0] = steps
-    rows[:, 1] = yn[last]
-    rows[:, 2] = smooth[last]
+    # last < 0 only for short histories (short=True in fit_predict): no same period last year.
+    has_last = last >= 0
+    rows[:, 1] = np.where(has_last, yn[np.maximum(last, 0)], nan)
+    rows[:, 2] = np.where(has_last, smooth[np.maximum(last, 0)], nan)
     rows[:, 3] = np.where(two >= 0, yn[np.maximum(two, 0)], nan)
     rows[:, 4] = np.where(two >= 0, smooth[np.maximum(two, 0)], nan)
     cumulative = np.concatenate([[0.0], np.cumsum(yn)])
-    lo, hi = np.maximum(last - 4, 0), np.minimum(last + 5, origin)
-    rows[:, 5] = (cumulative[hi] - cumulative[lo]) / (hi - lo)
+    lo, hi = np.maximum(last - 4, 0), np.minimum(np.maximum(last + 5, 1), origin)
+    rows[:, 5] = np.where(has_last, (cumulative[hi] - cumulative[lo]) / np.maximum(hi - lo, 1), nan)
     rows[:, 6] = yn[-13:].mean()
     rows[:, 7] = yn[-4:].mean()
     rows[:, 8] = yn[-26:].mean()
@@ -113,7 +140,58 @@ def features(
             if origin >= season + 13
             else np.nan
         )
+    if covariates is not None:
+        rows[:, len(FEATURES) :] = _covariate_features(covariates, origin, target, last, horizon)
     return rows, level
+
+
+def _covariate_features(
+    covariates: dict[str, np.ndarray], origin: int, target: np.ndarray, last: np.ndarray, horizon: int
+) -> np.ndarray:
+    out = np.full((horizon, len(COVARIATE_FEATURES)), np.nan)
+    zeros = np.zeros(origin + horizon)
+    promotion = covariates.get("promotion", zeros)
+    discount = covariates.get("discount", zeros)
+    out[:, 0] = promotion[target]
+    out[:, 1] = discount[target]
+    price = covariates.get("price")
+    if price is not None:
+        recent = float(np.mean(price[max(0, origin - 13) : origin]))
+        out[:, 2] = price[target] / recent if recent > 0 else np.nan
+    out[:, 3] = float(np.mean(promotion[max(0, origin - 13) : origin]))
+    out[:, 4] = np.where(last >= 0, promotion[np.maximum(last, 0)], np.nan)
+    out[:, 5] = float(np.mean(discount[max(0, origin - 13) : origin]))
+    return out
+
+
+def recent_inputs(history: dict[str, np.ndarray], n: int, horizon: int) -> dict[str, np.ndarray]:
+    """The series' usual inputs over the horizon: each covariate's mean over the last 13 periods
+    of its history. A statistical model's level reflects them (its history holds the usual share
+    of promotion weeks), so the planned inputs' effect for it is measured against these."""
+    return {
+        name: np.full(horizon, float(np.mean(np.asarray(values, float)[max(0, n - 13) : n])))
+        for name, values in history.items()
+    }
+
+
+def with_future(
+    history: dict[str, np.ndarray], planned: dict[str, np.ndarray], n: int, horizon: int
+) -> dict[str, np.ndarray]:
+    """A series' covariates over its n history periods and the horizon: the planned values where
+    given, else the defaults: the last price, no discount, no promotion."""
+    out = {}
+    for name in ("price", "discount", "promotion"):
+        past = history.get(name)
+        future = planned.get(name)
+        if past is None and future is None:
+            continue
+        if past is None:
+            # Planned but never observed: the history had none (a price: unknown, so missing).
+            past = np.full(n, np.nan) if name == "price" else np.zeros(n)
+        if future is None or len(future) == 0:
+            future = np.full(horizon, past[-1] if name == "price" else 0.0)
+        out[name] = np.concatenate([np.asarray(past, float)[:n], np.asarray(future, float)[:horizon]])
+    return out
 
 
 def _longest_lag(horizon: int, season: int) -> int:
@@ -125,9 +203,9 @@ def predictable(n: int, horizon: int, season: int) -> bool:
     return n >= _longest_lag(horizon, season)
 
 
-def trainable(n: int, horizon: int, season: int) -> bool:
+def trainable(n: int, horizon: int, season: int, short: bool = False) -> bool:
     """Whether a history of n periods yields at least one training origin."""
-    return n - horizon >= _longest_lag(horizon, season) + 8
+    return n - horizon >= (SHORT_FIRST_ORIGIN if short else _longest_lag(horizon, season) + 8)
 
 
 def preload() -> None:
@@ -143,31 +221,42 @@ def fit_predict(
     season: int,
     config: GlobalModelConfig = GlobalModelConfig(),
     cancellation: Cancellation | None = None,
+    covariates: list[dict[str, np.ndarray]] | None = None,
+    baselines: list[dict[str, np.ndarray]] | None = None,
+    short: bool = False,
 ) -> list[np.ndarray]:
     """Trains one model on every series' own past and forecasts each series' next horizon steps.
 
-    Every history must be predictable(); at least one must be trainable(). cancellation is checked
-    per series while the rows are built and after every boosting round.
+    Every history must be predictable() (unless short); at least one must be trainable().
+    cancellation is checked per series while the rows are built and after every boosting round.
+    covariates: per series, its exogenous inputs over history and horizon (with_future); the
+    model then uses COVARIATE_FEATURES too. baselines: the same with the default future (no
+    promotion, last price): the forecasts under them follow the planned ones in the returned list
+    (2 x len(histories) arrays), so a caller can tell the planned inputs' effect.
+    short: histories under two seasons (the same-period-last-year features missing).
     """
     import lightgbm as lgb  # imported here: a 1 s import the other models do not need
 
-    first_origin = _longest_lag(horizon, season) + 8
+    first_origin = SHORT_FIRST_ORIGIN if short else _longest_lag(horizon, season) + 8
     every_origin = sum(
-        len(y) - horizon - first_origin + 1 for y in histories if trainable(len(y), horizon, season)
+        len(y) - horizon - first_origin + 1 for y in histories if trainable(len(y), horizon, season, short)
     )
     step = max(config.origin_step, math.ceil(every_origin * horizon / MAX_TRAINING_ROWS))
+    covs: list[dict[str, np.ndarray] | None] = (
+        list(covariates) if covariates is not None else [None] * len(histories)
+    )
     blocks, targets, weights = [], [], []
-    for y, x in zip(histories, externals, strict=True):
+    for y, x, cov in zip(histories, externals, covs, strict=True):
         n = len(y)
         if cancellation is not None:
             cancellation.check()
-        if not trainable(n, horizon, season):
+        if not trainable(n, horizon, season, short):
             continue
         scale = float(np.mean(np.abs(y[season:] - y[:-season]))) if n > season else 0.0
         scale = scale if scale > 0 else max(float(np.abs(y).mean()), 1e-9)
         # Origins from the newest backwards, so the most recent history is always used.
         for origin in range(n - horizon, first_origin - 1, -step):
-            rows, level = features(y, x, origin, horizon, season)
+            rows, level = features(y, x, origin, horizon, season, cov)
             blocks.append(rows)
             targets.append(y[origin : origin + horizon] / level)
             weights.append(np.full(horizon, level / scale))
@@ -194,7 +283,10 @@ def fit_predict(
         np.vstack(blocks), np.concatenate(targets), sample_weight=np.concatenate(weights), callbacks=callbacks
     )
     forecasts = []
-    for y, x in zip(histories, externals, strict=True):
-        rows, level = features(y, x, len(y), horizon, season)
-        forecasts.append(np.asarray(model.predict(rows), dtype=float) * level)
+    for futures in (covs, baselines):
+        if futures is None:
+            continue
+        for y, x, cov in zip(histories, externals, futures, strict=True):
+            rows, level = features(y, x, len(y), horizon, season, cov)
+            forecasts.append(np.asarray(model.predict(rows), dtype=float) * level)
     return forecasts

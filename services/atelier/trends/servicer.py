@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,6 +33,7 @@ from atelier.trends import forecasting
 from atelier.trends import hierarchy as hierarchy_mod
 from atelier.trends import launch as launch_mod
 from atelier.trends.store import (
+    COVARIATES,
     Filter,
     Frequency,
     ObservationIn,
@@ -108,6 +110,8 @@ class Prepared:
     model: str
     hierarchy: tuple[str, ...] = ()
     reconciliation: str = ""
+    # Planned covariates over the horizon, by series (FutureCovariates; names with values only).
+    planned: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
@@ -174,6 +178,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 v, f"{path}.external", obs.external, MAX_ABS_VALUE
             ):
                 continue
+            given = {c: _optional(obs, c) for c in COVARIATES}
+            if not _check_covariates(v, path, {c: x for c, x in given.items() if x is not None}):
+                continue
             if kinds.get(obs.series) in (ValueKind.COUNT, ValueKind.SHARE) and obs.value < 0:
                 v.add(
                     f"{path}.value",
@@ -181,22 +188,25 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                     f"which cannot be negative (got {obs.value})",
                 )
                 continue
-            key = (obs.series, _time_s(obs.time))
+            point = (obs.series, _time_s(obs.time))
             external = obs.external if obs.HasField("external") else None
-            if key in first:
-                earlier = request.observations[first[key]]
-                same_external = (earlier.external if earlier.HasField("external") else None) == external
-                if earlier.value != obs.value or not same_external:
+            optional = {c: _optional(obs, c) for c in COVARIATES}
+            if point in first:
+                earlier = request.observations[first[point]]
+                same_optional = all(
+                    _optional(earlier, f) == _optional(obs, f) for f in ("external", *COVARIATES)
+                )
+                if earlier.value != obs.value or not same_optional:
                     v.add(
                         f"{path}.value",
-                        f"duplicate timestamp: observations[{first[key]}] has the same series and "
+                        f"duplicate timestamp: observations[{first[point]}] has the same series and "
                         f"time with value {earlier.value}; one value per (series, time) per request",
                     )
                 else:
                     duplicates += 1
                 continue
-            first[key] = i
-            observations.append(ObservationIn(obs.series, key[1], float(obs.value), external))
+            first[point] = i
+            observations.append(ObservationIn(obs.series, point[1], float(obs.value), external, **optional))
         v.raise_if_any("the observations are invalid")
         return observations, metas, duplicates
 
@@ -264,7 +274,13 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             info=_series_info(meta, len(rows), rows[0].time_s if rows else 0, rows[-1].time_s if rows else 0),
             observations=[
                 trends_pb2.Observation(
-                    series=o.series, time=_timestamp(o.time_s), value=o.value, external=o.external
+                    series=o.series,
+                    time=_timestamp(o.time_s),
+                    value=o.value,
+                    external=o.external,
+                    price=o.price,
+                    discount=o.discount,
+                    promotion=o.promotion,
                 )
                 for o in rows
             ],
@@ -356,11 +372,53 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 progress,
                 cancellation=cancellation,
                 seasonalities=frequency.seasonalities,
+                covariates=[d.covariates for d in data],
+                planned=[prepared.planned.get(d.meta.series, {}) for d in data],
             )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
         return response
+
+    def _with_future(self, prepared: Prepared, future: Sequence[trends_pb2.FutureCovariates]) -> Prepared:
+        """Checks the planned covariates against the request's series and horizon."""
+        if not future:
+            return prepared
+        if prepared.hierarchy:
+            # The nodes above the series are sums: what a planned promotion of one SKU means for
+            # them is the reconciliation's business, and it is not done yet.
+            raise InvalidArgumentError.for_field(
+                "future", "planned covariates are not taken with a hierarchy"
+            )
+        v = Violations()
+        selected = {d.meta.series for data in prepared.groups.values() for d in data}
+        planned: dict[str, dict[str, np.ndarray]] = {}
+        for i, entry in enumerate(future):
+            path = f"future[{i}]"
+            if entry.series not in selected:
+                v.add(f"{path}.series", f"series {entry.series[:300]!r} is not among the forecast's series")
+                continue
+            if entry.series in planned:
+                v.add(f"{path}.series", f"series {entry.series!r} is planned twice")
+                continue
+            values = {}
+            for name in COVARIATES:
+                given = list(getattr(entry, name))
+                if not given:
+                    continue
+                if len(given) != prepared.horizon:
+                    v.add(
+                        f"{path}.{name}",
+                        f"{len(given)} values; give one per step of the horizon ({prepared.horizon}) or none",
+                    )
+                    continue
+                for k, value in enumerate(given):
+                    if not _check_covariates(v, f"{path}.{name}[{k}]", {name: value}, named=False):
+                        break
+                values[name] = np.asarray(given, float)
+            planned[entry.series] = values
+        v.raise_if_any("the planned covariates are invalid")
+        return dataclasses.replace(prepared, planned=planned)
 
     def _with_hierarchy(self, prepared: Prepared, keys: Sequence[str], method: str) -> Prepared:
         """Checks a hierarchy request against the loaded series (see the proto for the rules)."""
@@ -523,6 +581,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
+        prepared = self._with_future(prepared, request.future)
         response = self._run_forecast(prepared, cancellation)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
@@ -533,6 +592,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         # Validated and loaded here, in the caller's tenant, so bad input fails the call itself.
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
+        prepared = self._with_future(prepared, request.future)
         count = sum(len(d) for d in prepared.groups.values())
 
         def run(handle: JobHandle) -> trends_pb2.ForecastResponse:
@@ -718,6 +778,27 @@ def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Viola
     for i, key in enumerate(request.analogues.series):
         _check_key(v, key, f"analogues.series[{i}]")
     return v
+
+
+def _optional(msg: Any, name: str) -> float | None:
+    """An optional double field's value, None when not set."""
+    return float(getattr(msg, name)) if msg.HasField(name) else None
+
+
+def _check_covariates(v: Violations, path: str, values: dict[str, float], named: bool = True) -> bool:
+    """Price > 0 (at most MAX_ABS_VALUE); discount and promotion fractions 0..1."""
+    ok = True
+    for name, value in values.items():
+        where = f"{path}.{name}" if named else path
+        if not limits.check_number(v, where, value, MAX_ABS_VALUE):
+            ok = False
+        elif name == "price" and value <= 0:
+            v.add(where, f"a price per unit must be > 0, got {value}")
+            ok = False
+        elif name != "price" and not 0 <= value <= 1:
+            v.add(where, f"a {name} is a fraction 0..1 (1 = fully on {name}), got {value}")
+            ok = False
+    return ok
 
 
 def _finite(value: float) -> float:

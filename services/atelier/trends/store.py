@@ -121,13 +121,33 @@ observations_table = sa.Table(
     sa.Column("time_s", sa.BigInteger, nullable=False),
     sa.Column("value", sa.Float(precision=53), nullable=False),
     sa.Column("external", sa.Float(precision=53), nullable=True),
+    # Exogenous inputs of the period (see COVARIATES), NULL when not given.
+    sa.Column("price", sa.Float(precision=53), nullable=True),
+    sa.Column("discount", sa.Float(precision=53), nullable=True),
+    sa.Column("promotion", sa.Float(precision=53), nullable=True),
     sa.PrimaryKeyConstraint("tenant_id", "series", "time_s"),
 )
+
+# Per-observation exogenous inputs, known ahead for the forecast periods (a planned price or
+# promotion): price per unit (> 0), discount (fraction of the regular price, 0..1) and promotion
+# (share of the period or of the units on promotion, 0..1; a flag is 0 or 1).
+COVARIATES = ("price", "discount", "promotion")
+
+
+def _add_covariate_columns(conn: sa.Connection) -> None:
+    """Version 2: the covariate columns on a table created by version 1 (a fresh table has them)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("trends_observations")}
+    for name in COVARIATES:
+        if name not in have:
+            kind = observations_table.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE trends_observations ADD COLUMN {name} {kind}"))
+
 
 MIGRATIONS = [
     Migration(
         1, "create trends_series and trends_observations", create_tables(series_table, observations_table)
-    )
+    ),
+    Migration(2, "price, discount and promotion per observation", _add_covariate_columns),
 ]
 
 
@@ -137,6 +157,9 @@ class ObservationIn:
     time_s: int
     value: float
     external: float | None = None
+    price: float | None = None
+    discount: float | None = None
+    promotion: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +194,9 @@ class SeriesData:
     values: np.ndarray  # float64, one per period from start_time_s
     external: np.ndarray | None  # same length, or None when the series has no external signal
     filled_periods: int = 0  # missing periods filled by linear interpolation
+    # Per covariate name (COVARIATES) with at least one stored value: one value per period (price
+    # interpolated and held at the ends; discount and promotion 0 where not given).
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def times_s(self) -> np.ndarray:
@@ -290,10 +316,13 @@ class TrendsStore:
                     kinds[n] = (Frequency(known[n].frequency), ValueKind(known[n].kind))
                 else:
                     kinds[n] = (Frequency.WEEKLY, ValueKind.SHARE)
+            # Each observation's index in the request, for field paths: built once (per series it
+            # cost series x observations: seconds for a 200-series message).
+            position = {id(o): i for i, o in enumerate(observations)}
             for name, batch in by_series.items():
                 frequency, kind = kinds[name]
-                self._check_batch(name, batch, frequency, kind, first_times.get(name), observations)
-                self._check_gaps(name, batch, frequency, kind, ranges.get(name), observations)
+                self._check_batch(name, batch, frequency, kind, first_times.get(name), position)
+                self._check_gaps(name, batch, frequency, kind, ranges.get(name), position)
                 self._write(conn, tenant, name, batch, result)
         return result
 
@@ -304,10 +333,9 @@ class TrendsStore:
         frequency: Frequency,
         kind: ValueKind,
         anchor_s: int | None,
-        everything: Sequence[ObservationIn],
+        position: dict[int, int],
     ) -> None:
         """Checks that need the stored series: grid alignment and value kind."""
-        position = {id(o): i for i, o in enumerate(everything)}
         anchor = anchor_s if anchor_s is not None else min(o.time_s for o in batch)
         for obs in batch:
             i = position[id(obs)]
@@ -337,12 +365,11 @@ class TrendsStore:
         frequency: Frequency,
         kind: ValueKind,
         stored: tuple[int, int] | None,
-        everything: Sequence[ObservationIn],
+        position: dict[int, int],
     ) -> None:
         """Span and gap bounds. The stored points already keep them, so checking the new points
         before the stored first and after the stored last is exact: a point between them can only
         shorten a gap."""
-        position = {id(o): i for i, o in enumerate(everything)}
         points = sorted((o.time_s, position[id(o)]) for o in batch)
         chains = [points]
         if stored is not None:
@@ -392,9 +419,9 @@ class TrendsStore:
         t = observations_table
         low, high = min(o.time_s for o in batch), max(o.time_s for o in batch)
         stored = {
-            row.time_s: (row.value, row.external)
+            row.time_s: (row.value, row.external, row.price, row.discount, row.promotion)
             for row in conn.execute(
-                sa.select(t.c.time_s, t.c.value, t.c.external)
+                sa.select(t.c.time_s, t.c.value, t.c.external, t.c.price, t.c.discount, t.c.promotion)
                 .where(t.c.tenant_id == tenant)
                 .where(t.c.series == name)
                 .where(t.c.time_s.between(low, high))
@@ -411,11 +438,14 @@ class TrendsStore:
                         "time_s": obs.time_s,
                         "value": obs.value,
                         "external": obs.external,
+                        **{c: getattr(obs, c) for c in COVARIATES},
                     }
                 )
                 continue
-            external = old[1] if obs.external is None else obs.external
-            if old[0] == obs.value and old[1] == external:
+            # An optional field not given keeps the stored one (a re-upload of values only).
+            new = (obs.value, obs.external, *(getattr(obs, c) for c in COVARIATES))
+            merged = tuple(o if n is None else n for n, o in zip(new, old, strict=True))
+            if merged == tuple(old):
                 result.unchanged += 1
                 continue
             conn.execute(
@@ -423,7 +453,7 @@ class TrendsStore:
                 .where(t.c.tenant_id == tenant)
                 .where(t.c.series == name)
                 .where(t.c.time_s == obs.time_s)
-                .values(value=obs.value, external=external)
+                .values(dict(zip(("value", "external", *COVARIATES), merged, strict=True)))
             )
             result.updated += 1
         if inserts:
@@ -497,28 +527,40 @@ class TrendsStore:
         t = observations_table
         with self.store.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.c.time_s, t.c.value, t.c.external)
+                sa.select(t.c.time_s, t.c.value, t.c.external, t.c.price, t.c.discount, t.c.promotion)
                 .where(t.c.tenant_id == current_tenant())
                 .where(t.c.series == name)
                 .order_by(t.c.time_s)
             ).all()
-        return metas[0], [ObservationIn(name, int(r.time_s), float(r.value), r.external) for r in rows]
+        return metas[0], [
+            ObservationIn(name, int(r.time_s), float(r.value), r.external, r.price, r.discount, r.promotion)
+            for r in rows
+        ]
 
     def load(self, metas: Sequence[SeriesMeta]) -> list[SeriesData]:
         """Each series on its regular grid; gaps filled by linear interpolation (and counted)."""
         tenant = current_tenant()
         t = observations_table
-        rows_by: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
+        rows_by: dict[str, list[tuple[int, float, float | None, float | None, float | None, float | None]]]
+        rows_by = defaultdict(list)
         with self.store.engine.connect() as conn:
             for chunk in _chunks([m.series for m in metas], 500):
                 query = (
-                    sa.select(t.c.series, t.c.time_s, t.c.value, t.c.external)
+                    sa.select(
+                        t.c.series,
+                        t.c.time_s,
+                        t.c.value,
+                        t.c.external,
+                        t.c.price,
+                        t.c.discount,
+                        t.c.promotion,
+                    )
                     .where(t.c.tenant_id == tenant)
                     .where(t.c.series.in_(chunk))
                     .order_by(t.c.series, t.c.time_s)
                 )
-                for name, time_s, value, external in conn.execute(query):
-                    rows_by[name].append((int(time_s), float(value), external))
+                for name, time_s, value, external, price, discount, promotion in conn.execute(query):
+                    rows_by[name].append((int(time_s), float(value), external, price, discount, promotion))
         out = []
         for meta in metas:
             rows = rows_by.get(meta.series, [])
@@ -534,8 +576,28 @@ class TrendsStore:
             ext_rows = [(i, r[2]) for i, r in zip(index, rows, strict=True) if r[2] is not None]
             if len(ext_rows) >= 2:
                 external = np.interp(np.arange(n), [e[0] for e in ext_rows], [float(e[1]) for e in ext_rows])
-            out.append(SeriesData(meta, start, values, external, filled_periods=n - len(rows)))
+            covariates = _covariates(index, rows, n)
+            out.append(SeriesData(meta, start, values, external, n - len(rows), covariates))
         return out
+
+
+def _covariates(index: np.ndarray, rows: Sequence[tuple], n: int) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """The series' covariates on its grid: a price is interpolated between the periods that have
+    one (and held before the first and after the last); a period without a discount or promotion
+    had none."""
+    out = {}
+    for k, name in enumerate(COVARIATES, start=3):
+        given = [(i, float(r[k])) for i, r in zip(index, rows, strict=True) if r[k] is not None]
+        if not given:
+            continue
+        where, what = [g[0] for g in given], [g[1] for g in given]
+        if name == "price":
+            out[name] = np.interp(np.arange(n), where, what)
+        else:
+            grid = np.zeros(n)
+            grid[where] = what
+            out[name] = grid
+    return out
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:

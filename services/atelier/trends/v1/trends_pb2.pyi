@@ -97,6 +97,9 @@ class Observation(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    PROMOTION_FIELD_NUMBER: _builtins.int
     series: _builtins.str
     """The series key, e.g. "fr_female_shoes_12". Required, 1..256 characters."""
     value: _builtins.float
@@ -104,6 +107,17 @@ class Observation(_message.Message):
     external: _builtins.float
     """An optional external signal at the same time (e.g. the trend among fashion-forward
     influencers, which HERMES showed improves forecasts). Finite when set.
+    """
+    price: _builtins.float
+    """Optional exogenous inputs of the period, used by the global model ("gbm" and the ensemble)
+    as features, with their planned values over the horizon (ForecastRequest.future):
+    price per unit, > 0 (a period without one takes the neighbours' price);
+    """
+    discount: _builtins.float
+    """discount as a fraction of the regular price, 0..1 (absent: 0);"""
+    promotion: _builtins.float
+    """promotion: share of the period or of the units sold on promotion, 0..1; a flag is 0 or 1
+    (absent: 0).
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
@@ -116,16 +130,68 @@ class Observation(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         value: _builtins.float = ...,
         external: _builtins.float | None = ...,
+        price: _builtins.float | None = ...,
+        discount: _builtins.float | None = ...,
+        promotion: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_external", b"_external", "external", b"external", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_discount", b"_discount", "_external", b"_external", "_price", b"_price", "_promotion", b"_promotion", "discount", b"discount", "external", b"external", "price", b"price", "promotion", b"promotion", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_external", b"_external", "external", b"external", "series", b"series", "time", b"time", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discount", b"_discount", "_external", b"_external", "_price", b"_price", "_promotion", b"_promotion", "discount", b"discount", "external", b"external", "price", b"price", "promotion", b"promotion", "series", b"series", "time", b"time", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__discount: _TypeAlias = _typing.Literal["discount"]  # noqa: Y015
+    _WhichOneofArgType__discount: _TypeAlias = _typing.Literal["_discount", b"_discount"]  # noqa: Y015
     _WhichOneofReturnType__external: _TypeAlias = _typing.Literal["external"]  # noqa: Y015
     _WhichOneofArgType__external: _TypeAlias = _typing.Literal["_external", b"_external"]  # noqa: Y015
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    _WhichOneofReturnType__promotion: _TypeAlias = _typing.Literal["promotion"]  # noqa: Y015
+    _WhichOneofArgType__promotion: _TypeAlias = _typing.Literal["_promotion", b"_promotion"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__discount) -> _WhichOneofReturnType__discount | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__external) -> _WhichOneofReturnType__external | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__promotion) -> _WhichOneofReturnType__promotion | None: ...
 
 Global___Observation: _TypeAlias = Observation  # noqa: Y015
+
+@_typing.final
+class FutureCovariates(_message.Message):
+    """Planned exogenous inputs of one series over the forecast horizon: each list is empty (the
+    default: the last observed price, no discount, no promotion) or holds one value per step.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    PROMOTION_FIELD_NUMBER: _builtins.int
+    series: _builtins.str
+    """A series of the request's filter. Required."""
+    @_builtins.property
+    def price(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def discount(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def promotion(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        series: _builtins.str = ...,
+        price: _abc.Iterable[_builtins.float] | None = ...,
+        discount: _abc.Iterable[_builtins.float] | None = ...,
+        promotion: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "price", b"price", "promotion", b"promotion", "series", b"series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FutureCovariates: _TypeAlias = FutureCovariates  # noqa: Y015
 
 @_typing.final
 class SeriesInfo(_message.Message):
@@ -452,6 +518,7 @@ class ForecastRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
+    FUTURE_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """Steps ahead (weeks, days or months). Required, 1..104 weekly, 1..730 daily, 1..36 monthly."""
     model: _builtins.str
@@ -475,6 +542,12 @@ class ForecastRequest(_message.Message):
         each node equals the sum of the series under it. At most 8 levels.
         """
 
+    @_builtins.property
+    def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]:
+        """Planned prices, discounts and promotions per series (at most one entry per series; series
+        not named get the defaults). Not with a hierarchy.
+        """
+
     def __init__(
         self,
         *,
@@ -484,10 +557,11 @@ class ForecastRequest(_message.Message):
         model: _builtins.str = ...,
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
+        future: _abc.Iterable[Global___FutureCovariates] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -598,6 +672,7 @@ class StartForecastRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
+    FUTURE_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     model: _builtins.str
     reconciliation: _builtins.str
@@ -607,6 +682,8 @@ class StartForecastRequest(_message.Message):
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def hierarchy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]: ...
     def __init__(
         self,
         *,
@@ -616,10 +693,11 @@ class StartForecastRequest(_message.Message):
         model: _builtins.str = ...,
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
+        future: _abc.Iterable[Global___FutureCovariates] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
