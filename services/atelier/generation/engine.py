@@ -208,15 +208,52 @@ def scribble_control(sketch: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
+def is_xl(pipe: Any) -> bool:
+    """SDXL pipelines have a second text encoder (base) or only OpenCLIP with a projection (refiner)."""
+    return "text_encoder_2" in pipe.components
+
+
+def is_inpainting_model(pipe: Any) -> bool:
+    """A dedicated inpainting UNet takes latents + mask + masked-image latents: 9 input channels."""
+    return int(pipe.unet.config.in_channels) == 9
+
+
+def mode_problem(pipe: Any, mode: str, with_controlnet: bool) -> str:
+    """Why this loaded model cannot run the mode (for FAILED_PRECONDITION), or ''."""
+    if is_inpainting_model(pipe) and mode != "inpaint":
+        return "an inpainting checkpoint (9-channel UNet) runs the inpaint mode only"
+    if is_xl(pipe) and with_controlnet:
+        return "ControlNet with an SDXL checkpoint is not supported yet: sketch without settings.controlnet"
+    if is_xl(pipe) and getattr(pipe, "text_encoder", None) is None and mode == "text_to_image":
+        return "an SDXL refiner refines an image: use image_to_image (or a session round) with it"
+    return ""
+
+
 def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
     """A pipeline object of the mode's class over the loaded components (no weights copied)."""
-    from diffusers import (
-        StableDiffusionControlNetImg2ImgPipeline,
-        StableDiffusionImg2ImgPipeline,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionPipeline,
-    )
+    import diffusers
 
+    problem = mode_problem(pipe, mode, controlnet is not None)
+    if problem:
+        raise ValueError(problem)
+    out: Any
+    if is_xl(pipe):
+        components = {
+            k: v
+            for k, v in pipe.components.items()
+            if k in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+        }
+        common: dict[str, Any] = dict(components, scheduler=scheduler)
+        cls = {
+            "text_to_image": diffusers.StableDiffusionXLPipeline,
+            "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
+        }.get(mode, diffusers.StableDiffusionXLImg2ImgPipeline)
+        if cls is not diffusers.StableDiffusionXLPipeline:
+            # The refiner conditions on an aesthetic score; the base model does not.
+            common["requires_aesthetics_score"] = bool(pipe.config.get("requires_aesthetics_score", False))
+        out = cls(**common)
+        out.set_progress_bar_config(disable=True)
+        return out
     components = {
         k: v for k, v in pipe.components.items() if k in ("unet", "vae", "text_encoder", "tokenizer")
     }
@@ -227,15 +264,14 @@ def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out: Any
     if mode == "text_to_image":
-        out = StableDiffusionPipeline(**common)
+        out = diffusers.StableDiffusionPipeline(**common)
     elif mode == "inpaint":
-        out = StableDiffusionInpaintPipeline(**common)
+        out = diffusers.StableDiffusionInpaintPipeline(**common)
     elif mode == "sketch" and controlnet is not None:
-        out = StableDiffusionControlNetImg2ImgPipeline(**common, controlnet=controlnet)
+        out = diffusers.StableDiffusionControlNetImg2ImgPipeline(**common, controlnet=controlnet)
     else:
-        out = StableDiffusionImg2ImgPipeline(**common)
+        out = diffusers.StableDiffusionImg2ImgPipeline(**common)
     out.set_progress_bar_config(disable=True)
     return out
 

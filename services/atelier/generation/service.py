@@ -312,6 +312,9 @@ class GenerationService:
         results: list[list[engine.Output]] = [[] for _ in tickets]
         try:
             pipe = self._load(call.model)
+            problem = engine.mode_problem(pipe, call.mode, bool(call.settings.controlnet))
+            if problem:
+                raise FailedPreconditionError(f"model {call.model!r}: {problem}")
             if len(tickets) == 1:
                 self._check_prompts(pipe, call.settings)
                 running = [0]
@@ -381,10 +384,12 @@ class GenerationService:
     @staticmethod
     def _check_prompts(pipe: Any, settings: engine.Settings) -> None:
         """Prompts beyond the tokenizer's limit are rejected, not truncated: what is cut would be ignored silently."""
-        limit = engine.token_limit(pipe.tokenizer)
+        # An SDXL refiner has only the second (OpenCLIP) tokenizer.
+        tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
+        limit = engine.token_limit(tokenizer)
         v = Violations()
         for name in ("prompt", "negative_prompt"):
-            count = engine.token_count(pipe.tokenizer, getattr(settings, name))
+            count = engine.token_count(tokenizer, getattr(settings, name))
             v.check(
                 count <= limit,
                 f"settings.{name}",
