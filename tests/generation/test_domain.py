@@ -104,6 +104,8 @@ def _model_dir(root: Path, names: list[str]) -> Path:
         folder = root / name
         folder.mkdir(parents=True)
         (folder / "model_index.json").write_text("{}")
+        (folder / "unet").mkdir()  # a folder without UNet weights is listed FAILED (config-only)
+        (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
         testing.write_manifest(folder, name=name, kind="diffusers", licence="test")
     return root
 

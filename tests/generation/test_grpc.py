@@ -60,7 +60,7 @@ def expect_invalid(call: Callable[[], object], field: str) -> list[tuple[str, st
 def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start, models_dir: Path) -> None:
     (models_dir / "broken").mkdir()
     (models_dir / "broken" / "manifest.json").write_text(json.dumps({"kind": "diffusers", "name": "broken"}))
-    (models_dir / "half.safetensors").write_bytes(b"not a checkpoint")  # no manifest: no config folder
+    (models_dir / "half.safetensors").write_bytes(b"not a checkpoint")  # a cut-off download
     server = gen_server()
     reply = server.stub.ListModels(pb.ListModelsRequest(), timeout=10)
     by_name = {m.name: m for m in reply.models}
@@ -73,7 +73,7 @@ def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start
     )
     assert by_name["tiny-style"].kind == "lora"
     assert by_name["broken"].state == pb.MODEL_STATE_FAILED and "model_index.json" in by_name["broken"].error
-    assert by_name["half"].state == pb.MODEL_STATE_FAILED and "config" in by_name["half"].error
+    assert by_name["half"].state == pb.MODEL_STATE_FAILED and "not a safetensors" in by_name["half"].error
     assert health(server, by_name["tiny"].health_name) == health_pb2.HealthCheckResponse.SERVING
     assert health(server, by_name["broken"].health_name) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert reply.device == "cpu" and reply.memory_used_bytes == 0
