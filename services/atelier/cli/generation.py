@@ -153,6 +153,21 @@ def models(address: str = AddressOption) -> None:
     for m in reply.models:
         table.add_row(m.name, m.kind, m.base, STATE_NAMES.get(m.state, "?"), m.licence, m.error)
     console.print(table)
+    console.print(f"models directory (a server started from this shell): {_models_dir()}")
+    if not reply.models:
+        console.print(
+            "put a .safetensors or .ckpt checkpoint (SD 1.x, 2.x, SDXL) there, or run "
+            "`python -m atelier.generation.testing` for tiny demo models"
+        )
+
+
+def _models_dir() -> str:
+    from atelier.generation.paths import models_dir
+
+    try:
+        return str(models_dir())
+    except ValueError as exc:  # a setting the server would refuse too
+        return f"? ({exc})"
 
 
 @app.command()

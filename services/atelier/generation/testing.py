@@ -610,14 +610,17 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m atelier.generation.testing [MODELS_DIR]``: install the tiny demo models for `make run`."""
     import argparse
 
-    from atelier.runtime.config import default_data_dir
+    from atelier.generation.paths import models_dir
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
-        "models_dir", nargs="?", type=Path, default=default_data_dir() / "models" / "generation"
+        "models_dir",
+        nargs="?",
+        type=Path,
+        help="default: the server's (ATELIER_GENERATION_MODELS_DIR, else <ATELIER_DATA_DIR>/models/generation)",
     )
     args = parser.parse_args(argv)
-    root: Path = args.models_dir
+    root: Path = args.models_dir or models_dir()
     write_tiny_model(root / "tiny-demo", seed=0)
     write_tiny_controlnet(root / "tiny-demo-scribble", seed=1)
     try:
