@@ -131,15 +131,19 @@ def test_unsafe_or_foreign_files_are_failed_with_a_reason_and_run_no_code(tmp_pa
     root.mkdir()
     marker = tmp_path / "pwned"
     state = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3), "x": _Payload(marker)}
-    with (root / "evil.ckpt").open("wb") as fh:
-        pickle.dump(state, fh)  # not torch.save: a plain pickle stream torch.load also reads
+    torch.save(state, str(root / "evil.ckpt"))
+    # The pre-1.6 format (a plain pickle stream) takes the other path (no memory map): refused the same way.
+    torch.save(state, str(root / "evil-legacy.ckpt"), _use_new_zipfile_serialization=False)
     from safetensors.torch import save_file
 
     save_file({"lora_unet_down.weight": torch.zeros(2, 2)}, str(root / "a-lora.safetensors"))
     (root / "garbage.safetensors").write_bytes(b"\xff" * 64)
     by_name = {e.name: e for e in models.scan_models(root)}
     assert not marker.exists()
-    assert by_name["evil"].state is models.ModelState.FAILED and "weights_only" in by_name["evil"].error
+    for name in ("evil", "evil-legacy"):
+        assert by_name[name].state is models.ModelState.FAILED
+        assert "Unsupported global" in by_name[name].error or "GLOBAL" in by_name[name].error, by_name[name].error
+    assert pickle.loads(pickle.dumps(_Payload(marker))) is None and marker.exists()  # the payload is live
     assert (
         by_name["a-lora"].state is models.ModelState.FAILED
         and "no Stable Diffusion UNet" in by_name["a-lora"].error

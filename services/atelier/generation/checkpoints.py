@@ -103,7 +103,13 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
         try:
             # weights_only: only tensors and plain containers unpickle; mmap: no weights read into memory.
-            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            try:
+                data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # The pre-1.6 (non-zip) format cannot be memory-mapped: read it, still weights only.
+                data = torch.load(str(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
             raise CheckpointError(
                 f"{path.name}: not loadable with torch.load(weights_only=True) (only plain tensor checkpoints "
