@@ -170,3 +170,21 @@ def test_demo_writer_uses_the_servers_data_directory(tmp_path: Path, monkeypatch
     root = tmp_path / "data" / "models" / "generation"
     assert "tiny-demo" in {e.name for e in models.scan_models(root)}
     assert not (tmp_path / ".atelier").exists()
+
+
+def test_lora_option_takes_a_weight_as_in_the_web_uis() -> None:
+    import typer
+
+    from atelier.cli.generation import _lora, _settings
+
+    assert _lora("brand-style") == ("brand-style", 1.0)
+    assert _lora("brand-style:0.4") == ("brand-style", 0.4)
+    s = _settings("p", "", 0, 0, 0, "", 0, 0, 0, False, ["a:0.4", "b"])
+    assert list(s.loras) == ["a", "b"] and list(s.lora_weights) == [0.4, 1.0]
+    assert list(_settings("p", "", 0, 0, 0, "", 0, 0, 0, False, ["a"]).lora_weights) == []
+    try:
+        _lora("a:heavy")
+    except typer.BadParameter:
+        pass
+    else:
+        raise AssertionError("a non-numeric weight must be refused")

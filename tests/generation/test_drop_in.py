@@ -142,7 +142,9 @@ def test_unsafe_or_foreign_files_are_failed_with_a_reason_and_run_no_code(tmp_pa
     assert not marker.exists()
     for name in ("evil", "evil-legacy"):
         assert by_name[name].state is models.ModelState.FAILED
-        assert "Unsupported global" in by_name[name].error or "GLOBAL" in by_name[name].error, by_name[name].error
+        assert "Unsupported global" in by_name[name].error or "GLOBAL" in by_name[name].error, by_name[
+            name
+        ].error
     assert pickle.loads(pickle.dumps(_Payload(marker))) is None and marker.exists()  # the payload is live
     assert (
         by_name["a-lora"].state is models.ModelState.FAILED
@@ -279,3 +281,19 @@ def test_an_sdxl_checkpoint_refuses_a_controlnet_as_failed_precondition(drop_in_
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
     assert "SDXL" in (info.value.details() or "")
+
+
+def test_a_lora_that_does_not_fit_the_checkpoint_is_failed_precondition(drop_in_server: GenServer) -> None:
+    # The tiny LoRA is made for the 16/32-channel demo UNet; the drop-in SD 1.x UNet has 32/64 channels.
+    testing.write_tiny_lora(drop_in_server.service.cache.models_dir / "other-style", seed=2)
+    drop_in_server.service.cache.rescan()
+    request = pb.GenerateRequest(
+        model="sd1",
+        settings=pb.GenerationSettings(prompt="x", steps=2, width_px=64, height_px=64, loras=["other-style"]),
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        drop_in_server.generate(request)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
+    assert "does not fit" in (info.value.details() or "")
+    request.settings.ClearField("loras")
+    assert _images(drop_in_server.generate(request))  # the checkpoint still works without it

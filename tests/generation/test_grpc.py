@@ -317,6 +317,38 @@ def test_lora_adapter_changes_the_image_and_switches_off_again(gen_server: Start
     assert np.array_equal(plain, after)
 
 
+def test_several_loras_with_their_own_weights(gen_server: Start, models_dir: Path) -> None:
+    from atelier.generation import testing
+
+    testing.write_tiny_lora(models_dir / "tiny-style2", seed=3)
+    server = gen_server()
+
+    def run(**kw: object) -> pb.GeneratedImage:
+        return images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(**kw))))[0]
+
+    def px(image: pb.GeneratedImage) -> np.ndarray:
+        return decode(image.image.data).astype(int)
+
+    base = px(run())
+    pair = ["tiny-style", "tiny-style2"]
+    assert np.array_equal(px(run(loras=pair, lora_weights=[0.0, 0.0])), base)  # weight 0 = no LoRA at all
+    light, strong = (
+        px(run(loras=["tiny-style"], lora_weights=[0.4])),
+        px(run(loras=["tiny-style"], lora_weights=[0.8])),
+    )
+    assert 0 < np.abs(light - base).mean() < np.abs(strong - base).mean()
+    both = run(loras=pair, lora_weights=[0.4, 0.8])
+    assert np.abs(px(both) - light).mean() > 0.5  # the second LoRA's 0.8 adds to the first's 0.4
+    assert (
+        "LoRA: tiny-style:0.4, tiny-style2:0.8" in Image.open(io.BytesIO(both.image.data)).text["parameters"]
+    )
+    assert np.array_equal(px(run(loras=pair, lora_weights=[0.4, 0.8])), px(both))  # reproducible
+    assert np.array_equal(px(run()), base)  # and switched off again
+    expect_invalid(lambda: run(loras=pair, lora_weights=[0.5]), "settings.lora_weights")
+    expect_invalid(lambda: run(loras=["tiny-style"], lora_weights=[3.0]), "settings.lora_weights[0]")
+    expect_invalid(lambda: run(loras=["tiny-style", "tiny-style"]), "settings.loras")
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 

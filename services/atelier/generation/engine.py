@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -73,6 +73,7 @@ class Settings:
     height_px: int = 512
     tileable: bool = False
     loras: tuple[str, ...] = ()
+    lora_weights: tuple[float, ...] = ()  # one per LoRA; empty: 1.0 each
     controlnet: str = ""
     controlnet_scale: float = 1.0
 
@@ -115,6 +116,7 @@ def fill_defaults(settings: Settings, model_defaults: dict[str, Any], explicit: 
     if "scheduler" not in explicit and model_defaults.get("scheduler"):
         values["scheduler"] = str(model_defaults["scheduler"])
     values["loras"] = tuple(values["loras"])
+    values["lora_weights"] = tuple(values["lora_weights"])
     return Settings(**values)
 
 
@@ -179,7 +181,8 @@ def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
     if s.tileable:
         fields.append("Tiling: True")
     if s.loras:
-        fields.append(f"LoRA: {', '.join(s.loras)}")
+        weights = s.lora_weights or (1.0,) * len(s.loras)
+        fields.append("LoRA: " + ", ".join(f"{n}:{w:g}" for n, w in zip(s.loras, weights, strict=True)))
     if s.controlnet:
         fields.append(f"ControlNet: {s.controlnet} ({s.controlnet_scale})")
     return f"{s.prompt}\nNegative prompt: {s.negative_prompt}\n" + ", ".join(fields)
@@ -276,15 +279,27 @@ def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
     return out
 
 
-def apply_loras(pipe: Any, loras: dict[str, Any]) -> None:
-    """Activate exactly the given LoRA adapters (name -> weights file) on the cached pipeline."""
+class LoraMismatchError(ValueError):
+    """A LoRA's weights do not fit the checkpoint (another base architecture or size)."""
+
+
+def apply_loras(pipe: Any, loras: dict[str, Any], weights: tuple[float, ...] = ()) -> None:
+    """Activate exactly the given LoRA adapters (name -> weights file) with their weights on the cached pipeline."""
     loaded: set[str] = pipe.__dict__.setdefault("_atelier_loras", set())
     for name, path in loras.items():
         if name not in loaded:
-            pipe.load_lora_weights(str(path), adapter_name=name)
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                # A half-attached adapter would stay on the cached pipeline: take it off again.
+                with suppress(Exception):
+                    pipe.delete_adapters([name])
+                # torch lists every mismatched tensor: the first lines say enough (and fit gRPC's metadata).
+                detail = " ".join(str(exc).split())[:300]
+                raise LoraMismatchError(f"LoRA {name!r} does not fit this checkpoint: {detail}") from exc
             loaded.add(name)
     if loras:
-        pipe.set_adapters(list(loras), adapter_weights=[1.0] * len(loras))
+        pipe.set_adapters(list(loras), adapter_weights=list(weights) if weights else [1.0] * len(loras))
         pipe.enable_lora()
     elif loaded:
         pipe.disable_lora()
@@ -299,7 +314,17 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
     if job.mode != "text_to_image" or job.settings.controlnet:
         return None
     s = job.settings
-    return (job.model, s.steps, s.guidance_scale, s.scheduler, s.width_px, s.height_px, s.tileable, s.loras)
+    return (
+        job.model,
+        s.steps,
+        s.guidance_scale,
+        s.scheduler,
+        s.width_px,
+        s.height_px,
+        s.tileable,
+        s.loras,
+        s.lora_weights,
+    )
 
 
 def run(
@@ -335,7 +360,7 @@ def run_batch(
     job = jobs[0]
     s = job.settings
     device = pipe.device
-    apply_loras(pipe, loras or {})
+    apply_loras(pipe, loras or {}, s.lora_weights)
     worker = _pipeline_for(pipe, job.mode, make_scheduler(pipe, s.scheduler), controlnet)
     # One CPU generator per image: image i is reproducible alone with seed + i, on any device.
     seeds = [[j.settings.seed + i for i in range(j.num_images)] for j in jobs]

@@ -342,6 +342,9 @@ class GenerationService:
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
             self._unpin(names)
             raise
+        except engine.LoraMismatchError as exc:
+            self._unpin(names)
+            raise FailedPreconditionError(str(exc)) from exc
         except BaseException as exc:
             self._unpin(names)
             if not is_out_of_memory(exc):
