@@ -274,3 +274,10 @@ def test_make_tileable_on_a_real_fabric_photo() -> None:
         rows = np.abs(np.diff(big, axis=0)).mean(axis=1)
         inside = columns[255] <= np.percentile(columns, 99) and rows[255] <= np.percentile(rows, 99)
         assert inside == seamless
+
+
+def test_web_ui_emphasis_becomes_compel_weights() -> None:
+    assert engine.to_compel_syntax("(silk:1.3) dress, [cotton]") == "(silk)1.3 dress, (cotton)0.9091"
+    assert engine.to_compel_syntax("((linen))") == "((linen)1.1)1.1"  # nesting multiplies, as in the web UIs
+    assert engine.to_compel_syntax("(a (b:0.5):1.2) c") == "(a (b)0.5)1.2 c"
+    assert engine.to_compel_syntax("plain t-shirt, time: 3pm") == "plain t-shirt, time: 3pm"

@@ -263,6 +263,11 @@ def test_drop_in_checkpoints_run_every_mode_over_grpc(drop_in_server: GenServer)
     )
     png = next(e.image.image.data for e in events if e.HasField("image"))
     assert "Model: xl" in Image.open(io.BytesIO(png)).text["parameters"]
+    # A 200-token weighted prompt on SDXL: both encoders chunked by compel, the pooled embedding too.
+    long_prompt = ("(embroidered silk:1.3) [cotton] linen dress, " * 5)[:200]
+    events = server.generate(pb.GenerateRequest(model="xl", settings=settings(prompt=long_prompt)))
+    png = next(e.image.image.data for e in events if e.HasField("image"))
+    assert json.loads(Image.open(io.BytesIO(png)).text["atelier"])["prompt_encoding"].startswith("compel")
 
 
 def test_an_sdxl_checkpoint_refuses_a_controlnet_as_failed_precondition(drop_in_server: GenServer) -> None:

@@ -349,6 +349,34 @@ def test_several_loras_with_their_own_weights(gen_server: Start, models_dir: Pat
     expect_invalid(lambda: run(loras=["tiny-style", "tiny-style"]), "settings.loras")
 
 
+def test_long_weighted_prompts_are_chunked_and_weighted_by_compel(gen_server: Start) -> None:
+    server = gen_server()
+
+    def run(prompt: str, negative: str = "") -> pb.GeneratedImage:
+        request = pb.GenerateRequest(model="tiny", settings=settings(prompt=prompt, negative_prompt=negative))
+        return images(server.generate(request))[0]
+
+    def px(image: pb.GeneratedImage) -> np.ndarray:
+        return decode(image.image.data).astype(int)
+
+    # 200 tokens of the tiny byte-level tokenizer (one token a character), with the web UIs' weighting.
+    words = "silk dress, "
+    head = "(embroidered:1.3) [cotton] "
+    long_prompt = head + words * ((200 - len(head)) // len(words))
+    long_prompt += "x" * (200 - len(long_prompt))
+    assert len(long_prompt) == 200
+    first = run(long_prompt, negative="blurry")
+    meta = json.loads(Image.open(io.BytesIO(first.image.data)).text["atelier"])
+    assert meta["prompt_encoding"].startswith("compel") and meta["settings"]["prompt"] == long_prompt
+    # Text past the first window counts (nothing is cut), and the weights count.
+    assert not np.array_equal(px(first), px(run(long_prompt[:-20] + "y" * 20, negative="blurry")))
+    assert not np.array_equal(px(first), px(run(long_prompt.replace(":1.3", ":0.6"), negative="blurry")))
+    assert np.array_equal(px(first), px(run(long_prompt, negative="blurry")))  # reproducible
+    # A short plain prompt still goes through the pipeline's own encoding.
+    plain = json.loads(Image.open(io.BytesIO(run("silk dress").image.data)).text["atelier"])
+    assert plain["prompt_encoding"] == "pipeline"
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 
@@ -415,14 +443,14 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings()), "init_image")
     expect_invalid(gen(settings=settings(loras=["nope"])), "settings.loras[0]")
     expect_invalid(gen(settings=settings(controlnet="tiny-style")), "settings.controlnet")  # a LoRA, not a CN
-    # Prompts longer than the tokenizer's 75 tokens are rejected, never silently cut.
-    violations = expect_invalid(gen(settings=settings(prompt="floral " * 20)), "settings.prompt")
-    assert any("75" in why for _, why in violations)
-    expect_invalid(gen(settings=settings(negative_prompt="blurry " * 20)), "settings.negative_prompt")
-    # The boundary: the tiny tokenizer has no merges, so "a" * n is n tokens: 75 runs, 76 is refused.
-    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(prompt="a" * 75))))
-    violations = expect_invalid(gen(settings=settings(prompt="a" * 76)), "settings.prompt")
-    assert any("76 tokens" in why for _, why in violations), violations
+    # Prompts beyond three windows of 75 tokens are rejected, never silently cut.
+    violations = expect_invalid(gen(settings=settings(prompt="floral " * 50)), "settings.prompt")
+    assert any("225" in why for _, why in violations)
+    expect_invalid(gen(settings=settings(negative_prompt="blurry " * 50)), "settings.negative_prompt")
+    # The boundary: the tiny tokenizer has no merges, so "a" * n is n tokens: 225 runs, 226 is refused.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(prompt="a" * 225))))
+    violations = expect_invalid(gen(settings=settings(prompt="a" * 226)), "settings.prompt")
+    assert any("226 tokens" in why for _, why in violations), violations
 
     with pytest.raises(grpc.RpcError) as info:
         server.generate(pb.GenerateRequest(model="no-such-model", settings=settings()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
@@ -127,6 +128,74 @@ def token_count(tokenizer: Any, text: str) -> int:
 
 def token_limit(tokenizer: Any) -> int:
     return int(tokenizer.model_max_length) - 2
+
+
+# Long prompts are encoded in chunks of the tokenizer's window (75 tokens), as the web UIs do, by `compel`;
+# three chunks at most, so a prompt's cost stays bounded.
+PROMPT_CHUNKS = 3
+_WEIGHTING = re.compile(r"[()\[\]]")
+_GROUP = re.compile(r"\(([^()\[\]]*)\)|\[([^()\[\]]*)\]")
+
+
+def prompt_token_limit(pipe: Any) -> int:
+    """Tokens a prompt may have: chunked beyond one window, except on an SDXL refiner (compel needs both encoders)."""
+    tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
+    return token_limit(tokenizer) * (PROMPT_CHUNKS if getattr(pipe, "text_encoder", None) is not None else 1)
+
+
+def needs_compel(pipe: Any, text: str) -> bool:
+    """Weighting syntax or more than one window of tokens: encoded by compel, else by the pipeline itself."""
+    return bool(_WEIGHTING.search(text)) or token_count(pipe.tokenizer, text) > token_limit(pipe.tokenizer)
+
+
+def to_compel_syntax(text: str) -> str:
+    """The web UIs' emphasis, ``(silk:1.3)``, ``(silk)`` (x1.1) and ``[cotton]`` (/1.1), in compel's notation.
+
+    Innermost groups first (nesting multiplies, as in both); a rewritten group is held in private-use
+    characters so it is not matched again, then turned back into compel's ``(text)weight``.
+    """
+    opening, closing = "\ue000", "\ue001"
+
+    def rewrite(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            inner = match.group(1)
+            body, sep, weight = inner.rpartition(":")
+            try:
+                value = float(weight) if sep else 1.1
+            except ValueError:
+                body, value = inner, 1.1
+            if not sep:
+                body = inner
+            return f"{opening}{body}{closing}{value:g}"
+        return f"{opening}{match.group(2)}{closing}{1 / 1.1:.4g}"
+
+    previous = None
+    while previous != text:
+        previous, text = text, _GROUP.sub(rewrite, text)
+    return text.replace(opening, "(").replace(closing, ")")
+
+
+def compel_embeddings(pipe: Any, prompts: list[str], negatives: list[str]) -> dict[str, Any]:
+    """Prompt embeddings (chunked, weighted) for the pipeline call's ``prompt_embeds`` arguments."""
+    import torch
+    from compel import CompelForSD, CompelForSDXL
+
+    with torch.no_grad():
+        if is_xl(pipe):
+            xl = CompelForSDXL(pipe)(
+                [to_compel_syntax(p) for p in prompts],
+                negative_prompt=[to_compel_syntax(n) for n in negatives],
+            )
+            return dict(
+                prompt_embeds=xl.embeds,
+                negative_prompt_embeds=xl.negative_embeds,
+                pooled_prompt_embeds=xl.pooled_embeds,
+                negative_pooled_prompt_embeds=xl.negative_pooled_embeds,
+            )
+        sd = CompelForSD(pipe)(
+            [to_compel_syntax(p) for p in prompts], negative_prompt=[to_compel_syntax(n) for n in negatives]
+        )
+        return dict(prompt_embeds=sd.embeds, negative_prompt_embeds=sd.negative_embeds)
 
 
 @contextmanager
@@ -305,6 +374,12 @@ def apply_loras(pipe: Any, loras: dict[str, Any], weights: tuple[float, ...] = (
         pipe.disable_lora()
 
 
+def _compel_version() -> str:
+    from importlib.metadata import version
+
+    return version("compel")
+
+
 def _stopped(cancellation: Cancellation) -> bool:
     return cancellation.cancelled or cancellation.time_remaining_s() == 0.0
 
@@ -400,6 +475,14 @@ def run_batch(
             negative_prompt=[j.settings.negative_prompt for j in jobs for _ in range(j.num_images)],
             num_images_per_prompt=1,
         )
+    texts = [t for j in jobs for t in (j.settings.prompt, j.settings.negative_prompt)]
+    encoding = "pipeline"
+    if getattr(pipe, "text_encoder", None) is not None and any(needs_compel(pipe, t) for t in texts):
+        encoding = "compel"
+        prompts, negatives = call.pop("prompt"), call.pop("negative_prompt")
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        negatives = [negatives or ""] if not isinstance(negatives, list) else negatives
+        call.update(compel_embeddings(worker, prompts, negatives))
     if job.mode == "text_to_image":
         call.update(width=s.width_px, height=s.height_px)
     elif job.mode == "inpaint":
@@ -430,13 +513,27 @@ def run_batch(
         keep = (np.asarray(job.mask) == 0)[..., None]
         images = np.where(keep, np.asarray(job.init_image)[None], images)
     return [
-        _outputs(pipe, j, images[int(offsets[k]) : int(offsets[k + 1])], seeds[k], str(device), len(images))
+        _outputs(
+            pipe,
+            j,
+            images[int(offsets[k]) : int(offsets[k + 1])],
+            seeds[k],
+            str(device),
+            len(images),
+            encoding,
+        )
         for k, j in enumerate(jobs)
     ]
 
 
 def _outputs(
-    pipe: Any, job: Job, images: np.ndarray, seeds: list[int], device: str, batch_images: int
+    pipe: Any,
+    job: Job,
+    images: np.ndarray,
+    seeds: list[int],
+    device: str,
+    batch_images: int,
+    encoding: str = "pipeline",
 ) -> list[Output]:
     outputs = []
     for index, (pixels, seed) in enumerate(zip(images, seeds, strict=True)):
@@ -451,6 +548,8 @@ def _outputs(
             "device": device,
             "batch_images": batch_images,  # images in the pipeline call: bit-exact reruns need the same
             "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+            # "compel": weighted / chunked prompt embeddings (compel's version), else the pipeline's own encoding.
+            "prompt_encoding": encoding if encoding == "pipeline" else f"compel {_compel_version()}",
         }
         text = {
             "parameters": a1111_parameters(job.model, job.mode, settings, seed),

@@ -389,14 +389,14 @@ class GenerationService:
         """Prompts beyond the tokenizer's limit are rejected, not truncated: what is cut would be ignored silently."""
         # An SDXL refiner has only the second (OpenCLIP) tokenizer.
         tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
-        limit = engine.token_limit(tokenizer)
+        limit = engine.prompt_token_limit(pipe)
         v = Violations()
         for name in ("prompt", "negative_prompt"):
             count = engine.token_count(tokenizer, getattr(settings, name))
             v.check(
                 count <= limit,
                 f"settings.{name}",
-                f"is {count} tokens; the model's tokenizer takes at most {limit}: shorten it",
+                f"is {count} tokens; at most {limit} are taken (chunks of the tokenizer's window): shorten it",
             )
         v.raise_if_any("the prompt is too long")
 
