@@ -687,7 +687,7 @@ def test_compatible_requests_from_different_callers_share_one_batch(gen_server: 
     ]
     alone = [server.generate(r) for r in requests]  # one at a time: nothing to batch with
     release = _hold_device(server)
-    too_long = pb.GenerateRequest(model="tiny", settings=settings(prompt="floral " * 20))
+    too_long = pb.GenerateRequest(model="tiny", settings=settings(prompt="floral " * 50))
     calls = [server.stub.Generate(r, timeout=60) for r in (*requests, too_long)]
     assert sorted(next(c).progress.queue_position for c in calls) == [1, 2, 3]  # all three waiting
     before = _batch_metric()
