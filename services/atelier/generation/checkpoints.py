@@ -123,8 +123,17 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     raise CheckpointError(f"{path.name}: not a .safetensors or .ckpt file")
 
 
+_INSPECTED: dict[tuple[str, int, int], CheckpointInfo] = {}
+
+
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
-    return classify(read_shapes(path), path.name)
+    """classify(read_shapes(path)), remembered per (path, size, mtime): every ListModels rescans the folder,
+    and an old-format .ckpt cannot be memory-mapped (it is read whole)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _INSPECTED:
+        _INSPECTED[key] = classify(read_shapes(path), path.name)
+    return _INSPECTED[key]
 
 
 def classify(shapes: dict[str, tuple[int, ...]], label: str = "checkpoint") -> CheckpointInfo:
