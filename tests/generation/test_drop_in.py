@@ -302,3 +302,25 @@ def test_a_lora_that_does_not_fit_the_checkpoint_is_failed_precondition(drop_in_
     assert "does not fit" in (info.value.details() or "")
     request.settings.ClearField("loras")
     assert _images(drop_in_server.generate(request))  # the checkpoint still works without it
+
+
+def test_full_size_sd15_shapes_give_the_released_configs() -> None:
+    """The same derivation on SD 1.5's real shapes (built on the meta device: no memory, no weights)."""
+    from types import SimpleNamespace
+
+    components = testing.build_sd15_size_components(device="meta")
+    pipe = SimpleNamespace(**components)
+    shapes = {k: tuple(v.shape) for k, v in testing.to_original_checkpoint(pipe, "sd1").items()}
+    info = checkpoints.classify(shapes)
+    assert (info.architecture, info.inpainting) == ("sd1", False)
+    unet = checkpoints.unet_config(info)
+    for key, value in testing.SD15_UNET.items():
+        assert unet[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert unet["norm_num_groups"] == 32 and unet["use_linear_projection"] is False
+    vae = checkpoints.vae_config(info)
+    for key, value in testing.SD15_VAE.items():
+        assert vae[key] == (list(value) if isinstance(value, tuple) else value), key
+    text = checkpoints.text_configs(info)["text_encoder"]
+    for key, value in testing.SD15_TEXT.items():
+        assert text[key] == value, key
+    assert (text["bos_token_id"], text["eos_token_id"]) == (49406, 49407)
