@@ -20,12 +20,15 @@ help:
 # The virtual environment, rebuilt when the dependencies change. torch is pinned (CPU wheel).
 # The body service's pose model (from the mediapipe 0.10.21 wheel, sha256-pinned; a no-op when in place)
 # goes into $(VENV)/share/atelier/models/body, where the service, tests and benchmarks look by default.
-$(STAMP): pyproject.toml constraints.txt services/atelier/body/setup_models.py
+# CLIP's BPE merges (from the open_clip_torch 3.3.0 wheel, never installed; sha256-pinned) go into
+# $(VENV)/share/atelier/tokenizers/clip: drop-in single-file checkpoints get their tokenizers from them.
+$(STAMP): pyproject.toml constraints.txt services/atelier/body/setup_models.py services/atelier/generation/setup_assets.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Atelier needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m atelier.body.setup_models
+	$(BIN)/python -m atelier.generation.setup_assets
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -146,3 +146,45 @@ def test_bad_input_prints_the_field(gen_server, tmp_path: Path) -> None:  # type
     assert "INVALID_ARGUMENT" in result.output and "settings.width_px" in result.output
     models = runner.invoke(app, ["gen", "models", "--address", server.address])
     assert models.exit_code == 0 and "tiny-single" in models.output
+
+
+def test_models_and_config_show_the_models_directory(gen_server, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server = gen_server()  # sets ATELIER_GENERATION_MODELS_DIR to the test's models directory
+    listed = runner.invoke(app, ["gen", "models", "--address", server.address])
+    assert listed.exit_code == 0, listed.output
+    assert str(models_dir.resolve()) in listed.output.replace("\n", "")
+    assert "tiny-single" in listed.output
+    shown = runner.invoke(app, ["config", "generation"])
+    assert shown.exit_code == 0, shown.output
+    assert f"models_dir = {models_dir.resolve()}" in shown.output.replace("\n", "")
+
+
+def test_demo_writer_uses_the_servers_data_directory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from atelier.generation import models, testing
+
+    monkeypatch.delenv("ATELIER_GENERATION_MODELS_DIR", raising=False)
+    monkeypatch.delenv("ATELIER_MODELS_DIR", raising=False)
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)  # not where the data directory is
+    assert testing.main([]) == 0
+    root = tmp_path / "data" / "models" / "generation"
+    assert "tiny-demo" in {e.name for e in models.scan_models(root)}
+    assert not (tmp_path / ".atelier").exists()
+
+
+def test_lora_option_takes_a_weight_as_in_the_web_uis() -> None:
+    import typer
+
+    from atelier.cli.generation import _lora, _settings
+
+    assert _lora("brand-style") == ("brand-style", 1.0)
+    assert _lora("brand-style:0.4") == ("brand-style", 0.4)
+    s = _settings("p", "", 0, 0, 0, "", 0, 0, 0, False, ["a:0.4", "b"])
+    assert list(s.loras) == ["a", "b"] and list(s.lora_weights) == [0.4, 1.0]
+    assert list(_settings("p", "", 0, 0, 0, "", 0, 0, 0, False, ["a"]).lora_weights) == []
+    try:
+        _lora("a:heavy")
+    except typer.BadParameter:
+        pass
+    else:
+        raise AssertionError("a non-numeric weight must be refused")

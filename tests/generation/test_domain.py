@@ -104,6 +104,8 @@ def _model_dir(root: Path, names: list[str]) -> Path:
         folder = root / name
         folder.mkdir(parents=True)
         (folder / "model_index.json").write_text("{}")
+        (folder / "unet").mkdir()  # a folder without UNet weights is listed FAILED (config-only)
+        (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
         testing.write_manifest(folder, name=name, kind="diffusers", licence="test")
     return root
 
@@ -272,3 +274,33 @@ def test_make_tileable_on_a_real_fabric_photo() -> None:
         rows = np.abs(np.diff(big, axis=0)).mean(axis=1)
         inside = columns[255] <= np.percentile(columns, 99) and rows[255] <= np.percentile(rows, 99)
         assert inside == seamless
+
+
+def test_web_ui_emphasis_becomes_compel_weights() -> None:
+    assert engine.to_compel_syntax("(silk:1.3) dress, [cotton]") == "(silk)1.3 dress, (cotton)0.9091"
+    assert engine.to_compel_syntax("((linen))") == "((linen)1.1)1.1"  # nesting multiplies, as in the web UIs
+    assert engine.to_compel_syntax("(a (b:0.5):1.2) c") == "(a (b)0.5)1.2 c"
+    assert engine.to_compel_syntax("plain t-shirt, time: 3pm") == "plain t-shirt, time: 3pm"
+
+
+def test_a_batch_with_a_long_prompt_encodes_every_prompt_with_compel(tiny_pipe: object) -> None:
+    def job(prompt: str, seed: int) -> engine.Job:
+        settings = engine.Settings(prompt=prompt, steps=2, width_px=64, height_px=64, seed=seed)
+        return engine.Job(model="tiny", mode="text_to_image", settings=settings, num_images=1)
+
+    long = "(silk:1.2) " + "floral " * 20  # 150 tokens of the tiny tokenizer
+    jobs = [job("plain linen", 1), job(long, 2)]
+    batched = engine.run_batch(tiny_pipe, jobs, [Cancellation(), Cancellation()], [lambda _p: None] * 2)
+    alone = engine.run(tiny_pipe, jobs[1], Cancellation(), lambda _p: None)
+    assert [len(outputs) for outputs in batched] == [1, 1]
+    assert json.loads(_text(batched[0][0].png)["atelier"])["prompt_encoding"].startswith("compel")
+    # The long prompt's image in the batch is the one it gets alone, up to float rounding.
+    assert np.abs(batched[1][0].pixels.astype(int) - alone[0].pixels).max() <= 2
+
+
+def _text(png: bytes) -> dict[str, str]:
+    import io
+
+    from PIL import Image
+
+    return dict(Image.open(io.BytesIO(png)).text)  # type: ignore[attr-defined]

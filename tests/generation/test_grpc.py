@@ -60,7 +60,7 @@ def expect_invalid(call: Callable[[], object], field: str) -> list[tuple[str, st
 def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start, models_dir: Path) -> None:
     (models_dir / "broken").mkdir()
     (models_dir / "broken" / "manifest.json").write_text(json.dumps({"kind": "diffusers", "name": "broken"}))
-    (models_dir / "half.safetensors").write_bytes(b"not a checkpoint")  # no manifest: no config folder
+    (models_dir / "half.safetensors").write_bytes(b"not a checkpoint")  # a cut-off download
     server = gen_server()
     reply = server.stub.ListModels(pb.ListModelsRequest(), timeout=10)
     by_name = {m.name: m for m in reply.models}
@@ -73,7 +73,7 @@ def test_list_models_shows_every_kind_and_failures_with_health(gen_server: Start
     )
     assert by_name["tiny-style"].kind == "lora"
     assert by_name["broken"].state == pb.MODEL_STATE_FAILED and "model_index.json" in by_name["broken"].error
-    assert by_name["half"].state == pb.MODEL_STATE_FAILED and "config" in by_name["half"].error
+    assert by_name["half"].state == pb.MODEL_STATE_FAILED and "not a safetensors" in by_name["half"].error
     assert health(server, by_name["tiny"].health_name) == health_pb2.HealthCheckResponse.SERVING
     assert health(server, by_name["broken"].health_name) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert reply.device == "cpu" and reply.memory_used_bytes == 0
@@ -317,6 +317,66 @@ def test_lora_adapter_changes_the_image_and_switches_off_again(gen_server: Start
     assert np.array_equal(plain, after)
 
 
+def test_several_loras_with_their_own_weights(gen_server: Start, models_dir: Path) -> None:
+    from atelier.generation import testing
+
+    testing.write_tiny_lora(models_dir / "tiny-style2", seed=3)
+    server = gen_server()
+
+    def run(**kw: object) -> pb.GeneratedImage:
+        return images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(**kw))))[0]
+
+    def px(image: pb.GeneratedImage) -> np.ndarray:
+        return decode(image.image.data).astype(int)
+
+    base = px(run())
+    pair = ["tiny-style", "tiny-style2"]
+    assert np.array_equal(px(run(loras=pair, lora_weights=[0.0, 0.0])), base)  # weight 0 = no LoRA at all
+    light, strong = (
+        px(run(loras=["tiny-style"], lora_weights=[0.4])),
+        px(run(loras=["tiny-style"], lora_weights=[0.8])),
+    )
+    assert 0 < np.abs(light - base).mean() < np.abs(strong - base).mean()
+    both = run(loras=pair, lora_weights=[0.4, 0.8])
+    assert np.abs(px(both) - light).mean() > 0.5  # the second LoRA's 0.8 adds to the first's 0.4
+    assert (
+        "LoRA: tiny-style:0.4, tiny-style2:0.8" in Image.open(io.BytesIO(both.image.data)).text["parameters"]
+    )
+    assert np.array_equal(px(run(loras=pair, lora_weights=[0.4, 0.8])), px(both))  # reproducible
+    assert np.array_equal(px(run()), base)  # and switched off again
+    expect_invalid(lambda: run(loras=pair, lora_weights=[0.5]), "settings.lora_weights")
+    expect_invalid(lambda: run(loras=["tiny-style"], lora_weights=[3.0]), "settings.lora_weights[0]")
+    expect_invalid(lambda: run(loras=["tiny-style", "tiny-style"]), "settings.loras")
+
+
+def test_long_weighted_prompts_are_chunked_and_weighted_by_compel(gen_server: Start) -> None:
+    server = gen_server()
+
+    def run(prompt: str, negative: str = "") -> pb.GeneratedImage:
+        request = pb.GenerateRequest(model="tiny", settings=settings(prompt=prompt, negative_prompt=negative))
+        return images(server.generate(request))[0]
+
+    def px(image: pb.GeneratedImage) -> np.ndarray:
+        return decode(image.image.data).astype(int)
+
+    # 200 tokens of the tiny byte-level tokenizer (one token a character), with the web UIs' weighting.
+    words = "silk dress, "
+    head = "(embroidered:1.3) [cotton] "
+    long_prompt = head + words * ((200 - len(head)) // len(words))
+    long_prompt += "x" * (200 - len(long_prompt))
+    assert len(long_prompt) == 200
+    first = run(long_prompt, negative="blurry")
+    meta = json.loads(Image.open(io.BytesIO(first.image.data)).text["atelier"])
+    assert meta["prompt_encoding"].startswith("compel") and meta["settings"]["prompt"] == long_prompt
+    # Text past the first window counts (nothing is cut), and the weights count.
+    assert not np.array_equal(px(first), px(run(long_prompt[:-20] + "y" * 20, negative="blurry")))
+    assert not np.array_equal(px(first), px(run(long_prompt.replace(":1.3", ":0.6"), negative="blurry")))
+    assert np.array_equal(px(first), px(run(long_prompt, negative="blurry")))  # reproducible
+    # A short plain prompt still goes through the pipeline's own encoding.
+    plain = json.loads(Image.open(io.BytesIO(run("silk dress").image.data)).text["atelier"])
+    assert plain["prompt_encoding"] == "pipeline"
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 
@@ -383,14 +443,14 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(gen_server: Start) -> 
     expect_invalid(gen(mode=pb.MODE_IMAGE_TO_IMAGE, settings=settings()), "init_image")
     expect_invalid(gen(settings=settings(loras=["nope"])), "settings.loras[0]")
     expect_invalid(gen(settings=settings(controlnet="tiny-style")), "settings.controlnet")  # a LoRA, not a CN
-    # Prompts longer than the tokenizer's 75 tokens are rejected, never silently cut.
-    violations = expect_invalid(gen(settings=settings(prompt="floral " * 20)), "settings.prompt")
-    assert any("75" in why for _, why in violations)
-    expect_invalid(gen(settings=settings(negative_prompt="blurry " * 20)), "settings.negative_prompt")
-    # The boundary: the tiny tokenizer has no merges, so "a" * n is n tokens: 75 runs, 76 is refused.
-    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(prompt="a" * 75))))
-    violations = expect_invalid(gen(settings=settings(prompt="a" * 76)), "settings.prompt")
-    assert any("76 tokens" in why for _, why in violations), violations
+    # Prompts beyond three windows of 75 tokens are rejected, never silently cut.
+    violations = expect_invalid(gen(settings=settings(prompt="floral " * 50)), "settings.prompt")
+    assert any("225" in why for _, why in violations)
+    expect_invalid(gen(settings=settings(negative_prompt="blurry " * 50)), "settings.negative_prompt")
+    # The boundary: the tiny tokenizer has no merges, so "a" * n is n tokens: 225 runs, 226 is refused.
+    assert images(server.generate(pb.GenerateRequest(model="tiny", settings=settings(prompt="a" * 225))))
+    violations = expect_invalid(gen(settings=settings(prompt="a" * 226)), "settings.prompt")
+    assert any("226 tokens" in why for _, why in violations), violations
 
     with pytest.raises(grpc.RpcError) as info:
         server.generate(pb.GenerateRequest(model="no-such-model", settings=settings()))
@@ -627,7 +687,7 @@ def test_compatible_requests_from_different_callers_share_one_batch(gen_server: 
     ]
     alone = [server.generate(r) for r in requests]  # one at a time: nothing to batch with
     release = _hold_device(server)
-    too_long = pb.GenerateRequest(model="tiny", settings=settings(prompt="floral " * 20))
+    too_long = pb.GenerateRequest(model="tiny", settings=settings(prompt="floral " * 50))
     calls = [server.stub.Generate(r, timeout=60) for r in (*requests, too_long)]
     assert sorted(next(c).progress.queue_position for c in calls) == [1, 2, 3]  # all three waiting
     before = _batch_metric()

@@ -63,6 +63,15 @@ def _image(path: Path) -> image_pb2.Image:
     return image_pb2.Image(data=path.read_bytes())
 
 
+def _lora(item: str) -> tuple[str, float]:
+    """``name`` or ``name:weight`` (the web UIs' <lora:name:weight>); the weight defaults to 1.0."""
+    name, _, weight = item.rpartition(":") if ":" in item else (item, "", "1")
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise typer.BadParameter(f"--lora {item!r}: the weight after ':' must be a number") from None
+
+
 def _settings(
     prompt: str,
     negative: str,
@@ -88,7 +97,8 @@ def _settings(
         width_px=width,
         height_px=height,
         tileable=tileable,
-        loras=lora or [],
+        loras=[_lora(item)[0] for item in lora or []],
+        lora_weights=[_lora(item)[1] for item in lora or []] if any(":" in i for i in lora or []) else [],
         controlnet=controlnet,
     )
 
@@ -153,6 +163,21 @@ def models(address: str = AddressOption) -> None:
     for m in reply.models:
         table.add_row(m.name, m.kind, m.base, STATE_NAMES.get(m.state, "?"), m.licence, m.error)
     console.print(table)
+    console.print(f"models directory (a server started from this shell): {_models_dir()}")
+    if not reply.models:
+        console.print(
+            "put a .safetensors or .ckpt checkpoint (SD 1.x, 2.x, SDXL) there, or run "
+            "`python -m atelier.generation.testing` for tiny demo models"
+        )
+
+
+def _models_dir() -> str:
+    from atelier.generation.paths import models_dir
+
+    try:
+        return str(models_dir())
+    except ValueError as exc:  # a setting the server would refuse too
+        return f"? ({exc})"
 
 
 @app.command()
@@ -167,7 +192,9 @@ def txt2img(
     width: int = typer.Option(0, help=SizeHelp),
     height: int = typer.Option(0, help=SizeHelp),
     tileable: bool = typer.Option(False, help="seamless tile (prints, textures)"),
-    lora: list[str] = typer.Option(None, help="LoRA adapter(s) to apply"),
+    lora: list[str] = typer.Option(
+        None, help="LoRA adapter to apply, NAME or NAME:WEIGHT; repeat for several"
+    ),
     n: int = typer.Option(1, "-n", help="variations (seeds seed, seed+1, ...)"),
     preview_every: int = typer.Option(0, help="write a low-res preview every N steps"),
     out: Path = typer.Option(Path("out"), "-o", help="output folder"),
@@ -202,7 +229,9 @@ def img2img(
     height: int = typer.Option(0, help=SizeHelp),
     rounds: int = typer.Option(1, help="refinement rounds: each feeds the previous output back in"),
     tileable: bool = typer.Option(False, help="seamless tile"),
-    lora: list[str] = typer.Option(None, help="LoRA adapter(s) to apply"),
+    lora: list[str] = typer.Option(
+        None, help="LoRA adapter to apply, NAME or NAME:WEIGHT; repeat for several"
+    ),
     n: int = typer.Option(1, "-n", help="variations in the first round (later rounds refine the first)"),
     out: Path = typer.Option(Path("out"), "-o", help="output folder"),
     address: str = AddressOption,

@@ -116,6 +116,10 @@ def config(service: str = typer.Argument(..., help="a service name")) -> None:
         if key in ("database_url", "api_keys_database_url") and value:
             shown = sa.engine.make_url(value).render_as_string(hide_password=True)
         console.print(f"{key} = {shown}")
+    if service == "generation":
+        from atelier.generation.paths import models_dir
+
+        console.print(f"models_dir = {models_dir()}")
 
 
 if __name__ == "__main__":

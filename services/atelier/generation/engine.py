@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -73,6 +74,7 @@ class Settings:
     height_px: int = 512
     tileable: bool = False
     loras: tuple[str, ...] = ()
+    lora_weights: tuple[float, ...] = ()  # one per LoRA; empty: 1.0 each
     controlnet: str = ""
     controlnet_scale: float = 1.0
 
@@ -115,6 +117,7 @@ def fill_defaults(settings: Settings, model_defaults: dict[str, Any], explicit: 
     if "scheduler" not in explicit and model_defaults.get("scheduler"):
         values["scheduler"] = str(model_defaults["scheduler"])
     values["loras"] = tuple(values["loras"])
+    values["lora_weights"] = tuple(values["lora_weights"])
     return Settings(**values)
 
 
@@ -125,6 +128,74 @@ def token_count(tokenizer: Any, text: str) -> int:
 
 def token_limit(tokenizer: Any) -> int:
     return int(tokenizer.model_max_length) - 2
+
+
+# Long prompts are encoded in chunks of the tokenizer's window (75 tokens), as the web UIs do, by `compel`;
+# three chunks at most, so a prompt's cost stays bounded.
+PROMPT_CHUNKS = 3
+_WEIGHTING = re.compile(r"[()\[\]]")
+_GROUP = re.compile(r"\(([^()\[\]]*)\)|\[([^()\[\]]*)\]")
+
+
+def prompt_token_limit(pipe: Any) -> int:
+    """Tokens a prompt may have: chunked beyond one window, except on an SDXL refiner (compel needs both encoders)."""
+    tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
+    return token_limit(tokenizer) * (PROMPT_CHUNKS if getattr(pipe, "text_encoder", None) is not None else 1)
+
+
+def needs_compel(pipe: Any, text: str) -> bool:
+    """Weighting syntax or more than one window of tokens: encoded by compel, else by the pipeline itself."""
+    return bool(_WEIGHTING.search(text)) or token_count(pipe.tokenizer, text) > token_limit(pipe.tokenizer)
+
+
+def to_compel_syntax(text: str) -> str:
+    """The web UIs' emphasis, ``(silk:1.3)``, ``(silk)`` (x1.1) and ``[cotton]`` (/1.1), in compel's notation.
+
+    Innermost groups first (nesting multiplies, as in both); a rewritten group is held in private-use
+    characters so it is not matched again, then turned back into compel's ``(text)weight``.
+    """
+    opening, closing = "\ue000", "\ue001"
+
+    def rewrite(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            inner = match.group(1)
+            body, sep, weight = inner.rpartition(":")
+            try:
+                value = float(weight) if sep else 1.1
+            except ValueError:
+                body, value = inner, 1.1
+            if not sep:
+                body = inner
+            return f"{opening}{body}{closing}{value:g}"
+        return f"{opening}{match.group(2)}{closing}{1 / 1.1:.4g}"
+
+    previous = None
+    while previous != text:
+        previous, text = text, _GROUP.sub(rewrite, text)
+    return text.replace(opening, "(").replace(closing, ")")
+
+
+def compel_embeddings(pipe: Any, prompts: list[str], negatives: list[str]) -> dict[str, Any]:
+    """Prompt embeddings (chunked, weighted) for the pipeline call's ``prompt_embeds`` arguments."""
+    import torch
+    from compel import CompelForSD, CompelForSDXL
+
+    with torch.no_grad():
+        if is_xl(pipe):
+            xl = CompelForSDXL(pipe)(
+                [to_compel_syntax(p) for p in prompts],
+                negative_prompt=[to_compel_syntax(n) for n in negatives],
+            )
+            return dict(
+                prompt_embeds=xl.embeds,
+                negative_prompt_embeds=xl.negative_embeds,
+                pooled_prompt_embeds=xl.pooled_embeds,
+                negative_pooled_prompt_embeds=xl.negative_pooled_embeds,
+            )
+        sd = CompelForSD(pipe)(
+            [to_compel_syntax(p) for p in prompts], negative_prompt=[to_compel_syntax(n) for n in negatives]
+        )
+        return dict(prompt_embeds=sd.embeds, negative_prompt_embeds=sd.negative_embeds)
 
 
 @contextmanager
@@ -179,7 +250,8 @@ def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
     if s.tileable:
         fields.append("Tiling: True")
     if s.loras:
-        fields.append(f"LoRA: {', '.join(s.loras)}")
+        weights = s.lora_weights or (1.0,) * len(s.loras)
+        fields.append("LoRA: " + ", ".join(f"{n}:{w:g}" for n, w in zip(s.loras, weights, strict=True)))
     if s.controlnet:
         fields.append(f"ControlNet: {s.controlnet} ({s.controlnet_scale})")
     return f"{s.prompt}\nNegative prompt: {s.negative_prompt}\n" + ", ".join(fields)
@@ -208,15 +280,52 @@ def scribble_control(sketch: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
+def is_xl(pipe: Any) -> bool:
+    """SDXL pipelines have a second text encoder (base) or only OpenCLIP with a projection (refiner)."""
+    return "text_encoder_2" in pipe.components
+
+
+def is_inpainting_model(pipe: Any) -> bool:
+    """A dedicated inpainting UNet takes latents + mask + masked-image latents: 9 input channels."""
+    return int(pipe.unet.config.in_channels) == 9
+
+
+def mode_problem(pipe: Any, mode: str, with_controlnet: bool) -> str:
+    """Why this loaded model cannot run the mode (for FAILED_PRECONDITION), or ''."""
+    if is_inpainting_model(pipe) and mode != "inpaint":
+        return "an inpainting checkpoint (9-channel UNet) runs the inpaint mode only"
+    if is_xl(pipe) and with_controlnet:
+        return "ControlNet with an SDXL checkpoint is not supported yet: sketch without settings.controlnet"
+    if is_xl(pipe) and getattr(pipe, "text_encoder", None) is None and mode == "text_to_image":
+        return "an SDXL refiner refines an image: use image_to_image (or a session round) with it"
+    return ""
+
+
 def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
     """A pipeline object of the mode's class over the loaded components (no weights copied)."""
-    from diffusers import (
-        StableDiffusionControlNetImg2ImgPipeline,
-        StableDiffusionImg2ImgPipeline,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionPipeline,
-    )
+    import diffusers
 
+    problem = mode_problem(pipe, mode, controlnet is not None)
+    if problem:
+        raise ValueError(problem)
+    out: Any
+    if is_xl(pipe):
+        components = {
+            k: v
+            for k, v in pipe.components.items()
+            if k in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+        }
+        common: dict[str, Any] = dict(components, scheduler=scheduler)
+        cls = {
+            "text_to_image": diffusers.StableDiffusionXLPipeline,
+            "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
+        }.get(mode, diffusers.StableDiffusionXLImg2ImgPipeline)
+        if cls is not diffusers.StableDiffusionXLPipeline:
+            # The refiner conditions on an aesthetic score; the base model does not.
+            common["requires_aesthetics_score"] = bool(pipe.config.get("requires_aesthetics_score", False))
+        out = cls(**common)
+        out.set_progress_bar_config(disable=True)
+        return out
     components = {
         k: v for k, v in pipe.components.items() if k in ("unet", "vae", "text_encoder", "tokenizer")
     }
@@ -227,31 +336,48 @@ def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out: Any
     if mode == "text_to_image":
-        out = StableDiffusionPipeline(**common)
+        out = diffusers.StableDiffusionPipeline(**common)
     elif mode == "inpaint":
-        out = StableDiffusionInpaintPipeline(**common)
+        out = diffusers.StableDiffusionInpaintPipeline(**common)
     elif mode == "sketch" and controlnet is not None:
-        out = StableDiffusionControlNetImg2ImgPipeline(**common, controlnet=controlnet)
+        out = diffusers.StableDiffusionControlNetImg2ImgPipeline(**common, controlnet=controlnet)
     else:
-        out = StableDiffusionImg2ImgPipeline(**common)
+        out = diffusers.StableDiffusionImg2ImgPipeline(**common)
     out.set_progress_bar_config(disable=True)
     return out
 
 
-def apply_loras(pipe: Any, loras: dict[str, Any]) -> None:
-    """Activate exactly the given LoRA adapters (name -> weights file) on the cached pipeline."""
+class LoraMismatchError(ValueError):
+    """A LoRA's weights do not fit the checkpoint (another base architecture or size)."""
+
+
+def apply_loras(pipe: Any, loras: dict[str, Any], weights: tuple[float, ...] = ()) -> None:
+    """Activate exactly the given LoRA adapters (name -> weights file) with their weights on the cached pipeline."""
     loaded: set[str] = pipe.__dict__.setdefault("_atelier_loras", set())
     for name, path in loras.items():
         if name not in loaded:
-            pipe.load_lora_weights(str(path), adapter_name=name)
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            except (ValueError, RuntimeError, KeyError) as exc:
+                # A half-attached adapter would stay on the cached pipeline: take it off again.
+                with suppress(Exception):
+                    pipe.delete_adapters([name])
+                # torch lists every mismatched tensor: the first lines say enough (and fit gRPC's metadata).
+                detail = " ".join(str(exc).split())[:300]
+                raise LoraMismatchError(f"LoRA {name!r} does not fit this checkpoint: {detail}") from exc
             loaded.add(name)
     if loras:
-        pipe.set_adapters(list(loras), adapter_weights=[1.0] * len(loras))
+        pipe.set_adapters(list(loras), adapter_weights=list(weights) if weights else [1.0] * len(loras))
         pipe.enable_lora()
     elif loaded:
         pipe.disable_lora()
+
+
+def _compel_version() -> str:
+    from importlib.metadata import version
+
+    return version("compel")
 
 
 def _stopped(cancellation: Cancellation) -> bool:
@@ -263,7 +389,17 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
     if job.mode != "text_to_image" or job.settings.controlnet:
         return None
     s = job.settings
-    return (job.model, s.steps, s.guidance_scale, s.scheduler, s.width_px, s.height_px, s.tileable, s.loras)
+    return (
+        job.model,
+        s.steps,
+        s.guidance_scale,
+        s.scheduler,
+        s.width_px,
+        s.height_px,
+        s.tileable,
+        s.loras,
+        s.lora_weights,
+    )
 
 
 def run(
@@ -299,7 +435,7 @@ def run_batch(
     job = jobs[0]
     s = job.settings
     device = pipe.device
-    apply_loras(pipe, loras or {})
+    apply_loras(pipe, loras or {}, s.lora_weights)
     worker = _pipeline_for(pipe, job.mode, make_scheduler(pipe, s.scheduler), controlnet)
     # One CPU generator per image: image i is reproducible alone with seed + i, on any device.
     seeds = [[j.settings.seed + i for i in range(j.num_images)] for j in jobs]
@@ -339,6 +475,14 @@ def run_batch(
             negative_prompt=[j.settings.negative_prompt for j in jobs for _ in range(j.num_images)],
             num_images_per_prompt=1,
         )
+    texts = [t for j in jobs for t in (j.settings.prompt, j.settings.negative_prompt)]
+    encoding = "pipeline"
+    if getattr(pipe, "text_encoder", None) is not None and any(needs_compel(pipe, t) for t in texts):
+        encoding = "compel"
+        prompts, negatives = call.pop("prompt"), call.pop("negative_prompt")
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        negatives = [negatives or ""] if not isinstance(negatives, list) else negatives
+        call.update(compel_embeddings(worker, prompts, negatives))
     if job.mode == "text_to_image":
         call.update(width=s.width_px, height=s.height_px)
     elif job.mode == "inpaint":
@@ -369,13 +513,27 @@ def run_batch(
         keep = (np.asarray(job.mask) == 0)[..., None]
         images = np.where(keep, np.asarray(job.init_image)[None], images)
     return [
-        _outputs(pipe, j, images[int(offsets[k]) : int(offsets[k + 1])], seeds[k], str(device), len(images))
+        _outputs(
+            pipe,
+            j,
+            images[int(offsets[k]) : int(offsets[k + 1])],
+            seeds[k],
+            str(device),
+            len(images),
+            encoding,
+        )
         for k, j in enumerate(jobs)
     ]
 
 
 def _outputs(
-    pipe: Any, job: Job, images: np.ndarray, seeds: list[int], device: str, batch_images: int
+    pipe: Any,
+    job: Job,
+    images: np.ndarray,
+    seeds: list[int],
+    device: str,
+    batch_images: int,
+    encoding: str = "pipeline",
 ) -> list[Output]:
     outputs = []
     for index, (pixels, seed) in enumerate(zip(images, seeds, strict=True)):
@@ -390,6 +548,8 @@ def _outputs(
             "device": device,
             "batch_images": batch_images,  # images in the pipeline call: bit-exact reruns need the same
             "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+            # "compel": weighted / chunked prompt embeddings (compel's version), else the pipeline's own encoding.
+            "prompt_encoding": encoding if encoding == "pipeline" else f"compel {_compel_version()}",
         }
         text = {
             "parameters": a1111_parameters(job.model, job.mode, settings, seed),

@@ -4,10 +4,13 @@ Layout of ``ATELIER_MODELS_DIR`` (default ``<data dir>/models/generation``)::
 
     dreamlike-photoreal-2/          a diffusers folder (model_index.json, unet/, vae/, ...)
         manifest.json               optional: {"name", "kind", "base", "licence", "defaults"}
-    openjourney.safetensors         a single-file SD 1.x checkpoint ...
-    openjourney.json                ... with its manifest beside it; "config" names a local
-                                    diffusers folder (configs + tokenizer, weights not needed)
-                                    so loading never goes to the network
+    openjourney.safetensors         a single-file checkpoint (SD 1.x, 2.x, SDXL; .safetensors or .ckpt),
+                                    alone: its architecture and component configs are derived from
+                                    the tensor shapes (atelier.generation.checkpoints) into
+    .atelier-configs/               ... this cache, so loading never goes to the network
+    openjourney.json                optional manifest beside it: name, licence, defaults,
+                                    "prediction_type" (SD 2.x), or "config": a local diffusers folder
+    models--org--name/              a Hugging Face hub cache entry (snapshots/<rev>/, refs/main)
     brand-style/                    a LoRA adapter: manifest {"kind": "lora", "file": "....safetensors"}
     scribble-cn/                    a ControlNet: diffusers ControlNetModel folder + manifest
                                     {"kind": "controlnet", "conditioning": "scribble"}
@@ -34,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
+
+from atelier.generation import checkpoints
 
 log = logging.getLogger("atelier.generation.models")
 
@@ -65,7 +70,9 @@ class ModelEntry:
     base: str = "sd15"
     licence: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
-    config_dir: Path | None = None  # single_file: local diffusers config folder
+    config_dir: Path | None = None  # single_file: local diffusers config folder (derived when None)
+    prediction_type: str = ""  # single_file: epsilon or v_prediction ("" = the architecture's default)
+    cache_dir: Path | None = None  # single_file: where derived config folders go
     weight_file: Path | None = None  # lora: the adapter weights
     conditioning: str = ""  # controlnet
     state: ModelState = ModelState.INSTALLED
@@ -81,7 +88,12 @@ class ModelEntry:
         root = self.path
         if root.is_file():
             return root.stat().st_size
-        return sum(p.stat().st_size for p in root.rglob("*") if p.suffix in {".safetensors", ".bin", ".ckpt"})
+        # resolve(): a Hugging Face cache snapshot holds symbolic links to its blobs.
+        return sum(
+            p.resolve().stat().st_size
+            for p in root.rglob("*")
+            if p.suffix in {".safetensors", ".bin", ".ckpt"}
+        )
 
 
 def _entry_from_manifest(manifest_path: Path, default_path: Path) -> ModelEntry:
@@ -106,6 +118,8 @@ def _entry_from_manifest(manifest_path: Path, default_path: Path) -> ModelEntry:
     )
     if kind == "single_file" and data.get("config"):
         entry.config_dir = (folder / str(data["config"])).resolve()
+    if data.get("prediction_type"):
+        entry.prediction_type = str(data["prediction_type"])
     if kind == "lora":
         entry.weight_file = path if path.is_file() else None
         if entry.weight_file is None:
@@ -120,6 +134,8 @@ def scan_models(models_dir: Path) -> list[ModelEntry]:
     if not models_dir.is_dir():
         return entries
     for item in sorted(models_dir.iterdir()):
+        if item.name.startswith("."):
+            continue  # .atelier-configs (derived configs) and other hidden folders
         try:
             if item.is_dir():
                 manifest = item / "manifest.json"
@@ -127,15 +143,21 @@ def scan_models(models_dir: Path) -> list[ModelEntry]:
                     entries.append(_entry_from_manifest(manifest, item))
                 elif (item / "model_index.json").exists():
                     entries.append(ModelEntry(name=item.name, kind="diffusers", path=item))
-            elif item.suffix == ".safetensors":
+                elif item.name.startswith("models--"):
+                    snapshot = hf_cache_snapshot(item)
+                    if snapshot is not None:
+                        name = item.name.removeprefix("models--").replace("--", "/")
+                        entries.append(ModelEntry(name=name, kind="diffusers", path=snapshot))
+            elif item.suffix in checkpoints.CHECKPOINT_SUFFIXES:
                 sidecar = item.with_suffix(".json")
                 if sidecar.exists():
                     entry = _entry_from_manifest(sidecar, item)
-                    if entry.kind == "diffusers":  # a lone .safetensors file is a single-file checkpoint
+                    if entry.kind == "diffusers":  # a lone checkpoint file is a single-file checkpoint
                         entry.kind = "single_file"
-                    entries.append(entry)
                 else:
-                    entries.append(ModelEntry(name=item.stem, kind="single_file", path=item))
+                    entry = ModelEntry(name=item.stem, kind="single_file", path=item)
+                entry.cache_dir = models_dir / checkpoints.CONFIG_CACHE
+                entries.append(entry)
         except (ModelError, ValueError, OSError) as exc:
             entries.append(
                 ModelEntry(
@@ -161,19 +183,45 @@ def _static_problem(entry: ModelEntry) -> str:
         return f"{entry.path} does not exist"
     if entry.kind == "diffusers" and not (entry.path / "model_index.json").exists():
         return f"{entry.path} has no model_index.json (not a diffusers folder)"
+    if entry.kind == "diffusers" and not _has_unet_weights(entry.path):
+        return (
+            f"{entry.path} holds configs but no UNet weights (unet/*.safetensors or .bin): a config-only "
+            'folder serves as a single-file checkpoint\'s "config", it is not a model'
+        )
     if entry.kind == "single_file":
-        if entry.config_dir is None:
-            return (
-                'a single-file checkpoint needs a local config folder in its manifest ("config": a diffusers '
-                "folder with model_index.json, component configs and tokenizer) to load without the network"
-            )
-        if not (entry.config_dir / "model_index.json").exists():
+        if entry.config_dir is not None and not (entry.config_dir / "model_index.json").exists():
             return f"config folder {entry.config_dir} has no model_index.json"
+        if entry.prediction_type and entry.prediction_type not in checkpoints.PREDICTION_TYPES:
+            return f"prediction_type {entry.prediction_type!r} is not one of {', '.join(checkpoints.PREDICTION_TYPES)}"
+        if entry.config_dir is None:
+            try:  # reads the header (or the .ckpt's tensor index) only: cheap enough for every scan
+                entry.base = checkpoints.inspect_checkpoint(entry.path).base
+            except checkpoints.CheckpointError as exc:
+                return str(exc)
     if entry.kind == "lora" and entry.weight_file is None:
         return f"{entry.path} holds no .safetensors LoRA weights"
     if entry.kind == "controlnet" and not (entry.path / "config.json").exists():
         return f"{entry.path} has no config.json (not a diffusers ControlNetModel folder)"
     return ""
+
+
+def _has_unet_weights(folder: Path) -> bool:
+    unet = folder / "unet"
+    return unet.is_dir() and any(p.suffix in {".safetensors", ".bin"} for p in unet.iterdir())
+
+
+def hf_cache_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot of a hub cache entry (``models--org--name``) that ``refs/main`` names, else the newest."""
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        chosen = snapshots / ref.read_text().strip()
+        if (chosen / "model_index.json").exists():
+            return chosen
+    found = (
+        [p for p in snapshots.glob("*") if (p / "model_index.json").exists()] if snapshots.is_dir() else []
+    )
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -214,21 +262,54 @@ class DeviceSettings:
         return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.dtype]
 
 
-def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
-    """A StableDiffusionPipeline for a diffusers folder or a single-file checkpoint, offline."""
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(config_dir: Path) -> Any:
+    """The pipeline class a diffusers folder's model_index.json names (SD 1.x/2.x or SDXL families)."""
+    import diffusers
 
-    common: dict[str, Any] = dict(
-        dtype=device.torch_dtype(), safety_checker=None, requires_safety_checker=False
-    )
+    name = str(json.loads((config_dir / "model_index.json").read_text()).get("_class_name", ""))
+    if name not in SUPPORTED_PIPELINES:
+        raise ModelError(f"{config_dir}: pipeline {name!r} is not one of {', '.join(SUPPORTED_PIPELINES)}")
+    return getattr(diffusers, name)
+
+
+SUPPORTED_PIPELINES = (
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+)
+
+
+def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
+    """A Stable Diffusion (or SDXL) pipeline for a diffusers folder or a single-file checkpoint, offline."""
+    common: dict[str, Any] = dict(dtype=device.torch_dtype())
     if entry.kind == "diffusers":
-        pipe = StableDiffusionPipeline.from_pretrained(str(entry.path), local_files_only=True, **common)
+        cls = _pipeline_class(entry.path)
+        if "XL" not in cls.__name__:
+            common.update(safety_checker=None, requires_safety_checker=False)
+        pipe = cls.from_pretrained(str(entry.path), local_files_only=True, **common)
     elif entry.kind == "single_file":
+        config_dir = entry.config_dir
+        if config_dir is None:
+            # A lone checkpoint: its component configs and tokenizers are derived from the tensor shapes.
+            try:
+                config_dir, info = checkpoints.config_folder_for(
+                    entry.path,
+                    entry.cache_dir or entry.path.parent / checkpoints.CONFIG_CACHE,
+                    entry.prediction_type,
+                )
+            except checkpoints.CheckpointError as exc:
+                raise ModelError(str(exc)) from exc
+            entry.base = info.base
+        cls = _pipeline_class(config_dir)
+        if "XL" not in cls.__name__:
+            common.update(safety_checker=None, requires_safety_checker=False)
         # `config` as a local folder keeps from_single_file off the Hub: it reads component configs and the
         # tokenizer from there and converts the checkpoint's original (LDM) keys to diffusers names.
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(entry.path), config=str(entry.config_dir), local_files_only=True, **common
-        )
+        # A .ckpt is read by diffusers with torch.load(weights_only=True): no pickled code runs.
+        pipe = cls.from_single_file(str(entry.path), config=str(config_dir), local_files_only=True, **common)
     else:
         raise ModelError(f"{entry.name} is a {entry.kind}, not a checkpoint")
     pipe.set_progress_bar_config(disable=True)

@@ -9,8 +9,7 @@ available, else cpu), DTYPE ("auto": float16 on CUDA, float32 on CPU; or bfloat1
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from atelier.generation import paths
 from atelier.generation.models import DeviceSettings
 from atelier.generation.service import GenerationService
 from atelier.generation.servicer import GenerationServicer
@@ -37,7 +36,7 @@ def device_settings(device: str, dtype: str) -> DeviceSettings:
 
 def build(runtime: Runtime) -> ServiceSpec:
     config = runtime.config
-    models_dir = Path(config.setting("MODELS_DIR", str(config.data_dir / "models" / "generation")))
+    models_dir = paths.models_dir(config)
     device = device_settings(config.setting("DEVICE", "auto"), config.setting("DTYPE", "auto"))
     service = GenerationService(
         models_dir=models_dir,

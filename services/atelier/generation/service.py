@@ -312,6 +312,9 @@ class GenerationService:
         results: list[list[engine.Output]] = [[] for _ in tickets]
         try:
             pipe = self._load(call.model)
+            problem = engine.mode_problem(pipe, call.mode, bool(call.settings.controlnet))
+            if problem:
+                raise FailedPreconditionError(f"model {call.model!r}: {problem}")
             if len(tickets) == 1:
                 self._check_prompts(pipe, call.settings)
                 running = [0]
@@ -339,6 +342,9 @@ class GenerationService:
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
             self._unpin(names)
             raise
+        except engine.LoraMismatchError as exc:
+            self._unpin(names)
+            raise FailedPreconditionError(str(exc)) from exc
         except BaseException as exc:
             self._unpin(names)
             if not is_out_of_memory(exc):
@@ -381,14 +387,16 @@ class GenerationService:
     @staticmethod
     def _check_prompts(pipe: Any, settings: engine.Settings) -> None:
         """Prompts beyond the tokenizer's limit are rejected, not truncated: what is cut would be ignored silently."""
-        limit = engine.token_limit(pipe.tokenizer)
+        # An SDXL refiner has only the second (OpenCLIP) tokenizer.
+        tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
+        limit = engine.prompt_token_limit(pipe)
         v = Violations()
         for name in ("prompt", "negative_prompt"):
-            count = engine.token_count(pipe.tokenizer, getattr(settings, name))
+            count = engine.token_count(tokenizer, getattr(settings, name))
             v.check(
                 count <= limit,
                 f"settings.{name}",
-                f"is {count} tokens; the model's tokenizer takes at most {limit}: shorten it",
+                f"is {count} tokens; at most {limit} are taken (chunks of the tokenizer's window): shorten it",
             )
         v.raise_if_any("the prompt is too long")
 

@@ -56,6 +56,7 @@ def settings_to_proto(s: engine.Settings) -> generation_pb2.GenerationSettings:
         height_px=s.height_px,
         tileable=s.tileable,
         loras=list(s.loras),
+        lora_weights=list(s.lora_weights),
         controlnet=s.controlnet,
         controlnet_scale=s.controlnet_scale,
     )
@@ -204,6 +205,16 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             "settings.controlnet_scale",
             f"must be in 0..{lim.max_controlnet_scale:g}",
         )
+        v.check(
+            len(set(s.loras)) == len(s.loras), "settings.loras", "names a LoRA twice: give each one weight"
+        )
+        v.check(
+            not s.lora_weights or len(s.lora_weights) == len(s.loras),
+            "settings.lora_weights",
+            f"has {len(s.lora_weights)} weights for {len(s.loras)} LoRAs: one per LoRA, or none (1.0 each)",
+        )
+        for i, weight in enumerate(s.lora_weights):
+            v.check(-2.0 <= weight <= 2.0, f"settings.lora_weights[{i}]", "must be in -2..2")
         v.check(0 <= request.num_images <= lim.max_images, "num_images", f"must be in 1..{lim.max_images}")
         v.check(request.preview_every >= 0, "preview_every", "must be >= 0")
         v.check(request.session_image_index >= 0, "session_image_index", "must be >= 0")
@@ -261,6 +272,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             height_px=s.height_px,
             tileable=s.tileable,
             loras=tuple(s.loras),
+            lora_weights=tuple(s.lora_weights),
             controlnet=s.controlnet,
             controlnet_scale=s.controlnet_scale,
         )

@@ -310,6 +310,10 @@ def _unet_key(key: str, layers: int, up_has_attention: list[bool]) -> str:
         if kind == "upsamplers":  # upsamplers.0.conv.* -> output_blocks.N.(1|2).conv.*
             slot = "2" if up_has_attention[i] else "1"
             return ".".join(["output_blocks", str(i * (layers + 1) + layers), slot, *parts[4:]])
+    if parts[0] == "add_embedding":  # SDXL's size/crop + pooled text embedding MLP
+        return (
+            {"linear_1": "label_emb.0.0", "linear_2": "label_emb.0.2"}[parts[1]] + "." + ".".join(parts[2:])
+        )
     if parts[0] == "mid_block":
         if parts[1] == "resnets":
             return ".".join(
@@ -348,25 +352,197 @@ def _vae_key(key: str, levels: int) -> str:
     return key  # conv_in, conv_out, norm layers keep their names
 
 
-def to_original_checkpoint(pipe: Any) -> dict[str, torch.Tensor]:
-    """A diffusers SD 1.x pipeline's weights under the original single-file key names."""
+def _open_clip_state(text_encoder: Any) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text encoder's weights under OpenCLIP's names (SD 2.x, SDXL's second encoder)."""
+    source = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    state: dict[str, torch.Tensor] = {
+        "token_embedding.weight": source["embeddings.token_embedding.weight"],
+        "positional_embedding": source["embeddings.position_embedding.weight"],
+        "ln_final.weight": source["final_layer_norm.weight"],
+        "ln_final.bias": source["final_layer_norm.bias"],
+    }
+    if "text_projection.weight" in source:  # a Linear (out x in); OpenCLIP keeps a matrix (in x out)
+        state["text_projection"] = source["text_projection.weight"].T
+    else:
+        hidden = source["final_layer_norm.weight"].shape[0]
+        state["text_projection"] = torch.eye(hidden)
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    layers = text_encoder.config.num_hidden_layers
+    for i in range(layers):
+        src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            state[dst + f"attn.in_proj_{kind}"] = torch.cat(
+                [source[src + f"self_attn.{p}_proj.{kind}"] for p in ("q", "k", "v")]
+            )
+            state[dst + f"attn.out_proj.{kind}"] = source[src + f"self_attn.out_proj.{kind}"]
+            for old, new in names.items():
+                state[dst + f"{new}.{kind}"] = source[src + f"{old}.{kind}"]
+    return state
+
+
+def _clip_l_state(text_encoder: Any) -> dict[str, torch.Tensor]:
+    # transformers 5 dropped the "text_model." level from CLIPTextModel's own names; originals have it.
+    return {
+        (k if k.startswith("text_model.") else "text_model." + k): v
+        for k, v in text_encoder.state_dict().items()
+    }
+
+
+def to_original_checkpoint(pipe: Any, architecture: str = "sd1") -> dict[str, torch.Tensor]:
+    """A diffusers pipeline's weights under the original single-file key names of ``architecture``.
+
+    sd1: CompVis (``cond_stage_model.transformer``, CLIP-L); sd2: Stability's v2 layout
+    (``cond_stage_model.model``, OpenCLIP); sdxl: SGM (``conditioner.embedders.0`` CLIP-L and
+    ``.1`` OpenCLIP bigG). The UNet and VAE names are the same in all three.
+    """
     state: dict[str, torch.Tensor] = {}
     unet = pipe.unet
     layers = int(unet.config.layers_per_block)
     up_attention = [hasattr(block, "attentions") and bool(block.attentions) for block in unet.up_blocks]
     for key, value in unet.state_dict().items():
-        state["model.diffusion_model." + _unet_key(key, layers, up_attention)] = value.clone()
+        state["model.diffusion_model." + _unet_key(key, layers, up_attention)] = value
     levels = len(pipe.vae.config.block_out_channels)
     for key, value in pipe.vae.state_dict().items():
         new = _vae_key(key, levels)
         if ".mid.attn_1." in new and new.endswith(".weight") and value.ndim == 2:
             value = value[:, :, None, None]  # the original attention uses 1x1 convolutions
-        state["first_stage_model." + new] = value.clone()
-    for key, value in pipe.text_encoder.state_dict().items():
-        # transformers 5 dropped the "text_model." level from CLIPTextModel's own names; originals have it.
-        key = key if key.startswith("text_model.") else "text_model." + key
-        state["cond_stage_model.transformer." + key] = value.clone()
-    return state
+        state["first_stage_model." + new] = value
+    if architecture == "sd1":
+        text = {"cond_stage_model.transformer." + k: v for k, v in _clip_l_state(pipe.text_encoder).items()}
+    elif architecture == "sd2":
+        text = {"cond_stage_model.model." + k: v for k, v in _open_clip_state(pipe.text_encoder).items()}
+    elif architecture == "sdxl":
+        text = {
+            "conditioner.embedders.0.transformer." + k: v for k, v in _clip_l_state(pipe.text_encoder).items()
+        }
+        text.update(
+            {
+                "conditioner.embedders.1.model." + k: v
+                for k, v in _open_clip_state(pipe.text_encoder_2).items()
+            }
+        )
+    else:
+        raise ValueError(f"unknown architecture {architecture}")
+    state.update(text)
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+# Tiny components that follow the conventions atelier.generation.checkpoints assumes for what weights
+# cannot tell (32 GroupNorm groups, 8 heads for SD 1.x and channels/64 otherwise, CLIP heads hidden/64,
+# quick_gelu for CLIP-L and gelu for OpenCLIP), so a drop-in checkpoint made from them must load back
+# into exactly the same pipeline: same weights, same image.
+DROP_IN_ARCHITECTURES = ("sd1", "sd2", "sdxl")
+
+
+def _tiny_clip(hidden: int, layers: int, act: str, pad_open_clip: bool, projection: int = 0) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    vocab = tiny_vocab()
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=projection or hidden,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=0 if pad_open_clip else vocab["<|endoftext|>"],
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def build_tiny_drop_in_pipeline(architecture: str, seed: int = 0) -> Any:
+    """A tiny pipeline of ``architecture`` (sd1, sd2, sdxl) whose single file loads back exactly."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(seed)
+    channels = (32, 64)
+    betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=1024 if architecture == "sdxl" else 512,
+        scaling_factor=0.13025 if architecture == "sdxl" else 0.18215,
+        force_upcast=architecture == "sdxl",
+    )
+    vocab = tiny_vocab()
+    if architecture == "sd1":
+        text = _tiny_clip(32, 2, "quick_gelu", False)
+        unet = UNet2DConditionModel(
+            sample_size=64, block_out_channels=channels, layers_per_block=2, norm_num_groups=32,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=8,
+        )  # fmt: skip
+    elif architecture == "sd2":
+        text = _tiny_clip(64, 2, "gelu", True)
+        unet = UNet2DConditionModel(
+            sample_size=96, block_out_channels=channels, layers_per_block=2, norm_num_groups=32,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=64, attention_head_dim=[max(1, c // 64) for c in channels], use_linear_projection=True,
+        )  # fmt: skip
+    elif architecture == "sdxl":
+        text = _tiny_clip(32, 2, "quick_gelu", False)
+        text_2 = _tiny_clip(64, 2, "gelu", True, projection=32)
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=channels, layers_per_block=2, norm_num_groups=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32 + 64, attention_head_dim=[max(1, c // 64) for c in channels],
+            use_linear_projection=True, transformer_layers_per_block=[1, 2],
+            addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
+        )  # fmt: skip
+        for module in (unet, vae, text, text_2):
+            module.eval()
+        pipe = StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text, text_encoder_2=text_2, unet=unet,
+            tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77),
+            tokenizer_2=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, pad_token="!"),
+            scheduler=EulerDiscreteScheduler(**betas, timestep_spacing="leading"),
+        )  # fmt: skip
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    else:
+        raise ValueError(f"unknown architecture {architecture}")
+    for module in (unet, vae, text):
+        module.eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text, unet=unet,
+        tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, pad_token="!" if architecture == "sd2" else "<|endoftext|>"),
+        scheduler=PNDMScheduler(**betas, skip_prk_steps=True, set_alpha_to_one=False,
+                                prediction_type="v_prediction" if architecture == "sd2" else "epsilon"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_tiny_drop_in(path: Path, architecture: str, seed: int = 0) -> Path:
+    """A lone tiny checkpoint (``.safetensors``, or ``.ckpt`` as a pickled {"state_dict": ...}), nothing beside it."""
+    state = to_original_checkpoint(build_tiny_drop_in_pipeline(architecture, seed), architecture)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    elif path.suffix == ".ckpt":
+        torch.save({"state_dict": state, "global_step": 0}, str(path))
+    else:
+        raise ValueError(f"{path}: .safetensors or .ckpt")
+    return path
 
 
 def write_tiny_single_file(models_dir: Path, name: str, seed: int = 0) -> Path:
@@ -434,14 +610,17 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m atelier.generation.testing [MODELS_DIR]``: install the tiny demo models for `make run`."""
     import argparse
 
-    from atelier.runtime.config import default_data_dir
+    from atelier.generation.paths import models_dir
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
-        "models_dir", nargs="?", type=Path, default=default_data_dir() / "models" / "generation"
+        "models_dir",
+        nargs="?",
+        type=Path,
+        help="default: the server's (ATELIER_GENERATION_MODELS_DIR, else <ATELIER_DATA_DIR>/models/generation)",
     )
     args = parser.parse_args(argv)
-    root: Path = args.models_dir
+    root: Path = args.models_dir or models_dir()
     write_tiny_model(root / "tiny-demo", seed=0)
     write_tiny_controlnet(root / "tiny-demo-scribble", seed=1)
     try:

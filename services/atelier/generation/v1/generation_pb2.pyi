@@ -193,6 +193,7 @@ class GenerationSettings(_message.Message):
     HEIGHT_PX_FIELD_NUMBER: _builtins.int
     TILEABLE_FIELD_NUMBER: _builtins.int
     LORAS_FIELD_NUMBER: _builtins.int
+    LORA_WEIGHTS_FIELD_NUMBER: _builtins.int
     CONTROLNET_FIELD_NUMBER: _builtins.int
     CONTROLNET_SCALE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
@@ -219,7 +220,11 @@ class GenerationSettings(_message.Message):
     """0..2; 0 takes 1.0."""
     @_builtins.property
     def loras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of installed LoRA adapters to apply."""
+        """Names of installed LoRA adapters to apply (several at once)."""
+
+    @_builtins.property
+    def lora_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The weight of each LoRA in loras, in order, each in -2..2 (0: the LoRA has no effect); empty: 1.0 each."""
 
     def __init__(
         self,
@@ -235,12 +240,13 @@ class GenerationSettings(_message.Message):
         height_px: _builtins.int = ...,
         tileable: _builtins.bool = ...,
         loras: _abc.Iterable[_builtins.str] | None = ...,
+        lora_weights: _abc.Iterable[_builtins.float] | None = ...,
         controlnet: _builtins.str = ...,
         controlnet_scale: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "controlnet_scale", b"controlnet_scale", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "controlnet_scale", b"controlnet_scale", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "lora_weights", b"lora_weights", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
