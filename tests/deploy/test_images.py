@@ -84,3 +84,9 @@ def test_cpu_image_installs_the_pose_model_where_the_body_service_looks() -> Non
     from atelier.body import setup_models
 
     assert setup_models.default_dest().is_relative_to(sys.prefix)
+
+
+def test_both_images_install_the_clip_vocabulary_for_drop_in_checkpoints() -> None:
+    for name in ("cpu", "cuda"):
+        build = DOCKERFILES[name].read_text().split("AS runtime", 1)[0]
+        assert "RUN python -m atelier.generation.setup_assets" in build, name  # inside /opt/atelier
