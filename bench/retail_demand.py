@@ -403,11 +403,11 @@ weeks), bottom level only (no hierarchy: planned inputs are not taken with one),
 {promo_table}
 
 MASE here is scaled by each series' naive error from its first sale (the table above scales by
-the whole year, so 0.866 here is its 0.867). The plan's effect comes from the global model trained
-on the 375 series' histories and promotion shares, added to non-seasonal ETS (model
+the whole year, so the two no-promotion rows differ slightly). The plan's effect comes from the
+global model trained on the series' histories and promotion shares, added to non-seasonal ETS (model
 `ets_nonseasonal+inputs`); blending the short-history global model in instead (2/3 + 1/3 ETS, as
-for long histories) was tried first and lost: WAPE 0.102 with the promotions zeroed, 0.113 with
-them. Zeroed inputs must change nothing, and do not.
+for long histories) was tried first and lost (WAPE 0.102 with the promotions zeroed, 0.113 with
+them, in a run before FUEL and MISCELLANEOUS were left out). Zeroed inputs must change nothing, and do not.
 """,
         COMMAND,
     )
