@@ -432,8 +432,9 @@ def render_scene(
     for i in order:
         c = colour[i]
         cv2.fillConvexPoly(canvas, poly[i], (float(c[0]), float(c[1]), float(c[2])), cv2.LINE_8, 4)
-    # Coverage needs no depth order: one call for all quads.
-    cv2.fillPoly(alpha, list(poly), 1.0, cv2.LINE_8, 4)
+        # One cv2.fillPoly call for all quads was tried: overlapping polygons fill even-odd, and the
+        # holes let the background through the person (the pose model then found nobody).
+        cv2.fillConvexPoly(alpha, poly[i], 1.0, cv2.LINE_8, 4)
     size = (cam.width_px, cam.height_px)
     person = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
     a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)[..., None]
