@@ -383,7 +383,7 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         )
         unknown_only = bool(request.uninspected) and all(u.length_mm == 0 for u in request.uninspected)
         v.check(
-            (MIN_ROLL_MM <= request.roll_length_mm or (request.roll_length_mm == 0 and unknown_only))
+            (request.roll_length_mm >= MIN_ROLL_MM or (request.roll_length_mm == 0 and unknown_only))
             and request.roll_length_mm <= MAX_ROLL_LENGTH_MM,
             "roll_length_mm",
             f"must be {MIN_ROLL_MM:g}..{MAX_ROLL_LENGTH_MM:g} mm (0 only when every uninspected stretch "
