@@ -110,6 +110,7 @@ class Prepared:
     model: str
     hierarchy: tuple[str, ...] = ()
     reconciliation: str = ""
+    tree: hierarchy_mod.Hierarchy | None = None  # built once, when the hierarchy is checked
     # Planned covariates over the horizon, by series (FutureCovariates; names with values only).
     planned: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
@@ -457,18 +458,20 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 "ingest-sales`, or filter them out)",
             )
         # Label checks (every bottom series carries every key) happen in hierarchy.build.
-        hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], keys)
+        tree = hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], keys)
         return dataclasses.replace(
-            prepared, hierarchy=tuple(keys), reconciliation=method or hierarchy_mod.DEFAULT_METHOD
+            prepared,
+            hierarchy=tuple(keys),
+            reconciliation=method or hierarchy_mod.DEFAULT_METHOD,
+            tree=tree,
         )
 
     def _run_hierarchical(
         self, prepared: Prepared, cancellation: Cancellation, progress: forecasting.ProgressFn | None
     ) -> trends_pb2.ForecastResponse:
         ((frequency, data),) = prepared.groups.items()
-        tree = hierarchy_mod.build(
-            [d.meta.series for d in data], [d.meta.labels for d in data], prepared.hierarchy
-        )
+        tree = prepared.tree
+        assert tree is not None  # set by _with_hierarchy with the hierarchy
         # The bottom series on one grid ending at their common last period; before a series'
         # first observation it sold nothing (COUNT series), so it adds zeros.
         length = max(len(d.values) for d in data)
