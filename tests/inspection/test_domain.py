@@ -290,3 +290,11 @@ def test_the_selvage_zone_is_calibrated_on_its_own() -> None:
     assert scale == pytest.approx(0.5) and threshold == pytest.approx(1.5 * 4.5)
     # No off-fabric area in view: one zone, nothing scaled.
     assert texture.calibrate([(m, np.zeros_like(o)) for m, o in maps], 1.5)[1] == 1.0
+
+
+def test_a_frame_narrower_than_the_cloth_window_is_all_fabric() -> None:
+    # 96 x 64 px (a valid image the fuzz sent to CreateProfile): answered INTERNAL before.
+    from atelier.inspection import fabric
+
+    grey = (np.random.default_rng(0).integers(60, 200, (64, 96))).astype(np.uint8)
+    assert not fabric.off_fabric_mask(grey).any()

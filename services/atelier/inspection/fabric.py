@@ -56,6 +56,8 @@ def _cut(profile: np.ndarray) -> int:
     n = len(profile)
     inner = max(1, INNER_PX // BIN_PX)
     limit = int(n * MAX_OFF_FRACTION)
+    if n <= inner:
+        return 0  # a frame narrower than the cloth window has no border stretch to judge (the fuzz found it)
     # Cloth beside each candidate edge (median: a defect next to the edge must not move it).
     windows = np.lib.stride_tricks.sliding_window_view(profile, inner)
     cloth = np.median(windows, axis=1)
