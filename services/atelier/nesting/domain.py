@@ -103,6 +103,7 @@ class MarkerRequest:
     seed: int = 0
     name: str = ""
     pattern_id: str = ""  # the library pattern the pieces came from
+    notes: tuple[str, ...] = ()  # what was done before the solver (made to measure), for the marker
 
 
 @dataclass(frozen=True)

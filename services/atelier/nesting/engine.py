@@ -112,7 +112,7 @@ def to_marker(request: MarkerRequest, items: list[ItemType], layout: SolverLayou
         c, s = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
         tx, ty = x + dx - (c * ox - s * oy), y + dy - (s * ox + c * oy)
         placed.append(place_piece(piece, copy, item.mirrored, rotation % 360.0, tx, ty))
-    notes: list[str] = []
+    notes: list[str] = list(request.notes)
     placed = clear_flaws(request, placed, notes)
     max_x = max((max(p[0] for p in pl.outline_mm) for pl in placed), default=0.0)
     length = max_x + fabric.end_margin_mm

@@ -15,7 +15,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from atelier.common.v1 import geometry_pb2, progress_pb2
-from atelier.nesting import formats
+from atelier.nesting import formats, mtm
 from atelier.nesting.domain import (
     DEFAULT_TIME_BUDGET_S,
     MAX_COORDINATE_MM,
@@ -349,10 +349,24 @@ def validate_create(
         ratios[ratio.size] = ratio.count
 
     source = list(request.pieces)
+    notes: list[str] = []
+    mtm_wanted = request.HasField("made_to_measure")
+    if mtm_wanted:
+        v.check(bool(request.pattern_id), "made_to_measure", "only with a pattern_id")
+        v.check(not request.ratios, "ratios", "give ratios or made_to_measure, not both")
     if request.pattern_id:
         v.check(not source, "pattern_id", "give pieces or a pattern_id, not both")
         if pattern_pieces is None:
             v.add("pattern_id", f"no pattern {request.pattern_id!r} in this tenant's library (ListPatterns)")
+        elif mtm_wanted:
+            names = set(request.piece_names)
+            unknown = sorted(names - {p.name or p.id for p in pattern_pieces})
+            v.check(not unknown, "piece_names", f"pieces {unknown} are not in the pattern")
+            made = _made_to_measure(request.made_to_measure, pattern_pieces, v)
+            if made is not None:
+                blended, label, garments, notes = made
+                ratios = {label: garments}
+                source = [piece_to_proto(p) for p in blended if not names or (p.name or p.id) in names]
         else:
             # The sizes the ratios name, or every size; the pieces named, or every piece.
             names = set(request.piece_names)
@@ -467,6 +481,7 @@ def validate_create(
         seed=request.seed,
         name=request.marker_name,
         pattern_id=request.pattern_id,
+        notes=tuple(notes),
     )
     if not v and pieces:
         count = placed_count(domain)
@@ -485,6 +500,66 @@ def validate_create(
             )
     v.raise_if_any("the marker request is invalid")
     return domain
+
+
+def _spec(msg: pb.Piece) -> PieceSpec:
+    """A stored pattern piece as a domain piece, for grading (validated with the marker's pieces)."""
+    return PieceSpec(
+        id=msg.id,
+        outline_mm=polygon_points(msg.outline),
+        quantity=msg.quantity,
+        grain=GRAIN_FROM_PROTO.get(msg.grain, Grain.WOVEN),
+        rotation_step_deg=msg.rotation_step_deg,
+        mirror=MIRROR_FROM_PROTO.get(msg.mirror, Mirror.NONE),
+        size=msg.size,
+        name=msg.name,
+        **piece_features(msg),
+    )
+
+
+def _made_to_measure(
+    msg: pb.MadeToMeasure, pattern_pieces: list[pb.Piece], v: Violations
+) -> tuple[list[PieceSpec], str, int, list[str]] | None:
+    """The customer's pieces from the pattern's graded sizes, their size label, the garment
+    count and notes; None (with violations) when the request cannot be met."""
+    path = "made_to_measure"
+    sizes = list(dict.fromkeys(p.size for p in pattern_pieces))
+    garments = msg.garments or 1
+    ok = v.check(1 <= garments <= MAX_RATIO_COUNT, f"{path}.garments", f"must be 1..{MAX_RATIO_COUNT}")
+    how = ""
+    kind = msg.WhichOneof("size_from")
+    if kind == "recommendation":
+        rec = msg.recommendation
+        size, toward = rec.best.size, rec.second.size
+        where, where_toward = f"{path}.recommendation.best.size", f"{path}.recommendation.second.size"
+        second = {z.measurement: z.difference_cm for z in rec.second.zones}
+        zones = [
+            mtm.ZoneDifference(z.measurement, z.difference_cm, second[z.measurement])
+            for z in rec.best.zones
+            if z.measurement in second
+        ]
+        finite = all(_finite(z.best_cm, z.second_cm) for z in zones)
+        ok &= v.check(finite, f"{path}.recommendation", "zone differences must be finite")
+        fraction, how = mtm.fraction_from_zones(zones) if finite and toward else (0.0, "")
+    elif kind == "blend":
+        size, toward, fraction = msg.blend.size, msg.blend.toward_size, msg.blend.fraction
+        where, where_toward = f"{path}.blend.size", f"{path}.blend.toward_size"
+        ok &= v.check(_finite(fraction) and 0.0 <= fraction <= 1.0, f"{path}.blend.fraction", "must be 0..1")
+    else:
+        v.add(path, "a recommendation (BodyService RecommendSize's reply) or a blend is required")
+        return None
+    ok &= v.check(size in sizes, where, f"size {size!r} is not one of the pattern's sizes {sizes}")
+    if toward:
+        ok &= v.check(
+            toward in sizes, where_toward, f"size {toward!r} is not one of the pattern's sizes {sizes}"
+        )
+        ok &= v.check(toward != size, where_toward, "must differ from the nearest size")
+    if not ok:
+        return None
+    pieces, label, notes = mtm.made_to_measure([_spec(p) for p in pattern_pieces], size, toward, fraction)
+    if how:
+        notes.insert(1, f"made to measure: position between the sizes per zone: {how}")
+    return pieces, label, garments, notes
 
 
 def check_operation(name: str) -> None:

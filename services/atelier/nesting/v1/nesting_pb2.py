@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from atelier.body.v1 import body_pb2 as atelier_dot_body_dot_v1_dot_body__pb2
 from atelier.common.v1 import geometry_pb2 as atelier_dot_common_dot_v1_dot_geometry__pb2
 from atelier.common.v1 import progress_pb2 as atelier_dot_common_dot_v1_dot_progress__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
@@ -29,65 +30,69 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n atelier/nesting/v1/nesting.proto\x12\x12\x61telier.nesting.v1\x1a atelier/common/v1/geometry.proto\x1a atelier/common/v1/progress.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\nPolylineMm\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\"\xeb\x03\n\x05Piece\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x07outline\x18\x02 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMm\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12,\n\x05grain\x18\x04 \x01(\x0e\x32\x1d.atelier.nesting.v1.GrainRule\x12\x19\n\x11rotation_step_deg\x18\x05 \x01(\x01\x12.\n\x06mirror\x18\x06 \x01(\x0e\x32\x1e.atelier.nesting.v1.MirrorRule\x12\x0c\n\x04size\x18\x07 \x01(\t\x12\x0c\n\x04name\x18\x08 \x01(\t\x12+\n\x07notches\x18\t \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12/\n\x0b\x64rill_holes\x18\n \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12\x36\n\x0einternal_lines\x18\x0b \x03(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x32\n\ngrain_line\x18\x0c \x01(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x10\n\x08\x63\x61tegory\x18\r \x01(\t\x12\x10\n\x08material\x18\x0e \x01(\t\x12\x12\n\nannotation\x18\x0f \x01(\t\"~\n\x08\x46lawZone\x12)\n\x04rect\x18\x01 \x01(\x0b\x32\x19.atelier.common.v1.RectMmH\x00\x12/\n\x07polygon\x18\x02 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMmH\x00\x12\x0e\n\x06reason\x18\x03 \x01(\tB\x06\n\x04zone\"\x8d\x01\n\x06\x46\x61\x62ric\x12\x10\n\x08width_mm\x18\x01 \x01(\x01\x12\x15\n\rmax_length_mm\x18\x02 \x01(\x01\x12\x16\n\x0e\x65\x64ge_margin_mm\x18\x03 \x01(\x01\x12\x15\n\rend_margin_mm\x18\x04 \x01(\x01\x12+\n\x05\x66laws\x18\x05 \x03(\x0b\x32\x1c.atelier.nesting.v1.FlawZone\"(\n\tSizeRatio\x12\x0c\n\x04size\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\x92\x02\n\x13\x43reateMarkerRequest\x12)\n\x06pieces\x18\x01 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12*\n\x06\x66\x61\x62ric\x18\x02 \x01(\x0b\x32\x1a.atelier.nesting.v1.Fabric\x12\x12\n\nspacing_mm\x18\x03 \x01(\x01\x12-\n\x06ratios\x18\x04 \x03(\x0b\x32\x1d.atelier.nesting.v1.SizeRatio\x12\x15\n\rtime_budget_s\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x13\n\x0bmarker_name\x18\x07 \x01(\t\x12\x12\n\npattern_id\x18\x08 \x01(\t\x12\x13\n\x0bpiece_names\x18\t \x03(\t\"\'\n\x12WatchMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\"p\n\x13WatchMarkerResponse\x12-\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.atelier.common.v1.Progress\x12*\n\x06marker\x18\x02 \x01(\x0b\x32\x1a.atelier.nesting.v1.Marker\"%\n\x10GetMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\"\x84\x03\n\tPlacement\x12\x10\n\x08piece_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63opy\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\x0c\n\x04x_mm\x18\x04 \x01(\x01\x12\x0c\n\x04y_mm\x18\x05 \x01(\x01\x12\x14\n\x0crotation_deg\x18\x06 \x01(\x01\x12\x10\n\x08mirrored\x18\x07 \x01(\x08\x12-\n\x07outline\x18\x08 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMm\x12\x0c\n\x04name\x18\t \x01(\t\x12+\n\x07notches\x18\n \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12/\n\x0b\x64rill_holes\x18\x0b \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12\x36\n\x0einternal_lines\x18\x0c \x03(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x32\n\ngrain_line\x18\r \x01(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\"\xf4\x02\n\x06Marker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nplacements\x18\x02 \x03(\x0b\x32\x1d.atelier.nesting.v1.Placement\x12\x11\n\tlength_mm\x18\x03 \x01(\x01\x12\x10\n\x08width_mm\x18\x04 \x01(\x01\x12\x12\n\nefficiency\x18\x05 \x01(\x01\x12\x16\n\x0epiece_area_mm2\x18\x06 \x01(\x01\x12\x16\n\x0ewaste_area_mm2\x18\x07 \x01(\x01\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\x12\x11\n\telapsed_s\x18\t \x01(\x01\x12*\n\x06\x66\x61\x62ric\x18\n \x01(\x0b\x32\x1a.atelier.nesting.v1.Fabric\x12\x0c\n\x04seed\x18\x0b \x01(\x04\x12\r\n\x05notes\x18\x0c \x03(\t\x12\x12\n\nspacing_mm\x18\r \x01(\x01\x12-\n\x06ratios\x18\x0e \x03(\x0b\x32\x1d.atelier.nesting.v1.SizeRatio\x12\x12\n\npattern_id\x18\x0f \x01(\t\"\xd5\x01\n\x13ImportPiecesRequest\x12.\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07unit_mm\x18\x03 \x01(\x01\x12+\n\x05pairs\x18\x04 \x01(\x0e\x32\x1c.atelier.nesting.v1.PairMode\x12\x14\n\x0csave_pattern\x18\x05 \x01(\x08\x12\x14\n\x0cpattern_name\x18\x06 \x01(\t\x12\x13\n\x0bgrade_rules\x18\x07 \x01(\x0c\"\xdc\x01\n\x14ImportPiecesResponse\x12)\n\x06pieces\x18\x01 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12\x17\n\x0f\x66\x61\x62ric_width_mm\x18\x02 \x01(\x01\x12\x10\n\x08warnings\x18\x03 \x03(\t\x12\r\n\x05sizes\x18\x04 \x03(\t\x12\x12\n\nstyle_name\x18\x05 \x01(\t\x12\x13\n\x0bsample_size\x18\x06 \x01(\t\x12\r\n\x05units\x18\x07 \x01(\t\x12\x12\n\npattern_id\x18\x08 \x01(\t\x12\x13\n\x0bpiece_names\x18\t \x03(\t\"\xed\x01\n\x07Pattern\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nstyle_name\x18\x03 \x01(\t\x12\r\n\x05sizes\x18\x04 \x03(\t\x12\x13\n\x0bsample_size\x18\x05 \x01(\t\x12\r\n\x05units\x18\x06 \x01(\t\x12)\n\x06pieces\x18\x07 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpiece_count\x18\n \x01(\x05\"<\n\x13ListPatternsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x14ListPatternsResponse\x12-\n\x08patterns\x18\x01 \x03(\x0b\x32\x1b.atelier.nesting.v1.Pattern\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11GetPatternRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\"\n\x14\x44\x65letePatternRequest\x12\n\n\x02id\x18\x01 \x01(\t\"g\n\x13ImportMarkerRequest\x12.\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07unit_mm\x18\x03 \x01(\x01\"T\n\x14ImportMarkerResponse\x12*\n\x06marker\x18\x01 \x01(\x0b\x32\x1a.atelier.nesting.v1.Marker\x12\x10\n\x08warnings\x18\x02 \x03(\t\"X\n\x13\x45xportMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\"M\n\x14\x45xportMarkerResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t*\x96\x01\n\tGrainRule\x12\x1a\n\x16GRAIN_RULE_UNSPECIFIED\x10\x00\x12\x14\n\x10GRAIN_RULE_FIXED\x10\x01\x12\x14\n\x10GRAIN_RULE_WOVEN\x10\x02\x12\x17\n\x13GRAIN_RULE_FOUR_WAY\x10\x03\x12\x13\n\x0fGRAIN_RULE_FREE\x10\x04\x12\x13\n\x0fGRAIN_RULE_STEP\x10\x05*n\n\nMirrorRule\x12\x1b\n\x17MIRROR_RULE_UNSPECIFIED\x10\x00\x12\x14\n\x10MIRROR_RULE_NONE\x10\x01\x12\x14\n\x10MIRROR_RULE_PAIR\x10\x02\x12\x17\n\x13MIRROR_RULE_ALLOWED\x10\x03*\xac\x01\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x01\x12\x13\n\x0f\x46ILE_FORMAT_DXF\x10\x02\x12\x13\n\x0f\x46ILE_FORMAT_SVG\x10\x03\x12\x14\n\x10\x46ILE_FORMAT_HPGL\x10\x04\x12\x15\n\x11\x46ILE_FORMAT_GCODE\x10\x05\x12\x14\n\x10\x46ILE_FORMAT_HTML\x10\x06*V\n\x08PairMode\x12\x19\n\x15PAIR_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAIR_MODE_MIRRORED\x10\x01\x12\x17\n\x13PAIR_MODE_SAME_HAND\x10\x02\x32\xca\x06\n\x0eNestingService\x12V\n\x0c\x43reateMarker\x12\'.atelier.nesting.v1.CreateMarkerRequest\x1a\x1d.google.longrunning.Operation\x12`\n\x0bWatchMarker\x12&.atelier.nesting.v1.WatchMarkerRequest\x1a\'.atelier.nesting.v1.WatchMarkerResponse0\x01\x12M\n\tGetMarker\x12$.atelier.nesting.v1.GetMarkerRequest\x1a\x1a.atelier.nesting.v1.Marker\x12\x61\n\x0cImportPieces\x12\'.atelier.nesting.v1.ImportPiecesRequest\x1a(.atelier.nesting.v1.ImportPiecesResponse\x12\x61\n\x0c\x45xportMarker\x12\'.atelier.nesting.v1.ExportMarkerRequest\x1a(.atelier.nesting.v1.ExportMarkerResponse\x12\x61\n\x0cImportMarker\x12\'.atelier.nesting.v1.ImportMarkerRequest\x1a(.atelier.nesting.v1.ImportMarkerResponse\x12\x61\n\x0cListPatterns\x12\'.atelier.nesting.v1.ListPatternsRequest\x1a(.atelier.nesting.v1.ListPatternsResponse\x12P\n\nGetPattern\x12%.atelier.nesting.v1.GetPatternRequest\x1a\x1b.atelier.nesting.v1.Pattern\x12Q\n\rDeletePattern\x12(.atelier.nesting.v1.DeletePatternRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n atelier/nesting/v1/nesting.proto\x12\x12\x61telier.nesting.v1\x1a\x1a\x61telier/body/v1/body.proto\x1a atelier/common/v1/geometry.proto\x1a atelier/common/v1/progress.proto\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\nPolylineMm\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\"\xeb\x03\n\x05Piece\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x07outline\x18\x02 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMm\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12,\n\x05grain\x18\x04 \x01(\x0e\x32\x1d.atelier.nesting.v1.GrainRule\x12\x19\n\x11rotation_step_deg\x18\x05 \x01(\x01\x12.\n\x06mirror\x18\x06 \x01(\x0e\x32\x1e.atelier.nesting.v1.MirrorRule\x12\x0c\n\x04size\x18\x07 \x01(\t\x12\x0c\n\x04name\x18\x08 \x01(\t\x12+\n\x07notches\x18\t \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12/\n\x0b\x64rill_holes\x18\n \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12\x36\n\x0einternal_lines\x18\x0b \x03(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x32\n\ngrain_line\x18\x0c \x01(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x10\n\x08\x63\x61tegory\x18\r \x01(\t\x12\x10\n\x08material\x18\x0e \x01(\t\x12\x12\n\nannotation\x18\x0f \x01(\t\"~\n\x08\x46lawZone\x12)\n\x04rect\x18\x01 \x01(\x0b\x32\x19.atelier.common.v1.RectMmH\x00\x12/\n\x07polygon\x18\x02 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMmH\x00\x12\x0e\n\x06reason\x18\x03 \x01(\tB\x06\n\x04zone\"\x8d\x01\n\x06\x46\x61\x62ric\x12\x10\n\x08width_mm\x18\x01 \x01(\x01\x12\x15\n\rmax_length_mm\x18\x02 \x01(\x01\x12\x16\n\x0e\x65\x64ge_margin_mm\x18\x03 \x01(\x01\x12\x15\n\rend_margin_mm\x18\x04 \x01(\x01\x12+\n\x05\x66laws\x18\x05 \x03(\x0b\x32\x1c.atelier.nesting.v1.FlawZone\"(\n\tSizeRatio\x12\x0c\n\x04size\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xce\x02\n\x13\x43reateMarkerRequest\x12)\n\x06pieces\x18\x01 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12*\n\x06\x66\x61\x62ric\x18\x02 \x01(\x0b\x32\x1a.atelier.nesting.v1.Fabric\x12\x12\n\nspacing_mm\x18\x03 \x01(\x01\x12-\n\x06ratios\x18\x04 \x03(\x0b\x32\x1d.atelier.nesting.v1.SizeRatio\x12\x15\n\rtime_budget_s\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x13\n\x0bmarker_name\x18\x07 \x01(\t\x12\x12\n\npattern_id\x18\x08 \x01(\t\x12\x13\n\x0bpiece_names\x18\t \x03(\t\x12:\n\x0fmade_to_measure\x18\n \x01(\x0b\x32!.atelier.nesting.v1.MadeToMeasure\"\xa0\x01\n\rMadeToMeasure\x12@\n\x0erecommendation\x18\x01 \x01(\x0b\x32&.atelier.body.v1.RecommendSizeResponseH\x00\x12.\n\x05\x62lend\x18\x02 \x01(\x0b\x32\x1d.atelier.nesting.v1.SizeBlendH\x00\x12\x10\n\x08garments\x18\x03 \x01(\x05\x42\x0b\n\tsize_from\"@\n\tSizeBlend\x12\x0c\n\x04size\x18\x01 \x01(\t\x12\x13\n\x0btoward_size\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\"\'\n\x12WatchMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\"p\n\x13WatchMarkerResponse\x12-\n\x08progress\x18\x01 \x01(\x0b\x32\x1b.atelier.common.v1.Progress\x12*\n\x06marker\x18\x02 \x01(\x0b\x32\x1a.atelier.nesting.v1.Marker\"%\n\x10GetMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\"\x84\x03\n\tPlacement\x12\x10\n\x08piece_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63opy\x18\x02 \x01(\x05\x12\x0c\n\x04size\x18\x03 \x01(\t\x12\x0c\n\x04x_mm\x18\x04 \x01(\x01\x12\x0c\n\x04y_mm\x18\x05 \x01(\x01\x12\x14\n\x0crotation_deg\x18\x06 \x01(\x01\x12\x10\n\x08mirrored\x18\x07 \x01(\x08\x12-\n\x07outline\x18\x08 \x01(\x0b\x32\x1c.atelier.common.v1.PolygonMm\x12\x0c\n\x04name\x18\t \x01(\t\x12+\n\x07notches\x18\n \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12/\n\x0b\x64rill_holes\x18\x0b \x03(\x0b\x32\x1a.atelier.common.v1.PointMm\x12\x36\n\x0einternal_lines\x18\x0c \x03(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\x12\x32\n\ngrain_line\x18\r \x01(\x0b\x32\x1e.atelier.nesting.v1.PolylineMm\"\xf4\x02\n\x06Marker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\nplacements\x18\x02 \x03(\x0b\x32\x1d.atelier.nesting.v1.Placement\x12\x11\n\tlength_mm\x18\x03 \x01(\x01\x12\x10\n\x08width_mm\x18\x04 \x01(\x01\x12\x12\n\nefficiency\x18\x05 \x01(\x01\x12\x16\n\x0epiece_area_mm2\x18\x06 \x01(\x01\x12\x16\n\x0ewaste_area_mm2\x18\x07 \x01(\x01\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\x12\x11\n\telapsed_s\x18\t \x01(\x01\x12*\n\x06\x66\x61\x62ric\x18\n \x01(\x0b\x32\x1a.atelier.nesting.v1.Fabric\x12\x0c\n\x04seed\x18\x0b \x01(\x04\x12\r\n\x05notes\x18\x0c \x03(\t\x12\x12\n\nspacing_mm\x18\r \x01(\x01\x12-\n\x06ratios\x18\x0e \x03(\x0b\x32\x1d.atelier.nesting.v1.SizeRatio\x12\x12\n\npattern_id\x18\x0f \x01(\t\"\xd5\x01\n\x13ImportPiecesRequest\x12.\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07unit_mm\x18\x03 \x01(\x01\x12+\n\x05pairs\x18\x04 \x01(\x0e\x32\x1c.atelier.nesting.v1.PairMode\x12\x14\n\x0csave_pattern\x18\x05 \x01(\x08\x12\x14\n\x0cpattern_name\x18\x06 \x01(\t\x12\x13\n\x0bgrade_rules\x18\x07 \x01(\x0c\"\xdc\x01\n\x14ImportPiecesResponse\x12)\n\x06pieces\x18\x01 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12\x17\n\x0f\x66\x61\x62ric_width_mm\x18\x02 \x01(\x01\x12\x10\n\x08warnings\x18\x03 \x03(\t\x12\r\n\x05sizes\x18\x04 \x03(\t\x12\x12\n\nstyle_name\x18\x05 \x01(\t\x12\x13\n\x0bsample_size\x18\x06 \x01(\t\x12\r\n\x05units\x18\x07 \x01(\t\x12\x12\n\npattern_id\x18\x08 \x01(\t\x12\x13\n\x0bpiece_names\x18\t \x03(\t\"\xed\x01\n\x07Pattern\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nstyle_name\x18\x03 \x01(\t\x12\r\n\x05sizes\x18\x04 \x03(\t\x12\x13\n\x0bsample_size\x18\x05 \x01(\t\x12\r\n\x05units\x18\x06 \x01(\t\x12)\n\x06pieces\x18\x07 \x03(\x0b\x32\x19.atelier.nesting.v1.Piece\x12\x10\n\x08warnings\x18\x08 \x03(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bpiece_count\x18\n \x01(\x05\"<\n\x13ListPatternsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x14ListPatternsResponse\x12-\n\x08patterns\x18\x01 \x03(\x0b\x32\x1b.atelier.nesting.v1.Pattern\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11GetPatternRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\"\n\x14\x44\x65letePatternRequest\x12\n\n\x02id\x18\x01 \x01(\t\"g\n\x13ImportMarkerRequest\x12.\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07unit_mm\x18\x03 \x01(\x01\"T\n\x14ImportMarkerResponse\x12*\n\x06marker\x18\x01 \x01(\x0b\x32\x1a.atelier.nesting.v1.Marker\x12\x10\n\x08warnings\x18\x02 \x03(\t\"X\n\x13\x45xportMarkerRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.atelier.nesting.v1.FileFormat\"M\n\x14\x45xportMarkerResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t*\x96\x01\n\tGrainRule\x12\x1a\n\x16GRAIN_RULE_UNSPECIFIED\x10\x00\x12\x14\n\x10GRAIN_RULE_FIXED\x10\x01\x12\x14\n\x10GRAIN_RULE_WOVEN\x10\x02\x12\x17\n\x13GRAIN_RULE_FOUR_WAY\x10\x03\x12\x13\n\x0fGRAIN_RULE_FREE\x10\x04\x12\x13\n\x0fGRAIN_RULE_STEP\x10\x05*n\n\nMirrorRule\x12\x1b\n\x17MIRROR_RULE_UNSPECIFIED\x10\x00\x12\x14\n\x10MIRROR_RULE_NONE\x10\x01\x12\x14\n\x10MIRROR_RULE_PAIR\x10\x02\x12\x17\n\x13MIRROR_RULE_ALLOWED\x10\x03*\xac\x01\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x01\x12\x13\n\x0f\x46ILE_FORMAT_DXF\x10\x02\x12\x13\n\x0f\x46ILE_FORMAT_SVG\x10\x03\x12\x14\n\x10\x46ILE_FORMAT_HPGL\x10\x04\x12\x15\n\x11\x46ILE_FORMAT_GCODE\x10\x05\x12\x14\n\x10\x46ILE_FORMAT_HTML\x10\x06*V\n\x08PairMode\x12\x19\n\x15PAIR_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAIR_MODE_MIRRORED\x10\x01\x12\x17\n\x13PAIR_MODE_SAME_HAND\x10\x02\x32\xca\x06\n\x0eNestingService\x12V\n\x0c\x43reateMarker\x12\'.atelier.nesting.v1.CreateMarkerRequest\x1a\x1d.google.longrunning.Operation\x12`\n\x0bWatchMarker\x12&.atelier.nesting.v1.WatchMarkerRequest\x1a\'.atelier.nesting.v1.WatchMarkerResponse0\x01\x12M\n\tGetMarker\x12$.atelier.nesting.v1.GetMarkerRequest\x1a\x1a.atelier.nesting.v1.Marker\x12\x61\n\x0cImportPieces\x12\'.atelier.nesting.v1.ImportPiecesRequest\x1a(.atelier.nesting.v1.ImportPiecesResponse\x12\x61\n\x0c\x45xportMarker\x12\'.atelier.nesting.v1.ExportMarkerRequest\x1a(.atelier.nesting.v1.ExportMarkerResponse\x12\x61\n\x0cImportMarker\x12\'.atelier.nesting.v1.ImportMarkerRequest\x1a(.atelier.nesting.v1.ImportMarkerResponse\x12\x61\n\x0cListPatterns\x12\'.atelier.nesting.v1.ListPatternsRequest\x1a(.atelier.nesting.v1.ListPatternsResponse\x12P\n\nGetPattern\x12%.atelier.nesting.v1.GetPatternRequest\x1a\x1b.atelier.nesting.v1.Pattern\x12Q\n\rDeletePattern\x12(.atelier.nesting.v1.DeletePatternRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atelier.nesting.v1.nesting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRAINRULE']._serialized_start=3593
-  _globals['_GRAINRULE']._serialized_end=3743
-  _globals['_MIRRORRULE']._serialized_start=3745
-  _globals['_MIRRORRULE']._serialized_end=3855
-  _globals['_FILEFORMAT']._serialized_start=3858
-  _globals['_FILEFORMAT']._serialized_end=4030
-  _globals['_PAIRMODE']._serialized_start=4032
-  _globals['_PAIRMODE']._serialized_end=4118
-  _globals['_POLYLINEMM']._serialized_start=223
-  _globals['_POLYLINEMM']._serialized_end=279
-  _globals['_PIECE']._serialized_start=282
-  _globals['_PIECE']._serialized_end=773
-  _globals['_FLAWZONE']._serialized_start=775
-  _globals['_FLAWZONE']._serialized_end=901
-  _globals['_FABRIC']._serialized_start=904
-  _globals['_FABRIC']._serialized_end=1045
-  _globals['_SIZERATIO']._serialized_start=1047
-  _globals['_SIZERATIO']._serialized_end=1087
-  _globals['_CREATEMARKERREQUEST']._serialized_start=1090
-  _globals['_CREATEMARKERREQUEST']._serialized_end=1364
-  _globals['_WATCHMARKERREQUEST']._serialized_start=1366
-  _globals['_WATCHMARKERREQUEST']._serialized_end=1405
-  _globals['_WATCHMARKERRESPONSE']._serialized_start=1407
-  _globals['_WATCHMARKERRESPONSE']._serialized_end=1519
-  _globals['_GETMARKERREQUEST']._serialized_start=1521
-  _globals['_GETMARKERREQUEST']._serialized_end=1558
-  _globals['_PLACEMENT']._serialized_start=1561
-  _globals['_PLACEMENT']._serialized_end=1949
-  _globals['_MARKER']._serialized_start=1952
-  _globals['_MARKER']._serialized_end=2324
-  _globals['_IMPORTPIECESREQUEST']._serialized_start=2327
-  _globals['_IMPORTPIECESREQUEST']._serialized_end=2540
-  _globals['_IMPORTPIECESRESPONSE']._serialized_start=2543
-  _globals['_IMPORTPIECESRESPONSE']._serialized_end=2763
-  _globals['_PATTERN']._serialized_start=2766
-  _globals['_PATTERN']._serialized_end=3003
-  _globals['_LISTPATTERNSREQUEST']._serialized_start=3005
-  _globals['_LISTPATTERNSREQUEST']._serialized_end=3065
-  _globals['_LISTPATTERNSRESPONSE']._serialized_start=3067
-  _globals['_LISTPATTERNSRESPONSE']._serialized_end=3161
-  _globals['_GETPATTERNREQUEST']._serialized_start=3163
-  _globals['_GETPATTERNREQUEST']._serialized_end=3194
-  _globals['_DELETEPATTERNREQUEST']._serialized_start=3196
-  _globals['_DELETEPATTERNREQUEST']._serialized_end=3230
-  _globals['_IMPORTMARKERREQUEST']._serialized_start=3232
-  _globals['_IMPORTMARKERREQUEST']._serialized_end=3335
-  _globals['_IMPORTMARKERRESPONSE']._serialized_start=3337
-  _globals['_IMPORTMARKERRESPONSE']._serialized_end=3421
-  _globals['_EXPORTMARKERREQUEST']._serialized_start=3423
-  _globals['_EXPORTMARKERREQUEST']._serialized_end=3511
-  _globals['_EXPORTMARKERRESPONSE']._serialized_start=3513
-  _globals['_EXPORTMARKERRESPONSE']._serialized_end=3590
-  _globals['_NESTINGSERVICE']._serialized_start=4121
-  _globals['_NESTINGSERVICE']._serialized_end=4963
+  _globals['_GRAINRULE']._serialized_start=3910
+  _globals['_GRAINRULE']._serialized_end=4060
+  _globals['_MIRRORRULE']._serialized_start=4062
+  _globals['_MIRRORRULE']._serialized_end=4172
+  _globals['_FILEFORMAT']._serialized_start=4175
+  _globals['_FILEFORMAT']._serialized_end=4347
+  _globals['_PAIRMODE']._serialized_start=4349
+  _globals['_PAIRMODE']._serialized_end=4435
+  _globals['_POLYLINEMM']._serialized_start=251
+  _globals['_POLYLINEMM']._serialized_end=307
+  _globals['_PIECE']._serialized_start=310
+  _globals['_PIECE']._serialized_end=801
+  _globals['_FLAWZONE']._serialized_start=803
+  _globals['_FLAWZONE']._serialized_end=929
+  _globals['_FABRIC']._serialized_start=932
+  _globals['_FABRIC']._serialized_end=1073
+  _globals['_SIZERATIO']._serialized_start=1075
+  _globals['_SIZERATIO']._serialized_end=1115
+  _globals['_CREATEMARKERREQUEST']._serialized_start=1118
+  _globals['_CREATEMARKERREQUEST']._serialized_end=1452
+  _globals['_MADETOMEASURE']._serialized_start=1455
+  _globals['_MADETOMEASURE']._serialized_end=1615
+  _globals['_SIZEBLEND']._serialized_start=1617
+  _globals['_SIZEBLEND']._serialized_end=1681
+  _globals['_WATCHMARKERREQUEST']._serialized_start=1683
+  _globals['_WATCHMARKERREQUEST']._serialized_end=1722
+  _globals['_WATCHMARKERRESPONSE']._serialized_start=1724
+  _globals['_WATCHMARKERRESPONSE']._serialized_end=1836
+  _globals['_GETMARKERREQUEST']._serialized_start=1838
+  _globals['_GETMARKERREQUEST']._serialized_end=1875
+  _globals['_PLACEMENT']._serialized_start=1878
+  _globals['_PLACEMENT']._serialized_end=2266
+  _globals['_MARKER']._serialized_start=2269
+  _globals['_MARKER']._serialized_end=2641
+  _globals['_IMPORTPIECESREQUEST']._serialized_start=2644
+  _globals['_IMPORTPIECESREQUEST']._serialized_end=2857
+  _globals['_IMPORTPIECESRESPONSE']._serialized_start=2860
+  _globals['_IMPORTPIECESRESPONSE']._serialized_end=3080
+  _globals['_PATTERN']._serialized_start=3083
+  _globals['_PATTERN']._serialized_end=3320
+  _globals['_LISTPATTERNSREQUEST']._serialized_start=3322
+  _globals['_LISTPATTERNSREQUEST']._serialized_end=3382
+  _globals['_LISTPATTERNSRESPONSE']._serialized_start=3384
+  _globals['_LISTPATTERNSRESPONSE']._serialized_end=3478
+  _globals['_GETPATTERNREQUEST']._serialized_start=3480
+  _globals['_GETPATTERNREQUEST']._serialized_end=3511
+  _globals['_DELETEPATTERNREQUEST']._serialized_start=3513
+  _globals['_DELETEPATTERNREQUEST']._serialized_end=3547
+  _globals['_IMPORTMARKERREQUEST']._serialized_start=3549
+  _globals['_IMPORTMARKERREQUEST']._serialized_end=3652
+  _globals['_IMPORTMARKERRESPONSE']._serialized_start=3654
+  _globals['_IMPORTMARKERRESPONSE']._serialized_end=3738
+  _globals['_EXPORTMARKERREQUEST']._serialized_start=3740
+  _globals['_EXPORTMARKERREQUEST']._serialized_end=3828
+  _globals['_EXPORTMARKERRESPONSE']._serialized_start=3830
+  _globals['_EXPORTMARKERRESPONSE']._serialized_end=3907
+  _globals['_NESTINGSERVICE']._serialized_start=4438
+  _globals['_NESTINGSERVICE']._serialized_end=5280
 # @@protoc_insertion_point(module_scope)

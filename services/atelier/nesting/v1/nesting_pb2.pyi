@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from atelier.body.v1 import body_pb2 as _body_pb2
 from atelier.common.v1 import geometry_pb2 as _geometry_pb2
 from atelier.common.v1 import progress_pb2 as _progress_pb2
 from collections import abc as _abc
@@ -352,6 +353,7 @@ class CreateMarkerRequest(_message.Message):
     MARKER_NAME_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
     PIECE_NAMES_FIELD_NUMBER: _builtins.int
+    MADE_TO_MEASURE_FIELD_NUMBER: _builtins.int
     spacing_mm: _builtins.float
     """Minimum gap between two pieces, in mm."""
     time_budget_s: _builtins.float
@@ -381,6 +383,12 @@ class CreateMarkerRequest(_message.Message):
         pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
         """
 
+    @_builtins.property
+    def made_to_measure(self) -> Global___MadeToMeasure:
+        """With pattern_id, instead of ratios: one customer's garment cut from the pattern's graded
+        sizes (made to measure). Exclusive with ratios.
+        """
+
     def __init__(
         self,
         *,
@@ -393,14 +401,88 @@ class CreateMarkerRequest(_message.Message):
         marker_name: _builtins.str = ...,
         pattern_id: _builtins.str = ...,
         piece_names: _abc.Iterable[_builtins.str] | None = ...,
+        made_to_measure: Global___MadeToMeasure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "made_to_measure", b"made_to_measure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "marker_name", b"marker_name", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric", b"fabric", "made_to_measure", b"made_to_measure", "marker_name", b"marker_name", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "ratios", b"ratios", "seed", b"seed", "spacing_mm", b"spacing_mm", "time_budget_s", b"time_budget_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateMarkerRequest: _TypeAlias = CreateMarkerRequest  # noqa: Y015
+
+@_typing.final
+class MadeToMeasure(_message.Message):
+    """Made to measure from a stored pattern: the customer's size lies between two graded sizes of
+    the pattern; each piece is the two sizes' piece interpolated point by point (cut line, notches,
+    drill holes, internal and grain lines), or the nearest size as graded where the two do not
+    correspond (different vertex counts): the marker's notes say which, and how far.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATION_FIELD_NUMBER: _builtins.int
+    BLEND_FIELD_NUMBER: _builtins.int
+    GARMENTS_FIELD_NUMBER: _builtins.int
+    garments: _builtins.int
+    """Garments to cut, 1..100; 0 means 1."""
+    @_builtins.property
+    def recommendation(self) -> _body_pb2.RecommendSizeResponse:
+        """The body service's RecommendSize reply for the customer, made on a size chart whose size
+        labels are the pattern's sizes. best.size is the nearest size; with second set, the
+        customer lies toward it by t = mean over the zones both name of
+        best.difference_cm / (best.difference_cm - second.difference_cm), clamped to 0..1
+        (each zone's position between the two sizes' range middles).
+        """
+
+    @_builtins.property
+    def blend(self) -> Global___SizeBlend:
+        """The sizes and the position chosen by hand."""
+
+    def __init__(
+        self,
+        *,
+        recommendation: _body_pb2.RecommendSizeResponse | None = ...,
+        blend: Global___SizeBlend | None = ...,
+        garments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blend", b"blend", "recommendation", b"recommendation", "size_from", b"size_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blend", b"blend", "garments", b"garments", "recommendation", b"recommendation", "size_from", b"size_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_size_from: _TypeAlias = _typing.Literal["recommendation", "blend"]  # noqa: Y015
+    _WhichOneofArgType_size_from: _TypeAlias = _typing.Literal["size_from", b"size_from"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_size_from) -> _WhichOneofReturnType_size_from | None: ...
+
+Global___MadeToMeasure: _TypeAlias = MadeToMeasure  # noqa: Y015
+
+@_typing.final
+class SizeBlend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    TOWARD_SIZE_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    size: _builtins.str
+    """A graded size of the pattern. Required."""
+    toward_size: _builtins.str
+    """Another graded size of the pattern; empty: size as graded."""
+    fraction: _builtins.float
+    """0..1: 0 is size, 1 is toward_size."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.str = ...,
+        toward_size: _builtins.str = ...,
+        fraction: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "size", b"size", "toward_size", b"toward_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SizeBlend: _TypeAlias = SizeBlend  # noqa: Y015
 
 @_typing.final
 class WatchMarkerRequest(_message.Message):
