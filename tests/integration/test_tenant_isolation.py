@@ -291,6 +291,12 @@ def test_nesting_markers_stay_with_their_tenant(start_server: Callable[..., Serv
     # A pattern id the caller's library lacks is a bad field, the same answer as for an id that
     # never existed (no existence leak).
     assert b.code("CreateMarker", by_id) == grpc.StatusCode.INVALID_ARGUMENT
+    # Made to measure reads the pattern's graded sizes through the same tenant-scoped lookup.
+    made = pb.MadeToMeasure(blend=pb.SizeBlend(size=""))
+    mtm_req = pb.CreateMarkerRequest(
+        pattern_id=pattern_id, fabric=pb.Fabric(width_mm=250.0), time_budget_s=1, made_to_measure=made
+    )
+    assert b.code("CreateMarker", mtm_req) == grpc.StatusCode.INVALID_ARGUMENT
     unknown = pb.CreateMarkerRequest(pattern_id="0" * 32, fabric=pb.Fabric(width_mm=250.0), time_budget_s=1)
     assert b.code("CreateMarker", unknown) == grpc.StatusCode.INVALID_ARGUMENT
     assert b("ImportPieces", save).pattern_id != pattern_id
