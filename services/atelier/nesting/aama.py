@@ -26,7 +26,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ezdxf import path as ezpath
@@ -34,7 +34,7 @@ from ezdxf.math import Matrix44, Vec3
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.geometry import Point as ShapelyPoint
 from shapely.ops import polygonize, unary_union
-from shapely.validation import explain_validity
+from shapely.validation import explain_validity, make_valid
 
 from atelier.nesting.domain import MAX_VERTICES, Grain, Mirror, PieceSpec, Point
 
@@ -52,6 +52,11 @@ NOTCH_LAYERS = {NOTCH, "80", "81", "82", "83"}
 INTERNAL_LAYERS = {INTERNAL, CUTOUT}
 FLATTEN_MM = 0.5  # chord error when arcs, splines and bulges become vertices
 JOIN_TOL_MM = 0.05  # boundary segments closer than this meet
+# A slit drawn out and back along the cut line: AccuMark's graded sizes come back up to 0.05 mm
+# beside where they left (GMH1006F18's fronts, sizes 62-70).
+SPIKE_TOL_MM = 0.1
+# A self-crossing cut line is repaired only when the loops it makes are this small a share of it.
+REPAIR_SHARE = 0.002
 INSUNITS_MM = {1: 25.4, 2: 304.8, 4: 1.0, 5: 10.0, 6: 1000.0}
 UNITS_TEXT_MM = {"ENGLISH": 25.4, "INCH": 25.4, "INCHES": 25.4, "METRIC": 1.0, "MM": 1.0, "CM": 10.0}
 
@@ -97,6 +102,9 @@ class RawPiece:
     boundary: list[Point]
     fields: dict[str, str] = field(default_factory=dict)
     notches: list[Point] = field(default_factory=list)
+    # Slits drawn into the cut line (out and back on layer 1), read as notches: kept apart from
+    # the layer notches, which graded sizes take from the sample size when they have none.
+    slits: list[Point] = field(default_factory=list)
     drills: list[Point] = field(default_factory=list)
     internal: list[list[Point]] = field(default_factory=list)
     grain: tuple[Point, Point] | None = None
@@ -104,6 +112,11 @@ class RawPiece:
     annotations: list[str] = field(default_factory=list)
     # Grade points: "# n" text at a turn or curve point (layers 2, 3; layer 1 in the ASTM flavour).
     rule_points: list[tuple[Point, int]] = field(default_factory=list)
+    # Where the cut line's segments meet (AccuMark writes one POLYLINE per segment between turn
+    # points), in ring order from its first vertex: every graded size has the same ones.
+    turns: list[Point] = field(default_factory=list)
+    # Repairs of the cut line: (area change mm2, largest move mm) each.
+    repairs: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +173,7 @@ def read_pattern(
     if rules is not None:
         raws = grade_with_rules(raws, rules, style.get("sample_size", ""), scale, warnings)
     _share_sample_fields(raws, style.get("sample_size", ""), scale, warnings)
+    _report_repairs(raws, warnings)
     pieces = [_piece(raw, scale, pairs, warnings) for raw in raws]
     sizes = list(dict.fromkeys(p.size for p in pieces))
     if rules is not None:  # the rule table's order (small to large), sizes it does not name last
@@ -176,6 +190,19 @@ def read_pattern(
         unit_mm=scale,
         units=units,
         warnings=_dedupe(warnings),
+    )
+
+
+def _report_repairs(raws: list[RawPiece], warnings: list[str]) -> None:
+    turned = [(r.key, change, moved) for r in raws for change, moved in r.repairs]
+    if not turned:
+        return
+    key, change, _ = max(turned, key=lambda t: abs(t[1]))
+    moved = max(t[2] for t in turned)
+    warnings.append(
+        f"{len(turned)} cut lines turn back on themselves (a line drawn a little past its corner and "
+        f"back): the tips are removed, moving the cut line by at most "
+        f"{moved:.3f} mm (largest area change {change:+.4f} mm2, {key!r})"
     )
 
 
@@ -327,15 +354,42 @@ def _raw_piece(
     if boundary is None:
         warnings.append(f"block {key!r}: the layer 1 lines do not close into a cut line; skipped")
         return None
-    boundary, slits = remove_spikes(boundary, JOIN_TOL_MM / scale)
+    drawn = boundary
+    boundary, slits = remove_spikes(boundary, SPIKE_TOL_MM / scale)
+    tips = len(drawn) - len(boundary) - 2 * len(slits)
+    if tips:
+        # Reported once for the file by read_pattern (how many, the largest change).
+        raw.repairs.append(
+            (
+                (abs(Polygon(boundary).area) - abs(Polygon(drawn).area)) * scale * scale,
+                LineString([*drawn, drawn[0]]).hausdorff_distance(LineString([*boundary, boundary[0]]))
+                * scale,
+            )
+        )
     if slits:
-        raw.notches.extend(slits)
+        raw.slits = slits
         warnings.append("slits drawn into the cut line (out and back on layer 1) are read as notches")
     raw.boundary = boundary
+    ring = LineString([*boundary, boundary[0]])
     if raw.notches:  # a slit notch drawn as a line counts where it meets the cut line
-        ring = LineString([*boundary, boundary[0]])
         raw.notches = [_on_ring(ring, p) for p in raw.notches]
+    if len(curves) > 1:
+        raw.turns = _turns(ring, [p for c in curves for p in (c[0], c[-1])], JOIN_TOL_MM / scale)
     return raw
+
+
+def _turns(ring: LineString, ends: list[Point], tol: float) -> list[Point]:
+    """The segment ends that lie on the cut line, once each, in order along it."""
+    at: dict[int, Point] = {}
+    step = max(tol, 1e-9)
+    for p in ends:
+        pt = ShapelyPoint(p)
+        if ring.distance(pt) <= tol:
+            s = ring.project(pt)
+            key = round(s / step)
+            if not any(abs(key - k) <= 1 for k in at):
+                at[key] = p
+    return [at[k] for k in sorted(at)]
 
 
 def join_boundary(curves: list[list[Point]], tol: float) -> list[Point] | None:
@@ -389,7 +443,23 @@ def remove_spikes(ring: list[Point], tol: float) -> tuple[list[Point], list[Poin
                 pts = [p for k, p in enumerate(pts) if k not in drop]
                 changed = True
                 break
+            if _retraces(a, b, c, tol):
+                # The line turns back on itself at b (a slit drawn out and back with more vertices
+                # on the way back): the tip goes; the rest folds up on the next passes.
+                pts = [p for k, p in enumerate(pts) if k != i]
+                changed = True
+                break
     return pts, bases
+
+
+def _retraces(a: Point, b: Point, c: Point, tol: float) -> bool:
+    """Whether a -> b -> c goes out and comes back along the same line (c within tol of it)."""
+    ux, uy = b[0] - a[0], b[1] - a[1]
+    vx, vy = c[0] - b[0], c[1] - b[1]
+    length = math.hypot(ux, uy)
+    if length <= tol or (vx == 0.0 and vy == 0.0):
+        return False
+    return ux * vx + uy * vy < 0 and abs(ux * vy - uy * vx) / length <= tol
 
 
 def _on_ring(ring: LineString, p: Point) -> Point:
@@ -492,7 +562,7 @@ def _share_sample_fields(raws: list[RawPiece], sample_size: str, scale: float, w
     groups: dict[str, list[RawPiece]] = defaultdict(list)
     for raw in raws:
         groups[raw.fields.get("name", raw.key)].append(raw)
-    shared_fields = shared_notches = 0
+    shared_fields = shared_notches = by_turns = 0
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -510,12 +580,13 @@ def _share_sample_fields(raws: list[RawPiece], sample_size: str, scale: float, w
                 moved = _transfer_notches(sample, raw, JOIN_TOL_MM / scale)
                 if moved is None:
                     warnings.append(
-                        f"block {raw.key!r} has no notches and its cut line differs in vertices from the "
-                        f"sample size's ({sample.key!r}); no notches for it"
+                        f"block {raw.key!r} has no notches, and neither its cut line's vertices nor its "
+                        f"turn points match the sample size's ({sample.key!r}); no notches for it"
                     )
                 else:
                     raw.notches = moved
                     shared_notches += 1
+                    by_turns += len(raw.boundary) != len(sample.boundary)
             if sample.annotations and not raw.annotations:
                 raw.annotations = list(sample.annotations)
     if shared_fields:
@@ -527,13 +598,19 @@ def _share_sample_fields(raws: list[RawPiece], sample_size: str, scale: float, w
         warnings.append(
             f"{shared_notches} graded blocks have no notches of their own: the sample size's notches are "
             "placed at the same position along the same cut-line segment"
+            + (
+                f" ({by_turns} drawn with other vertices: at the same share of the cut line between the "
+                "same two turn points)"
+                if by_turns
+                else ""
+            )
         )
 
 
 def _transfer_notches(sample: RawPiece, target: RawPiece, tol: float) -> list[Point] | None:
     a, b = sample.boundary, target.boundary
     if len(a) != len(b):
-        return None
+        return _notches_by_turns(sample, target)
     out = []
     n = len(a)
     for p in sample.notches:
@@ -542,6 +619,51 @@ def _transfer_notches(sample: RawPiece, target: RawPiece, tol: float) -> list[Po
         (x0, y0), (x1, y1) = b[best], b[(best + 1) % n]
         out.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
     return out
+
+
+def _notches_by_turns(sample: RawPiece, target: RawPiece) -> list[Point] | None:
+    """A graded size drawn with other vertices (the grader smoothed a curve) still has the same
+    turn points: a notch keeps its relative position between the two turn points around it
+    (the share of that stretch of cut line, by arc length). None when the turn points do not
+    correspond (other counts, or not the same places on the piece)."""
+    ta, tb = sample.turns, target.turns
+    if len(ta) < 2 or len(ta) != len(tb):
+        return None
+    # The same turn points, moved by grading: about their centroids, pairing them in order must
+    # fit better than any other cyclic pairing (a ring started at another turn point would not).
+    ca, cb = _centred(ta), _centred(tb)
+    n = len(ca)
+
+    def misfit(shift: int) -> float:
+        return sum(math.dist(ca[i], cb[(i + shift) % n]) ** 2 for i in range(n))
+
+    if min(range(n), key=misfit) != 0:
+        return None
+    ring_a = LineString([*sample.boundary, sample.boundary[0]])
+    ring_b = LineString([*target.boundary, target.boundary[0]])
+    sa = [ring_a.project(ShapelyPoint(p)) for p in ta]
+    sb = [ring_b.project(ShapelyPoint(p)) for p in tb]
+    if sa != sorted(sa) or sb != sorted(sb):
+        return None
+    la, lb = ring_a.length, ring_b.length
+    out = []
+    for p in sample.notches:
+        s = ring_a.project(ShapelyPoint(p))
+        # The stretch [turn k, turn k+1) holding s; the last one wraps past the ring's start.
+        k = max((i for i in range(n) if sa[i] <= s), default=n - 1)
+        start_a, end_a = sa[k], sa[(k + 1) % n] + (la if k == n - 1 else 0.0)
+        start_b, end_b = sb[k], sb[(k + 1) % n] + (lb if k == n - 1 else 0.0)
+        s_in = s if s >= start_a else s + la
+        f = (s_in - start_a) / (end_a - start_a) if end_a > start_a else 0.0
+        q = ring_b.interpolate((start_b + f * (end_b - start_b)) % lb)
+        out.append((q.x, q.y))
+    return out
+
+
+def _centred(points: Sequence[Point]) -> list[Point]:
+    cx = sum(p[0] for p in points) / len(points)
+    cy = sum(p[1] for p in points) / len(points)
+    return [(x - cx, y - cy) for x, y in points]
 
 
 def _seg_param(p: Point, a: Point, b: Point) -> tuple[float, float]:
@@ -712,6 +834,7 @@ def _graded(base: RawPiece, name: str, size: str, rules: GradeRules, factor: flo
         annotations=list(base.annotations),
     )
     raw.notches = _transfer_notches(base, raw, 0.0) or []
+    raw.slits = _transfer_notches(replace(base, notches=base.slits), raw, 0.0) or []
     return raw
 
 
@@ -783,16 +906,26 @@ def parse_grain(text: str) -> tuple[Grain, float]:
 def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> PieceSpec:
     name = raw.fields.get("name") or raw.key
     boundary = _scaled(raw.boundary, scale)
-    notches = _scaled(raw.notches, scale)
+    notches = _scaled(raw.notches + raw.slits, scale)
     drills = _scaled(raw.drills, scale)
     internal = [_scaled(line, scale) for line in raw.internal]
     grain_line = _scaled(raw.grain, scale) if raw.grain else []
     poly = Polygon(boundary)
     if not poly.is_valid:
-        warnings.append(
-            f"piece {raw.key!r}: the cut line is not a simple polygon ({explain_validity(poly)}); "
-            "a marker request will reject it"
-        )
+        repaired = repair_small_crossing(poly)
+        if repaired is None:
+            warnings.append(
+                f"piece {raw.key!r}: the cut line is not a simple polygon ({explain_validity(poly)}); "
+                "a marker request will reject it"
+            )
+        else:
+            drawn_area = poly.area
+            poly = repaired
+            boundary = _clean(list(poly.exterior.coords)[:-1])
+            warnings.append(
+                f"piece {raw.key!r}: the cut line crosses itself in a small loop; the loop is cut off "
+                f"(area {abs(drawn_area):.1f} -> {poly.area:.1f} mm2, {poly.area - abs(drawn_area):+.2f})"
+            )
     if raw.mirror is not None:
         line = (
             (raw.mirror[0][0] * scale, raw.mirror[0][1] * scale),
@@ -901,6 +1034,22 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
         material=raw.fields.get("material", ""),
         annotation=annotation,
     )
+
+
+def repair_small_crossing(poly: Polygon) -> Polygon | None:
+    """A cut line that crosses itself in a small loop (a curve point dragged across its
+    neighbour): shapely's make_valid splits it into faces; when everything but the largest face
+    is under REPAIR_SHARE of the piece's area, the largest face is the piece. None otherwise (a
+    figure eight, a bow tie: the file is wrong and says so)."""
+    fixed = make_valid(poly)
+    faces = [g for g in getattr(fixed, "geoms", [fixed]) if isinstance(g, Polygon) and g.area > 0]
+    if not faces:
+        return None
+    main = max(faces, key=lambda g: g.area)
+    rest = sum(g.area for g in faces) - main.area
+    if rest > REPAIR_SHARE * main.area or abs(abs(poly.area) - main.area) > REPAIR_SHARE * main.area:
+        return None
+    return Polygon(main.exterior.coords)
 
 
 def _clean(points: list[Point]) -> list[Point]:
