@@ -146,3 +146,92 @@ def sample_only_with_rules() -> tuple[bytes, bytes]:
         ]
     )
     return stream.getvalue().encode(), rul.encode()
+
+
+def _write(doc: object, binary: bool = False) -> bytes:
+    if binary:
+        out = io.BytesIO()
+        doc.write(out, fmt="bin")  # type: ignore[attr-defined]
+        return out.getvalue()
+    stream = io.StringIO()
+    doc.write(stream)  # type: ignore[attr-defined]
+    return stream.getvalue().encode()
+
+
+def regraded_vertices() -> bytes:
+    """Two sizes (mm) of a panel drawn as AccuMark does, one POLYLINE per stretch between turn
+    points: (0,0) (100,0) (100,50) (0,50). The sample M has a notch halfway along the bottom and
+    one a quarter of the way up the right side. Size L (x 1.2) is drawn with other vertices (its
+    bottom has two extra points, its right side one), and no notches."""
+    doc = ezdxf.new("R12")
+    msp = doc.modelspace()
+    for i, text in enumerate(("Style Name: REGRADED", "Sample Size: M", "Units: METRIC")):
+        msp.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((0, -10 - 5 * i))
+    stretches = {
+        "M": [[(0, 0), (100, 0)], [(100, 0), (100, 50)], [(100, 50), (0, 50)], [(0, 50), (0, 0)]],
+        "L": [
+            [(0, 0), (30, 0), (70, 0), (120, 0)],
+            [(120, 0), (120, 20), (120, 60)],
+            [(120, 60), (0, 60)],
+            [(0, 60), (0, 0)],
+        ],
+    }
+    for size, lines in stretches.items():
+        block = doc.blocks.new(name=f"PANEL_{size}")
+        for line in lines:
+            block.add_polyline2d(line, dxfattribs={"layer": "1"})
+        if size == "M":
+            block.add_point((50.0, 0.0), dxfattribs={"layer": "4"})
+            block.add_point((100.0, 12.5), dxfattribs={"layer": "4"})
+        for text in ("Piece Name: PANEL", f"Size: {size}"):
+            block.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((20, 20))
+        msp.add_blockref(f"PANEL_{size}", (0, 0) if size == "M" else (300, 0))
+    return _write(doc)
+
+
+def crossing_cut_lines() -> bytes:
+    """Cut lines (mm) that cross themselves a little, as CAD exports do: TIP has a bottom edge
+    drawn 0.5 mm past its corner and back (0.02 mm below itself); LOOP has a 1 x 1 mm loop where
+    its right side runs back across itself."""
+    doc = ezdxf.new("R12")
+    msp = doc.modelspace()
+    msp.add_text("Units: METRIC", height=2, dxfattribs={"layer": "1"}).set_placement((0, -10))
+    rings = {
+        "TIP": [(0, 0), (100.5, 0), (99.9, -0.02), (100, 50), (0, 50)],
+        "LOOP": [(0, 0), (100, 0), (100, 50), (101, 51), (99, 51), (100, 50.5), (100, 100), (0, 100)],
+    }
+    for name, ring in rings.items():
+        block = doc.blocks.new(name=f"{name}_M")
+        _segments(block, ring)
+        for text in (f"Piece Name: {name}", "Size: M"):
+            block.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((20, 20))
+        msp.add_blockref(f"{name}_M", (0, 0))
+    return _write(doc)
+
+
+def nested_blocks(binary: bool = False) -> bytes:
+    """Nested INSERTs (mm): model space inserts STYLE_M at (1000, 500) turned 90 degrees; STYLE_M
+    (no cut line of its own) inserts FRONT_M at (0, 0) and BACK_M at (300, 0) scaled by 2. FRONT_M
+    keeps its cut line in a block of its own (CUT_FRONT, inserted at (10, 0)) beside its notch and
+    text. Written as binary DXF when asked."""
+    doc = ezdxf.new("R2010")
+    doc.header["$INSUNITS"] = 4
+    cut = doc.blocks.new(name="CUT_FRONT")
+    cut.add_lwpolyline([(0, 0), (200, 0), (200, 100), (0, 100)], close=True, dxfattribs={"layer": "1"})
+    front = doc.blocks.new(name="FRONT_M")
+    front.add_blockref("CUT_FRONT", (10, 0))
+    front.add_point((110, 0), dxfattribs={"layer": "4"})  # halfway along the bottom, after the shift
+    front.add_line((30, 50), (190, 50), dxfattribs={"layer": "7"})
+    for text in ("Piece Name: FRONT", "Size: M"):
+        front.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((50, 50))
+    back = doc.blocks.new(name="BACK_M")
+    back.add_lwpolyline([(0, 0), (100, 0), (100, 40), (0, 40)], close=True, dxfattribs={"layer": "1"})
+    back.add_point((100, 20), dxfattribs={"layer": "4"})
+    back.add_line((10, 20), (90, 20), dxfattribs={"layer": "7"})
+    for text in ("Piece Name: BACK", "Size: M"):
+        back.add_text(text, height=2, dxfattribs={"layer": "1"}).set_placement((20, 20))
+    style = doc.blocks.new(name="STYLE_M")
+    style.add_blockref("FRONT_M", (0, 0))
+    style.add_blockref("BACK_M", (300, 0), dxfattribs={"xscale": 2.0, "yscale": 2.0})
+    doc.modelspace().add_blockref("STYLE_M", (1000, 500), dxfattribs={"rotation": 90.0})
+    return _write(doc, binary)

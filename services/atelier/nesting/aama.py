@@ -147,22 +147,19 @@ def read_pattern(
             seen[insert.dxf.name] = seen.get(insert.dxf.name, 0) + 1
         first = {e.dxf.name: e for e in reversed(inserts)}
         for name, count in seen.items():
-            block = doc.blocks.get(name)
-            if block is None:
-                continue
-            matrix = first[name].matrix44()
-            raw = _raw_piece(name, list(block), matrix, scale, warnings)
-            if raw is None:
-                continue
-            # Some exporters put the piece text in the INSERT's attributes instead of the block.
-            for attrib in first[name].attribs:
-                kv = key_value(f"{attrib.dxf.tag}: {attrib.dxf.get('text', '')}")
-                if kv and kv[0] in PIECE_KEYS and kv[1]:
-                    raw.fields[PIECE_KEYS[kv[0]]] = kv[1]  # the INSERT's value beats the ATTDEF default
-            if count > 1 and "quantity" not in raw.fields:
-                raw.fields["quantity"] = str(count)
-                warnings.append(f"block {name!r} is inserted {count} times: quantity {count}")
-            raws.append(raw)
+            for key, entities, insert in piece_blocks(doc, first[name], warnings):
+                raw = _raw_piece(key, entities, scale, warnings)
+                if raw is None:
+                    continue
+                # Some exporters put the piece text in the INSERT's attributes instead of the block.
+                for attrib in insert.attribs:
+                    kv = key_value(f"{attrib.dxf.tag}: {attrib.dxf.get('text', '')}")
+                    if kv and kv[0] in PIECE_KEYS and kv[1]:
+                        raw.fields[PIECE_KEYS[kv[0]]] = kv[1]  # the INSERT's value beats the ATTDEF default
+                if count > 1 and "quantity" not in raw.fields:
+                    raw.fields["quantity"] = str(count)
+                    warnings.append(f"block {name!r} is inserted {count} times: quantity {count}")
+                raws.append(raw)
     else:
         raws = _model_space_pieces(list(msp), scale, warnings)
     if not raws:
@@ -213,7 +210,7 @@ def _text_of(entity: Any) -> str:
     kind = entity.dxftype()
     if kind == "MTEXT":
         return str(entity.plain_text())
-    if kind == "ATTDEF":
+    if kind in ("ATTDEF", "ATTRIB"):
         return f"{entity.dxf.tag}: {entity.dxf.get('text', '')}"
     return str(entity.dxf.get("text", ""))
 
@@ -253,6 +250,74 @@ def _units(doc: Any, style: dict[str, str], unit_mm: float, warnings: list[str])
     return 1.0, "mm (assumed)"
 
 
+# -- blocks ----------------------------------------------------------------------------------------
+
+MAX_BLOCK_DEPTH = 8  # nested INSERTs followed this deep (a block inserting itself is cut off too)
+Placed = tuple[Any, "Matrix44 | None"]  # an entity and the transform from its block to model space
+
+
+def block_entities(
+    doc: Any, insert: Any, matrix: Matrix44, warnings: list[str], path: tuple[str, ...] = ()
+) -> list[Placed]:
+    """The entities of an INSERT's block with the transform of each to model space, nested
+    INSERTs followed (their transforms compose: the inner INSERT's, then the outer's)."""
+    name = insert.dxf.name
+    block = doc.blocks.get(name)
+    if block is None:
+        warnings.append(f"block {name!r} is inserted but not defined; skipped")
+        return []
+    if name in path or len(path) >= MAX_BLOCK_DEPTH:
+        warnings.append(
+            f"block {name!r} inserts itself, or blocks nest deeper than {MAX_BLOCK_DEPTH}; cut off"
+        )
+        return []
+    out: list[Placed] = []
+    for e in block:
+        if e.dxftype() == "INSERT":
+            # ezdxf's matrices act on row vectors: v @ inner @ outer is inner first.
+            out.extend(block_entities(doc, e, e.matrix44() @ matrix, warnings, (*path, name)))
+            out.extend((a, matrix) for a in e.attribs)  # in the outer block's coordinates
+        else:
+            out.append((e, matrix))
+    return out
+
+
+def _has_cut_line(entities: Iterable[Placed]) -> bool:
+    return any(e.dxftype() != "INSERT" and str(e.dxf.get("layer", "0")) == BOUNDARY for e, _ in entities)
+
+
+def piece_blocks(doc: Any, insert: Any, warnings: list[str]) -> list[tuple[str, list[Placed], Any]]:
+    """The pieces one model-space INSERT stands for: (key, entities with transforms, the INSERT
+    whose attributes carry piece text). A block with its own cut line is one piece, whatever it
+    inserts (notch or drill symbols, a cut line kept in a block of its own); a block without one
+    that inserts several blocks with cut lines (a style block holding its pieces) is one piece
+    per inserted block."""
+    block = doc.blocks.get(insert.dxf.name)
+    if block is None:
+        return []
+    matrix = insert.matrix44()
+    own = [(e, matrix) for e in block if e.dxftype() != "INSERT"]
+    nested = [e for e in block if e.dxftype() == "INSERT"]
+    if nested and not _has_cut_line(own):
+        parts = [
+            (e, block_entities(doc, e, e.matrix44() @ matrix, warnings, (insert.dxf.name,))) for e in nested
+        ]
+        with_cut = [(e, ents) for e, ents in parts if _has_cut_line(ents)]
+        if len(with_cut) > 1:
+            warnings.append(
+                "blocks that insert several piece blocks (nested INSERTs) are read one piece per block"
+            )
+            names = [e.dxf.name for e, _ in with_cut]
+            return [
+                (e.dxf.name if names.count(e.dxf.name) == 1 else f"{e.dxf.name}-{i + 1}", ents + own, e)
+                for i, (e, ents) in enumerate(with_cut)
+            ]
+    entities = block_entities(doc, insert, matrix, warnings)
+    if nested:
+        warnings.append("nested INSERTs inside a piece block are read as part of the piece")
+    return [(insert.dxf.name, entities, insert)]
+
+
 # -- one block --------------------------------------------------------------------------------------
 
 
@@ -289,7 +354,7 @@ def _location(entity: Any, matrix: Matrix44 | None) -> Point | None:
         v = Vec3(entity.dxf.location)
     elif kind in ("CIRCLE", "ARC"):
         v = Vec3(entity.dxf.center)
-    elif kind in ("TEXT", "MTEXT", "ATTDEF"):
+    elif kind in ("TEXT", "MTEXT", "ATTDEF", "ATTRIB"):
         v = Vec3(entity.dxf.insert)
     else:
         return None
@@ -298,15 +363,14 @@ def _location(entity: Any, matrix: Matrix44 | None) -> Point | None:
     return (float(v.x), float(v.y))
 
 
-def _raw_piece(
-    key: str, entities: list[Any], matrix: Matrix44 | None, scale: float, warnings: list[str]
-) -> RawPiece | None:
+def _raw_piece(key: str, entities: list[Placed], scale: float, warnings: list[str]) -> RawPiece | None:
+    """One piece from its block's entities, each with its transform to model space."""
     curves: list[list[Point]] = []
     raw = RawPiece(key, [])
-    for e in entities:
+    for e, matrix in entities:
         layer = str(e.dxf.get("layer", "0"))
         kind = e.dxftype()
-        if kind in ("TEXT", "MTEXT", "ATTDEF"):
+        if kind in ("TEXT", "MTEXT", "ATTDEF", "ATTRIB"):
             text = _text_of(e)
             kv = key_value(text)
             rule = re.fullmatch(r"\s*#\s*(\d+)\s*", text)
@@ -341,7 +405,7 @@ def _raw_piece(
                 setattr(raw, "grain" if layer == GRAIN_LINE else "mirror", (pts[0], pts[-1]))
     if not curves:
         # Not AAMA layering: the block's largest closed curve is the boundary.
-        for e in entities:
+        for e, matrix in entities:
             pts = _points(e, matrix, scale)
             if pts and len(pts) >= 4 and math.dist(pts[0], pts[-1]) < 1e-9:
                 curves.append(pts)
@@ -941,12 +1005,19 @@ def _piece(raw: RawPiece, scale: float, pairs: bool, warnings: list[str]) -> Pie
             boundary = _clean(list(whole.exterior.coords)[:-1])
             on_fold = LineString(line)
             notches += [p for p in _reflect(notches, line) if on_fold.distance(ShapelyPoint(p)) > 0.01]
-            # A notch along the fold (not at its ends) is inside the unfolded piece: nothing to cut.
+            # A notch at an end of the fold is where the centre line meets the unfolded cut line:
+            # kept, once (its mirror image is itself). A notch along the fold, between its ends,
+            # is inside the unfolded piece: a notch is a cut into the edge, and that edge is gone
+            # when the piece is cut flat, so there is nothing to cut (a drill there would hole
+            # the garment's centre line).
             ring = LineString([*boundary, boundary[0]])
             inside = [p for p in notches if ring.distance(ShapelyPoint(p)) > JOIN_TOL_MM]
             if inside:
                 notches = [p for p in notches if p not in inside]
-                warnings.append("notches on a fold line fall inside the unfolded piece and are dropped")
+                warnings.append(
+                    "notches on a fold line between its ends fall inside the unfolded piece and are "
+                    "dropped (notches at the fold's ends are kept)"
+                )
             drills += [p for p in _reflect(drills, line) if on_fold.distance(ShapelyPoint(p)) > 0.01]
             internal += [_reflect(seg, line) for seg in internal]
             warnings.append(

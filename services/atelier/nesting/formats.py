@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ezdxf
+from ezdxf.document import Drawing
+from ezdxf.lldxf.tagger import binary_tags_loader
 from shapely.errors import GEOSException
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
@@ -96,7 +98,9 @@ def import_json(content: bytes, unit_mm: float = 0.0) -> ImportedPieces:
                     outline_mm=_scaled(p.get("outline"), scale, f"pieces[{i}].outline"),
                     quantity=_int(p.get("quantity", 1), f"pieces[{i}].quantity"),
                     grain=grain,
-                    rotation_step_deg=_number(p.get("rotation_step_deg", step), f"pieces[{i}].rotation_step_deg"),
+                    rotation_step_deg=_number(
+                        p.get("rotation_step_deg", step), f"pieces[{i}].rotation_step_deg"
+                    ),
                     mirror=Mirror(p.get("mirror", "none")),
                     size=str(p.get("size", "")),
                     name=str(p.get("name", "")),
@@ -432,19 +436,29 @@ def export_dxf(marker: Marker) -> bytes:
     return stream.getvalue().encode()
 
 
+BINARY_DXF_SENTINEL = b"AutoCAD Binary DXF\r\n\x1a\x00"
+
+
 def _read_doc(content: bytes) -> Any:
-    """An ASCII DXF -> ezdxf document; binary or other content refused in one short sentence
+    """An ASCII or binary DXF -> ezdxf document; other content refused in one short sentence
     (never echoed: it may be kilobytes of bytes that are not text)."""
+    if content.startswith(BINARY_DXF_SENTINEL):
+        try:
+            return Drawing.load(binary_tags_loader(content))
+        except Exception as exc:  # ezdxf raises several types for broken files
+            raise ImportError_(
+                f"not a readable binary DXF ({len(content)} bytes): {printable(str(exc))}"
+            ) from None
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         # R12 files are often in the Windows code page (ANSI_1252): every byte is a character.
         text = content.decode("cp1252", errors="replace")
     controls = sum(1 for c in text if c < " " and c not in "\r\n\t")
-    if controls > len(text) // 100 or content.startswith(b"AutoCAD Binary DXF"):
+    if controls > len(text) // 100:
         raise ImportError_(
-            f"not a text DXF file ({len(content)} bytes, {controls} control characters); "
-            "export it as ASCII DXF (AAMA/ASTM)"
+            f"not a DXF file ({len(content)} bytes, {controls} control characters, and no binary DXF "
+            "header); export it as DXF (AAMA/ASTM)"
         )
     try:
         return ezdxf.read(io.StringIO(text))
@@ -471,7 +485,9 @@ def import_marker_dxf(content: bytes, unit_mm: float = 0.0) -> tuple[Marker, lis
         block = doc.blocks.get(insert.dxf.name)
         if block is None:
             continue
-        raw = aama._raw_piece(insert.dxf.name, list(block), insert.matrix44(), scale, warnings)
+        raw = aama._raw_piece(
+            insert.dxf.name, aama.block_entities(doc, insert, insert.matrix44(), warnings), scale, warnings
+        )
         if raw is not None:
             raws.append(raw)
     if not raws:
