@@ -5,9 +5,11 @@
 DIR is shared/benchmarks/patterns/dxf. For each file: ImportPieces over gRPC (wall and the
 server's CPU time), pieces x sizes, units, notches, drill holes, warnings. Then markers of one size
 set laid from the pattern library by id (ImportPieces save_pattern -> CreateMarker pattern_id):
-GMX1016S18 (AAMA, mm) sizes 46:1, 50:2, 54:1 (its shell-fabric pieces) and WM SLIM TANK (inches) 36:2, 40:2 on 1500 mm
-woven fabric, 2 mm spacing, 5 mm selvage margins; each exported as AAMA marker DXF, HPGL, G-code
-and the HTML report, and the DXF read back with ImportMarker (largest vertex deviation).
+GMX1016S18 (AAMA, mm) sizes 46:1, 50:2, 54:1 (its shell-fabric pieces), WM SLIM TANK (inches)
+36:2, 40:2, GMH1006F18 48:1, 50:1, 54:1, and one made-to-measure GMX1016S18 garment (CreateMarker
+made_to_measure: 0.4 of the way from 50 to 52) on 1500 mm woven fabric, 2 mm spacing, 5 mm selvage
+margins; each exported as AAMA marker DXF, HPGL, G-code and the HTML report, and the DXF read back
+with ImportMarker (largest vertex deviation).
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from bench.report import bench_config, write_section  # noqa: E402
 DATA = ROOT.parent / "shared" / "benchmarks" / "patterns" / "dxf"
 # (file, size ratios, the pieces cut from the shell fabric: the GMX file also holds rib, interlining
 # and a cuffed-sleeve variant, which go on other markers).
-MARKERS = [
-    (
-        "GMX1016S18_AAMA.DXF",
-        {"46": 1, "50": 2, "54": 1},
-        ["GMX1016S18FR", "GMX1016S18BK", "GMX1016S18SS", "GMX1016S18YL", "GMX1016S18YP"],
-    ),
+GMX_SHELL = ["GMX1016S18FR", "GMX1016S18BK", "GMX1016S18SS", "GMX1016S18YL", "GMX1016S18YP"]
+# Size ratios, or a made-to-measure blend (nearest size, the other size, how far toward it) for
+# one garment.
+MARKERS: list[tuple[str, dict[str, int] | tuple[str, str, float], list[str]]] = [
+    ("GMX1016S18_AAMA.DXF", {"46": 1, "50": 2, "54": 1}, GMX_SHELL),
     ("WM_SLIM_TANK.DXF", {"36": 2, "40": 2}, []),
+    # Its sleeves crossed themselves (a line drawn past its corner and back) and were refused.
+    ("GMH1006F18_AAMA.DXF", {"48": 1, "50": 1, "54": 1}, []),
+    ("GMX1016S18_AAMA.DXF", ("50", "52", 0.4), GMX_SHELL),
 ]
 
 
@@ -92,10 +96,10 @@ def main() -> int:
                         f"{wall:.2f} | {cpu:.2f} |"
                     )
                     print(rows[-1], flush=True)
-                for name, ratios, pieces in MARKERS:
+                for name, sizing, pieces in MARKERS:
                     if name not in ids:
                         continue
-                    marker_rows.append(_marker(stub, ops, name, ids[name], ratios, pieces, args.budget))
+                    marker_rows.append(_marker(stub, ops, name, ids[name], sizing, pieces, args.budget))
                     print(marker_rows[-1], flush=True)
         finally:
             server.stop(grace_s=1)
@@ -106,7 +110,8 @@ def main() -> int:
         + "\n".join(rows)
         + f"\n\nMarkers of one size set, laid from the pattern library by id ({args.budget} s, 2 solver "
         "workers, 1500 mm woven fabric, 2 mm spacing, 5 mm margins; quantity 0 pieces cut once, "
-        "fold lines unfolded, quantity 2 as left/right pairs):\n\n" + "\n".join(marker_rows)
+        "fold lines unfolded, quantity 2 as left/right pairs; the last is one made-to-measure "
+        "garment, every piece interpolated 0.4 of the way from size 50 to 52):\n\n" + "\n".join(marker_rows)
     )
     print(body)
     if not args.no_write:
@@ -122,23 +127,28 @@ def _marker(
     ops: operations_pb2_grpc.OperationsStub,
     name: str,
     imported: pb.ImportPiecesResponse,
-    ratios: dict[str, int],
+    sizing: dict[str, int] | tuple[str, str, float],
     pieces: list[str],
     budget: int,
 ) -> str:
-    op = stub.CreateMarker(
-        pb.CreateMarkerRequest(
-            pattern_id=imported.pattern_id,
-            fabric=pb.Fabric(width_mm=1500.0, edge_margin_mm=5.0),
-            spacing_mm=2.0,
-            time_budget_s=budget,
-            seed=1,
-            marker_name=f"{imported.style_name} {' '.join(f'{s}:{c}' for s, c in ratios.items())}",
-            ratios=[pb.SizeRatio(size=s, count=c) for s, c in ratios.items()],
-            piece_names=pieces,
-        ),
-        timeout=60,
+    request = pb.CreateMarkerRequest(
+        pattern_id=imported.pattern_id,
+        fabric=pb.Fabric(width_mm=1500.0, edge_margin_mm=5.0),
+        spacing_mm=2.0,
+        time_budget_s=budget,
+        seed=1,
+        piece_names=pieces,
     )
+    if isinstance(sizing, dict):
+        ratios = sizing
+        request.ratios.extend(pb.SizeRatio(size=s, count=c) for s, c in ratios.items())
+    else:
+        size, toward, fraction = sizing
+        request.made_to_measure.blend.CopyFrom(pb.SizeBlend(size=size, toward_size=toward, fraction=fraction))
+        request.made_to_measure.garments = 1
+        ratios = {f"made to measure {size}>{toward}@{fraction:.2f}": 1}
+    request.marker_name = f"{imported.style_name} {' '.join(f'{s}:{c}' for s, c in ratios.items())}"
+    op = stub.CreateMarker(request, timeout=60)
     while not op.done:
         op = ops.WaitOperation(operations_pb2.WaitOperationRequest(name=op.name, timeout={"seconds": 5}))
     if op.HasField("error"):

@@ -143,3 +143,21 @@ def test_nest_command_grades_with_the_rul_file_beside_the_dxf(
     args = ["nest", str(tmp_path / "RULED.DXF"), "--width", "300", "--pieces", "SLEEVE"]
     wrong = CliRunner().invoke(app, [*args, "--address", f"127.0.0.1:{server.port}"])
     assert wrong.exit_code != 0 and "SLEEVE" in wrong.output
+
+
+def test_nest_command_cuts_a_made_to_measure_garment(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = start_server("nesting", build)
+    pieces = tmp_path / "panels.dxf"
+    pieces.write_bytes(r12_graded_inches())
+    out = tmp_path / "marker.json"
+    args = ["nest", str(pieces), "--width", "700", "--time", "1", "-o", str(out)]
+    address = ["--address", f"127.0.0.1:{server.port}"]
+    result = CliRunner().invoke(app, [*args, "--made-to-measure", "M>L@0.5", *address])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert "stored as pattern" in text
+    assert "note: made to measure: 2 of 2 pieces interpolated 0.50 of the way from size M to size L" in text
+    wrong = CliRunner().invoke(app, [*args, "--made-to-measure", "M>", *address])
+    assert wrong.exit_code != 0 and "SIZE>OTHER@FRACTION" in wrong.output

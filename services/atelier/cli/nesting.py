@@ -1,11 +1,13 @@
 """`atelier nest`: make a marker from a pieces file on the running nesting service.
 
 atelier nest pieces.dxf --width 1500 --time 60 --ratio S=2,M=3 -o marker.svg
+atelier nest style.dxf --width 1500 --made-to-measure '50>52@0.4' -o marker.dxf
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import grpc
@@ -52,6 +54,15 @@ def parse_ratios(text: str) -> list[pb.SizeRatio]:
             raise typer.BadParameter(f"{part!r}: write SIZE=COUNT, e.g. S=2,M=3", param_hint="--ratio")
         ratios.append(pb.SizeRatio(size=size.strip(), count=int(count)))
     return ratios
+
+
+def parse_made_to_measure(text: str) -> pb.SizeBlend:
+    """'50' (the size as graded) or '50>52@0.4' (0.4 of the way from 50 to 52)."""
+    m = re.fullmatch(r"\s*([^>@]+?)\s*(?:>\s*([^>@]+?)\s*@\s*([0-9]*\.?[0-9]+)\s*)?", text)
+    if not m:
+        raise typer.BadParameter(f"{text!r}: write SIZE or SIZE>OTHER@FRACTION, e.g. 50>52@0.4")
+    size, toward, fraction = m.group(1), m.group(2) or "", float(m.group(3) or 0.0)
+    return pb.SizeBlend(size=size, toward_size=toward, fraction=fraction)
 
 
 def parse_flaw(text: str) -> pb.FlawZone:
@@ -113,6 +124,12 @@ def nest(
     save_pattern: bool = typer.Option(
         False, "--save-pattern", help="also store the pieces in the pattern library (prints its id)"
     ),
+    made_to_measure: str = typer.Option(
+        "",
+        "--made-to-measure",
+        help="one garment between two graded sizes, SIZE>OTHER@FRACTION (e.g. 50>52@0.4, from the "
+        "body service's RecommendSize); stores the pattern and lays it by id",
+    ),
     seed: int = typer.Option(0, "--seed", help="solver seed"),
     name: str = typer.Option("", "--name", help="marker name written on the exports"),
     address: str = typer.Option(DEFAULT_ADDRESS, "--address", help="nesting service host:port"),
@@ -125,6 +142,9 @@ def nest(
             )
     if grain and grain not in GRAINS:
         raise typer.BadParameter(f"choose from {', '.join(GRAINS)}", param_hint="--grain")
+    blend = parse_made_to_measure(made_to_measure) if made_to_measure else None
+    if blend is not None and (ratio or grain):
+        raise typer.BadParameter("not with --ratio or --grain", param_hint="--made-to-measure")
     file_format = pb.FILE_FORMAT_JSON if pieces.suffix.lower() == ".json" else pb.FILE_FORMAT_DXF
     if rul is None and file_format == pb.FILE_FORMAT_DXF:
         # CAD systems export the grade rules as STYLE.RUL beside STYLE.DXF.
@@ -142,7 +162,7 @@ def nest(
                     content=pieces.read_bytes(),
                     unit_mm=unit_mm,
                     pairs=pb.PAIR_MODE_SAME_HAND if same_hand else pb.PAIR_MODE_MIRRORED,
-                    save_pattern=save_pattern,
+                    save_pattern=save_pattern or blend is not None,
                     grade_rules=rul.read_bytes() if rul is not None else b"",
                 ),
                 timeout=60,
@@ -179,7 +199,7 @@ def nest(
                 for p in chosen:
                     p.grain = GRAINS[grain]
             request = pb.CreateMarkerRequest(
-                pieces=chosen,
+                pieces=chosen if blend is None else [],
                 spacing_mm=spacing,
                 ratios=ratios,
                 time_budget_s=time_s,
@@ -193,6 +213,12 @@ def nest(
                     flaws=[parse_flaw(f) for f in flaw],
                 ),
             )
+            if blend is not None:
+                # The customer's garment is graded on the service from the stored pattern's sizes.
+                request.pattern_id = imported.pattern_id
+                request.piece_names.extend(sorted(names))
+                request.made_to_measure.blend.CopyFrom(blend)
+                request.made_to_measure.garments = 1
             op = stub.CreateMarker(request, timeout=60)
             console.print(f"{len(chosen)} pieces from {pieces.name}; job {op.name}")
             marker = _watch(stub, op.name, time_s)

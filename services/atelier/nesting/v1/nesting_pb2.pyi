@@ -749,7 +749,6 @@ class ImportPiecesResponse(_message.Message):
     SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
     PATTERN_ID_FIELD_NUMBER: _builtins.int
-    PIECE_NAMES_FIELD_NUMBER: _builtins.int
     fabric_width_mm: _builtins.float
     """Width of the fabric when the file states one (0 otherwise)."""
     style_name: _builtins.str
@@ -768,12 +767,6 @@ class ImportPiecesResponse(_message.Message):
     def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The graded sizes, in file order; each piece's size is one of them."""
 
-    @_builtins.property
-    def piece_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """With pattern_id: lay only the pieces with these names (Piece.name, e.g. the shell-fabric
-        pieces of a style whose file also holds rib and interlining pieces). Empty: every piece.
-        """
-
     def __init__(
         self,
         *,
@@ -785,11 +778,10 @@ class ImportPiecesResponse(_message.Message):
         sample_size: _builtins.str = ...,
         units: _builtins.str = ...,
         pattern_id: _builtins.str = ...,
-        piece_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pattern_id", b"pattern_id", "piece_names", b"piece_names", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fabric_width_mm", b"fabric_width_mm", "pattern_id", b"pattern_id", "pieces", b"pieces", "sample_size", b"sample_size", "sizes", b"sizes", "style_name", b"style_name", "units", b"units", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
