@@ -158,11 +158,12 @@ def _write(doc: object, binary: bool = False) -> bytes:
     return stream.getvalue().encode()
 
 
-def regraded_vertices() -> bytes:
+def regraded_vertices(slit: bool = False) -> bytes:
     """Two sizes (mm) of a panel drawn as AccuMark does, one POLYLINE per stretch between turn
     points: (0,0) (100,0) (100,50) (0,50). The sample M has a notch halfway along the bottom and
-    one a quarter of the way up the right side. Size L (x 1.2) is drawn with other vertices (its
-    bottom has two extra points, its right side one), and no notches."""
+    one a quarter of the way up the right side (and with slit, a 5 mm slit drawn out and back into
+    its top at x = 40). Size L (x 1.2) is drawn with other vertices (its bottom has two extra
+    points, its right side one), and no notches or slits."""
     doc = ezdxf.new("R12")
     msp = doc.modelspace()
     for i, text in enumerate(("Style Name: REGRADED", "Sample Size: M", "Units: METRIC")):
@@ -176,6 +177,9 @@ def regraded_vertices() -> bytes:
             [(0, 60), (0, 0)],
         ],
     }
+    if slit:
+        top = [(100, 50), (40, 50)], [(40, 50), (40, 45)], [(40, 45), (40, 50)], [(40, 50), (0, 50)]
+        stretches["M"] = [*stretches["M"][:2], *top, stretches["M"][3]]
     for size, lines in stretches.items():
         block = doc.blocks.new(name=f"PANEL_{size}")
         for line in lines:

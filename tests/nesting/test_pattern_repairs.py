@@ -30,6 +30,20 @@ def test_a_size_drawn_with_other_vertices_takes_the_notches_between_the_same_tur
     assert any("same share of the cut line between the same two turn points" in w for w in imported.warnings)
 
 
+def test_a_size_drawn_without_the_sample_slit_takes_it_with_the_notches() -> None:
+    pieces = {p.size: p for p in formats.import_dxf(regraded_vertices(slit=True)).pieces}
+    # The slit is folded out of the cut line (its base stays as a vertex on the top edge).
+    assert (40.0, 45.0) not in pieces["M"].outline_mm and Polygon(pieces["M"].outline_mm).area == 5000.0
+    assert sorted(pieces["M"].notches_mm) == [(40.0, 50.0), (50.0, 0.0), (100.0, 12.5)]
+    # In L the slit keeps its share of the top, between the same turn points: 60 of its 100 mm
+    # from the corner (100, 50) in M, 72 of 120 mm from (420, 60) in L.
+    assert sorted(pieces["L"].notches_mm) == [
+        pytest.approx((348.0, 60.0)),
+        pytest.approx((360.0, 0.0)),
+        pytest.approx((420.0, 15.0)),
+    ]
+
+
 def test_turn_points_that_do_not_correspond_give_no_notches_and_say_so() -> None:
     sample = aama.RawPiece("A_M", [(0, 0), (100, 0), (100, 50), (0, 50)], notches=[(50.0, 0.0)])
     sample.turns = [(0, 0), (100, 0), (100, 50), (0, 50)]

@@ -640,6 +640,7 @@ def _share_sample_fields(raws: list[RawPiece], sample_size: str, scale: float, w
                 if k in sample.fields and k not in raw.fields:
                     raw.fields[k] = sample.fields[k]
                     shared_fields += 1
+            bare = not raw.notches and not raw.slits
             if sample.notches and not raw.notches:
                 moved = _transfer_notches(sample, raw, JOIN_TOL_MM / scale)
                 if moved is None:
@@ -651,6 +652,12 @@ def _share_sample_fields(raws: list[RawPiece], sample_size: str, scale: float, w
                     raw.notches = moved
                     shared_notches += 1
                     by_turns += len(raw.boundary) != len(sample.boundary)
+            if sample.slits and bare:
+                # A size drawn without the sample's slits (and no notches at all) takes them as
+                # notches at the same places.
+                raw.slits = (
+                    _transfer_notches(replace(sample, notches=sample.slits), raw, JOIN_TOL_MM / scale) or []
+                )
             if sample.annotations and not raw.annotations:
                 raw.annotations = list(sample.annotations)
     if shared_fields:
@@ -690,7 +697,9 @@ def _notches_by_turns(sample: RawPiece, target: RawPiece) -> list[Point] | None:
     turn points: a notch keeps its relative position between the two turn points around it
     (the share of that stretch of cut line, by arc length). None when the turn points do not
     correspond (other counts, or not the same places on the piece)."""
-    ta, tb = sample.turns, target.turns
+    # A slit's base is where segments meet too, but sizes drawn without the slit lack it.
+    ta = [t for t in sample.turns if all(math.dist(t, b) > 1e-6 for b in sample.slits)]
+    tb = [t for t in target.turns if all(math.dist(t, b) > 1e-6 for b in target.slits)]
     if len(ta) < 2 or len(ta) != len(tb):
         return None
     # The same turn points, moved by grading: about their centroids, pairing them in order must
