@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import grpc
@@ -32,6 +32,7 @@ from atelier.trends import demand as demand_mod
 from atelier.trends import forecasting
 from atelier.trends import hierarchy as hierarchy_mod
 from atelier.trends import launch as launch_mod
+from atelier.trends import sales as sales_mod
 from atelier.trends.store import (
     COVARIATES,
     Filter,
@@ -63,6 +64,16 @@ MAX_TOP_MOVERS = 100
 MAX_HIERARCHY_LEVELS = 8
 MAX_NEW_PRODUCTS = 1000
 MAX_LAUNCH_HORIZON = 104
+# IngestSales: a stream is aggregated whole (a key's periods need all of its lines), so it is held
+# in memory until it ends: about 100 bytes a line, 50 MB at the limit. Larger exports are split
+# by key (each key's lines in one stream) or ingested with `atelier trends ingest-sales`.
+MAX_SALES_LINES = 500_000
+MAX_STOCKOUT_DAYS = 100_000
+MAX_SALES_PER_MESSAGE = 10_000
+MAX_SALES_KEYS = 8
+# Observations one stream may produce (series x periods), stored in one transaction.
+MAX_SALES_OBSERVATIONS = 2_000_000
+MAX_LINE_VIOLATIONS = 20
 YEAR_PERIODS = {f: f.year_periods for f in Frequency}
 UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days", Frequency.MONTHLY: "months"}
 
@@ -245,6 +256,56 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             total.unchanged += part.unchanged
             total.updated += part.updated
         return total
+
+    def IngestSales(
+        self, request_iterator: Iterator[trends_pb2.IngestSalesRequest], context: grpc.ServicerContext
+    ) -> trends_pb2.IngestSalesResponse:
+        lines = _SalesLines()
+        spec: sales_mod.SalesSpec | None = None
+        end: str = ""
+        for index, request in enumerate(request_iterator):
+            v = Violations()
+            if index == 0:
+                if request.HasField("aggregation"):
+                    spec, end = _sales_spec(v, request.aggregation, "[0].aggregation")
+                else:
+                    v.add(
+                        "[0].aggregation", "required in the first message: the keys, frequency and time zone"
+                    )
+            elif request.HasField("aggregation"):
+                v.add(f"[{index}].aggregation", "only in the first message of the stream")
+            v.raise_if_any("the sales stream is invalid (nothing was stored)")
+            assert spec is not None
+            lines.add(v, request, index, spec)
+            v.raise_if_any("sales lines are invalid (nothing was stored)")
+        if spec is None:
+            raise InvalidArgumentError.for_field(
+                "aggregation", "an empty stream: send the aggregation and lines"
+            )
+        frame, stockouts = lines.frames(spec)
+        series, report = sales_mod.aggregate(frame, spec, stockouts, end_day(end))
+        if report.periods > MAX_SALES_OBSERVATIONS:
+            raise InvalidArgumentError.for_field(
+                "lines",
+                f"{report.series} series over {report.periods} periods; at most {MAX_SALES_OBSERVATIONS} per "
+                "stream (split the stream by key)",
+            )
+        metas = [SeriesMeta(s.name, s.labels, spec.frequency, ValueKind.COUNT) for s in series]
+        result = self.store.ingest(sales_mod.observations(series), metas)
+        for outcome in ("inserted", "unchanged", "updated"):
+            ingested_total.labels(outcome).inc(getattr(result, outcome))
+        return trends_pb2.IngestSalesResponse(
+            lines=report.lines,
+            return_lines=report.return_lines,
+            series=report.series,
+            periods=report.periods,
+            zero_periods=report.zero_periods,
+            censored_periods=report.censored_periods,
+            inserted=result.inserted,
+            unchanged=result.unchanged,
+            updated=result.updated,
+            warnings=report.warnings,
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -747,6 +808,188 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         # With several frequencies there is no single best model; each score names its frequency.
         response.best_model = best[1] if best else ""
         return response
+
+
+def _local_day(v: Violations, path: str, text: str) -> bool:
+    """A "YYYY-MM-DD" day from 1900 up to 2100."""
+    try:
+        day = date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or not EARLIEST_TIME.year <= day.year < LATEST_TIME.year:
+        v.add(path, f"{text[:40]!r} is not a local day YYYY-MM-DD from 1900 up to 2100")
+        return False
+    return True
+
+
+def end_day(text: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(text) if text else None
+
+
+def _sales_spec(
+    v: Violations, msg: trends_pb2.SalesAggregation, path: str
+) -> tuple[sales_mod.SalesSpec | None, str]:
+    v.check(
+        1 <= len(msg.keys) <= MAX_SALES_KEYS,
+        f"{path}.keys",
+        f"1..{MAX_SALES_KEYS} key names, e.g. sku, store",
+    )
+    v.check(len(msg.label_keys) <= MAX_SALES_KEYS, f"{path}.label_keys", f"at most {MAX_SALES_KEYS} names")
+    names = [*msg.keys, *msg.label_keys]
+    for i, key in enumerate(msg.keys):
+        limits.check_text(v, f"{path}.keys[{i}]", key, MAX_LABEL_CHARS, required=True)
+    for i, key in enumerate(msg.label_keys):
+        limits.check_text(v, f"{path}.label_keys[{i}]", key, MAX_LABEL_CHARS, required=True)
+    v.check(len(set(names)) == len(names), f"{path}.label_keys", "key and label names must all differ")
+    v.check(msg.frequency in (0, *Frequency), f"{path}.frequency", f"unknown frequency {msg.frequency}")
+    if msg.end_date:
+        _local_day(v, f"{path}.end_date", msg.end_date)
+    timezone = msg.timezone or "UTC"
+    try:
+        sales_mod.local_zone(timezone)
+    except InvalidArgumentError:
+        v.add(f"{path}.timezone", f"unknown time zone {timezone[:60]!r}; an IANA name such as Europe/Paris")
+    if v:
+        return None, ""
+    spec = sales_mod.SalesSpec(
+        keys=tuple(msg.keys),
+        frequency=Frequency(msg.frequency or Frequency.WEEKLY),
+        timezone=timezone,
+        date_column="date",
+        quantity_column="qty",
+        value_column="amount",
+        promo_column="promotion",
+        label_columns=tuple(msg.label_keys),
+        net_returns=msg.net_returns,
+    )
+    return spec, msg.end_date
+
+
+class _SalesLines:
+    """The lines of an IngestSales stream, validated per message and held by column."""
+
+    def __init__(self) -> None:
+        self.time_s: list[int] = []  # -1 where the line gives its local day
+        self.day: list[str] = []
+        self.keys: list[tuple[str, ...]] = []
+        self.labels: list[tuple[str, ...]] = []
+        self.qty: list[float] = []
+        self.amount: list[float] = []  # NaN without one
+        self.promotion: list[bool] = []
+        self.out_day: list[str] = []
+        self.out_keys: list[tuple[str, ...]] = []
+
+    def add(
+        self, v: Violations, request: trends_pb2.IngestSalesRequest, index: int, spec: sales_mod.SalesSpec
+    ) -> None:
+        where = f"[{index}]"
+        for name, items, total, limit in (
+            ("lines", request.lines, len(self.qty), MAX_SALES_LINES),
+            ("stockouts", request.stockouts, len(self.out_day), MAX_STOCKOUT_DAYS),
+        ):
+            if len(items) > MAX_SALES_PER_MESSAGE:
+                v.add(f"{where}.{name}", f"{len(items)} in one message; at most {MAX_SALES_PER_MESSAGE}")
+            elif total + len(items) > limit:
+                v.add(f"{where}.{name}", f"more than {limit} in one stream (split the stream by key)")
+        if v:
+            return
+        for i, line in enumerate(request.lines):
+            if len(v.items) >= MAX_LINE_VIOLATIONS:
+                break
+            path = f"{where}.lines[{i}]"
+            ok = _sales_keys(v, f"{path}.keys", line.keys, spec.keys)
+            if line.labels and len(line.labels) != len(spec.label_columns):
+                ok = v.check(
+                    False,
+                    f"{path}.labels",
+                    f"{len(line.labels)} values for {len(spec.label_columns)} label_keys",
+                )
+            for k, label in enumerate(line.labels):
+                ok = limits.check_text(v, f"{path}.labels[{k}]", label, MAX_LABEL_CHARS) and ok
+            has_time, has_day = line.HasField("time"), bool(line.local_date)
+            if has_time == has_day:
+                ok = v.check(False, f"{path}.time", "give exactly one of time and local_date")
+            elif has_time:
+                ok = (
+                    limits.check_time(v, f"{path}.time", line.time, EARLIEST_TIME, LATEST_TIME) is not None
+                    and ok
+                )
+            else:
+                ok = _local_day(v, f"{path}.local_date", line.local_date) and ok
+            ok = limits.check_number(v, f"{path}.quantity", line.quantity, MAX_ABS_VALUE) and ok
+            if line.HasField("amount"):
+                if limits.check_number(v, f"{path}.amount", line.amount, MAX_ABS_VALUE):
+                    ok = (
+                        v.check(
+                            line.amount >= 0, f"{path}.amount", f"an amount paid, >= 0; got {line.amount}"
+                        )
+                        and ok
+                    )
+                else:
+                    ok = False
+            if not ok or v:
+                continue  # once a line is wrong nothing is stored: stop collecting, keep checking
+            self.time_s.append(int(line.time.seconds) if has_time else -1)
+            self.day.append(line.local_date)
+            self.keys.append(tuple(line.keys))
+            self.labels.append(tuple(line.labels) or ("",) * len(spec.label_columns))
+            self.qty.append(line.quantity)
+            self.amount.append(line.amount if line.HasField("amount") else math.nan)
+            self.promotion.append(line.promotion)
+        for i, day in enumerate(request.stockouts):
+            if len(v.items) >= MAX_LINE_VIOLATIONS:
+                break
+            path = f"{where}.stockouts[{i}]"
+            if _sales_keys(v, f"{path}.keys", day.keys, spec.keys) & _local_day(
+                v, f"{path}.local_date", day.local_date
+            ):
+                self.out_day.append(day.local_date)
+                self.out_keys.append(tuple(day.keys))
+
+    def frames(self, spec: sales_mod.SalesSpec) -> tuple[Any, Any]:
+        """The lines as sales.aggregate's frame (local days) and the stock-out days."""
+        import pandas as pd
+
+        time_s = np.asarray(self.time_s, np.int64)
+        timed = time_s >= 0
+        days = pd.to_datetime(pd.Series(self.day, dtype=object).where(~timed, None), format="%Y-%m-%d")
+        if timed.any():
+            zone = sales_mod.local_zone(spec.timezone)
+            local = pd.to_datetime(time_s[timed], unit="s", utc=True).tz_convert(zone).tz_localize(None)
+            days[timed] = local.normalize()
+        frame = pd.DataFrame(
+            {"date": days, "qty": self.qty, "amount": self.amount, "promotion": self.promotion}
+        )
+        for k, key in enumerate(spec.keys):
+            frame[key] = [values[k] for values in self.keys]
+        for k, label in enumerate(spec.label_columns):
+            frame[label] = [values[k] for values in self.labels]
+        stockouts = pd.DataFrame(
+            {"date": pd.to_datetime(pd.Series(self.out_day, dtype=object), format="%Y-%m-%d")}
+        )
+        for k, key in enumerate(spec.keys):
+            stockouts[key] = [values[k] for values in self.out_keys]
+        return frame, stockouts if self.out_day else None
+
+
+def _sales_keys(v: Violations, path: str, values: Sequence[str], names: Sequence[str]) -> bool:
+    """One non-empty value per key name, making a series name of at most 256 characters."""
+    if len(values) != len(names):
+        v.add(path, f"{len(values)} values for the {len(names)} keys ({', '.join(names)})")
+        return False
+    if not all(values):
+        v.add(path, "every key value is required (non-empty)")
+        return False
+    name = sales_mod.series_name(names, values)
+    if len(name) > MAX_SERIES_KEY_CHARS:
+        v.add(
+            path,
+            f"the series name {name[:40]!r}... is {len(name)} characters; at most {MAX_SERIES_KEY_CHARS}",
+        )
+        return False
+    return True
 
 
 def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Violations:
