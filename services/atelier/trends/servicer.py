@@ -27,6 +27,7 @@ from atelier.runtime.jobs import JobHandle, JobManager
 from atelier.runtime.metrics import LATENCY_BUCKETS
 from atelier.runtime.status import cancellation_from
 from atelier.trends import backtest as backtest_mod
+from atelier.trends import calendar as calendar_mod
 from atelier.trends import classify as classify_mod
 from atelier.trends import demand as demand_mod
 from atelier.trends import forecasting
@@ -124,6 +125,8 @@ class Prepared:
     tree: hierarchy_mod.Hierarchy | None = None  # built once, when the hierarchy is checked
     # Planned covariates over the horizon, by series (FutureCovariates; names with values only).
     planned: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # ISO 3166 code whose public holidays are known inputs (calendar.py); "" for none.
+    holiday_country: str = ""
 
 
 class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
@@ -434,13 +437,17 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 progress,
                 cancellation=cancellation,
                 seasonalities=frequency.seasonalities,
-                covariates=[d.covariates for d in data],
-                planned=[prepared.planned.get(d.meta.series, {}) for d in data],
+                **_inputs(data, prepared),
             )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
         return response
+
+    def _with_holidays(self, prepared: Prepared, country: str) -> Prepared:
+        if not country:
+            return prepared
+        return dataclasses.replace(prepared, holiday_country=calendar_mod.check_country(country))
 
     def _with_future(self, prepared: Prepared, future: Sequence[trends_pb2.FutureCovariates]) -> Prepared:
         """Checks the planned covariates against the request's series and horizon."""
@@ -646,6 +653,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = self._run_forecast(prepared, cancellation)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
@@ -657,6 +665,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         count = sum(len(d) for d in prepared.groups.values())
 
         def run(handle: JobHandle) -> trends_pb2.ForecastResponse:
@@ -808,6 +817,20 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         # With several frequencies there is no single best model; each score names its frequency.
         response.best_model = best[1] if best else ""
         return response
+
+
+def _inputs(data: Sequence[SeriesData], prepared: Prepared) -> dict[str, Any]:
+    """forecasting.predict's covariates and planned values: the stored inputs, the plans, and
+    the public holidays of each period (history and horizon) when the request names a country."""
+    covariates = [dict(d.covariates) for d in data]
+    planned = [dict(prepared.planned.get(d.meta.series, {})) for d in data]
+    if prepared.holiday_country:
+        for d, past, plan in zip(data, covariates, planned, strict=True):
+            times = np.concatenate([d.times_s, d.future_times_s(prepared.horizon)])
+            counts = calendar_mod.holiday_counts(prepared.holiday_country, times, d.meta.frequency)
+            past[calendar_mod.HOLIDAY] = counts[: len(d.values)]
+            plan[calendar_mod.HOLIDAY] = counts[len(d.values) :]
+    return {"covariates": covariates, "planned": planned}
 
 
 def _local_day(v: Violations, path: str, text: str) -> bool:

@@ -743,6 +743,7 @@ class ForecastRequest(_message.Message):
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """Steps ahead (weeks, days or months). Required, 1..104 weekly, 1..730 daily, 1..36 monthly."""
     model: _builtins.str
@@ -751,6 +752,11 @@ class ForecastRequest(_message.Message):
     """
     reconciliation: _builtins.str
     """With hierarchy: "mint_shrink" (default), "wls_struct", "ols" or "bottom_up" (see README)."""
+    holiday_country: _builtins.str
+    """Optional: an ISO 3166 country code (e.g. "US", "FR"; alpha-2 or alpha-3). Its public
+    holidays in each period, over the history and the horizon, become known inputs of the
+    global model ("gbm" and the ensemble; see README). Unknown codes: INVALID_ARGUMENT.
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
@@ -769,7 +775,7 @@ class ForecastRequest(_message.Message):
     @_builtins.property
     def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]:
         """Planned prices, discounts and promotions per series (at most one entry per series; series
-        not named get the defaults). Not with a hierarchy.
+        not named get the defaults). With a hierarchy: the bottom series' plans (see README).
         """
 
     def __init__(
@@ -782,10 +788,11 @@ class ForecastRequest(_message.Message):
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
         future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -897,9 +904,11 @@ class StartForecastRequest(_message.Message):
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     model: _builtins.str
     reconciliation: _builtins.str
+    holiday_country: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
@@ -918,10 +927,11 @@ class StartForecastRequest(_message.Message):
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
         future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
