@@ -160,3 +160,72 @@ def incoherence(hierarchy: Hierarchy, values: np.ndarray) -> float:
     """Largest absolute gap between a node and the sum of the bottom series under it."""
     bottom = values[hierarchy.bottom_index]
     return float(np.max(np.abs(hierarchy.summing @ bottom - values))) if values.size else 0.0
+
+
+# Periods whose mean units weigh a bottom series in its parents' planned inputs.
+RECENT_PERIODS = 13
+
+
+def aggregate_inputs(
+    hierarchy: Hierarchy,
+    units: np.ndarray,
+    past: Sequence[Mapping[str, np.ndarray]],
+    planned: Sequence[Mapping[str, np.ndarray]],
+    horizon: int,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Every node's exogenous inputs (price, discount, promotion) from its bottom series'.
+
+    units: (bottom, T) the bottom series on the common grid; past: per bottom series its inputs
+    over that grid (T values; a missing name: none); planned: per bottom series its planned
+    inputs over the horizon (empty or missing names: the defaults, see global_model.with_future).
+    A node's promotion and discount are its children's weighted by units: in the history by each
+    period's units (the share of the node's units sold on promotion), over the horizon by each
+    child's mean units of its last RECENT_PERIODS periods. Its price is a price index: each
+    child's price over the child's own mean price, weighted the same way (SKUs of different prices
+    cannot be averaged, their changes can). The bottom series keep their own inputs. Returns the
+    nodes' past (T values) and planned (horizon values) inputs, in hierarchy.nodes order.
+    """
+    from atelier.trends import global_model
+
+    n_bottom, length = units.shape
+    names = sorted({name for p in past for name in p} | {name for p in planned for name in p})
+    node_past: list[dict[str, np.ndarray]] = [{} for _ in hierarchy.nodes]
+    node_plan: list[dict[str, np.ndarray]] = [{} for _ in hierarchy.nodes]
+    if not names:
+        return node_past, node_plan
+    recent = np.maximum(units[:, -RECENT_PERIODS:].mean(axis=1), 1e-9)
+    for name in names:
+        full = np.zeros((n_bottom, length + horizon))
+        known = np.zeros((n_bottom, length + horizon), dtype=bool)
+        for j in range(n_bottom):
+            # Each child's inputs over history and horizon, the defaults filled in.
+            series = global_model.with_future(dict(past[j]), dict(planned[j]), length, horizon).get(name)
+            if series is None:
+                continue
+            values = np.asarray(series, float)
+            if name == "price":
+                reference = np.nanmean(values[:length]) if np.isfinite(values[:length]).any() else np.nan
+                values = values / reference if np.isfinite(reference) and reference > 0 else values * np.nan
+            known[j] = np.isfinite(values)
+            full[j] = np.where(known[j], values, 0.0)
+        weights = np.concatenate([units, np.repeat(recent[:, None], horizon, axis=1)], axis=1) * known
+        numerator = hierarchy.aggregate(weights * full)
+        denominator = hierarchy.aggregate(weights)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nodes = np.where(denominator > 0, numerator / denominator, np.nan if name == "price" else 0.0)
+        if name == "price":
+            # A node without a priced sale in a period keeps its neighbours' index.
+            nodes = np.vstack([_filled(row) for row in nodes])
+        for k in range(len(hierarchy.nodes)):
+            node_past[k][name] = nodes[k, :length]
+            node_plan[k][name] = nodes[k, length:]
+    for k, j in enumerate(hierarchy.bottom_index):
+        node_past[j], node_plan[j] = dict(past[k]), dict(planned[k])
+    return node_past, node_plan
+
+
+def _filled(row: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(row)
+    if not ok.any():
+        return np.ones_like(row)
+    return np.interp(np.arange(len(row)), np.flatnonzero(ok), row[ok])

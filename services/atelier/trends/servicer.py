@@ -453,12 +453,6 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         """Checks the planned covariates against the request's series and horizon."""
         if not future:
             return prepared
-        if prepared.hierarchy:
-            # The nodes above the series are sums: what a planned promotion of one SKU means for
-            # them is the reconciliation's business, and it is not done yet.
-            raise InvalidArgumentError.for_field(
-                "future", "planned covariates are not taken with a hierarchy"
-            )
         v = Violations()
         selected = {d.meta.series for data in prepared.groups.values() for d in data}
         planned: dict[str, dict[str, np.ndarray]] = {}
@@ -488,6 +482,42 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             planned[entry.series] = values
         v.raise_if_any("the planned covariates are invalid")
         return dataclasses.replace(prepared, planned=planned)
+
+    @staticmethod
+    def _hierarchy_inputs(
+        prepared: Prepared,
+        data: Sequence[SeriesData],
+        tree: hierarchy_mod.Hierarchy,
+        bottom: np.ndarray,
+        starts: Sequence[int],
+    ) -> dict[str, Any]:
+        """The nodes' inputs for forecasting.predict: the bottom series' stored and planned prices,
+        discounts and promotions aggregated up the hierarchy, and the holidays (every node)."""
+        length = bottom.shape[1]
+        past: list[dict[str, np.ndarray]] = []
+        for d in data:
+            pad = length - len(d.values)
+            # Before a series' first sale: no promotion, no discount, its first price.
+            past.append(
+                {
+                    name: np.concatenate([np.full(pad, values[0] if name == "price" else 0.0), values])
+                    for name, values in d.covariates.items()
+                }
+            )
+        plans = [prepared.planned.get(d.meta.series, {}) for d in data]
+        if not any(past) and not any(plans) and not prepared.holiday_country:
+            return {}
+        node_past, node_plan = hierarchy_mod.aggregate_inputs(tree, bottom, past, plans, prepared.horizon)
+        node_past = [{n: v[start:] for n, v in p.items()} for p, start in zip(node_past, starts, strict=True)]
+        if prepared.holiday_country:
+            frequency = data[0].meta.frequency
+            longest = data[int(np.argmax([len(d.values) for d in data]))]
+            times = np.concatenate([longest.times_s, longest.future_times_s(prepared.horizon)])
+            counts = calendar_mod.holiday_counts(prepared.holiday_country, times, frequency)
+            for p, plan, start in zip(node_past, node_plan, starts, strict=True):
+                p[calendar_mod.HOLIDAY] = counts[start:length]
+                plan[calendar_mod.HOLIDAY] = counts[length:]
+        return {"covariates": node_past, "planned": node_plan}
 
     def _with_hierarchy(self, prepared: Prepared, keys: Sequence[str], method: str) -> Prepared:
         """Checks a hierarchy request against the loaded series (see the proto for the rules)."""
@@ -548,11 +578,13 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             bottom[i, length - len(d.values) :] = d.values
         nodes = tree.aggregate(bottom)
         # Each node is forecast from its first non-zero period (at least MIN_HISTORY periods).
-        histories = []
+        histories, starts = [], []
         for row in nodes:
             nonzero = np.flatnonzero(row)
             first = int(nonzero[0]) if nonzero.size else 0
-            histories.append(row[min(first, length - forecasting.MIN_HISTORY) :])
+            starts.append(min(first, length - forecasting.MIN_HISTORY))
+            histories.append(row[starts[-1] :])
+        inputs = self._hierarchy_inputs(prepared, data, tree, bottom, starts)
         base = forecasting.predict(
             histories,
             [None] * len(histories),
@@ -565,6 +597,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             progress,
             cancellation=cancellation,
             seasonalities=frequency.seasonalities,
+            **inputs,
         )
         cancellation.check()
         mean = np.vstack([p.mean for p in base])
