@@ -185,3 +185,20 @@ def test_migration_adds_the_covariate_columns(tmp_path: object) -> None:
         row = conn.execute(sa.text("SELECT value, price, discount, promotion FROM trends_observations")).one()
     assert set(store_mod.COVARIATES) <= have
     assert tuple(row) == (1.0, None, None, None)
+
+
+def test_backtest_and_classification_use_the_inputs(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    full = {f"sku{i}": promoted_sales(i, 156) for i in range(16)}
+    upload(stub, full, WITH, covariates=True)
+    upload(stub, full, WITHOUT, covariates=False)
+    request = trends_pb2.BacktestRequest(horizon=HOLD_OUT, windows=1, models=["gbm"])
+    with_inputs = stub.Backtest(request, metadata=WITH, timeout=300).scores[0]
+    blind = stub.Backtest(request, metadata=WITHOUT, timeout=300).scores[0]
+    # Each window's own promotions are its plan: the 70% lifts are foreseen.
+    assert with_inputs.mase < 0.85 * blind.mase, (with_inputs.mase, blind.mase)
+    bad = trends_pb2.BacktestRequest(horizon=HOLD_OUT, models=["gbm"], holiday_country="XX")
+    assert fields(violations_of(lambda: stub.Backtest(bad, metadata=WITH))) == ["holiday_country"]
+    classify = trends_pb2.ClassifyTrendsRequest(holiday_country="XX")
+    assert fields(violations_of(lambda: stub.ClassifyTrends(classify, metadata=WITH))) == ["holiday_country"]
+    classify.holiday_country = "US"
+    assert len(stub.ClassifyTrends(classify, metadata=WITH, timeout=300).trends) == 16

@@ -136,7 +136,9 @@ def test_planned_promotions_with_a_hierarchy(start_server: Callable[..., Server]
         plan = np.zeros(8)
         plan[[2, 5]] = 1.0
         future = [
-            trends_pb2.FutureCovariates(series=f"sku{k}", promotion=plan.tolist(), price=[8.0 if p else 10.0 for p in plan])
+            trends_pb2.FutureCovariates(
+                series=f"sku{k}", promotion=plan.tolist(), price=[8.0 if p else 10.0 for p in plan]
+            )
             for k in range(4)  # every dress is on promotion in weeks 3 and 6
         ]
         request = trends_pb2.ForecastRequest(horizon=8, hierarchy=["department", "category"])

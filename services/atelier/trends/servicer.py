@@ -729,6 +729,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         threshold = request.threshold or classify_mod.HERMES_THRESHOLD
         label = request.category_label or "category"
         prepared = self._prepare(request.filter, 1, [80], "auto")
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.ClassifyTrendsResponse()
         everything: list[tuple[classify_mod.Classification, str]] = []
         for frequency, data in prepared.groups.items():
@@ -744,6 +745,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 self.pool,
                 calibrate=False,  # the class uses the mean only
                 cancellation=cancellation,
+                # The stored inputs; over the year ahead the defaults (last price, no promotion)
+                # and the calendar's holidays.
+                **_inputs(data, dataclasses.replace(prepared, horizon=year)),
             )
             results = classify_mod.classify(
                 [d.meta.series for d in data],
@@ -819,6 +823,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             "auto",
             history_needed=request.horizon * windows + forecasting.MIN_HISTORY,
         )
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.BacktestResponse()
         best: tuple[float, str] | None = None
         for frequency, data in prepared.groups.items():
@@ -833,6 +838,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
                 cancellation=cancellation,
+                covariates=_history_inputs(data, request.holiday_country),
             )
             for s in scores:
                 backtest_mase.labels(s.model).set(s.mase)
@@ -864,6 +870,16 @@ def _inputs(data: Sequence[SeriesData], prepared: Prepared) -> dict[str, Any]:
             past[calendar_mod.HOLIDAY] = counts[: len(d.values)]
             plan[calendar_mod.HOLIDAY] = counts[len(d.values) :]
     return {"covariates": covariates, "planned": planned}
+
+
+def _history_inputs(data: Sequence[SeriesData], country: str) -> list[dict[str, np.ndarray]]:
+    """Each series' stored inputs over its history, with its holidays when a country is named."""
+    out = [dict(d.covariates) for d in data]
+    if country:
+        code = calendar_mod.check_country(country)
+        for d, inputs in zip(data, out, strict=True):
+            inputs[calendar_mod.HOLIDAY] = calendar_mod.holiday_counts(code, d.times_s, d.meta.frequency)
+    return out
 
 
 def _local_day(v: Violations, path: str, text: str) -> bool:

@@ -945,12 +945,17 @@ class ClassifyTrendsRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     TOP_MOVERS_FIELD_NUMBER: _builtins.int
     CATEGORY_LABEL_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     """Year-on-year change beyond which a trend is rising or declining; 0 means 0.05 (HERMES)."""
     top_movers: _builtins.int
     """How many top movers per category to return; 0 means 5, at most 100."""
     category_label: _builtins.str
     """The label that names a series' category for top movers; empty means "category"."""
+    holiday_country: _builtins.str
+    """As ForecastRequest.holiday_country: the year ahead is forecast with the stored prices and
+    promotions (then the defaults) and this country's holidays.
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     def __init__(
@@ -960,10 +965,11 @@ class ClassifyTrendsRequest(_message.Message):
         threshold: _builtins.float = ...,
         top_movers: _builtins.int = ...,
         category_label: _builtins.str = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_label", b"category_label", "filter", b"filter", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_label", b"category_label", "filter", b"filter", "holiday_country", b"holiday_country", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1148,11 +1154,16 @@ class BacktestRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     WINDOWS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """Steps per window; 1..104 weekly, 1..730 daily, 1..36 monthly."""
     windows: _builtins.int
     """Rolling-origin windows, 1..8, default 1; window k forecasts the horizon ending k-1
     horizons before the last observation.
+    """
+    holiday_country: _builtins.str
+    """As ForecastRequest.holiday_country. The stored prices, discounts and promotions are used
+    too: each window gets those before it as history and its own as the plan.
     """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
@@ -1167,10 +1178,11 @@ class BacktestRequest(_message.Message):
         horizon: _builtins.int = ...,
         windows: _builtins.int = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "models", b"models", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "holiday_country", b"holiday_country", "horizon", b"horizon", "models", b"models", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
