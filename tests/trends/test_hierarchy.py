@@ -158,3 +158,23 @@ def test_planned_promotions_with_a_hierarchy(start_server: Callable[..., Server]
         # The tops, not on promotion, barely move (the reconciliation spreads a little).
         tops = "department=women/category=tops"
         assert np.all(np.abs(by[tops] - before[tops]) < 0.1 * before[tops]), (by[tops], before[tops])
+
+
+def test_large_hierarchies_are_sparse_and_default_to_wls_struct() -> None:
+    n = 4000
+    labels = [{"department": f"d{i % 5}", "category": f"c{i % 40}"} for i in range(n)]
+    tree = hierarchy.build([f"s{i}" for i in range(n)], labels, ["department", "category"])
+    # One non-zero per series and level (total, department, category, itself): not nodes x series.
+    assert tree.summing.nnz == 4 * n and len(tree.nodes) == 1 + 5 + 40 + n
+    assert hierarchy.default_method(tree) == "wls_struct"
+    small = hierarchy.build(["a", "b", "c", "d"], LABELS, ["department", "category"])
+    assert hierarchy.default_method(small) == "mint_shrink"
+    rng = np.random.default_rng(2)
+    bottom = rng.poisson(5, (n, 60)).astype(float)
+    history = tree.aggregate(bottom)
+    base = history[:, -4:] + rng.normal(0, 1, (len(tree.nodes), 4))
+    mean, intervals = hierarchy.reconcile(tree, base, history, 52, "wls_struct", {80: (base - 2, base + 2)})
+    assert hierarchy.incoherence(tree, mean) < 1e-6 * mean.max()
+    assert intervals[80][0].shape == mean.shape
+    with pytest.raises(InvalidArgumentError, match="at most 3000 nodes"):
+        hierarchy.reconcile(tree, base, history, 52, "mint_shrink")

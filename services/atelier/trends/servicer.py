@@ -557,10 +557,16 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             )
         # Label checks (every bottom series carries every key) happen in hierarchy.build.
         tree = hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], keys)
+        if method == "mint_shrink" and len(tree.nodes) > hierarchy_mod.MAX_MINT_NODES:
+            raise InvalidArgumentError.for_field(
+                "reconciliation",
+                f"mint_shrink reconciles at most {hierarchy_mod.MAX_MINT_NODES} nodes (its covariance is "
+                f"dense); this hierarchy has {len(tree.nodes)}: use wls_struct (the default here) or ols",
+            )
         return dataclasses.replace(
             prepared,
             hierarchy=tuple(keys),
-            reconciliation=method or hierarchy_mod.DEFAULT_METHOD,
+            reconciliation=method or hierarchy_mod.default_method(tree),
             tree=tree,
         )
 
