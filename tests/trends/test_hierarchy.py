@@ -178,3 +178,19 @@ def test_large_hierarchies_are_sparse_and_default_to_wls_struct() -> None:
     assert intervals[80][0].shape == mean.shape
     with pytest.raises(InvalidArgumentError, match="at most 3000 nodes"):
         hierarchy.reconcile(tree, base, history, 52, "mint_shrink")
+
+
+def test_sparse_bottom_up_intervals_match_normality() -> None:
+    # The large-hierarchy path's interval formula is what hierarchicalforecast's Normality gives
+    # for bottom-up (checked where both run: a small hierarchy).
+    tree = hierarchy.build(["a", "b", "c", "d"], LABELS, ["department", "category"])
+    rng = np.random.default_rng(4)
+    base = rng.uniform(5, 20, (len(tree.nodes), 6))
+    half = rng.uniform(1, 3, base.shape)
+    intervals = {80: (base - half, base + half)}
+    dense_mean, dense = hierarchy.reconcile(tree, base, base, 52, "bottom_up", intervals)
+    sigmah = half / hierarchy.norm.ppf(0.9)
+    sparse_mean, sparse = hierarchy._reconcile_sparse(tree, base, "bottom_up", [80], sigmah, False)
+    np.testing.assert_allclose(sparse_mean, dense_mean, atol=1e-9)
+    np.testing.assert_allclose(sparse[80][0], dense[80][0], atol=1e-9)
+    np.testing.assert_allclose(sparse[80][1], dense[80][1], atol=1e-9)

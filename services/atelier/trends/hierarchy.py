@@ -20,10 +20,12 @@ Intervals: reconciled under a normal approximation, each base interval's half-wi
 that node's standard deviation (hierarchicalforecast's ``Normality``).
 
 The summing matrix is sparse (scipy CSR: one non-zero per bottom series and level, so 10,000
-series under 3 levels take ~0.5 MB where the dense matrix took 0.8 GB). ``bottom_up``, ``ols``
-and ``wls_struct`` reconcile with hierarchicalforecast's sparse classes (``BottomUpSparse``,
-``MinTraceSparse``); ``mint_shrink`` needs the dense nodes x nodes covariance anyway, so it is
-refused above MAX_MINT_NODES nodes and the default becomes ``wls_struct`` there.
+series under 3 levels take ~0.5 MB where the dense matrix took 0.8 GB). Up to MAX_MINT_NODES
+nodes reconciliation is as before (dense classes, Normality intervals). Above it, ``bottom_up``,
+``ols`` and ``wls_struct`` use hierarchicalforecast's sparse classes (``BottomUpSparse``,
+``MinTraceSparse``) for the means and the bottom-up normal formula for the intervals (see
+_reconcile_sparse); ``mint_shrink`` needs the dense nodes x nodes covariance, so it is refused
+there and the default becomes ``wls_struct``.
 
 Pure domain: arrays in, arrays out.
 """
@@ -134,27 +136,33 @@ def reconcile(
     intervals: level -> (lower, upper), each (nodes, h), the base intervals.
     Returns the reconciled means and intervals (each level's bounds).
     """
-    from hierarchicalforecast.methods import BottomUpSparse, MinTrace, MinTraceSparse
+    from hierarchicalforecast.methods import BottomUp, MinTrace
 
     if method not in METHODS:
         raise InvalidArgumentError.for_field(
             "reconciliation", f"unknown method {method!r}; choose from {', '.join(METHODS)}"
         )
-    summing: np.ndarray | sparse.csr_matrix = hierarchy.summing
-    reconciler: BottomUpSparse | MinTrace
-    if method == "bottom_up":
-        reconciler = BottomUpSparse()
-    elif method == "mint_shrink":
-        if len(hierarchy.nodes) > MAX_MINT_NODES:
-            raise InvalidArgumentError.for_field(
-                "reconciliation",
-                f"mint_shrink needs dense {len(hierarchy.nodes)} x {len(hierarchy.nodes)} matrices; at most "
-                f"{MAX_MINT_NODES} nodes (use wls_struct, the default for larger hierarchies)",
-            )
-        summing = hierarchy.summing.toarray()
-        reconciler = MinTrace(method=method, nonnegative=non_negative)
-    else:
-        reconciler = MinTraceSparse(method=method, nonnegative=non_negative)
+    if non_negative and method == "bottom_up":
+        # Sums of non-negative bottom forecasts stay coherent; clipping the sums afterwards would not.
+        mean = np.maximum(mean, 0.0)
+    large = len(hierarchy.nodes) > MAX_MINT_NODES
+    if method == "mint_shrink" and large:
+        raise InvalidArgumentError.for_field(
+            "reconciliation",
+            f"mint_shrink needs dense {len(hierarchy.nodes)} x {len(hierarchy.nodes)} matrices; at most "
+            f"{MAX_MINT_NODES} nodes (use wls_struct, the default for larger hierarchies)",
+        )
+    levels = sorted(intervals or {})
+    sigmah = None
+    if levels and intervals is not None:
+        # The widest level's half-width as a normal standard deviation for every node and step.
+        widest = levels[-1]
+        lo, hi = intervals[widest]
+        sigmah = np.maximum((hi - lo) / (2 * norm.ppf(0.5 + widest / 200)), 1e-9)
+    if large:
+        return _reconcile_sparse(hierarchy, mean, method, levels, sigmah, non_negative)
+    # Small hierarchies: the dense classes, intervals by hierarchicalforecast's Normality.
+    reconciler = BottomUp() if method == "bottom_up" else MinTrace(method=method, nonnegative=non_negative)
     kwargs: dict[str, object] = {}
     # BottomUp takes S's last columns' rows as the bottom: build() puts the bottom series last.
     if method == "mint_shrink":
@@ -162,23 +170,52 @@ def reconcile(
         usable = np.isfinite(fitted).all(axis=0)
         kwargs["y_insample"] = history[:, usable]
         kwargs["y_hat_insample"] = fitted[:, usable]
-    levels = sorted(intervals or {})
-    if levels and intervals is not None:
-        # The widest level's half-width as a normal standard deviation for every node and step.
-        widest = levels[-1]
-        lo, hi = intervals[widest]
-        z = norm.ppf(0.5 + widest / 200)
-        kwargs.update(
-            sigmah=np.maximum((hi - lo) / (2 * z), 1e-9), level=levels, intervals_method="normality"
-        )
+    if sigmah is not None:
+        kwargs.update(sigmah=sigmah, level=levels, intervals_method="normality")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # qpsolvers' sparse-conversion notices (non-negative MinT)
-        result = reconciler.fit_predict(S=summing, y_hat=mean, **kwargs)
+        result = reconciler.fit_predict(S=hierarchy.summing.toarray(), y_hat=mean, **kwargs)
     out_mean = np.asarray(result["mean"], dtype=float)
     out_intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if levels:
         # The reconciled standard deviation of every node and step (normal approximation).
         sigma = np.asarray(result["sigmah"], dtype=float)
+        for level in levels:
+            z = float(norm.ppf(0.5 + level / 200))
+            out_intervals[level] = (out_mean - z * sigma, out_mean + z * sigma)
+    if non_negative:
+        out_mean = np.maximum(out_mean, 0.0)
+        out_intervals = {
+            lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in out_intervals.items()
+        }
+    return out_mean, out_intervals
+
+
+def _reconcile_sparse(
+    hierarchy: Hierarchy,
+    mean: np.ndarray,
+    method: str,
+    levels: list[int],
+    sigmah: np.ndarray | None,
+    non_negative: bool,
+) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Large hierarchies: the means by hierarchicalforecast's sparse classes; the intervals by the
+    bottom-up normal formula (a node's variance is the sum of its bottom series' base variances,
+    errors independent), centred on the reconciled means. hierarchicalforecast's Normality builds
+    a dense nodes x nodes covariance per step (6 GB and more at 10,000 series), so it is not used
+    here; for bottom_up the formula is what Normality gives, for ols/wls_struct it is wider."""
+    from hierarchicalforecast.methods import BottomUpSparse, MinTraceSparse
+
+    reconciler = (
+        BottomUpSparse() if method == "bottom_up" else MinTraceSparse(method=method, nonnegative=non_negative)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = reconciler.fit_predict(S=hierarchy.summing, y_hat=mean)
+    out_mean = np.asarray(result["mean"], dtype=float)
+    out_intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if sigmah is not None:
+        sigma = np.sqrt(hierarchy.aggregate(sigmah[hierarchy.bottom_index] ** 2))
         for level in levels:
             z = float(norm.ppf(0.5 + level / 200))
             out_intervals[level] = (out_mean - z * sigma, out_mean + z * sigma)
