@@ -751,7 +751,9 @@ class ForecastRequest(_message.Message):
     "gbm", "mstl", "theta", "ets", "snaive", "naive".
     """
     reconciliation: _builtins.str
-    """With hierarchy: "mint_shrink" (default), "wls_struct", "ols" or "bottom_up" (see README)."""
+    """With hierarchy: "mint_shrink" (the default up to 3,000 nodes, refused above), "wls_struct"
+    (the default above), "ols" or "bottom_up" (see README).
+    """
     holiday_country: _builtins.str
     """Optional: an ISO 3166 country code (e.g. "US", "FR"; alpha-2 or alpha-3). Its public
     holidays in each period, over the history and the horizon, become known inputs of the
