@@ -194,3 +194,40 @@ def test_sparse_bottom_up_intervals_match_normality() -> None:
     np.testing.assert_allclose(sparse_mean, dense_mean, atol=1e-9)
     np.testing.assert_allclose(sparse[80][0], dense[80][0], atol=1e-9)
     np.testing.assert_allclose(sparse[80][1], dense[80][1], atol=1e-9)
+
+
+def test_node_inputs_are_aggregated_from_the_bottom() -> None:
+    from atelier.trends.calendar import HOLIDAY
+    from atelier.trends.servicer import Prepared, TrendsServicer
+    from atelier.trends.store import Frequency, SeriesData, SeriesMeta, ValueKind
+
+    labels = [{"category": "dresses"}, {"category": "dresses"}, {"category": "tops"}]
+    tree = hierarchy.build(["a", "b", "c"], labels, ["category"])
+    start = 1_703_980_800  # Sunday 2023-12-31 00:00 UTC; daily series over New Year 2024
+    units = np.array([[10.0, 10, 30, 10], [30.0, 30, 10, 30], [5.0, 5, 5, 5]])
+    promo = np.array([[1.0, 0, 0, 0], [0.0, 0, 1, 0], [0.0, 0, 0, 0]])
+    data = [
+        SeriesData(
+            SeriesMeta(name, lab, Frequency.DAILY, ValueKind.COUNT),
+            start,
+            units[k],
+            None,
+            covariates={"promotion": promo[k]} if k < 2 else {},
+        )
+        for k, (name, lab) in enumerate(zip("abc", labels, strict=True))
+    ]
+    planned = {"a": {"promotion": np.array([1.0, 0.0])}}
+    prepared = Prepared({Frequency.DAILY: data}, 2, [80], "auto", planned=planned, holiday_country="US")
+    inputs = TrendsServicer._hierarchy_inputs(prepared, data, tree, units, [0] * len(tree.nodes))
+    past, plan = inputs["covariates"], inputs["planned"]
+    dresses = tree.nodes.index("category=dresses")
+    # The share of the dresses' units sold on promotion: a's 10 of 40, then none, then b's 10 of 40.
+    np.testing.assert_allclose(past[dresses]["promotion"], [0.25, 0.0, 0.25, 0.0])
+    # Planned: a on promotion on the first day, weighted by the children's recent mean units (15, 25).
+    np.testing.assert_allclose(plan[dresses]["promotion"], [15 / 40, 0.0])
+    total = tree.nodes.index("total")
+    np.testing.assert_allclose(past[total]["promotion"], [10 / 45, 0.0, 10 / 45, 0.0])
+    # Bottom series keep their own; every node gets the holidays (New Year's Day is the 2nd day).
+    np.testing.assert_allclose(past[tree.nodes.index("a")]["promotion"], promo[0])
+    assert all(list(p[HOLIDAY]) == [0, 1, 0, 0] for p in past)
+    assert all(list(p[HOLIDAY]) == [0, 0] for p in plan)

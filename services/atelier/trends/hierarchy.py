@@ -272,7 +272,9 @@ def aggregate_inputs(
             # Each child's inputs over history and horizon, the defaults filled in.
             series = global_model.with_future(dict(past[j]), dict(planned[j]), length, horizon).get(name)
             if series is None:
-                continue
+                if name == "price":
+                    continue  # no price known: left out of its parents' price index
+                series = np.zeros(length + horizon)  # never on promotion or discount: zeros
             values = np.asarray(series, float)
             if name == "price":
                 reference = np.nanmean(values[:length]) if np.isfinite(values[:length]).any() else np.nan
