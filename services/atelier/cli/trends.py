@@ -559,6 +559,9 @@ def forecast(
         dir_okay=False,
         help="planned inputs, CSV: series, step (1..horizon), and price, discount, promotion (any of them)",
     ),
+    holiday_country: str = typer.Option(
+        "", "--holiday-country", help="ISO 3166 code (e.g. US, FR): its public holidays as known inputs"
+    ),
     address: str = AddressOpt,
     tenant: str = TenantOpt,
 ) -> None:
@@ -574,6 +577,7 @@ def forecast(
         levels=_levels(levels),
         model=model,
         future=read_plan(plan, horizon) if plan is not None else [],
+        holiday_country=holiday_country,
     )
     stub, channel = _stub(address)
     md = (("x-atelier-tenant", tenant),)
