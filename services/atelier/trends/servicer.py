@@ -792,6 +792,8 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     ) -> trends_pb2.ForecastDemandResponse:
         cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), "auto")
+        prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.ForecastDemandResponse()
         for frequency, data in prepared.groups.items():
             results = demand_mod.forecast_demand(
@@ -801,6 +803,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 prepared.levels,
                 self.pool,
                 cancellation,
+                **_inputs(data, prepared),
             )
             for d, (p, _) in zip(data, results, strict=True):
                 response.forecasts.append(_series_forecast(d, p))

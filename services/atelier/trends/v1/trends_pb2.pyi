@@ -1103,13 +1103,22 @@ class ForecastDemandRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
+    FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """1..104 weekly, 1..730 daily."""
+    holiday_country: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Default [80, 95]."""
+
+    @_builtins.property
+    def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]:
+        """As in ForecastRequest. Smooth and erratic series with inputs (stored, planned or holidays)
+        are forecast by the ensemble, which uses them; intermittent and lumpy ones ignore them.
+        """
 
     def __init__(
         self,
@@ -1117,10 +1126,12 @@ class ForecastDemandRequest(_message.Message):
         filter: Global___SeriesFilter | None = ...,
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
+        future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
