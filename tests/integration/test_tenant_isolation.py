@@ -166,6 +166,17 @@ def test_trends_series_stay_with_their_tenant(start_server: Callable[..., Server
     assert b("IngestObservations", trends_pb2.IngestObservationsRequest(observations=theirs)).inserted == 110
     streamed = b("StreamObservations", iter([trends_pb2.StreamObservationsRequest(observations=theirs[:5])]))
     assert streamed.unchanged == 5
+    # Sales lines streamed by B under A's series name aggregate into B's series only.
+    sales = trends_pb2.IngestSalesRequest(
+        aggregation=trends_pb2.SalesAggregation(keys=["sku"]),
+        lines=[trends_pb2.SalesLine(local_date="2015-01-05", keys=["dress-red"], quantity=3)],
+    )
+    assert b("IngestSales", iter([sales])).inserted == 1
+    assert [
+        o.value for o in b("GetSeries", trends_pb2.GetSeriesRequest(series="sku=dress-red")).observations
+    ] == [3]
+    assert a_read.code("IngestSales", iter([sales])) == DENIED
+    assert a.code("GetSeries", trends_pb2.GetSeriesRequest(series="sku=dress-red")) == NOT_FOUND
     mine = a("GetSeries", trends_pb2.GetSeriesRequest(series="dress-red"))
     assert [o.value for o in mine.observations] == [o.value for o in ours]
 

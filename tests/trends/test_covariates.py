@@ -185,3 +185,45 @@ def test_migration_adds_the_covariate_columns(tmp_path: object) -> None:
         row = conn.execute(sa.text("SELECT value, price, discount, promotion FROM trends_observations")).one()
     assert set(store_mod.COVARIATES) <= have
     assert tuple(row) == (1.0, None, None, None)
+
+
+def test_backtest_and_classification_use_the_inputs(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    full = {f"sku{i}": promoted_sales(i, 156) for i in range(16)}
+    upload(stub, full, WITH, covariates=True)
+    upload(stub, full, WITHOUT, covariates=False)
+    request = trends_pb2.BacktestRequest(horizon=HOLD_OUT, windows=1, models=["gbm"])
+    with_inputs = stub.Backtest(request, metadata=WITH, timeout=300).scores[0]
+    blind = stub.Backtest(request, metadata=WITHOUT, timeout=300).scores[0]
+    # Each window's own promotions are its plan: the 70% lifts are foreseen.
+    assert with_inputs.mase < 0.85 * blind.mase, (with_inputs.mase, blind.mase)
+    bad = trends_pb2.BacktestRequest(horizon=HOLD_OUT, models=["gbm"], holiday_country="XX")
+    assert fields(violations_of(lambda: stub.Backtest(bad, metadata=WITH))) == ["holiday_country"]
+    classify = trends_pb2.ClassifyTrendsRequest(holiday_country="XX")
+    assert fields(violations_of(lambda: stub.ClassifyTrends(classify, metadata=WITH))) == ["holiday_country"]
+    classify.holiday_country = "US"
+    assert len(stub.ClassifyTrends(classify, metadata=WITH, timeout=300).trends) == 16
+
+
+def test_demand_forecast_takes_the_plan(stub: trends_pb2_grpc.TrendsServiceStub) -> None:
+    full = {f"sku{i}": promoted_sales(200 + i, 156) for i in range(12)}
+    upload(stub, full, WITH, covariates=True)
+    plan = np.zeros(8)
+    plan[[1, 4]] = 1.0
+    some = trends_pb2.SeriesFilter(series=list(full))
+    future = [trends_pb2.FutureCovariates(series="sku0", promotion=plan.tolist())]
+    planned = stub.ForecastDemand(
+        trends_pb2.ForecastDemandRequest(filter=some, horizon=8, future=future), metadata=WITH, timeout=300
+    )
+    default = stub.ForecastDemand(
+        trends_pb2.ForecastDemandRequest(filter=some, horizon=8), metadata=WITH, timeout=300
+    )
+    by = {f.series: f for f in planned.forecasts}
+    before = {f.series: np.array(f.mean) for f in default.forecasts}
+    assert by["sku0"].model == "smooth:ensemble", by["sku0"].model
+    lift = np.array(by["sku0"].mean) - before["sku0"]
+    assert np.all(lift[[1, 4]] > 0.15 * before["sku0"][[1, 4]]), lift
+    np.testing.assert_allclose(np.delete(lift, [1, 4]), 0.0, atol=1e-6)
+    bad = trends_pb2.ForecastDemandRequest(
+        filter=some, horizon=8, future=[trends_pb2.FutureCovariates(series="x")]
+    )
+    assert fields(violations_of(lambda: stub.ForecastDemand(bad, metadata=WITH))) == ["future[0].series"]

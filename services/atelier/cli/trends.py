@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import typer
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import timestamp_pb2
@@ -420,21 +419,17 @@ def ingest_sales(
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     upload = Upload()
-    for s in series:
-        upload.labels[s.name] = s.labels
-        for start, units, price, promo in zip(s.period_start_s, s.units, s.price, s.promo, strict=True):
-            if np.isfinite(units):
-                obs = pb.Observation(
-                    series=s.name, time=timestamp_pb2.Timestamp(seconds=int(start)), value=float(units)
-                )
-                # The mean price paid and the share of units sold on promotion, where the period
-                # had sales to tell (the service takes them as the model's exogenous inputs).
-                if np.isfinite(price) and price > 0:
-                    obs.price = float(price)
-                if np.isfinite(promo):
-                    obs.promotion = float(min(max(promo, 0.0), 1.0))
-                upload.observations.append(obs)
-                upload.lines.append(f"series {s.name!r} period {_iso(upload.observations[-1].time)}")
+    upload.labels = {s.name: s.labels for s in series}
+    for o in sales_mod.observations(series):
+        # The mean price paid and the share of units sold on promotion ride along where the
+        # period had sales to tell (the service takes them as the model's exogenous inputs).
+        obs = pb.Observation(series=o.series, time=timestamp_pb2.Timestamp(seconds=o.time_s), value=o.value)
+        if o.price is not None:
+            obs.price = o.price
+        if o.promotion is not None:
+            obs.promotion = o.promotion
+        upload.observations.append(obs)
+        upload.lines.append(f"series {o.series!r} period {_iso(obs.time)}")
     if dry_run or not upload.observations:
         return
     infos = [
@@ -564,6 +559,9 @@ def forecast(
         dir_okay=False,
         help="planned inputs, CSV: series, step (1..horizon), and price, discount, promotion (any of them)",
     ),
+    holiday_country: str = typer.Option(
+        "", "--holiday-country", help="ISO 3166 code (e.g. US, FR): its public holidays as known inputs"
+    ),
     address: str = AddressOpt,
     tenant: str = TenantOpt,
 ) -> None:
@@ -579,6 +577,7 @@ def forecast(
         levels=_levels(levels),
         model=model,
         future=read_plan(plan, horizon) if plan is not None else [],
+        holiday_country=holiday_country,
     )
     stub, channel = _stub(address)
     md = (("x-atelier-tenant", tenant),)

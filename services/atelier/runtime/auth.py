@@ -92,6 +92,7 @@ METHOD_ROLES: dict[str, Role] = {
     "atelier.recommendations.v1.RecommendationsService/CompleteTheLook": _R,
     "atelier.trends.v1.TrendsService/IngestObservations": _W,
     "atelier.trends.v1.TrendsService/StreamObservations": _W,
+    "atelier.trends.v1.TrendsService/IngestSales": _W,
     "atelier.trends.v1.TrendsService/ListSeries": _R,
     "atelier.trends.v1.TrendsService/GetSeries": _R,
     "atelier.trends.v1.TrendsService/Forecast": _R,

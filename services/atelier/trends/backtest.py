@@ -33,8 +33,14 @@ def backtest(
     pool: FitPool,
     progress: ProgressFn | None = None,
     cancellation: Cancellation | None = None,
+    covariates: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[Score]:
-    """Window k (1..windows) forecasts y[n-k*h : n-(k-1)*h] from y[:n-k*h] with every model."""
+    """Window k (1..windows) forecasts y[n-k*h : n-(k-1)*h] from y[:n-k*h] with every model.
+
+    covariates: per series, its inputs over the whole history (prices, promotions, holidays):
+    each window's forecast gets those before its cut as history and those of the window itself
+    as the plan (what was planned is known ahead; the backtest scores the model given it).
+    """
     scores = []
     total = len(models) * windows
     for m_index, model in enumerate(models):
@@ -44,6 +50,17 @@ def backtest(
             train = [y[:c] for y, c in zip(histories, cuts, strict=True)]
             actual = [y[c : c + horizon] for y, c in zip(histories, cuts, strict=True)]
             ext = [None if x is None else x[:c] for x, c in zip(externals, cuts, strict=True)]
+            inputs = {}
+            if covariates is not None and any(covariates):
+                inputs = {
+                    "covariates": [
+                        {n: v[:c] for n, v in cov.items()} for cov, c in zip(covariates, cuts, strict=True)
+                    ],
+                    "planned": [
+                        {n: v[c : c + horizon] for n, v in cov.items()}
+                        for cov, c in zip(covariates, cuts, strict=True)
+                    ],
+                }
             # Scores use the mean only: no interval calibration (it would fit every model twice).
             predictions = predict(
                 train,
@@ -56,6 +73,7 @@ def backtest(
                 pool,
                 calibrate=False,
                 cancellation=cancellation,
+                **inputs,  # type: ignore[arg-type]
             )
             for y_train, y_true, p in zip(train, actual, predictions, strict=True):
                 value = mase(y_train, y_true, p.mean, season)

@@ -63,21 +63,31 @@ def forecast_demand(
     levels: Sequence[int],
     pool: FitPool,
     cancellation: Cancellation | None = None,
+    covariates: Sequence[dict[str, np.ndarray]] | None = None,
+    planned: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> list[tuple[Prediction, DemandProfile]]:
+    """covariates / planned: as forecasting.predict's. Smooth and erratic series get MSTL, or the
+    ensemble (whose global model uses the inputs) when any of them has inputs; the intermittent
+    methods take none."""
     profiles = [profile(y) for y in histories]
     out: list[tuple[Prediction, DemandProfile] | None] = [None] * len(histories)
     smooth = [i for i, p in enumerate(profiles) if p.demand_class in ("smooth", "erratic")]
     if smooth:
+        past = [covariates[i] if covariates is not None else {} for i in smooth]
+        plans = [planned[i] if planned is not None else {} for i in smooth]
+        with_inputs = any(past) or any(plans)
         predictions = predict(
             [histories[i] for i in smooth],
             [None] * len(smooth),
             season,
             horizon,
             levels,
-            "mstl",
+            "ensemble" if with_inputs else "mstl",
             [True] * len(smooth),
             pool,
             cancellation=cancellation,
+            covariates=past if with_inputs else None,
+            planned=plans if with_inputs else None,
         )
         for i, prediction in zip(smooth, predictions, strict=True):
             prediction.model = f"{profiles[i].demand_class}:{prediction.model}"

@@ -47,6 +47,11 @@ COVARIATE_FEATURES = (
     "promotion_same_period_last_year",
     "discount_recent_13",
 )
+# With public holidays (a request's holiday_country; calendar.py): the number of holidays in the
+# target period and in the periods just after and before it (the eve and the day after move
+# retail demand as much as the day itself).
+HOLIDAY = "holiday"
+HOLIDAY_FEATURES = ("holiday", "holiday_next", "holiday_previous")
 # Short histories (under two seasons; only for series with exogenous inputs): the first forecast
 # origin of the training rows; the same-period-last-year features are missing where no year is
 # there (LightGBM learns a branch for missing values).
@@ -109,7 +114,7 @@ def features(
     last = target - lag
     two = last - season
     nan = np.full(horizon, np.nan)
-    width = len(FEATURES) + (len(COVARIATE_FEATURES) if covariates is not None else 0)
+    width = len(FEATURES) + _covariate_width(covariates)
     rows = np.empty((horizon, width))
     rows[:, 0] = steps
     # last < 0 only for short histories (short=True in fit_predict): no same period last year.
@@ -145,10 +150,18 @@ def features(
     return rows, level
 
 
+def _covariate_width(covariates: dict[str, np.ndarray] | None) -> int:
+    """Feature columns of the covariates: none, the six of COVARIATE_FEATURES, and the holidays'
+    three when given (every series of a request has them or none does)."""
+    if covariates is None:
+        return 0
+    return len(COVARIATE_FEATURES) + (len(HOLIDAY_FEATURES) if HOLIDAY in covariates else 0)
+
+
 def _covariate_features(
     covariates: dict[str, np.ndarray], origin: int, target: np.ndarray, last: np.ndarray, horizon: int
 ) -> np.ndarray:
-    out = np.full((horizon, len(COVARIATE_FEATURES)), np.nan)
+    out = np.full((horizon, _covariate_width(covariates)), np.nan)
     zeros = np.zeros(origin + horizon)
     promotion = covariates.get("promotion", zeros)
     discount = covariates.get("discount", zeros)
@@ -161,6 +174,13 @@ def _covariate_features(
     out[:, 3] = float(np.mean(promotion[max(0, origin - 13) : origin]))
     out[:, 4] = np.where(last >= 0, promotion[np.maximum(last, 0)], np.nan)
     out[:, 5] = float(np.mean(discount[max(0, origin - 13) : origin]))
+    holiday = covariates.get(HOLIDAY)
+    if holiday is not None:
+        k = len(COVARIATE_FEATURES)
+        out[:, k] = holiday[target]
+        after, before = target + 1, target - 1
+        out[:, k + 1] = np.where(after < len(holiday), holiday[np.minimum(after, len(holiday) - 1)], np.nan)
+        out[:, k + 2] = np.where(before >= 0, holiday[np.maximum(before, 0)], np.nan)
     return out
 
 
@@ -178,9 +198,10 @@ def with_future(
     history: dict[str, np.ndarray], planned: dict[str, np.ndarray], n: int, horizon: int
 ) -> dict[str, np.ndarray]:
     """A series' covariates over its n history periods and the horizon: the planned values where
-    given, else the defaults: the last price, no discount, no promotion."""
+    given, else the defaults: the last price, no discount, no promotion (no holiday: the caller
+    gives the holidays' future, which the calendar knows)."""
     out = {}
-    for name in ("price", "discount", "promotion"):
+    for name in ("price", "discount", "promotion", HOLIDAY):
         past = history.get(name)
         future = planned.get(name)
         if past is None and future is None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from atelier.runtime.errors import InvalidArgumentError
-from atelier.trends.store import Frequency
+from atelier.trends.store import Frequency, ObservationIn
 
 # Series keys are stored as "key=value|key=value"; the store allows 256 characters.
 MAX_SERIES_KEY_CHARS = 256
@@ -81,7 +81,7 @@ class SalesReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _zone(name: str) -> ZoneInfo:
+def local_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -92,7 +92,7 @@ def _zone(name: str) -> ZoneInfo:
 
 def local_dates(values: pd.Series, timezone: str, column: str) -> pd.Series:
     """Local calendar dates (naive midnight) of dates or times; naive input is already local."""
-    zone = _zone(timezone)
+    zone = local_zone(timezone)
     parsed = pd.to_datetime(values, errors="coerce", utc=False, format="mixed")
     bad = parsed.isna() & values.notna()
     if bad.any() or values.isna().any():
@@ -263,4 +263,27 @@ def _censored_periods(stockouts: pd.DataFrame, spec: SalesSpec) -> dict[tuple[st
         length = period_days.get(spec.frequency) or pd.Timestamp(period).days_in_month
         if count >= spec.stockout_share * length:
             out.setdefault(tuple(key), set()).add(pd.Timestamp(period))
+    return out
+
+
+def observations(series: Sequence[SalesSeries]) -> list[ObservationIn]:
+    """The store's observations of aggregated series: censored periods are left out (missing).
+
+    Each carries the mean price paid and the share of units sold on promotion where the period
+    had sales to tell (the forecast takes them as exogenous inputs).
+    """
+    out: list[ObservationIn] = []
+    for s in series:
+        for start, units, price, promo in zip(s.period_start_s, s.units, s.price, s.promo, strict=True):
+            if not np.isfinite(units):
+                continue
+            out.append(
+                ObservationIn(
+                    s.name,
+                    int(start),
+                    float(units),
+                    price=float(price) if np.isfinite(price) and price > 0 else None,
+                    promotion=float(min(max(promo, 0.0), 1.0)) if np.isfinite(promo) else None,
+                )
+            )
     return out

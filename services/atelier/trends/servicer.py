@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import grpc
@@ -27,11 +27,13 @@ from atelier.runtime.jobs import JobHandle, JobManager
 from atelier.runtime.metrics import LATENCY_BUCKETS
 from atelier.runtime.status import cancellation_from
 from atelier.trends import backtest as backtest_mod
+from atelier.trends import calendar as calendar_mod
 from atelier.trends import classify as classify_mod
 from atelier.trends import demand as demand_mod
 from atelier.trends import forecasting
 from atelier.trends import hierarchy as hierarchy_mod
 from atelier.trends import launch as launch_mod
+from atelier.trends import sales as sales_mod
 from atelier.trends.store import (
     COVARIATES,
     Filter,
@@ -63,6 +65,16 @@ MAX_TOP_MOVERS = 100
 MAX_HIERARCHY_LEVELS = 8
 MAX_NEW_PRODUCTS = 1000
 MAX_LAUNCH_HORIZON = 104
+# IngestSales: a stream is aggregated whole (a key's periods need all of its lines), so it is held
+# in memory until it ends: about 100 bytes a line, 50 MB at the limit. Larger exports are split
+# by key (each key's lines in one stream) or ingested with `atelier trends ingest-sales`.
+MAX_SALES_LINES = 500_000
+MAX_STOCKOUT_DAYS = 100_000
+MAX_SALES_PER_MESSAGE = 10_000
+MAX_SALES_KEYS = 8
+# Observations one stream may produce (series x periods), stored in one transaction.
+MAX_SALES_OBSERVATIONS = 2_000_000
+MAX_LINE_VIOLATIONS = 20
 YEAR_PERIODS = {f: f.year_periods for f in Frequency}
 UNITS = {Frequency.WEEKLY: "weeks", Frequency.DAILY: "days", Frequency.MONTHLY: "months"}
 
@@ -113,6 +125,8 @@ class Prepared:
     tree: hierarchy_mod.Hierarchy | None = None  # built once, when the hierarchy is checked
     # Planned covariates over the horizon, by series (FutureCovariates; names with values only).
     planned: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # ISO 3166 code whose public holidays are known inputs (calendar.py); "" for none.
+    holiday_country: str = ""
 
 
 class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
@@ -246,6 +260,56 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             total.updated += part.updated
         return total
 
+    def IngestSales(
+        self, request_iterator: Iterator[trends_pb2.IngestSalesRequest], context: grpc.ServicerContext
+    ) -> trends_pb2.IngestSalesResponse:
+        lines = _SalesLines()
+        spec: sales_mod.SalesSpec | None = None
+        end: str = ""
+        for index, request in enumerate(request_iterator):
+            v = Violations()
+            if index == 0:
+                if request.HasField("aggregation"):
+                    spec, end = _sales_spec(v, request.aggregation, "[0].aggregation")
+                else:
+                    v.add(
+                        "[0].aggregation", "required in the first message: the keys, frequency and time zone"
+                    )
+            elif request.HasField("aggregation"):
+                v.add(f"[{index}].aggregation", "only in the first message of the stream")
+            v.raise_if_any("the sales stream is invalid (nothing was stored)")
+            assert spec is not None
+            lines.add(v, request, index, spec)
+            v.raise_if_any("sales lines are invalid (nothing was stored)")
+        if spec is None:
+            raise InvalidArgumentError.for_field(
+                "aggregation", "an empty stream: send the aggregation and lines"
+            )
+        frame, stockouts = lines.frames(spec)
+        series, report = sales_mod.aggregate(frame, spec, stockouts, end_day(end))
+        if report.periods > MAX_SALES_OBSERVATIONS:
+            raise InvalidArgumentError.for_field(
+                "lines",
+                f"{report.series} series over {report.periods} periods; at most {MAX_SALES_OBSERVATIONS} per "
+                "stream (split the stream by key)",
+            )
+        metas = [SeriesMeta(s.name, s.labels, spec.frequency, ValueKind.COUNT) for s in series]
+        result = self.store.ingest(sales_mod.observations(series), metas)
+        for outcome in ("inserted", "unchanged", "updated"):
+            ingested_total.labels(outcome).inc(getattr(result, outcome))
+        return trends_pb2.IngestSalesResponse(
+            lines=report.lines,
+            return_lines=report.return_lines,
+            series=report.series,
+            periods=report.periods,
+            zero_periods=report.zero_periods,
+            censored_periods=report.censored_periods,
+            inserted=result.inserted,
+            unchanged=result.unchanged,
+            updated=result.updated,
+            warnings=report.warnings,
+        )
+
     # -- reading -------------------------------------------------------------------------------
 
     def ListSeries(
@@ -373,24 +437,22 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 progress,
                 cancellation=cancellation,
                 seasonalities=frequency.seasonalities,
-                covariates=[d.covariates for d in data],
-                planned=[prepared.planned.get(d.meta.series, {}) for d in data],
+                **_inputs(data, prepared),
             )
             for d, p in zip(data, predictions, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
                 series_forecast_total.labels(p.model).inc()
         return response
 
+    def _with_holidays(self, prepared: Prepared, country: str) -> Prepared:
+        if not country:
+            return prepared
+        return dataclasses.replace(prepared, holiday_country=calendar_mod.check_country(country))
+
     def _with_future(self, prepared: Prepared, future: Sequence[trends_pb2.FutureCovariates]) -> Prepared:
         """Checks the planned covariates against the request's series and horizon."""
         if not future:
             return prepared
-        if prepared.hierarchy:
-            # The nodes above the series are sums: what a planned promotion of one SKU means for
-            # them is the reconciliation's business, and it is not done yet.
-            raise InvalidArgumentError.for_field(
-                "future", "planned covariates are not taken with a hierarchy"
-            )
         v = Violations()
         selected = {d.meta.series for data in prepared.groups.values() for d in data}
         planned: dict[str, dict[str, np.ndarray]] = {}
@@ -420,6 +482,42 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             planned[entry.series] = values
         v.raise_if_any("the planned covariates are invalid")
         return dataclasses.replace(prepared, planned=planned)
+
+    @staticmethod
+    def _hierarchy_inputs(
+        prepared: Prepared,
+        data: Sequence[SeriesData],
+        tree: hierarchy_mod.Hierarchy,
+        bottom: np.ndarray,
+        starts: Sequence[int],
+    ) -> dict[str, Any]:
+        """The nodes' inputs for forecasting.predict: the bottom series' stored and planned prices,
+        discounts and promotions aggregated up the hierarchy, and the holidays (every node)."""
+        length = bottom.shape[1]
+        past: list[dict[str, np.ndarray]] = []
+        for d in data:
+            pad = length - len(d.values)
+            # Before a series' first sale: no promotion, no discount, its first price.
+            past.append(
+                {
+                    name: np.concatenate([np.full(pad, values[0] if name == "price" else 0.0), values])
+                    for name, values in d.covariates.items()
+                }
+            )
+        plans = [prepared.planned.get(d.meta.series, {}) for d in data]
+        if not any(past) and not any(plans) and not prepared.holiday_country:
+            return {}
+        node_past, node_plan = hierarchy_mod.aggregate_inputs(tree, bottom, past, plans, prepared.horizon)
+        node_past = [{n: v[start:] for n, v in p.items()} for p, start in zip(node_past, starts, strict=True)]
+        if prepared.holiday_country:
+            frequency = data[0].meta.frequency
+            longest = data[int(np.argmax([len(d.values) for d in data]))]
+            times = np.concatenate([longest.times_s, longest.future_times_s(prepared.horizon)])
+            counts = calendar_mod.holiday_counts(prepared.holiday_country, times, frequency)
+            for p, plan, start in zip(node_past, node_plan, starts, strict=True):
+                p[calendar_mod.HOLIDAY] = counts[start:length]
+                plan[calendar_mod.HOLIDAY] = counts[length:]
+        return {"covariates": node_past, "planned": node_plan}
 
     def _with_hierarchy(self, prepared: Prepared, keys: Sequence[str], method: str) -> Prepared:
         """Checks a hierarchy request against the loaded series (see the proto for the rules)."""
@@ -459,10 +557,16 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             )
         # Label checks (every bottom series carries every key) happen in hierarchy.build.
         tree = hierarchy_mod.build([d.meta.series for d in data], [d.meta.labels for d in data], keys)
+        if method == "mint_shrink" and len(tree.nodes) > hierarchy_mod.MAX_MINT_NODES:
+            raise InvalidArgumentError.for_field(
+                "reconciliation",
+                f"mint_shrink reconciles at most {hierarchy_mod.MAX_MINT_NODES} nodes (its covariance is "
+                f"dense); this hierarchy has {len(tree.nodes)}: use wls_struct (the default here) or ols",
+            )
         return dataclasses.replace(
             prepared,
             hierarchy=tuple(keys),
-            reconciliation=method or hierarchy_mod.DEFAULT_METHOD,
+            reconciliation=method or hierarchy_mod.default_method(tree),
             tree=tree,
         )
 
@@ -480,11 +584,13 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             bottom[i, length - len(d.values) :] = d.values
         nodes = tree.aggregate(bottom)
         # Each node is forecast from its first non-zero period (at least MIN_HISTORY periods).
-        histories = []
+        histories, starts = [], []
         for row in nodes:
             nonzero = np.flatnonzero(row)
             first = int(nonzero[0]) if nonzero.size else 0
-            histories.append(row[min(first, length - forecasting.MIN_HISTORY) :])
+            starts.append(min(first, length - forecasting.MIN_HISTORY))
+            histories.append(row[starts[-1] :])
+        inputs = self._hierarchy_inputs(prepared, data, tree, bottom, starts)
         base = forecasting.predict(
             histories,
             [None] * len(histories),
@@ -497,6 +603,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             progress,
             cancellation=cancellation,
             seasonalities=frequency.seasonalities,
+            **inputs,
         )
         cancellation.check()
         mean = np.vstack([p.mean for p in base])
@@ -585,6 +692,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = self._run_forecast(prepared, cancellation)
         forecast_seconds.labels("Forecast").observe(time.monotonic() - started)
         return response
@@ -596,6 +704,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), request.model)
         prepared = self._with_hierarchy(prepared, request.hierarchy, request.reconciliation)
         prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         count = sum(len(d) for d in prepared.groups.values())
 
         def run(handle: JobHandle) -> trends_pb2.ForecastResponse:
@@ -626,6 +735,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         threshold = request.threshold or classify_mod.HERMES_THRESHOLD
         label = request.category_label or "category"
         prepared = self._prepare(request.filter, 1, [80], "auto")
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.ClassifyTrendsResponse()
         everything: list[tuple[classify_mod.Classification, str]] = []
         for frequency, data in prepared.groups.items():
@@ -641,6 +751,9 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 self.pool,
                 calibrate=False,  # the class uses the mean only
                 cancellation=cancellation,
+                # The stored inputs; over the year ahead the defaults (last price, no promotion)
+                # and the calendar's holidays.
+                **_inputs(data, dataclasses.replace(prepared, horizon=year)),
             )
             results = classify_mod.classify(
                 [d.meta.series for d in data],
@@ -679,6 +792,8 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
     ) -> trends_pb2.ForecastDemandResponse:
         cancellation = cancellation_from(context)
         prepared = self._prepare(request.filter, request.horizon, list(request.levels), "auto")
+        prepared = self._with_future(prepared, request.future)
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.ForecastDemandResponse()
         for frequency, data in prepared.groups.items():
             results = demand_mod.forecast_demand(
@@ -688,6 +803,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 prepared.levels,
                 self.pool,
                 cancellation,
+                **_inputs(data, prepared),
             )
             for d, (p, _) in zip(data, results, strict=True):
                 response.forecasts.append(_series_forecast(d, p))
@@ -716,6 +832,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
             "auto",
             history_needed=request.horizon * windows + forecasting.MIN_HISTORY,
         )
+        prepared = self._with_holidays(prepared, request.holiday_country)
         response = trends_pb2.BacktestResponse()
         best: tuple[float, str] | None = None
         for frequency, data in prepared.groups.items():
@@ -730,6 +847,7 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
                 [d.meta.kind is not ValueKind.INDEX for d in data],
                 self.pool,
                 cancellation=cancellation,
+                covariates=_history_inputs(data, request.holiday_country),
             )
             for s in scores:
                 backtest_mase.labels(s.model).set(s.mase)
@@ -747,6 +865,212 @@ class TrendsServicer(trends_pb2_grpc.TrendsServiceServicer):
         # With several frequencies there is no single best model; each score names its frequency.
         response.best_model = best[1] if best else ""
         return response
+
+
+def _inputs(data: Sequence[SeriesData], prepared: Prepared) -> dict[str, Any]:
+    """forecasting.predict's covariates and planned values: the stored inputs, the plans, and
+    the public holidays of each period (history and horizon) when the request names a country."""
+    covariates = [dict(d.covariates) for d in data]
+    planned = [dict(prepared.planned.get(d.meta.series, {})) for d in data]
+    if prepared.holiday_country:
+        for d, past, plan in zip(data, covariates, planned, strict=True):
+            times = np.concatenate([d.times_s, d.future_times_s(prepared.horizon)])
+            counts = calendar_mod.holiday_counts(prepared.holiday_country, times, d.meta.frequency)
+            past[calendar_mod.HOLIDAY] = counts[: len(d.values)]
+            plan[calendar_mod.HOLIDAY] = counts[len(d.values) :]
+    return {"covariates": covariates, "planned": planned}
+
+
+def _history_inputs(data: Sequence[SeriesData], country: str) -> list[dict[str, np.ndarray]]:
+    """Each series' stored inputs over its history, with its holidays when a country is named."""
+    out = [dict(d.covariates) for d in data]
+    if country:
+        code = calendar_mod.check_country(country)
+        for d, inputs in zip(data, out, strict=True):
+            inputs[calendar_mod.HOLIDAY] = calendar_mod.holiday_counts(code, d.times_s, d.meta.frequency)
+    return out
+
+
+def _local_day(v: Violations, path: str, text: str) -> bool:
+    """A "YYYY-MM-DD" day from 1900 up to 2100."""
+    try:
+        day = date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or not EARLIEST_TIME.year <= day.year < LATEST_TIME.year:
+        v.add(path, f"{text[:40]!r} is not a local day YYYY-MM-DD from 1900 up to 2100")
+        return False
+    return True
+
+
+def end_day(text: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(text) if text else None
+
+
+def _sales_spec(
+    v: Violations, msg: trends_pb2.SalesAggregation, path: str
+) -> tuple[sales_mod.SalesSpec | None, str]:
+    v.check(
+        1 <= len(msg.keys) <= MAX_SALES_KEYS,
+        f"{path}.keys",
+        f"1..{MAX_SALES_KEYS} key names, e.g. sku, store",
+    )
+    v.check(len(msg.label_keys) <= MAX_SALES_KEYS, f"{path}.label_keys", f"at most {MAX_SALES_KEYS} names")
+    names = [*msg.keys, *msg.label_keys]
+    for i, key in enumerate(msg.keys):
+        limits.check_text(v, f"{path}.keys[{i}]", key, MAX_LABEL_CHARS, required=True)
+    for i, key in enumerate(msg.label_keys):
+        limits.check_text(v, f"{path}.label_keys[{i}]", key, MAX_LABEL_CHARS, required=True)
+    v.check(len(set(names)) == len(names), f"{path}.label_keys", "key and label names must all differ")
+    v.check(msg.frequency in (0, *Frequency), f"{path}.frequency", f"unknown frequency {msg.frequency}")
+    if msg.end_date:
+        _local_day(v, f"{path}.end_date", msg.end_date)
+    timezone = msg.timezone or "UTC"
+    try:
+        sales_mod.local_zone(timezone)
+    except InvalidArgumentError:
+        v.add(f"{path}.timezone", f"unknown time zone {timezone[:60]!r}; an IANA name such as Europe/Paris")
+    if v:
+        return None, ""
+    spec = sales_mod.SalesSpec(
+        keys=tuple(msg.keys),
+        frequency=Frequency(msg.frequency or Frequency.WEEKLY),
+        timezone=timezone,
+        date_column="date",
+        quantity_column="qty",
+        value_column="amount",
+        promo_column="promotion",
+        label_columns=tuple(msg.label_keys),
+        net_returns=msg.net_returns,
+    )
+    return spec, msg.end_date
+
+
+class _SalesLines:
+    """The lines of an IngestSales stream, validated per message and held by column."""
+
+    def __init__(self) -> None:
+        self.time_s: list[int] = []  # -1 where the line gives its local day
+        self.day: list[str] = []
+        self.keys: list[tuple[str, ...]] = []
+        self.labels: list[tuple[str, ...]] = []
+        self.qty: list[float] = []
+        self.amount: list[float] = []  # NaN without one
+        self.promotion: list[bool] = []
+        self.out_day: list[str] = []
+        self.out_keys: list[tuple[str, ...]] = []
+
+    def add(
+        self, v: Violations, request: trends_pb2.IngestSalesRequest, index: int, spec: sales_mod.SalesSpec
+    ) -> None:
+        where = f"[{index}]"
+        for name, items, total, limit in (
+            ("lines", request.lines, len(self.qty), MAX_SALES_LINES),
+            ("stockouts", request.stockouts, len(self.out_day), MAX_STOCKOUT_DAYS),
+        ):
+            if len(items) > MAX_SALES_PER_MESSAGE:
+                v.add(f"{where}.{name}", f"{len(items)} in one message; at most {MAX_SALES_PER_MESSAGE}")
+            elif total + len(items) > limit:
+                v.add(f"{where}.{name}", f"more than {limit} in one stream (split the stream by key)")
+        if v:
+            return
+        for i, line in enumerate(request.lines):
+            if len(v.items) >= MAX_LINE_VIOLATIONS:
+                break
+            path = f"{where}.lines[{i}]"
+            ok = _sales_keys(v, f"{path}.keys", line.keys, spec.keys)
+            if line.labels and len(line.labels) != len(spec.label_columns):
+                ok = v.check(
+                    False,
+                    f"{path}.labels",
+                    f"{len(line.labels)} values for {len(spec.label_columns)} label_keys",
+                )
+            for k, label in enumerate(line.labels):
+                ok = limits.check_text(v, f"{path}.labels[{k}]", label, MAX_LABEL_CHARS) and ok
+            has_time, has_day = line.HasField("time"), bool(line.local_date)
+            if has_time == has_day:
+                ok = v.check(False, f"{path}.time", "give exactly one of time and local_date")
+            elif has_time:
+                ok = (
+                    limits.check_time(v, f"{path}.time", line.time, EARLIEST_TIME, LATEST_TIME) is not None
+                    and ok
+                )
+            else:
+                ok = _local_day(v, f"{path}.local_date", line.local_date) and ok
+            ok = limits.check_number(v, f"{path}.quantity", line.quantity, MAX_ABS_VALUE) and ok
+            if line.HasField("amount"):
+                if limits.check_number(v, f"{path}.amount", line.amount, MAX_ABS_VALUE):
+                    ok = (
+                        v.check(
+                            line.amount >= 0, f"{path}.amount", f"an amount paid, >= 0; got {line.amount}"
+                        )
+                        and ok
+                    )
+                else:
+                    ok = False
+            if not ok or v:
+                continue  # once a line is wrong nothing is stored: stop collecting, keep checking
+            self.time_s.append(int(line.time.seconds) if has_time else -1)
+            self.day.append(line.local_date)
+            self.keys.append(tuple(line.keys))
+            self.labels.append(tuple(line.labels) or ("",) * len(spec.label_columns))
+            self.qty.append(line.quantity)
+            self.amount.append(line.amount if line.HasField("amount") else math.nan)
+            self.promotion.append(line.promotion)
+        for i, day in enumerate(request.stockouts):
+            if len(v.items) >= MAX_LINE_VIOLATIONS:
+                break
+            path = f"{where}.stockouts[{i}]"
+            if _sales_keys(v, f"{path}.keys", day.keys, spec.keys) & _local_day(
+                v, f"{path}.local_date", day.local_date
+            ):
+                self.out_day.append(day.local_date)
+                self.out_keys.append(tuple(day.keys))
+
+    def frames(self, spec: sales_mod.SalesSpec) -> tuple[Any, Any]:
+        """The lines as sales.aggregate's frame (local days) and the stock-out days."""
+        import pandas as pd
+
+        time_s = np.asarray(self.time_s, np.int64)
+        timed = time_s >= 0
+        days = pd.to_datetime(pd.Series(self.day, dtype=object).where(~timed, None), format="%Y-%m-%d")
+        if timed.any():
+            zone = sales_mod.local_zone(spec.timezone)
+            local = pd.to_datetime(time_s[timed], unit="s", utc=True).tz_convert(zone).tz_localize(None)
+            days[timed] = local.normalize()
+        frame = pd.DataFrame(
+            {"date": days, "qty": self.qty, "amount": self.amount, "promotion": self.promotion}
+        )
+        for k, key in enumerate(spec.keys):
+            frame[key] = [values[k] for values in self.keys]
+        for k, label in enumerate(spec.label_columns):
+            frame[label] = [values[k] for values in self.labels]
+        stockouts = pd.DataFrame(
+            {"date": pd.to_datetime(pd.Series(self.out_day, dtype=object), format="%Y-%m-%d")}
+        )
+        for k, key in enumerate(spec.keys):
+            stockouts[key] = [values[k] for values in self.out_keys]
+        return frame, stockouts if self.out_day else None
+
+
+def _sales_keys(v: Violations, path: str, values: Sequence[str], names: Sequence[str]) -> bool:
+    """One non-empty value per key name, making a series name of at most 256 characters."""
+    if len(values) != len(names):
+        v.add(path, f"{len(values)} values for the {len(names)} keys ({', '.join(names)})")
+        return False
+    if not all(values):
+        v.add(path, "every key value is required (non-empty)")
+        return False
+    name = sales_mod.series_name(names, values)
+    if len(name) > MAX_SERIES_KEY_CHARS:
+        v.add(
+            path,
+            f"the series name {name[:40]!r}... is {len(name)} characters; at most {MAX_SERIES_KEY_CHARS}",
+        )
+        return False
+    return True
 
 
 def _check_new_products(request: trends_pb2.ForecastNewProductsRequest) -> Violations:

@@ -368,6 +368,230 @@ class StreamObservationsResponse(_message.Message):
 Global___StreamObservationsResponse: _TypeAlias = StreamObservationsResponse  # noqa: Y015
 
 @_typing.final
+class SalesAggregation(_message.Message):
+    """How a stream of sales lines becomes series (the first message's; later ones leave it unset)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    LABEL_KEYS_FIELD_NUMBER: _builtins.int
+    NET_RETURNS_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    frequency: Global___Frequency.ValueType
+    """Unspecified means weekly (weeks start on Monday; months on the 1st)."""
+    timezone: _builtins.str
+    """IANA zone of the shops' calendar, e.g. "Europe/Paris"; empty means UTC. A line's `time`
+    is placed in the local day it falls on there.
+    """
+    net_returns: _builtins.bool
+    """Demand net of returned units; by default demand is gross units sold."""
+    end_date: _builtins.str
+    """The last local day the data covers, "YYYY-MM-DD"; empty means the last line's day. A key that
+    stopped selling gets zero periods up to it.
+    """
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The key names of a series, e.g. ["sku", "store"]: each line gives one value per key, in
+        this order; the series is named "sku=A1|store=S7" and labelled with them. 1..8 keys.
+        """
+
+    @_builtins.property
+    def label_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Label names kept per series (constant per key, e.g. ["category", "department"]): each line
+        gives one value per name, in this order (the series takes its first line's). 0..8 names.
+        """
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+        frequency: Global___Frequency.ValueType = ...,
+        timezone: _builtins.str = ...,
+        label_keys: _abc.Iterable[_builtins.str] | None = ...,
+        net_returns: _builtins.bool = ...,
+        end_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "frequency", b"frequency", "keys", b"keys", "label_keys", b"label_keys", "net_returns", b"net_returns", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SalesAggregation: _TypeAlias = SalesAggregation  # noqa: Y015
+
+@_typing.final
+class SalesLine(_message.Message):
+    """One sales line. Exactly one of `time` and `local_date` is required."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LOCAL_DATE_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PROMOTION_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    local_date: _builtins.str
+    """Or the shop's local day, "YYYY-MM-DD"."""
+    quantity: _builtins.float
+    """Units; negative for a return. Finite, magnitude at most 1e12."""
+    amount: _builtins.float
+    """Amount paid for the line (after discounts), >= 0; gives the period's mean price per unit."""
+    promotion: _builtins.bool
+    """Sold on promotion (the period's promotion input is the share of its units so sold)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The instant of the sale (placed in the local day of the aggregation's time zone)."""
+
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One value per SalesAggregation.keys, in that order; each non-empty."""
+
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One value per SalesAggregation.label_keys, in that order (or none)."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        local_date: _builtins.str = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+        quantity: _builtins.float = ...,
+        amount: _builtins.float | None = ...,
+        promotion: _builtins.bool = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "keys", b"keys", "labels", b"labels", "local_date", b"local_date", "promotion", b"promotion", "quantity", b"quantity", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
+
+Global___SalesLine: _TypeAlias = SalesLine  # noqa: Y015
+
+@_typing.final
+class StockoutDay(_message.Message):
+    """A local day on which a key was out of stock: a period out of stock for at least half its
+    days is censored (stored as missing, interpolated by the forecast), never a zero.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCAL_DATE_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    local_date: _builtins.str
+    """"YYYY-MM-DD", the shop's local day."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One value per SalesAggregation.keys, in that order."""
+
+    def __init__(
+        self,
+        *,
+        local_date: _builtins.str = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "local_date", b"local_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StockoutDay: _TypeAlias = StockoutDay  # noqa: Y015
+
+@_typing.final
+class IngestSalesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    STOCKOUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def aggregation(self) -> Global___SalesAggregation:
+        """Required in the first message of the stream, unset in the others."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___SalesLine]:
+        """At most 10,000 per message."""
+
+    @_builtins.property
+    def stockouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___StockoutDay]:
+        """At most 10,000 per message."""
+
+    def __init__(
+        self,
+        *,
+        aggregation: Global___SalesAggregation | None = ...,
+        lines: _abc.Iterable[Global___SalesLine] | None = ...,
+        stockouts: _abc.Iterable[Global___StockoutDay] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "lines", b"lines", "stockouts", b"stockouts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestSalesRequest: _TypeAlias = IngestSalesRequest  # noqa: Y015
+
+@_typing.final
+class IngestSalesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    RETURN_LINES_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    ZERO_PERIODS_FIELD_NUMBER: _builtins.int
+    CENSORED_PERIODS_FIELD_NUMBER: _builtins.int
+    INSERTED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    lines: _builtins.int
+    """What the aggregation found (as `atelier trends ingest-sales` reports it)."""
+    return_lines: _builtins.int
+    series: _builtins.int
+    periods: _builtins.int
+    zero_periods: _builtins.int
+    """Periods without sales (stored as zeros) and out of stock (stored as missing)."""
+    censored_periods: _builtins.int
+    inserted: _builtins.int
+    """The stored observations, counted as IngestObservations counts them."""
+    unchanged: _builtins.int
+    updated: _builtins.int
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. a key left out because its series name would pass 256 characters."""
+
+    def __init__(
+        self,
+        *,
+        lines: _builtins.int = ...,
+        return_lines: _builtins.int = ...,
+        series: _builtins.int = ...,
+        periods: _builtins.int = ...,
+        zero_periods: _builtins.int = ...,
+        censored_periods: _builtins.int = ...,
+        inserted: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["censored_periods", b"censored_periods", "inserted", b"inserted", "lines", b"lines", "periods", b"periods", "return_lines", b"return_lines", "series", b"series", "unchanged", b"unchanged", "updated", b"updated", "warnings", b"warnings", "zero_periods", b"zero_periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestSalesResponse: _TypeAlias = IngestSalesResponse  # noqa: Y015
+
+@_typing.final
 class SeriesFilter(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -519,6 +743,7 @@ class ForecastRequest(_message.Message):
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """Steps ahead (weeks, days or months). Required, 1..104 weekly, 1..730 daily, 1..36 monthly."""
     model: _builtins.str
@@ -526,7 +751,14 @@ class ForecastRequest(_message.Message):
     "gbm", "mstl", "theta", "ets", "snaive", "naive".
     """
     reconciliation: _builtins.str
-    """With hierarchy: "mint_shrink" (default), "wls_struct", "ols" or "bottom_up" (see README)."""
+    """With hierarchy: "mint_shrink" (the default up to 3,000 nodes, refused above), "wls_struct"
+    (the default above), "ols" or "bottom_up" (see README).
+    """
+    holiday_country: _builtins.str
+    """Optional: an ISO 3166 country code (e.g. "US", "FR"; alpha-2 or alpha-3). Its public
+    holidays in each period, over the history and the horizon, become known inputs of the
+    global model ("gbm" and the ensemble; see README). Unknown codes: INVALID_ARGUMENT.
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
@@ -545,7 +777,7 @@ class ForecastRequest(_message.Message):
     @_builtins.property
     def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]:
         """Planned prices, discounts and promotions per series (at most one entry per series; series
-        not named get the defaults). Not with a hierarchy.
+        not named get the defaults). With a hierarchy: the bottom series' plans (see README).
         """
 
     def __init__(
@@ -558,10 +790,11 @@ class ForecastRequest(_message.Message):
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
         future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -673,9 +906,11 @@ class StartForecastRequest(_message.Message):
     HIERARCHY_FIELD_NUMBER: _builtins.int
     RECONCILIATION_FIELD_NUMBER: _builtins.int
     FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     model: _builtins.str
     reconciliation: _builtins.str
+    holiday_country: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
@@ -694,10 +929,11 @@ class StartForecastRequest(_message.Message):
         hierarchy: _abc.Iterable[_builtins.str] | None = ...,
         reconciliation: _builtins.str = ...,
         future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "hierarchy", b"hierarchy", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels", "model", b"model", "reconciliation", b"reconciliation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -711,12 +947,17 @@ class ClassifyTrendsRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     TOP_MOVERS_FIELD_NUMBER: _builtins.int
     CATEGORY_LABEL_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     """Year-on-year change beyond which a trend is rising or declining; 0 means 0.05 (HERMES)."""
     top_movers: _builtins.int
     """How many top movers per category to return; 0 means 5, at most 100."""
     category_label: _builtins.str
     """The label that names a series' category for top movers; empty means "category"."""
+    holiday_country: _builtins.str
+    """As ForecastRequest.holiday_country: the year ahead is forecast with the stored prices and
+    promotions (then the defaults) and this country's holidays.
+    """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     def __init__(
@@ -726,10 +967,11 @@ class ClassifyTrendsRequest(_message.Message):
         threshold: _builtins.float = ...,
         top_movers: _builtins.int = ...,
         category_label: _builtins.str = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_label", b"category_label", "filter", b"filter", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_label", b"category_label", "filter", b"filter", "holiday_country", b"holiday_country", "threshold", b"threshold", "top_movers", b"top_movers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,13 +1103,22 @@ class ForecastDemandRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     HORIZON_FIELD_NUMBER: _builtins.int
     LEVELS_FIELD_NUMBER: _builtins.int
+    FUTURE_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """1..104 weekly, 1..730 daily."""
+    holiday_country: _builtins.str
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
     @_builtins.property
     def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Default [80, 95]."""
+
+    @_builtins.property
+    def future(self) -> _containers.RepeatedCompositeFieldContainer[Global___FutureCovariates]:
+        """As in ForecastRequest. Smooth and erratic series with inputs (stored, planned or holidays)
+        are forecast by the ensemble, which uses them; intermittent and lumpy ones ignore them.
+        """
 
     def __init__(
         self,
@@ -875,10 +1126,12 @@ class ForecastDemandRequest(_message.Message):
         filter: Global___SeriesFilter | None = ...,
         horizon: _builtins.int = ...,
         levels: _abc.Iterable[_builtins.int] | None = ...,
+        future: _abc.Iterable[Global___FutureCovariates] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "levels", b"levels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "future", b"future", "holiday_country", b"holiday_country", "horizon", b"horizon", "levels", b"levels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -914,11 +1167,16 @@ class BacktestRequest(_message.Message):
     HORIZON_FIELD_NUMBER: _builtins.int
     WINDOWS_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
+    HOLIDAY_COUNTRY_FIELD_NUMBER: _builtins.int
     horizon: _builtins.int
     """Steps per window; 1..104 weekly, 1..730 daily, 1..36 monthly."""
     windows: _builtins.int
     """Rolling-origin windows, 1..8, default 1; window k forecasts the horizon ending k-1
     horizons before the last observation.
+    """
+    holiday_country: _builtins.str
+    """As ForecastRequest.holiday_country. The stored prices, discounts and promotions are used
+    too: each window gets those before it as history and its own as the plan.
     """
     @_builtins.property
     def filter(self) -> Global___SeriesFilter: ...
@@ -933,10 +1191,11 @@ class BacktestRequest(_message.Message):
         horizon: _builtins.int = ...,
         windows: _builtins.int = ...,
         models: _abc.Iterable[_builtins.str] | None = ...,
+        holiday_country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "horizon", b"horizon", "models", b"models", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "holiday_country", b"holiday_country", "horizon", b"horizon", "models", b"models", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

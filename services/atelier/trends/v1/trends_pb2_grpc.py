@@ -55,6 +55,11 @@ class TrendsServiceStub:
                 request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.SerializeToString,
                 response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.FromString,
                 _registered_method=True)
+        self.IngestSales = channel.stream_unary(
+                '/atelier.trends.v1.TrendsService/IngestSales',
+                request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesRequest.SerializeToString,
+                response_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesResponse.FromString,
+                _registered_method=True)
         self.ListSeries = channel.unary_unary(
                 '/atelier.trends.v1.TrendsService/ListSeries',
                 request_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.ListSeriesRequest.SerializeToString,
@@ -128,6 +133,18 @@ class TrendsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestSales(self, request_iterator, context):
+        """Raw sales lines (one per sale or ticket line, returns negative) as a client stream: the
+        service aggregates them into one COUNT series per key at the stream's frequency, as
+        `atelier trends ingest-sales` does (returns apart from demand, zero periods explicit,
+        stocked-out periods missing, local calendar), and stores every series in one transaction
+        before it returns: all or nothing. At most 500,000 lines and 100,000 stock-out days per
+        stream, 10,000 lines per message; see IngestSalesRequest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListSeries(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -193,6 +210,11 @@ def add_TrendsServiceServicer_to_server(servicer, server):
                     servicer.StreamObservations,
                     request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.FromString,
                     response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.SerializeToString,
+            ),
+            'IngestSales': grpc.stream_unary_rpc_method_handler(
+                    servicer.IngestSales,
+                    request_deserializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesRequest.FromString,
+                    response_serializer=atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesResponse.SerializeToString,
             ),
             'ListSeries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSeries,
@@ -299,6 +321,33 @@ class TrendsService:
             '/atelier.trends.v1.TrendsService/StreamObservations',
             atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsRequest.SerializeToString,
             atelier_dot_trends_dot_v1_dot_trends__pb2.StreamObservationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestSales(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/atelier.trends.v1.TrendsService/IngestSales',
+            atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesRequest.SerializeToString,
+            atelier_dot_trends_dot_v1_dot_trends__pb2.IngestSalesResponse.FromString,
             options,
             channel_credentials,
             insecure,

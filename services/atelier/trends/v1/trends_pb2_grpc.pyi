@@ -54,6 +54,14 @@ class TrendsServiceStub:
     """The same, as a client stream of batches; each batch is committed as it arrives, so a
     broken stream keeps what was acknowledged before the break (re-sending it is harmless).
     """
+    IngestSales: _grpc.StreamUnaryMultiCallable[_trends_pb2.IngestSalesRequest, _trends_pb2.IngestSalesResponse]
+    """Raw sales lines (one per sale or ticket line, returns negative) as a client stream: the
+    service aggregates them into one COUNT series per key at the stream's frequency, as
+    `atelier trends ingest-sales` does (returns apart from demand, zero periods explicit,
+    stocked-out periods missing, local calendar), and stores every series in one transaction
+    before it returns: all or nothing. At most 500,000 lines and 100,000 stock-out days per
+    stream, 10,000 lines per message; see IngestSalesRequest.
+    """
     ListSeries: _grpc.UnaryUnaryMultiCallable[_trends_pb2.ListSeriesRequest, _trends_pb2.ListSeriesResponse]
     GetSeries: _grpc.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]
     """Observations of one series (history for plots and exports)."""
@@ -94,6 +102,14 @@ class TrendsServiceAsyncStub(TrendsServiceStub):
     StreamObservations: _aio.StreamUnaryMultiCallable[_trends_pb2.StreamObservationsRequest, _trends_pb2.StreamObservationsResponse]  # type: ignore[assignment]
     """The same, as a client stream of batches; each batch is committed as it arrives, so a
     broken stream keeps what was acknowledged before the break (re-sending it is harmless).
+    """
+    IngestSales: _aio.StreamUnaryMultiCallable[_trends_pb2.IngestSalesRequest, _trends_pb2.IngestSalesResponse]  # type: ignore[assignment]
+    """Raw sales lines (one per sale or ticket line, returns negative) as a client stream: the
+    service aggregates them into one COUNT series per key at the stream's frequency, as
+    `atelier trends ingest-sales` does (returns apart from demand, zero periods explicit,
+    stocked-out periods missing, local calendar), and stores every series in one transaction
+    before it returns: all or nothing. At most 500,000 lines and 100,000 stock-out days per
+    stream, 10,000 lines per message; see IngestSalesRequest.
     """
     ListSeries: _aio.UnaryUnaryMultiCallable[_trends_pb2.ListSeriesRequest, _trends_pb2.ListSeriesResponse]  # type: ignore[assignment]
     GetSeries: _aio.UnaryUnaryMultiCallable[_trends_pb2.GetSeriesRequest, _trends_pb2.GetSeriesResponse]  # type: ignore[assignment]
@@ -144,6 +160,20 @@ class TrendsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_trends_pb2.StreamObservationsResponse, _abc.Awaitable[_trends_pb2.StreamObservationsResponse]]:
         """The same, as a client stream of batches; each batch is committed as it arrives, so a
         broken stream keeps what was acknowledged before the break (re-sending it is harmless).
+        """
+
+    @_abc_1.abstractmethod
+    def IngestSales(
+        self,
+        request_iterator: _MaybeAsyncIterator[_trends_pb2.IngestSalesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_trends_pb2.IngestSalesResponse, _abc.Awaitable[_trends_pb2.IngestSalesResponse]]:
+        """Raw sales lines (one per sale or ticket line, returns negative) as a client stream: the
+        service aggregates them into one COUNT series per key at the stream's frequency, as
+        `atelier trends ingest-sales` does (returns apart from demand, zero periods explicit,
+        stocked-out periods missing, local calendar), and stores every series in one transaction
+        before it returns: all or nothing. At most 500,000 lines and 100,000 stock-out days per
+        stream, 10,000 lines per message; see IngestSalesRequest.
         """
 
     @_abc_1.abstractmethod
