@@ -811,6 +811,8 @@ class Engine:
                     )
                 else:
                     out.append("bought by shoppers with your taste")
+            elif src == "coview" and len(others):
+                out.append("often viewed together with items you looked at")
             elif src == "style" and len(others):
                 style = catalog.items[i].style
                 same = [o for o in others if style and catalog.items[o].style == style]
