@@ -129,9 +129,8 @@ def training_time(n_users: int, n_items: int, repeats: int = 2) -> dict:
         shop.events,
         shop.items,
         segments,
-        # Two windows instead of the default six: the serving figures depend on the ranked
-        # lists' shape, not on how many windows trained the ranker, and the machine is shared.
-        RankerParams(als=params, windows=2),
+        # The default windows: training_windows picks as many as max_train_users needs.
+        RankerParams(als=params),
         serving_factors=(uf, itf),
     )
     ranker_s, ranker_cpu = time.perf_counter() - t, time.process_time() - c
@@ -248,7 +247,11 @@ def serving(
         "ATELIER_RECOMMENDATIONS_METRICS_PORT": str(free_port()),
         "ATELIER_LOG_LEVEL": "WARNING",
         "ATELIER_MAX_WORKERS": "8",
-        "PYTHONPATH": str(ROOT),
+        # This checkout's code (services/ is the source root): with the repository root alone,
+        # the server imported whatever `atelier` the virtualenv's editable install points at.
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "services"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "atelier.runtime.server", "recommendations"],
@@ -257,6 +260,9 @@ def serving(
         stderr=subprocess.STDOUT,
     )
     rows = []
+    import psutil
+
+    server = psutil.Process(proc.pid)
     try:
         load_started = time.perf_counter()
         wait_serving(f"127.0.0.1:{port}", timeout_s=300)
@@ -271,12 +277,15 @@ def serving(
                 for p in range(processes)
             ]
             started = time.perf_counter()
+            cpu_before = server.cpu_times()
             for p in procs:
                 p.start()
             results = [queue.get() for _ in procs]
             for p in procs:
                 p.join()
             wall = time.perf_counter() - started
+            cpu_after = server.cpu_times()
+            server_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
             lat = np.concatenate([np.asarray(r[0]) for r in results]) * 1000
             rows.append(
                 {
@@ -287,6 +296,10 @@ def serving(
                     "p99": float(np.percentile(lat, 99)),
                     "rps": len(lat) / wall,
                     "load_s": load_s,
+                    # The server process's CPU per answered call (gRPC, protobuf and the engine):
+                    # less sensitive to a shared machine's load than the latencies.
+                    "server_cpu_ms": server_cpu / max(len(lat), 1) * 1000,
+                    "load_1min": os.getloadavg()[0],
                 }
             )
     finally:
@@ -405,20 +418,22 @@ def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
         f"bought items left out unless rebought, 50 % size filter, 30 % category filter, 30 % diversified; "
         f"{seconds:.0f} s per row. State load to SERVING: {rows[0]['load_s']:.1f} s.",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['clients']} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |"
+            f"| {r['clients']} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
+            f"{r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
             for r in rows
         ],
         "",
         "The same server and clients without the ranker's lists (every shopper on the ALS path, as before "
         "this model), run right after, for a side-by-side ratio on the same loaded machine:",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['clients']} (ALS only) | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |"
+            f"| {r['clients']} (ALS only) | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"{r['rps']:.0f} | {r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
             for r in als_only
         ],
         "",
