@@ -1,6 +1,7 @@
 """Recommendations benchmark: quality, training time, gRPC serving latency.
 
     flock /tmp/atelier-bench.lock .venv/bin/python bench/recommendations.py --data ../shared/benchmarks [--quick]
+        [--online-retail FOLDER_OR_CSV]   # the full UCI Online Retail export instead of the sample
 
 Quality: the service's own offline evaluation (evaluation.evaluate, what EvaluateModel runs) on
 two real retailers (../shared/benchmarks/recommendations/online_retail_sample.csv, UCI Online
@@ -319,6 +320,12 @@ def main() -> int:
         default=ROOT.parent / "shared" / "benchmarks",
         help="folder holding recommendations/ and retail-journey/ (../shared/benchmarks)",
     )
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        help="the UCI Online Retail data to use instead of the shared sample: a folder holding "
+        "'Online Retail.csv' (or OnlineRetail.csv, online_retail.csv) or the CSV file itself",
+    )
     parser.add_argument("--skip-serving", action="store_true", help="quality only")
     parser.add_argument(
         "--quality-md",
@@ -346,7 +353,7 @@ def main() -> int:
     if args.reuse_quality:
         lines = [*args.quality_md.read_text().splitlines(), ""]
     else:
-        lines += quality_part(args.data, q_users, q_items)
+        lines += quality_part(args.data, q_users, q_items, args.online_retail)
     if args.skip_serving and args.quality_md:
         args.quality_md.write_text("\n".join(lines))
         print("\n".join(lines))
@@ -368,13 +375,19 @@ def main() -> int:
     return 0
 
 
-def quality_part(data: Path, q_users: int, q_items: int) -> list[str]:
+def quality_part(data: Path, q_users: int, q_items: int, online_retail_data: Path | None = None) -> list[str]:
     from atelier.recommendations.simulate import simulate
-    from bench.retail_data import complete_journey, online_retail
+    from bench.retail_data import complete_journey, online_retail, online_retail_file
 
+    retail = online_retail_data or data / "recommendations"
+    retail_name = (
+        "UCI Online Retail sample (real, UK gifts)"
+        if online_retail_data is None
+        else f"UCI Online Retail ({online_retail_file(retail).name}, real, UK gifts)"
+    )
     qualities = []
     for name, loader, folder in (
-        ("UCI Online Retail sample (real, UK gifts)", online_retail, data / "recommendations"),
+        (retail_name, online_retail, retail),
         ("Complete Journey sample (real, US grocery)", complete_journey, data / "retail-journey"),
     ):
         events, items, segments = loader(folder)
