@@ -285,3 +285,19 @@ def test_candidate_ranks_match_full_sorts() -> None:
         got = f[:, FEATURES.index("pair_recency_rank")]
         for i, g in zip(c, got, strict=True):
             assert (np.isnan(g) and int(i) not in expected) or expected[int(i)] == g
+
+
+def test_coview_reason_is_true_to_the_shoppers_own_events(store: Store) -> None:
+    items = [CatalogItem(i, "home") for i in ("a", "b", "c")]
+    engine, _ = _engine_with(store, items, [_buy(1, "q", "a", kind=EventType.VIEW)])
+    state = engine.state("acme")
+    idx, w = state.user_row("q")
+    b, a = state.catalog.index["b"], state.catalog.index["a"]
+    reasons = Engine._reasons(state, [b, a], ["coview", "coview"], idx, w, "", state.bought_by("q"))
+    assert reasons[0] == "often viewed together with items you looked at"
+    assert reasons[1] == "you viewed it or put it in your cart before"  # their own item, whatever the source
+    # A shopper with no other item of their own gets no "viewed together" claim.
+    empty = np.zeros(0, np.int64)
+    assert Engine._reasons(state, [b], ["coview"], empty, empty.astype(np.float32), "", empty) == [
+        "popular with shoppers now"
+    ]
