@@ -1,6 +1,7 @@
 """Recommendations benchmark: quality, training time, gRPC serving latency.
 
     flock /tmp/atelier-bench.lock .venv/bin/python bench/recommendations.py --data ../shared/benchmarks [--quick]
+        [--online-retail FOLDER_OR_CSV]   # the full UCI Online Retail export instead of the sample
 
 Quality: the service's own offline evaluation (evaluation.evaluate, what EvaluateModel runs) on
 two real retailers (../shared/benchmarks/recommendations/online_retail_sample.csv, UCI Online
@@ -129,9 +130,8 @@ def training_time(n_users: int, n_items: int, repeats: int = 2) -> dict:
         shop.events,
         shop.items,
         segments,
-        # Two windows instead of the default six: the serving figures depend on the ranked
-        # lists' shape, not on how many windows trained the ranker, and the machine is shared.
-        RankerParams(als=params, windows=2),
+        # The default windows: training_windows picks as many as max_train_users needs.
+        RankerParams(als=params),
         serving_factors=(uf, itf),
     )
     ranker_s, ranker_cpu = time.perf_counter() - t, time.process_time() - c
@@ -248,7 +248,11 @@ def serving(
         "ATELIER_RECOMMENDATIONS_METRICS_PORT": str(free_port()),
         "ATELIER_LOG_LEVEL": "WARNING",
         "ATELIER_MAX_WORKERS": "8",
-        "PYTHONPATH": str(ROOT),
+        # This checkout's code (services/ is the source root): with the repository root alone,
+        # the server imported whatever `atelier` the virtualenv's editable install points at.
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "services"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "atelier.runtime.server", "recommendations"],
@@ -257,6 +261,9 @@ def serving(
         stderr=subprocess.STDOUT,
     )
     rows = []
+    import psutil
+
+    server = psutil.Process(proc.pid)
     try:
         load_started = time.perf_counter()
         wait_serving(f"127.0.0.1:{port}", timeout_s=300)
@@ -271,12 +278,15 @@ def serving(
                 for p in range(processes)
             ]
             started = time.perf_counter()
+            cpu_before = server.cpu_times()
             for p in procs:
                 p.start()
             results = [queue.get() for _ in procs]
             for p in procs:
                 p.join()
             wall = time.perf_counter() - started
+            cpu_after = server.cpu_times()
+            server_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
             lat = np.concatenate([np.asarray(r[0]) for r in results]) * 1000
             rows.append(
                 {
@@ -287,6 +297,10 @@ def serving(
                     "p99": float(np.percentile(lat, 99)),
                     "rps": len(lat) / wall,
                     "load_s": load_s,
+                    # The server process's CPU per answered call (gRPC, protobuf and the engine):
+                    # less sensitive to a shared machine's load than the latencies.
+                    "server_cpu_ms": server_cpu / max(len(lat), 1) * 1000,
+                    "load_1min": os.getloadavg()[0],
                 }
             )
     finally:
@@ -305,6 +319,12 @@ def main() -> int:
         type=Path,
         default=ROOT.parent / "shared" / "benchmarks",
         help="folder holding recommendations/ and retail-journey/ (../shared/benchmarks)",
+    )
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        help="the UCI Online Retail data to use instead of the shared sample: a folder holding "
+        "'Online Retail.csv' (or OnlineRetail.csv, online_retail.csv) or the CSV file itself",
     )
     parser.add_argument("--skip-serving", action="store_true", help="quality only")
     parser.add_argument(
@@ -333,7 +353,7 @@ def main() -> int:
     if args.reuse_quality:
         lines = [*args.quality_md.read_text().splitlines(), ""]
     else:
-        lines += quality_part(args.data, q_users, q_items)
+        lines += quality_part(args.data, q_users, q_items, args.online_retail)
     if args.skip_serving and args.quality_md:
         args.quality_md.write_text("\n".join(lines))
         print("\n".join(lines))
@@ -355,13 +375,19 @@ def main() -> int:
     return 0
 
 
-def quality_part(data: Path, q_users: int, q_items: int) -> list[str]:
+def quality_part(data: Path, q_users: int, q_items: int, online_retail_data: Path | None = None) -> list[str]:
     from atelier.recommendations.simulate import simulate
-    from bench.retail_data import complete_journey, online_retail
+    from bench.retail_data import complete_journey, online_retail, online_retail_file
 
+    retail = online_retail_data or data / "recommendations"
+    retail_name = (
+        "UCI Online Retail sample (real, UK gifts)"
+        if online_retail_data is None
+        else f"UCI Online Retail ({online_retail_file(retail).name}, real, UK gifts)"
+    )
     qualities = []
     for name, loader, folder in (
-        ("UCI Online Retail sample (real, UK gifts)", online_retail, data / "recommendations"),
+        (retail_name, online_retail, retail),
         ("Complete Journey sample (real, US grocery)", complete_journey, data / "retail-journey"),
     ):
         events, items, segments = loader(folder)
@@ -405,20 +431,22 @@ def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
         f"bought items left out unless rebought, 50 % size filter, 30 % category filter, 30 % diversified; "
         f"{seconds:.0f} s per row. State load to SERVING: {rows[0]['load_s']:.1f} s.",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['clients']} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |"
+            f"| {r['clients']} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
+            f"{r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
             for r in rows
         ],
         "",
         "The same server and clients without the ranker's lists (every shopper on the ALS path, as before "
         "this model), run right after, for a side-by-side ratio on the same loaded machine:",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['clients']} (ALS only) | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} |"
+            f"| {r['clients']} (ALS only) | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"{r['rps']:.0f} | {r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
             for r in als_only
         ],
         "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,22 +38,62 @@ def _arrays(rows: list[tuple]) -> EventArrays:  # type: ignore[type-arg]
     )
 
 
-def online_retail(folder: Path) -> tuple[EventArrays, list[CatalogItem], dict[str, str]]:
-    """UCI Online Retail sample: invoice lines -> purchases (cancellations -> returns).
+# A full export first: a folder holding it and the sample means the full data.
+ONLINE_RETAIL_FILES = (
+    "Online Retail.csv",
+    "OnlineRetail.csv",
+    "online_retail.csv",
+    "online_retail_sample.csv",
+)
 
+
+def _invoice_time(text: str) -> float:
+    """ISO ("2011-03-10 16:16:00", the sample) or the spreadsheet export's "12/1/2010 8:26" (M/D/Y)."""
+    text = text.strip()
+    if "/" not in text:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    for fmt in ("%m/%d/%Y %H:%M", "%m/%d/%y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%y %H:%M:%S"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    raise ValueError(f"unrecognised InvoiceDate {text!r}")
+
+
+def online_retail_file(path: Path) -> Path:
+    """The invoice-line CSV in a folder (the shared sample, or a full UCI export), or path itself."""
+    if path.is_file():
+        return path
+    for name in ONLINE_RETAIL_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: none of {', '.join(ONLINE_RETAIL_FILES)}")
+
+
+def online_retail(folder: Path) -> tuple[EventArrays, list[CatalogItem], dict[str, str]]:
+    """UCI Online Retail invoice lines -> purchases (cancellations -> returns).
+
+    folder: the shared sample's folder, another folder holding a full UCI "Online Retail" CSV
+    export (541,909 lines, columns as in the sample), or the CSV file itself.
     Style = the description without colour and pattern words (the same product in another
     colour); segment = the customer's country; guests (no CustomerID) and non-product codes
     (POST, DOT, M, BANK CHARGES, ...) are left out.
     """
     rows, items, countries = [], {}, {}
-    with (folder / "online_retail_sample.csv").open(newline="", encoding="utf-8", errors="replace") as f:
+    skipped = 0
+    path = online_retail_file(folder)
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         for r in csv.DictReader(f):
-            code, customer = r["StockCode"].strip(), r["CustomerID"].strip()
+            code, customer = (r["StockCode"] or "").strip(), (r["CustomerID"] or "").strip()
             if not code[:1].isdigit() or customer in ("", "NA"):
                 continue
-            qty = float(r["Quantity"])
-            price = float(r["UnitPrice"])
-            when = datetime.fromisoformat(r["InvoiceDate"]).replace(tzinfo=UTC).timestamp()
+            try:
+                qty = float(r["Quantity"])
+                price = float(r["UnitPrice"])
+                when = _invoice_time(r["InvoiceDate"] or "")
+            except ValueError:  # a line whose fields shifted (an unquoted comma in an export)
+                skipped += 1
+                continue
             is_return = r["InvoiceNo"].startswith("C") or qty < 0
             desc = " ".join(r["Description"].split()).upper()
             if code not in items:
@@ -70,6 +111,8 @@ def online_retail(folder: Path) -> tuple[EventArrays, list[CatalogItem], dict[st
                     abs(qty) * price,
                 )
             )
+    if skipped:
+        print(f"{path}: {skipped} invoice lines left out (fields do not parse)", file=sys.stderr)
     return _arrays(rows), sorted(items.values(), key=lambda it: it.item_id), countries
 
 

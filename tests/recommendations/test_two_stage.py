@@ -202,3 +202,102 @@ def test_block_gather_matches_scipy() -> None:
     m = sp.random(300, 300, density=0.05, format="csr", dtype=np.float32, random_state=1)
     rows, cols = np.array([5, 0, 299, 17]), np.array([3, 250, 7, 100, 42])
     np.testing.assert_array_equal(_block(m, rows, cols), m[rows][:, cols].toarray())
+
+
+def _arrays(rows: list[tuple[str, str, EventType, float]]) -> EventArrays:
+    return EventArrays(
+        np.arange(len(rows), dtype=np.int64),
+        np.array([r[0] for r in rows], dtype=object),
+        np.array([r[1] for r in rows], dtype=object),
+        np.array([int(r[2]) for r in rows], dtype=np.int8),
+        np.array([T0.timestamp() + r[3] * DAY for r in rows]),
+        np.array([""] * len(rows), dtype=object),
+    )
+
+
+def test_coview_is_a_candidate_source_with_support_threshold() -> None:
+    from atelier.recommendations.ranking import ItemTable, build_sources, candidates
+
+    items = [CatalogItem(i, "home") for i in ("a", "b", "c", "d", "e")]
+    view = EventType.VIEW
+    # Three shoppers viewed a and b; one shopper viewed a and c (support 1: not evidence).
+    rows = [(f"s{k}", i, view, float(k)) for k in range(3) for i in ("a", "b")]
+    rows += [("lone", "a", view, 1.0), ("lone", "c", view, 1.0), ("q", "a", view, 5.0)]
+    # Purchases of d and e make them popular, so the popularity source has its own items.
+    rows += [(f"p{k}", i, EventType.PURCHASE, 6.0) for k in range(4) for i in ("d", "e")]
+    events = _arrays(rows)
+    table = ItemTable.from_items(items)
+    users = np.unique(events.user_ids.astype(str)).astype(object)
+    index = {u: k for k, u in enumerate(users)}
+    params = RankerParams(als_source=False, min_support=2, shrinkage=1.0, popular_k=2)
+    src = build_sources(events, index, table, {}, [], params, T0.timestamp() + 30 * DAY, fit_als=False)
+    co = src.coview.toarray()
+    assert co[0, 1] > 0 and co[1, 0] > 0  # a-b: three shoppers
+    assert co[0, 2] == 0 and co[2, 0] == 0  # a-c: one shopper
+    assert co[3, 4] == 0  # bought together is not "viewed together"
+    cand = candidates(src, np.array([index["q"]]), params)
+    proposed = dict(zip(table.item_ids[cand.items], cand.source, strict=True))
+    assert SOURCES[proposed["b"]] == "coview"
+    assert "c" not in proposed
+    from atelier.recommendations.ranking import FEATURES
+
+    b = int(np.flatnonzero(table.item_ids[cand.items] == "b")[0])
+    # The shopper's own confidence in a times a's similarity to b.
+    weight = float(src.conf[index["q"], 0])
+    assert weight > 0
+    assert cand.features[b, FEATURES.index("pair_coview")] == pytest.approx(weight * co[0, 1], rel=1e-5)
+
+
+def test_training_windows_shrink_on_large_data_only() -> None:
+    from atelier.recommendations.ranking import training_windows
+
+    params = RankerParams(windows=6, min_windows=2, max_train_users=8000)
+    assert training_windows(params, 300) == 6  # the real samples: a few hundred a window, all kept
+    assert training_windows(params, 2000) == 4
+    assert training_windows(params, 50000) == 2
+    assert training_windows(RankerParams(windows=1), 50000) == 1
+
+
+def test_candidate_ranks_match_full_sorts() -> None:
+    """The per-candidate ALS and recency ranks equal the ranks of full per-row sorts."""
+    from atelier.recommendations.ranking import FEATURES, ItemTable, build_sources, candidates
+
+    shop = simulate(n_users=120, n_items=80, n_clusters=3, interactions_per_user=10, days=60, seed=4)
+    table = ItemTable.from_items(shop.items)
+    users = np.unique(shop.events.user_ids.astype(str)).astype(object)
+    index = {u: k for k, u in enumerate(users)}
+    params = RankerParams(n_estimators=5)
+    newest = float(shop.events.times_s.max()) + 1
+    src = build_sources(shop.events, index, table, {}, [], params, newest)
+    rows = np.arange(20)
+    cand = candidates(src, rows, params)
+    als = src.user_factors[rows] @ src.item_factors.T
+    age = src.last_age[rows].toarray()
+    for k, r in enumerate(rows):
+        sel = cand.rows == r
+        c = cand.items[sel]
+        f = cand.features[sel]
+        greater = (als[k][None, :] > als[k, c][:, None]).sum(axis=1)
+        np.testing.assert_array_equal(f[:, FEATURES.index("pair_als_rank")], greater)
+        own = np.flatnonzero(age[k] > 0)
+        order = own[np.lexsort((own, age[k, own]))]
+        expected = {int(i): float(p) for p, i in enumerate(order)}
+        got = f[:, FEATURES.index("pair_recency_rank")]
+        for i, g in zip(c, got, strict=True):
+            assert (np.isnan(g) and int(i) not in expected) or expected[int(i)] == g
+
+
+def test_coview_reason_is_true_to_the_shoppers_own_events(store: Store) -> None:
+    items = [CatalogItem(i, "home") for i in ("a", "b", "c")]
+    engine, _ = _engine_with(store, items, [_buy(1, "q", "a", kind=EventType.VIEW)])
+    state = engine.state("acme")
+    idx, w = state.user_row("q")
+    b, a = state.catalog.index["b"], state.catalog.index["a"]
+    reasons = Engine._reasons(state, [b, a], ["coview", "coview"], idx, w, "", state.bought_by("q"))
+    assert reasons[0] == "often viewed together with items you looked at"
+    assert reasons[1] == "you viewed it or put it in your cart before"  # their own item, whatever the source
+    # A shopper with no other item of their own gets no "viewed together" claim.
+    empty = np.zeros(0, np.int64)
+    assert Engine._reasons(state, [b], ["coview"], empty, empty.astype(np.float32), "", empty) == [
+        "popular with shoppers now"
+    ]

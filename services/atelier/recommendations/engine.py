@@ -241,6 +241,9 @@ class TenantState:
         self.user_index = {u: k for k, u in enumerate(artefact.user_ids)}
         self.history = _to_catalog_space(artefact.confidence, perm, n)
         self.bought = _to_catalog_space(artefact.bought, perm, n)
+        # Canonical rows (sorted, no duplicates): requests slice them without a dict or a union.
+        self.history.sum_duplicates()
+        self.bought.sum_duplicates()
         self.copurchase = _to_catalog_space(artefact.copurchase, perm, n, axis_both=True).tocsr()
         self.cobuy = (
             _to_catalog_space(artefact.cobuy, perm, n, axis_both=True).tocsr()
@@ -337,8 +340,18 @@ class TenantState:
 
     def user_row(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The user's (item indices, confidences): trained history plus events since."""
-        conf: dict[int, float] = {}
         k = self.user_index.get(user_id)
+        extra = self.extra.get(user_id)
+        if not extra:
+            # No events since training (most requests): the trained row as it is, no dict.
+            if k is None:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            start, end = self.history.indptr[k], self.history.indptr[k + 1]
+            return (
+                self.history.indices[start:end].astype(np.int64),
+                self.history.data[start:end].astype(np.float32),
+            )
+        conf: dict[int, float] = {}
         if k is not None:
             start, end = self.history.indptr[k], self.history.indptr[k + 1]
             conf.update(
@@ -348,7 +361,7 @@ class TenantState:
                     strict=True,
                 )
             )
-        for i, w in dict(self.extra.get(user_id, {})).items():  # a copy: fold-in may add meanwhile
+        for i, w in dict(extra).items():  # a copy: fold-in may add meanwhile
             conf[i] = conf.get(i, 0.0) + w
         if not conf:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -357,15 +370,26 @@ class TenantState:
 
     def bought_by(self, user_id: str) -> np.ndarray:
         k = self.user_index.get(user_id)
-        rows = self.bought.indices[self.bought.indptr[k] : self.bought.indptr[k + 1]] if k is not None else []
-        extra = set(self.extra_bought.get(user_id, set()))
-        return np.union1d(np.asarray(rows, np.int64), np.fromiter(extra, np.int64, len(extra)))
+        rows = (
+            self.bought.indices[self.bought.indptr[k] : self.bought.indptr[k + 1]].astype(np.int64)
+            if k is not None
+            else np.zeros(0, np.int64)
+        )
+        extra = self.extra_bought.get(user_id)
+        if not extra:
+            return rows  # CSR column indices: sorted and unique already
+        extra = set(extra)
+        return np.union1d(rows, np.fromiter(extra, np.int64, len(extra)))
 
-    def returned(self, user_id: str, items: np.ndarray) -> np.ndarray:
-        """Per item of items: whether the shopper's returns outweigh the rest (net confidence < 0)."""
-        idx, w = self.user_row(user_id)
-        net = dict(zip(idx.tolist(), w.tolist(), strict=True))
-        return np.array([net.get(int(i), 0.0) < 0 for i in items], dtype=bool)
+    def returned(
+        self, user_id: str, items: np.ndarray, row: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Per item of items: whether the shopper's returns outweigh the rest (net confidence < 0).
+
+        row: the shopper's user_row when the caller has it already."""
+        idx, w = row if row is not None else self.user_row(user_id)
+        negative = idx[w < 0]
+        return np.isin(items, negative) if len(negative) else np.zeros(len(items), bool)
 
     def fold(self, events: Sequence[Event]) -> int:
         """Add events to users' histories and recompute those users' factors. Returns users folded."""
@@ -688,14 +712,14 @@ class Engine:
         mask = catalog.mask(flt)
         policy = flt.purchased or self.purchased_policy(tenant)
         bought = state.bought_by(user_id)
+        hist_idx, hist_w = state.user_row(user_id)
         if policy != INCLUDE and len(bought):
             drop = (
                 bought
                 if policy == EXCLUDE
-                else bought[~state.rebought[bought] | state.returned(user_id, bought)]
+                else bought[~state.rebought[bought] | state.returned(user_id, bought, (hist_idx, hist_w))]
             )
             mask[drop] = False
-        hist_idx, hist_w = state.user_row(user_id)
         pool = n * 4 if diversify else n
         chosen: list[tuple[int, float, str]] = []  # (item, score, source)
         row = state.ranked_index.get(user_id)
@@ -757,7 +781,7 @@ class Engine:
         picked = [chosen[k] for k in order]
         seg_name = segment or state.segments.get(user_id, "")
         reasons = self._reasons(
-            state, user_id, [p[0] for p in picked], [p[2] for p in picked], hist_idx, hist_w, seg_name
+            state, [p[0] for p in picked], [p[2] for p in picked], hist_idx, hist_w, seg_name, bought
         )
         return RecommendResult(
             [
@@ -771,16 +795,16 @@ class Engine:
     @staticmethod
     def _reasons(
         state: TenantState,
-        user_id: str,
         items: list[int],
         sources: list[str],
         hist_idx: np.ndarray,
         hist_w: np.ndarray,
         segment: str,
+        bought_items: np.ndarray,
     ) -> list[str]:
         """Each item's reason, from the source that proposed it and the shopper's own events."""
         catalog = state.catalog
-        bought = set(state.bought_by(user_id).tolist())
+        bought = set(bought_items.tolist())
         liked = hist_idx[hist_w > 0]
         liked = liked[np.argsort(-hist_w[hist_w > 0], kind="stable")[:50]]
         touched = set(hist_idx.tolist())
@@ -811,6 +835,8 @@ class Engine:
                     )
                 else:
                     out.append("bought by shoppers with your taste")
+            elif src == "coview" and len(others):
+                out.append("often viewed together with items you looked at")
             elif src == "style" and len(others):
                 style = catalog.items[i].style
                 same = [o for o in others if style and catalog.items[o].style == style]

@@ -811,8 +811,8 @@ class Recommendation(_message.Message):
     """e.g. "similar to item 123 you viewed", "popular in your segment women-25-34"."""
     category: _builtins.str
     source: _builtins.str
-    """The candidate source that proposed the item: "repurchase", "cobuy", "basket", "style",
-    "als", "segment", "category", "popular", "attributes", "taste".
+    """The candidate source that proposed the item: "repurchase", "cobuy", "basket", "coview",
+    "style", "als", "segment", "category", "popular", "attributes", "taste".
     """
     def __init__(
         self,
