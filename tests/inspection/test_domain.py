@@ -298,3 +298,26 @@ def test_a_frame_narrower_than_the_cloth_window_is_all_fabric() -> None:
 
     grey = (np.random.default_rng(0).integers(60, 200, (64, 96))).astype(np.uint8)
     assert not fabric.off_fabric_mask(grey).any()
+
+
+def test_light_rising_towards_one_border_is_not_a_defect(model: texture.TextureModel) -> None:
+    """A roll lit brighter towards one side than the good strips (AITEX 01's defect strips: +30 grey
+    over the right 500 px): the top region is the defect, not the bright side."""
+    img = weave(256, 1024, 91).astype(np.float32)
+    ramp = np.clip((np.arange(1024) - 600) / 400.0, 0.0, 1.0)
+    lit = np.clip(img * (1.0 + 0.3 * ramp)[None, :], 0, 249).astype(np.uint8)
+    assert model.anomaly_map(lit).max() <= model.threshold
+    cv2.circle(lit, (300, 128), 9, 30, -1)
+    amap, off = model.score(lit)
+    regions = find_regions(amap, model.threshold, lit, off)
+    assert regions and regions[0].x_px <= 300 <= regions[0].x_px + regions[0].width_px
+
+
+def test_flattening_keeps_narrow_full_height_lines() -> None:
+    """The illumination flat field divides out slow changes only: a full-height warp line (a broken
+    end, 12 px) keeps its contrast, a ramp across the width is gone."""
+    x = np.full((256, 1024), 100.0, np.float32) * np.linspace(1.0, 1.4, 1024)[None, :]
+    x[:, 500:512] *= 0.6
+    flat = texture.flatten_illumination(x, np.zeros(x.shape, bool))
+    assert abs(flat[:, 100].mean() - flat[:, 900].mean()) < 2.0
+    assert flat[:, 500:512].mean() < 0.65 * flat[:, 480:490].mean()
