@@ -189,8 +189,22 @@ def run_fabric(data: Path, fabric: str, params: texture.ModelParams) -> FabricRu
     return FabricRun(fabric, train_grids, tests, params, train_s, model)
 
 
-def to_map(grid: np.ndarray, off: np.ndarray, margin_px: int, selvage_scale: float = 1.0) -> np.ndarray:
-    """The anomaly map TextureModel.score gives with this margin and selvage scale (same steps)."""
+def scored_grid(grid: np.ndarray, off: np.ndarray, margin_px: int) -> np.ndarray:
+    """The grid scores TextureModel.grid_scores gives with this margin (unscored cells 0)."""
+    params = dataclasses.replace(texture.ModelParams(), margin_px=margin_px)
+    return np.where(texture._grid_scored(off, params, grid.shape), grid, 0.0).astype(np.float32)
+
+
+def to_map(
+    grid: np.ndarray,
+    off: np.ndarray,
+    margin_px: int,
+    selvage_scale: float = 1.0,
+    columns: np.ndarray | None = None,
+) -> np.ndarray:
+    """The anomaly map TextureModel.score gives with this margin, column and selvage scales (same steps)."""
+    if columns is not None and len(columns) == grid.shape[1]:
+        grid = grid * columns[None, :]
     full = texture.full_map(grid, off, margin_px)
     if selvage_scale < 1.0:
         full[selvage_zone(off)] *= selvage_scale
@@ -209,19 +223,21 @@ class Figures:
     any_on_mask: int
     threshold: float
     selvage_scale: float
+    columns: np.ndarray
     confusion: list[tuple[str, str]]  # (expected type, given type) of the region best covering each mask
 
 
 def measure(run: FabricRun, margin_px: int, factor: float, pixels: bool = True) -> Figures:
+    columns = texture.column_scale([scored_grid(g, off, margin_px) for g, off in run.train_grids])
     threshold, scale = texture.calibrate(
-        [(to_map(g, off, margin_px), off) for g, off in run.train_grids], factor
+        [(to_map(g, off, margin_px, columns=columns), off) for g, off in run.train_grids], factor
     )
     labels, scores, pixel_labels, pixel_scores = [], [], [], []
     good_flagged = defect_flagged = top_hit = any_hit = 0
     confusion: list[tuple[str, str]] = []
     for s in run.tests:
         assert s.grid is not None and s.off is not None
-        amap = to_map(s.grid, s.off, margin_px, scale)
+        amap = to_map(s.grid, s.off, margin_px, scale, columns)
         score = float(amap.max())
         labels.append(int(s.defect))
         scores.append(score)
@@ -261,6 +277,7 @@ def measure(run: FabricRun, margin_px: int, factor: float, pixels: bool = True) 
         any_hit,
         threshold,
         scale,
+        columns,
         confusion,
     )
 
@@ -397,6 +414,7 @@ def main() -> int:
             params=dataclasses.replace(r.params, margin_px=margin),
             threshold=figures[r.fabric].threshold,
             selvage_scale=figures[r.fabric].selvage_scale,
+            column_scale=figures[r.fabric].columns,
         )
         model._memory_t = None
         timing[r.fabric] = strip_seconds(data, r.fabric, model)

@@ -18,7 +18,8 @@ Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/i
 4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
    scored against a memory of the others; the threshold is THRESHOLD_FACTOR x the median of those
    out-of-fold image scores (see calibrate for why not the maximum); the selvage zone next to the
-   bed or padding is calibrated as its own zone.
+   bed or padding is calibrated as its own zone, and a camera column that the good images score high
+   in is scaled down to its neighbours (column_scale).
 
 Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
 """
@@ -56,6 +57,8 @@ MAX_FOLDS = 5
 # Illumination across the width is flattened over this many image pixels (see flatten_illumination):
 # wider than the widest warp-direction defect in the shared masks (a 66 px crease), twice over.
 ILLUMINATION_WINDOW_PX = 257
+# Grid columns (8 px each) a column's score level is compared with (see column_scale).
+COLUMN_WINDOW = 17
 # Banded feature extraction for large images (see grid_features).
 BAND_PIXELS = 4 * 1024 * 1024
 BAND_OVERLAP_PX = 256
@@ -240,6 +243,8 @@ class TextureModel:
     image_count: int
     # Scores in the selvage zone are multiplied by this (<= 1): the zone's own statistics (see calibrate).
     selvage_scale: float = 1.0
+    # Grid scores are multiplied by this per grid column (<= 1; empty: none), see column_scale.
+    column_scale: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     _memory_t: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def _memory_tensor(self) -> torch.Tensor:
@@ -273,6 +278,8 @@ class TextureModel:
     def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
         scores, off = self.grid_scores(grey)
+        if len(self.column_scale) == scores.shape[1]:  # a frame as wide as the good ones
+            scores *= self.column_scale[None, :]
         full = full_map(scores, off, self.params.margin_px)
         if self.selvage_scale < 1.0:
             full[selvage_zone(off)] *= self.selvage_scale
@@ -305,6 +312,7 @@ class TextureModel:
                 dtype=np.float64,
             ),
             method=np.array(METHOD),
+            column_scale=self.column_scale,
         )
         return buf.getvalue()
 
@@ -319,7 +327,14 @@ class TextureModel:
             meta = z["meta"]
             params = ModelParams(*(int(v) for v in meta[2:8]))
             return cls(
-                params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]), float(meta[8])
+                params,
+                z["mean"],
+                z["scale"],
+                z["memory"],
+                float(meta[0]),
+                int(meta[1]),
+                float(meta[8]),
+                z["column_scale"].astype(np.float32),
             )
 
     def save(self, path: Path) -> None:
@@ -338,6 +353,29 @@ def full_map(grid: np.ndarray, off: np.ndarray, margin_px: int) -> np.ndarray:
     full = cv2.resize(cv2.GaussianBlur(grid, (0, 0), 1.0), (width, height), interpolation=cv2.INTER_LINEAR)
     full[~scored_mask(off, margin_px)] = 0.0
     return full
+
+
+def column_scale(grids: list[np.ndarray]) -> np.ndarray:
+    """Per grid column, a factor (<= 1) that brings a column the good images score high in (a camera
+    column with its own gain or noise: AITEX 01 at x = 2004, 03 at x = 2164) down to its neighbours.
+
+    grids: out-of-fold grid scores of the good images, 0 where not scored (all the same width).
+    A column's level is the median over the images of its peak; its neighbours' level the running
+    median of those over COLUMN_WINDOW columns, so only narrow outliers are scaled, never a broad area.
+    A profile is learned per camera set-up; a frame of another width is scored without the scale.
+    """
+    if not grids:
+        return np.ones(0, np.float32)
+    peaks = np.stack([np.where(g > 0, g, -np.inf).max(axis=0) for g in grids])
+    peaks[~np.isfinite(peaks)] = np.nan
+    seen = ~np.isnan(peaks).all(axis=0)
+    if not seen.any():
+        return np.ones(peaks.shape[1], np.float32)
+    level = np.full(peaks.shape[1], np.nan)
+    level[seen] = np.nanmedian(peaks[:, seen], axis=0)
+    level[~seen] = float(np.median(level[seen]))
+    neighbours = median_filter(level, size=COLUMN_WINDOW, mode="nearest")
+    return np.minimum(1.0, neighbours / np.maximum(level, 1e-6)).astype(np.float32)
 
 
 def calibrate(good_maps: list[tuple[np.ndarray, np.ndarray]], factor: float) -> tuple[float, float]:
@@ -403,13 +441,17 @@ def train(
         samples.append(_sample_features(img, params, rng))
     if sum(len(s) for s in samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
+    grids = out_of_fold_maps(images, samples, params, check)
+    widths = {grid.shape[1] for grid, _ in grids}
+    columns = column_scale([grid for grid, _ in grids]) if len(widths) == 1 else np.ones(0, np.float32)
     good_maps = [
-        (full_map(grid, off, params.margin_px), off)
-        for grid, off in out_of_fold_maps(images, samples, params, check)
+        (full_map(grid * columns[None, :] if len(columns) else grid, off, params.margin_px), off)
+        for grid, off in grids
     ]
     threshold, selvage_scale = calibrate(good_maps, THRESHOLD_FACTOR)
     model = _build([s for s in samples if len(s)], params, threshold, len(images))
     model.selvage_scale = selvage_scale
+    model.column_scale = columns
     return model
 
 
