@@ -298,3 +298,62 @@ def test_a_frame_narrower_than_the_cloth_window_is_all_fabric() -> None:
 
     grey = (np.random.default_rng(0).integers(60, 200, (64, 96))).astype(np.uint8)
     assert not fabric.off_fabric_mask(grey).any()
+
+
+def test_light_rising_towards_one_border_is_not_a_defect(model: texture.TextureModel) -> None:
+    """A roll lit brighter towards one side than the good strips (AITEX 01's defect strips: +30 grey
+    over the right 500 px): the top region is the defect, not the bright side."""
+    img = weave(256, 1024, 91).astype(np.float32)
+    ramp = np.clip((np.arange(1024) - 600) / 400.0, 0.0, 1.0)
+    lit = np.clip(img * (1.0 + 0.3 * ramp)[None, :], 0, 249).astype(np.uint8)
+    assert model.anomaly_map(lit).max() <= model.threshold
+    cv2.circle(lit, (300, 128), 9, 30, -1)
+    amap, off = model.score(lit)
+    regions = find_regions(amap, model.threshold, lit, off)
+    assert regions and regions[0].x_px <= 300 <= regions[0].x_px + regions[0].width_px
+
+
+def test_flattening_keeps_narrow_full_height_lines() -> None:
+    """The illumination flat field divides out slow changes only: a full-height warp line (a broken
+    end, 12 px) keeps its contrast, a ramp across the width is gone."""
+    x = np.full((256, 1024), 100.0, np.float32) * np.linspace(1.0, 1.4, 1024)[None, :]
+    x[:, 500:512] *= 0.6
+    flat = texture.flatten_illumination(x, np.zeros(x.shape, bool))
+    assert abs(flat[:, 100].mean() - flat[:, 900].mean()) < 2.0
+    assert flat[:, 500:512].mean() < 0.65 * flat[:, 480:490].mean()
+
+
+def test_column_scale_brings_a_hot_camera_column_down_to_its_neighbours() -> None:
+    """A column the good images all score high in (AITEX 01 at x = 2004, 03 at 2164) is scaled to its
+    neighbours' level; a broad raised area (wider than the window) and quiet columns are left alone."""
+    rng = np.random.default_rng(5)
+    grids = [rng.uniform(2.0, 3.0, (32, 128)).astype(np.float32) for _ in range(6)]
+    for g in grids:
+        g[:, 40] += 4.0  # a camera column
+        g[:, 80:110] += 2.0  # a broad area (an uneven weave across 240 px)
+        g[:, :3] = 0.0  # not scored (the bed)
+    scale = texture.column_scale(grids)
+    assert scale.shape == (128,)
+    assert 0.3 < scale[40] < 0.6
+    assert (scale[85:105] > 0.95).all() and (scale[10:30] > 0.9).all()
+    assert (scale <= 1.0).all()
+
+
+def test_a_profile_scales_a_hot_camera_column_it_learned(model: texture.TextureModel) -> None:
+    """The learned column scale travels with the profile and applies only to frames as wide as the
+    good ones (another camera set-up is scored without it)."""
+    flat = dataclasses.replace(model, column_scale=np.ones(1024 // 8, np.float32))
+    hot = dataclasses.replace(model, column_scale=np.ones(1024 // 8, np.float32))
+    hot.column_scale[60] = 0.25
+    img = weave(256, 1024, 101)
+    img[:, 480:484] = 20  # a dark line at grid column 60 (image x 480-487)
+    plain, _ = flat.score(img)
+    scaled, _ = hot.score(img)
+    # The map is the grid blurred and up-sampled: the scaled column still takes its neighbours' part.
+    assert scaled[:, 484].mean() < 0.75 * plain[:, 484].mean()
+    assert scaled[:, 470:500].max() < plain[:, 470:500].max()
+    assert np.allclose(scaled[:, 700:900], plain[:, 700:900])
+    wider = np.concatenate([img, weave(256, 64, 102)], axis=1)  # another width: no column scale
+    assert np.allclose(hot.score(wider)[0][:, 470:500], flat.score(wider)[0][:, 470:500], atol=1e-4)
+    again = texture.TextureModel.from_bytes(hot.to_bytes())
+    assert np.array_equal(again.column_scale, hot.column_scale)

@@ -3,8 +3,9 @@
 Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/inspection/README.md):
 
 1. What is not fabric (machine bed, padding at any grey level beside the edges: fabric.py) is
-   found and excluded; intensities are normalised per image by median and MAD of the fabric, so a
-   roll that is a little lighter or darker than the training images is not a defect.
+   found and excluded; the light's slow change across the width is divided out (a line camera's flat
+   field, flatten_illumination) and intensities are normalised per image by median and MAD of the
+   fabric, so a roll that is lighter, darker or lit unevenly unlike the training images is not a defect.
 2. The image is reduced 2x (area average) and described on a regular grid by classic texture
    features: multi-scale local mean, local standard deviation, warp- and weft-direction line
    contrast at two lengths, a Gabor filter bank's energy (4 orientations x 2 wavelengths) and a
@@ -17,7 +18,8 @@ Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/i
 4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
    scored against a memory of the others; the threshold is THRESHOLD_FACTOR x the median of those
    out-of-fold image scores (see calibrate for why not the maximum); the selvage zone next to the
-   bed or padding is calibrated as its own zone.
+   bed or padding is calibrated as its own zone, and a camera column that the good images score high
+   in is scaled down to its neighbours (column_scale).
 
 Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
 """
@@ -33,10 +35,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy.ndimage import median_filter
 
 from atelier.inspection.fabric import off_fabric_mask, selvage_zone
 
-METHOD = "texture-knn-v3"
+METHOD = "texture-knn-v4"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
@@ -51,6 +54,11 @@ LINE_LENGTHS_PX = (31, 95)
 # sampling (a 4 px sigma mean sampled 4 px off a spot's centre keeps a third of its contrast).
 SPOT_SIGMAS_PX = (1.5, 6.0)
 MAX_FOLDS = 5
+# Illumination across the width is flattened over this many image pixels (see flatten_illumination):
+# wider than the widest warp-direction defect in the shared masks (a 66 px crease), twice over.
+ILLUMINATION_WINDOW_PX = 257
+# Grid columns (8 px each) a column's score level is compared with (see column_scale).
+COLUMN_WINDOW = 17
 # Banded feature extraction for large images (see grid_features).
 BAND_PIXELS = 4 * 1024 * 1024
 BAND_OVERLAP_PX = 256
@@ -67,7 +75,7 @@ class ModelParams:
 
     downsample: int = 2  # image reduction before features
     stride_px: int = 4  # grid step, in reduced pixels (8 image pixels at downsample 2)
-    margin_px: int = 16  # image pixels next to the off-fabric area (and the frame sides) not scored
+    margin_px: int = 32  # image pixels next to the off-fabric area (and the frame sides) not scored
     memory_size: int = 4096  # memory entries (random subset of the candidates)
     candidates_per_image: int = 4000  # grid features sampled per image before the coreset
     seed: int = 0
@@ -109,8 +117,36 @@ def scored_mask(pad: np.ndarray, margin_px: int) -> np.ndarray:
     return ok
 
 
+def flatten_illumination(x: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """`x` with the slow brightness change across the width divided out (a line camera's flat field).
+
+    A line camera's light and lens gain vary across the width and from roll to roll (AITEX 01's
+    defect strips rise from 117 to 149 grey towards the right border, its good strips are flat at 109):
+    without this the brighter side is the strip's most anomalous area. The gain per column is the
+    fabric's column mean, smoothed by a running median ILLUMINATION_WINDOW_PX wide, so anything
+    narrower than half the window (a warp line, a crease, a camera column) is not flattened; a defect
+    across the whole width shifts every column alike and stays. Columns that are mostly off-fabric take
+    the nearest fabric column's gain.
+    """
+    height, width = x.shape
+    fabric = ~pad
+    counts = fabric.sum(axis=0)
+    ok = counts >= max(1, height // 2)
+    if ok.sum() < 2 or width < 3:
+        return x
+    means = np.where(fabric, x, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    columns = np.arange(width)
+    profile = np.interp(columns, columns[ok], means[ok])
+    profile = median_filter(profile, size=min(ILLUMINATION_WINDOW_PX, width | 1), mode="nearest")
+    level = float(np.median(profile[ok]))
+    if level <= 0:
+        return x
+    gain = (level / np.maximum(profile, 1.0)).astype(np.float32)
+    return x * gain[None, :]
+
+
 def _normalise(grey: np.ndarray, pad: np.ndarray) -> np.ndarray:
-    x = grey.astype(np.float32)
+    x = flatten_illumination(grey.astype(np.float32), pad)
     values = x[~pad] if (~pad).any() else x.ravel()
     median = float(np.median(values))
     spread = 1.4826 * float(np.median(np.abs(values - median))) + 1e-3
@@ -207,6 +243,8 @@ class TextureModel:
     image_count: int
     # Scores in the selvage zone are multiplied by this (<= 1): the zone's own statistics (see calibrate).
     selvage_scale: float = 1.0
+    # Grid scores are multiplied by this per grid column (<= 1; empty: none), see column_scale.
+    column_scale: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
     _memory_t: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def _memory_tensor(self) -> torch.Tensor:
@@ -217,8 +255,13 @@ class TextureModel:
     def grid_scores(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance to memory on the grid, padding mask); unscored grid cells are 0."""
         feats, pad = grid_features(grey, self.params)
-        h, w, f = feats.shape
-        q = torch.from_numpy(((feats.reshape(-1, f) - self.mean) / self.scale).astype(np.float32))
+        h, w = feats.shape[:2]
+        scored = _grid_scored(pad, self.params, (h, w))
+        scores = np.zeros((h, w), np.float32)
+        if not scored.any():
+            return scores, pad
+        # Only scored cells are searched: the bed and padding (a quarter of some AITEX strips) cost nothing.
+        q = torch.from_numpy(((feats[scored] - self.mean) / self.scale).astype(np.float32))
         memory = self._memory_tensor()
         q = q.to(memory.device)
         m_norm = (memory * memory).sum(1)
@@ -229,13 +272,14 @@ class TextureModel:
         for chunk in torch.split(q, 2048):
             partial = torch.addmm(m_norm, chunk, memory.T, beta=1.0, alpha=-2.0).min(dim=1).values
             out.append((partial + (chunk * chunk).sum(1)).clamp_min(0).sqrt())
-        scores = torch.cat(out).reshape(h, w).cpu().numpy()
-        scores[~_grid_scored(pad, self.params, (h, w))] = 0.0
+        scores[scored] = torch.cat(out).cpu().numpy()
         return scores, pad
 
     def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
         scores, off = self.grid_scores(grey)
+        if len(self.column_scale) == scores.shape[1]:  # a frame as wide as the good ones
+            scores *= self.column_scale[None, :]
         full = full_map(scores, off, self.params.margin_px)
         if self.selvage_scale < 1.0:
             full[selvage_zone(off)] *= self.selvage_scale
@@ -268,6 +312,7 @@ class TextureModel:
                 dtype=np.float64,
             ),
             method=np.array(METHOD),
+            column_scale=self.column_scale,
         )
         return buf.getvalue()
 
@@ -282,7 +327,14 @@ class TextureModel:
             meta = z["meta"]
             params = ModelParams(*(int(v) for v in meta[2:8]))
             return cls(
-                params, z["mean"], z["scale"], z["memory"], float(meta[0]), int(meta[1]), float(meta[8])
+                params,
+                z["mean"],
+                z["scale"],
+                z["memory"],
+                float(meta[0]),
+                int(meta[1]),
+                float(meta[8]),
+                z["column_scale"].astype(np.float32),
             )
 
     def save(self, path: Path) -> None:
@@ -301,6 +353,29 @@ def full_map(grid: np.ndarray, off: np.ndarray, margin_px: int) -> np.ndarray:
     full = cv2.resize(cv2.GaussianBlur(grid, (0, 0), 1.0), (width, height), interpolation=cv2.INTER_LINEAR)
     full[~scored_mask(off, margin_px)] = 0.0
     return full
+
+
+def column_scale(grids: list[np.ndarray]) -> np.ndarray:
+    """Per grid column, a factor (<= 1) that brings a column the good images score high in (a camera
+    column with its own gain or noise: AITEX 01 at x = 2004, 03 at x = 2164) down to its neighbours.
+
+    grids: out-of-fold grid scores of the good images, 0 where not scored (all the same width).
+    A column's level is the median over the images of its peak; its neighbours' level the running
+    median of those over COLUMN_WINDOW columns, so only narrow outliers are scaled, never a broad area.
+    A profile is learned per camera set-up; a frame of another width is scored without the scale.
+    """
+    if not grids:
+        return np.ones(0, np.float32)
+    peaks = np.stack([np.where(g > 0, g, -np.inf).max(axis=0) for g in grids])
+    peaks[~np.isfinite(peaks)] = np.nan
+    seen = ~np.isnan(peaks).all(axis=0)
+    if not seen.any():
+        return np.ones(peaks.shape[1], np.float32)
+    level = np.full(peaks.shape[1], np.nan)
+    level[seen] = np.nanmedian(peaks[:, seen], axis=0)
+    level[~seen] = float(np.median(level[seen]))
+    neighbours = median_filter(level, size=COLUMN_WINDOW, mode="nearest")
+    return np.minimum(1.0, neighbours / np.maximum(level, 1e-6)).astype(np.float32)
 
 
 def calibrate(good_maps: list[tuple[np.ndarray, np.ndarray]], factor: float) -> tuple[float, float]:
@@ -366,13 +441,17 @@ def train(
         samples.append(_sample_features(img, params, rng))
     if sum(len(s) for s in samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
+    grids = out_of_fold_maps(images, samples, params, check)
+    widths = {grid.shape[1] for grid, _ in grids}
+    columns = column_scale([grid for grid, _ in grids]) if len(widths) == 1 else np.ones(0, np.float32)
     good_maps = [
-        (full_map(grid, off, params.margin_px), off)
-        for grid, off in out_of_fold_maps(images, samples, params, check)
+        (full_map(grid * columns[None, :] if len(columns) else grid, off, params.margin_px), off)
+        for grid, off in grids
     ]
     threshold, selvage_scale = calibrate(good_maps, THRESHOLD_FACTOR)
     model = _build([s for s in samples if len(s)], params, threshold, len(images))
     model.selvage_scale = selvage_scale
+    model.column_scale = columns
     return model
 
 
