@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from atelier.inspection.fabric import off_fabric_mask, selvage_zone
+from atelier.inspection.fabric import off_fabric_mask, selvage_zone, shows_no_fabric
 
 METHOD = "texture-knn-v3"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
@@ -235,6 +235,8 @@ class TextureModel:
 
     def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
+        if shows_no_fabric(grey):  # nothing to describe: skip the features and the kNN (all 0)
+            return np.zeros(grey.shape, np.float32), np.ones(grey.shape, bool)
         scores, off = self.grid_scores(grey)
         full = full_map(scores, off, self.params.margin_px)
         if self.selvage_scale < 1.0:
