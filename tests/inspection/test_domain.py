@@ -357,3 +357,36 @@ def test_a_profile_scales_a_hot_camera_column_it_learned(model: texture.TextureM
     assert np.allclose(hot.score(wider)[0][:, 470:500], flat.score(wider)[0][:, 470:500], atol=1e-4)
     again = texture.TextureModel.from_bytes(hot.to_bytes())
     assert np.array_equal(again.column_scale, hot.column_scale)
+
+
+@pytest.mark.parametrize("level", [0, 37, 128, 255])
+def test_a_frame_of_one_grey_level_shows_no_fabric_and_costs_no_features(
+    model: texture.TextureModel, monkeypatch: pytest.MonkeyPatch, level: int
+) -> None:
+    """Issue 14: an all-black 8192 x 8192 PNG (65 KB, within the limits) cost ~15 CPU-s of features and
+    kNN and came back as one frame-sized defect. No grey level has weave texture: no fabric, no work."""
+    from atelier.inspection import fabric
+
+    grey = np.full((8192, 8192), level, np.uint8)
+    assert fabric.shows_no_fabric(grey) and fabric.off_fabric_mask(grey[:512]).all()
+
+    def no_features(*args: object) -> None:
+        raise AssertionError("a frame with no fabric must not be described")
+
+    monkeypatch.setattr(texture, "grid_features", no_features)
+    amap, off = model.score(grey)
+    assert amap.shape == grey.shape and not amap.any() and off.all()
+    assert find_regions(amap, model.threshold, grey, off) == []
+
+
+def test_a_frame_with_any_texture_is_still_fabric() -> None:
+    from atelier.inspection import fabric
+
+    grey = np.full((256, 256), 30, np.uint8)
+    grey[100, 100] = 31  # one pixel off the level: not flat, the texture pipeline decides
+    assert not fabric.shows_no_fabric(grey)
+    white = np.full((256, 256), 252, np.uint8)
+    white[5, 5] = 249  # padding mostly: below the padding level somewhere
+    assert not fabric.shows_no_fabric(white)
+    assert fabric.shows_no_fabric(np.full((64, 64), 250, np.uint8))
+    assert not fabric.shows_no_fabric(weave(64, 64, 0))

@@ -184,6 +184,42 @@ def test_create_profile_has_a_pixel_budget_and_takes_grey_alpha(
     assert reply.anomaly_map.width_px == 256 and reply.anomaly_map.height_px == 128
 
 
+def test_an_all_black_frame_costs_no_texture_work(
+    channel_to: Callable[..., grpc.Channel],
+) -> None:
+    """The issue's 65 KB all-black 8192 x 8192 PNG (within the 64 Mi px limit then) cost 54 CPU-s and
+    +2,984 MB of peak RSS and came back as one frame-sized defect. It is beyond the frame limit now
+    (16 Mi px: a 64 MP woven frame cost 73 CPU-s and +4.8 GB); one grey level within it shows no
+    fabric and is answered like an all-padding frame (not defective, score 0) without texture work."""
+    insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
+    goods = [image_pb2.Image(data=png(weave(128, 256, s))) for s in range(4)]
+    insp.CreateProfile(inspection_pb2.CreateProfileRequest(article="a", good_images=goods))
+    black = png(np.zeros((8192, 8192), np.uint8))
+    assert len(black) < 70 * 1024
+    request = inspection_pb2.InspectImageRequest(article="a", image=image_pb2.Image(data=black))
+    found: list[tuple[str, str]] = []
+    grown = peak_rss_growth_mb(lambda: found.extend(refused(lambda: insp.InspectImage(request))))
+    assert [f for f, _ in found] == ["image.data"] and "larger than the limit" in found[0][1]
+    assert grown < 50, f"peak RSS grew {grown:.0f} MB"
+    replies: list[inspection_pb2.InspectImageResponse] = []
+    request = inspection_pb2.InspectImageRequest(
+        article="a", image=image_pb2.Image(data=png(np.zeros((4096, 4096), np.uint8)))
+    )
+    grown = peak_rss_growth_mb(lambda: replies.append(insp.InspectImage(request)))
+    (reply,) = replies
+    assert not reply.defective and reply.image_score == 0.0 and not reply.defects
+    # The decoded frame (16 MB) and a float map (64 MB) remain; its features took ~750 MB.
+    assert grown < 300, f"peak RSS grew {grown:.0f} MB"
+    # A flat grey good image has no fabric either: CreateProfile names it.
+    flat = image_pb2.Image(data=png(np.full((128, 256), 90, np.uint8)))
+    found = refused(
+        lambda: insp.CreateProfile(
+            inspection_pb2.CreateProfileRequest(article="b", good_images=[*goods, flat])
+        )
+    )
+    assert [f for f, _ in found] == ["good_images[4].data"] and "no fabric" in found[0][1]
+
+
 # -- trends: time and values ------------------------------------------------------------------------
 
 

@@ -117,3 +117,89 @@ def test_large_requests_calibrate_on_a_spread_sample_of_chunks(monkeypatch: pyte
     # 8 chunks of 5; every 4th is held out: 2 chunks, 10 series, 80 holdout points (>= 30).
     assert calls == {"holdout": 2, "plain": 6}
     assert not any("uncalibrated" in note for p in out for note in p.notes)
+
+
+class _FailsOnMarkedSeries:
+    """The requested statsforecast model, except that it raises (or forecasts NaN) for a series
+    holding the marker value: the test's stand-in for a series the model cannot fit (a 1e308 value
+    made MSTL raise before the bounds existed; no bounded value is known to)."""
+
+    def __init__(self, model, fail):  # type: ignore[no-untyped-def]
+        self.model, self.fail = model, fail
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return repr(self.model)
+
+    def new(self):  # type: ignore[no-untyped-def]
+        return _FailsOnMarkedSeries(self.model.new(), self.fail)
+
+    def forecast(self, y, h, X=None, X_future=None, level=None, fitted=False):  # type: ignore[no-untyped-def]
+        # The explicit signature: statsforecast asks for intervals only from a model that takes `level`.
+        kwargs = {"X": X, "X_future": X_future, "fitted": fitted, **({"level": level} if level else {})}
+        if (y == 777.0).any():
+            if self.fail == "raise":
+                raise FloatingPointError("overflow in the model's state")
+            out = self.model.forecast(y=y, h=h, **kwargs)
+            out["mean"] = np.full(h, np.nan)
+            return out
+        return self.model.forecast(y=y, h=h, **kwargs)
+
+
+def _in_process(pool: forecasting.FitPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's fits run in this process (the injected failure lives here, not in its workers)."""
+    from concurrent.futures import Future
+
+    def run(fn):  # type: ignore[no-untyped-def]
+        def submit(*args):  # type: ignore[no-untyped-def]
+            future: Future[object] = Future()
+            future.set_result(fn(*args))
+            return future
+
+        return submit
+
+    monkeypatch.setattr(pool, "submit", run(forecasting.fit_chunk))
+    monkeypatch.setattr(pool, "submit_with_holdout", run(forecasting.fit_chunk_with_holdout))
+
+
+@pytest.mark.parametrize("fail", ["raise", "nan"])
+def test_one_failing_series_falls_back_without_failing_the_others(
+    monkeypatch: pytest.MonkeyPatch, fail: str
+) -> None:
+    """Issue 14: one series whose model failed failed a whole multi-series Forecast (20 healthy
+    series with it could not be forecast). Now it gets the naive model and says why."""
+    healthy = [_series(k, weeks=120) for k in range(20)]
+    bad = _series(99, weeks=120)
+    bad[60] = 777.0
+    original = forecasting._statsforecast_model
+    monkeypatch.setattr(
+        forecasting,
+        "_statsforecast_model",
+        lambda *args: _FailsOnMarkedSeries(original(*args), fail),
+    )
+    pool = forecasting.FitPool(1)
+    _in_process(pool, monkeypatch)
+    histories = [*healthy[:10], bad, *healthy[10:]]
+    out = forecasting.predict(histories, [None] * 21, 52, 12, [80, 95], "auto", [False] * 21, pool)
+    assert len(out) == 21
+    for p in out:
+        assert np.isfinite(p.mean).all() and all(
+            np.isfinite(v).all() for iv in p.intervals.values() for v in iv
+        )
+    assert any("mstl" in n and "naive used in its place" in n for n in out[10].notes), out[10].notes
+    assert not any("naive used" in n for i, p in enumerate(out) if i != 10 for n in p.notes), [
+        p.notes for p in out
+    ]
+    # The healthy series' statistical fits are the ones they get without the bad series beside them.
+    alone = forecasting.predict(
+        healthy, [None] * 20, 52, 12, [80], "mstl", [False] * 20, pool, calibrate=False
+    )
+    mixed = forecasting.predict(
+        histories, [None] * 21, 52, 12, [80], "mstl", [False] * 21, pool, calibrate=False
+    )
+    assert mixed[10].model == "naive" and mixed[10].mean == pytest.approx(np.full(12, bad[-1]))
+    for a, m in zip(alone, mixed[:10] + mixed[11:], strict=True):
+        assert a.model == m.model == "mstl" and np.allclose(a.mean, m.mean)
+    pool.close()

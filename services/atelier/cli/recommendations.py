@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ from atelier.common.v1 import money_pb2, progress_pb2
 from atelier.recommendations.v1 import recommendations_pb2 as pb
 from atelier.recommendations.v1 import recommendations_pb2_grpc as pb_grpc
 from atelier.runtime.config import DEFAULT_PORTS
+from atelier.runtime.limits import MAX_MAGNITUDE
 
 app = typer.Typer(
     help="Recommendations: catalogue, events, training, personalised picks.", no_args_is_help=True
@@ -85,9 +87,11 @@ def _fail(exc: grpc.RpcError) -> None:
 def _money(text: str, currency: str) -> money_pb2.Money | None:
     if not text.strip():
         return None
-    amount = float(text)
+    # In decimal, rounded to whole nanos first: float arithmetic made 1.9999999999 one unit and
+    # 1,000,000,000 nanos (not a valid Money; the fuzz found it).
+    amount = Decimal(text.strip()).quantize(Decimal("1e-9"), rounding=ROUND_HALF_EVEN)
     units = int(amount)
-    return money_pb2.Money(currency_code=currency, units=units, nanos=round((amount - units) * 1e9))
+    return money_pb2.Money(currency_code=currency, units=units, nanos=int((amount - units) * 1_000_000_000))
 
 
 def _split(text: str) -> list[str]:
@@ -148,6 +152,11 @@ def _number(row: dict[str, str], column: str, line: int, problems: list[CsvProbl
     if value != value or value in (float("inf"), float("-inf")):
         problems.append(CsvProblem(line, column, f"{text!r} is not a finite number"))
         return None
+    if abs(value) > MAX_MAGNITUDE:  # the services' bound; 1e19 did not fit a Money's units (the fuzz)
+        problems.append(
+            CsvProblem(line, column, f"{text!r} is beyond the limit of {MAX_MAGNITUDE:g} in magnitude")
+        )
+        return None
     return value
 
 
@@ -185,6 +194,8 @@ def read_catalog(path: Path) -> tuple[list[pb.Item], list[int], list[CsvProblem]
                 image_bytes = image.read_bytes()
             except OSError as exc:
                 problems.append(CsvProblem(line, "image", f"cannot read {image}: {exc.strerror}"))
+            except ValueError:  # a NUL in the path (the fuzz found it)
+                problems.append(CsvProblem(line, "image", f"{row['image']!r} is not a file path"))
         if len(problems) > before:
             continue
         msg = pb.Item(
@@ -228,10 +239,16 @@ def read_events(path: Path) -> tuple[list[pb.Event], list[int], list[CsvProblem]
         when = None
         try:
             when = datetime.fromisoformat(row["time"])
+            # In UTC within years 1-9999 (0001-01-01T00:00+05:00 overflowed in FromDatetime; found writing the fuzz).
+            when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
         except ValueError:
+            when = None
             problems.append(
                 CsvProblem(line, "time", f"{row['time']!r} is not an ISO 8601 time (2024-03-01T12:00:00Z)")
             )
+        except OverflowError:
+            when = None
+            problems.append(CsvProblem(line, "time", f"{row['time']!r} is outside years 1-9999 in UTC"))
         quantity = _number(row, "quantity", line, problems)
         value = _number(row, "value", line, problems)
         if quantity is not None and quantity < 0:
@@ -257,7 +274,7 @@ def read_events(path: Path) -> tuple[list[pb.Event], list[int], list[CsvProblem]
         )
         if value is not None:
             e.value.CopyFrom(_money(str(value), "") or money_pb2.Money())
-        e.time.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
+        e.time.FromDatetime(when)
         events.append(e)
         lines.append(line)
     return events, lines, problems

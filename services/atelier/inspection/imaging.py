@@ -10,11 +10,14 @@ import numpy as np
 from atelier.runtime import images
 
 # Documented limits (proto comments and README): greyscale or colour, 8 or 16 bits, with or without
-# an alpha channel (converted to 8-bit grey), each side 32..16384 px, at most 64 megapixels (a
-# 256 x 4096 line-scan strip is 1 MP) and 64 MB encoded. Checked from the header, before decoding.
+# an alpha channel (converted to 8-bit grey), each side 32..16384 px, at most 16 Mi pixels (a
+# 256 x 4096 line-scan strip is 1 MP; a 16k-pixel line camera's 1024-line frame is 16 MP) and 64 MB
+# encoded. Checked from the header, before decoding. The pixel limit was 64 Mi: a 64 MP frame of a
+# woven pattern, a 935 KB PNG, cost 73 CPU-s and +4.8 GB of peak memory (bench/image_bomb.py
+# --part frames; inspection costs ~1.2 CPU-s and ~75 bytes of peak memory per pixel).
 MIN_SIDE_PX = 32
 MAX_SIDE_PX = 16384
-MAX_PIXELS = 64 * 1024 * 1024
+MAX_PIXELS = 16 * 1024 * 1024
 MAX_ENCODED_BYTES = 64 * 1024 * 1024
 LIMITS = images.ImageLimits(
     max_bytes=MAX_ENCODED_BYTES, max_side_px=MAX_SIDE_PX, max_pixels=MAX_PIXELS, min_side_px=MIN_SIDE_PX

@@ -188,7 +188,10 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
                 if decoded is None:
                     continue
                 if texture.padding_mask(decoded.grey).all():
-                    v.add(f"good_images[{i}].data", "the image has no fabric: it is all flat white padding")
+                    v.add(
+                        f"good_images[{i}].data",
+                        "the image has no fabric: all flat white padding, or one grey level throughout",
+                    )
                     continue
                 goods.append(decoded.grey)
         v.raise_if_any("the profile request is invalid")

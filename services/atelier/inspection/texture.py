@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.ndimage import median_filter
 
-from atelier.inspection.fabric import off_fabric_mask, selvage_zone
+from atelier.inspection.fabric import off_fabric_mask, selvage_zone, shows_no_fabric
 
 METHOD = "texture-knn-v4"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
@@ -277,6 +277,8 @@ class TextureModel:
 
     def score(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(anomaly score per image pixel, off-fabric mask): float32 map the image's size, 0 off-fabric."""
+        if shows_no_fabric(grey):  # nothing to describe: skip the features and the kNN (all 0)
+            return np.zeros(grey.shape, np.float32), np.ones(grey.shape, bool)
         scores, off = self.grid_scores(grey)
         if len(self.column_scale) == scores.shape[1]:  # a frame as wide as the good ones
             scores *= self.column_scale[None, :]

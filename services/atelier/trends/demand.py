@@ -102,14 +102,14 @@ def forecast_demand(
         except BaseException:
             pool.abandon([future])
             raise
-        for i, (mean, _) in zip(members, fitted, strict=True):
+        for i, (mean, _, fallback) in zip(members, fitted, strict=True):
             sizes = histories[i][histories[i] > 0]
             mean = np.maximum(mean, 0.0)
             intervals = {lv: mixture_interval(mean, sizes, lv) for lv in levels}
             notes = [
                 f"ADI {profiles[i].adi_periods:.2f} periods, CV² {profiles[i].cv2:.2f}: {demand_class} demand; "
                 "intervals from the per-period demand distribution (occurrence x observed sizes)"
-            ]
+            ] + ([fallback] if fallback else [])
             out[i] = (Prediction(mean, intervals, f"{demand_class}:{model}", notes), profiles[i])
     for i, p in enumerate(profiles):
         if p.demand_class == "zero":

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -92,15 +92,18 @@ def _statsforecast_model(name: str, season: int | tuple[int, ...], seasonal: boo
     return Naive(alias="m")
 
 
-def fit_chunk(
-    name: str,
-    season: int | tuple[int, ...],
-    seasonal: bool,
-    histories: list[np.ndarray],
-    horizon: int,
-    levels: Sequence[int],
+class SeriesFit(NamedTuple):
+    """One series' statistical fit: mean, intervals per level, and why the fallback model was used
+    ('' when the requested model fitted)."""
+
+    mean: np.ndarray
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]]
+    fallback: str = ""
+
+
+def _forecast(
+    model: Any, histories: list[np.ndarray], horizon: int, levels: Sequence[int]
 ) -> list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]]:
-    """Fits one model per series of a chunk (runs in a worker process)."""
     import pandas as pd
     from statsforecast import StatsForecast
 
@@ -113,9 +116,11 @@ def fit_chunk(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = StatsForecast(
-            models=[_statsforecast_model(name, season, seasonal)], freq=1, n_jobs=1
-        ).forecast(df=frame, h=horizon, **({"level": list(levels)} if levels else {}))  # type: ignore[arg-type]
+        result = StatsForecast(models=[model], freq=1, n_jobs=1).forecast(
+            df=frame,
+            h=horizon,
+            **({"level": list(levels)} if levels else {}),  # type: ignore[arg-type]
+        )
     out = []
     for i in range(len(histories)):
         rows = result[result["unique_id"] == i]
@@ -123,6 +128,49 @@ def fit_chunk(
             lv: (rows[f"m-lo-{lv}"].to_numpy(float), rows[f"m-hi-{lv}"].to_numpy(float)) for lv in levels
         }
         out.append((rows["m"].to_numpy(float), intervals))
+    return out
+
+
+def fit_chunk(
+    name: str,
+    season: int | tuple[int, ...],
+    seasonal: bool,
+    histories: list[np.ndarray],
+    horizon: int,
+    levels: Sequence[int],
+) -> list[SeriesFit]:
+    """Fits one model per series of a chunk (runs in a worker process).
+
+    A series whose model fails (raises, or forecasts a non-finite mean) gets the naive model
+    instead, with the reason in SeriesFit.fallback: one bad series must not fail the whole chunk,
+    and with it every other series of a multi-series forecast (issue 14). When the chunk's fit
+    raises, its series are fitted one by one to find the failing ones.
+    """
+    model = _statsforecast_model(name, season, seasonal)
+    failed: dict[int, str] = {}
+    fits: list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]] | None]
+    try:
+        fits = list(_forecast(model, histories, horizon, levels))
+    except Exception:
+        fits = []
+        for i, y in enumerate(histories):
+            try:
+                fits.append(_forecast(_statsforecast_model(name, season, seasonal), [y], horizon, levels)[0])
+            except Exception as exc:  # the reason goes to the caller in words, the class only (no paths)
+                fits.append(None)
+                failed[i] = f"{name} failed on this series ({type(exc).__name__})"
+    for i, fit in enumerate(fits):
+        if fit is not None and not np.isfinite(fit[0]).all():
+            failed[i] = f"{name} forecast non-finite values for this series"
+    out = []
+    for i, fit in enumerate(fits):
+        if i in failed or fit is None:
+            from statsforecast.models import Naive
+
+            mean, intervals = _forecast(Naive(alias="m"), [histories[i]], horizon, levels)[0]
+            out.append(SeriesFit(mean, intervals, f"{failed[i]}: naive used in its place"))
+        else:
+            out.append(SeriesFit(*fit))
     return out
 
 
@@ -135,7 +183,7 @@ def fit_chunk_with_holdout(
     levels: Sequence[int],
     holdout: int,
     holdout_min_train: int,
-) -> tuple[list[tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]], dict[int, np.ndarray]]:
+) -> tuple[list[SeriesFit], dict[int, np.ndarray]]:
     """fit_chunk, plus the model's interval errors on a holdout of the last `holdout` periods.
 
     For each level, the ratios |actual - mean| / half-width of the interval over every holdout
@@ -147,10 +195,15 @@ def fit_chunk_with_holdout(
     ratios: dict[int, np.ndarray] = {lv: np.empty(0) for lv in levels}
     if long_enough and holdout > 0 and levels:
         held = fit_chunk(name, season, seasonal, [y[:-holdout] for y in long_enough], holdout, levels)
-        actual = np.concatenate([y[-holdout:] for y in long_enough])
-        mean = np.concatenate([m for m, _ in held])
+        # The model's own errors: a series that fell back to naive says nothing about them.
+        kept = [(y, fit) for y, fit in zip(long_enough, held, strict=True) if not fit.fallback]
+        held = [fit for _, fit in kept]
+        if not held:
+            return fits, ratios
+        actual = np.concatenate([y[-holdout:] for y, _ in kept])
+        mean = np.concatenate([fit.mean for fit in held])
         for lv in levels:
-            half = np.concatenate([(hi - lo) / 2 for _, iv in held for lo, hi in [iv[lv]]])
+            half = np.concatenate([(hi - lo) / 2 for fit in held for lo, hi in [fit.intervals[lv]]])
             ok = np.isfinite(half) & (half > 0) & np.isfinite(mean)
             ratios[lv] = np.abs(actual - mean)[ok] / half[ok]
     return fits, ratios
@@ -417,7 +470,7 @@ def _finish_predict(
                 )
         if progress:
             progress(0.5, "global model fitted")
-    stats: dict[int, tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+    stats: dict[int, SeriesFit] = {}
     ratios: dict[bool, dict[int, list[np.ndarray]]] = {
         flag: {lv: [] for lv in levels} for flag in (True, False)
     }
@@ -434,8 +487,8 @@ def _finish_predict(
     factors = {flag: _calibration_factors(ratios[flag], levels) for flag in (True, False)}
     out = []
     for i in range(count):
-        mean, intervals = stats[i]
-        notes: list[str] = []
+        mean, intervals, fallback = stats[i]
+        notes: list[str] = [fallback] if fallback else []
         if calibrate:
             factor = factors[seasonal[i]]
             if factor is None:
@@ -448,6 +501,8 @@ def _finish_predict(
         # The label names the model that made the numbers: a short history asked for naive or
         # seasonal naive got naive, not ETS.
         name = stat_name if seasonal[i] else ("naive" if model in ("naive", "snaive") else "ets_nonseasonal")
+        if fallback:
+            name = "naive"
         if not seasonal[i]:
             notes.append(
                 f"history of {len(histories[i])} periods is shorter than two seasons ({2 * season}): "

@@ -31,8 +31,9 @@ class InspectionServiceStub:
     then finds, outlines, types and grades defects.
 
     Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
-    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
-    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 16 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP, a 16k-pixel camera's 1024-line frame 16 MP), checked from the header
+    before decoding; a frame of one grey level shows no fabric (not defective, score 0); CreateProfile's images at most
     128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
     (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
@@ -66,8 +67,9 @@ class InspectionServiceAsyncStub(InspectionServiceStub):
     then finds, outlines, types and grades defects.
 
     Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
-    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
-    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 16 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP, a 16k-pixel camera's 1024-line frame 16 MP), checked from the header
+    before decoding; a frame of one grey level shows no fabric (not defective, score 0); CreateProfile's images at most
     128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
     (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
@@ -97,8 +99,9 @@ class InspectionServiceServicer(metaclass=_abc_1.ABCMeta):
     then finds, outlines, types and grades defects.
 
     Images: PNG, JPEG, TIFF, WebP or BMP, 8- or 16-bit greyscale, greyscale + alpha, palette, RGB or
-    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 64 Mi pixels (a 256 x 4096
-    line-scan strip is 1 MP), checked from the header before decoding; CreateProfile's images at most
+    RGBA (all read as 8-bit grey); each side 32..16384 px and at most 16 Mi pixels (a 256 x 4096
+    line-scan strip is 1 MP, a 16k-pixel camera's 1024-line frame 16 MP), checked from the header
+    before decoding; a frame of one grey level shows no fabric (not defective, score 0); CreateProfile's images at most
     128 Mi pixels together. Anything else is INVALID_ARGUMENT naming the field and the cause
     (corrupt or truncated data, bit depth, size). Flat white (>= 250) areas are off-fabric padding and never scored.
     Axes: image rows (y) run along the roll (one line-camera scan per row), columns (x) across it.
