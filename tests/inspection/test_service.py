@@ -384,3 +384,22 @@ def test_a_profile_of_an_older_method_asks_for_retraining(
             stub.InspectImage(pb.InspectImageRequest(article="plain-1", image=image(png(weave(128, 512, 3)))))
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "texture-knn-v0" in info.value.details() and "CreateProfile" in info.value.details()
+
+
+def test_a_frame_without_fabric_is_a_failed_frame_not_a_pass(
+    stub: inspection_pb2_grpc.InspectionServiceStub,
+) -> None:
+    """Lights off or a lens cap: the frame was not inspected. A silent 'not defective' would let a roll
+    pass that nobody looked at; as a failed frame it makes the roll INCOMPLETE."""
+    synthetic_profile(stub)
+    frames = [
+        pb.InspectStreamRequest(
+            article="plain-1", image=image(png(np.zeros((128, 512), np.uint8))), frame_index=0
+        ),
+        pb.InspectStreamRequest(image=image(png(np.full((128, 512), 255, np.uint8))), frame_index=1),
+        pb.InspectStreamRequest(image=image(png(weave(128, 512, 5))), frame_index=2),
+    ]
+    replies = list(stub.InspectStream(iter(frames)))
+    for reply in replies[:2]:
+        assert reply.error.code == "FAILED_PRECONDITION" and "shows no fabric" in reply.error.message
+    assert replies[2].HasField("result") and not replies[2].result.defective

@@ -190,7 +190,8 @@ def test_an_all_black_frame_costs_no_texture_work(
     """The issue's 65 KB all-black 8192 x 8192 PNG (within the 64 Mi px limit then) cost 54 CPU-s and
     +2,984 MB of peak RSS and came back as one frame-sized defect. It is beyond the frame limit now
     (16 Mi px: a 64 MP woven frame cost 73 CPU-s and +4.8 GB); one grey level within it shows no
-    fabric and is answered like an all-padding frame (not defective, score 0) without texture work."""
+    fabric: FAILED_PRECONDITION without texture work (a stream lists it as a failed frame, so the roll
+    is INCOMPLETE, never PASS)."""
     insp = inspection_pb2_grpc.InspectionServiceStub(channel_to("inspection", build_inspection))
     goods = [image_pb2.Image(data=png(weave(128, 256, s))) for s in range(4)]
     insp.CreateProfile(inspection_pb2.CreateProfileRequest(article="a", good_images=goods))
@@ -201,13 +202,21 @@ def test_an_all_black_frame_costs_no_texture_work(
     grown = peak_rss_growth_mb(lambda: found.extend(refused(lambda: insp.InspectImage(request))))
     assert [f for f, _ in found] == ["image.data"] and "larger than the limit" in found[0][1]
     assert grown < 50, f"peak RSS grew {grown:.0f} MB"
-    replies: list[inspection_pb2.InspectImageResponse] = []
+    errors: list[grpc.RpcError] = []
+
+    def inspect_black() -> None:
+        try:
+            insp.InspectImage(request)
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
     request = inspection_pb2.InspectImageRequest(
         article="a", image=image_pb2.Image(data=png(np.zeros((4096, 4096), np.uint8)))
     )
-    grown = peak_rss_growth_mb(lambda: replies.append(insp.InspectImage(request)))
-    (reply,) = replies
-    assert not reply.defective and reply.image_score == 0.0 and not reply.defects
+    grown = peak_rss_growth_mb(inspect_black)
+    # Not a silent pass: nothing was inspected (a roll counting this frame is INCOMPLETE).
+    (error,) = errors
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "shows no fabric" in error.details()
     # The decoded frame (16 MB) and a float map (64 MB) remain; its features took ~750 MB.
     assert grown < 300, f"peak RSS grew {grown:.0f} MB"
     # A flat grey good image has no fabric either: CreateProfile names it.

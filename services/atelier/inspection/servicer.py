@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Histogram
 
 from atelier.common.v1 import geometry_pb2, image_pb2
-from atelier.inspection import grading, imaging, texture
+from atelier.inspection import fabric, grading, imaging, texture
 from atelier.inspection.profiles import ARTICLE_PATTERN, ProfileInfo, ProfileNotFound, ProfileStore
 from atelier.inspection.regions import DefectKind, Region, find_regions
 from atelier.inspection.v1 import inspection_pb2 as pb
@@ -277,6 +277,13 @@ class InspectionServicer(inspection_pb2_grpc.InspectionServiceServicer):
         include_crops: bool = False,
     ) -> pb.InspectImageResponse:
         started = time.perf_counter()
+        if fabric.shows_no_fabric(decoded.grey):
+            # Lights off, a lens cap, a gap between rolls: nothing was inspected, so the frame must not
+            # pass as good. A stream answers it as a failed frame, and a roll counting it is INCOMPLETE.
+            raise FailedPreconditionError(
+                "the frame shows no fabric (one grey level throughout, or all flat white padding): "
+                "check the camera, its lighting and that cloth is under it; this frame was not inspected"
+            )
         with self._slots:
             anomaly, pad = model.score(decoded.grey)
         regions = find_regions(anomaly, model.threshold, decoded.grey, pad)
