@@ -91,7 +91,7 @@ def _spin(job: JobHandle) -> wrappers_pb2.Int64Value:
 
 
 def test_a_starting_replica_leaves_a_live_replicas_job_alone(store: Store) -> None:
-    first = JobManager(store, "test", workers=1, owner="replica-a", lease_s=1.0)
+    first = JobManager(store, "test", workers=1, owner="replica-a", lease_s=3.0)
     release = threading.Event()
 
     def work(job: JobHandle) -> wrappers_pb2.Int64Value:
@@ -102,8 +102,10 @@ def test_a_starting_replica_leaves_a_live_replicas_job_alone(store: Store) -> No
 
     name = first.submit("work", work)
     time.sleep(0.2)
-    second = JobManager(store, "test", workers=1, owner="replica-b", lease_s=1.0)
-    time.sleep(2.5)  # more than two leases: the owner's heartbeat keeps the job its own
+    second = JobManager(store, "test", workers=1, owner="replica-b", lease_s=3.0)
+    # More than two leases: the owner's heartbeat keeps the job its own. (A 1 s lease failed once on
+    # a machine at load 20: a heartbeat stalled past it; the rule under test is the same at 3 s.)
+    time.sleep(6.5)
     assert _state(second.get(name)) == progress_pb2.JOB_STATE_RUNNING
     release.set()
     op = second.wait(name, timeout_s=10)
