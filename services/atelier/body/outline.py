@@ -50,6 +50,11 @@ def _extent(pose: Pose) -> tuple[float, float, float]:
     return float(np.ptp(pts[:, 1])), float(np.median(pts[:, 0])), float(pts[:, 1].min())
 
 
+def person_mask(pose: Pose) -> np.ndarray:
+    """The pose's person pixels (bool): its soft mask over 0.5, else its hard mask."""
+    return pose.soft > 0.5 if pose.soft is not None else pose.mask
+
+
 KEY_LANDMARKS = (
     "nose",
     "left_shoulder",
@@ -75,7 +80,7 @@ def distinct_people(poses: Sequence[Pose]) -> list[Pose]:
     order = sorted(range(len(poses)), key=lambda i: -plausibility(poses[i]))
     kept: list[Pose] = []
     for i in order:
-        mask = poses[i].soft > 0.5 if poses[i].soft is not None else poses[i].mask
+        mask = person_mask(poses[i])
         duplicate = False
         for other in kept:
             o = other.soft > 0.5 if other.soft is not None else other.mask
@@ -128,7 +133,7 @@ def touches_another(poses: Sequence[Pose], index: int) -> bool:
     measured; people in contact or one in front of the other cannot be (an arm or a leg of the
     other could be taken for theirs).
     """
-    own = poses[index].soft > 0.5 if poses[index].soft is not None else poses[index].mask
+    own = person_mask(poses[index])
     ys = np.nonzero(own)[0]
     if ys.size == 0:
         return True
@@ -137,7 +142,7 @@ def touches_another(poses: Sequence[Pose], index: int) -> bool:
     for i, other in enumerate(poses):
         if i == index:
             continue
-        theirs = other.soft > 0.5 if other.soft is not None else other.mask
+        theirs = person_mask(other)
         if (grown & theirs).any():
             return True
     return False
@@ -228,11 +233,17 @@ def _grabcut(crop: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray:
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
         cv2.grabCut(
-            cv2.cvtColor(small, cv2.COLOR_RGB2BGR), small_labels, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK
+            cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+            small_labels,
+            (0, 0, 0, 0),
+            bgd,
+            fgd,
+            3,
+            cv2.GC_INIT_WITH_MASK,
         )
     except cv2.error:
         return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    fg = np.isin(small_labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    fg: np.ndarray = np.isin(small_labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
     return fg.astype(bool) | (labels == cv2.GC_FGD)
@@ -269,7 +280,9 @@ def _complete_feet(image_rgb: np.ndarray, mask: np.ndarray, person_h: int) -> np
         return mask
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(cv2.cvtColor(box, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(
+            cv2.cvtColor(box, cv2.COLOR_RGB2BGR), gc, (0, 0, 0, 0), bgd, fgd, 3, cv2.GC_INIT_WITH_MASK
+        )
     except cv2.error:
         return mask
     fg = np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD))

@@ -197,9 +197,9 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
         mask[:margin_y], mask[-margin_y:], mask[:, :margin_x], mask[:, -margin_x:] = (cv2.GC_BGD,) * 4
         if (mask == cv2.GC_FGD).any():
             cv2.grabCut(
-                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
+                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
             )
-    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    fg: np.ndarray = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
     return fg.astype(bool)
@@ -1281,8 +1281,8 @@ def draw_overlay(
     cv2.line(out, (8, top), (8, bottom), (0, 0, 255), thick + 1)
     for y in (top, bottom):
         cv2.line(out, (0, y), (out.shape[1] - 1, y), (0, 0, 255), 1)
-    for x, y in view.shoulder_points.values():
-        cv2.drawMarker(out, (round(x), round(y)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
+    for sx, sy in view.shoulder_points.values():
+        cv2.drawMarker(out, (round(sx), round(sy)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
     for a, b in SKELETON:
         la, lb = view.landmarks.get(a), view.landmarks.get(b)
         if la is not None and lb is not None and min(la.visibility, lb.visibility) > 0.5:
