@@ -282,3 +282,17 @@ def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:
     assert found.soft is not None and _iou(found.soft > 0.5, r.mask) > 0.7
     nose = found.landmarks["nose"]
     assert r.mask[round(nose.y_px), max(0, round(nose.x_px) - 15) : round(nose.x_px) + 15].any()
+
+
+def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -> None:
+    """A side photo in which the pose model finds nobody (here: the empty room) is not used, with a
+    warning and a side quality of 0 naming the retake; the front photo is still measured."""
+    front = render_scene(BODY, "front", CAM, "drawn", arm_angle_deg=30, seed=1).image_rgb
+    empty = render_scene(BODY, "side", CAM, "drawn", seed=2)
+    room = empty.image_rgb.copy()
+    room[empty.mask] = room[0, 0]  # the person painted out: a wall colour where they stood
+    result = measure(front, room, 176, 82, "male", BodyModel.load(), pose)
+    assert result.side_quality is not None and result.side_quality.score == 0.0
+    assert "side photo not used" in result.side_quality.issues[0]
+    assert not any(k.endswith("_depth") for k in result.observed_cm)
+    assert "waist_width" in result.observed_cm

@@ -272,7 +272,7 @@ def segment(
         # its verdict is not the reason to give.
         raise PhotoError(
             exc.field,
-            "the pose model found no person in the photo, and the outline by colour alone was not "
+            f"{NO_PERSON}, and the outline by colour alone was not "
             f"usable ({exc.reason}): retake it with the whole body in view, facing the camera (or "
             "side-on for the side photo), in good light in front of a plainer background",
         ) from None
@@ -954,6 +954,39 @@ def _levelled(
     return level, again
 
 
+NO_PERSON = "the pose model found no person in the photo"
+
+
+def _side_view(
+    side_rgb: np.ndarray | None, pose_model: PoseModel | None
+) -> tuple[ViewResult | None, PhotoQuality | None]:
+    """The side photo's view; or, where the pose model finds nobody in it, none and why (quality 0).
+
+    The side photo only adds depths: a side photo the pose model finds no one in (a slim profile
+    before a busy facade, even in strips) is not a reason to refuse the front, and its colour
+    outline alone is no measurement (on such photos GrabCut took in ceiling lamps or a wall, and
+    kmeans seeding made it differ from run to run). Other refusals (cut off, too small, blurred,
+    several people) stand: those name a fix for a photo that has a person in it.
+    """
+    if side_rgb is None:
+        return None, None
+    try:
+        side = segment(side_rgb, pose_model, "side", "side")
+    except PhotoError as exc:
+        if pose_model is None or not exc.reason.startswith(NO_PERSON):
+            raise
+        side = None
+    if side is not None and (pose_model is None or side.landmarks):
+        return side, None
+    return None, PhotoQuality(
+        0.0,
+        [
+            "side photo not used: the pose model found no person in it (retake it side-on in front of "
+            "a plainer background, whole body in view); depths unknown, girths rest on widths and the model"
+        ],
+    )
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -981,7 +1014,9 @@ def measure(
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
     ankle_share = outline.ANKLE_SHARE.get(sex or "", outline.ANKLE_SHARE_ANY)
     front = segment(front_rgb, pose_model, "front", "front", ankle_share=ankle_share)
-    side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
+    side, side_dropped = _side_view(side_rgb, pose_model)
+    if side_dropped is not None:
+        warnings.append(("", side_dropped.issues[0]))
     pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
     if abs(pitch) >= camera.MIN_PITCH_DEG:
         # Measure on the photos a level camera would have taken (the same phone for both photos).
@@ -1170,7 +1205,7 @@ def measure(
             else:
                 for level, depth in depths.items():
                     observed[f"{level}_depth"] = depth
-    else:
+    elif side_dropped is None:
         warnings.append(
             (
                 "",
@@ -1240,7 +1275,7 @@ def measure(
         final.sex_probability.get("male", 0.0),
         front_lines=lines,
         front_quality=PhotoQuality(round(front.quality, 3), front.issues),
-        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else None,
+        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else side_dropped,
         photo_values_used=len(observed),
         camera_pitch_deg=round(pitch, 1),
         shoulder_points=dict(front.shoulder_points),
