@@ -960,13 +960,15 @@ NO_PERSON = "the pose model found no person in the photo"
 def _side_view(
     side_rgb: np.ndarray | None, pose_model: PoseModel | None
 ) -> tuple[ViewResult | None, PhotoQuality | None]:
-    """The side photo's view; or, where the pose model finds nobody in it, none and why (quality 0).
+    """The side photo's view; or, where neither the pose model nor the colour outline finds a
+    person in it, none and why (quality 0).
 
     The side photo only adds depths: a side photo the pose model finds no one in (a slim profile
-    before a busy facade, even in strips) is not a reason to refuse the front, and its colour
-    outline alone is no measurement (on such photos GrabCut took in ceiling lamps or a wall, and
-    kmeans seeding made it differ from run to run). Other refusals (cut off, too small, blurred,
-    several people) stand: those name a fix for a photo that has a person in it.
+    before a busy facade, even in strips) and whose colour outline is not usable either is not a
+    reason to refuse the front. Other refusals (cut off, too small, blurred, several people) stand:
+    those name a fix for a photo that has a person in it. (A colour outline that passes its checks
+    on a busy background can still be wrong: GrabCut took in ceiling lamps on one render, with
+    kmeans seeding that differs from run to run.)
     """
     if side_rgb is None:
         return None, None
@@ -976,7 +978,9 @@ def _side_view(
         if pose_model is None or not exc.reason.startswith(NO_PERSON):
             raise
         side = None
-    if side is not None and (pose_model is None or side.landmarks):
+    if side is not None:
+        # A colour outline that passed its checks is kept: on a plain background it is exact (the
+        # flat renders), and the side outline check (any implausible depth drops all) still applies.
         return side, None
     return None, PhotoQuality(
         0.0,
