@@ -379,7 +379,8 @@ def test_pose_model_finds_landmarks_on_a_real_photo() -> None:
 
 @pytest.mark.slow
 def test_real_photos_bad_inputs_over_grpc(pose_stub: body_pb2_grpc.BodyServiceStub) -> None:
-    """Real photos with the pose model: a portrait is cut off, two people are refused, a thumbnail is tiny."""
+    """Real photos with the pose model: a portrait is cut off, two people side by side in contact are
+    refused, a thumbnail is tiny."""
     image = cv2.cvtColor(cv2.imread(str(GRACE_HOPPER)), cv2.COLOR_BGR2RGB)
     portrait = image_pb2.Image(data=GRACE_HOPPER.read_bytes(), mime_type="image/jpeg")
     desc = violations(pose_stub.MeasureBody, body_pb2.MeasureBodyRequest(height_cm=165, front=portrait))
@@ -389,8 +390,8 @@ def test_real_photos_bad_inputs_over_grpc(pose_stub: body_pb2_grpc.BodyServiceSt
     assert desc == [
         (
             "front.data",
-            "2 people of similar size found: the photo must show one person "
-            "(ask the others to step out of the picture)",
+            "2 people of similar size found, in contact or one in front of another: the photo must "
+            "show one person (ask the others to step out of the picture)",
         )
     ]
     thumb = _jpeg(cv2.resize(image, (200, 234), interpolation=cv2.INTER_AREA))

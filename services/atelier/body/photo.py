@@ -29,7 +29,7 @@ import numpy as np
 
 from atelier.body import camera, outline
 from atelier.body.pose import Landmark, Pose, PoseModel
-from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation
+from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation, Prediction
 from atelier.runtime import images
 
 MIN_SHORT_SIDE_PX = 256
@@ -197,9 +197,9 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
         mask[:margin_y], mask[-margin_y:], mask[:, :margin_x], mask[:, -margin_x:] = (cv2.GC_BGD,) * 4
         if (mask == cv2.GC_FGD).any():
             cv2.grabCut(
-                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
+                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
             )
-    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    fg: np.ndarray = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
     return fg.astype(bool)
@@ -253,6 +253,7 @@ def segment(
     field_name: str,
     view: str = "front",
     check_framing: bool = True,
+    ankle_share: float = outline.ANKLE_SHARE_ANY,
 ) -> ViewResult:
     """The person's outline, landmarks, height scale and framing checks for one photo.
 
@@ -263,7 +264,7 @@ def segment(
     poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
     poses = outline.distinct_people(poses)
     try:
-        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing)
+        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing, ankle_share)
     except PhotoError as exc:
         if pose_model is None or poses:
             raise
@@ -271,7 +272,7 @@ def segment(
         # its verdict is not the reason to give.
         raise PhotoError(
             exc.field,
-            "the pose model found no person in the photo, and the outline by colour alone was not "
+            f"{NO_PERSON}, and the outline by colour alone was not "
             f"usable ({exc.reason}): retake it with the whole body in view, facing the camera (or "
             "side-on for the side photo), in good light in front of a plainer background",
         ) from None
@@ -284,20 +285,30 @@ def _segment(
     field_name: str,
     view: str,
     check_framing: bool,
+    ankle_share: float = outline.ANKLE_SHARE_ANY,
 ) -> ViewResult:
     h, w = image_rgb.shape[:2]
     landmarks: dict[str, Landmark] = {}
     issues: list[str] = []
     learned = False
+    quality_factor = 1.0
     if poses:
         best, similar = outline.choose_person(poses, w)
-        if similar:
+        if similar and outline.touches_another(poses, best):
             raise PhotoError(
                 f"{field_name}.data",
-                f"{similar + 1} people of similar size found: the photo must show one person "
-                "(ask the others to step out of the picture)",
+                f"{similar + 1} people of similar size found, in contact or one in front of another: "
+                "the photo must show one person (ask the others to step out of the picture)",
             )
-        if len(poses) > 1:
+        if similar:
+            # Standing apart, each has an outline of their own: the most central, tallest, clearest
+            # one is measured (a group photo with head and feet in view is not refused).
+            quality_factor = 0.7
+            issues.append(
+                f"{similar + 1} people of similar size in the photo: the one "
+                f"{_where(poses[best], w)} was measured; if that is not you, retake with you alone"
+            )
+        elif len(poses) > 1:
             issues.append(
                 f"{len(poses) - 1} other (smaller) people ignored: the largest person was measured; "
                 "a photo of one person alone is safer"
@@ -353,7 +364,7 @@ def _segment(
         raise PhotoError(
             f"{field_name}.data", "the photo is too blurred to find the body outline (hold the phone still)"
         )
-    quality = min(1.0, sharp / (2 * MIN_SHARPNESS)) ** 0.5
+    quality = min(1.0, sharp / (2 * MIN_SHARPNESS)) ** 0.5 * quality_factor
     if bottom - top < GOOD_PERSON_PX:
         quality *= ((bottom - top) / GOOD_PERSON_PX) ** 0.5
         issues.append(
@@ -370,6 +381,10 @@ def _segment(
     if learned:
         top_px = outline.head_top_px(person, landmarks)
         bottom_px, floor_by = outline.heel_contact_px(person, landmarks)
+        if view == "front":
+            floor = outline.front_floor_px(person, top_px, landmarks, ankle_share)
+            if floor is not None:
+                bottom_px, floor_by = floor, "ankle landmarks"
     person_px = bottom_px - top_px
     hips = [landmarks[n] for n in ("left_hip", "right_hip") if n in landmarks]
     if hips:
@@ -391,6 +406,13 @@ def _segment(
         # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
         result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
     return result
+
+
+def _where(pose: Pose, width_px: int) -> str:
+    """Where a person stands across the photo, in words."""
+    xs = [lm.x_px for lm in pose.landmarks.values()]
+    share = float(np.median(xs)) / width_px if xs else 0.5
+    return "on the left" if share < 0.4 else "on the right" if share > 0.6 else "in the middle"
 
 
 def _cut_off(
@@ -533,6 +555,59 @@ def band_width(
     return pick
 
 
+# How far below the chest row the armpits are looked for, and the inward jump of a run's edge
+# (cm) that marks one: above it the arm and the torso are one run, below it there is a gap.
+ARMPIT_SEARCH_CM = 15.0
+ARMPIT_JUMP_CM = 1.5
+# The edge just below the armpit is taken over this many cm; extra noise (cm) on such a width.
+ARMPIT_SPAN_CM = 4.0
+# The edge's slope (px per row) carried up to the chest row is bounded: the gap's top rows bend.
+ARMPIT_MAX_SLOPE = 0.2
+ARMPIT_SD_CM = 1.0
+
+
+def armpit_edges_px(
+    mask: np.ndarray, row_px: float, centre_x: float, px_per_cm: float
+) -> tuple[float, float] | None:
+    """The torso's left and right edges (px) at ``row_px`` where an arm joins it there; None if neither does.
+
+    In the front photo the upper arm lies against the chest down to the armpit, so the run through
+    the body's centre at chest level spans part of the arms (on the renders the chest width was
+    2-3 cm too large, 6 cm on some). Going down from the chest row, the run's edge jumps inward
+    where the gap between arm and torso opens: the torso's edge there (the median over the first
+    ARMPIT_SPAN_CM below the jump, carried up along its slope) stands for its edge at the chest row.
+    """
+    rows = range(round(row_px), min(mask.shape[0], round(row_px + ARMPIT_SEARCH_CM * px_per_cm)))
+    runs = [run_width_px(mask, r, centre_x) for r in rows]
+    left = np.array([r[0] for r in runs])
+    right = np.array([r[1] for r in runs])
+    jump = ARMPIT_JUMP_CM * px_per_cm
+    span = max(2, round(ARMPIT_SPAN_CM * px_per_cm))
+    found = False
+    out = [float(left[0]), float(right[0])]
+    for k, edge, sign in ((0, left, 1.0), (1, right, -1.0)):
+        if np.isnan(edge).any():
+            continue
+        # Inward moves of the edge going down, over 1 cm (the learned mask can close the top of
+        # the gap over a few rows, so the edge slides rather than steps there).
+        base = max(1, round(1.0 * px_per_cm))
+        steps = sign * (edge[base:] - edge[:-base])
+        at = np.nonzero(steps > jump)[0]
+        if at.size:
+            first = at[0] + base
+            below = edge[first : first + span]
+            if below.size >= 3:
+                # The torso's edge below the armpit, carried up to the chest row along its own slope
+                # (a belly narrows upward, a V-shaped torso widens), the slope bounded.
+                slope, _ = np.polyfit(np.arange(below.size, dtype=float), below, 1)
+                slope = float(np.clip(slope, -ARMPIT_MAX_SLOPE, ARMPIT_MAX_SLOPE))
+                out[k] = float(np.median(below[:3]) - slope * (first + 1))
+            else:
+                out[k] = float(np.median(below))
+            found = True
+    return (out[0], out[1]) if found else None
+
+
 def crotch_height_cm(view: ViewResult, px_per_cm: float, start_row: float) -> float:
     """Height of the crotch: where the inner edges of the legs meet.
 
@@ -638,6 +713,72 @@ def hip_level_cm(
     return predicted_cm if found is None else found
 
 
+def side_outline_problem(side: ViewResult, depths: Mapping[str, Observation], reference: Prediction) -> str:
+    """What says the side photo's outline is not the whole person ('' when nothing does).
+
+    Its depths share one outline and one scale, so one sign of a broken outline discards them all:
+    the feet's landmarks below the outline's bottom (the outline lost the lower legs against the
+    background, and the scale with them), or a depth the model finds implausible for the height
+    and weight. On busy backgrounds such side outlines took in a sign or a lamp and lost the feet;
+    each depth then was 3-7 cm off, and only the grossest one was caught on its own.
+    """
+    ys = np.nonzero(side.mask)[0]
+    bottom, top = float(ys.max()), float(ys.min())
+    feet = [
+        side.landmarks[n]
+        for n in ("left_ankle", "right_ankle", "left_heel", "right_heel")
+        if n in side.landmarks and side.landmarks[n].visibility > 0.5
+    ]
+    if any(lm.y_px > bottom + 0.02 * (bottom - top) for lm in feet):
+        return "the feet lie below it"
+    for level, depth in depths.items():
+        est = reference.estimates[f"{level}_depth"]
+        if abs(depth.value - est.value_cm) > MAX_Z * math.hypot(est.stddev_cm, depth.stddev):
+            return f"a {level} depth of {depth.value:.0f} cm"
+    return ""
+
+
+def facing_sign(landmarks: Mapping[str, Landmark]) -> float | None:
+    """+1 when the person in a side photo faces the photo's right (+x), -1 its left; None if unknown.
+
+    From the nose ahead of the ears and the toes ahead of the heels (each a vote; they must agree).
+    """
+    votes = []
+    ears = [landmarks[n] for n in ("left_ear", "right_ear") if n in landmarks]
+    if "nose" in landmarks and ears:
+        votes.append(landmarks["nose"].x_px - float(np.mean([e.x_px for e in ears])))
+    for s in ("left", "right"):
+        toe, heel = landmarks.get(f"{s}_foot_index"), landmarks.get(f"{s}_heel")
+        if toe is not None and heel is not None:
+            votes.append(toe.x_px - heel.x_px)
+    signs = {float(np.sign(v)) for v in votes if v != 0}
+    return signs.pop() if len(signs) == 1 else None
+
+
+def seat_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float) -> float:
+    """The hip (seat) level: where the buttocks protrude furthest back, within 3 sd of the prediction.
+
+    ANSUR's buttock circumference and depth are taken at the buttocks' greatest posterior
+    protrusion, which the side outline's back edge shows. The greatest whole depth (used before,
+    :func:`hip_level_cm`) is the same place on a flat belly but climbs to the belly on a round one
+    (the hip level 4-11 cm high on heavy men's renders, the depth there too large). Falls back to
+    the greatest depth where the facing is unknown.
+    """
+    sign = facing_sign(side.landmarks)
+    if sign is None:
+        return hip_level_cm(side, height_cm, predicted_cm, sd_cm)
+    heights = np.arange(
+        predicted_cm - LEVEL_SEARCH_SD * sd_cm, predicted_cm + LEVEL_SEARCH_SD * sd_cm + 1e-9, 0.5
+    )
+    px = (side.bottom_px - side.top_px) / height_cm
+    back = []
+    for h in heights:
+        x0, x1 = run_width_px(side.mask, round(side.bottom_px - h * px), side.centre_x_px, side.image_rgb)
+        back.append(-x0 if sign > 0 else x1)  # larger: further back
+    found = _extremum(heights, np.array(back, float), "max")
+    return predicted_cm if found is None else found
+
+
 def _sharpest_bend(heights: np.ndarray, values: np.ndarray, min_bend_cm: float = 0.05) -> float | None:
     """Height where ``values`` (0.5 cm apart) bend most towards larger values (greatest second
     difference over 1 cm, after smoothing over 1.5 cm); None when a value is missing or no bend
@@ -706,6 +847,44 @@ def _arm_touches(view: ViewResult, row: float, x0: float, x1: float) -> bool:
     return False
 
 
+# Nose offset from the ears' midpoint over the ears' spread: ~0-0.25 for a face seen from the front
+# (the nose between the ears), 1.4-27 in profile (the ears on one spot, the nose ahead of them):
+# renders of both views, 28 people each; the real front photos 0.05-0.23.
+PROFILE_FACE_RATIO = 0.6
+FRONT_FACE_RATIO = 0.3
+
+
+def side_view_verdict(
+    side_lms: Mapping[str, Landmark], px_per_cm: float, front_spread_cm: float | None
+) -> bool | None:
+    """True: the side photo is a side view; False: a front or back view; None: the landmarks do not tell.
+
+    A side view shows the face in profile or the shoulders one behind the other (the head may be
+    turned to the camera); a front or back view shows a frontal face and the shoulders side by side.
+    The torso's own depth against the front width was the test before: a man with a belly measured
+    at the belly was taken for a front view and lost his depths (4 of 27 men on renders).
+    """
+    ratio = None
+    if all(n in side_lms for n in ("nose", "left_ear", "right_ear")):
+        nose, le, re = side_lms["nose"], side_lms["left_ear"], side_lms["right_ear"]
+        ears = max(abs(le.x_px - re.x_px), 1.0 * px_per_cm)
+        ratio = abs(nose.x_px - (le.x_px + re.x_px) / 2) / ears
+    spread = _shoulder_spread_cm(side_lms, px_per_cm)
+    if ratio is not None and ratio >= PROFILE_FACE_RATIO:
+        return True
+    reference = front_spread_cm if front_spread_cm is not None else 30.0
+    if spread is not None and spread <= 0.5 * reference:
+        return True
+    if (
+        ratio is not None
+        and ratio < FRONT_FACE_RATIO
+        and spread is not None
+        and spread > max(25.0, 0.8 * reference)
+    ):
+        return False
+    return None
+
+
 def _shoulder_spread_cm(lms: Mapping[str, Landmark], px_per_cm: float) -> float | None:
     if not all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
         return None
@@ -748,12 +927,17 @@ def _camera_pitch_deg(
 
 
 def _levelled(
-    image_rgb: np.ndarray, view: ViewResult, pitch: float, pose_model: PoseModel | None, name: str
+    image_rgb: np.ndarray,
+    view: ViewResult,
+    pitch: float,
+    pose_model: PoseModel | None,
+    name: str,
+    ankle_share: float = outline.ANKLE_SHARE_ANY,
 ) -> tuple[np.ndarray, ViewResult]:
     """The photo levelled and segmented again; the original when that fails (with a note)."""
     level, _ = camera.level_photo(image_rgb, pitch)
     try:
-        again = segment(level, pose_model, name, name, check_framing=False)
+        again = segment(level, pose_model, name, name, check_framing=False, ankle_share=ankle_share)
     except PhotoError:
         again = None
     if again is None or again.method != view.method:
@@ -768,6 +952,43 @@ def _levelled(
         )
         again.quality *= 0.9
     return level, again
+
+
+NO_PERSON = "the pose model found no person in the photo"
+
+
+def _side_view(
+    side_rgb: np.ndarray | None, pose_model: PoseModel | None
+) -> tuple[ViewResult | None, PhotoQuality | None]:
+    """The side photo's view; or, where neither the pose model nor the colour outline finds a
+    person in it, none and why (quality 0).
+
+    The side photo only adds depths: a side photo the pose model finds no one in (a slim profile
+    before a busy facade, even in strips) and whose colour outline is not usable either is not a
+    reason to refuse the front. Other refusals (cut off, too small, blurred, several people) stand:
+    those name a fix for a photo that has a person in it. (A colour outline that passes its checks
+    on a busy background can still be wrong: GrabCut took in ceiling lamps on one render, with
+    kmeans seeding that differs from run to run.)
+    """
+    if side_rgb is None:
+        return None, None
+    try:
+        side = segment(side_rgb, pose_model, "side", "side")
+    except PhotoError as exc:
+        if pose_model is None or not exc.reason.startswith(NO_PERSON):
+            raise
+        side = None
+    if side is not None:
+        # A colour outline that passed its checks is kept: on a plain background it is exact (the
+        # flat renders), and the side outline check (any implausible depth drops all) still applies.
+        return side, None
+    return None, PhotoQuality(
+        0.0,
+        [
+            "side photo not used: the pose model found no person in it (retake it side-on in front of "
+            "a plainer background, whole body in view); depths unknown, girths rest on widths and the model"
+        ],
+    )
 
 
 def _confidence(sd_cm: float) -> float:
@@ -795,12 +1016,15 @@ def measure(
     warnings: list[tuple[str, str]] = []
     front_rgb = _work_size(front_rgb)
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
-    front = segment(front_rgb, pose_model, "front", "front")
-    side = segment(side_rgb, pose_model, "side", "side") if side_rgb is not None else None
+    ankle_share = outline.ANKLE_SHARE.get(sex or "", outline.ANKLE_SHARE_ANY)
+    front = segment(front_rgb, pose_model, "front", "front", ankle_share=ankle_share)
+    side, side_dropped = _side_view(side_rgb, pose_model)
+    if side_dropped is not None:
+        warnings.append(("", side_dropped.issues[0]))
     pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
     if abs(pitch) >= camera.MIN_PITCH_DEG:
         # Measure on the photos a level camera would have taken (the same phone for both photos).
-        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front")
+        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share)
         if side is not None and side_rgb is not None:
             side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
     if pose_model is None:
@@ -844,7 +1068,7 @@ def measure(
     levels_cm = {k: prior.estimates[v].value_cm for k, v in LEVELS.items()}
     levels_cm["shoulder"] = prior.estimates["shoulder_height"].value_cm
     if side is not None:
-        levels_cm["hip"] = hip_level_cm(
+        levels_cm["hip"] = seat_level_cm(
             side, height_cm, levels_cm["hip"], prior.estimates["hip_height"].stddev_cm
         )
         # The chest (bust) level is the upper torso's greatest depth, as the seat is the lower
@@ -884,6 +1108,13 @@ def measure(
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
             continue
         sd = outline_sd_cm(front, height_cm, h_level, level_sd[level], level_free=level == "hip")
+        if level == "chest":
+            edges = armpit_edges_px(torso, row, front.centre_x_px, px_front)
+            if edges is not None:
+                # The arms join the torso at the chest row: its edges are those just below the armpits.
+                x0, x1 = max(x0, edges[0]), min(x1, edges[1])
+                width_px = x1 - x0
+                sd = math.hypot(sd, ARMPIT_SD_CM)
         if _arm_touches(front, row, x0, x1):
             # The run ends where an arm lies on the body: the edge is the arm capsule's, not the body's.
             sd = math.hypot(sd, ARM_TOUCH_SD_CM)
@@ -944,24 +1175,16 @@ def measure(
                     depth_px / px_side, outline_sd_cm(side, height_cm, levels_cm[level], level_sd[level])
                 )
                 side_lines.append(LevelLine(f"{level}_depth", row, x0, x1, depth_px / px_side))
-        wrong_view = False
-        if (
-            "hip_width" in observed
-            and "hip" in depths
-            and depths["hip"].value > 0.92 * observed["hip_width"].value
-        ):
-            wrong_view = True
-        sl = side.landmarks
-        if all(n in sl for n in ("left_shoulder", "right_shoulder")):
-            # Shoulder landmarks far apart across the side photo: a front or back view. Measured
-            # against the front photo's own spread where there is one: a heavy man's side view
-            # spread them 25 cm (a front view spreads them ~35 cm; his front: 36 cm).
-            spread = abs(sl["left_shoulder"].x_px - sl["right_shoulder"].x_px) / px_side
-            limit = 25.0
-            if all(n in lms and lms[n].visibility > 0.5 for n in ("left_shoulder", "right_shoulder")):
-                front_spread = abs(lms["left_shoulder"].x_px - lms["right_shoulder"].x_px) / px_front
-                limit = max(limit, 0.8 * front_spread)
-            wrong_view = wrong_view or spread > limit
+        front_spread = _shoulder_spread_cm(lms, px_front)
+        verdict = side_view_verdict(side.landmarks, px_side, front_spread)
+        if verdict is None:
+            # The landmarks do not tell: a side "depth" as large as the front width is a front or back view.
+            verdict = not (
+                "hip_width" in observed
+                and "hip" in depths
+                and depths["hip"].value > 0.92 * observed["hip_width"].value
+            )
+        wrong_view = not verdict
         if wrong_view:
             side.quality *= 0.3
             side.issues.append("the side photo shows the front or back: turn 90 degrees for the side photo")
@@ -974,9 +1197,19 @@ def measure(
             )
             side_lines = []
         else:
-            for level, depth in depths.items():
-                observed[f"{level}_depth"] = depth
-    else:
+            broken = side_outline_problem(side, depths, model.predict(base, sex))
+            if broken:
+                side.quality *= 0.3
+                side.issues.append(
+                    f"the side outline is not the whole person ({broken}): retake the side photo in "
+                    "front of a plainer background, feet on the floor in view"
+                )
+                warnings.append(("", f"side photo not used ({broken}): girths rest on widths and the model"))
+                side_lines = []
+            else:
+                for level, depth in depths.items():
+                    observed[f"{level}_depth"] = depth
+    elif side_dropped is None:
         warnings.append(
             (
                 "",
@@ -1046,7 +1279,7 @@ def measure(
         final.sex_probability.get("male", 0.0),
         front_lines=lines,
         front_quality=PhotoQuality(round(front.quality, 3), front.issues),
-        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else None,
+        side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else side_dropped,
         photo_values_used=len(observed),
         camera_pitch_deg=round(pitch, 1),
         shoulder_points=dict(front.shoulder_points),
@@ -1087,8 +1320,8 @@ def draw_overlay(
     cv2.line(out, (8, top), (8, bottom), (0, 0, 255), thick + 1)
     for y in (top, bottom):
         cv2.line(out, (0, y), (out.shape[1] - 1, y), (0, 0, 255), 1)
-    for x, y in view.shoulder_points.values():
-        cv2.drawMarker(out, (round(x), round(y)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
+    for sx, sy in view.shoulder_points.values():
+        cv2.drawMarker(out, (round(sx), round(sy)), (255, 0, 0), cv2.MARKER_CROSS, thick * 12, thick + 1)
     for a, b in SKELETON:
         la, lb = view.landmarks.get(a), view.landmarks.get(b)
         if la is not None and lb is not None and min(la.visibility, lb.visibility) > 0.5:

@@ -81,7 +81,7 @@ def _tube(path: np.ndarray, radii: np.ndarray, segments: int = 18) -> np.ndarray
 
 
 def _ellipsoid(
-    centre: Sequence[float], radii: Sequence[float], rings: int = 14, segments: int = 20
+    centre: Sequence[float] | np.ndarray, radii: Sequence[float], rings: int = 14, segments: int = 20
 ) -> np.ndarray:
     phi = np.linspace(-np.pi / 2, np.pi / 2, rings)
     t = np.linspace(0, 2 * np.pi, segments, endpoint=False)
@@ -258,10 +258,10 @@ def build_body(
         arm = _tube(arm_path, arm_r, 16)
         sleeve_end = 0.5 if outfit.pattern != "plain" else 1.0  # short or long sleeves
         along = np.linspace(0, 1, 24)[:-1]
-        colour = np.where(
+        sleeve_colour = np.where(
             (along < sleeve_end)[:, None, None], np.asarray(outfit.top), np.asarray(outfit.skin)
         )
-        mesh.add(_grid_quads(arm), np.broadcast_to(colour, (23, 16, 3)).copy())
+        mesh.add(_grid_quads(arm), np.broadcast_to(sleeve_colour, (23, 16, 3)).copy())
         hand = _ellipsoid(wrist + direction * 8.5, (4.2, 9.0, 2.2))
         # Turn the hand along the arm (it was built vertical).
         hand = wrist + direction * 8.5 + (hand - (wrist + direction * 8.5)) @ _rot_z(side * angle).T
@@ -367,6 +367,8 @@ def drawn_background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
 
 def photo_background(path: Path, cam: Camera, rng: np.random.Generator) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"background photo {path} could not be read")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
     h, w = cam.height_px, cam.width_px
     scale = max(h / img.shape[0], w / img.shape[1]) * rng.uniform(1.0, 1.3)
@@ -465,7 +467,7 @@ def render_scene(
         sh = cv2.GaussianBlur(sh, (0, 0), cam.height_px / 120)
         bg = bg * (1 - sh[..., None])
     img = bg * (1 - a) + person * a
-    img += rng.normal(0, 0.012, img.shape).astype(np.float32)  # sensor noise
+    img += np.asarray(rng.normal(0, 0.012, img.shape), np.float32)  # sensor noise
     out = np.clip(img * 255, 0, 255).astype(np.uint8)
     top = np.array([0.0, body["height"], 1.0])
     if view != "front":

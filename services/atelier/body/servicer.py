@@ -6,6 +6,7 @@ import logging
 import math
 import struct
 import time
+from collections.abc import Collection
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -75,7 +76,7 @@ def _check_measurements(
     v: Violations,
     items: list[body_pb2.Measurement],
     path: str,
-    names: tuple[str, ...] | dict[str, object] = MEASUREMENTS,
+    names: Collection[str] = MEASUREMENTS,
 ) -> None:
     v.check(len(items) <= MAX_KNOWN, path, f"at most {MAX_KNOWN} measurements")
     seen: set[str] = set()
