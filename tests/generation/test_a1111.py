@@ -336,6 +336,13 @@ def test_options_progress_and_interrupt_stay_with_their_tenant(
         time.sleep(0.02)
     assert seen["state"]["job_count"] == 1 and seen["state"]["job"] == "txt2img", seen
     assert 0 < seen["progress"] < 1 and seen["state"]["sampling_steps"] == 150
+    while time.monotonic() < deadline and seen["current_image"] is None:  # a preview every 10 steps
+        seen = requests.get(url(keyed_server, "progress"), auth=a, timeout=60).json()
+        time.sleep(0.02)
+    # The engine's cheap preview: latents mapped linearly to RGB, 1/8 of the image a side.
+    assert Image.open(io.BytesIO(base64.b64decode(seen["current_image"]))).size == (8, 8)
+    skipped = requests.get(url(keyed_server, "progress?skip_current_image=true"), auth=a, timeout=60).json()
+    assert skipped["current_image"] is None
     theirs = requests.get(url(keyed_server, "progress"), auth=b, timeout=60).json()
     assert theirs["state"]["job_count"] == 0 and theirs["current_image"] is None
     assert requests.post(url(keyed_server, "interrupt"), auth=b, timeout=60).ok
@@ -416,3 +423,36 @@ def test_bad_bodies_and_masks(http_server: GenServer) -> None:
         timeout=60,
     )
     assert r.status_code == 404
+
+
+def test_config_shows_the_http_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from atelier.cli.main import app
+
+    monkeypatch.delenv("ATELIER_GENERATION_A1111_PORT", raising=False)
+    monkeypatch.delenv("ATELIER_A1111_PORT", raising=False)
+    assert "a1111_port = off" in CliRunner().invoke(app, ["config", "generation"]).output
+    monkeypatch.setenv("ATELIER_GENERATION_A1111_PORT", "7860")
+    assert "a1111_port = 7860" in CliRunner().invoke(app, ["config", "generation"]).output
+
+
+def test_a_client_that_hangs_up_cancels_its_job(http_server: GenServer) -> None:
+    api = http_server.server.spec.start.__self__.api  # the WebUIServer's WebUIApi
+    jobs: list[Any] = []
+    add = api.jobs.add
+    api.jobs.add = lambda job: (jobs.append(job), add(job))
+    long = {"prompt": "a long job", "steps": 150, "batch_size": 8, "width": 64, "height": 64, "seed": 1}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(url(http_server, "txt2img"), json=long, timeout=(5, 1.5))
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline
+        and requests.get(url(http_server, "progress"), timeout=30).json()["state"]["job_count"]
+    ):
+        time.sleep(0.05)
+    assert len(jobs) == 1 and jobs[0].cancellation.reason == "the client went away"
+    assert jobs[0].step < 150  # stopped between steps, not run to the end
+    # The device is free again: the next call runs.
+    quick = requests.post(url(http_server, "txt2img"), json={"prompt": "next", "steps": 2}, timeout=120)
+    assert quick.status_code == 200

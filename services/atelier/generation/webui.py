@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import Headers, MutableHeaders
 
 import atelier
 from atelier.common.v1 import image_pb2
@@ -438,6 +439,49 @@ def key_metadata(request: Request) -> dict[str, str]:
     return metadata
 
 
+class _Observe:
+    """Request id, metrics and a log line per call. A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware would hide the client's disconnect from the endpoint (which cancels the job)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        path = str(scope.get("path", ""))
+        route = path if path.startswith(PREFIX) else "other"
+        status = 500
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(route, str(status)).inc()
+            HTTP_SECONDS.labels(route).observe(elapsed)
+            log.log(
+                logging.WARNING if status >= 500 else logging.INFO,
+                "http %s %s %d",
+                scope.get("method", ""),
+                path,
+                status,
+                extra={"http_status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            request_id_var.reset(token)
+
+
 # -- the API ----------------------------------------------------------------------------------------
 
 
@@ -471,31 +515,7 @@ class WebUIApi:
             redoc_url=None,
         )
 
-        @app.middleware("http")
-        async def observe(request: Request, call_next: Callable[[Request], Any]) -> Any:
-            started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-            token = request_id_var.set(request_id)
-            route = request.url.path if request.url.path.startswith(PREFIX) else "other"
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                response.headers["x-request-id"] = request_id
-                return response
-            finally:
-                elapsed = time.perf_counter() - started
-                HTTP_REQUESTS.labels(route, str(status)).inc()
-                HTTP_SECONDS.labels(route).observe(elapsed)
-                log.log(
-                    logging.WARNING if status >= 500 else logging.INFO,
-                    "http %s %s %d",
-                    request.method,
-                    request.url.path,
-                    status,
-                    extra={"http_status": status, "duration_ms": round(elapsed * 1000, 2)},
-                )
-                request_id_var.reset(token)
+        app.add_middleware(_Observe)
 
         @app.exception_handler(AtelierError)
         async def on_error(request: Request, exc: AtelierError) -> JSONResponse:
