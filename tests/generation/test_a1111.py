@@ -456,3 +456,53 @@ def test_a_client_that_hangs_up_cancels_its_job(http_server: GenServer) -> None:
     # The device is free again: the next call runs.
     quick = requests.post(url(http_server, "txt2img"), json={"prompt": "next", "steps": 2}, timeout=120)
     assert quick.status_code == 200
+
+
+def test_http_calls_take_the_grpc_ports_slots_and_stop_with_the_server(
+    start_server: Callable[..., Any], models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+
+    from atelier.generation.server import build
+    from atelier.generation.v1 import generation_pb2_grpc
+
+    monkeypatch.setenv("ATELIER_GENERATION_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("ATELIER_GENERATION_DEVICE", "cpu")
+    monkeypatch.setenv("ATELIER_GENERATION_A1111_PORT", "0")
+    server = start_server("generation", build, max_concurrent_rpcs=1)
+    http = GenServer(server, None, None)  # type: ignore[arg-type]
+    outcome: dict[str, Any] = {}
+    long = {"prompt": "a long job", "steps": 150, "batch_size": 8, "width": 64, "height": 64, "seed": 1}
+    thread = threading.Thread(
+        target=lambda: outcome.update(r=requests.post(url(http, "txt2img"), json=long, timeout=600))
+    )
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if requests.get(url(http, "progress"), timeout=30).json()["state"]["job_count"]:
+            break
+        time.sleep(0.02)
+    refused = requests.post(url(http, "txt2img"), json={"prompt": "x", "steps": 2}, timeout=60)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "overloaded" in refused.json()["detail"]
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(
+                stub.Generate(
+                    pb.GenerateRequest(model="tiny", settings=pb.GenerationSettings(prompt="x")), timeout=60
+                )
+            )
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Reads are not shed: the caller can still watch and stop its job.
+    assert requests.get(url(http, "sd-models"), timeout=30).status_code == 200
+    assert requests.post(url(http, "interrupt"), timeout=30).ok
+    thread.join(120)
+    assert outcome["r"].status_code == 409
+    assert (
+        requests.post(url(http, "txt2img"), json={"prompt": "x", "steps": 2}, timeout=120).status_code == 200
+    )
+
+    assert server.stop(grace_s=2)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(url(http, "sd-models"), timeout=5)
