@@ -506,3 +506,37 @@ def test_http_calls_take_the_grpc_ports_slots_and_stop_with_the_server(
     assert server.stop(grace_s=2)
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url(http, "sd-models"), timeout=5)
+
+
+def test_the_http_port_serves_mtls_with_the_grpc_ports_certificates(
+    start_server: Callable[..., Any], models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atelier.generation.server import build
+    from tests.integration.certs import make_certs
+
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    monkeypatch.setenv("ATELIER_GENERATION_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("ATELIER_GENERATION_DEVICE", "cpu")
+    monkeypatch.setenv("ATELIER_GENERATION_A1111_PORT", "0")
+    server = start_server(
+        "generation",
+        build,
+        wait=False,
+        tls_cert_file=str(certs.server_crt),
+        tls_key_file=str(certs.server_key),
+        tls_client_ca_file=str(certs.ca_crt),
+    )
+    base = f"https://127.0.0.1:{server.spec.ports['a1111_port']}/sdapi/v1"
+    ok = requests.get(
+        f"{base}/sd-models",
+        verify=str(certs.ca_crt),
+        cert=(str(certs.client_crt), str(certs.client_key)),
+        timeout=30,
+    )
+    assert ok.status_code == 200 and "tiny" in {m["title"] for m in ok.json()}
+    for cert in (None, (str(certs.stranger_crt), str(certs.stranger_key))):
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(f"{base}/sd-models", verify=str(certs.ca_crt), cert=cert, timeout=30)
+    with pytest.raises(requests.exceptions.ConnectionError):  # no plaintext on the TLS port
+        requests.get(f"http://127.0.0.1:{server.spec.ports['a1111_port']}/sdapi/v1/sd-models", timeout=30)
