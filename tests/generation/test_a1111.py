@@ -438,7 +438,10 @@ def test_config_shows_the_http_port(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_client_that_hangs_up_cancels_its_job(http_server: GenServer) -> None:
+    from atelier.generation.webui import PREFIX, ROUTES
+
     api = http_server.server.spec.start.__self__.api  # the WebUIServer's WebUIApi
+    assert {r.path for r in api.app.routes if r.path.startswith(PREFIX)} == ROUTES  # the metric's labels
     jobs: list[Any] = []
     add = api.jobs.add
     api.jobs.add = lambda job: (jobs.append(job), add(job))

@@ -149,6 +149,23 @@ FIELD_NAMES = {
     "session_image_index": "init_images",
 }
 
+ROUTES = frozenset(
+    f"{PREFIX}/{name}"
+    for name in (
+        "txt2img",
+        "img2img",
+        "sd-models",
+        "refresh-checkpoints",
+        "options",
+        "progress",
+        "interrupt",
+        "samplers",
+        "schedulers",
+        "loras",
+        "scripts",
+    )
+)
+
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 422,
     "NOT_FOUND": 404,
@@ -352,7 +369,7 @@ def _image_b64(img: Image.Image) -> str:
 
 def decode_b64(value: str, field_path: str) -> bytes:
     """The bytes of a base64 image as the web UI takes it (optionally a data: URL); never a URL to fetch."""
-    text = value.strip()
+    text = "".join(value.split())  # line-wrapped base64 (some clients wrap at 76 characters)
     if text.startswith(("http://", "https://")):
         raise InvalidArgumentError.for_field(
             field_path, "is a URL: images are not fetched by the server, send them base64-encoded"
@@ -455,7 +472,7 @@ class _Observe:
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         path = str(scope.get("path", ""))
-        route = path if path.startswith(PREFIX) else "other"
+        route = path if path in ROUTES else "other"  # bounded label values, whatever paths are asked for
         status = 500
 
         async def send_with_id(message: Any) -> None:
@@ -556,6 +573,12 @@ class WebUIApi:
         access = self.authoriser.admit(GRPC_SERVICE, "", key_metadata(request), role=role)
         tenant_var.set(access.tenant)
         return access.tenant
+
+    async def _admit_async(self, request: Request, role: Role) -> str:
+        """_admit off the event loop (a key store in a database may take a round trip)."""
+        tenant = await anyio.to_thread.run_sync(self._admit, request, role)
+        tenant_var.set(tenant)
+        return tenant
 
     async def _json(self, request: Request) -> Any:
         """The body as JSON, refusing bodies over the size limit before they are all read."""
@@ -695,11 +718,14 @@ class WebUIApi:
         return options
 
     async def set_options(self, request: Request) -> dict[str, Any]:
-        tenant = self._admit(request, Role.WRITE)
+        tenant = await self._admit_async(request, Role.WRITE)
         body = await self._json(request)
         if not isinstance(body, dict):
             raise InvalidArgumentError("the options must be a JSON object")
-        changes = dict(body)
+        await anyio.to_thread.run_sync(self._store_options, tenant, dict(body))
+        return {}
+
+    def _store_options(self, tenant: str, changes: dict[str, Any]) -> None:
         if "sd_model_checkpoint" in changes:
             # Stored as the title, so a later GET names it as /sd-models does.
             changes["sd_model_checkpoint"] = entry_title(
@@ -710,8 +736,7 @@ class WebUIApi:
             raise InvalidArgumentError.for_field(
                 "samples_format", "only png is produced (it carries the settings)"
             )
-        await anyio.to_thread.run_sync(self.options.update, tenant, changes)
-        return {}
+        self.options.update(tenant, changes)
 
     def samplers(self, request: Request) -> list[dict[str, Any]]:
         self._admit(request, Role.READ)
@@ -791,12 +816,12 @@ class WebUIApi:
 
     # -- generation -------------------------------------------------------------------------------
     async def txt2img(self, request: Request) -> dict[str, Any]:
-        tenant = self._admit(request, Role.WRITE)
+        tenant = await self._admit_async(request, Role.WRITE)
         req = self._parse(Txt2ImgRequest, await self._json(request))
         return await self._generate(request, tenant, req, "txt2img")
 
     async def img2img(self, request: Request) -> dict[str, Any]:
-        tenant = self._admit(request, Role.WRITE)
+        tenant = await self._admit_async(request, Role.WRITE)
         req = self._parse(Img2ImgRequest, await self._json(request))
         return await self._generate(request, tenant, req, "img2img")
 
