@@ -17,8 +17,11 @@ disk and mask blur are accepted and ignored (README: "A1111-compatible HTTP API"
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextvars
+import functools
 import io
 import json
 import logging
@@ -30,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -521,6 +525,9 @@ class WebUIApi:
         self.options = options
         self.max_body_bytes = max_body_bytes
         self.jobs = Jobs()
+        # Blocking work of the routes: key checks, the models directory, the database, generation calls
+        # (which wait on the device queue; the load shedder bounds how many).
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="generation-http")
         self.app = self._build_app()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -556,17 +563,39 @@ class WebUIApi:
 
         app.add_api_route(f"{PREFIX}/txt2img", self.txt2img, methods=["POST"])
         app.add_api_route(f"{PREFIX}/img2img", self.img2img, methods=["POST"])
-        app.add_api_route(f"{PREFIX}/sd-models", self.sd_models, methods=["GET"])
-        app.add_api_route(f"{PREFIX}/refresh-checkpoints", self.refresh_checkpoints, methods=["POST"])
-        app.add_api_route(f"{PREFIX}/options", self.get_options, methods=["GET"])
+        app.add_api_route(f"{PREFIX}/sd-models", self._route(self._sd_models), methods=["GET"])
+        app.add_api_route(
+            f"{PREFIX}/refresh-checkpoints", self._route(self._refresh_checkpoints), methods=["POST"]
+        )
+        app.add_api_route(f"{PREFIX}/options", self._route(self._get_options), methods=["GET"])
         app.add_api_route(f"{PREFIX}/options", self.set_options, methods=["POST"])
         app.add_api_route(f"{PREFIX}/progress", self.progress, methods=["GET"])
-        app.add_api_route(f"{PREFIX}/interrupt", self.interrupt, methods=["POST"])
-        app.add_api_route(f"{PREFIX}/samplers", self.samplers, methods=["GET"])
-        app.add_api_route(f"{PREFIX}/schedulers", self.schedulers, methods=["GET"])
-        app.add_api_route(f"{PREFIX}/loras", self.loras, methods=["GET"])
-        app.add_api_route(f"{PREFIX}/scripts", self.scripts, methods=["GET"])
+        app.add_api_route(f"{PREFIX}/interrupt", self._route(self._interrupt), methods=["POST"])
+        app.add_api_route(f"{PREFIX}/samplers", self._route(self._samplers), methods=["GET"])
+        app.add_api_route(f"{PREFIX}/schedulers", self._route(self._schedulers), methods=["GET"])
+        app.add_api_route(f"{PREFIX}/loras", self._route(self._loras), methods=["GET"])
+        app.add_api_route(f"{PREFIX}/scripts", self._route(self._scripts), methods=["GET"])
         return app
+
+    def _route(self, method: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """A blocking route (the key store, the models directory, the database) run on the API's own threads."""
+
+        async def route(request: Request) -> Any:
+            return await self._off_loop(method, request)
+
+        return route
+
+    async def progress(self, request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = await self._off_loop(self._progress, request, skip_current_image)
+        return result
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the API's own thread pool (shut down with the port), with the caller's context
+        variables (request id, tenant), instead of anyio's worker threads, which outlive the port by 10 s."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(context.run, fn, *args)
+        )
 
     def _admit(self, request: Request, role: Role) -> str:
         """The caller's tenant (key, tenant header and role as on the gRPC port)."""
@@ -576,7 +605,7 @@ class WebUIApi:
 
     async def _admit_async(self, request: Request, role: Role) -> str:
         """_admit off the event loop (a key store in a database may take a round trip)."""
-        tenant = await anyio.to_thread.run_sync(self._admit, request, role)
+        tenant = await self._off_loop(self._admit, request, role)
         tenant_var.set(tenant)
         return tenant
 
@@ -616,13 +645,6 @@ class WebUIApi:
 
     async def _in_thread(self, request: Request, cancellation: Cancellation, work: Callable[[], T]) -> T:
         """Runs blocking work in a worker thread; a client that hangs up cancels it (next denoising step)."""
-        context_tenant, context_request = tenant_var.get(), request_id_var.get()
-
-        def run() -> T:
-            tenant_var.set(context_tenant)
-            request_id_var.set(context_request)
-            return work()
-
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
@@ -634,7 +656,7 @@ class WebUIApi:
 
             group.start_soon(watch)
             try:
-                result = await anyio.to_thread.run_sync(run)
+                result = await self._off_loop(work)
             except BaseException as exc:  # raised after the group closed, not wrapped in an ExceptionGroup
                 failure: BaseException | None = exc
             else:
@@ -679,7 +701,7 @@ class WebUIApi:
             )
         return sorted(entries, key=lambda e: e.name)[0]
 
-    def sd_models(self, request: Request) -> list[dict[str, Any]]:
+    def _sd_models(self, request: Request) -> list[dict[str, Any]]:
         self._admit(request, Role.READ)
         return [
             {
@@ -693,12 +715,12 @@ class WebUIApi:
             for e in sorted(self._checkpoints(), key=lambda e: e.name)
         ]
 
-    def refresh_checkpoints(self, request: Request) -> dict[str, Any]:
+    def _refresh_checkpoints(self, request: Request) -> dict[str, Any]:
         self._admit(request, Role.READ)
         self.service.list_models()  # rescans the models directory
         return {}
 
-    def loras(self, request: Request) -> list[dict[str, Any]]:
+    def _loras(self, request: Request) -> list[dict[str, Any]]:
         self._admit(request, Role.READ)
         return [
             {"name": e.name, "alias": e.name, "path": str(e.path), "metadata": {}}
@@ -706,7 +728,7 @@ class WebUIApi:
             if e.kind == "lora"
         ]
 
-    def get_options(self, request: Request) -> dict[str, Any]:
+    def _get_options(self, request: Request) -> dict[str, Any]:
         tenant = self._admit(request, Role.READ)
         stored = self.options.get(tenant)
         options = {**DEFAULT_OPTIONS, **stored}
@@ -722,7 +744,7 @@ class WebUIApi:
         body = await self._json(request)
         if not isinstance(body, dict):
             raise InvalidArgumentError("the options must be a JSON object")
-        await anyio.to_thread.run_sync(self._store_options, tenant, dict(body))
+        await self._off_loop(self._store_options, tenant, dict(body))
         return {}
 
     def _store_options(self, tenant: str, changes: dict[str, Any]) -> None:
@@ -738,13 +760,13 @@ class WebUIApi:
             )
         self.options.update(tenant, changes)
 
-    def samplers(self, request: Request) -> list[dict[str, Any]]:
+    def _samplers(self, request: Request) -> list[dict[str, Any]]:
         self._admit(request, Role.READ)
         return [
             {"name": name, "aliases": list(aliases), "options": {}} for name, (_, aliases) in SAMPLERS.items()
         ]
 
-    def schedulers(self, request: Request) -> list[dict[str, Any]]:
+    def _schedulers(self, request: Request) -> list[dict[str, Any]]:
         self._admit(request, Role.READ)
         return [
             {
@@ -756,12 +778,12 @@ class WebUIApi:
             }
         ]
 
-    def scripts(self, request: Request) -> dict[str, list[str]]:
+    def _scripts(self, request: Request) -> dict[str, list[str]]:
         self._admit(request, Role.READ)
         return {"txt2img": [], "img2img": []}
 
     # -- progress ---------------------------------------------------------------------------------
-    def progress(self, request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+    def _progress(self, request: Request, skip_current_image: bool = False) -> dict[str, Any]:
         tenant = self._admit(request, Role.READ)
         jobs = self.jobs.of(tenant)
         state = {
@@ -809,7 +831,7 @@ class WebUIApi:
             "textinfo": textinfo,
         }
 
-    def interrupt(self, request: Request) -> dict[str, Any]:
+    def _interrupt(self, request: Request) -> dict[str, Any]:
         tenant = self._admit(request, Role.WRITE)
         self.jobs.interrupt(tenant)
         return {}
@@ -835,7 +857,7 @@ class WebUIApi:
         job = HttpJob(tenant, kind, Cancellation())
         self.jobs.add(job)
         try:
-            call, entry = await anyio.to_thread.run_sync(self._call, tenant, req, kind)
+            call, entry = await self._off_loop(self._call, tenant, req, kind)
             outputs, finished = await self._in_thread(
                 request, job.cancellation, lambda: self._run(call, tenant, job)
             )
@@ -1187,3 +1209,4 @@ class WebUIServer:
             self.server.force_exit = True
             self.thread.join(2)
         self.socket.close()
+        self.api.executor.shutdown(wait=False, cancel_futures=True)
