@@ -104,7 +104,11 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--sizes", default="64,512", help="comma-separated square sizes in px")
+    parser.add_argument(
+        "--sizes",
+        default="64,256",
+        help="comma-separated square sizes in px (512 on the tiny pipeline took over 30 min for 11 pairs at load ~15)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     body = measure(args.repeats, args.steps, [int(s) for s in args.sizes.split(",")])
