@@ -483,3 +483,31 @@ def test_mtls_wires_the_client_ca_and_a_plaintext_health_port_for_probes(ca_secr
     hook = next(d for d in docs if d["kind"] == "Pod")
     hook_env = {e["name"]: e["value"] for e in hook["spec"]["containers"][0]["env"]}
     assert hook_env["MTLS"] == "1"
+
+
+def test_generation_a1111_http_port_is_off_by_default_and_wired_when_enabled(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    deployment = by_kind(default_docs, "Deployment")["atelier-generation"]
+    assert "ATELIER_GENERATION_A1111_PORT" not in env_of(deployment)
+    assert [p["name"] for p in by_kind(default_docs, "Service")["atelier-generation"]["spec"]["ports"]] == [
+        "grpc",
+        "metrics",
+    ]
+    values = production_values()
+    values["services"]["generation"]["a1111"] = {"enabled": True, "port": 7861}
+    docs = render(values)
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    deployment = by_kind(docs, "Deployment")["atelier-generation"]
+    assert env_of(deployment)["ATELIER_GENERATION_A1111_PORT"] == "7861"
+    assert {"name": "a1111", "containerPort": 7861, "protocol": "TCP"} in container(deployment)["ports"]
+    ports = {p["name"]: p for p in by_kind(docs, "Service")["atelier-generation"]["spec"]["ports"]}
+    assert ports["a1111"]["port"] == 7861 and ports["a1111"]["targetPort"] == "a1111"
+    client_rule = by_kind(docs, "NetworkPolicy")["atelier-generation"]["spec"]["ingress"][0]
+    assert {"port": "a1111", "protocol": "TCP"} in client_rule["ports"]
+    assert "a1111" not in {p["name"] for p in by_kind(docs, "Service")["atelier-body"]["spec"]["ports"]}
+    notes = helm.Chart.load(str(CHART)).render(values, name="atelier", namespace="atelier")
+    text = next(t for path, t in notes.items() if path.endswith("NOTES.txt"))
+    assert "atelier-generation.atelier.svc:7861/sdapi/v1/" in text

@@ -120,6 +120,8 @@ def config(service: str = typer.Argument(..., help="a service name")) -> None:
         from atelier.generation.paths import models_dir
 
         console.print(f"models_dir = {models_dir()}")
+        a1111 = ServiceConfig.from_env(service).setting("A1111_PORT", "").strip()
+        console.print(f"a1111_port = {a1111 or 'off'} (the A1111-compatible HTTP API)")
 
 
 if __name__ == "__main__":

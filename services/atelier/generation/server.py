@@ -4,7 +4,8 @@ Settings (env ``ATELIER_GENERATION_<NAME>`` or ``ATELIER_<NAME>``):
 MODELS_DIR (default <ATELIER_DATA_DIR>/models/generation), PRELOAD ("none", "all", or model names, comma-separated),
 MEMORY_BUDGET_MB (8192), QUEUE_SIZE (jobs waiting per device, 4), MAX_BATCH_IMAGES (1: compatible
 text-to-image requests of different callers share one pipeline call up to this many images), DEVICE ("auto": cuda if
-available, else cpu), DTYPE ("auto": float16 on CUDA, float32 on CPU; or bfloat16).
+available, else cpu), DTYPE ("auto": float16 on CUDA, float32 on CPU; or bfloat16), A1111_PORT (unset: off; a port number: the
+A1111-compatible HTTP API there, atelier.generation.webui; 0: any free port).
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ def build(runtime: Runtime) -> ServiceSpec:
         max_batch_images=int(config.setting("MAX_BATCH_IMAGES", "1")),
         on_health=runtime.set_health,
     )
+    servicer = GenerationServicer(service)
+    http = None
+    a1111_port = config.setting("A1111_PORT", "").strip()
+    if a1111_port and a1111_port.lower() not in ("off", "none"):
+        from atelier.generation import webui  # FastAPI and uvicorn only when the port is wanted
+
+        try:
+            port = int(a1111_port)
+        except ValueError:
+            raise ValueError(
+                f"ATELIER_GENERATION_A1111_PORT must be a port number, got {a1111_port!r}"
+            ) from None
+        api = webui.WebUIApi(
+            service,
+            servicer,
+            runtime.authoriser,
+            runtime.admission,
+            webui.OptionsStore(runtime.store),
+            max_body_bytes=config.max_message_bytes,
+        )
+        http = webui.WebUIServer(api, config, port)
     preload = config.setting("PRELOAD", "none").strip()
 
     def load() -> None:
@@ -56,13 +78,19 @@ def build(runtime: Runtime) -> ServiceSpec:
         elif preload and preload != "none":
             service.cache.preload([name.strip() for name in preload.split(",") if name.strip()])
 
+    def close() -> None:
+        if http is not None:
+            http.close()  # its calls in flight end first: they use the queue
+        service.close()
+
     return ServiceSpec(
         name="generation",
-        servicers=[
-            (generation_pb2_grpc.add_GenerationServiceServicer_to_server, GenerationServicer(service))
-        ],
+        servicers=[(generation_pb2_grpc.add_GenerationServiceServicer_to_server, servicer)],
         service_names=[SERVICE_NAME],
         load=load,
-        close=service.close,
+        close=close,
         health_names=service.cache.health_names(),
+        start=http.start if http is not None else None,
+        drain=http.drain if http is not None else None,
+        ports={"a1111_port": http.port} if http is not None else {},
     )

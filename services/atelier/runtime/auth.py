@@ -135,9 +135,12 @@ class Authoriser:
             return True
         return grpc_service in REFLECTION_SERVICES and self.reflection == "open"
 
-    def admit(self, grpc_service: str, grpc_method: str, metadata: Mapping[str, Any]) -> Access:
+    def admit(
+        self, grpc_service: str, grpc_method: str, metadata: Mapping[str, Any], role: Role | None = None
+    ) -> Access:
         """The call's tenant and key, or an error (authentication first: a caller without a key
-        learns nothing from the other checks)."""
+        learns nothing from the other checks). ``role`` overrides METHOD_ROLES for calls that are
+        not gRPC methods (generation's HTTP routes)."""
         requested = str(metadata.get(TENANT_HEADER) or "")
         if self.keys is None or self.is_open(grpc_service):
             tenant = requested or self.default_tenant
@@ -166,11 +169,11 @@ class Authoriser:
                 f"metadata {TENANT_HEADER}",
                 f"required: key {principal.key_id} grants several tenants ({', '.join(principal.tenants)})",
             )
-        needed = required_role(grpc_service, grpc_method)
+        needed = role if role is not None else required_role(grpc_service, grpc_method)
         if principal.role < needed:
+            what = f"{grpc_service}/{grpc_method}" if grpc_method else "this call"
             raise PermissionDeniedError(
-                f"{grpc_service}/{grpc_method} needs a {needed.label} key; key {principal.key_id} is "
-                f"{principal.role.label}"
+                f"{what} needs a {needed.label} key; key {principal.key_id} is {principal.role.label}"
             )
         return Access(tenant, principal)
 

@@ -57,8 +57,14 @@ OPERATIONS_SERVICE = operations_pb2.DESCRIPTOR.services_by_name["Operations"].fu
 class Runtime:
     """What the runtime offers a service's build(): its configuration, store and jobs."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(
+        self, config: ServiceConfig, authoriser: Authoriser | None = None, admission: Admission | None = None
+    ) -> None:
         self.config = config
+        # The gRPC port's key check and load shedder, for a second transport of the same service
+        # (generation's A1111-compatible HTTP port) to admit its calls the same way.
+        self.authoriser = authoriser or Authoriser(None, config.default_tenant, config.reflection)
+        self.admission = admission
         self._jobs: JobManager | None = None
         self._health: health.HealthServicer | None = None
 
@@ -130,6 +136,12 @@ class ServiceSpec:
     close: Callable[[], None] | None = None
     # Extra health names the service sets itself (e.g. one per model), initially NOT_SERVING.
     health_names: list[str] = field(default_factory=list)
+    # A second listener of the service (generation's HTTP port): started after the gRPC port,
+    # told to stop accepting when the drain begins (its in-flight calls finish; close() joins it).
+    start: Callable[[], None] | None = None
+    drain: Callable[[], None] | None = None
+    # Ports of such listeners by name (logged at start; tests connect to them).
+    ports: dict[str, int] = field(default_factory=dict)
 
 
 def unimplemented_servicer(base: type, service_full_name: str, issue: str) -> Any:
@@ -158,13 +170,6 @@ class Server:
         auth_line = startup_checks(config, keys)
         credentials = tls.server_credentials(config)
         log.log(logging.INFO if keys is not None else logging.WARNING, "%s: %s", config.service, auth_line)
-        self.runtime = Runtime(config)
-        self.spec = build(self.runtime)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        self.runtime._health = self.health
-        self.ready = threading.Event()
-        self.load_error: BaseException | None = None
-        self._stopped = threading.Event()
         per_tenant = config.setting("MAX_CONCURRENT_RPCS_PER_TENANT", "")
         self.limits = Limits(
             service=config.max_concurrent_rpcs,
@@ -174,6 +179,14 @@ class Server:
             waiters=int(config.setting("MAX_WAITING_RPCS", "8")),
         )
         self.admission = Admission(config.service, self.limits)
+        authoriser = Authoriser(keys, config.default_tenant, config.reflection)
+        self.runtime = Runtime(config, authoriser, self.admission)
+        self.spec = build(self.runtime)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.runtime._health = self.health
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self._stopped = threading.Event()
         threads = thread_pool_size(self.limits, config.max_workers)
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -182,11 +195,7 @@ class Server:
         ]
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{config.service}-rpc"),
-            interceptors=[
-                ServerInterceptor(
-                    config.service, Authoriser(keys, config.default_tenant, config.reflection), self.admission
-                )
-            ],
+            interceptors=[ServerInterceptor(config.service, authoriser, self.admission)],
             options=options,
             # Only a backstop against an unbounded queue: the shedder refuses (with RetryInfo) long
             # before this, and each refusal takes microseconds of a spare thread.
@@ -242,6 +251,8 @@ class Server:
         self.grpc_server.start()
         if self.health_server is not None:
             self.health_server.start()
+        if self.spec.start is not None:
+            self.spec.start()
         self.readiness.start()
         log.info(
             "%s listening on %s:%d, %s (metrics on :%d%s)",
@@ -251,7 +262,7 @@ class Server:
             tls.describe(self.config),
             self.metrics_port,
             f", plaintext health on :{self.health_port}" if self.health_server is not None else "",
-            extra={"port": self.port, "metrics_port": self.metrics_port},
+            extra={"port": self.port, "metrics_port": self.metrics_port, **self.spec.ports},
         )
         threading.Thread(target=self._load, name=f"{self.config.service}-load", daemon=True).start()
 
@@ -285,6 +296,8 @@ class Server:
         self.readiness.stop()
         self.health.enter_graceful_shutdown()
         metrics.service_ready.labels(self.config.service).set(0)
+        if self.spec.drain is not None:
+            self.spec.drain()
         # After the grace grpc cancels the calls still running: their Cancellation tokens fire.
         drained = self.grpc_server.stop(grace)
         if self.health_server is not None:
