@@ -350,6 +350,14 @@ def controlnet_problem(pipe: Any, controlnet: Any, name: str) -> str:
             f"does not fit {architecture_name(pipe)} (width {unet.cross_attention_dim}): use a ControlNet "
             "trained for this base model"
         )
+    if cn.get("addition_embed_type") == "text_time" and cn.get("addition_time_embed_dim") != unet.get(
+        "addition_time_embed_dim"
+    ):
+        # A single-file SDXL ControlNet's id embedding width is assumed (256, as in every release).
+        return (
+            f"ControlNet {name!r} embeds SDXL's size/crop ids {cn.get('addition_time_embed_dim')} wide; this UNet "
+            f"embeds them {unet.get('addition_time_embed_dim')} wide: use the ControlNet's diffusers folder"
+        )
     return ""
 
 

@@ -172,7 +172,7 @@ def scan_models(models_dir: Path) -> list[ModelEntry]:
     scanners = {
         "checkpoint": lambda item: _checkpoint_item(item, cache_dir),
         "lora": _lora_item,
-        "controlnet": _controlnet_item,
+        "controlnet": lambda item: _controlnet_item(item, cache_dir),
         "embedding": _embedding_item,
     }
     for kind, folders in model_folders(models_dir).items():
@@ -241,7 +241,8 @@ def _lora_item(item: Path) -> ModelEntry | None:
     return None
 
 
-def _controlnet_item(item: Path) -> ModelEntry | None:
+def _controlnet_item(item: Path, cache_dir: Path) -> ModelEntry | None:
+    """A web UI's ControlNet: a diffusers folder, or a single file (original or diffusers key layout)."""
     if item.is_dir():
         if (item / "manifest.json").exists():
             return _entry_from_manifest(item / "manifest.json", item)
@@ -250,16 +251,13 @@ def _controlnet_item(item: Path) -> ModelEntry | None:
                 name=item.name, kind="controlnet", path=item, conditioning=_conditioning(item.name)
             )
         return None
-    if item.suffix in (*checkpoints.CHECKPOINT_SUFFIXES, ".pth"):
+    if item.suffix in addons.CONTROLNET_SUFFIXES:
         return ModelEntry(
             name=item.stem,
             kind="controlnet",
             path=item,
-            state=ModelState.FAILED,
-            error=(
-                "single-file ControlNets are not supported yet: use its diffusers folder "
-                "(config.json + diffusion_pytorch_model.safetensors) in this folder"
-            ),
+            conditioning=_conditioning(item.stem),
+            cache_dir=cache_dir,
         )
     return None
 
@@ -333,7 +331,13 @@ def _static_problem(entry: ModelEntry) -> str:
         return f"{entry.path} holds no .safetensors LoRA weights"
     if entry.kind == "lora" and not entry.base:
         entry.base = addons.lora_base(entry.weight_file)
-    if entry.kind == "controlnet" and not (entry.path / "config.json").exists():
+    if entry.kind == "controlnet" and entry.path.is_file():
+        try:  # the header's shapes only, as for checkpoints
+            addons.controlnet_config(checkpoints.read_shapes(entry.path), entry.path.name)
+        except checkpoints.CheckpointError as exc:
+            return str(exc)
+        entry.base = entry.base or addons.controlnet_file_base(entry.path)
+    elif entry.kind == "controlnet" and not (entry.path / "config.json").exists():
         return f"{entry.path} has no config.json (not a diffusers ControlNetModel folder)"
     if entry.kind == "controlnet" and not entry.base:
         entry.base = addons.controlnet_base(entry.path)
@@ -477,9 +481,22 @@ def load_embedding(entry: ModelEntry, device: DeviceSettings) -> dict[str, Any]:
 def load_controlnet(entry: ModelEntry, device: DeviceSettings) -> Any:
     from diffusers import ControlNetModel
 
-    model = ControlNetModel.from_pretrained(
-        str(entry.path), local_files_only=True, dtype=device.torch_dtype()
-    )
+    if entry.path.is_file():
+        # A single file: its config derived from the shapes (addons.controlnet_config), the weights converted
+        # from the original layout by diffusers; a .pth / .ckpt is read with torch.load(weights_only=True).
+        try:
+            config = addons.controlnet_config_folder(
+                entry.path, entry.cache_dir or entry.path.parent / checkpoints.CONFIG_CACHE
+            )
+        except checkpoints.CheckpointError as exc:
+            raise ModelError(str(exc)) from exc
+        model = ControlNetModel.from_single_file(
+            str(entry.path), config=str(config), local_files_only=True, dtype=device.torch_dtype()
+        )
+    else:
+        model = ControlNetModel.from_pretrained(
+            str(entry.path), local_files_only=True, dtype=device.torch_dtype()
+        )
     return model.to(device.device).eval()
 
 

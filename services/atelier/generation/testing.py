@@ -275,7 +275,7 @@ def build_sdxl_size_pipeline(seed: int = 0, dtype: str = "bfloat16") -> Any:
                     elif "norm" in name and name.endswith("weight"):
                         tensor.fill_(1.0)
                     else:
-                        tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+                        tensor.normal_(0.0, 0.02, generator=generator)
                 elif "position_ids" in name:
                     tensor.copy_(torch.arange(tensor.shape[-1]).expand(tensor.shape))
         modules.append(module.eval())
@@ -336,14 +336,9 @@ def write_tiny_model(
     return folder
 
 
-def write_tiny_controlnet(
-    folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0, architecture: str = ""
-) -> Path:
-    """A tiny ControlNetModel matching the tiny UNet, saved with a manifest (kind controlnet).
-
-    ``architecture`` "sdxl": one for the tiny SDXL drop-in model's UNet instead (SDXL's extra
-    size/crop conditioning included, as ControlNetModel.from_unet copies it).
-    """
+def build_tiny_controlnet(seed: int = 1, base_model_seed: int = 0, architecture: str = "") -> Any:
+    """A tiny ControlNetModel matching the tiny UNet (``architecture`` "": the demo SD 1.x UNet; "sd1",
+    "sdxl": the drop-in models' UNets, SDXL's size/crop conditioning included as from_unet copies it)."""
     from diffusers import ControlNetModel
 
     if architecture:
@@ -361,16 +356,48 @@ def write_tiny_controlnet(
     with torch.no_grad():
         for conv in zero_convs:
             torch.nn.init.normal_(conv.weight, std=0.2)
+    return controlnet.eval()
+
+
+def write_tiny_controlnet(
+    folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0, architecture: str = ""
+) -> Path:
+    """build_tiny_controlnet saved as a diffusers folder with a manifest (kind controlnet)."""
+    controlnet = build_tiny_controlnet(seed, base_model_seed, architecture)
     controlnet.save_pretrained(str(folder), safe_serialization=True)
     write_manifest(
         folder,
         name=name or folder.name,
         kind="controlnet",
-        base={"": "sd15", "sdxl": "sdxl"}.get(architecture, architecture),
+        base={"": "sd15", "sd1": "sd15"}.get(architecture, architecture),
         licence="CC0-1.0",
         conditioning="scribble",
     )
     return folder
+
+
+def controlnet_to_original(controlnet: Any) -> dict[str, torch.Tensor]:
+    """A ControlNetModel's weights under the original (lllyasviel / web UI) names: ``control_model.``
+    + the UNet encoder's ``input_blocks`` / ``middle_block``, ``zero_convs``, ``middle_block_out``,
+    ``input_hint_block``."""
+    layers = int(controlnet.config.layers_per_block)
+    n_blocks = len(controlnet.controlnet_cond_embedding.blocks)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in controlnet.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "controlnet_down_blocks":
+            new = ".".join(["zero_convs", parts[1], "0", *parts[2:]])
+        elif parts[0] == "controlnet_mid_block":
+            new = ".".join(["middle_block_out", "0", *parts[1:]])
+        elif parts[0] == "controlnet_cond_embedding":
+            index = {"conv_in": 0, "conv_out": 2 * (n_blocks + 1)}.get(parts[1])
+            if index is None:  # blocks.i
+                index, parts = 2 * (int(parts[2]) + 1), [*parts[:2], *parts[3:]]
+            new = ".".join(["input_hint_block", str(index), *parts[2:]])
+        else:
+            new = _unet_key(key, layers, [])
+        state["control_model." + new] = value.detach().clone().contiguous()
+    return state
 
 
 # -- single-file checkpoints -------------------------------------------------------------------
