@@ -89,6 +89,11 @@ def test_refiner_runs_as_second_stage_deterministically_and_is_recorded(xl_serve
     assert meta["settings"]["refiner"] == "xl-refiner" and meta["settings"]["refiner_switch"] == 0.5
     image = next(e.image for e in events if e.HasField("image"))
     assert image.settings.refiner == "xl-refiner" and image.settings.refiner_switch == 0.5
+    # Several images: each refined from its own base latents, with its own seed.
+    request.num_images = 2
+    pair = [decode(e.image.image.data) for e in server.generate(request) if e.HasField("image")]
+    assert len(pair) == 2 and not np.array_equal(pair[0], pair[1])
+    assert np.abs(pair[0].astype(int) - refined.astype(int)).max() <= 2  # seed 7 again (batched: rounding)
     # The switch point matters, and 0 takes the default 0.8.
     late, png_default, _ = _one(
         server, pb.GenerateRequest(model="xl", settings=_settings(refiner="xl-refiner"))
