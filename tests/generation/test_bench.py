@@ -61,6 +61,10 @@ def test_sdxl_benchmark_dry_run_measures_a_row_on_the_tiny_model() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = re.findall(r"^\| text-to-image, batch 1 \| ([0-9.]+) \| ([0-9.]+) \|", result.stdout, re.M)
+    (row,) = re.findall(
+        r"^\| gRPC Generate against diffusers on a worker thread \| ([0-9.]+) \| ([0-9.]+) \|",
+        result.stdout,
+        re.M,
+    )
     assert float(row[0]) > 0 and float(row[1]) > 0
     assert "dry run" in result.stdout
