@@ -329,7 +329,7 @@ def _static_problem(entry: ModelEntry) -> str:
         entry.base = _checkpoint_folder_base(entry.path)
     if entry.kind == "lora" and entry.weight_file is None:
         return f"{entry.path} holds no .safetensors LoRA weights"
-    if entry.kind == "lora" and not entry.base:
+    if entry.kind == "lora" and entry.weight_file is not None and not entry.base:
         entry.base = addons.lora_base(entry.weight_file)
     if entry.kind == "controlnet" and entry.path.is_file():
         try:  # the header's shapes only, as for checkpoints
