@@ -9,6 +9,12 @@ px. For each mode the raw diffusers call and the full gRPC Generate (validation,
 settings, session commit to SQLite, streaming over a localhost socket) run interleaved, alternating
 which goes first, on the same loaded weights; medians of the times and of the paired differences.
 
+SDXL part (section "generation-sdxl", `--part sdxl`): a random-weight pipeline with SDXL base 1.0's exact
+shapes (UNet 2.57 G parameters, both text encoders, the VAE) in bfloat16 (float32 would need 14 GB of
+memory), served from a diffusers folder, text-to-image at a reduced size (default 256 x 256 px, 2 steps:
+1024 px is out of reach of a shared 2-core CPU), gRPC Generate against StableDiffusionXLPipeline on the
+service's own loaded weights, interleaved pairs. `--sdxl-dry-run` runs the same code on the tiny SDXL model.
+
 GPU part (section "generation-gpu"): SD 1.5-size random-weight pipeline (859.5 M-parameter UNet) in
 float16, 512 x 512, 30 steps, img2img strength 0.75, batch 1 and 4 (num_images), gRPC Generate against
 diffusers' img2img on the service's own loaded weights, with peak GPU memory. Without CUDA it records
@@ -249,6 +255,129 @@ def measure_cpu(repeats: int, steps: int) -> str:
     return "\n".join(lines)
 
 
+# -- SDXL size on the CPU --------------------------------------------------------------------------------
+
+
+def measure_sdxl(
+    repeats: int, steps: int, size_px: int, dry_run: bool, models_dir: Path | None = None
+) -> str:
+    """SDXL-size text-to-image on the CPU (bfloat16), gRPC against diffusers; dry_run: the tiny SDXL model.
+
+    ``models_dir``: reuse (or keep) the written model there; random-initialising 3.5 G parameters takes
+    minutes on a loaded 2-core machine.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from diffusers import StableDiffusionXLPipeline
+
+    work = Path(tempfile.mkdtemp(prefix="atelier-bench-gen-xl-"))
+    models = models_dir or work / "models"
+    began = time.monotonic()
+    dtype = "float32" if dry_run else "bfloat16"
+    if (models / "bench-xl" / "model_index.json").exists():
+        print(f"reusing the model in {models / 'bench-xl'}", flush=True)
+    elif dry_run:
+        pipe = testing.build_tiny_drop_in_pipeline("sdxl")
+        pipe.save_pretrained(str(models / "bench-xl"), safe_serialization=True)
+        del pipe
+    else:
+        testing.write_sdxl_size_model(models / "bench-xl", seed=0, dtype=dtype)
+    gc.collect()
+    print(f"model written in {time.monotonic() - began:.1f} s", flush=True)
+    rows = []
+    load_before = os.getloadavg()
+    settings = dict(DEVICE="cpu", DTYPE=dtype, PRELOAD="bench-xl", MEMORY_BUDGET_MB="65536")
+    with serving(work, models, **settings) as (server, stub):
+        pipe = server.spec.servicers[0][1].service.cache.get("bench-xl")
+        params = sum(p.numel() for p in pipe.unet.parameters())
+        components = {
+            k: v
+            for k, v in pipe.components.items()
+            if k in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+        }
+        text2image = StableDiffusionXLPipeline(**components)
+        text2image.set_progress_bar_config(disable=True)
+
+        def direct_here(seed: int) -> None:
+            with torch.inference_mode():
+                text2image(
+                    PROMPT,
+                    num_inference_steps=steps,
+                    guidance_scale=7.5,
+                    width=size_px,
+                    height=size_px,
+                    generator=[torch.Generator().manual_seed(seed)],
+                    output_type="np",
+                )
+
+        # The service denoises on its device thread. A first run with the direct call on the main thread measured
+        # it 23-25 % SLOWER than gRPC in every pair: large activations freed and re-grown in glibc's main arena
+        # (page faults) rather than a worker thread's. So the direct call runs on a worker thread too, and
+        # the main-thread call is kept as a second row to show that effect.
+        worker = ThreadPoolExecutor(max_workers=1)
+
+        def direct(seed: int) -> None:
+            worker.submit(direct_here, seed).result()
+
+        def remote(seed: int) -> None:
+            request = pb.GenerateRequest(
+                model="bench-xl",
+                settings=pb.GenerationSettings(
+                    prompt=PROMPT,
+                    seed=seed,
+                    steps=steps,
+                    guidance_scale=7.5,
+                    width_px=size_px,
+                    height_px=size_px,
+                ),
+            )
+            assert count_images(stub, request) == 1
+
+        for label, first, second in (
+            ("gRPC Generate against diffusers on a worker thread", direct, remote),
+            (
+                "diffusers on the main thread against diffusers on a worker thread (no gRPC)",
+                direct,
+                direct_here,
+            ),
+        ):
+            first_s, second_s = interleaved(first, second, repeats, warmups=1)
+            d, r = statistics.median(first_s), statistics.median(second_s)
+            paired = [(b - a) / a * 100 for a, b in zip(first_s, second_s, strict=True)]
+            rows.append((label, d, r, (r - d) * 1000, statistics.median(paired), min(paired), max(paired)))
+            print(f"{label}: {first_s} / {second_s}", flush=True)
+        worker.shutdown()
+    load_after = os.getloadavg()
+    what = (
+        "tiny SDXL (dry run)"
+        if dry_run
+        else f"SDXL base 1.0-size random weights (UNet {params / 1e9:.2f} G parameters)"
+    )
+    lines = [
+        f"CPU, {what}, {dtype}, text-to-image {size_px} x {size_px} px (not SDXL's 1024: a shared 2-core CPU), "
+        f"{steps} steps, guidance 7.5; {repeats} interleaved pairs (order alternating) after 1 warm-up pair, both on "
+        f"the service's loaded weights; torch {torch.__version__}, {torch.get_num_threads()} threads. Load average "
+        f"before/after: {load_before[0]:.2f}/{load_after[0]:.2f} (the machine is shared with other work).",
+        "",
+        "| text-to-image, batch 1: compared | reference: diffusers on a worker thread, median (s) | compared, "
+        "median (s) | difference (ms) | difference, median of pairs (%) | range of pairs (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, d, r, ms, pct, lo, hi in rows:
+        lines.append(f"| {label} | {d:.2f} | {r:.2f} | {ms:.0f} | {pct:+.1f} | {lo:+.1f} .. {hi:+.1f} |")
+    _label, _d, _r, _ms, worst, lo, hi = rows[0]
+    verdict = "met" if hi < 5 else "NOT met" if lo > 5 else "not resolved by this run"
+    lines += [
+        "",
+        f"Target: gRPC overhead < 5 % per request: {verdict} (median of {repeats} pairs {worst:+.1f} %, pairs "
+        f"{lo:+.1f} .. {hi:+.1f} %: with seconds-long calls on a shared, drifting machine the spread of the pairs is "
+        "the error bar, far wider than 5 %; the tiny-model rows of the generation section resolve the overhead in "
+        "milliseconds). The direct call runs on a worker thread as the service's device thread does: the second "
+        "row is the same diffusers call on the main thread, which a first run found 23-25 % slower in every pair.",
+    ]
+    return "\n".join(lines)
+
+
 # -- GPU ----------------------------------------------------------------------------------------------
 
 
@@ -367,7 +496,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=("cpu", "gpu", "all"), default="all")
+    parser.add_argument("--part", choices=("cpu", "gpu", "sdxl", "all"), default="all")
+    parser.add_argument("--sdxl-repeats", type=int, default=3, help="interleaved pairs of the SDXL row")
+    parser.add_argument("--sdxl-steps", type=int, default=2, help="steps of the SDXL row")
+    parser.add_argument("--sdxl-size", type=int, default=256, help="image side of the SDXL row, px")
+    parser.add_argument("--sdxl-dry-run", action="store_true", help="the SDXL code path, tiny")
+    parser.add_argument(
+        "--sdxl-models-dir", type=Path, help="write the SDXL-size model here once, reuse it later"
+    )
     parser.add_argument("--repeats", type=int, default=21, help="interleaved pairs per CPU row")
     parser.add_argument("--gpu-repeats", type=int, default=5, help="interleaved pairs per GPU row")
     parser.add_argument("--steps", type=int, default=20, help="steps of the CPU rows")
@@ -379,6 +515,20 @@ def main() -> int:
     if args.gpu_dry_run:
         print(measure_gpu(repeats=2, dry_run=True))
         return 0
+    if args.sdxl_dry_run:
+        print(measure_sdxl(repeats=2, steps=2, size_px=64, dry_run=True))
+        return 0
+    if args.part == "sdxl":  # not in "all": tens of minutes on a CPU
+        markdown = measure_sdxl(
+            args.sdxl_repeats, args.sdxl_steps, args.sdxl_size, dry_run=False, models_dir=args.sdxl_models_dir
+        )
+        print(markdown)
+        if not args.no_write:
+            write_section(
+                "generation-sdxl",
+                markdown,
+                "nice -n 10 flock /tmp/atelier-bench.lock .venv/bin/python bench/generation.py --part sdxl",
+            )
     if args.part in ("cpu", "all"):
         markdown = measure_cpu(args.repeats, args.steps)
         print(markdown)

@@ -2,6 +2,7 @@
 
 atelier gen models
 atelier gen txt2img --model NAME --prompt "paisley print" --tileable -n 4 -o out/
+atelier gen txt2img --model sdxl-base --refiner sdxl-refiner --refiner-switch 0.8 --prompt "..." -o out/
 atelier gen img2img photo.jpg --model NAME --prompt "..." --negative "..." --strength 0.75 --guidance 7.5 --rounds 2 -o out/
 atelier gen sketch sketch.png --model NAME --prompt "..." [--controlnet NAME] -o out/
 atelier gen inpaint model.jpg mask.png --model NAME --prompt "a linen blazer" -o out/
@@ -85,6 +86,8 @@ def _settings(
     tileable: bool,
     lora: list[str] | None,
     controlnet: str = "",
+    refiner: str = "",
+    refiner_switch: float = 0.0,
 ) -> pb.GenerationSettings:
     return pb.GenerationSettings(
         prompt=prompt,
@@ -100,7 +103,15 @@ def _settings(
         loras=[_lora(item)[0] for item in lora or []],
         lora_weights=[_lora(item)[1] for item in lora or []] if any(":" in i for i in lora or []) else [],
         controlnet=controlnet,
+        refiner=refiner,
+        refiner_switch=refiner_switch,
     )
+
+
+RefinerOption = typer.Option("", help="an installed SDXL refiner (or SDXL checkpoint) as a second stage")
+RefinerSwitchOption = typer.Option(
+    0.0, help="share of the steps the base model runs before the refiner, (0, 1) (0: 0.8)"
+)
 
 
 def _run(
@@ -195,6 +206,8 @@ def txt2img(
     lora: list[str] = typer.Option(
         None, help="LoRA adapter to apply, NAME or NAME:WEIGHT; repeat for several"
     ),
+    refiner: str = RefinerOption,
+    refiner_switch: float = RefinerSwitchOption,
     n: int = typer.Option(1, "-n", help="variations (seeds seed, seed+1, ...)"),
     preview_every: int = typer.Option(0, help="write a low-res preview every N steps"),
     out: Path = typer.Option(Path("out"), "-o", help="output folder"),
@@ -207,7 +220,19 @@ def txt2img(
         num_images=n,
         preview_every=preview_every,
         settings=_settings(
-            prompt, negative, 0.0, guidance, steps, scheduler, seed, width, height, tileable, lora
+            prompt,
+            negative,
+            0.0,
+            guidance,
+            steps,
+            scheduler,
+            seed,
+            width,
+            height,
+            tileable,
+            lora,
+            refiner=refiner,
+            refiner_switch=refiner_switch,
         ),
     )
     session, files = _run(_stub(address), request, out, "", "generating")
@@ -232,6 +257,8 @@ def img2img(
     lora: list[str] = typer.Option(
         None, help="LoRA adapter to apply, NAME or NAME:WEIGHT; repeat for several"
     ),
+    refiner: str = RefinerOption,
+    refiner_switch: float = RefinerSwitchOption,
     n: int = typer.Option(1, "-n", help="variations in the first round (later rounds refine the first)"),
     out: Path = typer.Option(Path("out"), "-o", help="output folder"),
     address: str = AddressOption,
@@ -240,7 +267,19 @@ def img2img(
     stub = _stub(address)
     model = model or _first_checkpoint(stub)
     settings = _settings(
-        prompt, negative, strength, guidance, steps, scheduler, seed, width, height, tileable, lora
+        prompt,
+        negative,
+        strength,
+        guidance,
+        steps,
+        scheduler,
+        seed,
+        width,
+        height,
+        tileable,
+        lora,
+        refiner=refiner,
+        refiner_switch=refiner_switch,
     )
     session = ""
     for round_no in range(1, rounds + 1):

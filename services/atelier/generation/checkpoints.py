@@ -96,7 +96,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {
             k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
         }
-    if path.suffix == ".ckpt":
+    if path.suffix in (".ckpt", ".pth"):  # .pth: the web UIs' ControlNets
         import pickle
 
         import torch

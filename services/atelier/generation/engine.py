@@ -77,6 +77,14 @@ class Settings:
     lora_weights: tuple[float, ...] = ()  # one per LoRA; empty: 1.0 each
     controlnet: str = ""
     controlnet_scale: float = 1.0
+    refiner: str = ""  # an SDXL checkpoint run as the second stage ("" = none)
+    refiner_switch: float = 0.0  # share of the schedule the base model runs (0 when there is no refiner)
+
+
+# The refiner's default hand-over point: the value of diffusers' and SDXL's own base + refiner examples.
+DEFAULT_REFINER_SWITCH = 0.8
+# Text-to-image and image-to-image hand latents to the refiner mid-schedule (denoising_end / denoising_start).
+REFINER_MODES = ("text_to_image", "image_to_image")
 
 
 @dataclass
@@ -116,6 +124,8 @@ def fill_defaults(settings: Settings, model_defaults: dict[str, Any], explicit: 
             values[key] = type(builtin)(model_defaults.get(key, builtin))
     if "scheduler" not in explicit and model_defaults.get("scheduler"):
         values["scheduler"] = str(model_defaults["scheduler"])
+    if values["refiner"] and not values["refiner_switch"]:
+        values["refiner_switch"] = float(model_defaults.get("refiner_switch", DEFAULT_REFINER_SWITCH))
     values["loras"] = tuple(values["loras"])
     values["lora_weights"] = tuple(values["lora_weights"])
     return Settings(**values)
@@ -175,14 +185,21 @@ def to_compel_syntax(text: str) -> str:
     return text.replace(opening, "(").replace(closing, ")")
 
 
-def compel_embeddings(pipe: Any, prompts: list[str], negatives: list[str]) -> dict[str, Any]:
-    """Prompt embeddings (chunked, weighted) for the pipeline call's ``prompt_embeds`` arguments."""
-    import torch
-    from compel import CompelForSD, CompelForSDXL
+def compel_embeddings(
+    pipe: Any, prompts: list[str], negatives: list[str], textual_inversion: bool = False
+) -> dict[str, Any]:
+    """Prompt embeddings (chunked, weighted) for the pipeline call's ``prompt_embeds`` arguments.
 
+    ``textual_inversion``: expand multi-vector embedding tokens (``name`` -> ``name name_1 ...``) as
+    the pipeline's own encoding does.
+    """
+    import torch
+    from compel import CompelForSD, CompelForSDXL, DiffusersTextualInversionManager
+
+    manager = DiffusersTextualInversionManager(pipe) if textual_inversion else None
     with torch.no_grad():
         if is_xl(pipe):
-            xl = CompelForSDXL(pipe)(
+            xl = CompelForSDXL(pipe, textual_inversion_manager=manager)(
                 [to_compel_syntax(p) for p in prompts],
                 negative_prompt=[to_compel_syntax(n) for n in negatives],
             )
@@ -192,7 +209,7 @@ def compel_embeddings(pipe: Any, prompts: list[str], negatives: list[str]) -> di
                 pooled_prompt_embeds=xl.pooled_embeds,
                 negative_pooled_prompt_embeds=xl.negative_pooled_embeds,
             )
-        sd = CompelForSD(pipe)(
+        sd = CompelForSD(pipe, textual_inversion_manager=manager)(
             [to_compel_syntax(p) for p in prompts], negative_prompt=[to_compel_syntax(n) for n in negatives]
         )
         return dict(prompt_embeds=sd.embeds, negative_prompt_embeds=sd.negative_embeds)
@@ -235,7 +252,7 @@ def latent_preview(latents: Any) -> Image.Image:
     return Image.fromarray(np.clip((rgb + 1.0) * 127.5, 0, 255).astype(np.uint8))
 
 
-def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
+def a1111_parameters(model: str, mode: str, s: Settings, seed: int, embeddings: tuple[str, ...] = ()) -> str:
     """The "parameters" text chunk in the format the web UIs write and read back."""
     fields = [
         f"Steps: {s.steps}",
@@ -254,6 +271,10 @@ def a1111_parameters(model: str, mode: str, s: Settings, seed: int) -> str:
         fields.append("LoRA: " + ", ".join(f"{n}:{w:g}" for n, w in zip(s.loras, weights, strict=True)))
     if s.controlnet:
         fields.append(f"ControlNet: {s.controlnet} ({s.controlnet_scale})")
+    if s.refiner:  # as the web UI writes its refiner
+        fields.append(f"Refiner: {s.refiner}, Refiner switch at: {s.refiner_switch:g}")
+    if embeddings:
+        fields.append("Embeddings: " + ", ".join(embeddings))
     return f"{s.prompt}\nNegative prompt: {s.negative_prompt}\n" + ", ".join(fields)
 
 
@@ -290,14 +311,65 @@ def is_inpainting_model(pipe: Any) -> bool:
     return int(pipe.unet.config.in_channels) == 9
 
 
+def is_refiner(pipe: Any) -> bool:
+    """An SDXL refiner: only the second (OpenCLIP) text encoder."""
+    return is_xl(pipe) and getattr(pipe, "text_encoder", None) is None
+
+
+def architecture_name(pipe: Any) -> str:
+    """For messages: what kind of checkpoint a loaded pipeline is."""
+    if is_refiner(pipe):
+        return "an SDXL refiner"
+    return "an SDXL checkpoint" if is_xl(pipe) else "an SD 1.x/2.x checkpoint"
+
+
 def mode_problem(pipe: Any, mode: str, with_controlnet: bool) -> str:
     """Why this loaded model cannot run the mode (for FAILED_PRECONDITION), or ''."""
     if is_inpainting_model(pipe) and mode != "inpaint":
         return "an inpainting checkpoint (9-channel UNet) runs the inpaint mode only"
-    if is_xl(pipe) and with_controlnet:
-        return "ControlNet with an SDXL checkpoint is not supported yet: sketch without settings.controlnet"
-    if is_xl(pipe) and getattr(pipe, "text_encoder", None) is None and mode == "text_to_image":
+    if is_refiner(pipe) and with_controlnet:
+        return "an SDXL refiner takes no ControlNet: sketch with the SDXL base model"
+    if is_refiner(pipe) and mode == "text_to_image":
         return "an SDXL refiner refines an image: use image_to_image (or a session round) with it"
+    return ""
+
+
+def controlnet_problem(pipe: Any, controlnet: Any, name: str) -> str:
+    """Why a loaded ControlNet does not fit the checkpoint (for FAILED_PRECONDITION), or ''.
+
+    A ControlNet is a copy of its base model's encoder: its cross-attention width and SDXL's extra
+    conditioning (text_time) must be the UNet's.
+    """
+    unet, cn = pipe.unet.config, controlnet.config
+    if cn.cross_attention_dim != unet.cross_attention_dim or cn.get("addition_embed_type") != unet.get(
+        "addition_embed_type"
+    ):
+        made_for = "SDXL" if cn.get("addition_embed_type") == "text_time" else "SD 1.x/2.x"
+        return (
+            f"ControlNet {name!r} is made for {made_for} (cross-attention width {cn.cross_attention_dim}) and "
+            f"does not fit {architecture_name(pipe)} (width {unet.cross_attention_dim}): use a ControlNet "
+            "trained for this base model"
+        )
+    if cn.get("addition_embed_type") == "text_time" and cn.get("addition_time_embed_dim") != unet.get(
+        "addition_time_embed_dim"
+    ):
+        # A single-file SDXL ControlNet's id embedding width is assumed (256, as in every release).
+        return (
+            f"ControlNet {name!r} embeds SDXL's size/crop ids {cn.get('addition_time_embed_dim')} wide; this UNet "
+            f"embeds them {unet.get('addition_time_embed_dim')} wide: use the ControlNet's diffusers folder"
+        )
+    return ""
+
+
+def refiner_problem(pipe: Any, refiner: Any, name: str) -> str:
+    """Why a loaded checkpoint cannot refine this base model's latents (for FAILED_PRECONDITION), or ''."""
+    if not is_xl(pipe) or is_refiner(pipe) or is_inpainting_model(pipe):
+        return f"a refiner stage needs an SDXL base model; this model is {architecture_name(pipe)}"
+    if not is_xl(refiner) or is_inpainting_model(refiner):
+        kind = "an inpainting checkpoint" if is_inpainting_model(refiner) else architecture_name(refiner)
+        return f"refiner {name!r} is {kind}: the refiner must be an SDXL refiner or SDXL base checkpoint"
+    if refiner.vae.config.latent_channels != pipe.vae.config.latent_channels:
+        return f"refiner {name!r} works in another latent space than this model"
     return ""
 
 
@@ -320,6 +392,9 @@ def _pipeline_for(pipe: Any, mode: str, scheduler: Any, controlnet: Any) -> Any:
             "text_to_image": diffusers.StableDiffusionXLPipeline,
             "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
         }.get(mode, diffusers.StableDiffusionXLImg2ImgPipeline)
+        if mode == "sketch" and controlnet is not None:
+            cls = diffusers.StableDiffusionXLControlNetImg2ImgPipeline
+            common["controlnet"] = controlnet
         if cls is not diffusers.StableDiffusionXLPipeline:
             # The refiner conditions on an aesthetic score; the base model does not.
             common["requires_aesthetics_score"] = bool(pipe.config.get("requires_aesthetics_score", False))
@@ -374,6 +449,60 @@ def apply_loras(pipe: Any, loras: dict[str, Any], weights: tuple[float, ...] = (
         pipe.disable_lora()
 
 
+class EmbeddingMismatchError(ValueError):
+    """A textual-inversion embedding's vectors do not fit the checkpoint's text encoders."""
+
+
+# The text encoder (and its tokenizer) each part of an embedding goes to.
+TEXT_ENCODERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
+
+
+def embedding_names_in(text: str, names: list[str]) -> list[str]:
+    """The embedding names a prompt uses, as whole words (the web UIs' rule)."""
+    return [n for n in names if re.search(r"(?<![\w-])" + re.escape(n) + r"(?![\w-])", text)]
+
+
+def embedding_problem(pipe: Any, name: str, vectors: dict[str, Any]) -> str:
+    """Why an embedding (text encoder -> n x width vectors) does not fit the pipeline, or ''."""
+    wanted = {
+        enc: int(getattr(pipe, enc).get_input_embeddings().weight.shape[-1])
+        for enc in TEXT_ENCODERS
+        if getattr(pipe, enc, None) is not None
+    }
+    given = {enc: int(v.shape[-1]) for enc, v in vectors.items()}
+    if any(given.get(enc) != width for enc, width in wanted.items()):
+        have = " + ".join(str(w) for w in given.values())
+        need = " + ".join(str(w) for w in wanted.values())
+        return (
+            f"embedding {name!r} holds {have}-wide vectors; {architecture_name(pipe)}'s text "
+            f"encoder{'s take' if len(wanted) > 1 else ' takes'} {need}: it was trained for another base model"
+        )
+    return ""
+
+
+def apply_embeddings(pipe: Any, embeddings: dict[str, dict[str, Any]]) -> None:
+    """Load textual-inversion embeddings into the cached pipeline's tokenizers and text encoders, once each.
+
+    A loaded embedding is a token named like it; prompts without that token are not affected.
+    """
+    loaded: set[str] = pipe.__dict__.setdefault("_atelier_embeddings", set())
+    for name, vectors in embeddings.items():
+        if name in loaded:
+            continue
+        problem = embedding_problem(pipe, name, vectors)
+        if problem:
+            raise EmbeddingMismatchError(problem)
+        for encoder, tokenizer in TEXT_ENCODERS.items():
+            if getattr(pipe, encoder, None) is not None:
+                pipe.load_textual_inversion(
+                    vectors[encoder],
+                    token=name,
+                    text_encoder=getattr(pipe, encoder),
+                    tokenizer=getattr(pipe, tokenizer),
+                )
+        loaded.add(name)
+
+
 def _compel_version() -> str:
     from importlib.metadata import version
 
@@ -399,6 +528,8 @@ def batch_key(job: Job) -> tuple[Any, ...] | None:
         s.tileable,
         s.loras,
         s.lora_weights,
+        s.refiner,
+        s.refiner_switch,
     )
 
 
@@ -409,9 +540,20 @@ def run(
     on_progress: Callable[[Progress], None],
     controlnet: Any = None,
     loras: dict[str, Any] | None = None,
+    refiner: Any = None,
+    embeddings: dict[str, dict[str, Any]] | None = None,
 ) -> list[Output]:
     """Runs one job on a loaded pipeline; the caller owns the device (one job at a time)."""
-    return run_batch(pipe, [job], [cancellation], [on_progress], controlnet=controlnet, loras=loras)[0]
+    return run_batch(
+        pipe,
+        [job],
+        [cancellation],
+        [on_progress],
+        controlnet=controlnet,
+        loras=loras,
+        refiner=refiner,
+        embeddings=embeddings,
+    )[0]
 
 
 def run_batch(
@@ -421,6 +563,8 @@ def run_batch(
     on_progress: list[Callable[[Progress], None]],
     controlnet: Any = None,
     loras: dict[str, Any] | None = None,
+    refiner: Any = None,
+    embeddings: dict[str, dict[str, Any]] | None = None,
 ) -> list[list[Output]]:
     """Runs jobs in one pipeline call: one job of any mode, or several with the same batch_key.
 
@@ -429,6 +573,12 @@ def run_batch(
     stopped job gets no more progress events, and its images, computed with the others, go unread.
     A batched image equals the same request run alone up to float rounding: the UNet and VAE kernels
     of another batch size differ in the last bits (at most 1 level in 255 on a few pixels, measured).
+
+    With ``refiner`` (a loaded SDXL pipeline) the base call stops at ``refiner_switch`` of the schedule
+    and returns latents (``denoising_end``), which the refiner denoises from there (``denoising_start``),
+    as diffusers' "ensemble of expert denoisers"; progress counts both stages' steps.
+    ``embeddings`` (name -> text encoder component -> vectors) are loaded into the pipeline's
+    tokenizers and text encoders once, as tokens named like the embedding.
     """
     import torch
 
@@ -436,31 +586,38 @@ def run_batch(
     s = job.settings
     device = pipe.device
     apply_loras(pipe, loras or {}, s.lora_weights)
+    apply_embeddings(pipe, embeddings or {})
+    if refiner is not None:
+        apply_embeddings(refiner, embeddings or {})
     worker = _pipeline_for(pipe, job.mode, make_scheduler(pipe, s.scheduler), controlnet)
     # One CPU generator per image: image i is reproducible alone with seed + i, on any device.
     seeds = [[j.settings.seed + i for i in range(j.num_images)] for j in jobs]
-    generators = [
-        torch.Generator(device="cpu").manual_seed(seed) for job_seeds in seeds for seed in job_seeds
-    ]
+
+    def generators() -> list[Any]:
+        return [torch.Generator(device="cpu").manual_seed(seed) for job_seeds in seeds for seed in job_seeds]
+
     offsets = np.cumsum([0] + [j.num_images for j in jobs])
+    done_steps = [0]  # steps of the stages before this one (the base model's, for the refiner)
 
     def on_step_end(p: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         live = [k for k, c in enumerate(cancellations) if not _stopped(c)]
         if not live:
             cancellations[0].check()  # stops the denoising loop: raises out of the pipeline call
-        total = int(getattr(p, "num_timesteps", s.steps) or s.steps)
+        total = s.steps if refiner is not None else int(getattr(p, "num_timesteps", s.steps) or s.steps)
         for k in live:
             preview = None
             every = jobs[k].preview_every
             if every > 0 and ((step + 1) % every == 0):
                 preview = latent_preview(kwargs["latents"][int(offsets[k]) :])
-            on_progress[k](Progress(step=step + 1, total_steps=total, preview=preview))
+            on_progress[k](
+                Progress(step=min(done_steps[0] + step + 1, total), total_steps=total, preview=preview)
+            )
         return kwargs
 
     call: dict[str, Any] = dict(
         num_inference_steps=s.steps,
         guidance_scale=s.guidance_scale,
-        generator=generators,
+        generator=generators(),
         output_type="np",
         callback_on_step_end=on_step_end,
         callback_on_step_end_tensor_inputs=["latents"],
@@ -475,6 +632,7 @@ def run_batch(
             negative_prompt=[j.settings.negative_prompt for j in jobs for _ in range(j.num_images)],
             num_images_per_prompt=1,
         )
+    prompt_args = {k: call[k] for k in ("prompt", "negative_prompt", "num_images_per_prompt")}
     texts = [t for j in jobs for t in (j.settings.prompt, j.settings.negative_prompt)]
     encoding = "pipeline"
     if getattr(pipe, "text_encoder", None) is not None and any(needs_compel(pipe, t) for t in texts):
@@ -482,7 +640,7 @@ def run_batch(
         prompts, negatives = call.pop("prompt"), call.pop("negative_prompt")
         prompts = [prompts] if isinstance(prompts, str) else prompts
         negatives = [negatives or ""] if not isinstance(negatives, list) else negatives
-        call.update(compel_embeddings(worker, prompts, negatives))
+        call.update(compel_embeddings(worker, prompts, negatives, textual_inversion=bool(embeddings)))
     if job.mode == "text_to_image":
         call.update(width=s.width_px, height=s.height_px)
     elif job.mode == "inpaint":
@@ -502,16 +660,43 @@ def run_batch(
         )  # type: ignore[arg-type]
     else:
         call.update(image=job.init_image, strength=s.strength)
+    if refiner is not None:
+        call.update(denoising_end=s.refiner_switch, output_type="latent")
 
     if all(_stopped(c) for c in cancellations):
         cancellations[0].check()
-    with torch.inference_mode(), circular_padding(*((pipe.unet, pipe.vae, controlnet) if s.tileable else ())):
+    padded = (pipe.unet, pipe.vae, controlnet) + ((refiner.unet, refiner.vae) if refiner is not None else ())
+    with torch.inference_mode(), circular_padding(*(padded if s.tileable else ())):
         result = worker(**call)
+        if refiner is not None:
+            done_steps[0] = int(getattr(worker, "num_timesteps", 0) or 0)
+            stage = _refiner_stage(refiner, make_scheduler(refiner, s.scheduler))
+            second: dict[str, Any] = dict(
+                image=result.images,
+                denoising_start=s.refiner_switch,
+                num_inference_steps=s.steps,
+                guidance_scale=s.guidance_scale,
+                generator=generators(),  # the same seeds again: the refined image depends on the seed alone
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **prompt_args,
+            )
+            if encoding == "compel":
+                # The refiner has only the second text encoder: its own (chunked, weighted) embeddings.
+                prompts, negatives = second.pop("prompt"), second.pop("negative_prompt")
+                prompts = [prompts] if isinstance(prompts, str) else prompts
+                negatives = [negatives or ""] if not isinstance(negatives, list) else negatives
+                second.update(
+                    refiner_compel_embeddings(stage, prompts, negatives, textual_inversion=bool(embeddings))
+                )
+            result = stage(**second)
     images = np.clip(np.round(result.images * 255.0), 0, 255).astype(np.uint8)
     if job.mode == "inpaint" and job.init_image is not None and job.mask is not None:
         # Only the mask region changes: the person and background stay pixel-exact (VAE round trips blur them).
         keep = (np.asarray(job.mask) == 0)[..., None]
         images = np.where(keep, np.asarray(job.init_image)[None], images)
+    used = tuple(sorted(embeddings or {}))
     return [
         _outputs(
             pipe,
@@ -521,9 +706,54 @@ def run_batch(
             str(device),
             len(images),
             encoding,
+            used,
         )
         for k, j in enumerate(jobs)
     ]
+
+
+def _refiner_stage(refiner: Any, scheduler: Any) -> Any:
+    """The img2img pipeline over a loaded refiner's components, taking latents mid-schedule."""
+    import diffusers
+
+    components = {
+        k: v
+        for k, v in refiner.components.items()
+        if k in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+    }
+    stage = diffusers.StableDiffusionXLImg2ImgPipeline(
+        **components,
+        scheduler=scheduler,
+        requires_aesthetics_score=bool(refiner.config.get("requires_aesthetics_score", False)),
+    )
+    stage.set_progress_bar_config(disable=True)
+    return stage
+
+
+def refiner_compel_embeddings(
+    stage: Any, prompts: list[str], negatives: list[str], textual_inversion: bool = False
+) -> dict[str, Any]:
+    """Chunked, weighted prompt embeddings from the refiner's one (OpenCLIP) encoder, as compel documents it."""
+    import torch
+    from compel import Compel, DiffusersTextualInversionManager, ReturnedEmbeddingsType
+
+    compel = Compel(
+        tokenizer=stage.tokenizer_2,
+        text_encoder=stage.text_encoder_2,
+        returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
+        requires_pooled=True,
+        truncate_long_prompts=False,
+        textual_inversion_manager=DiffusersTextualInversionManager(stage) if textual_inversion else None,
+    )
+    with torch.no_grad():
+        embeds, pooled = compel([to_compel_syntax(t) for t in [*prompts, *negatives]])
+    n = len(prompts)
+    return dict(
+        prompt_embeds=embeds[:n],
+        negative_prompt_embeds=embeds[n:],
+        pooled_prompt_embeds=pooled[:n],
+        negative_pooled_prompt_embeds=pooled[n:],
+    )
 
 
 def _outputs(
@@ -534,6 +764,7 @@ def _outputs(
     device: str,
     batch_images: int,
     encoding: str = "pipeline",
+    embeddings: tuple[str, ...] = (),
 ) -> list[Output]:
     outputs = []
     for index, (pixels, seed) in enumerate(zip(images, seeds, strict=True)):
@@ -550,9 +781,10 @@ def _outputs(
             "dtype": str(pipe.unet.dtype).replace("torch.", ""),
             # "compel": weighted / chunked prompt embeddings (compel's version), else the pipeline's own encoding.
             "prompt_encoding": encoding if encoding == "pipeline" else f"compel {_compel_version()}",
+            "embeddings": list(embeddings),  # textual-inversion embeddings named in the prompts
         }
         text = {
-            "parameters": a1111_parameters(job.model, job.mode, settings, seed),
+            "parameters": a1111_parameters(job.model, job.mode, settings, seed, embeddings),
             "atelier": json.dumps(meta, sort_keys=True),
         }
         outputs.append(

@@ -14,6 +14,15 @@ Layout of ``ATELIER_MODELS_DIR`` (default ``<data dir>/models/generation``)::
     brand-style/                    a LoRA adapter: manifest {"kind": "lora", "file": "....safetensors"}
     scribble-cn/                    a ControlNet: diffusers ControlNetModel folder + manifest
                                     {"kind": "controlnet", "conditioning": "scribble"}
+    embeddings/                     textual-inversion embeddings (.pt, .bin, .safetensors), used when a
+                                    prompt contains the file's name
+
+The folders of the web UIs are recognised too, so their models directory can be pointed at as it is
+(WEB_UI_FOLDERS): AUTOMATIC1111's ``models/Stable-diffusion``, ``models/Lora``, ``models/ControlNet``,
+``embeddings``; ComfyUI's ``models/checkpoints``, ``models/loras``, ``models/controlnet``,
+``models/embeddings`` (or their ``models`` folder itself). LoRA files and ControlNet folders there need
+no manifest; the base architecture of LoRAs, embeddings and ControlNets is read off their tensor
+shapes (atelier.generation.addons).
 
 Models load on first use (or at start, ``ATELIER_GENERATION_PRELOAD``) and stay cached while
 the sum of their sizes fits ``ATELIER_GENERATION_MEMORY_BUDGET_MB``; loading one more evicts the
@@ -38,14 +47,14 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from atelier.generation import checkpoints
+from atelier.generation import addons, checkpoints
 
 log = logging.getLogger("atelier.generation.models")
 
 MODEL_LOADS_TOTAL = Counter("atelier_generation_model_loads_total", "Model loads by result.", ("result",))
 MODEL_EVICTIONS_TOTAL = Counter("atelier_generation_model_evictions_total", "Models evicted from memory.")
 
-KINDS = ("diffusers", "single_file", "lora", "controlnet")
+KINDS = ("diffusers", "single_file", "lora", "controlnet", "embedding")
 CHECKPOINT_KINDS = ("diffusers", "single_file")
 
 
@@ -66,8 +75,8 @@ class ModelEntry:
 
     name: str
     kind: str
-    path: Path  # the folder (diffusers, controlnet, lora) or the .safetensors file (single_file)
-    base: str = "sd15"
+    path: Path  # the folder (diffusers, controlnet, lora) or the file (single_file, lora, embedding)
+    base: str = ""  # "" until read: from the manifest, else from the weights (_static_problem)
     licence: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     config_dir: Path | None = None  # single_file: local diffusers config folder (derived when None)
@@ -111,7 +120,7 @@ def _entry_from_manifest(manifest_path: Path, default_path: Path) -> ModelEntry:
         name=str(data.get("name") or default_path.stem),
         kind=kind,
         path=path,
-        base=str(data.get("base", "sd15")),
+        base=str(data.get("base", "")),
         licence=str(data.get("licence", data.get("license", ""))),
         defaults=dict(data.get("defaults") or {}),
         conditioning=str(data.get("conditioning", "")),
@@ -128,46 +137,61 @@ def _entry_from_manifest(manifest_path: Path, default_path: Path) -> ModelEntry:
     return entry
 
 
+# Where the web UIs keep each kind of model, below their root (or below their ``models`` folder).
+WEB_UI_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoint": ("models/Stable-diffusion", "models/checkpoints", "Stable-diffusion", "checkpoints"),
+    "lora": ("models/Lora", "models/loras", "Lora", "loras"),
+    "controlnet": ("models/ControlNet", "models/controlnet", "ControlNet", "controlnet"),
+    "embedding": ("embeddings", "models/embeddings"),
+}
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return any((folder / marker).exists() for marker in ("manifest.json", "model_index.json", "config.json"))
+
+
+def model_folders(models_dir: Path) -> dict[str, list[Path]]:
+    """The folders to scan for each kind: the directory itself (checkpoints) plus the web-UI folders present."""
+    found: dict[str, list[Path]] = {kind: [] for kind in WEB_UI_FOLDERS}
+    found["checkpoint"].append(models_dir)
+    for kind, names in WEB_UI_FOLDERS.items():
+        for name in names:
+            folder = models_dir / name
+            # A model folder that happens to be called "controlnet" is a model, not a web-UI folder.
+            if folder.is_dir() and not _is_model_folder(folder) and folder not in found[kind]:
+                found[kind].append(folder)
+    return found
+
+
 def scan_models(models_dir: Path) -> list[ModelEntry]:
     """Every model in the directory; a broken manifest gives a FAILED entry, not an exception."""
     entries: list[ModelEntry] = []
     if not models_dir.is_dir():
         return entries
-    for item in sorted(models_dir.iterdir()):
-        if item.name.startswith("."):
-            continue  # .atelier-configs (derived configs) and other hidden folders
-        try:
-            if item.is_dir():
-                manifest = item / "manifest.json"
-                if manifest.exists():
-                    entries.append(_entry_from_manifest(manifest, item))
-                elif (item / "model_index.json").exists():
-                    entries.append(ModelEntry(name=item.name, kind="diffusers", path=item))
-                elif item.name.startswith("models--"):
-                    snapshot = hf_cache_snapshot(item)
-                    if snapshot is not None:
-                        name = item.name.removeprefix("models--").replace("--", "/")
-                        entries.append(ModelEntry(name=name, kind="diffusers", path=snapshot))
-            elif item.suffix in checkpoints.CHECKPOINT_SUFFIXES:
-                sidecar = item.with_suffix(".json")
-                if sidecar.exists():
-                    entry = _entry_from_manifest(sidecar, item)
-                    if entry.kind == "diffusers":  # a lone checkpoint file is a single-file checkpoint
-                        entry.kind = "single_file"
-                else:
-                    entry = ModelEntry(name=item.stem, kind="single_file", path=item)
-                entry.cache_dir = models_dir / checkpoints.CONFIG_CACHE
-                entries.append(entry)
-        except (ModelError, ValueError, OSError) as exc:
-            entries.append(
-                ModelEntry(
-                    name=item.stem,
-                    kind="diffusers",
-                    path=item,
-                    state=ModelState.FAILED,
-                    error=f"unreadable manifest: {exc}",
-                )
-            )
+    cache_dir = models_dir / checkpoints.CONFIG_CACHE
+    scanners = {
+        "checkpoint": lambda item: _checkpoint_item(item, cache_dir),
+        "lora": _lora_item,
+        "controlnet": lambda item: _controlnet_item(item, cache_dir),
+        "embedding": _embedding_item,
+    }
+    for kind, folders in model_folders(models_dir).items():
+        for folder in folders:
+            for item in sorted(folder.iterdir()):
+                if item.name.startswith("."):
+                    continue  # .atelier-configs (derived configs) and other hidden folders
+                try:
+                    entry = scanners[kind](item)
+                except (ModelError, ValueError, OSError) as exc:
+                    entry = ModelEntry(
+                        name=item.stem,
+                        kind="diffusers" if kind == "checkpoint" else kind,
+                        path=item,
+                        state=ModelState.FAILED,
+                        error=f"unreadable manifest: {exc}",
+                    )
+                if entry is not None:
+                    entries.append(entry)
     for entry in entries:
         if entry.state is ModelState.FAILED:
             continue
@@ -175,6 +199,107 @@ def scan_models(models_dir: Path) -> list[ModelEntry]:
         if problem:
             entry.state, entry.error = ModelState.FAILED, problem
     return entries
+
+
+def _checkpoint_item(item: Path, cache_dir: Path) -> ModelEntry | None:
+    """A model in the directory itself or a web UI's checkpoint folder (any kind, by its manifest)."""
+    if item.is_dir():
+        manifest = item / "manifest.json"
+        if manifest.exists():
+            return _entry_from_manifest(manifest, item)
+        if (item / "model_index.json").exists():
+            return ModelEntry(name=item.name, kind="diffusers", path=item)
+        if item.name.startswith("models--"):
+            snapshot = hf_cache_snapshot(item)
+            if snapshot is not None:
+                name = item.name.removeprefix("models--").replace("--", "/")
+                return ModelEntry(name=name, kind="diffusers", path=snapshot)
+        return None
+    if item.suffix in checkpoints.CHECKPOINT_SUFFIXES:
+        sidecar = item.with_suffix(".json")
+        if sidecar.exists():
+            entry = _entry_from_manifest(sidecar, item)
+            if entry.kind == "diffusers":  # a lone checkpoint file is a single-file checkpoint
+                entry.kind = "single_file"
+        else:
+            entry = ModelEntry(name=item.stem, kind="single_file", path=item)
+        entry.cache_dir = cache_dir
+        return entry
+    return None
+
+
+def _lora_item(item: Path) -> ModelEntry | None:
+    """A web UI's LoRA: a lone .safetensors, or a folder (with a manifest, or diffusers' weight file)."""
+    if item.is_file() and item.suffix in addons.LORA_SUFFIXES:
+        return ModelEntry(name=item.stem, kind="lora", path=item, weight_file=item)
+    if item.is_dir():
+        if (item / "manifest.json").exists():
+            return _entry_from_manifest(item / "manifest.json", item)
+        weights = item / "pytorch_lora_weights.safetensors"
+        if weights.is_file():
+            return ModelEntry(name=item.name, kind="lora", path=item, weight_file=weights)
+    return None
+
+
+def _controlnet_item(item: Path, cache_dir: Path) -> ModelEntry | None:
+    """A web UI's ControlNet: a diffusers folder, or a single file (original or diffusers key layout)."""
+    if item.is_dir():
+        if (item / "manifest.json").exists():
+            return _entry_from_manifest(item / "manifest.json", item)
+        if (item / "config.json").exists():
+            return ModelEntry(
+                name=item.name, kind="controlnet", path=item, conditioning=_conditioning(item.name)
+            )
+        return None
+    if item.suffix in addons.CONTROLNET_SUFFIXES:
+        return ModelEntry(
+            name=item.stem,
+            kind="controlnet",
+            path=item,
+            conditioning=_conditioning(item.stem),
+            cache_dir=cache_dir,
+        )
+    return None
+
+
+def _conditioning(name: str) -> str:
+    """The conditioning a ControlNet's file name says (control_v11p_sd15_scribble -> scribble)."""
+    lowered = name.lower()
+    for word in ("scribble", "lineart", "canny", "sketch", "softedge", "depth", "openpose", "seg", "normal"):
+        if word in lowered:
+            return word
+    return ""
+
+
+def _embedding_item(item: Path) -> ModelEntry | None:
+    if item.is_file() and item.suffix in addons.EMBEDDING_SUFFIXES:
+        return ModelEntry(name=item.stem, kind="embedding", path=item, weight_file=item)
+    return None
+
+
+_EMBEDDING_BASES: dict[tuple[str, int, int], str] = {}
+
+
+def _embedding_base(path: Path) -> str:
+    """read_embedding's base, remembered per (path, size, mtime): ListModels rescans on every call."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _EMBEDDING_BASES:
+        _EMBEDDING_BASES[key] = addons.embedding_base(addons.read_embedding(path))
+    return _EMBEDDING_BASES[key]
+
+
+def _checkpoint_folder_base(folder: Path) -> str:
+    """A diffusers folder's base from its UNet config (the class name when the widths are not a release's)."""
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return addons.UNKNOWN
+    base = addons.CROSS_ATTENTION_BASES.get(unet.get("cross_attention_dim"), "")
+    if not base:
+        base = "sdxl" if "XL" in str(index.get("_class_name", "")) else "sd15"
+    return base + ("-inpainting" if unet.get("in_channels") == 9 else "")
 
 
 def _static_problem(entry: ModelEntry) -> str:
@@ -198,10 +323,30 @@ def _static_problem(entry: ModelEntry) -> str:
                 entry.base = checkpoints.inspect_checkpoint(entry.path).base
             except checkpoints.CheckpointError as exc:
                 return str(exc)
+        elif not entry.base:
+            entry.base = _checkpoint_folder_base(entry.config_dir)
+    if entry.kind == "diffusers" and not entry.base:
+        entry.base = _checkpoint_folder_base(entry.path)
     if entry.kind == "lora" and entry.weight_file is None:
         return f"{entry.path} holds no .safetensors LoRA weights"
-    if entry.kind == "controlnet" and not (entry.path / "config.json").exists():
+    if entry.kind == "lora" and entry.weight_file is not None and not entry.base:
+        entry.base = addons.lora_base(entry.weight_file)
+    if entry.kind == "controlnet" and entry.path.is_file():
+        try:  # the header's shapes only, as for checkpoints
+            addons.controlnet_config(checkpoints.read_shapes(entry.path), entry.path.name)
+        except checkpoints.CheckpointError as exc:
+            return str(exc)
+        entry.base = entry.base or addons.controlnet_file_base(entry.path)
+    elif entry.kind == "controlnet" and not (entry.path / "config.json").exists():
         return f"{entry.path} has no config.json (not a diffusers ControlNetModel folder)"
+    if entry.kind == "controlnet" and not entry.base:
+        entry.base = addons.controlnet_base(entry.path)
+    if entry.kind == "embedding":
+        try:
+            detected = _embedding_base(entry.path)
+        except addons.EmbeddingError as exc:
+            return str(exc)
+        entry.base = entry.base or detected
     return ""
 
 
@@ -244,6 +389,8 @@ def module_bytes(obj: Any) -> int:
         modules = [obj]
     elif hasattr(obj, "components"):
         modules = [m for m in obj.components.values() if isinstance(m, torch.nn.Module)]
+    elif isinstance(obj, dict):  # an embedding's vectors
+        return sum(t.numel() * t.element_size() for t in obj.values() if isinstance(t, torch.Tensor))
     total = 0
     for module in modules:
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -322,12 +469,34 @@ def load_checkpoint(entry: ModelEntry, device: DeviceSettings) -> Any:
     return pipe
 
 
+def load_embedding(entry: ModelEntry, device: DeviceSettings) -> dict[str, Any]:
+    """An embedding's vectors per text encoder (they are copied into the pipeline's encoders on use)."""
+    try:
+        vectors = addons.read_embedding(entry.path)
+    except addons.EmbeddingError as exc:
+        raise ModelError(str(exc)) from exc
+    return {k: v.to(device.torch_dtype()) for k, v in vectors.items()}
+
+
 def load_controlnet(entry: ModelEntry, device: DeviceSettings) -> Any:
     from diffusers import ControlNetModel
 
-    model = ControlNetModel.from_pretrained(
-        str(entry.path), local_files_only=True, dtype=device.torch_dtype()
-    )
+    if entry.path.is_file():
+        # A single file: its config derived from the shapes (addons.controlnet_config), the weights converted
+        # from the original layout by diffusers; a .pth / .ckpt is read with torch.load(weights_only=True).
+        try:
+            config = addons.controlnet_config_folder(
+                entry.path, entry.cache_dir or entry.path.parent / checkpoints.CONFIG_CACHE
+            )
+        except checkpoints.CheckpointError as exc:
+            raise ModelError(str(exc)) from exc
+        model = ControlNetModel.from_single_file(
+            str(entry.path), config=str(config), local_files_only=True, dtype=device.torch_dtype()
+        )
+    else:
+        model = ControlNetModel.from_pretrained(
+            str(entry.path), local_files_only=True, dtype=device.torch_dtype()
+        )
     return model.to(device.device).eval()
 
 
@@ -527,4 +696,6 @@ def _default_loader(entry: ModelEntry, device: DeviceSettings) -> Any:
         return load_checkpoint(entry, device)
     if entry.kind == "controlnet":
         return load_controlnet(entry, device)
+    if entry.kind == "embedding":
+        return load_embedding(entry, device)
     raise ModelError(f"no loader for kind {entry.kind}")

@@ -191,6 +191,18 @@ class GenerationService:
                 f"settings.loras[{i}]",
                 f"{lora!r} is not an installed LoRA adapter",
             )
+        if call.settings.refiner:
+            found = self.cache.entry(call.settings.refiner)
+            v.check(
+                found is not None and found.kind in CHECKPOINT_KINDS,
+                "settings.refiner",
+                f"{call.settings.refiner!r} is not an installed checkpoint (ListModels)",
+            )
+            v.check(
+                call.mode in engine.REFINER_MODES,
+                "settings.refiner",
+                f"a refiner stage runs after text-to-image or image-to-image, not {call.mode}",
+            )
         if call.settings.controlnet:
             found = self.cache.entry(call.settings.controlnet)
             v.check(
@@ -299,16 +311,24 @@ class GenerationService:
         """
         calls: list[GenerateCall] = [t.payload[0] for t in tickets]
         call = calls[0]
+        # Textual-inversion embeddings are used where a prompt names them (any caller's, in a batch).
+        texts = " ".join(f"{c.settings.prompt} {c.settings.negative_prompt}" for c in calls)
+        embedding_names = engine.embedding_names_in(
+            texts, [e.name for e in self.cache.entries() if e.kind == "embedding"]
+        )
         names = [
             call.model,
             *call.settings.loras,
             *([call.settings.controlnet] if call.settings.controlnet else []),
+            *([call.settings.refiner] if call.settings.refiner else []),
+            *embedding_names,
         ]
         for name in names:
             self.cache.pin(name)
         began = time.monotonic()
         pipe: Any = None
         controlnet: Any = None
+        refiner: Any = None
         results: list[list[engine.Output]] = [[] for _ in tickets]
         try:
             pipe = self._load(call.model)
@@ -327,7 +347,17 @@ class GenerationService:
                     except InvalidArgumentError as exc:
                         ticket.emit(exc)
             controlnet = self._load(call.settings.controlnet) if call.settings.controlnet else None
+            if controlnet is not None:
+                problem = engine.controlnet_problem(pipe, controlnet, call.settings.controlnet)
+                if problem:
+                    raise FailedPreconditionError(problem)
+            refiner = self._load(call.settings.refiner) if call.settings.refiner else None
+            if refiner is not None:
+                problem = engine.refiner_problem(pipe, refiner, call.settings.refiner)
+                if problem:
+                    raise FailedPreconditionError(f"model {call.model!r}: {problem}")
             loras = {name: self._load(name) for name in call.settings.loras}
+            embeddings = {name: self._load(name) for name in embedding_names}
             if running:
                 batch_outputs = engine.run_batch(
                     pipe,
@@ -336,13 +366,15 @@ class GenerationService:
                     [tickets[k].emit for k in running],
                     controlnet=controlnet,
                     loras=loras,
+                    refiner=refiner,
+                    embeddings=embeddings,
                 )
                 for k, outputs in zip(running, batch_outputs, strict=True):
                     results[k] = outputs
         except (CancelledError, InvalidArgumentError, FailedPreconditionError):
             self._unpin(names)
             raise
-        except engine.LoraMismatchError as exc:
+        except (engine.LoraMismatchError, engine.EmbeddingMismatchError) as exc:
             self._unpin(names)
             raise FailedPreconditionError(str(exc)) from exc
         except BaseException as exc:
@@ -362,7 +394,7 @@ class GenerationService:
         if out_of_memory:
             # Outside the except block, so no traceback (whose frames hold the tensors) stays referenced.
             REJECTED_TOTAL.labels("out_of_memory").inc()
-            pipe = controlnet = None  # the last references to the models outside the cache
+            pipe = controlnet = refiner = None  # the last references to the models outside the cache
             self.cache.evict_all()
             MODEL_MEMORY_BYTES.set(self.cache.used_bytes)
             raise ResourceExhaustedError(

@@ -59,6 +59,8 @@ def settings_to_proto(s: engine.Settings) -> generation_pb2.GenerationSettings:
         lora_weights=list(s.lora_weights),
         controlnet=s.controlnet,
         controlnet_scale=s.controlnet_scale,
+        refiner=s.refiner,
+        refiner_switch=s.refiner_switch,
     )
 
 
@@ -206,6 +208,16 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             f"must be in 0..{lim.max_controlnet_scale:g}",
         )
         v.check(
+            0.0 <= s.refiner_switch < 1.0,
+            "settings.refiner_switch",
+            f"must be in (0, 1): the share of the steps the base model runs (0 takes {engine.DEFAULT_REFINER_SWITCH})",
+        )
+        v.check(
+            not s.refiner_switch or bool(s.refiner),
+            "settings.refiner_switch",
+            "is only used with settings.refiner",
+        )
+        v.check(
             len(set(s.loras)) == len(s.loras), "settings.loras", "names a LoRA twice: give each one weight"
         )
         v.check(
@@ -275,6 +287,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             lora_weights=tuple(s.lora_weights),
             controlnet=s.controlnet,
             controlnet_scale=s.controlnet_scale,
+            refiner=s.refiner,
+            refiner_switch=s.refiner_switch,
         )
         if mask is not None:
             mask = mask.point(lambda p: 255 if p else 0)  # type: ignore[arg-type]  # non-zero is "in"

@@ -211,6 +211,110 @@ def write_sd15_size_model(folder: Path, seed: int = 0, device: str = "cpu", dtyp
     return folder
 
 
+# Stable Diffusion XL base 1.0's component configurations (stabilityai/stable-diffusion-xl-base-1.0).
+SDXL_UNET: dict[str, Any] = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+SDXL_VAE: dict[str, Any] = dict(SD15_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+SDXL_TEXT_2: dict[str, Any] = dict(
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
+
+
+def build_sdxl_size_pipeline(seed: int = 0, dtype: str = "bfloat16") -> Any:
+    """A random-weight StableDiffusionXLPipeline with SDXL base 1.0's exact shapes (UNet 2.57 G parameters).
+
+    Built on the meta device and filled in ``dtype`` (normal, std 0.02; zero biases), so it costs its
+    size in memory once (about 7 GB in bfloat16) and seconds, not minutes, of random initialisation.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    vocab = tiny_vocab()
+    ids = dict(bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"])
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET)
+        vae = AutoencoderKL(**SDXL_VAE)
+        text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT, **ids, pad_token_id=ids["eos_token_id"]))
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2, **ids, pad_token_id=0))
+    generator = torch.Generator().manual_seed(seed)
+    modules = []
+    for module in (unet, vae, text, text_2):
+        module = module.to_empty(device="cpu").to(torch_dtype)
+        with torch.no_grad():
+            for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+                if tensor.is_floating_point():
+                    if name.endswith("bias"):
+                        tensor.zero_()
+                    elif "norm" in name and name.endswith("weight"):
+                        tensor.fill_(1.0)
+                    else:
+                        tensor.normal_(0.0, 0.02, generator=generator)
+                elif "position_ids" in name:
+                    tensor.copy_(torch.arange(tensor.shape[-1]).expand(tensor.shape))
+        modules.append(module.eval())
+    unet, vae, text, text_2 = modules
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text,
+        text_encoder_2=text_2,
+        unet=unet,
+        tokenizer=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77),
+        tokenizer_2=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, pad_token="!"),
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_sdxl_size_model(folder: Path, seed: int = 0, dtype: str = "bfloat16") -> Path:
+    """An SDXL-size random-weight diffusers folder (about 7 GB in bfloat16) with a manifest."""
+    pipe = build_sdxl_size_pipeline(seed, dtype)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    del pipe
+    write_manifest(
+        folder,
+        name=folder.name,
+        kind="diffusers",
+        base="sdxl",
+        licence="CC0-1.0 (random weights with SDXL base 1.0's shapes, made by atelier.generation.testing)",
+        defaults={"steps": 30, "guidance_scale": 7.5, "width_px": 1024, "height_px": 1024},
+    )
+    return folder
+
+
 def write_manifest(folder: Path, **fields: Any) -> None:
     (folder / "manifest.json").write_text(json.dumps(fields, indent=2))
 
@@ -232,13 +336,15 @@ def write_tiny_model(
     return folder
 
 
-def write_tiny_controlnet(
-    folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0
-) -> Path:
-    """A tiny ControlNetModel matching the tiny UNet, saved with a manifest (kind controlnet)."""
+def build_tiny_controlnet(seed: int = 1, base_model_seed: int = 0, architecture: str = "") -> Any:
+    """A tiny ControlNetModel matching the tiny UNet (``architecture`` "": the demo SD 1.x UNet; "sd1",
+    "sdxl": the drop-in models' UNets, SDXL's size/crop conditioning included as from_unet copies it)."""
     from diffusers import ControlNetModel
 
-    unet = build_tiny_components(base_model_seed)["unet"]
+    if architecture:
+        unet = build_tiny_drop_in_pipeline(architecture, base_model_seed).unet
+    else:
+        unet = build_tiny_components(base_model_seed)["unet"]
     torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
     # A trained ControlNet's "zero convolutions" are no longer zero; fresh ones would change nothing.
@@ -250,16 +356,48 @@ def write_tiny_controlnet(
     with torch.no_grad():
         for conv in zero_convs:
             torch.nn.init.normal_(conv.weight, std=0.2)
+    return controlnet.eval()
+
+
+def write_tiny_controlnet(
+    folder: Path, seed: int = 1, name: str | None = None, base_model_seed: int = 0, architecture: str = ""
+) -> Path:
+    """build_tiny_controlnet saved as a diffusers folder with a manifest (kind controlnet)."""
+    controlnet = build_tiny_controlnet(seed, base_model_seed, architecture)
     controlnet.save_pretrained(str(folder), safe_serialization=True)
     write_manifest(
         folder,
         name=name or folder.name,
         kind="controlnet",
-        base="sd15",
+        base={"": "sd15", "sd1": "sd15"}.get(architecture, architecture),
         licence="CC0-1.0",
         conditioning="scribble",
     )
     return folder
+
+
+def controlnet_to_original(controlnet: Any) -> dict[str, torch.Tensor]:
+    """A ControlNetModel's weights under the original (lllyasviel / web UI) names: ``control_model.``
+    + the UNet encoder's ``input_blocks`` / ``middle_block``, ``zero_convs``, ``middle_block_out``,
+    ``input_hint_block``."""
+    layers = int(controlnet.config.layers_per_block)
+    n_blocks = len(controlnet.controlnet_cond_embedding.blocks)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in controlnet.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "controlnet_down_blocks":
+            new = ".".join(["zero_convs", parts[1], "0", *parts[2:]])
+        elif parts[0] == "controlnet_mid_block":
+            new = ".".join(["middle_block_out", "0", *parts[1:]])
+        elif parts[0] == "controlnet_cond_embedding":
+            index = {"conv_in": 0, "conv_out": 2 * (n_blocks + 1)}.get(parts[1])
+            if index is None:  # blocks.i
+                index, parts = 2 * (int(parts[2]) + 1), [*parts[:2], *parts[3:]]
+            new = ".".join(["input_hint_block", str(index), *parts[2:]])
+        else:
+            new = _unet_key(key, layers, [])
+        state["control_model." + new] = value.detach().clone().contiguous()
+    return state
 
 
 # -- single-file checkpoints -------------------------------------------------------------------
@@ -421,6 +559,10 @@ def to_original_checkpoint(pipe: Any, architecture: str = "sd1") -> dict[str, to
                 for k, v in _open_clip_state(pipe.text_encoder_2).items()
             }
         )
+    elif architecture == "sdxl_refiner":  # OpenCLIP bigG alone, as the first (and only) embedder
+        text = {
+            "conditioner.embedders.0.model." + k: v for k, v in _open_clip_state(pipe.text_encoder_2).items()
+        }
     else:
         raise ValueError(f"unknown architecture {architecture}")
     state.update(text)
@@ -431,7 +573,7 @@ def to_original_checkpoint(pipe: Any, architecture: str = "sd1") -> dict[str, to
 # cannot tell (32 GroupNorm groups, 8 heads for SD 1.x and channels/64 otherwise, CLIP heads hidden/64,
 # quick_gelu for CLIP-L and gelu for OpenCLIP), so a drop-in checkpoint made from them must load back
 # into exactly the same pipeline: same weights, same image.
-DROP_IN_ARCHITECTURES = ("sd1", "sd2", "sdxl")
+DROP_IN_ARCHITECTURES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 
 
 def _tiny_clip(hidden: int, layers: int, act: str, pad_open_clip: bool, projection: int = 0) -> Any:
@@ -455,12 +597,17 @@ def _tiny_clip(hidden: int, layers: int, act: str, pad_open_clip: bool, projecti
 
 
 def build_tiny_drop_in_pipeline(architecture: str, seed: int = 0) -> Any:
-    """A tiny pipeline of ``architecture`` (sd1, sd2, sdxl) whose single file loads back exactly."""
+    """A tiny pipeline of ``architecture`` (sd1, sd2, sdxl, sdxl_refiner) whose single file loads back exactly.
+
+    The refiner, as SDXL's: only the second (OpenCLIP) text encoder, whose hidden states are the UNet's
+    cross-attention input, and five Fourier-embedded ids (sizes, crop, aesthetic score) beside the pooled text.
+    """
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
         PNDMScheduler,
         StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -476,9 +623,9 @@ def build_tiny_drop_in_pipeline(architecture: str, seed: int = 0) -> Any:
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=32,
-        sample_size=1024 if architecture == "sdxl" else 512,
-        scaling_factor=0.13025 if architecture == "sdxl" else 0.18215,
-        force_upcast=architecture == "sdxl",
+        sample_size=1024 if architecture.startswith("sdxl") else 512,
+        scaling_factor=0.13025 if architecture.startswith("sdxl") else 0.18215,
+        force_upcast=architecture.startswith("sdxl"),
     )
     vocab = tiny_vocab()
     if architecture == "sd1":
@@ -515,6 +662,24 @@ def build_tiny_drop_in_pipeline(architecture: str, seed: int = 0) -> Any:
         )  # fmt: skip
         pipe.set_progress_bar_config(disable=True)
         return pipe
+    elif architecture == "sdxl_refiner":
+        text_2 = _tiny_clip(64, 2, "gelu", True, projection=32)
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=channels, layers_per_block=2, norm_num_groups=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=64, attention_head_dim=[max(1, c // 64) for c in channels],
+            use_linear_projection=True, transformer_layers_per_block=[1, 2],
+            addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 5 * 8,
+        )  # fmt: skip
+        for module in (unet, vae, text_2):
+            module.eval()
+        refiner = StableDiffusionXLImg2ImgPipeline(
+            vae=vae, text_encoder=None, text_encoder_2=text_2, unet=unet, tokenizer=None,
+            tokenizer_2=CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, pad_token="!"),
+            scheduler=EulerDiscreteScheduler(**betas, timestep_spacing="leading"), requires_aesthetics_score=True,
+        )  # fmt: skip
+        refiner.set_progress_bar_config(disable=True)
+        return refiner
     else:
         raise ValueError(f"unknown architecture {architecture}")
     for module in (unet, vae, text):

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from atelier.common.v1 import image_pb2 as atelier_dot_common_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&atelier/generation/v1/generation.proto\x12\x15\x61telier.generation.v1\x1a\x1d\x61telier/common/v1/image.proto\"\x85\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\x0f\n\x07licence\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.atelier.generation.v1.ModelState\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12;\n\x08\x64\x65\x66\x61ults\x18\x07 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\x12\x14\n\x0cmemory_bytes\x18\x08 \x01(\x03\x12\x13\n\x0bhealth_name\x18\t \x01(\t\x12\x14\n\x0c\x63onditioning\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\x8e\x01\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .atelier.generation.v1.ModelInfo\x12\x1b\n\x13memory_budget_bytes\x18\x02 \x01(\x03\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"\xa1\x02\n\x12GenerationSettings\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x10\n\x08strength\x18\x03 \x01(\x01\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x05\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x10\n\x08width_px\x18\x08 \x01(\x05\x12\x11\n\theight_px\x18\t \x01(\x05\x12\x10\n\x08tileable\x18\n \x01(\x08\x12\r\n\x05loras\x18\x0b \x03(\t\x12\x14\n\x0clora_weights\x18\x0e \x03(\x01\x12\x12\n\ncontrolnet\x18\x0c \x01(\t\x12\x18\n\x10\x63ontrolnet_scale\x18\r \x01(\x01\"\xb9\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x04mode\x18\x02 \x01(\x0e\x32\x1b.atelier.generation.v1.Mode\x12;\n\x08settings\x18\x03 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\x12,\n\ninit_image\x18\x04 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12%\n\x04mask\x18\x05 \x01(\x0b\x32\x17.atelier.common.v1.Mask\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x12\n\nnum_images\x18\x07 \x01(\x05\x12\x15\n\rpreview_every\x18\x08 \x01(\x05\x12\x1b\n\x13session_image_index\x18\t \x01(\x05\"u\n\rProgressEvent\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12)\n\x07preview\x18\x03 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x16\n\x0equeue_position\x18\x04 \x01(\x05\"\x93\x01\n\x0eGeneratedImage\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x05\x12;\n\x08settings\x18\x04 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\"\xb0\x01\n\x10GenerateResponse\x12\x38\n\x08progress\x18\x01 \x01(\x0b\x32$.atelier.generation.v1.ProgressEventH\x00\x12\x36\n\x05image\x18\x02 \x01(\x0b\x32%.atelier.generation.v1.GeneratedImageH\x00\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x42\x07\n\x05\x65vent\"M\n\x13MakeTileableRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\r\n\x05\x62lend\x18\x02 \x01(\x01\"\x85\x01\n\x14MakeTileableResponse\x12&\n\x04tile\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x12\n\nseam_error\x18\x02 \x01(\x01\x12\x19\n\x11seam_error_before\x18\x03 \x01(\x01\x12\x16\n\x0einterior_error\x18\x04 \x01(\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xd5\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12:\n\x07history\x18\x04 \x03(\x0b\x32).atelier.generation.v1.GenerationSettings\x12,\n\nlast_image\x18\x05 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12-\n\x0blast_images\x18\x06 \x03(\x0b\x32\x18.atelier.common.v1.Image*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_INSTALLED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x16\n\x12MODEL_STATE_LOADED\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04*p\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODE_TEXT_TO_IMAGE\x10\x01\x12\x17\n\x13MODE_IMAGE_TO_IMAGE\x10\x02\x12\x10\n\x0cMODE_INPAINT\x10\x03\x12\x0f\n\x0bMODE_SKETCH\x10\x04\x32\x96\x03\n\x11GenerationService\x12\x61\n\nListModels\x12(.atelier.generation.v1.ListModelsRequest\x1a).atelier.generation.v1.ListModelsResponse\x12]\n\x08Generate\x12&.atelier.generation.v1.GenerateRequest\x1a\'.atelier.generation.v1.GenerateResponse0\x01\x12g\n\x0cMakeTileable\x12*.atelier.generation.v1.MakeTileableRequest\x1a+.atelier.generation.v1.MakeTileableResponse\x12V\n\nGetSession\x12(.atelier.generation.v1.GetSessionRequest\x1a\x1e.atelier.generation.v1.Sessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&atelier/generation/v1/generation.proto\x12\x15\x61telier.generation.v1\x1a\x1d\x61telier/common/v1/image.proto\"\x85\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\t\x12\x0f\n\x07licence\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.atelier.generation.v1.ModelState\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12;\n\x08\x64\x65\x66\x61ults\x18\x07 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\x12\x14\n\x0cmemory_bytes\x18\x08 \x01(\x03\x12\x13\n\x0bhealth_name\x18\t \x01(\t\x12\x14\n\x0c\x63onditioning\x18\n \x01(\t\"\x13\n\x11ListModelsRequest\"\x8e\x01\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .atelier.generation.v1.ModelInfo\x12\x1b\n\x13memory_budget_bytes\x18\x02 \x01(\x03\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"\xca\x02\n\x12GenerationSettings\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x10\n\x08strength\x18\x03 \x01(\x01\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x05\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x10\n\x08width_px\x18\x08 \x01(\x05\x12\x11\n\theight_px\x18\t \x01(\x05\x12\x10\n\x08tileable\x18\n \x01(\x08\x12\r\n\x05loras\x18\x0b \x03(\t\x12\x14\n\x0clora_weights\x18\x0e \x03(\x01\x12\x12\n\ncontrolnet\x18\x0c \x01(\t\x12\x18\n\x10\x63ontrolnet_scale\x18\r \x01(\x01\x12\x0f\n\x07refiner\x18\x0f \x01(\t\x12\x16\n\x0erefiner_switch\x18\x10 \x01(\x01\"\xb9\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x04mode\x18\x02 \x01(\x0e\x32\x1b.atelier.generation.v1.Mode\x12;\n\x08settings\x18\x03 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\x12,\n\ninit_image\x18\x04 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12%\n\x04mask\x18\x05 \x01(\x0b\x32\x17.atelier.common.v1.Mask\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x12\n\nnum_images\x18\x07 \x01(\x05\x12\x15\n\rpreview_every\x18\x08 \x01(\x05\x12\x1b\n\x13session_image_index\x18\t \x01(\x05\"u\n\rProgressEvent\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12)\n\x07preview\x18\x03 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x16\n\x0equeue_position\x18\x04 \x01(\x05\"\x93\x01\n\x0eGeneratedImage\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x05\x12;\n\x08settings\x18\x04 \x01(\x0b\x32).atelier.generation.v1.GenerationSettings\"\xb0\x01\n\x10GenerateResponse\x12\x38\n\x08progress\x18\x01 \x01(\x0b\x32$.atelier.generation.v1.ProgressEventH\x00\x12\x36\n\x05image\x18\x02 \x01(\x0b\x32%.atelier.generation.v1.GeneratedImageH\x00\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x42\x07\n\x05\x65vent\"M\n\x13MakeTileableRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\r\n\x05\x62lend\x18\x02 \x01(\x01\"\x85\x01\n\x14MakeTileableResponse\x12&\n\x04tile\x18\x01 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12\x12\n\nseam_error\x18\x02 \x01(\x01\x12\x19\n\x11seam_error_before\x18\x03 \x01(\x01\x12\x16\n\x0einterior_error\x18\x04 \x01(\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xd5\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06rounds\x18\x03 \x01(\x05\x12:\n\x07history\x18\x04 \x03(\x0b\x32).atelier.generation.v1.GenerationSettings\x12,\n\nlast_image\x18\x05 \x01(\x0b\x32\x18.atelier.common.v1.Image\x12-\n\x0blast_images\x18\x06 \x03(\x0b\x32\x18.atelier.common.v1.Image*\x8d\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_STATE_INSTALLED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x16\n\x12MODEL_STATE_LOADED\x10\x03\x12\x16\n\x12MODEL_STATE_FAILED\x10\x04*p\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODE_TEXT_TO_IMAGE\x10\x01\x12\x17\n\x13MODE_IMAGE_TO_IMAGE\x10\x02\x12\x10\n\x0cMODE_INPAINT\x10\x03\x12\x0f\n\x0bMODE_SKETCH\x10\x04\x32\x96\x03\n\x11GenerationService\x12\x61\n\nListModels\x12(.atelier.generation.v1.ListModelsRequest\x1a).atelier.generation.v1.ListModelsResponse\x12]\n\x08Generate\x12&.atelier.generation.v1.GenerateRequest\x1a\'.atelier.generation.v1.GenerateResponse0\x01\x12g\n\x0cMakeTileable\x12*.atelier.generation.v1.MakeTileableRequest\x1a+.atelier.generation.v1.MakeTileableResponse\x12V\n\nGetSession\x12(.atelier.generation.v1.GetSessionRequest\x1a\x1e.atelier.generation.v1.Sessionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atelier.generation.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=2055
-  _globals['_MODELSTATE']._serialized_end=2196
-  _globals['_MODE']._serialized_start=2198
-  _globals['_MODE']._serialized_end=2310
+  _globals['_MODELSTATE']._serialized_start=2096
+  _globals['_MODELSTATE']._serialized_end=2237
+  _globals['_MODE']._serialized_start=2239
+  _globals['_MODE']._serialized_end=2351
   _globals['_MODELINFO']._serialized_start=97
   _globals['_MODELINFO']._serialized_end=358
   _globals['_LISTMODELSREQUEST']._serialized_start=360
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=382
   _globals['_LISTMODELSRESPONSE']._serialized_end=524
   _globals['_GENERATIONSETTINGS']._serialized_start=527
-  _globals['_GENERATIONSETTINGS']._serialized_end=816
-  _globals['_GENERATEREQUEST']._serialized_start=819
-  _globals['_GENERATEREQUEST']._serialized_end=1132
-  _globals['_PROGRESSEVENT']._serialized_start=1134
-  _globals['_PROGRESSEVENT']._serialized_end=1251
-  _globals['_GENERATEDIMAGE']._serialized_start=1254
-  _globals['_GENERATEDIMAGE']._serialized_end=1401
-  _globals['_GENERATERESPONSE']._serialized_start=1404
-  _globals['_GENERATERESPONSE']._serialized_end=1580
-  _globals['_MAKETILEABLEREQUEST']._serialized_start=1582
-  _globals['_MAKETILEABLEREQUEST']._serialized_end=1659
-  _globals['_MAKETILEABLERESPONSE']._serialized_start=1662
-  _globals['_MAKETILEABLERESPONSE']._serialized_end=1795
-  _globals['_GETSESSIONREQUEST']._serialized_start=1797
-  _globals['_GETSESSIONREQUEST']._serialized_end=1836
-  _globals['_SESSION']._serialized_start=1839
-  _globals['_SESSION']._serialized_end=2052
-  _globals['_GENERATIONSERVICE']._serialized_start=2313
-  _globals['_GENERATIONSERVICE']._serialized_end=2719
+  _globals['_GENERATIONSETTINGS']._serialized_end=857
+  _globals['_GENERATEREQUEST']._serialized_start=860
+  _globals['_GENERATEREQUEST']._serialized_end=1173
+  _globals['_PROGRESSEVENT']._serialized_start=1175
+  _globals['_PROGRESSEVENT']._serialized_end=1292
+  _globals['_GENERATEDIMAGE']._serialized_start=1295
+  _globals['_GENERATEDIMAGE']._serialized_end=1442
+  _globals['_GENERATERESPONSE']._serialized_start=1445
+  _globals['_GENERATERESPONSE']._serialized_end=1621
+  _globals['_MAKETILEABLEREQUEST']._serialized_start=1623
+  _globals['_MAKETILEABLEREQUEST']._serialized_end=1700
+  _globals['_MAKETILEABLERESPONSE']._serialized_start=1703
+  _globals['_MAKETILEABLERESPONSE']._serialized_end=1836
+  _globals['_GETSESSIONREQUEST']._serialized_start=1838
+  _globals['_GETSESSIONREQUEST']._serialized_end=1877
+  _globals['_SESSION']._serialized_start=1880
+  _globals['_SESSION']._serialized_end=2093
+  _globals['_GENERATIONSERVICE']._serialized_start=2354
+  _globals['_GENERATIONSERVICE']._serialized_end=2760
 # @@protoc_insertion_point(module_scope)

@@ -92,14 +92,19 @@ class ModelInfo(_message.Message):
     CONDITIONING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     base: _builtins.str
-    """e.g. "sd15", "sdxl"."""
+    """The base architecture: "sd15", "sd2", "sdxl", "sdxl-refiner" (checkpoints with "-inpainting");
+    LoRAs, embeddings and ControlNets as read off their tensor shapes ("unknown" when the shapes are
+    not those of a released base model, e.g. a test model).
+    """
     licence: _builtins.str
     """Licence text or link, from the manifest."""
     state: Global___ModelState.ValueType
     error: _builtins.str
     """Why loading failed (MODEL_STATE_FAILED)."""
     kind: _builtins.str
-    """"diffusers", "single_file", "lora", "controlnet"."""
+    """"diffusers", "single_file", "lora", "controlnet", "embedding" (textual inversion: used when a
+    prompt contains its name).
+    """
     memory_bytes: _builtins.int
     """Memory the loaded model holds (0 when not loaded)."""
     health_name: _builtins.str
@@ -196,6 +201,8 @@ class GenerationSettings(_message.Message):
     LORA_WEIGHTS_FIELD_NUMBER: _builtins.int
     CONTROLNET_FIELD_NUMBER: _builtins.int
     CONTROLNET_SCALE_FIELD_NUMBER: _builtins.int
+    REFINER_FIELD_NUMBER: _builtins.int
+    REFINER_SWITCH_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Required for generation; at most the tokenizer limit (75 tokens for SD 1.x)."""
     negative_prompt: _builtins.str
@@ -218,6 +225,16 @@ class GenerationSettings(_message.Message):
     """Name of an installed ControlNet (MODE_SKETCH)."""
     controlnet_scale: _builtins.float
     """0..2; 0 takes 1.0."""
+    refiner: _builtins.str
+    """Name of an installed SDXL checkpoint (usually an SDXL refiner) run as a second stage, as the
+    "ensemble of expert denoisers": the base model denoises the first refiner_switch of the schedule
+    and hands its latents to the refiner, which denoises the rest. SDXL base models, text-to-image
+    and image-to-image (sessions too) only.
+    """
+    refiner_switch: _builtins.float
+    """The share of the schedule the base model runs before the refiner takes over, in (0, 1);
+    0 takes 0.8. Only with refiner.
+    """
     @_builtins.property
     def loras(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of installed LoRA adapters to apply (several at once)."""
@@ -243,10 +260,12 @@ class GenerationSettings(_message.Message):
         lora_weights: _abc.Iterable[_builtins.float] | None = ...,
         controlnet: _builtins.str = ...,
         controlnet_scale: _builtins.float = ...,
+        refiner: _builtins.str = ...,
+        refiner_switch: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "controlnet_scale", b"controlnet_scale", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "lora_weights", b"lora_weights", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controlnet", b"controlnet", "controlnet_scale", b"controlnet_scale", "guidance_scale", b"guidance_scale", "height_px", b"height_px", "lora_weights", b"lora_weights", "loras", b"loras", "negative_prompt", b"negative_prompt", "prompt", b"prompt", "refiner", b"refiner", "refiner_switch", b"refiner_switch", "scheduler", b"scheduler", "seed", b"seed", "steps", b"steps", "strength", b"strength", "tileable", b"tileable", "width_px", b"width_px"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,7 +76,8 @@ class GenerationServiceServicer:
     """
 
     def ListModels(self, request, context):
-        """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded.
+        """The installed models (checkpoints, LoRA adapters, ControlNets, textual-inversion embeddings)
+        and whether each is loaded. The models directory may be an AUTOMATIC1111 or ComfyUI folder.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,9 @@ class GenerationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GenerationServiceAsyncStub: ...
     ListModels: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListModelsRequest, _generation_pb2.ListModelsResponse]
-    """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
+    """The installed models (checkpoints, LoRA adapters, ControlNets, textual-inversion embeddings)
+    and whether each is loaded. The models directory may be an AUTOMATIC1111 or ComfyUI folder.
+    """
     Generate: _grpc.UnaryStreamMultiCallable[_generation_pb2.GenerateRequest, _generation_pb2.GenerateResponse]
     """Streams progress events (queue position, then step counts with optional previews), then
     one event per output image. Every call is one round of a refinement session: a new session
@@ -68,7 +70,9 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListModelsRequest, _generation_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
+    """The installed models (checkpoints, LoRA adapters, ControlNets, textual-inversion embeddings)
+    and whether each is loaded. The models directory may be an AUTOMATIC1111 or ComfyUI folder.
+    """
     Generate: _aio.UnaryStreamMultiCallable[_generation_pb2.GenerateRequest, _generation_pb2.GenerateResponse]  # type: ignore[assignment]
     """Streams progress events (queue position, then step counts with optional previews), then
     one event per output image. Every call is one round of a refinement session: a new session
@@ -97,7 +101,9 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _generation_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_generation_pb2.ListModelsResponse, _abc.Awaitable[_generation_pb2.ListModelsResponse]]:
-        """The installed models (checkpoints, LoRA adapters, ControlNets) and whether each is loaded."""
+        """The installed models (checkpoints, LoRA adapters, ControlNets, textual-inversion embeddings)
+        and whether each is loaded. The models directory may be an AUTOMATIC1111 or ComfyUI folder.
+        """
 
     @_abc_1.abstractmethod
     def Generate(
