@@ -3,6 +3,7 @@ folder layouts with each model's base architecture read off its shapes; over gRP
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -423,3 +424,51 @@ def test_single_file_controlnets_load_exactly_and_steer_the_sketch(
     # test UNet's is 8, so it is refused with the reason rather than failing inside the UNet.
     code, details = _code(server, request("xl", "cn-xl"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "size/crop ids 256 wide" in details, details
+
+
+# -- the refiner through the A1111-compatible HTTP API -----------------------------------------------
+
+
+@pytest.fixture
+def xl_http_server(offline: None, gen_server: Start, models_dir: Path, xl_models_dir: Path) -> GenServer:  # noqa: F811
+    for item in list(models_dir.iterdir()):
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for item in xl_models_dir.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copy)(item, models_dir / item.name)
+    return gen_server(A1111_PORT="0")
+
+
+def test_the_web_uis_refiner_fields_run_the_second_stage(xl_http_server: GenServer) -> None:
+    """A web-UI client's `refiner_checkpoint` (a title, with or without its hash) and `refiner_switch_at`
+    give the gRPC refiner's image; "None" is off; an unknown refiner is 404, never ignored."""
+    import requests
+
+    server = xl_http_server
+    route = f"http://127.0.0.1:{server.server.spec.ports['a1111_port']}/sdapi/v1/txt2img"
+    body = {
+        "prompt": "a paisley print on silk",
+        "seed": 7,
+        "steps": 4,
+        "width": 64,
+        "height": 64,
+        "override_settings": {"sd_model_checkpoint": "xl"},
+    }
+
+    def http(**extra: Any) -> requests.Response:
+        return requests.post(route, json={**body, **extra}, timeout=300)
+
+    refined_http = http(refiner_checkpoint="xl-refiner.safetensors [0123abcd]", refiner_switch_at=0.5)
+    assert refined_http.status_code == 200, refined_http.text
+    (b64,) = refined_http.json()["images"]
+    refined_grpc, _, _ = _one(
+        server, pb.GenerateRequest(model="xl", settings=_settings(refiner="xl-refiner", refiner_switch=0.5))
+    )
+    assert np.array_equal(decode(base64.b64decode(b64)), refined_grpc)
+    info = json.loads(refined_http.json()["info"])
+    assert info["extra_generation_params"] == {"Refiner": "xl-refiner", "Refiner switch at": 0.5}
+    assert "Refiner: xl-refiner, Refiner switch at: 0.5" in info["infotexts"][0]
+    (plain,) = http(refiner_checkpoint="None").json()["images"]
+    base, _, _ = _one(server, pb.GenerateRequest(model="xl", settings=_settings()))
+    assert np.array_equal(decode(base64.b64decode(plain)), base)
+    missing = http(refiner_checkpoint="no-such-refiner.safetensors")
+    assert missing.status_code == 404 and "no-such-refiner" in missing.text

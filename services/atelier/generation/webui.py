@@ -146,6 +146,8 @@ FIELD_NAMES = {
     "settings.height_px": "height",
     "settings.loras": "prompt",
     "settings.lora_weights": "prompt",
+    "settings.refiner": "refiner_checkpoint",
+    "settings.refiner_switch": "refiner_switch_at",
     "num_images": "batch_size",
     "init_image": "init_images",
     "init_image.data": "init_images[0]",
@@ -917,6 +919,11 @@ class WebUIApi:
             raise InvalidArgumentError(f"the request is invalid: {shown}", v)
 
         entry = self._current_checkpoint(tenant, override)
+        # The web UI's SDXL refiner (its "Refiner" accordion): a checkpoint title and the switch point.
+        # "None" or empty is off, as the web UI sends it.
+        refiner = ""
+        if req.refiner_checkpoint and req.refiner_checkpoint.strip().lower() not in ("", "none"):
+            refiner = self.resolve_checkpoint(req.refiner_checkpoint).name
         given_settings = pb.GenerationSettings(
             prompt=prompt,
             negative_prompt=negative,
@@ -927,6 +934,8 @@ class WebUIApi:
             tileable=bool(req.tiling),
             loras=loras,
             lora_weights=weights,
+            refiner=refiner,
+            refiner_switch=float(req.refiner_switch_at or 0.0) if refiner else 0.0,
         )
         if req.steps is not None:
             given_settings.steps = req.steps
@@ -1126,11 +1135,7 @@ class WebUIApi:
             "seed_resize_from_w": -1,
             "seed_resize_from_h": -1,
             "denoising_strength": first.strength if kind == "img2img" else None,
-            "extra_generation_params": {
-                "LoRA": dict(zip(first.loras, first.lora_weights or (1.0,) * len(first.loras), strict=True))
-            }
-            if first.loras
-            else {},
+            "extra_generation_params": _extra_params(first),
             "index_of_first_image": 0,
             "infotexts": [png_parameters(o.png) for o in outputs],
             "styles": [],
@@ -1210,3 +1215,15 @@ class WebUIServer:
             self.thread.join(2)
         self.socket.close()
         self.api.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _extra_params(settings: engine.Settings) -> dict[str, Any]:
+    """The web UI's `extra_generation_params`: the LoRAs with their weights and the refiner."""
+    extra: dict[str, Any] = {}
+    if settings.loras:
+        weights = settings.lora_weights or (1.0,) * len(settings.loras)
+        extra["LoRA"] = dict(zip(settings.loras, weights, strict=True))
+    if settings.refiner:
+        extra["Refiner"] = settings.refiner
+        extra["Refiner switch at"] = settings.refiner_switch
+    return extra
