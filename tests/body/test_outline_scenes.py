@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from atelier.body import camera
-from atelier.body.outline import ANKLE_SHARE, acromion_points
+from atelier.body.outline import ANKLE_SHARE, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, measure, segment, side_view_verdict
-from atelier.body.pose import PoseModel, default_bundle_path, load_pose_model
+from atelier.body.pose import Landmark, PoseModel, default_bundle_path, load_pose_model
 from atelier.body.scene import Camera, project, render_scene
 from atelier.body.statmodel import BodyModel
 from tests.body.test_service import BODY
@@ -269,6 +269,26 @@ def test_armpit_edges_stop_the_chest_width_at_the_torso() -> None:
     free = np.zeros((200, 200), bool)
     free[20:200, 70:130] = True
     assert armpit_edges_px(free, 45.0, 100.0, 2.0) is None
+
+
+def test_wrist_is_the_outline_narrowing_between_forearm_and_hand() -> None:
+    """A vertical forearm tapering to the wrist at row 120, then a wider hand: the wrist is found at
+    the narrowing from a landmark 2 cm up the forearm; with no narrowing the landmark is kept."""
+    px_per_cm = 5.0
+    mask = np.zeros((240, 200), bool)
+    for row in range(20, 120):
+        half = 17 - 4 * (row - 20) / 100  # forearm: 34 px wide at the elbow, 26 px at the wrist
+        mask[row, round(100 - half) : round(100 + half)] = True
+    cv2.ellipse(mask.view(np.uint8), (100, 165), (22, 45), 0, 0, 360, 1, -1)  # hand, 44 px wide
+    mask[120:124] = False  # the hand's narrow start just below the forearm's end
+    mask[120:124, 90:110] = True
+    elbow = Landmark("left_elbow", 100.0, 20.0, 1.0)
+    wrist = Landmark("left_wrist", 100.0, 110.0, 1.0)
+    x, y = wrist_point_px(mask, elbow, wrist, px_per_cm)
+    assert x == pytest.approx(100.0) and 119 <= y <= 124
+    straight = np.zeros((240, 200), bool)
+    straight[20:220, 85:115] = True
+    assert wrist_point_px(straight, elbow, wrist, px_per_cm) == (100.0, 110.0)
 
 
 def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:

@@ -1154,7 +1154,12 @@ def measure(
     for s in ("left", "right"):
         chain = [lms.get(f"{s}_elbow"), lms.get(f"{s}_wrist")]
         if s in points and all(c is not None and c.visibility > 0.5 for c in chain):
-            path = [points[s], *((c.x_px, c.y_px) for c in chain)]  # type: ignore[union-attr]
+            elbow, wrist = chain
+            path = [
+                points[s],
+                (elbow.x_px, elbow.y_px),  # type: ignore[union-attr]
+                outline.wrist_point_px(front.mask, elbow, wrist, px_front),  # type: ignore[arg-type]
+            ]
             lengths.append(sum(math.dist(a, b) for a, b in itertools.pairwise(path)) / px_front)
     if lengths:
         # Both arms when both are seen: the mean halves each one's landmark noise.
