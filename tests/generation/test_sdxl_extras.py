@@ -38,11 +38,16 @@ def xl_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def xl_server(offline: None, gen_server: Start, models_dir: Path, xl_models_dir: Path) -> GenServer:  # noqa: F811
+    _install(xl_models_dir, models_dir)
+    return gen_server()
+
+
+def _install(source: Path, models_dir: Path) -> None:
+    """The server's models directory holds exactly the tiny SDXL set."""
     for item in list(models_dir.iterdir()):
         shutil.rmtree(item) if item.is_dir() else item.unlink()
-    for item in xl_models_dir.iterdir():
+    for item in source.iterdir():
         (shutil.copytree if item.is_dir() else shutil.copy)(item, models_dir / item.name)
-    return gen_server()
 
 
 def _settings(**kw: Any) -> pb.GenerationSettings:
@@ -431,10 +436,7 @@ def test_single_file_controlnets_load_exactly_and_steer_the_sketch(
 
 @pytest.fixture
 def xl_http_server(offline: None, gen_server: Start, models_dir: Path, xl_models_dir: Path) -> GenServer:  # noqa: F811
-    for item in list(models_dir.iterdir()):
-        shutil.rmtree(item) if item.is_dir() else item.unlink()
-    for item in xl_models_dir.iterdir():
-        (shutil.copytree if item.is_dir() else shutil.copy)(item, models_dir / item.name)
+    _install(xl_models_dir, models_dir)
     return gen_server(A1111_PORT="0")
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from atelier.body.pose import Landmark, Pose
+from atelier.body.pose import Landmark, Pose, plausibility
 
 # A second person at least this tall (relative to the tallest) makes the photo ambiguous.
 SIMILAR_PERSON = 0.8
@@ -53,25 +53,6 @@ def _extent(pose: Pose) -> tuple[float, float, float]:
 def person_mask(pose: Pose) -> np.ndarray:
     """The pose's person pixels (bool): its soft mask over 0.5, else its hard mask."""
     return pose.soft > 0.5 if pose.soft is not None else pose.mask
-
-
-KEY_LANDMARKS = (
-    "nose",
-    "left_shoulder",
-    "right_shoulder",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-)
-
-
-def plausibility(pose: Pose) -> float:
-    """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
-    or in profile, low for a "person" the detector saw in a building or a pattern."""
-    return float(
-        np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in KEY_LANDMARKS])
-    )
 
 
 def distinct_people(poses: Sequence[Pose]) -> list[Pose]:

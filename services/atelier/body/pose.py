@@ -95,7 +95,7 @@ class Pose:
 STRIP_SHARES = (0.6, 0.45, 0.75)
 STRIP_CENTRES = (0.5, 0.3, 0.7)
 MIN_STRIP_VISIBILITY = 0.5
-_KEY_LANDMARKS = (
+KEY_LANDMARKS = (
     "nose",
     "left_shoulder",
     "right_shoulder",
@@ -122,9 +122,11 @@ def _spans_body(landmarks: dict[str, Landmark], mask: np.ndarray, image_h: int) 
     return landmarks["nose"].y_px - top < 0.2 * tall and 0 <= bottom - ankle < 0.1 * tall
 
 
-def _key_visibility(pose: Pose) -> float:
+def plausibility(pose: Pose) -> float:
+    """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
+    or in profile, low for a "person" the detector saw in a building or a pattern."""
     return float(
-        np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in _KEY_LANDMARKS])
+        np.mean([pose.landmarks[n].visibility if n in pose.landmarks else 0.0 for n in KEY_LANDMARKS])
     )
 
 
@@ -191,7 +193,7 @@ class PoseModel:
                     cut = (x0 > 0 and inside[:, :2].any()) or (x0 + cw < w and inside[:, -2:].any())
                     if (
                         cut
-                        or _key_visibility(p) < MIN_STRIP_VISIBILITY
+                        or plausibility(p) < MIN_STRIP_VISIBILITY
                         or not _spans_body(p.landmarks, inside, h)
                     ):
                         continue

@@ -175,20 +175,25 @@ def reconcile(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # qpsolvers' sparse-conversion notices (non-negative MinT)
         result = reconciler.fit_predict(S=hierarchy.summing.toarray(), y_hat=mean, **kwargs)
-    out_mean = np.asarray(result["mean"], dtype=float)
-    out_intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if levels:
-        # The reconciled standard deviation of every node and step (normal approximation).
-        sigma = np.asarray(result["sigmah"], dtype=float)
+    # The reconciled standard deviation of every node and step (normal approximation).
+    sigma = np.asarray(result["sigmah"], dtype=float) if levels else None
+    return _normal_intervals(np.asarray(result["mean"], dtype=float), sigma, levels, non_negative)
+
+
+def _normal_intervals(
+    mean: np.ndarray, sigma: np.ndarray | None, levels: list[int], non_negative: bool
+) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Normal intervals mean +- z sigma for each level (none without sigma), clipped at 0 with the mean
+    when the series cannot go negative."""
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if sigma is not None:
         for level in levels:
             z = float(norm.ppf(0.5 + level / 200))
-            out_intervals[level] = (out_mean - z * sigma, out_mean + z * sigma)
+            intervals[level] = (mean - z * sigma, mean + z * sigma)
     if non_negative:
-        out_mean = np.maximum(out_mean, 0.0)
-        out_intervals = {
-            lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in out_intervals.items()
-        }
-    return out_mean, out_intervals
+        mean = np.maximum(mean, 0.0)
+        intervals = {lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in intervals.items()}
+    return mean, intervals
 
 
 def _reconcile_sparse(
@@ -212,19 +217,8 @@ def _reconcile_sparse(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = reconciler.fit_predict(S=hierarchy.summing, y_hat=mean)
-    out_mean = np.asarray(result["mean"], dtype=float)
-    out_intervals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if sigmah is not None:
-        sigma = np.sqrt(hierarchy.aggregate(sigmah[hierarchy.bottom_index] ** 2))
-        for level in levels:
-            z = float(norm.ppf(0.5 + level / 200))
-            out_intervals[level] = (out_mean - z * sigma, out_mean + z * sigma)
-    if non_negative:
-        out_mean = np.maximum(out_mean, 0.0)
-        out_intervals = {
-            lv: (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) for lv, (lo, hi) in out_intervals.items()
-        }
-    return out_mean, out_intervals
+    sigma = None if sigmah is None else np.sqrt(hierarchy.aggregate(sigmah[hierarchy.bottom_index] ** 2))
+    return _normal_intervals(np.asarray(result["mean"], dtype=float), sigma, levels, non_negative)
 
 
 def incoherence(hierarchy: Hierarchy, values: np.ndarray) -> float:
