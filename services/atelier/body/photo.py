@@ -240,6 +240,13 @@ def sharpness(image_rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(lap[outline].mean()) if outline.any() else 0.0
 
 
+NO_PERSON = "the pose model found no person in the photo"
+# What to do when no person is found: every refusal names the fix.
+RETAKE_FIX = (
+    "retake it with the whole body in view, facing the camera (or side-on for the side photo), in good "
+    "light in front of a plainer background"
+)
+
 CUT_FIX = {
     "head": "include the top of the head (step back, or hold the phone a little higher)",
     "feet": "include both feet down to the floor (step back, or hold the phone lower)",
@@ -270,11 +277,9 @@ def segment(
             raise
         # The colour outline alone misreads busy scenes (a building or the floor as the person):
         # its verdict is not the reason to give.
+        why = exc.reason.removesuffix(f": {RETAKE_FIX}")
         raise PhotoError(
-            exc.field,
-            f"{NO_PERSON}, and the outline by colour alone was not "
-            f"usable ({exc.reason}): retake it with the whole body in view, facing the camera (or "
-            "side-on for the side photo), in good light in front of a plainer background",
+            exc.field, f"{NO_PERSON}, and the outline by colour alone was not usable ({why}): {RETAKE_FIX}"
         ) from None
 
 
@@ -327,7 +332,7 @@ def _segment(
         parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
         method = "grabcut" if pose_model is None else "grabcut(no landmarks)"
     if not parts or parts[0].sum() < 0.005 * h * w:
-        raise PhotoError(f"{field_name}.data", "no person found")
+        raise PhotoError(f"{field_name}.data", f"no person found: {RETAKE_FIX}")
     person = parts[0]
     ys = np.nonzero(person)[0]
     top, bottom = int(ys.min()), int(ys.max())
@@ -336,7 +341,10 @@ def _segment(
         lab = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
         contrast = float(np.linalg.norm(lab[person.ravel()].mean(0) - lab[~person.ravel()].mean(0)))
         if contrast < 12.0 or bottom - top < 0.25 * h:
-            raise PhotoError(f"{field_name}.data", "no person found (nothing stands out from the background)")
+            raise PhotoError(
+                f"{field_name}.data",
+                f"no person found (nothing stands out from the background): {RETAKE_FIX}",
+            )
         if len(parts) > 1:
             ys2, _ = np.nonzero(parts[1])
             if parts[1].sum() > 0.3 * person.sum() and (ys2.max() - ys2.min()) > 0.5 * (bottom - top):
@@ -952,9 +960,6 @@ def _levelled(
         )
         again.quality *= 0.9
     return level, again
-
-
-NO_PERSON = "the pose model found no person in the photo"
 
 
 def _side_view(

@@ -10,6 +10,7 @@ service still runs and segments with OpenCV GrabCut instead.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import threading
@@ -140,7 +141,7 @@ def standing(pose: Pose) -> bool:
     if "nose" not in lm or not all(f"{side}_{n}" in lm for side in ("left", "right") for n in names):
         return False
     ys = [lm["nose"].y_px] + [(lm[f"left_{n}"].y_px + lm[f"right_{n}"].y_px) / 2 for n in names]
-    if any(b <= a for a, b in zip(ys, ys[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(ys)):
         return False
     return ys[4] - ys[2] >= MIN_LEG_TO_TORSO * (ys[2] - ys[1])
 
