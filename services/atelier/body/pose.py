@@ -146,6 +146,18 @@ def standing(pose: Pose) -> bool:
     return ys[4] - ys[2] >= MIN_LEG_TO_TORSO * (ys[2] - ys[1])
 
 
+def _whole(pose: Pose) -> bool:
+    """Whether a find lies inside the photo from head to feet: its mask off the top and bottom rows
+    and its nose and ankles inside the photo (the model infers landmarks beyond the edge)."""
+    mask = pose.soft > 0.5 if pose.soft is not None else pose.mask
+    h = mask.shape[0]
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if rows.size == 0 or rows[0] <= 1 or rows[-1] >= h - 2:
+        return False
+    ends = [pose.landmarks[n].y_px for n in ("nose", "left_ankle", "right_ankle") if n in pose.landmarks]
+    return len(ends) == 3 and all(0 <= y < h for y in ends)
+
+
 def plausibility(pose: Pose) -> float:
     """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
     or in profile, low for a "person" the detector saw in a building or a pattern."""
@@ -178,10 +190,17 @@ class PoseModel:
         A skeleton that is not a standing person (upside down, legs half the torso) is a find in
         the background's clutter, never the person to measure: dropped, and when nothing is left
         the mirrored photo and then strips of it are tried (a slim side view before a facade).
+        Strips are tried too when every find is cut off by the photo's edge (:func:`_whole`): a
+        whole person found there is the one to measure (in a 340 px side render the whole photo
+        gave only a "person" in the floor's reflections, hips below the photo, and the photo was
+        refused as cut off); when strips find no whole person the cut-off finds stand, and the
+        framing check refuses the photo as before.
         """
         poses = self._detect_either_way(image_rgb)
-        if not poses:
-            poses = self._detect_in_strips(image_rgb)
+        if not any(_whole(p) for p in poses):
+            whole = self._detect_in_strips(image_rgb)
+            if whole or not poses:
+                return whole
         return poses
 
     def _detect_either_way(self, image_rgb: np.ndarray) -> list[Pose]:
