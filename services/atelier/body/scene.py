@@ -35,6 +35,11 @@ class Camera:
     focal_px: float = 1000.0
     width_px: int = 720
     height_px: int = 960
+    # Radial lens distortion (Brown's model, first term): a point at normalised radius r from the
+    # image centre (r in focal lengths) is drawn at r * (1 + k1 * r^2). Negative is barrel, as in
+    # phone main cameras; 0 is a pinhole. Applied to the person only (a background photo is pasted
+    # as it is).
+    k1: float = 0.0
 
 
 @dataclass
@@ -315,6 +320,9 @@ def project(points: np.ndarray, cam: Camera) -> tuple[np.ndarray, np.ndarray]:
     th = math.radians(cam.pitch_deg)
     yc2 = yc * math.cos(th) - zc * math.sin(th)
     zc2 = zc * math.cos(th) + yc * math.sin(th)
+    if cam.k1:
+        factor = 1 + cam.k1 * ((xc / zc2) ** 2 + (yc2 / zc2) ** 2)
+        xc, yc2 = xc * factor, yc2 * factor
     u = cam.width_px / 2 + cam.focal_px * xc / zc2
     v = cam.height_px / 2 + cam.focal_px * yc2 / zc2
     return np.stack([u, v], -1), zc2
@@ -425,6 +433,7 @@ def render_scene(
         cam.focal_px * SS,
         cam.width_px * SS,
         cam.height_px * SS,
+        cam.k1,
     )
     pts, depth = project(quads, big)
     order = np.argsort(-depth.mean(axis=1))  # far first (painter's algorithm)

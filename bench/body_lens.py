@@ -1,0 +1,96 @@
+"""What radial lens distortion does to the body photo path, and what undoing it recovers.
+
+    nice -n 10 .venv/bin/python bench/body_lens.py [--people 12] [--sex male] [--k1 -0.05]
+
+The same held-out ANSUR II people and cameras as bench/body.py (its draw, seed 7, one sex per
+run), rendered three ways: a pinhole camera (k1 = 0), the same camera with barrel distortion
+``--k1`` (atelier.body.scene's Camera.k1), and the distorted photos undistorted again with
+atelier.body.lens (the camera's own focal length and k1: the best case, where both are known).
+Prints the photo values' bias and MAE (observed minus true, cm) and the girth MAE for each. Here
+the model is the shipped one (fitted on all people, these included): the three columns are
+compared with each other, not with BENCHMARKS.md's held-out figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atelier.body import lens  # noqa: E402
+from atelier.body.photo import PhotoError, measure  # noqa: E402
+from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
+from atelier.body.scene import random_camera, render_scene  # noqa: E402
+from atelier.body.statmodel import ANSUR_FILES, MEASUREMENTS, BodyModel, read_ansur  # noqa: E402
+
+DATA = REPO.parent / "shared" / "benchmarks" / "body"
+VALUES = ("shoulder_width", "chest_width", "waist_width", "hip_width", "chest_depth", "hip_depth", "inseam")
+GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, default=12)
+    parser.add_argument("--sex", choices=("male", "female"), default="male")
+    parser.add_argument("--k1", type=float, default=-0.05)
+    args = parser.parse_args()
+    columns = read_ansur(DATA / ANSUR_FILES[args.sex])
+    test = np.random.default_rng(7).choice(len(columns["height"]), 200, replace=False)
+    photos = sorted(
+        p for p in (DATA / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
+    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    pose = load_pose_model(default_bundle_path())
+    model = BodyModel.load()
+    ways = ("pinhole", f"k1 {args.k1:+.2f}", "undistorted")
+    observed: dict[str, dict[str, list[float]]] = {w: {v: [] for v in VALUES} for w in ways}
+    girth: dict[str, dict[str, list[float]]] = {w: {g: [] for g in GIRTHS} for w in ways}
+    refused = dict.fromkeys(ways, 0)
+    for k, i in enumerate(test[: args.people]):
+        body = {m: float(columns[m][i]) for m in MEASUREMENTS}
+        rng = np.random.default_rng(int(i) + (0 if args.sex == "male" else 100_000))
+        cam = random_camera(rng, body["height"])
+        arm = float(rng.uniform(25, 40))
+        scene = scenes[k % len(scenes)]
+        for way in ways:
+            c = cam if way == "pinhole" else replace(cam, k1=args.k1)
+            front = render_scene(body, "front", c, scene, arm_angle_deg=arm, seed=int(i)).image_rgb
+            side = render_scene(body, "side", c, scene, seed=int(i) + 1).image_rgb
+            if way == "undistorted":
+                front = lens.undistort(front, args.k1, cam.focal_px)
+                side = lens.undistort(side, args.k1, cam.focal_px)
+            try:
+                result = measure(front, side, body["height"], body["weight_kg"], args.sex, model, pose)
+            except PhotoError:
+                refused[way] += 1
+                continue
+            for name in VALUES:
+                if name in result.observed_cm:
+                    observed[way][name].append(result.observed_cm[name] - body[name])
+            got = {m.name: m.value_cm for m in result.measurements}
+            for g in GIRTHS:
+                girth[way][g].append(abs(got[g] - body[g]))
+    if pose is not None:
+        pose.close()
+    print(f"{args.sex}, {args.people} people, k1 {args.k1:+.3f}; refused: {refused}")
+    print("| value | " + " | ".join(f"{w}: bias / MAE (n)" for w in ways) + " |")
+    print("|---|" + "---|" * len(ways))
+    for name in VALUES:
+        cells = []
+        for w in ways:
+            e = np.array(observed[w][name])
+            cells.append(f"{e.mean():+.2f} / {np.abs(e).mean():.2f} ({e.size})" if e.size else "–")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    for g in GIRTHS:
+        print(f"| {g} MAE | " + " | ".join(f"{np.mean(girth[w][g]):.2f}" for w in ways) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
