@@ -3,10 +3,11 @@ busy background) are not taken for the person, and the real person is found inst
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from atelier.body.photo import segment
+from atelier.body.photo import NO_PERSON, PhotoError, segment
 from atelier.body.pose import Landmark, Pose, PoseModel, default_bundle_path, load_pose_model, standing
 from atelier.body.scene import random_camera, render_scene
 from atelier.body.statmodel import MEASUREMENTS
@@ -49,22 +50,48 @@ def test_standing_skeletons() -> None:
     assert not standing(_skeleton(100, 160, 360, 340, 660))
 
 
-def _ansur_render(columns: dict, index: int, view: str, scene: str, seed_offset: int):  # type: ignore[no-untyped-def]
+def _ansur_render(columns: dict, index: int, view: str, scene: str, rng_offset: int = 0):  # type: ignore[no-untyped-def]
+    """Person ``index``'s ``view`` photo as bench/body.py renders it (its camera, its seed)."""
     body = {m: float(columns[m][index]) for m in MEASUREMENTS}
-    cam = random_camera(np.random.default_rng(index), body["height"])
+    cam = random_camera(np.random.default_rng(index + rng_offset), body["height"])
     path = BACKGROUNDS / scene
     if not path.exists():
         pytest.skip(f"{path} not found (shared benchmark data absent)")
-    return render_scene(body, view, cam, path, seed=index + seed_offset)
+    return render_scene(body, view, cam, path, seed=index + (1 if view == "side" else 0))
 
 
 def test_a_false_person_in_a_facade_is_not_measured(pose: PoseModel, ansur: dict) -> None:
     """A side view (an ANSUR II man, as bench/body.py renders him) before a glass-and-steel hall:
     the whole photo gave one "person", upside down in the ceiling lamps, 95 px tall, and the pair
     was refused as too small. It is not standing, so the person is looked for in strips and found."""
-    r = _ansur_render(ansur["male"], 57, "side", "archsearch_pexels_glass_steel_10.jpg", 1)
+    r = _ansur_render(ansur["male"], 57, "side", "archsearch_pexels_glass_steel_10.jpg")
     view = segment(r.image_rgb, pose, "side", "side")
     overlap = (view.mask & r.mask).sum() / (view.mask | r.mask).sum()
     assert overlap > 0.85
     ys = np.nonzero(r.mask)[0]
     assert view.bottom_px - view.top_px > 0.9 * (ys.max() - ys.min())
+
+
+def test_a_whole_person_is_preferred_to_a_cut_off_find(pose: PoseModel, ansur: dict) -> None:
+    """A small side photo (an ANSUR II woman's render reduced to 250 px tall, 338 px high): the whole
+    photo gives only a "person" in the floor's reflections with the hips below the photo, so the
+    pair was refused as cut off. Strips find the woman, whole; the same photo really cut off
+    (through the knees, or through the forehead) is still refused: as cut off, or (the crop through
+    the knees, 180 px) as no person found, where the pose model finds no one in it at all."""
+    r = _ansur_render(ansur["female"], 838, "side", "archsearch_pexels_glass_steel_09.jpg", 100_000)
+    ys = np.nonzero(r.mask)[0]
+    f = 250 / (ys.max() - ys.min())
+    small = cv2.resize(r.image_rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(r.mask.astype(np.uint8), None, fx=f, fy=f, interpolation=cv2.INTER_AREA) > 0
+    poses = pose.detect(small)
+    assert poses
+    found = poses[0].soft > 0.5 if poses[0].soft is not None else poses[0].mask
+    assert (found & truth).sum() / (found | truth).sum() > 0.8
+    top, bottom = np.nonzero(truth)[0][[0, -1]]
+    for crop, end in (
+        (small[: top + int(0.72 * (bottom - top))], "feet outside"),
+        (small[top + int(0.05 * (bottom - top)) :], "head outside"),
+    ):
+        with pytest.raises(PhotoError) as err:
+            segment(np.ascontiguousarray(crop), pose, "side", "side")
+        assert end in err.value.reason or err.value.reason.startswith(NO_PERSON)
