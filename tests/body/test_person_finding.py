@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from atelier.body.photo import NO_PERSON, PhotoError, segment
+from atelier.body.photo import MIN_PERSON_PX, NO_PERSON, PhotoError, segment
 from atelier.body.pose import Landmark, Pose, PoseModel, default_bundle_path, load_pose_model, standing
-from atelier.body.scene import random_camera, render_scene
+from atelier.body.scene import Camera, random_camera, render_scene
 from atelier.body.statmodel import MEASUREMENTS
+from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
 
 BACKGROUNDS = SHARED_BENCHMARKS / "body" / "backgrounds"
@@ -95,3 +96,23 @@ def test_a_whole_person_is_preferred_to_a_cut_off_find(pose: PoseModel, ansur: d
         with pytest.raises(PhotoError) as err:
             segment(np.ascontiguousarray(crop), pose, "side", "side")
         assert end in err.value.reason or err.value.reason.startswith(NO_PERSON)
+
+
+def test_a_person_under_the_minimum_is_refused_with_what_to_do(pose: PoseModel) -> None:
+    """The same render at 230 px tall is measured, at 180 px refused (under MIN_PERSON_PX), and the
+    refusal says how tall the person is, the minimum, and to come closer."""
+    cam = Camera(
+        height_cm=120.0, distance_cm=235.0, pitch_deg=0.0, focal_px=640.0, width_px=540, height_px=720
+    )
+    r = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=30, seed=1)
+    ys = np.nonzero(r.mask)[0]
+    for tall, refused in ((230, False), (180, True)):
+        f = tall / (ys.max() - ys.min())
+        small = cv2.resize(r.image_rgb, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        if refused:
+            with pytest.raises(PhotoError) as err:
+                segment(small, pose, "front")
+            assert f"at least {MIN_PERSON_PX} px" in err.value.reason and "stand closer" in err.value.reason
+        else:
+            view = segment(small, pose, "front")
+            assert any("step closer" in i for i in view.issues)
