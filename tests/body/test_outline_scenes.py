@@ -190,7 +190,6 @@ def test_real_photos(pose: PoseModel) -> None:
     assert any("225 px tall: step closer" in i for i in result.front_quality.issues)
 
 
-
 def _two_people(gap_px: int) -> tuple[np.ndarray, np.ndarray]:
     """The same render twice side by side on one plain photo, ``gap_px`` between their outlines
     (negative: overlapping); and the left person's true mask."""
