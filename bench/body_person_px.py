@@ -1,0 +1,125 @@
+"""How the body photo path's accuracy falls with the person's height in pixels (to set MIN_PERSON_PX).
+
+    nice -n 10 .venv/bin/python bench/body_person_px.py --sex male [--people 24] [--sizes 150,200,250,300]
+
+The first ``--people`` of bench/body.py's held-out draw for one sex (seed 7, as a ``--sex`` run
+draws them; the model refitted without them), rendered as bench/body.py renders them, then the
+front and side photos reduced (INTER_AREA, as a smaller photo) so the front person is N px tall,
+and measured with the minimum person height lowered out of the way. Prints the girth MAE per
+size, at full resolution and from height and weight alone, the photo values' bias, and refusals.
+Run the two sexes side by side; a setting is chosen on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from atelier.body import photo  # noqa: E402
+from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
+from atelier.body.scene import random_camera, render_scene  # noqa: E402
+from atelier.body.statmodel import (  # noqa: E402
+    ANSUR_FILES,
+    MEASUREMENTS,
+    BodyModel,
+    Observation,
+    fit_sex,
+    read_ansur,
+)
+
+DATA = REPO.parent / "shared" / "benchmarks" / "body"
+GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
+VALUES = ("shoulder_width", "sleeve_length", "chest_width", "waist_width", "hip_width", "waist_depth")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sex", choices=("male", "female"), required=True)
+    parser.add_argument("--people", type=int, default=24)
+    parser.add_argument("--sizes", default="150,200,250,300", help="front person heights, px")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    columns = read_ansur(DATA / ANSUR_FILES[args.sex])
+    n = len(columns["height"])
+    test = np.random.default_rng(7).choice(n, 200, replace=False)
+    train = np.setdiff1d(np.arange(n), test)
+    other = "male" if args.sex == "female" else "female"
+    model = BodyModel(
+        {
+            args.sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
+            other: BodyModel.load().models[other],
+        }
+    )
+    photos = sorted(
+        p for p in (DATA / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    )
+    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    pose = load_pose_model(default_bundle_path())
+    photo.MIN_PERSON_PX = 40  # measure every size; the refusals counted are the other kinds
+    labels = [*sizes, 0]  # 0: full resolution
+    errors = {s: {g: [] for g in GIRTHS} for s in labels}
+    values: dict[int, dict[str, list[float]]] = {s: {v: [] for v in VALUES} for s in labels}
+    refused: dict[int, list[str]] = {s: [] for s in labels}
+    alone = {g: [] for g in GIRTHS}
+    for k, i in enumerate(test[: args.people]):
+        body = {m: float(columns[m][i]) for m in MEASUREMENTS}
+        rng = np.random.default_rng(int(i) + (0 if args.sex == "male" else 100_000))
+        cam = random_camera(rng, body["height"])
+        scene = scenes[k % len(scenes)]
+        front = render_scene(body, "front", cam, scene, arm_angle_deg=float(rng.uniform(25, 40)), seed=int(i))
+        side = render_scene(body, "side", cam, scene, seed=int(i) + 1).image_rgb
+        known = {"height": Observation(body["height"]), "weight_kg": Observation(body["weight_kg"])}
+        est = model.predict(known, args.sex, names=GIRTHS).estimates
+        for g in GIRTHS:
+            alone[g].append(abs(est[g].value_cm - body[g]))
+        ys = np.nonzero(front.mask)[0]
+        for s in labels:
+            f = s / float(ys.max() - ys.min()) if s else 1.0
+            if f >= 1 and s:
+                continue
+            a, b = front.image_rgb, side
+            if s:
+                a = cv2.resize(a, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+                b = cv2.resize(b, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            try:
+                result = photo.measure(a, b, body["height"], body["weight_kg"], args.sex, model, pose)
+            except photo.PhotoError as exc:
+                refused[s].append(f"#{i}: {exc.reason[:80]}")
+                continue
+            got = {m.name: m.value_cm for m in result.measurements}
+            for g in GIRTHS:
+                errors[s][g].append(abs(got[g] - body[g]))
+            for v in VALUES:
+                if v in result.observed_cm:
+                    values[s][v].append(result.observed_cm[v] - body[v])
+    if pose is not None:
+        pose.close()
+    print(
+        f"{args.sex}, {args.people} people; girth MAE from height and weight alone: "
+        + " / ".join(f"{np.mean(alone[g]):.2f}" for g in GIRTHS)
+    )
+    print(
+        "| person px | n | refused | chest / waist / hip girth MAE | "
+        + " | ".join(f"{v} bias" for v in VALUES)
+        + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(VALUES))
+    for s in labels:
+        girth = " / ".join(f"{np.mean(errors[s][g]):.2f}" if errors[s][g] else "–" for g in GIRTHS)
+        bias = " | ".join(f"{np.mean(values[s][v]):+.2f}" if values[s][v] else "–" for v in VALUES)
+        print(f"| {s or 'full'} | {len(errors[s]['chest_girth'])} | {len(refused[s])} | {girth} | {bias} |")
+    for s in labels:
+        for line in refused[s]:
+            print(f"refused at {s or 'full'}: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
