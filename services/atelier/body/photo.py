@@ -39,7 +39,7 @@ MIN_SHORT_SIDE_PX = 256
 # 200 px were within noise of full resolution on both sexes (the largest change: women's waist
 # +0.65 cm; at 250 and 300 px changes of the same size either way), at 150 px men's waist was
 # +1.06 cm worse, worse than height and weight alone. (Shoulder width is biased -3 to -4 cm at
-# 200 and 250 px alike; see the body README.) Issue 18b's notes have the table.
+# 200 and 250 px alike; see the body README.) bench/body_person_px.py; table in BENCHMARKS.md.
 MIN_PERSON_PX = 200
 GOOD_PERSON_PX = 700
 # 50 MP admits the 12-48 MP photos of today's phones (8064 x 6048, 8160 x 6120) in either orientation.
