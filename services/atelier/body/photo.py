@@ -35,11 +35,11 @@ from atelier.runtime import images
 MIN_SHORT_SIDE_PX = 256
 # Below this the person is refused (a pixel would be over 0.85 cm); below GOOD_PERSON_PX the photo
 # is measured with a lower quality score and a hint to come closer. Chosen on renders of 24 held-out
-# people per sex reduced to 150-300 px tall (front and side): chest, waist and hip girth MAE at
-# 200 px were within noise of full resolution on both sexes (the largest change: women's waist
-# +0.65 cm; at 250 and 300 px changes of the same size either way), at 150 px men's waist was
-# +1.06 cm worse, worse than height and weight alone. (Shoulder width is biased -3 to -4 cm at
-# 200 and 250 px alike; see the body README.) bench/body_person_px.py; table in BENCHMARKS.md.
+# people per sex reduced to 150-300 px tall (bench/body_person_px.py, table in BENCHMARKS.md): the
+# smallest size tried at which chest, waist and hip girth MAE stay within 0.75 cm of full
+# resolution on both sexes (at 200 px the largest change is women's waist +0.73 cm; at 150 px men's
+# waist is +1.06 cm, worse than height and weight alone). Shoulder width is biased -2 to -4 cm at
+# every size under 300 px, the old 250 included (see the body README).
 MIN_PERSON_PX = 200
 GOOD_PERSON_PX = 700
 # 50 MP admits the 12-48 MP photos of today's phones (8064 x 6048, 8160 x 6120) in either orientation.
