@@ -61,6 +61,8 @@ COMPATIBLE: dict[str, set[str]] = {
 }
 
 NEW_ITEM_NEIGHBOURS = 10
+# Combined filter masks kept per catalogue (1,024 x 20,000 items = 20 MB at most).
+MAX_CACHED_FILTERS = 1024
 # SimilarItems: behaviour (shoppers who liked both, support >= 2, shrunk) weighs
 # buyers / (buyers + SIMILAR_SHRINKAGE) of the score, attributes the rest: an item few people
 # bought is compared by what it is, a best seller by who buys it.
@@ -124,6 +126,9 @@ class CatalogIndex:
         )
         self.none = np.zeros(n, bool)
         self.features = self._features()
+        # Filters already combined into one mask (most requests repeat a few size/category
+        # choices): a request copies one array instead of ANDing several catalogue-long ones.
+        self._filter_masks: dict[tuple[object, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -173,6 +178,17 @@ class CatalogIndex:
         return np.asarray(self.features @ (vector / norm), dtype=np.float32).ravel()
 
     def mask(self, flt: Filter) -> np.ndarray:
+        """Items that pass the filter (a fresh array the caller may change)."""
+        key = (flt.categories, flt.size, flt.colours, flt.min_price, flt.max_price)
+        found = self._filter_masks.get(key)
+        if found is None:
+            found = self._combined_mask(flt)
+            if len(self._filter_masks) >= MAX_CACHED_FILTERS:
+                self._filter_masks.clear()  # price bounds can vary without end: start again
+            self._filter_masks[key] = found
+        return found.copy()
+
+    def _combined_mask(self, flt: Filter) -> np.ndarray:
         mask = np.ones(len(self.items), bool)
         if flt.categories:
             any_cat = self.none.copy()
