@@ -521,7 +521,7 @@ def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
         f"separate processes on the same 2 cores; n=12, bought items left out unless rebought, 50 % size filter, "
         f"30 % category filter, 30 % diversified; {seconds:.0f} s per row. Two load generators: blocking stubs "
         f"on threads (the 8-client row: 2 processes x 4 threads) and grpc.aio callers on one event loop "
-        f"(8 coroutines, 1 process), which costs the shared cores less per call (client CPU column). "
+        f"(8 coroutines, 1 process); the client CPU column is what each load generator itself takes from the shared cores. "
         f"State load to SERVING: {rows[0]['load_s']:.1f} s.",
         "",
         *header,
