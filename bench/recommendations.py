@@ -155,31 +155,41 @@ def training_time(n_users: int, n_items: int, repeats: int = 2) -> dict:
     }
 
 
+def _requests(users: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """The bench's request mix: bought items left out unless rebought, 50 % size filter,
+    30 % category filter, 30 % diversified, n=12."""
+    from atelier.recommendations.v1 import recommendations_pb2 as pb
+
+    while True:
+        flt = pb.Filter(purchased=pb.PURCHASED_POLICY_EXCLUDE_UNLESS_REBOUGHT)
+        if rng.random() < 0.5:
+            flt.size = ["S", "M", "L"][int(rng.integers(3))]
+        if rng.random() < 0.3:
+            flt.categories.append(["tops", "bottoms", "shoes"][int(rng.integers(3))])
+        yield pb.RecommendRequest(
+            user_id=f"u{int(rng.integers(users))}", n=12, filter=flt, diversify=bool(rng.random() < 0.3)
+        )
+
+
 def _client(port: int, users: int, seconds: float, threads: int, seed: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Sync gRPC clients: `threads` threads in this process, one call in flight each."""
     import threading
 
     import grpc
 
-    from atelier.recommendations.v1 import recommendations_pb2 as pb
     from atelier.recommendations.v1 import recommendations_pb2_grpc as pb_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.RecommendationsServiceStub(channel)
+    cpu_started = time.process_time()
     lat: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + seconds
 
     def run(k: int) -> None:
-        rng = np.random.default_rng(seed * 100 + k)
+        requests = _requests(users, np.random.default_rng(seed * 100 + k))
         while time.perf_counter() < deadline:
-            flt = pb.Filter(purchased=pb.PURCHASED_POLICY_EXCLUDE_UNLESS_REBOUGHT)
-            if rng.random() < 0.5:
-                flt.size = ["S", "M", "L"][int(rng.integers(3))]
-            if rng.random() < 0.3:
-                flt.categories.append(["tops", "bottoms", "shoes"][int(rng.integers(3))])
-            request = pb.RecommendRequest(
-                user_id=f"u{int(rng.integers(users))}", n=12, filter=flt, diversify=bool(rng.random() < 0.3)
-            )
+            request = next(requests)
             t = time.perf_counter()
             try:
                 stub.Recommend(request, timeout=5)
@@ -192,12 +202,61 @@ def _client(port: int, users: int, seconds: float, threads: int, seed: int, queu
         w.start()
     for w in workers:
         w.join()
-    queue.put((lat, errors[0]))
+    queue.put((lat, errors[0], time.process_time() - cpu_started))
+
+
+def _aio_client(port: int, users: int, seconds: float, concurrent: int, seed: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """asyncio gRPC clients (grpc.aio): `concurrent` closed-loop callers on one event loop and one
+    channel, one call in flight each. The same request mix and the same closed loop as _client,
+    with less of the shared cores spent by the load generator itself (no thread per caller)."""
+    import asyncio
+
+    import grpc
+
+    from atelier.recommendations.v1 import recommendations_pb2_grpc as pb_grpc
+
+    cpu_started = time.process_time()
+    lat: list[float] = []
+    errors = [0]
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RecommendationsServiceStub(channel)
+            deadline = time.perf_counter() + seconds
+
+            async def run(k: int) -> None:
+                requests = _requests(users, np.random.default_rng(seed * 100 + k))
+                while time.perf_counter() < deadline:
+                    request = next(requests)
+                    t = time.perf_counter()
+                    try:
+                        await stub.Recommend(request, timeout=5)
+                        lat.append(time.perf_counter() - t)
+                    except grpc.RpcError:
+                        errors[0] += 1
+
+            await asyncio.gather(*(run(k) for k in range(concurrent)))
+
+    asyncio.run(main())
+    queue.put((lat, errors[0], time.process_time() - cpu_started))
 
 
 def serving(
-    trained: dict, seconds: float, concurrency: list[tuple[int, int]], with_ranker: bool = True
+    trained: dict,
+    seconds: float,
+    concurrency: list[tuple[int, int]],
+    with_ranker: bool = True,
+    client: str = "sync",
 ) -> list[dict]:
+    """A server on the trained model; concurrency: (client processes, callers per process) per row.
+    client: "sync" (threads of blocking stubs) or "aio" (grpc.aio callers on one event loop)."""
+    data_dir = serving_data(trained, with_ranker)
+    rows = [(client, processes, callers) for processes, callers in concurrency]
+    return serve_and_load(data_dir, len(trained["shop"].user_ids), seconds, rows)
+
+
+def serving_data(trained: dict, with_ranker: bool = True) -> Path:
+    """A data folder (catalogue, model artefact, active version) for a server to load."""
     from atelier.recommendations.store import RecsStore
     from atelier.runtime.storage import Store
 
@@ -237,7 +296,13 @@ def serving(
     )
     store.activate("default", version)
     store.store.dispose()
+    return data_dir
 
+
+def serve_and_load(
+    data_dir: Path, users: int, seconds: float, concurrency: list[tuple[str, int, int]]
+) -> list[dict]:
+    """One server process on data_dir, then one row per (client kind, processes, callers per process)."""
     from tests.conftest import free_port, wait_serving
 
     port = free_port()
@@ -270,11 +335,12 @@ def serving(
         load_s = time.perf_counter() - load_started
         queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         # Warm-up (first calls build lazy structures, open connections).
-        _client(port, len(shop.user_ids), 2.0, 2, 99, queue)
+        _client(port, users, 2.0, 2, 99, queue)
         queue.get()
-        for processes, threads in concurrency:
+        for client, processes, threads in concurrency:
+            target = {"sync": _client, "aio": _aio_client}[client]
             procs = [
-                mp.Process(target=_client, args=(port, len(shop.user_ids), seconds, threads, p, queue))
+                mp.Process(target=target, args=(port, users, seconds, threads, p, queue))
                 for p in range(processes)
             ]
             started = time.perf_counter()
@@ -291,6 +357,7 @@ def serving(
             rows.append(
                 {
                     "clients": processes * threads,
+                    "client": client,
                     "calls": len(lat),
                     "errors": sum(r[1] for r in results),
                     "p50": float(np.percentile(lat, 50)),
@@ -300,6 +367,9 @@ def serving(
                     # The server process's CPU per answered call (gRPC, protobuf and the engine):
                     # less sensitive to a shared machine's load than the latencies.
                     "server_cpu_ms": server_cpu / max(len(lat), 1) * 1000,
+                    # The load generator's own CPU per call (all client processes): what it takes
+                    # from the same 2 cores.
+                    "client_cpu_ms": sum(r[2] for r in results) / max(len(lat), 1) * 1000,
                     "load_1min": os.getloadavg()[0],
                 }
             )
@@ -409,9 +479,29 @@ def quality_part(data: Path, q_users: int, q_items: int, online_retail_data: Pat
 
 def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
     trained = training_time(s_users, s_items)
-    rows = serving(trained, seconds, [(1, 1), (1, 4), (2, 4)])
+    users = len(trained["shop"].user_ids)
+    rows = serve_and_load(
+        serving_data(trained),
+        users,
+        seconds,
+        [("sync", 1, 1), ("sync", 1, 4), ("sync", 2, 4), ("aio", 1, 8)],
+    )
     als_only = serving(trained, seconds, [(2, 4)], with_ranker=False)
     ranker = trained["ranker"]
+    header = [
+        "| concurrent clients | load generator | calls | errors | p50 ms | p99 ms | requests/s | "
+        "server CPU ms/call | client CPU ms/call | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    kinds = {"sync": "sync stubs, threads", "aio": "grpc.aio, 1 process"}
+
+    def row(r: dict, suffix: str = "") -> str:  # type: ignore[type-arg]
+        return (
+            f"| {r['clients']}{suffix} | {kinds[r['client']]} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | "
+            f"{r['p99']:.2f} | {r['rps']:.0f} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} | "
+            f"{r['load_1min']:.1f} |"
+        )
+
     return [
         f"Training at {s_users} users x {s_items} items ({trained['events']} events, "
         f"{trained['inter'].confidence.nnz} user-item pairs), ALS 64 factors, 15 iterations, best of 2 (alternating order):",
@@ -422,33 +512,26 @@ def serving_section(s_users: int, s_items: int, seconds: float) -> list[str]:
         f"| raw implicit AlternatingLeastSquares.fit, same matrix | {trained['raw']:.2f} | {trained['raw_cpu']:.2f} |",
         f"| ratio | {trained['ours'] / trained['raw']:.3f}x | {trained['ours_cpu'] / trained['raw_cpu']:.3f}x |",
         f"| events -> confidence matrix, popularity, co-purchase (build_interactions) | {trained['aggregate_s']:.2f} | |",
-        f"| ranker (2 windows, {ranker.info.get('train_groups', 0)} shopper-windows), then ranked lists for "
+        f"| ranker ({ranker.info.get('train_groups', 0)} shopper-windows), then ranked lists for "
         f"every shopper (ranking.fit_two_stage) | {trained['ranker_s']:.1f} | {trained['ranker_cpu']:.1f} |",
         "",
-        f"Serving over gRPC: one server process (8 RPC threads) holding the {s_users} x {s_items} model with the "
-        f"ranker's lists (precomputed at training, {int((ranker.ranked_items[:, 0] >= 0).sum())} shoppers x "
-        f"{ranker.ranked_items.shape[1]} items); clients in separate processes on the same 2 cores; n=12, "
-        f"bought items left out unless rebought, 50 % size filter, 30 % category filter, 30 % diversified; "
-        f"{seconds:.0f} s per row. State load to SERVING: {rows[0]['load_s']:.1f} s.",
+        f"Serving over gRPC: one server process (the runtime's RPC thread pool) holding the {s_users} x {s_items} "
+        f"model with the ranker's lists (precomputed at training, {int((ranker.ranked_items[:, 0] >= 0).sum())} "
+        f"shoppers x {ranker.ranked_items.shape[1]} items); closed-loop clients (one call in flight each) in "
+        f"separate processes on the same 2 cores; n=12, bought items left out unless rebought, 50 % size filter, "
+        f"30 % category filter, 30 % diversified; {seconds:.0f} s per row. Two load generators: blocking stubs "
+        f"on threads (the 8-client row: 2 processes x 4 threads) and grpc.aio callers on one event loop "
+        f"(8 coroutines, 1 process); the client CPU column is what each load generator itself takes from the shared cores. "
+        f"State load to SERVING: {rows[0]['load_s']:.1f} s.",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|",
-        *[
-            f"| {r['clients']} | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.0f} | "
-            f"{r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
-            for r in rows
-        ],
+        *header,
+        *[row(r) for r in rows],
         "",
         "The same server and clients without the ranker's lists (every shopper on the ALS path, as before "
         "this model), run right after, for a side-by-side ratio on the same loaded machine:",
         "",
-        "| concurrent clients | calls | errors | p50 ms | p99 ms | requests/s | server CPU ms/call | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|",
-        *[
-            f"| {r['clients']} (ALS only) | {r['calls']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | "
-            f"{r['rps']:.0f} | {r['server_cpu_ms']:.2f} | {r['load_1min']:.1f} |"
-            for r in als_only
-        ],
+        *header,
+        *[row(r, " (ALS only)") for r in als_only],
         "",
     ]
 

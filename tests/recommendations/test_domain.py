@@ -298,6 +298,11 @@ def test_catalog_masks_and_compatibility_rules() -> None:
     assert cat.mask(Filter(colours=("red",))).tolist() == [True, False, True]
     assert cat.mask(Filter(max_price=20)).tolist() == [True, False, False]  # unpriced items never pass
     assert cat.mask(Filter(size="XL")).tolist() == [False, False, False]
+    # Combined masks are cached per filter: what a caller changes in its copy stays its own.
+    first = cat.mask(Filter(categories=("tops",), size="M"))
+    first[:] = False
+    assert cat.mask(Filter(categories=("tops",), size="M")).tolist() == [False, True, False]
+    assert cat.mask(Filter(categories=("tops",), size="S")).tolist() == [True, False, False]
     assert compatible("tops", "bottoms") and compatible("tops", "shoes") and not compatible("tops", "tops")
     assert not compatible("dresses", "tops") and not compatible("dresses", "bottoms")
     assert compatible("hats", "tops") and not compatible("hats", "hats")

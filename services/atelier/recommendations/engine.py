@@ -61,6 +61,8 @@ COMPATIBLE: dict[str, set[str]] = {
 }
 
 NEW_ITEM_NEIGHBOURS = 10
+# Combined filter masks kept per catalogue (1,024 x 20,000 items = 20 MB at most).
+MAX_CACHED_FILTERS = 1024
 # SimilarItems: behaviour (shoppers who liked both, support >= 2, shrunk) weighs
 # buyers / (buyers + SIMILAR_SHRINKAGE) of the score, attributes the rest: an item few people
 # bought is compared by what it is, a best seller by who buys it.
@@ -124,6 +126,9 @@ class CatalogIndex:
         )
         self.none = np.zeros(n, bool)
         self.features = self._features()
+        # Filters already combined into one mask (most requests repeat a few size/category
+        # choices): a request copies one array instead of ANDing several catalogue-long ones.
+        self._filter_masks: dict[tuple[object, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -173,6 +178,17 @@ class CatalogIndex:
         return np.asarray(self.features @ (vector / norm), dtype=np.float32).ravel()
 
     def mask(self, flt: Filter) -> np.ndarray:
+        """Items that pass the filter (a fresh array the caller may change)."""
+        key = (flt.categories, flt.size, flt.colours, flt.min_price, flt.max_price)
+        found = self._filter_masks.get(key)
+        if found is None:
+            found = self._combined_mask(flt)
+            if len(self._filter_masks) >= MAX_CACHED_FILTERS:
+                self._filter_masks.clear()  # price bounds can vary without end: start again
+            self._filter_masks[key] = found
+        return found.copy()
+
+    def _combined_mask(self, flt: Filter) -> np.ndarray:
         mask = np.ones(len(self.items), bool)
         if flt.categories:
             any_cat = self.none.copy()
@@ -472,25 +488,28 @@ def _top(scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
 
 
 def _diversify(candidates: np.ndarray, scores: np.ndarray, categories: np.ndarray, n: int) -> np.ndarray:
-    """Re-rank so each further item of a category costs a share of the score spread.
+    """Re-rank candidates (sorted by score, best first) so each further item of a category costs
+    a share of the score spread; see _diversify_order."""
+    if len(candidates) <= 1:
+        return candidates[:n]
+    return candidates[_diversify_order(scores[candidates], categories[candidates], n)]
+
+
+def _diversify_order(s: np.ndarray, cats: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n items to show, given their scores s (best first) and categories.
 
     Equivalent to the greedy "best score minus penalty x items already chosen from its category":
     within a category items are taken in score order, so the k-th best of a category always
     carries k penalties, and sorting by that adjusted score gives the greedy order.
     """
-    if len(candidates) <= 1:
-        return candidates[:n]
-    s = scores[candidates]
     spread = float(s[0] - s[-1])
     penalty = 0.35 * (spread if spread > 0 else 1.0)
-    cats = categories[candidates]
-    rank_in_category = np.zeros(len(candidates), np.int64)
+    rank_in_category = np.zeros(len(s), np.int64)
     seen: dict[str, int] = {}
-    for j, c in enumerate(cats):  # candidates are sorted by score already
+    for j, c in enumerate(cats.tolist()):  # sorted by score already
         rank_in_category[j] = seen.get(c, 0)
         seen[c] = rank_in_category[j] + 1
-    order = np.argsort(-(s - penalty * rank_in_category), kind="stable")
-    return candidates[order[:n]]
+    return np.argsort(-(s - penalty * rank_in_category), kind="stable")[:n]
 
 
 def _merge(items: Sequence[CatalogItem], changed: dict[str, CatalogItem]) -> list[CatalogItem]:
@@ -709,7 +728,7 @@ class Engine:
         """Top n: the ranked list precomputed at training, else ALS, else popularity (cold start)."""
         state = self.state(tenant)
         catalog = state.catalog
-        mask = catalog.mask(flt)
+        mask = catalog.mask(flt)  # a fresh array: changed in place below
         policy = flt.purchased or self.purchased_policy(tenant)
         bought = state.bought_by(user_id)
         hist_idx, hist_w = state.user_row(user_id)
@@ -721,72 +740,79 @@ class Engine:
             )
             mask[drop] = False
         pool = n * 4 if diversify else n
-        chosen: list[tuple[int, float, str]] = []  # (item, score, source)
+        # The answer so far, best first: catalogue indices, scores, source names. Whole arrays,
+        # not a loop per item: this path runs on every call.
+        idx = np.zeros(0, np.int64)
+        vals = np.zeros(0, np.float64)
+        sources: list[str] = []
         row = state.ranked_index.get(user_id)
         if row is not None and user_id not in state.extra:
             # Precomputed by the ranker at training time; events since then send the shopper to
             # the fold-in path below, which sees them.
             items = state.ranked_items[row]
-            ok = (items >= 0) & mask[np.maximum(items, 0)]
-            for i, sc, src in zip(
-                items[ok][:pool],
-                state.ranked_scores[row][ok][:pool],
-                state.ranked_sources[row][ok][:pool],
-                strict=True,
-            ):
-                chosen.append((int(i), float(sc), SOURCES[int(src)]))
+            ok = np.flatnonzero((items >= 0) & mask[np.maximum(items, 0)])[:pool]
+            idx = items[ok].astype(np.int64)
+            vals = state.ranked_scores[row][ok].astype(np.float64)
+            sources = [SOURCES[s] for s in state.ranked_sources[row][ok].tolist()]
         cold = False
-        if len(chosen) < pool:
-            rest = mask.copy()
-            rest[[c[0] for c in chosen]] = False
+        if len(idx) < pool:
+            mask[idx] = False  # the rest of the catalogue
             vector = state.user_vector(user_id)
+            content: np.ndarray | None = None
             if vector is not None:
                 scores = state.item_factors @ vector
                 source = "als"
             else:
-                cold = not chosen
+                cold = not len(idx)
                 if cold:
                     COLD_START.inc()
                 seg = segment or state.segments.get(user_id, "")
                 k = state.segment_index.get(seg)
                 popular = state.segment_popularity[k] if k is not None else state.popularity
                 positive = hist_w > 0
-                content = catalog.attribute_similarity(hist_idx[positive], hist_w[positive])
-                scores = 0.5 * popular + 0.5 * content if positive.any() else popular.copy()
+                if positive.any():
+                    content = catalog.attribute_similarity(hist_idx[positive], hist_w[positive])
+                    scores = 0.5 * popular + 0.5 * content
+                else:
+                    scores = popular.copy()
                 source = "segment" if k is not None else "popular"
-            # Below every ranked score: the ranker's list comes first.
-            floor = min((c[1] for c in chosen), default=0.0)
-            top = _top(scores, rest, pool - len(chosen))
-            spread = float(scores[top].max() - scores[top].min()) if len(top) else 0.0
-            for i in top:
-                src = source
-                if source != "als" and positive.any() and content[i] >= popular[i]:
-                    src = "attributes"
-                value = (
-                    floor - 1.0 - (float(scores[top[0]] - scores[i]) / spread if spread > 0 else 0.0)
-                    if chosen
-                    else float(scores[i])
-                )
-                chosen.append((int(i), value, src))
-        idx = np.array([c[0] for c in chosen], dtype=np.int64)
-        vals = np.array([c[1] for c in chosen], dtype=np.float64)
-        order = np.arange(len(idx))
-        if diversify and len(idx):
-            full = np.zeros(len(catalog), np.float64)
-            full[idx] = vals
-            kept = _diversify(idx, full, catalog.categories, n)
-            pos = {int(i): k for k, i in enumerate(idx)}
-            order = np.array([pos[int(i)] for i in kept], dtype=np.int64)
-        order = order[:n]
-        picked = [chosen[k] for k in order]
-        seg_name = segment or state.segments.get(user_id, "")
-        reasons = self._reasons(
-            state, [p[0] for p in picked], [p[2] for p in picked], hist_idx, hist_w, seg_name, bought
+            top = _top(scores, mask, pool - len(idx))
+            if len(top):
+                top_scores = scores[top]
+                if len(idx):
+                    # Below every ranked score: the ranker's list comes first.
+                    floor = float(vals.min())
+                    spread = float(top_scores.max() - top_scores.min())
+                    below = (top_scores[0] - top_scores).astype(np.float64) / spread if spread > 0 else 0.0
+                    added = floor - 1.0 - below * np.ones(len(top))
+                else:
+                    added = top_scores.astype(np.float64)
+                added_sources = [source] * len(top)
+                if content is not None:
+                    for j in np.flatnonzero(content[top] >= popular[top]).tolist():
+                        added_sources[j] = "attributes"
+                idx = np.concatenate([idx, top.astype(np.int64)])
+                vals = np.concatenate([vals, added])
+                sources += added_sources
+        order = (
+            _diversify_order(vals, catalog.categories[idx], n)
+            if diversify and len(idx) > 1
+            else np.arange(min(len(idx), n))
         )
+        picked, picked_sources = idx[order], [sources[k] for k in order.tolist()]
+        seg_name = segment or state.segments.get(user_id, "")
+        reasons = self._reasons(state, picked.tolist(), picked_sources, hist_idx, hist_w, seg_name, bought)
         return RecommendResult(
             [
-                Scored(catalog.item_ids[i], sc, r, catalog.categories[i], src)
-                for (i, sc, src), r in zip(picked, reasons, strict=True)
+                Scored(item_id, score, reason, category, src)
+                for item_id, score, reason, category, src in zip(
+                    catalog.item_ids[picked].tolist(),
+                    vals[order].tolist(),
+                    reasons,
+                    catalog.categories[picked].tolist(),
+                    picked_sources,
+                    strict=True,
+                )
             ],
             state.version,
             cold,
@@ -808,53 +834,64 @@ class Engine:
         liked = hist_idx[hist_w > 0]
         liked = liked[np.argsort(-hist_w[hist_w > 0], kind="stable")[:50]]
         touched = set(hist_idx.tolist())
-        # One sparse gather per similarity for the whole answer (liked items x answer items):
-        # indexing a CSR matrix item by item cost 0.7 ms a call.
         cols = np.asarray(items, dtype=np.int64)
-        blocks = {
-            src: _block(sim, liked, cols)
-            for src, sim in (("cobuy", state.cobuy), ("basket", state.copurchase))
-            if src in sources
-        }
+        # The shopper's liked items other than the answer item itself, per answer item (columns).
+        other = liked[:, None] != cols[None, :]
+        has_others = other.any(axis=0).tolist()
+        # Per answer item, the liked item that explains it (-1: none), for the whole answer at once:
+        # one sparse gather per similarity (indexing a CSR matrix item by item cost 0.7 ms a call),
+        # one small product for the factors and the attributes.
+        partner = np.full(len(cols), -1, np.int64)
+        source_of = np.array(sources, dtype=object)
+        for src, sim in (("cobuy", state.cobuy), ("basket", state.copurchase)):
+            sel = source_of == src
+            if sel.any() and len(liked):
+                weights = np.where(other[:, sel], _block(sim, liked, cols[sel]), 0.0)
+                best = weights.argmax(axis=0)
+                found = weights[best, np.arange(len(best))] > 0
+                partner[np.flatnonzero(sel)[found]] = liked[best[found]]
+        for src in ("als", "attributes"):
+            sel = source_of == src
+            if not sel.any() or not len(liked) or (src == "als" and not state.has_model):
+                continue
+            if src == "als":
+                sims = state.item_unit[liked] @ state.item_unit[cols[sel]].T
+            else:
+                sims = (catalog.features[liked] @ catalog.features[cols[sel]].T).toarray()
+            sims = np.where(other[:, sel], sims, -np.inf)
+            partner[np.flatnonzero(sel)] = liked[sims.argmax(axis=0)]
+        names = catalog.item_ids[np.maximum(partner, 0)].tolist()
         out = []
         for k, (i, src) in enumerate(zip(items, sources, strict=True)):
-            others = liked[liked != i]
             if i in touched:
                 # What the shopper did with this very item, whatever source proposed it.
                 out.append(
                     "you bought it before" if i in bought else "you viewed it or put it in your cart before"
                 )
-            elif src in ("cobuy", "basket") and len(others):
-                weights = np.where(liked != i, blocks[src][:, k], 0.0)
-                if weights.max() > 0:
-                    partner = catalog.item_ids[liked[int(np.argmax(weights))]]
+            elif src in ("cobuy", "basket") and has_others[k]:
+                if partner[k] >= 0:
                     out.append(
-                        f"shoppers who bought {partner} also bought it"
+                        f"shoppers who bought {names[k]} also bought it"
                         if src == "cobuy"
-                        else f"often in the same basket as {partner}"
+                        else f"often in the same basket as {names[k]}"
                     )
                 else:
                     out.append("bought by shoppers with your taste")
-            elif src == "coview" and len(others):
+            elif src == "coview" and has_others[k]:
                 out.append("often viewed together with items you looked at")
-            elif src == "style" and len(others):
+            elif src == "style" and has_others[k]:
                 style = catalog.items[i].style
-                same = [o for o in others if style and catalog.items[o].style == style]
+                same = [o for o in liked[liked != i].tolist() if style and catalog.items[o].style == style]
                 out.append(
                     f"the same style as {catalog.item_ids[same[0]]}, another variant"
                     if same
                     else "in a style you buy"
                 )
-            elif src == "als" and len(others):
-                closest = (
-                    others[int(np.argmax(state.item_unit[others] @ state.item_unit[i]))]
-                    if state.has_model
-                    else others[0]
-                )
-                out.append(f"shoppers who like {catalog.item_ids[closest]} like it too")
-            elif src == "attributes" and len(others):
-                sims = (catalog.features[others] @ catalog.features[i].T).toarray().ravel()
-                out.append(f"similar to {catalog.item_ids[others[int(np.argmax(sims))]]}")
+            elif src == "als" and has_others[k]:
+                closest = names[k] if state.has_model else catalog.item_ids[liked[liked != i][0]]
+                out.append(f"shoppers who like {closest} like it too")
+            elif src == "attributes" and has_others[k]:
+                out.append(f"similar to {names[k]}")
             elif src == "segment" and segment:
                 out.append(f"popular in your segment {segment}")
             elif src == "category":

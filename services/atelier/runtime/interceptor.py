@@ -67,12 +67,38 @@ def _code_name(context: grpc.ServicerContext) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+class _MethodMetrics:
+    """One method's metric children, looked up once: ``Counter.labels()`` takes a lock and builds a
+    key on every call, several times per RPC."""
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.started = metrics.started_total.labels(*labels)
+        self.received = metrics.msg_received_total.labels(*labels)
+        self.sent = metrics.msg_sent_total.labels(*labels)
+        self.seconds = metrics.handling_seconds.labels(*labels)
+        self._handled: dict[str, Any] = {}
+
+    def handled(self, code: str) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.handled_total.labels(*self.labels, code)
+        return child
+
+
 class ServerInterceptor(grpc.ServerInterceptor):
     def __init__(self, service: str, authoriser: Authoriser, admission: Admission | None = None) -> None:
         self.service = service
         self.authoriser = authoriser
         self.default_tenant = authoriser.default_tenant
         self.admission = admission
+        self._metrics: dict[tuple[str, str, str], _MethodMetrics] = {}
+
+    def metrics_of(self, labels: tuple[str, str, str]) -> _MethodMetrics:
+        found = self._metrics.get(labels)
+        if found is None:  # a race only builds the same children twice
+            found = self._metrics[labels] = _MethodMetrics(labels)
+        return found
 
     def intercept_service(
         self,
@@ -122,12 +148,13 @@ class _Call:
     ) -> None:
         self.owner = owner
         self.labels = labels
+        self.metrics = owner.metrics_of(labels)
         self.method = method
         self.metadata = metadata
         self.key_id = ""  # the caller's key, for the audit trail in the RPC's log line
 
     def _begin(self, context: grpc.ServicerContext) -> tuple[float, list[Any]]:
-        metrics.started_total.labels(*self.labels).inc()
+        self.metrics.started.inc()
         request_id = str(self.metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
         tenant = str(self.metadata.get(TENANT_HEADER) or self.owner.default_tenant)
         tokens = [request_id_var.set(request_id), tenant_var.set(tenant), method_var.set(self.method)]
@@ -164,8 +191,8 @@ class _Call:
 
     def _end(self, context: grpc.ServicerContext, started: float, tokens: list[Any], code: str) -> None:
         elapsed = time.perf_counter() - started
-        metrics.handled_total.labels(*self.labels, code).inc()
-        metrics.handling_seconds.labels(*self.labels).observe(elapsed)
+        self.metrics.handled(code).inc()
+        self.metrics.seconds.observe(elapsed)
         if self.labels[1] not in OPEN_SERVICES:
             level = logging.WARNING if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else logging.INFO
             log.log(
@@ -194,7 +221,7 @@ class _Call:
 
     def _count_requests(self, requests: Iterator[Any]) -> Iterator[Any]:
         for index, request in enumerate(requests):
-            metrics.msg_received_total.labels(*self.labels).inc()
+            self.metrics.received.inc()
             if isinstance(request, _Malformed):
                 raise self._malformed(request)
             try:
@@ -218,14 +245,14 @@ class _Call:
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
-                    metrics.msg_received_total.labels(*self.labels).inc()
+                    self.metrics.received.inc()
                 try:
                     if not streaming_request:
                         limits.check_request(request)  # NUL bytes, string lengths, floats, Timestamps
                     response = behaviour(request, context)
                 except Exception as exc:
                     self._fail(context, exc)
-                metrics.msg_sent_total.labels(*self.labels).inc()
+                self.metrics.sent.inc()
                 code = _code_name(context)
                 return response
             except BaseException:
@@ -249,12 +276,12 @@ class _Call:
                 if streaming_request:
                     request = self._count_requests(request)
                 else:
-                    metrics.msg_received_total.labels(*self.labels).inc()
+                    self.metrics.received.inc()
                 try:
                     if not streaming_request:
                         limits.check_request(request)
                     for response in behaviour(request, context):
-                        metrics.msg_sent_total.labels(*self.labels).inc()
+                        self.metrics.sent.inc()
                         yield response
                 except GeneratorExit:
                     code = "CANCELLED"

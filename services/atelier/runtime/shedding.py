@@ -112,6 +112,7 @@ class Admission:
         limits.validate()
         self.service = service
         self.limits = limits
+        self._admitted_now = admitted_now.labels(service)  # looked up once, set twice per call
         self._lock = threading.Lock()
         self._active = 0
         self._waiting = 0
@@ -151,7 +152,7 @@ class Admission:
             else:
                 self._active += 1
                 self._per_tenant[tenant] = held + 1
-                admitted_now.labels(self.service).set(self._active)
+                self._admitted_now.set(self._active)
                 return Ticket(self, "work", tenant)
         self._refuse(*reason)
         raise AssertionError("unreachable")  # _refuse raises
@@ -175,7 +176,7 @@ class Admission:
                 self._per_tenant[tenant] = held
             else:
                 self._per_tenant.pop(tenant, None)
-            admitted_now.labels(self.service).set(self._active)
+            self._admitted_now.set(self._active)
             self._mean_s = 0.8 * self._mean_s + 0.2 * elapsed_s
 
     @property
