@@ -1117,7 +1117,9 @@ def measure(
             side, height_cm, levels_cm["chest"], prior.estimates["chest_height"].stddev_cm, search_sd=2.0
         )
     if side is not None:
-        levels_cm["waist"] = anchored_waist_level_cm(model, level_obs, sex, levels_cm["hip"], levels_cm["chest"])
+        levels_cm["waist"] = anchored_waist_level_cm(
+            model, level_obs, sex, levels_cm["hip"], levels_cm["chest"]
+        )
     else:
         levels_cm["waist"] = waist_level_cm(
             front,
