@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from atelier.body.photo import ViewResult, _pose_fits_outline, _sharpest_bend, outline_sd_cm, run_width_px
+from atelier.body.photo import (
+    ViewResult,
+    _pose_fits_outline,
+    anchored_waist_level_cm,
+    outline_sd_cm,
+    run_width_px,
+    share_front_scale,
+    waist_level_cm,
+)
 from atelier.body.pose import Landmark
+from atelier.body.statmodel import BodyModel, Observation
 
 BG = np.array([236.0, 236.0, 232.0])
 FG = np.array([70.0, 80.0, 120.0])
@@ -40,16 +49,62 @@ def test_sub_pixel_edge_ignores_a_neighbour_in_the_background_reference() -> Non
     assert x1 == 141.0  # the mask's own edge: no colour pair to place it by
 
 
-def test_sharpest_bend_finds_a_corner_and_a_minimum() -> None:
-    heights = np.arange(90.0, 110.0 + 1e-9, 0.5)
-    corner = np.where(heights < 101.0, 25.0 - 0.3 * (heights - 101.0), 25.0 + 0.02 * (heights - 101.0))
-    assert abs(_sharpest_bend(heights, corner) - 101.0) <= 0.5  # type: ignore[operator]
-    v_shape = 20.0 + 0.25 * np.abs(heights - 97.0)
-    assert abs(_sharpest_bend(heights, v_shape) - 97.0) <= 0.5  # type: ignore[operator]
-    assert _sharpest_bend(heights, 20.0 + 0.1 * heights) is None  # straight: nothing stands out
-    with_gap = v_shape.copy()
-    with_gap[5] = np.nan
-    assert _sharpest_bend(heights, with_gap) is None
+def test_waist_level_between_seat_and_chest_beats_height_and_weight_alone(ansur: dict) -> None:
+    """On ANSUR people (every 10th), the navel height placed from the seat and chest heights is
+    nearer the measured one than the height/weight prediction, and follows the seat level."""
+    model = BodyModel.load()
+    for sex, columns in ansur.items():
+        errors_anchored, errors_prior = [], []
+        for i in range(0, len(columns["height"]), 10):
+            known = {
+                "height": Observation(float(columns["height"][i]), 1.0),
+                "weight_kg": Observation(float(columns["weight_kg"][i]), 0.5),
+                "shoulder_height": Observation(float(columns["shoulder_height"][i]), 1.5),
+            }
+            seat, chest = float(columns["hip_height"][i]), float(columns["chest_height"][i])
+            true = float(columns["waist_height"][i])
+            level = anchored_waist_level_cm(model, known, sex, seat, chest)
+            prior = model.predict(known, sex, names=("waist_height",)).estimates["waist_height"].value_cm
+            errors_anchored.append(abs(level - true))
+            errors_prior.append(abs(prior - true))
+            assert chest - 2 > level > seat + 2
+        assert np.mean(errors_anchored) < 0.9 * np.mean(errors_prior), sex
+        assert np.mean(errors_anchored) < 2.0, sex
+        # A seat found 4 cm higher moves the waist up, by less than the seat moved.
+        known = {"height": Observation(175.0, 1.0), "weight_kg": Observation(80.0, 0.5)}
+        low = anchored_waist_level_cm(model, known, sex, 85.0, 125.0)
+        high = anchored_waist_level_cm(model, known, sex, 89.0, 125.0)
+        assert 0.3 < high - low < 4.0, sex
+
+
+def _view(top: float, bottom: float) -> ViewResult:
+    return ViewResult(np.zeros((960, 720), bool), top, bottom, 360.0, {}, "test")
+
+
+def test_side_photo_takes_the_front_scale_only_from_the_same_camera() -> None:
+    front = _view(100.0, 900.0)  # 800 px for 160 cm: 5 px/cm
+    side = _view(104.0, 870.0)  # its heel landmarks 6 cm above the floor: 4.8 px/cm
+    assert share_front_scale(front, side, (960, 720, 3), (960, 720, 3), 160.0)
+    assert side.top_px == 104.0 and side.bottom_px == 904.0
+    # Another photo size, or a scale 10% apart (the person stood elsewhere): the side keeps its own.
+    for shape, own in (((1280, 960, 3), (104.0, 870.0)), ((960, 720, 3), (180.0, 900.0))):
+        other = _view(*own)
+        assert not share_front_scale(front, other, (960, 720, 3), shape, 160.0)
+        assert (other.top_px, other.bottom_px) == own
+
+
+def test_waist_level_without_a_side_photo_is_the_least_front_width() -> None:
+    h_px, px_per_cm = 1000, 5.0
+    mask = np.zeros((h_px, 400), bool)
+    for row in range(h_px):
+        height_cm = (h_px - 1 - row) / px_per_cm
+        half = (14.0 + 0.3 * abs(height_cm - 104.0)) * px_per_cm
+        mask[row, round(200 - half) : round(200 + half)] = True
+    view = ViewResult(mask, 0, h_px - 1, 200.0, {}, "test")
+    height = (h_px - 1) / px_per_cm
+    assert abs(waist_level_cm(view, height, 108.0, 2.0) - 104.0) <= 0.5
+    # Bounded 3 cm inside the hip and chest levels: no minimum in range, the prediction stands.
+    assert waist_level_cm(view, height, 112.0, 2.0, floor_cm=108.0) == 112.0
 
 
 def test_outline_noise_grows_where_the_body_widens_fast() -> None:

@@ -792,46 +792,51 @@ def seat_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm
     return predicted_cm if found is None else found
 
 
-def _sharpest_bend(heights: np.ndarray, values: np.ndarray, min_bend_cm: float = 0.05) -> float | None:
-    """Height where ``values`` (0.5 cm apart) bend most towards larger values (greatest second
-    difference over 1 cm, after smoothing over 1.5 cm); None when a value is missing or no bend
-    stands out from the outline's noise (``min_bend_cm``)."""
-    if len(values) < 9 or np.isnan(values).any():
-        return None
-    smooth = np.convolve(values, np.ones(3) / 3, mode="valid")  # centred on heights[1:-1]
-    bend = smooth[4:] - 2 * smooth[2:-2] + smooth[:-4]  # centred on heights[3:-3]
-    best = int(np.argmax(bend))
-    if bend[best] < min_bend_cm:
-        return None
-    return float(heights[3 + best])
+# One sd (cm) of the seat and chest levels as read off the side outline, when they place the waist.
+# (The waist level moved by under 0.1 cm for sds of 1.5-3 cm on renders of both sexes.)
+SIDE_LEVEL_SD_CM = 2.0
+
+
+def anchored_waist_level_cm(
+    model: BodyModel, known: Mapping[str, Observation], sex: str | None, seat_cm: float, chest_cm: float
+) -> float:
+    """The waist (navel, ANSUR's omphalion) level with a side photo: where ANSUR's proportions put it
+    between the seat and chest levels found on the side outline.
+
+    The navel leaves no mark on an outline. Its height is predicted by the body model from the
+    stature, weight and acromion height (``known``) together with the buttock and chest heights
+    as observed (the greatest protrusions of the seat and the chest, each SIDE_LEVEL_SD_CM), so
+    the waist sits where people of this build have it relative to those two levels. The outline's
+    sharpest bend of the side depth was used before: it is where a body drawn from straight
+    segments between levels has its corner, and it was 2.2-2.7 cm off on renders (this: 1.6-2.1),
+    and a real waist need not bend there.
+    """
+    observed = {
+        **known,
+        "hip_height": Observation(seat_cm, SIDE_LEVEL_SD_CM),
+        "chest_height": Observation(chest_cm, SIDE_LEVEL_SD_CM),
+    }
+    return model.predict(observed, sex, names=("waist_height",)).estimates["waist_height"].value_cm
 
 
 def waist_level_cm(
     front: ViewResult,
-    side: ViewResult | None,
     height_cm: float,
     predicted_cm: float,
     sd_cm: float,
     floor_cm: float = -math.inf,
     ceiling_cm: float = math.inf,
 ) -> float:
-    """The waist (navel) level, searched within 3 sd of the predicted level.
+    """The waist level without a side photo: the least front width within 3 sd of the predicted level.
 
-    With a side photo: where the side depth bends most, i.e. where the belly and the small of the
-    back stop narrowing towards the waist and the torso starts to deepen towards the chest (a
-    minimum of the depth is such a bend; so is the corner of a belly, where the depth has no
-    minimum). Without one: the least front width. The predicted level is a few cm off, and the
-    torso narrows towards the waist, so an error there makes width, depth and girth too large.
-    ``floor_cm`` (the hip level) and ``ceiling_cm`` (the chest level) bound the search, 3 cm
-    inside them. Where nothing stands out the prediction stands.
+    The predicted level is a few cm off, and the torso narrows towards the waist, so an error
+    there makes the width too large. ``floor_cm`` (the hip level) and ``ceiling_cm`` (the chest
+    level) bound the search, 3 cm inside them. Where nothing stands out the prediction stands.
     """
     lo = max(predicted_cm - LEVEL_SEARCH_SD * sd_cm, floor_cm + 3.0)
     hi = min(predicted_cm + LEVEL_SEARCH_SD * sd_cm, ceiling_cm - 3.0)
     heights = np.arange(lo, hi + 1e-9, 0.5)
-    if side is not None:
-        found = _sharpest_bend(heights, _profile_cm(side, heights, height_cm))
-    else:
-        found = _extremum(heights, _profile_cm(front, heights, height_cm), "min")
+    found = _extremum(heights, _profile_cm(front, heights, height_cm), "min")
     return predicted_cm if found is None else found
 
 
@@ -1001,6 +1006,39 @@ def _side_view(
     )
 
 
+# How far the side photo's own height scale may differ from the front's and still be taken as the
+# same camera at the same spot: its heel landmarks lie 0-8 cm above the floor on renders (up to 5%).
+SAME_CAMERA_SCALE_TOLERANCE = 0.06
+
+
+def share_front_scale(
+    front: ViewResult,
+    side: ViewResult,
+    front_shape: tuple[int, ...],
+    side_shape: tuple[int, ...],
+    height_cm: float,
+) -> bool:
+    """Give the side photo the front photo's height scale when both come from one camera at one spot.
+
+    The app asks for both photos from where the phone stands, the person turning 90 degrees, so
+    the person is as far away in both and a cm spans as many pixels. The front's floor comes from
+    the ankle landmarks (the malleoli are seen); in a side view one ankle is hidden and the heel
+    landmarks lie above the floor (0-8 cm on renders), which made the side scale about 4% small
+    and every depth 1 cm too large. So where the photos are the same size and the side's own
+    scale agrees with the front's within the heel landmarks' error, the side keeps its head top
+    and takes the front's pixels per cm; otherwise (another camera, another distance) its own.
+    """
+    if front_shape[:2] != side_shape[:2]:
+        return False
+    px_front = (front.bottom_px - front.top_px) / height_cm
+    px_side = (side.bottom_px - side.top_px) / height_cm
+    if abs(px_side / px_front - 1) > SAME_CAMERA_SCALE_TOLERANCE:
+        return False
+    side.bottom_px = side.top_px + height_cm * px_front
+    side.floor_by = "the front photo's scale (same camera)"
+    return True
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -1055,6 +1093,8 @@ def measure(
         )
     base = _known(height_cm, weight_kg)
     px_front = (front.bottom_px - front.top_px) / height_cm
+    if side is not None and side_rgb is not None:
+        share_front_scale(front, side, front_rgb.shape, side_rgb.shape, height_cm)
     # Landmark heights refine where the chest/waist/hip levels are, but only without a side photo:
     # MediaPipe's shoulder and hip points are joint centres, not the acromion and trochanterion, so
     # they shift the levels (on renders they made the hip level error larger: women's MAE 1.3 cm
@@ -1086,15 +1126,19 @@ def measure(
         levels_cm["chest"] = hip_level_cm(
             side, height_cm, levels_cm["chest"], prior.estimates["chest_height"].stddev_cm, search_sd=2.0
         )
-    levels_cm["waist"] = waist_level_cm(
-        front,
-        side,
-        height_cm,
-        levels_cm["waist"],
-        prior.estimates["waist_height"].stddev_cm,
-        floor_cm=levels_cm["hip"],
-        ceiling_cm=levels_cm["chest"],
-    )
+    if side is not None:
+        levels_cm["waist"] = anchored_waist_level_cm(
+            model, level_obs, sex, levels_cm["hip"], levels_cm["chest"]
+        )
+    else:
+        levels_cm["waist"] = waist_level_cm(
+            front,
+            height_cm,
+            levels_cm["waist"],
+            prior.estimates["waist_height"].stddev_cm,
+            floor_cm=levels_cm["hip"],
+            ceiling_cm=levels_cm["chest"],
+        )
 
     level_sd = {k: prior.estimates[v].stddev_cm for k, v in LEVELS.items()}
     observed: dict[str, Observation] = {}
