@@ -286,10 +286,48 @@ def test_the_selvage_zone_is_calibrated_on_its_own() -> None:
         amap[:, 600] = peak  # the body
         amap[:, 250] = 2 * peak  # the selvage zone (within 96 px of the off-fabric area)
         maps.append((amap, off))
-    threshold, scale = texture.calibrate(maps, 1.5)
-    assert scale == pytest.approx(0.5) and threshold == pytest.approx(1.5 * 4.5)
+    threshold, scale, frame_scale = texture.calibrate(maps, 1.5)
+    assert scale == pytest.approx(0.5) and threshold == pytest.approx(1.5 * 4.5) and frame_scale == 1.0
     # No off-fabric area in view: one zone, nothing scaled.
     assert texture.calibrate([(m, np.zeros_like(o)) for m, o in maps], 1.5)[1] == 1.0
+
+
+def test_the_frame_border_rows_are_their_own_zone() -> None:
+    """Good images that peak in their first or last rows (the filters see the frame's border
+    reflected there) do not set the threshold: that zone is scaled to the body's level."""
+    maps = []
+    for peak in (4.0, 4.5, 5.0):
+        off = np.zeros((256, 1024), bool)
+        amap = np.zeros((256, 1024), np.float32)
+        amap[128, 600] = peak  # the body
+        amap[3, 400] = 1.6 * peak  # the first rows
+        maps.append((amap, off))
+    threshold, _, frame_scale = texture.calibrate(maps, 1.5, frame_px=32)
+    assert frame_scale == pytest.approx(1 / 1.6) and threshold == pytest.approx(1.5 * 4.5)
+    # Without the zone the border rows set the threshold.
+    assert texture.calibrate(maps, 1.5)[0] == pytest.approx(1.5 * 1.6 * 4.5)
+    # A model applies the scale to those rows only.
+    assert texture.frame_zone((256, 8), 32)[:, 0].tolist() == [True] * 32 + [False] * 192 + [True] * 32
+    # A frame shorter than 4 zones has no body to calibrate against: no zone (and no scale of 0).
+    assert not texture.frame_zone((127, 8), 32).any()
+    short = [(m[:100], o[:100]) for m, o in maps]
+    assert texture.calibrate(short, 1.5, frame_px=32)[2] == 1.0
+
+
+def test_a_camera_column_is_taken_out_but_a_wandering_yarn_stays() -> None:
+    """A 2 px column with its own offset along the whole frame is the camera (fixed-pattern noise);
+    a yarn line of the same brightness that wanders across columns along the roll is a defect."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(100.0, 20.0, (256, 512)).astype(np.float32)
+    pad = np.zeros(x.shape, bool)
+    x[:, 200:202] += 20.0  # camera column
+    for y in range(256):  # a 4 px line drifting 12 px over the frame
+        c = 350 + y * 12 // 256
+        x[y, c : c + 4] += 20.0
+    offset = texture.camera_columns(x, pad)
+    assert offset[200] == pytest.approx(20.0, abs=5.0) and offset[201] == pytest.approx(20.0, abs=5.0)
+    assert not offset[340:370].any()
+    assert np.count_nonzero(offset) <= 4
 
 
 def test_a_frame_narrower_than_the_cloth_window_is_all_fabric() -> None:

@@ -18,8 +18,10 @@ Method (measured in bench/inspection.py on AITEX fabrics; see services/atelier/i
 4. The threshold comes from the good images themselves: k-fold (up to 5), each held-out image
    scored against a memory of the others; the threshold is THRESHOLD_FACTOR x the median of those
    out-of-fold image scores (see calibrate for why not the maximum); the selvage zone next to the
-   bed or padding is calibrated as its own zone, and a camera column that the good images score high
-   in is scaled down to its neighbours (column_scale).
+   bed or padding is calibrated as its own zone, so are the frame's first and last FRAME_ZONE_PX rows
+   (frame_zone: the filters see a reflected image there), and a camera column that the good images
+   score high in is scaled down to its neighbours (column_scale). A camera column that appears only
+   later (not in the good images) is taken out of each frame before the features (camera_columns).
 
 Pure numpy/OpenCV/torch; no gRPC. Torch runs the nearest-neighbour search (on a GPU when present).
 """
@@ -39,7 +41,7 @@ from scipy.ndimage import median_filter
 
 from atelier.inspection.fabric import off_fabric_mask, selvage_zone, shows_no_fabric
 
-METHOD = "texture-knn-v4"
+METHOD = "texture-knn-v5"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
@@ -62,7 +64,17 @@ COLUMN_WINDOW = 17
 # Banded feature extraction for large images (see grid_features).
 BAND_PIXELS = 4 * 1024 * 1024
 BAND_OVERLAP_PX = 256
-THRESHOLD_FACTOR = 1.5
+THRESHOLD_FACTOR = 1.4
+# The frame's first and last rows (image px) are their own calibration zone (see frame_zone); chosen
+# with THRESHOLD_FACTOR by the benchmark on all four shared fabrics together.
+FRAME_ZONE_PX = 64
+# Camera columns (see remove_camera_columns): at most CAMERA_COLUMN_MAX_PX wide, standing out of their
+# neighbours by CAMERA_BAND_DEVIATION robust spreads with the same sign in every band of CAMERA_BAND_ROWS
+# rows, and by CAMERA_COLUMN_DEVIATION over the bands' median.
+CAMERA_COLUMN_MAX_PX = 2
+CAMERA_BAND_ROWS = 64
+CAMERA_BAND_DEVIATION = 2.5
+CAMERA_COLUMN_DEVIATION = 5.0
 
 
 class MethodMismatch(ValueError):
@@ -101,6 +113,20 @@ FEATURE_COUNT = len(MEAN_SIGMAS_PX) + len(STD_SIGMAS_PX) + 2 * len(LINE_LENGTHS_
 def padding_mask(grey: np.ndarray) -> np.ndarray:
     """True where the frame shows no fabric: machine bed, padding (see fabric.off_fabric_mask)."""
     return off_fabric_mask(grey)
+
+
+def frame_zone(shape: tuple[int, int], rows_px: int) -> np.ndarray:
+    """The frame's first and last `rows_px` rows (along the roll): there the filters (up to 95 px
+    long along the warp, Gaussians up to 16 px sigma) see the frame's border reflected, not cloth. In
+    the good AITEX strips most out-of-fold maxima lay in these rows (31 of 40 in the first or last grid row, 35 within 32 px),
+    so before v5 they set the threshold; as a zone with its own statistics (calibrate) they no longer do."""
+    zone = np.zeros(shape, bool)
+    # Only where the body (the rows between) is at least half the frame: a short frame is all border,
+    # with no body to calibrate the zone against (then it is one zone, as before v5).
+    if rows_px > 0 and shape[0] >= 4 * rows_px:
+        zone[:rows_px] = True
+        zone[-rows_px:] = True
+    return zone
 
 
 def scored_mask(pad: np.ndarray, margin_px: int) -> np.ndarray:
@@ -145,8 +171,47 @@ def flatten_illumination(x: np.ndarray, pad: np.ndarray) -> np.ndarray:
     return x * gain[None, :]
 
 
+def camera_columns(x: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """Per image column, the fixed offset of a camera column (0 elsewhere): a line camera's fixed-pattern noise.
+
+    A line camera's pixel with its own gain or offset draws a column, 1-2 px wide, exactly vertical,
+    with the same offset along the whole frame (AITEX 02's good strips 10-19: about +17 grey on image
+    columns 2163-2164, absent from strips 0-9, so a profile learned on those could not know it and 8 of
+    its 10 good test strips peaked there; AITEX 01: columns 2004-2005 in every strip). A yarn is wider
+    (AITEX warp-line masks: 3-7 px per row) and wanders across columns along the roll (by 6-60 px over
+    a 256-row strip). So a column is a camera column only when, in every band of CAMERA_BAND_ROWS rows,
+    its mean stands out of the running median of CAMERA_COLUMN_MAX_PX neighbours each side by at least
+    CAMERA_BAND_DEVIATION robust spreads (of all columns' offsets in that band) with the same sign, and
+    the median over the bands by CAMERA_COLUMN_DEVIATION. A straight line at most 2 px wide along a
+    whole frame is therefore taken for the camera (in one frame the two cannot be told apart).
+    """
+    height, width = x.shape
+    bands = height // CAMERA_BAND_ROWS
+    offset = np.zeros(width, np.float32)
+    if bands < 2 or width < 8 * CAMERA_COLUMN_MAX_PX:
+        return offset
+    rows = bands * CAMERA_BAND_ROWS
+    fabric = (~pad[:rows]).reshape(bands, CAMERA_BAND_ROWS, width)
+    counts = fabric.sum(axis=1)
+    seen = (counts == CAMERA_BAND_ROWS).all(axis=0)  # fabric in every row
+    if seen.sum() < 8 * CAMERA_COLUMN_MAX_PX:
+        return offset
+    means = np.where(fabric, x[:rows].reshape(bands, CAMERA_BAND_ROWS, width), 0.0).sum(axis=1)
+    means = means / np.maximum(counts, 1)
+    residual = means - median_filter(means, size=(1, 2 * CAMERA_COLUMN_MAX_PX + 1), mode="nearest")
+    spread = 1.4826 * np.median(np.abs(residual[:, seen]), axis=1, keepdims=True) + 1e-6
+    z = residual / spread
+    column = seen & (
+        ((z > CAMERA_BAND_DEVIATION).all(axis=0) & (np.median(z, axis=0) > CAMERA_COLUMN_DEVIATION))
+        | ((z < -CAMERA_BAND_DEVIATION).all(axis=0) & (np.median(z, axis=0) < -CAMERA_COLUMN_DEVIATION))
+    )
+    offset[column] = np.median(residual[:, column], axis=0)
+    return offset
+
+
 def _normalise(grey: np.ndarray, pad: np.ndarray) -> np.ndarray:
     x = flatten_illumination(grey.astype(np.float32), pad)
+    x = x - camera_columns(x, pad)[None, :]
     values = x[~pad] if (~pad).any() else x.ravel()
     median = float(np.median(values))
     spread = 1.4826 * float(np.median(np.abs(values - median))) + 1e-3
@@ -245,6 +310,9 @@ class TextureModel:
     selvage_scale: float = 1.0
     # Grid scores are multiplied by this per grid column (<= 1; empty: none), see column_scale.
     column_scale: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    # Scores in the frame zone (first and last frame_zone_px rows) are multiplied by this (<= 1).
+    frame_scale: float = 1.0
+    frame_zone_px: int = 0
     _memory_t: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def _memory_tensor(self) -> torch.Tensor:
@@ -285,6 +353,8 @@ class TextureModel:
         full = full_map(scores, off, self.params.margin_px)
         if self.selvage_scale < 1.0:
             full[selvage_zone(off)] *= self.selvage_scale
+        if self.frame_scale < 1.0:
+            full[frame_zone(full.shape, self.frame_zone_px)] *= self.frame_scale
         return full, off
 
     def anomaly_map(self, grey: np.ndarray) -> np.ndarray:
@@ -310,6 +380,8 @@ class TextureModel:
                     p.candidates_per_image,
                     p.seed,
                     self.selvage_scale,
+                    self.frame_scale,
+                    self.frame_zone_px,
                 ],
                 dtype=np.float64,
             ),
@@ -337,6 +409,8 @@ class TextureModel:
                 int(meta[1]),
                 float(meta[8]),
                 z["column_scale"].astype(np.float32),
+                float(meta[9]),
+                int(meta[10]),
             )
 
     def save(self, path: Path) -> None:
@@ -380,27 +454,47 @@ def column_scale(grids: list[np.ndarray]) -> np.ndarray:
     return np.minimum(1.0, neighbours / np.maximum(level, 1e-6)).astype(np.float32)
 
 
-def calibrate(good_maps: list[tuple[np.ndarray, np.ndarray]], factor: float) -> tuple[float, float]:
-    """(threshold, selvage scale) from out-of-fold maps of good images and their off-fabric masks.
+def calibrate(
+    good_maps: list[tuple[np.ndarray, np.ndarray]], factor: float, frame_px: int = 0
+) -> tuple[float, float, float]:
+    """(threshold, selvage scale, frame scale) from out-of-fold maps of good images and their
+    off-fabric masks.
 
-    The selvage zone (next to the bed or padding) is its own zone: its out-of-fold maxima are compared
-    with the interior's, and when they run higher (a cloth whose edge varies more than its body, as
-    AITEX 03 and 04) the zone's scores are scaled down by the ratio of the medians, so one threshold
-    fits both and the edge cannot hide a defect in the body. The threshold is `factor` x the median
-    out-of-fold image maximum after that scaling (the median, not the maximum: one odd good image, a
-    splice or fold, would otherwise set the limit for the article).
+    Two zones have their own statistics: the selvage (next to the bed or padding) and the frame's
+    first and last `frame_px` rows (frame_zone). Each zone's out-of-fold maxima are compared with the
+    interior's, and when they run higher (a cloth whose edge varies more than its body, as AITEX 03
+    and 04; the reflected frame border on every AITEX fabric) the zone's scores are scaled down by the
+    ratio of the medians, so one threshold fits all and neither the edge nor the frame border can hide
+    a defect in the body. The frame zone is measured after the selvage scale (their corners overlap).
+    The threshold is `factor` x the median out-of-fold image maximum after that scaling (the median,
+    not the maximum: one odd good image, a splice or fold, would otherwise set the limit for the
+    article; a threshold from the peaks' spread, median + k x standard deviation or MAD, or from their
+    maximum, measured no better on the four shared AITEX fabrics: see the inspection README).
     """
-    interior, zone = [], []
+    interior, zone, frame = [], [], []
     for amap, off in good_maps:
         z = selvage_zone(off)
-        interior.append(float(amap[~z].max()) if (~z).any() else 0.0)
-        zone.append(float(amap[z].max()) if z.any() else 0.0)
+        f = frame_zone(off.shape, frame_px)
+        inner = ~z & ~f
+        interior.append(float(amap[inner].max()) if inner.any() else 0.0)
+        zone.append(float(amap[z & ~f].max()) if (z & ~f).any() else 0.0)
     zoned = [v for v in zone if v > 0]
     scale = 1.0
-    if zoned:
+    if zoned and float(np.median(interior)) > 0:
         scale = min(1.0, float(np.median(interior)) / max(float(np.median(zoned)), 1e-6))
-    peaks = [max(i, z * scale) for i, z in zip(interior, zone, strict=True)]
-    return factor * float(np.median(peaks)), scale
+    for amap, off in good_maps:
+        f = frame_zone(off.shape, frame_px)
+        if f.any():
+            edge = np.where(selvage_zone(off), amap * scale, amap)
+            frame.append(float(edge[f].max()))
+        else:
+            frame.append(0.0)
+    framed = [v for v in frame if v > 0]
+    frame_scale = 1.0
+    if framed and float(np.median(interior)) > 0:
+        frame_scale = min(1.0, float(np.median(interior)) / max(float(np.median(framed)), 1e-6))
+    peaks = [max(i, z * scale, f * frame_scale) for i, z, f in zip(interior, zone, frame, strict=True)]
+    return factor * float(np.median(peaks)), scale, frame_scale
 
 
 def _sample_features(grey: np.ndarray, params: ModelParams, rng: np.random.Generator) -> np.ndarray:
@@ -450,9 +544,11 @@ def train(
         (full_map(grid * columns[None, :] if len(columns) else grid, off, params.margin_px), off)
         for grid, off in grids
     ]
-    threshold, selvage_scale = calibrate(good_maps, THRESHOLD_FACTOR)
+    threshold, selvage_scale, frame_scale = calibrate(good_maps, THRESHOLD_FACTOR, FRAME_ZONE_PX)
     model = _build([s for s in samples if len(s)], params, threshold, len(images))
     model.selvage_scale = selvage_scale
+    model.frame_scale = frame_scale
+    model.frame_zone_px = FRAME_ZONE_PX
     model.column_scale = columns
     return model
 
