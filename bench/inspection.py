@@ -180,8 +180,12 @@ def run_fabric(data: Path, fabric: str, params: texture.ModelParams) -> FabricRu
     started = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     samples = [texture._sample_features(img, params, rng) for img in train]
-    train_grids = texture.out_of_fold_maps(train, samples, params)
+    channels = texture.out_of_fold_channels(train, samples, params)
+    # The Gaussian channel's ratio over the cells the shipped margin scores, as train() computes it.
+    ratio = texture.gaussian_ratio(channels, texture.ModelParams())
+    train_grids = [(texture.fuse(knn, gauss, ratio), off) for knn, gauss, off in channels]
     model = texture._build([s for s in samples if len(s)], params, 0.0, len(train))
+    model.gauss_ratio = ratio
     train_s = time.perf_counter() - started
     tests = [Strip(p, read_grey(p), False, None) for p in goods[TRAIN_COUNT:]]
     tests += [Strip(p, read_grey(p), True, mask_for(data, p)) for p in defects]

@@ -65,6 +65,39 @@ def test_model_round_trips(model: texture.TextureModel) -> None:
     img = weave(256, 512, 41)
     assert again.threshold == model.threshold
     np.testing.assert_allclose(again.anomaly_map(img), model.anomaly_map(img), rtol=1e-5, atol=1e-5)
+    assert model.gauss_ratio > 0 and again.gauss_ratio == model.gauss_ratio
+    np.testing.assert_array_equal(again.gauss_precision, model.gauss_precision)
+
+
+def test_the_gaussian_channel_sees_a_texture_change_and_is_fused_by_the_maximum(
+    model: texture.TextureModel,
+) -> None:
+    img = weave(256, 1024, 43)
+    knn, gauss, _ = model.grid_channels(img)
+    fused, _ = model.grid_scores(img)
+    np.testing.assert_allclose(fused, np.maximum(knn, model.gauss_ratio * gauss), rtol=1e-6)
+    # A patch with the weave's period doubled: the Gabor energies of the 6 px weave fall, the 12 px rise.
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    changed = img.copy()
+    changed[96:160, 480:544] = np.clip(
+        128 + 25 * np.sin(2 * np.pi * x / 12) * np.sin(2 * np.pi * y / 12), 0, 249
+    ).astype(np.uint8)
+    _, gauss_changed, _ = model.grid_channels(changed)
+    assert gauss_changed[12:20, 60:68].max() > 3 * gauss[12:20, 60:68].max()
+
+
+def test_gaussian_ratio_matches_the_good_peaks_of_both_channels() -> None:
+    off = np.zeros((64, 256), bool)
+    params = texture.ModelParams(margin_px=0)
+    channels = []
+    for knn_peak, gauss_peak in ((4.0, 10.0), (5.0, 20.0), (6.0, 30.0)):
+        knn, gauss = np.full((8, 32), 1.0, np.float32), np.full((8, 32), 2.0, np.float32)
+        knn[3, 5], gauss[4, 9] = knn_peak, gauss_peak
+        channels.append((knn, gauss, off))
+    assert texture.gaussian_ratio(channels, params) == pytest.approx(texture.GAUSS_WEIGHT * 5.0 / 20.0)
+    flat = [(knn, np.zeros_like(gauss), o) for knn, gauss, o in channels]
+    assert texture.gaussian_ratio(flat, params) == 0.0
+    assert texture.fuse(channels[0][0], channels[0][1], 0.0) is channels[0][0]
 
 
 def measures(**changes: float | bool) -> Measures:
