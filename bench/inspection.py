@@ -180,11 +180,18 @@ def run_fabric(data: Path, fabric: str, params: texture.ModelParams) -> FabricRu
     started = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     samples = [texture._sample_features(img, params, rng) for img in train]
-    channels = texture.out_of_fold_channels(train, samples, params)
+    # The Gaussian channel is fitted on the cells the shipped margin scores, as train() fits it (the
+    # memory is sampled at margin 0 so that margins can be applied afterwards).
+    shipped = texture.ModelParams()
+    gauss_rng = np.random.default_rng(shipped.seed)
+    gauss_samples = [texture._sample_features(img, shipped, gauss_rng) for img in train]
+    channels = texture.out_of_fold_channels(train, samples, params, gauss_samples=gauss_samples)
     # The Gaussian channel's ratio over the cells the shipped margin scores, as train() computes it.
-    ratio = texture.gaussian_ratio(channels, texture.ModelParams())
+    ratio = texture.gaussian_ratio(channels, shipped)
     train_grids = [(texture.fuse(knn, gauss, ratio), off) for knn, gauss, off in channels]
-    model = texture._build([s for s in samples if len(s)], params, 0.0, len(train))
+    model = texture._build(
+        [s for s in samples if len(s)], params, 0.0, len(train), [g for g in gauss_samples if len(g)]
+    )
     model.gauss_ratio = ratio
     train_s = time.perf_counter() - started
     tests = [Strip(p, read_grey(p), False, None) for p in goods[TRAIN_COUNT:]]

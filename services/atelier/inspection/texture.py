@@ -581,8 +581,15 @@ def _sample_features(grey: np.ndarray, params: ModelParams, rng: np.random.Gener
 
 
 def _build(
-    samples: list[np.ndarray], params: ModelParams, threshold: float, image_count: int
+    samples: list[np.ndarray],
+    params: ModelParams,
+    threshold: float,
+    image_count: int,
+    gauss_samples: list[np.ndarray] | None = None,
 ) -> TextureModel:
+    """A model from sampled good features; the Gaussian channel from `gauss_samples` when given (the
+    benchmark samples the memory at margin 0 to apply margins afterwards, but fits the Gaussian, whose
+    mean and covariance the cells next to the bed would shift, on the cells the shipped margin scores)."""
     stacked = np.concatenate(samples).astype(np.float64)
     mean = stacked.mean(0)
     scale = stacked.std(0) + 1e-6
@@ -591,7 +598,7 @@ def _build(
         rng = np.random.default_rng(params.seed)
         standard = standard[rng.choice(len(standard), params.memory_size, replace=False)]
     model = TextureModel(params, mean, scale, np.ascontiguousarray(standard), threshold, image_count)
-    model.gauss_mean, model.gauss_precision = fit_gaussian(samples)
+    model.gauss_mean, model.gauss_precision = fit_gaussian(gauss_samples or samples)
     return model
 
 
@@ -637,9 +644,11 @@ def out_of_fold_channels(
     samples: list[np.ndarray],
     params: ModelParams,
     check: Callable[[], None] | None = None,
+    gauss_samples: list[np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Each good image's (kNN grid, Gaussian grid, off-fabric mask) against a memory and a Gaussian of
-    the other folds' images (up to MAX_FOLDS folds), in the images' order. check: as in train."""
+    the other folds' images (up to MAX_FOLDS folds), in the images' order. check: as in train;
+    gauss_samples: as in _build (per image, like samples)."""
     check = check or (lambda: None)
     fold_count = min(len(images), MAX_FOLDS)
     maps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -649,7 +658,10 @@ def out_of_fold_channels(
         if not kept:
             continue
         check()
-        fold_model = _build(kept, params, 0.0, len(kept))
+        kept_gauss = None
+        if gauss_samples is not None:
+            kept_gauss = [g for i, g in enumerate(gauss_samples) if i not in held_out and len(g)]
+        fold_model = _build(kept, params, 0.0, len(kept), kept_gauss)
         for i in sorted(held_out):
             check()
             maps[i] = fold_model.grid_channels(images[i])
