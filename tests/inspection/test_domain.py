@@ -65,6 +65,39 @@ def test_model_round_trips(model: texture.TextureModel) -> None:
     img = weave(256, 512, 41)
     assert again.threshold == model.threshold
     np.testing.assert_allclose(again.anomaly_map(img), model.anomaly_map(img), rtol=1e-5, atol=1e-5)
+    assert model.gauss_ratio > 0 and again.gauss_ratio == model.gauss_ratio
+    np.testing.assert_array_equal(again.gauss_precision, model.gauss_precision)
+
+
+def test_the_gaussian_channel_sees_a_texture_change_and_is_fused_by_the_maximum(
+    model: texture.TextureModel,
+) -> None:
+    img = weave(256, 1024, 43)
+    knn, gauss, _ = model.grid_channels(img)
+    fused, _ = model.grid_scores(img)
+    np.testing.assert_allclose(fused, np.maximum(knn, model.gauss_ratio * gauss), rtol=1e-6)
+    # A patch with the weave's period doubled: the Gabor energies of the 6 px weave fall, the 12 px rise.
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    changed = img.copy()
+    changed[96:160, 480:544] = np.clip(
+        128 + 25 * np.sin(2 * np.pi * x / 12) * np.sin(2 * np.pi * y / 12), 0, 249
+    ).astype(np.uint8)
+    _, gauss_changed, _ = model.grid_channels(changed)
+    assert gauss_changed[12:20, 60:68].max() > 3 * gauss[12:20, 60:68].max()
+
+
+def test_gaussian_ratio_matches_the_good_peaks_of_both_channels() -> None:
+    off = np.zeros((64, 256), bool)
+    params = texture.ModelParams(margin_px=0)
+    channels = []
+    for knn_peak, gauss_peak in ((4.0, 10.0), (5.0, 20.0), (6.0, 30.0)):
+        knn, gauss = np.full((8, 32), 1.0, np.float32), np.full((8, 32), 2.0, np.float32)
+        knn[3, 5], gauss[4, 9] = knn_peak, gauss_peak
+        channels.append((knn, gauss, off))
+    assert texture.gaussian_ratio(channels, params) == pytest.approx(texture.GAUSS_WEIGHT * 5.0 / 20.0)
+    flat = [(knn, np.zeros_like(gauss), o) for knn, gauss, o in channels]
+    assert texture.gaussian_ratio(flat, params) == 0.0
+    assert texture.fuse(channels[0][0], channels[0][1], 0.0) is channels[0][0]
 
 
 def measures(**changes: float | bool) -> Measures:
@@ -286,10 +319,48 @@ def test_the_selvage_zone_is_calibrated_on_its_own() -> None:
         amap[:, 600] = peak  # the body
         amap[:, 250] = 2 * peak  # the selvage zone (within 96 px of the off-fabric area)
         maps.append((amap, off))
-    threshold, scale = texture.calibrate(maps, 1.5)
-    assert scale == pytest.approx(0.5) and threshold == pytest.approx(1.5 * 4.5)
+    threshold, scale, frame_scale = texture.calibrate(maps, 1.5)
+    assert scale == pytest.approx(0.5) and threshold == pytest.approx(1.5 * 4.5) and frame_scale == 1.0
     # No off-fabric area in view: one zone, nothing scaled.
     assert texture.calibrate([(m, np.zeros_like(o)) for m, o in maps], 1.5)[1] == 1.0
+
+
+def test_the_frame_border_rows_are_their_own_zone() -> None:
+    """Good images that peak in their first or last rows (the filters see the frame's border
+    reflected there) do not set the threshold: that zone is scaled to the body's level."""
+    maps = []
+    for peak in (4.0, 4.5, 5.0):
+        off = np.zeros((256, 1024), bool)
+        amap = np.zeros((256, 1024), np.float32)
+        amap[128, 600] = peak  # the body
+        amap[3, 400] = 1.6 * peak  # the first rows
+        maps.append((amap, off))
+    threshold, _, frame_scale = texture.calibrate(maps, 1.5, frame_px=32)
+    assert frame_scale == pytest.approx(1 / 1.6) and threshold == pytest.approx(1.5 * 4.5)
+    # Without the zone the border rows set the threshold.
+    assert texture.calibrate(maps, 1.5)[0] == pytest.approx(1.5 * 1.6 * 4.5)
+    # A model applies the scale to those rows only.
+    assert texture.frame_zone((256, 8), 32)[:, 0].tolist() == [True] * 32 + [False] * 192 + [True] * 32
+    # A frame shorter than 4 zones has no body to calibrate against: no zone (and no scale of 0).
+    assert not texture.frame_zone((127, 8), 32).any()
+    short = [(m[:100], o[:100]) for m, o in maps]
+    assert texture.calibrate(short, 1.5, frame_px=32)[2] == 1.0
+
+
+def test_a_camera_column_is_taken_out_but_a_wandering_yarn_stays() -> None:
+    """A 2 px column with its own offset along the whole frame is the camera (fixed-pattern noise);
+    a yarn line of the same brightness that wanders across columns along the roll is a defect."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(100.0, 20.0, (256, 512)).astype(np.float32)
+    pad = np.zeros(x.shape, bool)
+    x[:, 200:202] += 20.0  # camera column
+    for y in range(256):  # a 4 px line drifting 12 px over the frame
+        c = 350 + y * 12 // 256
+        x[y, c : c + 4] += 20.0
+    offset = texture.camera_columns(x, pad)
+    assert offset[200] == pytest.approx(20.0, abs=5.0) and offset[201] == pytest.approx(20.0, abs=5.0)
+    assert not offset[340:370].any()
+    assert np.count_nonzero(offset) <= 4
 
 
 def test_a_frame_narrower_than_the_cloth_window_is_all_fabric() -> None:
