@@ -527,15 +527,21 @@ def main() -> int:
     half = [fabric for fabric, f in figures.items() if f.top_on_mask * 2 >= f.defects]
     few_good = [fabric for fabric, f in figures.items() if f.good_flagged * 10 <= f.good]
     cpu = max(c for _, c in timing.values())
+    wall = max(w for w, _ in timing.values())
     targets = (
         f"Targets (issue 17): image AUROC ahead of both references on at least 3 of 4 fabrics: "
         f"{'yes' if len(ahead) >= 3 else '**no**'} ({', '.join(ahead) or 'none'}); leave-one-fabric-out mean "
         "ahead of both: see above; at least half of each fabric's defect strips with the top region on the "
         f"mask: {'yes' if len(half) == len(figures) else '**no**'} ({', '.join(half) or 'none'}); at most 1 of 10 "
         f"good strips flagged: {'yes' if len(few_good) == len(figures) else '**no**'} "
-        f"({', '.join(few_good)}); <= {TARGET_S_PER_STRIP} s per strip on 2 threads: not shown on this shared "
-        f"machine (at most {cpu:.2f} CPU-s per strip, so {cpu / 2:.2f}-{cpu:.2f} s wall when the 2 threads are "
-        "free). Stretch (0.93 on every fabric): "
+        f"({', '.join(few_good)}); <= {TARGET_S_PER_STRIP} s per strip on 2 threads: "
+        + (
+            f"yes on this run (median wall at most {wall:.2f} s, at most {cpu:.2f} CPU-s per strip)"
+            if wall <= TARGET_S_PER_STRIP
+            else f"not shown on this run (median wall up to {wall:.2f} s on a shared machine; at most {cpu:.2f} "
+            f"CPU-s per strip, so {cpu / 2:.2f}-{cpu:.2f} s wall when the 2 threads are free)"
+        )
+        + ". Stretch (0.93 on every fabric): "
         f"{'yes' if all(f.image_auroc >= 0.93 for f in figures.values()) else '**no**'}."
     )
     under = "; ".join(
