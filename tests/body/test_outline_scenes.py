@@ -15,7 +15,7 @@ import pytest
 from atelier.body import camera
 from atelier.body.outline import ANKLE_SHARE, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, measure, segment, side_view_verdict
-from atelier.body.pose import Landmark, PoseModel, default_bundle_path, load_pose_model
+from atelier.body.pose import Landmark, PoseModel
 from atelier.body.scene import Camera, project, render_scene
 from atelier.body.statmodel import BodyModel
 from tests.body.test_service import BODY
@@ -24,15 +24,6 @@ from tests.conftest import SHARED_BENCHMARKS
 PHOTOS = SHARED_BENCHMARKS / "body" / "photos"
 BACKGROUNDS = SHARED_BENCHMARKS / "body" / "backgrounds"
 CAM = Camera(height_cm=120.0, distance_cm=235.0, pitch_deg=0.0, focal_px=640.0, width_px=540, height_px=720)
-
-
-@pytest.fixture(scope="module")
-def pose() -> PoseModel:
-    model = load_pose_model(default_bundle_path())
-    if model is None:
-        pytest.fail("pose model not installed (make venv runs python -m atelier.body.setup_models)")
-    yield model
-    model.close()
 
 
 def _shared(path: Path) -> Path:

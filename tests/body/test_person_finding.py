@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 
 from atelier.body.photo import MIN_PERSON_PX, NO_PERSON, PhotoError, segment
-from atelier.body.pose import Landmark, Pose, PoseModel, default_bundle_path, load_pose_model, standing
+from atelier.body.pose import Landmark, Pose, PoseModel, standing
 from atelier.body.scene import Camera, random_camera, render_scene
 from atelier.body.statmodel import MEASUREMENTS
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
 
 BACKGROUNDS = SHARED_BENCHMARKS / "body" / "backgrounds"
-
-
-@pytest.fixture(scope="module")
-def pose() -> PoseModel:
-    model = load_pose_model(default_bundle_path())
-    if model is None:
-        pytest.fail("pose model not installed (make venv runs python -m atelier.body.setup_models)")
-    yield model
-    model.close()
 
 
 def _skeleton(nose: float, shoulder: float, hip: float, knee: float, ankle: float) -> Pose:
