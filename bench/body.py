@@ -300,20 +300,24 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=40, help="synthetic people per sex for the photo path")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     parser.add_argument(
-        "--backgrounds", type=Path, default=DATA / "backgrounds", help="background photos for the renders"
+        "--data", type=Path, default=DATA, help="folder with the ANSUR II CSVs (../shared/benchmarks/body)"
+    )
+    parser.add_argument(
+        "--backgrounds", type=Path, help="background photos for the renders (default: DATA/backgrounds)"
     )
     parser.add_argument("--sex", choices=("male", "female"), help="one sex only (two runs side by side)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="stop drawing people after this long")
     args = parser.parse_args()
-    if not all((DATA / f).exists() for f in ANSUR_FILES.values()):
-        print(f"ANSUR II CSVs not found in {DATA}: nothing to benchmark")
+    backgrounds = args.backgrounds or args.data / "backgrounds"
+    if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
+        print(f"ANSUR II CSVs not found in {args.data}: nothing to benchmark")
         return 1
-    data = {sex: read_ansur(DATA / f) for sex, f in ANSUR_FILES.items() if args.sex in (None, sex)}
+    data = {sex: read_ansur(args.data / f) for sex, f in ANSUR_FILES.items() if args.sex in (None, sex)}
     load_before = os.getloadavg()
     start = time.perf_counter()
     table_model, row_b = model_table(data)
     table_rec = recommendation_table(data)
-    table_photo = photo_table(data, args.photos, row_b, args.backgrounds, max_seconds=args.max_seconds)
+    table_photo = photo_table(data, args.photos, row_b, backgrounds, max_seconds=args.max_seconds)
     load_after = os.getloadavg()
     body = "\n\n".join(
         [

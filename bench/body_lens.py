@@ -36,14 +36,17 @@ GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder with the ANSUR II CSVs and backgrounds/"
+    )
     parser.add_argument("--people", type=int, default=12)
     parser.add_argument("--sex", choices=("male", "female"), default="male")
     parser.add_argument("--k1", type=float, default=-0.05)
     args = parser.parse_args()
-    columns = read_ansur(DATA / ANSUR_FILES[args.sex])
+    columns = read_ansur(args.data / ANSUR_FILES[args.sex])
     test = np.random.default_rng(7).choice(len(columns["height"]), 200, replace=False)
     photos = sorted(
-        p for p in (DATA / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        p for p in (args.data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
     )
     scenes: list[Path | str | None] = ["drawn", None, *photos]
     pose = load_pose_model(default_bundle_path())

@@ -41,12 +41,15 @@ VALUES = ("shoulder_width", "sleeve_length", "chest_width", "waist_width", "hip_
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="folder with the ANSUR II CSVs and backgrounds/"
+    )
     parser.add_argument("--sex", choices=("male", "female"), required=True)
     parser.add_argument("--people", type=int, default=24)
     parser.add_argument("--sizes", default="150,200,250,300", help="front person heights, px")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    columns = read_ansur(DATA / ANSUR_FILES[args.sex])
+    columns = read_ansur(args.data / ANSUR_FILES[args.sex])
     n = len(columns["height"])
     test = np.random.default_rng(7).choice(n, 200, replace=False)
     train = np.setdiff1d(np.arange(n), test)
@@ -58,7 +61,7 @@ def main() -> int:
         }
     )
     photos = sorted(
-        p for p in (DATA / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        p for p in (args.data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
     )
     scenes: list[Path | str | None] = ["drawn", None, *photos]
     pose = load_pose_model(default_bundle_path())
