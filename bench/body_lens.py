@@ -5,7 +5,7 @@
 The same held-out ANSUR II people and cameras as bench/body.py (its draw, seed 7, one sex per
 run), rendered three ways: a pinhole camera (k1 = 0), the same camera with barrel distortion
 ``--k1`` (atelier.body.scene's Camera.k1), and the distorted photos undistorted again with
-atelier.body.lens (the camera's own focal length and k1: the best case, where both are known).
+undistort() below (the camera's own focal length and k1: the best case, where both are known).
 Prints the photo values' bias and MAE (observed minus true, cm) and the girth MAE for each. Here
 the model is the shipped one (fitted on all people, these included): the three columns are
 compared with each other, not with BENCHMARKS.md's held-out figures.
@@ -18,18 +18,31 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atelier.body import lens  # noqa: E402
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
 from atelier.body.scene import random_camera, render_scene  # noqa: E402
 from atelier.body.statmodel import ANSUR_FILES, MEASUREMENTS, BodyModel, read_ansur  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
+
+
+def undistort(image_rgb: np.ndarray, k1: float, focal: float) -> np.ndarray:
+    """The photo with Brown's first radial term ``k1`` undone (principal point at the centre), as
+    atelier.body.scene renders it: the best case, where the lens's k1 and focal length are known."""
+    if not k1:
+        return image_rgb
+    h, w = image_rgb.shape[:2]
+    matrix = np.array([[focal, 0.0, (w - 1) / 2], [0.0, focal, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    out: np.ndarray = cv2.undistort(image_rgb, matrix, np.array([k1, 0.0, 0.0, 0.0]))
+    return out
+
+
 VALUES = ("shoulder_width", "chest_width", "waist_width", "hip_width", "chest_depth", "hip_depth", "inseam")
 GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
 
@@ -66,8 +79,8 @@ def main() -> int:
             front = render_scene(body, "front", c, scene, arm_angle_deg=arm, seed=int(i)).image_rgb
             side = render_scene(body, "side", c, scene, seed=int(i) + 1).image_rgb
             if way == "undistorted":
-                front = lens.undistort(front, args.k1, cam.focal_px)
-                side = lens.undistort(side, args.k1, cam.focal_px)
+                front = undistort(front, args.k1, cam.focal_px)
+                side = undistort(side, args.k1, cam.focal_px)
             try:
                 result = measure(front, side, body["height"], body["weight_kg"], args.sex, model, pose)
             except PhotoError:
