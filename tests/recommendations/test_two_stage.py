@@ -197,7 +197,7 @@ def test_two_stage_ranks_and_the_evaluation_compares_it_with_baselines() -> None
 
 
 def test_block_gather_matches_scipy() -> None:
-    from atelier.recommendations.engine import _block
+    from atelier.recommendations.reasons import block as _block
 
     m = sp.random(300, 300, density=0.05, format="csr", dtype=np.float32, random_state=1)
     rows, cols = np.array([5, 0, 299, 17]), np.array([3, 250, 7, 100, 42])
@@ -301,3 +301,42 @@ def test_coview_reason_is_true_to_the_shoppers_own_events(store: Store) -> None:
     assert Engine._reasons(state, [b], ["coview"], empty, empty.astype(np.float32), "", empty) == [
         "popular with shoppers now"
     ]
+
+
+def test_ranked_reasons_precomputed_at_training_equal_per_request_ones(
+    store: Store, tmp_path: object
+) -> None:
+    """Training stores each ranked item's reason partner; a known shopper's reasons are the same
+    as when the engine computes them per request (an artefact from before ranker_partners)."""
+    from atelier.recommendations.training import TrainParams, train
+
+    if store.dialect == "postgresql":
+        pytest.skip("train() opens its own connection; the schema-bound URL is covered in test_domain")
+    shop = simulate(n_users=300, n_items=100, n_clusters=4, interactions_per_user=14, days=150, seed=5)
+    rs = RecsStore(store)
+    rs.upsert_items("acme", shop.items)
+    ev = shop.events
+    rs.record_events(
+        "acme",
+        [
+            Event(f"e{s}", u, i, EventType(int(t)), datetime.fromtimestamp(ts, UTC))
+            for s, u, i, t, ts in zip(ev.seq, ev.user_ids, ev.item_ids, ev.types, ev.times_s, strict=True)
+        ],
+    )
+    url = store.engine.url.render_as_string(hide_password=False)
+    train(url, "acme", TrainParams(factors=8, iterations=3, models_dir=str(tmp_path)))
+    [row] = rs.versions("acme")
+    rs.activate("acme", row["version"])
+    engine = Engine(rs)
+    state = engine.state("acme")
+    assert state.ranked_partners is not None and state.ranked_partners.shape == state.ranked_items.shape
+    ranked = sorted(state.ranked_index)[:120]
+    assert len(ranked) >= 100
+    flt = Filter(purchased=INCLUDE)
+    precomputed = [engine.recommend("acme", u, 12, flt).items for u in ranked]
+    state.ranked_partners = None  # as an artefact written before the partners were stored
+    per_request = [engine.recommend("acme", u, 12, flt).items for u in ranked]
+    assert precomputed == per_request
+    texts = [s.reason for answer in precomputed for s in answer]
+    # The partners were used: reasons that name one of the shopper's items are among them.
+    assert sum(t.startswith(("shoppers who", "often in the same basket")) for t in texts) >= 50

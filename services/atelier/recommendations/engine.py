@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from prometheus_client import Counter, Histogram
 
+from atelier.recommendations import reasons
 from atelier.recommendations.ranking import SOURCES
 from atelier.recommendations.store import CatalogItem, Event, EventType, RecsStore
 from atelier.recommendations.training import (
@@ -277,6 +278,7 @@ class TenantState:
         self.ranked_items = np.zeros((0, 0), np.int32)
         self.ranked_scores = np.zeros((0, 0), np.float32)
         self.ranked_sources = np.zeros((0, 0), np.int8)
+        self.ranked_partners: np.ndarray | None = None
         ranker = artefact.ranker
         if ranker is not None and ranker.ranker:
             rperm = np.array([catalog.index.get(i, -1) for i in ranker.item_ids], dtype=np.int64)
@@ -286,6 +288,14 @@ class TenantState:
             self.ranked_scores = ranker.ranked_scores
             self.ranked_sources = ranker.ranked_sources
             self.ranked_index = {u: k for k, u in enumerate(ranker.user_ids)}
+            if ranker.partners is not None:
+                # In the artefact's item space: into catalogue order; an item no longer in the
+                # catalogue is left to the request (another liked item may explain it).
+                p = ranker.partners
+                mapped = np.where(p >= 0, perm[np.maximum(p, 0)], p)
+                self.ranked_partners = np.where((p >= 0) & (mapped < 0), reasons.UNKNOWN, mapped).astype(
+                    np.int32
+                )
         self.popularity = self._unit(_remap_vector(artefact.popularity, perm, n))
         self.segment_index = {s: k for k, s in enumerate(artefact.segment_names)}
         self.segment_popularity = (
@@ -456,23 +466,6 @@ class TenantState:
             return vec
         k = self.user_index.get(user_id)
         return None if k is None else self.user_factors[k]
-
-
-def _block(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """m[rows][:, cols] as a dense array, in plain numpy (scipy's fancy indexing costs ~0.3 ms)."""
-    out = np.zeros((len(rows), len(cols)), np.float32)
-    if len(rows) == 0 or len(cols) == 0:
-        return out
-    starts, ends = m.indptr[rows], m.indptr[rows + 1]
-    lengths = ends - starts
-    flat = np.repeat(starts - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(int(lengths.sum()))
-    which_row = np.repeat(np.arange(len(rows)), lengths)
-    order = np.argsort(cols)
-    sorted_cols = cols[order]
-    found = np.searchsorted(sorted_cols, m.indices[flat])
-    hit = (found < len(cols)) & (sorted_cols[np.minimum(found, len(cols) - 1)] == m.indices[flat])
-    out[which_row[hit], order[found[hit]]] = m.data[flat][hit]
-    return out
 
 
 def _top(scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
@@ -745,6 +738,8 @@ class Engine:
         idx = np.zeros(0, np.int64)
         vals = np.zeros(0, np.float64)
         sources: list[str] = []
+        # Each answer item's reason partner where training precomputed it (reasons.UNKNOWN: not).
+        partner = np.zeros(0, np.int64)
         row = state.ranked_index.get(user_id)
         if row is not None and user_id not in state.extra:
             # Precomputed by the ranker at training time; events since then send the shopper to
@@ -754,6 +749,11 @@ class Engine:
             idx = items[ok].astype(np.int64)
             vals = state.ranked_scores[row][ok].astype(np.float64)
             sources = [SOURCES[s] for s in state.ranked_sources[row][ok].tolist()]
+            partner = (
+                state.ranked_partners[row][ok].astype(np.int64)
+                if state.ranked_partners is not None
+                else np.full(len(idx), reasons.UNKNOWN, np.int64)
+            )
         cold = False
         if len(idx) < pool:
             mask[idx] = False  # the rest of the catalogue
@@ -793,6 +793,7 @@ class Engine:
                         added_sources[j] = "attributes"
                 idx = np.concatenate([idx, top.astype(np.int64)])
                 vals = np.concatenate([vals, added])
+                partner = np.concatenate([partner, np.full(len(top), reasons.UNKNOWN, np.int64)])
                 sources += added_sources
         order = (
             _diversify_order(vals, catalog.categories[idx], n)
@@ -801,14 +802,16 @@ class Engine:
         )
         picked, picked_sources = idx[order], [sources[k] for k in order.tolist()]
         seg_name = segment or state.segments.get(user_id, "")
-        reasons = self._reasons(state, picked.tolist(), picked_sources, hist_idx, hist_w, seg_name, bought)
+        texts = self._reasons(
+            state, picked.tolist(), picked_sources, hist_idx, hist_w, seg_name, bought, partner[order]
+        )
         return RecommendResult(
             [
                 Scored(item_id, score, reason, category, src)
                 for item_id, score, reason, category, src in zip(
                     catalog.item_ids[picked].tolist(),
                     vals[order].tolist(),
-                    reasons,
+                    texts,
                     catalog.categories[picked].tolist(),
                     picked_sources,
                     strict=True,
@@ -827,39 +830,35 @@ class Engine:
         hist_w: np.ndarray,
         segment: str,
         bought_items: np.ndarray,
+        precomputed: np.ndarray | None = None,
     ) -> list[str]:
-        """Each item's reason, from the source that proposed it and the shopper's own events."""
+        """Each item's reason, from the source that proposed it and the shopper's own events.
+        precomputed: each item's partner where the training job stored it (reasons.UNKNOWN: not)."""
         catalog = state.catalog
         bought = set(bought_items.tolist())
-        liked = hist_idx[hist_w > 0]
-        liked = liked[np.argsort(-hist_w[hist_w > 0], kind="stable")[:50]]
+        liked = reasons.liked_items(hist_idx, hist_w)
         touched = set(hist_idx.tolist())
         cols = np.asarray(items, dtype=np.int64)
-        # The shopper's liked items other than the answer item itself, per answer item (columns).
-        other = liked[:, None] != cols[None, :]
-        has_others = other.any(axis=0).tolist()
-        # Per answer item, the liked item that explains it (-1: none), for the whole answer at once:
-        # one sparse gather per similarity (indexing a CSR matrix item by item cost 0.7 ms a call),
-        # one small product for the factors and the attributes.
-        partner = np.full(len(cols), -1, np.int64)
-        source_of = np.array(sources, dtype=object)
-        for src, sim in (("cobuy", state.cobuy), ("basket", state.copurchase)):
-            sel = source_of == src
-            if sel.any() and len(liked):
-                weights = np.where(other[:, sel], _block(sim, liked, cols[sel]), 0.0)
-                best = weights.argmax(axis=0)
-                found = weights[best, np.arange(len(best))] > 0
-                partner[np.flatnonzero(sel)[found]] = liked[best[found]]
-        for src in ("als", "attributes"):
-            sel = source_of == src
-            if not sel.any() or not len(liked) or (src == "als" and not state.has_model):
-                continue
-            if src == "als":
-                sims = state.item_unit[liked] @ state.item_unit[cols[sel]].T
-            else:
-                sims = (catalog.features[liked] @ catalog.features[cols[sel]].T).toarray()
-            sims = np.where(other[:, sel], sims, -np.inf)
-            partner[np.flatnonzero(sel)] = liked[sims.argmax(axis=0)]
+        # Does the shopper like anything besides the answer item itself (per answer item)?
+        has_others = (liked[:, None] != cols[None, :]).any(axis=0).tolist()
+        # Per answer item, the liked item that explains it (reasons.NONE: none): precomputed at
+        # training for a known shopper's ranked list, else for the whole answer at once here.
+        partner = (
+            np.asarray(precomputed, dtype=np.int64)
+            if precomputed is not None
+            else np.full(len(cols), reasons.UNKNOWN, np.int64)
+        )
+        todo = np.flatnonzero(partner == reasons.UNKNOWN)
+        if len(todo):
+            partner[todo] = reasons.partners(
+                liked,
+                cols[todo],
+                [sources[k] for k in todo.tolist()],
+                state.cobuy,
+                state.copurchase,
+                state.item_unit if state.has_model else None,
+                catalog.features,
+            )
         names = catalog.item_ids[np.maximum(partner, 0)].tolist()
         out = []
         for k, (i, src) in enumerate(zip(items, sources, strict=True)):

@@ -659,6 +659,9 @@ class TwoStageModel:
     ranker: str  # LightGBM model text ("" when too few labels to learn from)
     importance: dict[str, float]
     info: dict[str, Any]
+    # users x keep, int32: each ranked item's reason partner in the interactions' item space
+    # (reasons.ranked_partners; written with the artefact, None in artefacts from before it).
+    partners: np.ndarray | None = None
 
     def to_arrays(self, prefix: str = "ranker_") -> dict[str, np.ndarray]:
         """The model as a dict of plain arrays (no pickle), for whatever stores artefacts."""
@@ -672,6 +675,7 @@ class TwoStageModel:
             f"{prefix}sources": self.ranked_sources,
             f"{prefix}model": np.array(self.ranker),
             f"{prefix}meta": np.array(json.dumps({"importance": self.importance, "info": self.info})),
+            **({f"{prefix}partners": self.partners} if self.partners is not None else {}),
         }
 
     @classmethod
@@ -690,6 +694,7 @@ class TwoStageModel:
             str(z[f"{prefix}model"]),
             meta["importance"],
             meta["info"],
+            z.get(f"{prefix}partners"),
         )
 
     def ranked_for(self, user_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

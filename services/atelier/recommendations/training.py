@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,6 +316,10 @@ def artefact_arrays(
         }
 
     n_items = len(inter.item_ids)
+    if cobuy is None:
+        cobuy = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    if ranker is not None and ranker.ranker and ranker.partners is None:
+        ranker = replace(ranker, partners=_ranked_partners(inter, item_factors, cobuy, ranker))
     return {
         "user_ids": inter.user_ids.astype(str),
         "item_ids": inter.item_ids.astype(str),
@@ -331,9 +335,42 @@ def artefact_arrays(
         **csr("confidence", inter.confidence),
         **csr("bought", inter.bought),
         **csr("copurchase", inter.copurchase),
-        **csr("cobuy", cobuy if cobuy is not None else sp.csr_matrix((n_items, n_items), dtype=np.float32)),
+        **csr("cobuy", cobuy),
         **(ranker.to_arrays() if ranker is not None else {}),
     }
+
+
+def _canonical(m: sp.spmatrix) -> sp.csr_matrix:
+    """A CSR copy with sorted, summed indices: each row in the order the engine's rows have."""
+    out = sp.csr_matrix(m, copy=True)
+    out.sum_duplicates()
+    return out
+
+
+def _ranked_partners(
+    inter: Interactions, item_factors: np.ndarray | None, cobuy: sp.csr_matrix, ranker: TwoStageModel
+) -> np.ndarray:
+    """Each ranked item's reason partner, computed once here instead of on every request."""
+    from atelier.recommendations.ranking import SOURCES
+    from atelier.recommendations.reasons import ranked_partners
+
+    user_row = {u: k for k, u in enumerate(inter.user_ids.tolist())}
+    item_col = {i: k for k, i in enumerate(inter.item_ids.tolist())}
+    item_unit = None
+    if item_factors is not None and item_factors.size:
+        norms = np.linalg.norm(item_factors, axis=1, keepdims=True)
+        item_unit = (item_factors / np.maximum(norms, 1e-9)).astype(np.float32)
+    return ranked_partners(
+        ranker.ranked_items,
+        ranker.ranked_sources,
+        np.array([user_row.get(u, -1) for u in ranker.user_ids.tolist()], np.int64),
+        np.array([item_col.get(i, -1) for i in ranker.item_ids.tolist()], np.int64),
+        _canonical(inter.confidence),
+        cobuy.tocsr(),
+        inter.copurchase.tocsr(),
+        item_unit,
+        SOURCES,
+    )
 
 
 def artefact_from_arrays(z: Any, path: str = "") -> Artefact:
