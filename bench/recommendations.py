@@ -300,9 +300,14 @@ def serving_data(trained: dict, with_ranker: bool = True) -> Path:
 
 
 def serve_and_load(
-    data_dir: Path, users: int, seconds: float, concurrency: list[tuple[str, int, int]]
+    data_dir: Path,
+    users: int,
+    seconds: float,
+    concurrency: list[tuple[str, int, int]],
+    server_argv: list[str] | None = None,
 ) -> list[dict]:
-    """One server process on data_dir, then one row per (client kind, processes, callers per process)."""
+    """One server process on data_dir, then one row per (client kind, processes, callers per process).
+    server_argv: another server to load instead of the service (bench/grpc_floor.py)."""
     from tests.conftest import free_port, wait_serving
 
     port = free_port()
@@ -320,7 +325,7 @@ def serve_and_load(
         ),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atelier.runtime.server", "recommendations"],
+        server_argv or [sys.executable, "-m", "atelier.runtime.server", "recommendations"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -5,8 +5,9 @@
     # the servicer's Recommend in a loop (request parsed, answer serialised): CPU us per call and a
     # digest of the answers (equal digests: the same answers)
     PYTHONPATH=services nice -n 10 .venv/bin/python bench/recommendations_cpu.py inprocess /tmp/recs-model
-    # a server on it with both load generators (bench.recommendations.serve_and_load)
-    nice -n 10 .venv/bin/python bench/recommendations_cpu.py serve /tmp/recs-model
+    # a server on it with both load generators (bench.recommendations.serve_and_load); --floor:
+    # the same rows against a bare grpcio server with a fixed answer (bench/grpc_floor.py)
+    nice -n 10 .venv/bin/python bench/recommendations_cpu.py serve /tmp/recs-model --floor
 
 On a shared machine the CPU per call of one run swings by 20 % or more: compare trees by running
 `inprocess` alternately with PYTHONPATH on each tree's services/ against the same folder.
@@ -71,13 +72,20 @@ def inprocess(folder: Path, calls: int, loops: int) -> None:
     print("answers sha1", hashlib.sha1(b"".join(answers)).hexdigest())
 
 
-def serve(folder: Path, seconds: float) -> None:
+def serve(folder: Path, seconds: float, floor: bool) -> None:
     from bench.recommendations import serve_and_load
 
     meta = json.loads((folder / "meta.json").read_text())
     rows = [("sync", 1, 1), ("sync", 1, 4), ("sync", 2, 4), ("aio", 1, 8)]
-    for r in serve_and_load(Path(meta["data_dir"]), meta["users"], seconds, rows):
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+    servers: list[tuple[str, list[str] | None]] = [("service", None)]
+    if floor:
+        servers.append(("grpc floor", [sys.executable, str(ROOT / "bench" / "grpc_floor.py")]))
+    for name, argv in servers:
+        for r in serve_and_load(Path(meta["data_dir"]), meta["users"], seconds, rows, argv):
+            r = {"server": name, **r}
+            print(
+                json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}), flush=True
+            )
 
 
 def main() -> int:
@@ -89,13 +97,18 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--loops", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="serve: also load bench/grpc_floor.py (bare grpcio, a fixed answer) with the same rows",
+    )
     args = parser.parse_args()
     if args.mode == "prepare":
         prepare(args.folder, args.users, args.items)
     elif args.mode == "inprocess":
         inprocess(args.folder, args.calls, args.loops)
     else:
-        serve(args.folder, args.seconds)
+        serve(args.folder, args.seconds, args.floor)
     return 0
 
 
