@@ -180,8 +180,8 @@ def run_fabric(data: Path, fabric: str, params: texture.ModelParams) -> FabricRu
     started = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     samples = [texture._sample_features(img, params, rng) for img in train]
-    # The Gaussian channel is fitted on the cells the shipped margin scores, as train() fits it (the
-    # memory is sampled at margin 0 so that margins can be applied afterwards).
+    # As train(): the memory is sampled from every fabric cell (margin 0, which also lets the bench
+    # apply margins afterwards), the Gaussian channel is fitted on the cells the shipped margin scores.
     shipped = texture.ModelParams()
     gauss_rng = np.random.default_rng(shipped.seed)
     gauss_samples = [texture._sample_features(img, shipped, gauss_rng) for img in train]

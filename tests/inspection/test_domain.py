@@ -38,6 +38,19 @@ def test_padding_found_and_not_scored(model: texture.TextureModel) -> None:
     assert (amap[:, : 200 + model.params.margin_px] == 0).all()
 
 
+def test_cells_in_the_margin_are_scored_on_the_grid_and_zero_on_the_map(model: texture.TextureModel) -> None:
+    # v7: the memory holds cells next to the bed and those cells are scored, the margin is applied to
+    # the per-pixel map (as the benchmark measures it), not to the grid before its blur.
+    img = weave(256, 1024, 12)
+    img[:, :200] = 255
+    knn, _, _ = model.grid_channels(img)
+    step = model.params.downsample * model.params.stride_px
+    in_margin = slice((200 + 8) // step + 1, (200 + model.params.margin_px) // step)
+    assert (knn[:, in_margin] > 0).all()
+    assert (knn[:, : 190 // step] == 0).all()
+    assert (model.anomaly_map(img)[:, : 200 + model.params.margin_px] == 0).all()
+
+
 def test_good_passes_and_a_dark_spot_is_found(model: texture.TextureModel) -> None:
     good = weave(256, 1024, 21)
     assert model.anomaly_map(good).max() <= model.threshold

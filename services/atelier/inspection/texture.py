@@ -43,7 +43,7 @@ from scipy.ndimage import median_filter
 
 from atelier.inspection.fabric import off_fabric_mask, selvage_zone, shows_no_fabric
 
-METHOD = "texture-knn-v6"
+METHOD = "texture-knn-v7"
 # Gabor bank: wavelengths in (reduced) pixels and orientations; energies pooled with GABOR_POOL_SIGMA.
 GABOR_WAVELENGTHS_PX = (4.0, 8.0)
 GABOR_ORIENTATIONS = 4
@@ -294,8 +294,16 @@ def _band_features(x: np.ndarray, pad: np.ndarray, params: ModelParams) -> np.nd
     return np.stack([m[s // 2 :: s, s // 2 :: s] for m in maps], axis=-1)
 
 
-def _grid_scored(pad: np.ndarray, params: ModelParams, grid_shape: tuple[int, int]) -> np.ndarray:
-    ok = scored_mask(pad, params.margin_px)
+def _grid_fabric(pad: np.ndarray, params: ModelParams, grid_shape: tuple[int, int]) -> np.ndarray:
+    """Grid cells on fabric (margin 0): the cells the kNN memory is sampled from and that are scored."""
+    return _grid_scored(pad, params, grid_shape, margin_px=0)
+
+
+def _grid_scored(
+    pad: np.ndarray, params: ModelParams, grid_shape: tuple[int, int], margin_px: int | None = None
+) -> np.ndarray:
+    """Grid cells far enough from the off-fabric area (params.margin_px unless margin_px is given)."""
+    ok = scored_mask(pad, params.margin_px if margin_px is None else margin_px)
     step = params.downsample * params.stride_px
     ok = ok[step // 2 :: step, step // 2 :: step]
     return ok[: grid_shape[0], : grid_shape[1]]
@@ -342,10 +350,14 @@ class TextureModel:
 
     def grid_channels(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(distance to memory, Mahalanobis distance of the Gabor energies (0 without the channel),
-        padding mask) on the grid; unscored grid cells are 0."""
+        padding mask) on the grid; off-fabric grid cells are 0.
+
+        Every fabric cell is scored, also those within the margin: the margin is applied to the
+        per-pixel map (full_map), after the blur and up-sampling, as the benchmark measured it (v7;
+        before, cells in the margin were 0 on the grid and pulled the map next to them down)."""
         feats, pad = grid_features(grey, self.params)
         h, w = feats.shape[:2]
-        scored = _grid_scored(pad, self.params, (h, w))
+        scored = _grid_fabric(pad, self.params, (h, w))
         scores = np.zeros((h, w), np.float32)
         gauss = np.zeros((h, w), np.float32)
         if not scored.any():
@@ -574,8 +586,18 @@ def calibrate(
 
 
 def _sample_features(grey: np.ndarray, params: ModelParams, rng: np.random.Generator) -> np.ndarray:
-    feats, pad = grid_features(grey, params)
-    ok = _grid_scored(pad, params, feats.shape[:2])
+    """Up to candidates_per_image grid features of the cells params.margin_px scores."""
+    return _sample_rows(*grid_features(grey, params), params, rng)
+
+
+def _sample_rows(
+    feats: np.ndarray,
+    pad: np.ndarray,
+    params: ModelParams,
+    rng: np.random.Generator,
+    margin_px: int | None = None,
+) -> np.ndarray:
+    ok = _grid_scored(pad, params, feats.shape[:2], margin_px)
     rows = feats[ok]
     if len(rows) > params.candidates_per_image:
         rows = rows[rng.choice(len(rows), params.candidates_per_image, replace=False)]
@@ -589,9 +611,9 @@ def _build(
     image_count: int,
     gauss_samples: list[np.ndarray] | None = None,
 ) -> TextureModel:
-    """A model from sampled good features; the Gaussian channel from `gauss_samples` when given (the
-    benchmark samples the memory at margin 0 to apply margins afterwards, but fits the Gaussian, whose
-    mean and covariance the cells next to the bed would shift, on the cells the shipped margin scores)."""
+    """A model from sampled good features; the Gaussian channel from `gauss_samples` when given (train
+    samples the memory from every fabric cell, as the benchmark does, but fits the Gaussian, whose mean
+    and covariance the cells next to the bed would shift, on the cells the margin scores)."""
     stacked = np.concatenate(samples).astype(np.float64)
     mean = stacked.mean(0)
     scale = stacked.std(0) + 1e-6
@@ -615,24 +637,31 @@ def train(
     check = check or (lambda: None)
     if len(images) < 2:
         raise ValueError("at least 2 good images are needed (one half calibrates the other)")
-    rng = np.random.default_rng(params.seed)
-    samples = []
+    # The memory is sampled from every fabric cell (the cells next to the bed are scored too, see
+    # grid_channels), the Gaussian from the cells the margin scores; two generators, as the benchmark.
+    rng, gauss_rng = np.random.default_rng(params.seed), np.random.default_rng(params.seed)
+    samples, gauss_samples = [], []
     for img in images:
         check()
-        samples.append(_sample_features(img, params, rng))
-    if sum(len(s) for s in samples) == 0:
+        feats, pad = grid_features(img, params)
+        samples.append(_sample_rows(feats, pad, params, rng, margin_px=0))
+        gauss_samples.append(_sample_rows(feats, pad, params, gauss_rng))
+    if sum(len(s) for s in samples) == 0 or sum(len(g) for g in gauss_samples) == 0:
         raise ValueError("the good images contain no fabric (all padding)")
-    channels = out_of_fold_channels(images, samples, params, check)
+    channels = out_of_fold_channels(images, samples, params, check, gauss_samples)
     ratio = gaussian_ratio(channels, params)
     grids = [(fuse(knn, gauss, ratio), off) for knn, gauss, off in channels]
     widths = {grid.shape[1] for grid, _ in grids}
-    columns = column_scale([grid for grid, _ in grids]) if len(widths) == 1 else np.ones(0, np.float32)
+    margin_grids = [np.where(_grid_scored(off, params, grid.shape), grid, 0.0) for grid, off in grids]
+    columns = column_scale(margin_grids) if len(widths) == 1 else np.ones(0, np.float32)
     good_maps = [
         (full_map(grid * columns[None, :] if len(columns) else grid, off, params.margin_px), off)
         for grid, off in grids
     ]
     threshold, selvage_scale, frame_scale = calibrate(good_maps, THRESHOLD_FACTOR, FRAME_ZONE_PX)
-    model = _build([s for s in samples if len(s)], params, threshold, len(images))
+    model = _build(
+        [s for s in samples if len(s)], params, threshold, len(images), [g for g in gauss_samples if len(g)]
+    )
     model.selvage_scale = selvage_scale
     model.frame_scale = frame_scale
     model.frame_zone_px = FRAME_ZONE_PX
