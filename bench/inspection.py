@@ -180,19 +180,29 @@ def run_fabric(data: Path, fabric: str, params: texture.ModelParams) -> FabricRu
     started = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     samples = [texture._sample_features(img, params, rng) for img in train]
-    # The Gaussian channel is fitted on the cells the shipped margin scores, as train() fits it (the
-    # memory is sampled at margin 0 so that margins can be applied afterwards).
+    # As train(): the memory is sampled from every fabric cell (margin 0, which also lets the bench
+    # apply margins afterwards), the Gaussian channel is fitted on the cells the shipped margin scores.
     shipped = texture.ModelParams()
     gauss_rng = np.random.default_rng(shipped.seed)
-    gauss_samples = [texture._sample_features(img, shipped, gauss_rng) for img in train]
-    channels = texture.out_of_fold_channels(train, samples, params, gauss_samples=gauss_samples)
-    # The Gaussian channel's ratio over the cells the shipped margin scores, as train() computes it.
-    ratio = texture.gaussian_ratio(channels, shipped)
-    train_grids = [(texture.fuse(knn, gauss, ratio), off) for knn, gauss, off in channels]
-    model = texture._build(
-        [s for s in samples if len(s)], params, 0.0, len(train), [g for g in gauss_samples if len(g)]
+    gauss_samples, spot_samples = [], []
+    for img in train:
+        feats, spots, pad = texture._grid_features_and_spots(img, shipped)
+        gauss_samples.append(texture._sample_rows(feats, pad, shipped, gauss_rng))
+        spot_samples.append(texture._spot_rows(spots, pad, shipped))
+    channels = texture.out_of_fold_channels(
+        train, samples, params, gauss_samples=gauss_samples, spot_samples=spot_samples
     )
-    model.gauss_ratio = ratio
+    # The channels' ratios over the cells the shipped margin scores, as train() computes them.
+    train_grids, gauss_ratio, spot_ratio = texture.fused_grids(channels, shipped)
+    model = texture._build(
+        [s for s in samples if len(s)],
+        params,
+        0.0,
+        len(train),
+        [g for g in gauss_samples if len(g)],
+        [sp for sp in spot_samples if len(sp)],
+    )
+    model.gauss_ratio, model.spot_ratio = gauss_ratio, spot_ratio
     train_s = time.perf_counter() - started
     tests = [Strip(p, read_grey(p), False, None) for p in goods[TRAIN_COUNT:]]
     tests += [Strip(p, read_grey(p), True, mask_for(data, p)) for p in defects]

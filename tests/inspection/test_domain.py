@@ -38,6 +38,19 @@ def test_padding_found_and_not_scored(model: texture.TextureModel) -> None:
     assert (amap[:, : 200 + model.params.margin_px] == 0).all()
 
 
+def test_cells_in_the_margin_are_scored_on_the_grid_and_zero_on_the_map(model: texture.TextureModel) -> None:
+    # v7: the memory holds cells next to the bed and those cells are scored, the margin is applied to
+    # the per-pixel map (as the benchmark measures it), not to the grid before its blur.
+    img = weave(256, 1024, 12)
+    img[:, :200] = 255
+    knn, _, _, _ = model.grid_channels(img)
+    step = model.params.downsample * model.params.stride_px
+    in_margin = slice((200 + 8) // step + 1, (200 + model.params.margin_px) // step)
+    assert (knn[:, in_margin] > 0).all()
+    assert (knn[:, : 190 // step] == 0).all()
+    assert (model.anomaly_map(img)[:, : 200 + model.params.margin_px] == 0).all()
+
+
 def test_good_passes_and_a_dark_spot_is_found(model: texture.TextureModel) -> None:
     good = weave(256, 1024, 21)
     assert model.anomaly_map(good).max() <= model.threshold
@@ -73,17 +86,33 @@ def test_the_gaussian_channel_sees_a_texture_change_and_is_fused_by_the_maximum(
     model: texture.TextureModel,
 ) -> None:
     img = weave(256, 1024, 43)
-    knn, gauss, _ = model.grid_channels(img)
+    knn, gauss, spot, _ = model.grid_channels(img)
     fused, _ = model.grid_scores(img)
-    np.testing.assert_allclose(fused, np.maximum(knn, model.gauss_ratio * gauss), rtol=1e-6)
+    expected = np.maximum(np.maximum(knn, model.gauss_ratio * gauss), model.spot_ratio * spot)
+    np.testing.assert_allclose(fused, expected, rtol=1e-6)
     # A patch with the weave's period doubled: the Gabor energies of the 6 px weave fall, the 12 px rise.
     y, x = np.mgrid[0:64, 0:64].astype(np.float32)
     changed = img.copy()
     changed[96:160, 480:544] = np.clip(
         128 + 25 * np.sin(2 * np.pi * x / 12) * np.sin(2 * np.pi * y / 12), 0, 249
     ).astype(np.uint8)
-    _, gauss_changed, _ = model.grid_channels(changed)
+    _, gauss_changed, _, _ = model.grid_channels(changed)
     assert gauss_changed[12:20, 60:68].max() > 3 * gauss[12:20, 60:68].max()
+
+
+def test_the_spot_channel_sees_a_small_dot_the_weave_does_not_hide(model: texture.TextureModel) -> None:
+    # A 5 px dark dot in a 6 px weave (a fuzzyball): the spot channel scores its cell far above the
+    # good cells' level, and the profile keeps the channel's statistics and ratio.
+    img = weave(256, 1024, 44)
+    _, _, spot, _ = model.grid_channels(img)
+    dotted = img.copy()
+    cv2.circle(dotted, (603, 131), 2, 40, -1)
+    _, _, spot_dotted, _ = model.grid_channels(dotted)
+    assert model.spot_ratio > 0 and len(model.spot_median) == 2
+    assert spot_dotted[16, 75] > 3 * max(spot[10:22, 69:81].max(), 1.0)
+    again = texture.TextureModel.from_bytes(model.to_bytes())
+    assert again.spot_ratio == model.spot_ratio
+    np.testing.assert_array_equal(again.spot_spread, model.spot_spread)
 
 
 def test_gaussian_ratio_matches_the_good_peaks_of_both_channels() -> None:
