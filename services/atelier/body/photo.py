@@ -608,15 +608,20 @@ def armpit_edges_px(
         at = np.nonzero(steps > jump)[0]
         if at.size:
             first = at[0] + base
-            below = edge[first : first + span]
-            if below.size >= 3:
+            # The gap's top still bends for about a cm below the jump (the mask closes the wedge
+            # between arm and torso over a few rows): the edge is read below that.
+            start = first + base
+            idx = np.arange(start, min(edge.size, start + span))
+            if idx.size >= 3:
                 # The torso's edge below the armpit, carried up to the chest row along its own slope
-                # (a belly narrows upward, a V-shaped torso widens), the slope bounded.
-                slope, _ = np.polyfit(np.arange(below.size, dtype=float), below, 1)
+                # (a belly narrows upward, a V-shaped torso widens), the slope bounded; a robust line
+                # (median of pairwise slopes), so the wedge's last bent rows do not tilt it.
+                i, j = np.triu_indices(idx.size, 1)
+                slope = float(np.median((edge[idx][j] - edge[idx][i]) / (idx[j] - idx[i])))
                 slope = float(np.clip(slope, -ARMPIT_MAX_SLOPE, ARMPIT_MAX_SLOPE))
-                out[k] = float(np.median(below[:3]) - slope * (first + 1))
+                out[k] = float(np.median(edge[idx] - slope * idx))
             else:
-                out[k] = float(np.median(below))
+                out[k] = float(np.median(edge[first : first + span]))
             found = True
     return (out[0], out[1]) if found else None
 
