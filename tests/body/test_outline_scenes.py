@@ -262,6 +262,20 @@ def test_armpit_edges_stop_the_chest_width_at_the_torso() -> None:
     assert armpit_edges_px(free, 45.0, 100.0, 2.0) is None
 
 
+def test_armpit_edges_skip_the_bent_top_of_the_gap() -> None:
+    """A mask that closes the gap's top over a few rows (the wedge between arm and torso): the edge
+    below the armpit is read where it has settled, not carried up along the bend (which put the
+    chest edge further out than the arm's start on renders)."""
+    mask = np.zeros((200, 200), bool)
+    mask[20:200, 70:130] = True
+    mask[20:60, 50:70] = True  # the upper arm against the chest, down to row 60
+    mask[60, 64:70] = True  # the wedge's last rows, closing over 1 cm (2 px at 2 px/cm)
+    mask[61, 67:70] = True
+    mask[60:120, 40:58] = True  # the arm hanging apart below
+    edges = armpit_edges_px(mask, 45.0, 100.0, 2.0)
+    assert edges is not None and abs(edges[0] - 70) <= 0.5 and abs(edges[1] - 130) <= 0.5
+
+
 def test_wrist_is_the_outline_narrowing_between_forearm_and_hand() -> None:
     """A vertical forearm tapering to the wrist at row 120, then a wider hand: the wrist is found at
     the narrowing from a landmark 2 cm up the forearm; with no narrowing the landmark is kept."""

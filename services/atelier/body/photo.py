@@ -608,15 +608,20 @@ def armpit_edges_px(
         at = np.nonzero(steps > jump)[0]
         if at.size:
             first = at[0] + base
-            below = edge[first : first + span]
-            if below.size >= 3:
+            # The gap's top still bends for about a cm below the jump (the mask closes the wedge
+            # between arm and torso over a few rows): the edge is read below that.
+            start = first + base
+            idx = np.arange(start, min(edge.size, start + span))
+            if idx.size >= 3:
                 # The torso's edge below the armpit, carried up to the chest row along its own slope
-                # (a belly narrows upward, a V-shaped torso widens), the slope bounded.
-                slope, _ = np.polyfit(np.arange(below.size, dtype=float), below, 1)
+                # (a belly narrows upward, a V-shaped torso widens), the slope bounded; a robust line
+                # (median of pairwise slopes), so the wedge's last bent rows do not tilt it.
+                i, j = np.triu_indices(idx.size, 1)
+                slope = float(np.median((edge[idx][j] - edge[idx][i]) / (idx[j] - idx[i])))
                 slope = float(np.clip(slope, -ARMPIT_MAX_SLOPE, ARMPIT_MAX_SLOPE))
-                out[k] = float(np.median(below[:3]) - slope * (first + 1))
+                out[k] = float(np.median(edge[idx] - slope * idx))
             else:
-                out[k] = float(np.median(below))
+                out[k] = float(np.median(edge[first : first + span]))
             found = True
     return (out[0], out[1]) if found else None
 
@@ -681,14 +686,28 @@ def _profile_cm(view: ViewResult, heights_cm: np.ndarray, height_cm: float) -> n
     )
 
 
+# Profiles along the height are sampled every PROFILE_STEP_CM; an extremum is that of their running
+# mean over +-PROFILE_SMOOTH_HALF_CM (the outline's rows are noisy).
+PROFILE_STEP_CM = 0.5
+PROFILE_SMOOTH_HALF_CM = 0.5
+# Half the band of rows (cm) over which a width or depth is read at a level (the median row). The
+# side's chest and seat levels are maxima of a noisy depth profile, so the one row there reads high:
+# over +-1.5 cm the chest girth's MAE fell 0.01 (men) and 0.03 cm (women) on 40 renders per sex,
+# waist and hip the same or 0.01 better (+-1 cm: no change; +-2 and +-3 cm: men's hip worse).
+FRONT_BAND_CM = 0.6
+SIDE_BAND_CM = 1.5
+
+
 def _extremum(heights: np.ndarray, values: np.ndarray, mode: str) -> float | None:
-    """Height of the least (``min``) or greatest (``max``) value, smoothed over 3 samples; None
-    when a value is missing or the extremum lies at the edge of the range (no turning point in it)."""
-    if len(values) < 5 or np.isnan(values).any():
+    """Height of the least (``min``) or greatest (``max``) value, smoothed (a running mean over
+    +-PROFILE_SMOOTH_HALF_CM); None when a value is missing or the extremum lies at the edge of the
+    range (no turning point in it)."""
+    half = max(1, round(PROFILE_SMOOTH_HALF_CM / PROFILE_STEP_CM))
+    if len(values) < 2 * half + 3 or np.isnan(values).any():
         return None
-    smooth = np.convolve(values, np.ones(3) / 3, mode="same")[1:-1]
-    best = int(np.argmin(smooth) if mode == "min" else np.argmax(smooth)) + 1
-    if best in (1, len(values) - 2):
+    smooth = np.convolve(values, np.ones(2 * half + 1) / (2 * half + 1), mode="valid")
+    best = int(np.argmin(smooth) if mode == "min" else np.argmax(smooth)) + half
+    if best in (half, len(values) - 1 - half):
         return None
     return float(heights[best])
 
@@ -1143,7 +1162,7 @@ def measure(
     level_sd = {k: prior.estimates[v].stddev_cm for k, v in LEVELS.items()}
     observed: dict[str, Observation] = {}
     lines: list[LevelLine] = []
-    half_band = max(1, round(0.6 * px_front))
+    half_band = max(1, round(FRONT_BAND_CM * px_front))
     torso = front.mask if front.arms is None else front.mask & ~front.arms
     touching: list[str] = []
     for level, h_level in levels_cm.items():
@@ -1227,7 +1246,11 @@ def measure(
         for level in LEVELS:
             row = side.bottom_px - levels_cm[level] * px_side
             depth_px, x0, x1 = band_width(
-                side.mask, row, side.centre_x_px, max(1, round(0.6 * px_side)), image_rgb=side.image_rgb
+                side.mask,
+                row,
+                side.centre_x_px,
+                max(1, round(SIDE_BAND_CM * px_side)),
+                image_rgb=side.image_rgb,
             )
             if not math.isnan(depth_px):
                 depths[level] = Observation(
