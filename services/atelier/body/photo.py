@@ -65,6 +65,30 @@ MAX_Z = 4.0
 # missed the waist on ~1 in 8 renders (the landmark-refined prediction is off by more than its sd).
 LEVEL_SEARCH_SD = 3.0
 LEVELS = {"chest": "chest_height", "waist": "waist_height", "hip": "hip_height"}
+# The side depths' joint test (:func:`side_outline_problem`): a side photo is discarded when its
+# three depths together are this unlikely given height, weight and the front widths (chi-square,
+# 3 dof). A significance level, not a threshold fitted to renders: with right sds it discards one
+# good side photo in 200.
+JOINT_DEPTH_ALPHA = 0.005
+
+
+def chi2_3dof_sf(x: float) -> float:
+    """P(X > x) for a chi-square variable with 3 degrees of freedom (closed form)."""
+    if x <= 0:
+        return 1.0
+    return math.erfc(math.sqrt(x / 2)) + math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
+
+
+def chi2_3dof_isf(alpha: float) -> float:
+    """The x with P(X > x) = alpha, X chi-square with 3 degrees of freedom (bisection)."""
+    lo, hi = 0.0, 200.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if chi2_3dof_sf(mid) > alpha else (lo, mid)
+    return (lo + hi) / 2
+
+
+JOINT_DEPTH_MAX = chi2_3dof_isf(JOINT_DEPTH_ALPHA)  # 12.84
 
 
 class PhotoError(Exception):
@@ -745,7 +769,12 @@ def hip_level_cm(
     return predicted_cm if found is None else found
 
 
-def side_outline_problem(side: ViewResult, depths: Mapping[str, Observation], reference: Prediction) -> str:
+def side_outline_problem(
+    side: ViewResult,
+    depths: Mapping[str, Observation],
+    reference: Prediction,
+    given_widths: Prediction | None = None,
+) -> str:
     """What says the side photo's outline is not the whole person ('' when nothing does).
 
     Its depths share one outline and one scale, so one sign of a broken outline discards them all:
@@ -753,6 +782,12 @@ def side_outline_problem(side: ViewResult, depths: Mapping[str, Observation], re
     background, and the scale with them), or a depth the model finds implausible for the height
     and weight. On busy backgrounds such side outlines took in a sign or a lamp and lost the feet;
     each depth then was 3-7 cm off, and only the grossest one was caught on its own.
+
+    Learned side outlines on plain backgrounds also break less grossly (a seat level found 15 cm
+    low, depths 3.5-5 cm off) and pass each depth's own test. With all three depths and
+    ``given_widths`` (the model's prediction given height, weight and the front widths) they are
+    also tested together: the sum of their squared z (each against that prediction's sd combined
+    with the depth's own) beyond chi-square's ``JOINT_DEPTH_ALPHA`` point for 3 dof discards them.
     """
     ys = np.nonzero(side.mask)[0]
     bottom, top = float(ys.max()), float(ys.min())
@@ -767,6 +802,13 @@ def side_outline_problem(side: ViewResult, depths: Mapping[str, Observation], re
         est = reference.estimates[f"{level}_depth"]
         if abs(depth.value - est.value_cm) > MAX_Z * math.hypot(est.stddev_cm, depth.stddev):
             return f"a {level} depth of {depth.value:.0f} cm"
+    if given_widths is not None and set(depths) == set(LEVELS):
+        z2 = 0.0
+        for level, depth in depths.items():
+            est = given_widths.estimates[f"{level}_depth"]
+            z2 += ((depth.value - est.value_cm) / math.hypot(est.stddev_cm, depth.stddev)) ** 2
+        if z2 > JOINT_DEPTH_MAX:
+            return "depths unlikely together for the height, weight and front widths"
     return ""
 
 
@@ -1279,7 +1321,18 @@ def measure(
             )
             side_lines = []
         else:
-            broken = side_outline_problem(side, depths, model.predict(base, sex))
+            reference = model.predict(base, sex)
+            # The front widths that pass their own test (the same test as below) inform the depths.
+            widths = {
+                name: obs
+                for name, obs in observed.items()
+                if name.endswith("_width")
+                and name[: -len("_width")] in LEVELS
+                and abs(obs.value - reference.estimates[name].value_cm)
+                <= MAX_Z * math.hypot(reference.estimates[name].stddev_cm, obs.stddev)
+            }
+            given_widths = model.predict({**base, **widths}, sex) if widths else None
+            broken = side_outline_problem(side, depths, reference, given_widths)
             if broken:
                 side.quality *= 0.3
                 side.issues.append(
