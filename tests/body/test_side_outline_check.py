@@ -12,8 +12,6 @@ from atelier.body.photo import (
     LEVELS,
     MAX_Z,
     ViewResult,
-    chi2_3dof_isf,
-    chi2_3dof_sf,
     side_outline_problem,
 )
 from atelier.body.statmodel import BodyModel, Observation
@@ -27,10 +25,8 @@ def _side_view() -> ViewResult:
 
 def test_chi_square_threshold_is_the_tabled_point() -> None:
     # Tables: chi-square with 3 dof exceeds 12.838 with probability 0.005, 7.815 with 0.05.
-    assert math.isclose(JOINT_DEPTH_MAX, chi2_3dof_isf(JOINT_DEPTH_ALPHA))
-    assert abs(chi2_3dof_isf(0.005) - 12.838) < 1e-3
-    assert abs(chi2_3dof_isf(0.05) - 7.815) < 1e-3
-    assert chi2_3dof_sf(0.0) == 1.0
+    assert JOINT_DEPTH_ALPHA == 0.005
+    assert abs(JOINT_DEPTH_MAX - 12.838) < 1e-3
 
 
 def test_depths_each_plausible_but_unlikely_together_discard_the_side_photo() -> None:

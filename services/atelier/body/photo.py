@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.stats import chi2
 
 from atelier.body import camera, outline
 from atelier.body.pose import Landmark, Pose, PoseModel
@@ -70,25 +71,7 @@ LEVELS = {"chest": "chest_height", "waist": "waist_height", "hip": "hip_height"}
 # 3 dof). A significance level, not a threshold fitted to renders: with right sds it discards one
 # good side photo in 200.
 JOINT_DEPTH_ALPHA = 0.005
-
-
-def chi2_3dof_sf(x: float) -> float:
-    """P(X > x) for a chi-square variable with 3 degrees of freedom (closed form)."""
-    if x <= 0:
-        return 1.0
-    return math.erfc(math.sqrt(x / 2)) + math.sqrt(2 * x / math.pi) * math.exp(-x / 2)
-
-
-def chi2_3dof_isf(alpha: float) -> float:
-    """The x with P(X > x) = alpha, X chi-square with 3 degrees of freedom (bisection)."""
-    lo, hi = 0.0, 200.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if chi2_3dof_sf(mid) > alpha else (lo, mid)
-    return (lo + hi) / 2
-
-
-JOINT_DEPTH_MAX = chi2_3dof_isf(JOINT_DEPTH_ALPHA)  # 12.84
+JOINT_DEPTH_MAX = float(chi2.isf(JOINT_DEPTH_ALPHA, 3))  # 12.84
 
 
 class PhotoError(Exception):
