@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from atelier.body.outline import misplaced_arms
 from atelier.body.photo import (
+    LOPSIDED_CM,
     ViewResult,
+    _lopsided_edges_px,
     _pose_fits_outline,
     anchored_waist_level_cm,
     outline_sd_cm,
     run_width_px,
     share_front_scale,
+    torso_axis_px,
     waist_level_cm,
 )
 from atelier.body.pose import Landmark
@@ -136,3 +140,53 @@ def test_a_skeleton_too_small_for_the_outline_is_rejected() -> None:
     assert _pose_fits_outline(pose(240.0, 470.0), person)  # torso 0.27 of the height
     assert not _pose_fits_outline(pose(270.0, 334.0), person)  # 0.07: a skeleton of part of the body
     assert _pose_fits_outline({}, person)  # no landmarks: nothing to compare
+
+
+def _figure(arm_free: bool = True) -> np.ndarray:
+    """A torso (columns 100-199, rows 100-399) and a right arm: hanging free of it, or against it."""
+    mask = np.zeros((450, 400), bool)
+    mask[100:400, 100:200] = True
+    if arm_free:
+        for t in np.linspace(0, 1, 400):
+            x, y = 200 + 110 * t, 110 + 240 * t
+            mask[round(y) - 8 : round(y) + 8, round(x) - 8 : round(x) + 8] = True
+    else:
+        mask[110:350, 200:216] = True
+    return mask
+
+
+def _arm_landmarks(elbow: tuple[float, float], wrist: tuple[float, float]) -> dict[str, Landmark]:
+    return {
+        "right_shoulder": Landmark("right_shoulder", 190.0, 110.0, 0.99),
+        "right_elbow": Landmark("right_elbow", *elbow, 0.99),
+        "right_wrist": Landmark("right_wrist", *wrist, 0.99),
+    }
+
+
+def test_arm_landmarks_on_the_torso_beside_a_free_arm_are_misplaced() -> None:
+    # The pose model put the elbow and wrist along the torso's edge; the arm hangs free beside it.
+    assert misplaced_arms(_figure(), _arm_landmarks((195.0, 230.0), (193.0, 320.0)), 150.0, 8.0) == {"right"}
+    # On the arm itself: nothing to drop.
+    assert misplaced_arms(_figure(), _arm_landmarks((255.0, 230.0), (290.0, 310.0)), 150.0, 8.0) == set()
+    # A forearm that really lies against the body leaves no free limb beside it: it is carved out.
+    assert (
+        misplaced_arms(_figure(arm_free=False), _arm_landmarks((207.0, 230.0), (207.0, 320.0)), 150.0, 8.0)
+        == set()
+    )
+
+
+def test_a_width_that_ran_into_the_background_on_one_side_is_mirrored() -> None:
+    mask = np.zeros((400, 300), bool)
+    mask[100:300, 100:180] = True  # torso, axis at column 140
+    mask[200:230, 180:205] = True  # a patch of wall of the clothes' colour beside it
+    view = ViewResult(mask, 50.0, 350.0, 140.0, {}, "test")
+    axis = torso_axis_px(mask, view, [290.0, 110.0])
+    assert axis == 140.0
+    px_per_cm = 4.0
+    # The bleed widens the right half by 25 px (6 cm): mirrored, the width is the torso's 80 px.
+    assert _lopsided_edges_px(100.0, 205.0, axis, px_per_cm, 82.0) == (100.0, 180.0)
+    # A cut into the left half (an arm carved where it was not): the right half mirrored.
+    assert _lopsided_edges_px(125.0, 180.0, axis, px_per_cm, 82.0) == (100.0, 180.0)
+    # Within LOPSIDED_CM the run stands as found.
+    slack = LOPSIDED_CM * px_per_cm - 1
+    assert _lopsided_edges_px(100.0, 180.0 + slack, axis, px_per_cm, 82.0) is None

@@ -92,3 +92,25 @@ def test_held_out_accuracy_beats_least_squares(ansur: dict) -> None:
         for r in cross_validate(columns, sex, KNOWN_B, TARGETS[:3], with_photo=True):
             assert r.model_mae_cm < r.ols_mae_cm, r
             assert r.model_mae_cm < ANCHOR_B[(sex, r.target)], r
+
+
+def test_noisy_widths_and_depths_give_calibrated_girth_uncertainty(ansur: dict) -> None:
+    """Photo widths/depths carry noise, and each girth's ellipse perimeter is computed from the same
+    two noisy values: conditioning must treat the three as one noise (correlated), or it counts it
+    three times and its sds are too small (the waist's z spread was 1.21 for men that way)."""
+    model = BodyModel.load()
+    names = ("chest_girth", "waist_girth", "hip_girth")
+    values = ("chest_width", "waist_width", "hip_width", "chest_depth", "waist_depth", "hip_depth")
+    for sex, columns in ansur.items():
+        rng = np.random.default_rng(0)
+        z: dict[str, list[float]] = {g: [] for g in names}
+        for i in rng.choice(len(columns["height"]), 300, replace=False):
+            known = {k: Observation(float(columns[k][i])) for k in ("height", "weight_kg")}
+            for v in values:
+                known[v] = Observation(float(columns[v][i]) + rng.normal(0, 1.0), 1.0)
+            est = model.predict(known, sex, names=names).estimates
+            for g in names:
+                z[g].append((est[g].value_cm - float(columns[g][i])) / est[g].stddev_cm)
+        for g, zs in z.items():
+            assert 0.9 < float(np.std(zs)) < 1.07, (sex, g, float(np.std(zs)))
+            assert float(np.mean(np.abs(zs) < 1.96)) > 0.92, (sex, g)

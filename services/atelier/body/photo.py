@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -416,6 +416,17 @@ def _segment(
     arms = None
     if landmarks:
         radius = outline.arm_radius_px(person, landmarks, 0.028 * person_px)
+        misplaced = outline.misplaced_arms(person, landmarks, centre, radius)
+        if misplaced:
+            # That arm's elbow, wrist and hand points lie on the torso, not on the arm: neither
+            # carved out of the widths nor used for the sleeve.
+            landmarks = {
+                name: lm
+                for name, lm in landmarks.items()
+                if not any(
+                    name.startswith(f"{side}_") and name.split("_", 1)[1] in ARM_POINTS for side in misplaced
+                )
+            }
         arms = outline.arm_mask(person.shape, landmarks, radius, centre)
     result = ViewResult(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
@@ -426,6 +437,10 @@ def _segment(
         # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
         result.shoulder_points = outline.acromion_points(person, landmarks, person_px / 170.0)
     return result
+
+
+# The arm's points below the shoulder (MediaPipe names after "left_"/"right_").
+ARM_POINTS = ("elbow", "wrist", "pinky", "index", "thumb")
 
 
 def _where(pose: Pose, width_px: int) -> str:
@@ -896,6 +911,42 @@ ARM_TOUCH_SD_CM = 2.0
 FRONT_MIN_SPREAD_CM = 20.0
 
 
+# A front width whose two halves (from the torso's axis) differ by more than this (cm) is lopsided:
+# one edge ran into the background or was cut into; it gets this much extra noise when mirrored.
+LOPSIDED_CM = 2.5
+LOPSIDED_SD_CM = 1.0
+
+
+def torso_axis_px(mask: np.ndarray, front: ViewResult, rows: Sequence[float]) -> float | None:
+    """The torso's vertical axis (column, px): the median midpoint of the runs through the centre on
+    every second row between ``rows`` (the hip and chest rows). A standing body is left-right
+    symmetric about it; an edge that strays on a few rows hardly moves the median."""
+    lo, hi = sorted(round(r) for r in rows)
+    mids = []
+    for r in range(lo, hi + 1, 2):
+        x0, x1 = run_width_px(mask, r, front.centre_x_px)
+        if not math.isnan(x0):
+            mids.append((x0 + x1) / 2)
+    return float(np.median(mids)) if len(mids) >= 5 else None
+
+
+def _lopsided_edges_px(
+    x0: float, x1: float, axis_px: float | None, px_per_cm: float, expected_px: float
+) -> tuple[float, float] | None:
+    """Edges with the stray one replaced by the mirror of the other, when the run's two halves from the
+    torso's axis differ by more than LOPSIDED_CM; None when they do not. Which edge strayed is told by
+    which mirrored width is nearer ``expected_px`` (the width expected for the height and weight): a
+    bleed into a wall of the clothes' colour widens one side, a misplaced arm cuts one."""
+    if axis_px is None:
+        return None
+    left, right = axis_px - x0, x1 - axis_px
+    if abs(left - right) <= LOPSIDED_CM * px_per_cm or min(left, right) <= 0:
+        return None
+    if abs(2 * left - expected_px) <= abs(2 * right - expected_px):
+        return x0, axis_px + left
+    return axis_px - right, x1
+
+
 def _arm_touches(view: ViewResult, row: float, x0: float, x1: float) -> bool:
     if view.arms is None:
         return False
@@ -1190,6 +1241,11 @@ def measure(
     half_band = max(1, round(FRONT_BAND_CM * px_front))
     torso = front.mask if front.arms is None else front.mask & ~front.arms
     touching: list[str] = []
+    lopsided_levels: list[str] = []
+    axis_px = torso_axis_px(
+        torso, front, [front.bottom_px - levels_cm[k] * px_front for k in ("hip", "chest")]
+    )
+    width_ref = model.predict(base, sex, names=tuple(f"{k}_width" for k in LEVELS)).estimates
     for level, h_level in levels_cm.items():
         if level == "shoulder":
             continue
@@ -1213,6 +1269,15 @@ def measure(
                 x0, x1 = max(x0, edges[0]), min(x1, edges[1])
                 width_px = x1 - x0
                 sd = math.hypot(sd, ARMPIT_SD_CM)
+        lopsided = _lopsided_edges_px(
+            x0, x1, axis_px, px_front, width_ref[f"{level}_width"].value_cm * px_front
+        )
+        if lopsided is not None:
+            # One edge ran into the background (or was cut into): the other side, mirrored.
+            x0, x1 = lopsided
+            width_px = x1 - x0
+            sd = math.hypot(sd, LOPSIDED_SD_CM)
+            lopsided_levels.append(level)
         if _arm_touches(front, row, x0, x1):
             # The run ends where an arm lies on the body: the edge is the arm capsule's, not the body's.
             sd = math.hypot(sd, ARM_TOUCH_SD_CM)
@@ -1226,6 +1291,13 @@ def measure(
         lines.append(LevelLine("inseam", row, front.centre_x_px, front.centre_x_px, inseam))
     else:
         warnings.append(("inseam", "the legs do not part in the front photo (stand with feet apart)"))
+    if lopsided_levels:
+        front.quality *= 0.9
+        front.issues.append(
+            f"the outline at the {', '.join(lopsided_levels)} is much wider on one side of the body than on the "
+            "other (it ran into the background, or an arm or object is in the way): that width was taken from "
+            "the other side; a plainer background measures better"
+        )
     if touching:
         front.quality *= 0.8
         front.issues.append(

@@ -114,9 +114,13 @@ class Estimate:
     stddev_cm: float
 
 
-def _log_obs(values: Mapping[str, Observation]) -> dict[str, tuple[float, float]]:
-    """Known values -> log-space (value, noise variance), with the derived variables added."""
+def _log_obs(
+    values: Mapping[str, Observation],
+) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], float]]:
+    """Known values -> log-space (value, noise variance), with the derived variables added; and the
+    noise covariances between variables derived from the same measured values."""
     out: dict[str, tuple[float, float]] = {}
+    cov: dict[tuple[str, str], float] = {}
     for name, obs in values.items():
         out[name] = (math.log(obs.value), (obs.stddev / obs.value) ** 2)
     if "height" in out and "weight_kg" in out:
@@ -126,11 +130,19 @@ def _log_obs(values: Mapping[str, Observation]) -> dict[str, tuple[float, float]
         out["log_height_x_log_weight"] = (lh * lw, lw * lw * vh + lh * lh * vw)
     for girth, (w, d) in ELLIPSES.items():
         if w in values and d in values:
-            perimeter = float(ellipse_perimeter_cm(values[w].value, values[d].value))
-            # The perimeter's relative noise is about the mean of the two inputs' relative noises.
-            var = 0.25 * (out[w][1] + out[d][1])
-            out[f"ellipse_{girth}"] = (math.log(perimeter), var)
-    return out
+            width, depth = values[w].value, values[d].value
+            perimeter = float(ellipse_perimeter_cm(width, depth))
+            # The log perimeter moves with the log width by a_w and the log depth by a_d = 1 - a_w
+            # (the perimeter is homogeneous of degree 1): its noise is theirs, not a third one.
+            a_w = (
+                math.log(float(ellipse_perimeter_cm(width * 1.001, depth))) - math.log(perimeter)
+            ) / math.log(1.001)
+            a_d = 1.0 - a_w
+            name = f"ellipse_{girth}"
+            out[name] = (math.log(perimeter), a_w * a_w * out[w][1] + a_d * a_d * out[d][1])
+            cov[(name, w)] = a_w * out[w][1]
+            cov[(name, d)] = a_d * out[d][1]
+    return out, cov
 
 
 @dataclass
@@ -139,14 +151,23 @@ class SexModel:
     cov: np.ndarray
     count: int
 
-    def condition(self, known: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, float]:
-        """Posterior mean, covariance (log space) and log-likelihood of the known values."""
+    def condition(
+        self,
+        known: Mapping[str, tuple[float, float]],
+        noise_covariances: Mapping[tuple[str, str], float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Posterior mean, covariance (log space) and log-likelihood of the known values (log value,
+        noise variance), with ``noise_covariances`` between pairs of them."""
         index = {v: i for i, v in enumerate(VARIABLES)}
-        k = [index[n] for n in known]
+        names = list(known)
+        k = [index[n] for n in names]
         if not k:
             return self.mean.copy(), self.cov.copy(), 0.0
-        z = np.array([known[n][0] for n in known])
-        noise = np.diag([known[n][1] for n in known])
+        z = np.array([known[n][0] for n in names])
+        noise = np.diag([known[n][1] for n in names])
+        position = {n: i for i, n in enumerate(names)}
+        for (a, b), c in (noise_covariances or {}).items():
+            noise[position[a], position[b]] = noise[position[b], position[a]] = c
         s_kk = self.cov[np.ix_(k, k)] + noise + 1e-10 * np.eye(len(k))
         s_ak = self.cov[:, k]
         resid = z - self.mean[k]
@@ -188,9 +209,9 @@ class BodyModel:
         unknown_names = [n for n in known if n not in MEASUREMENTS]
         if unknown_names:
             raise KeyError(f"unknown measurement(s): {', '.join(unknown_names)}")
-        logs = _log_obs(known)
+        logs, noise_cov = _log_obs(known)
         sexes = (sex,) if sex else SEXES
-        results = {s: self.models[s].condition(logs) for s in sexes}
+        results = {s: self.models[s].condition(logs, noise_cov) for s in sexes}
         top = max(r[2] for r in results.values())
         weights = {s: math.exp(results[s][2] - top) for s in sexes}
         total = sum(weights.values())
