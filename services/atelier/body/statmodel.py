@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,17 +199,34 @@ class BodyModel:
         self.source = source
 
     def predict(
-        self, known: Mapping[str, Observation], sex: str | None = None, names: tuple[str, ...] | None = None
+        self,
+        known: Mapping[str, Observation],
+        sex: str | None = None,
+        names: tuple[str, ...] | None = None,
+        scale_groups: Sequence[tuple[Collection[str], float]] = (),
     ) -> Prediction:
         """Every measurement (cm) with one sd, given ``known`` (see MEASUREMENTS for names).
 
         With no sex the two sexes are mixed by how well each explains the known values.
         The value is the conditional median (exp of the log mean): it minimises absolute error.
+
+        ``scale_groups``: (names, relative sd) for known values that share one scale error, such as
+        every length read off one photo with one pixels-per-cm: their noises are correlated by it
+        (in log space a common term; the ellipse perimeters of those widths and depths share it too).
         """
         unknown_names = [n for n in known if n not in MEASUREMENTS]
         if unknown_names:
             raise KeyError(f"unknown measurement(s): {', '.join(unknown_names)}")
         logs, noise_cov = _log_obs(known)
+        for group, rel_sd in scale_groups:
+            members = [n for n in group if n in logs]
+            members += [f"ellipse_{g}" for g, (w, d) in ELLIPSES.items() if w in members and d in members]
+            var = math.log1p(rel_sd) ** 2
+            for i, a in enumerate(members):
+                logs[a] = (logs[a][0], logs[a][1] + var)
+                for b in members[i + 1 :]:
+                    noise_cov[(a, b)] = noise_cov.get((a, b), noise_cov.get((b, a), 0.0)) + var
+                    noise_cov.pop((b, a), None)
         sexes = (sex,) if sex else SEXES
         results = {s: self.models[s].condition(logs, noise_cov) for s in sexes}
         top = max(r[2] for r in results.values())
