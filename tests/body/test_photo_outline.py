@@ -180,13 +180,22 @@ def test_a_width_that_ran_into_the_background_on_one_side_is_mirrored() -> None:
     mask[100:300, 100:180] = True  # torso, axis at column 140
     mask[200:230, 180:205] = True  # a patch of wall of the clothes' colour beside it
     view = ViewResult(mask, 50.0, 350.0, 140.0, {}, "test")
-    axis = torso_axis_px(mask, view, [290.0, 110.0])
+    axis = torso_axis_px(mask, view, [290.0, 110.0], 4.0)
     assert axis == 140.0
     px_per_cm = 4.0
     # The bleed widens the right half by 25 px (6 cm): mirrored, the width is the torso's 80 px.
     assert _lopsided_edges_px(100.0, 205.0, axis, px_per_cm, 82.0) == (100.0, 180.0)
     # A cut into the left half (an arm carved where it was not): the right half mirrored.
     assert _lopsided_edges_px(125.0, 180.0, axis, px_per_cm, 82.0) == (100.0, 180.0)
+    # A leaning or twisted torso (its runs' midpoints wander by cm): no axis, nothing is mirrored.
+    leaning = np.zeros((400, 300), bool)
+    for r in range(100, 300):
+        shift = round((r - 100) * 0.3)
+        leaning[r, 70 + shift : 150 + shift] = True
+    assert (
+        torso_axis_px(leaning, ViewResult(leaning, 50.0, 350.0, 140.0, {}, "test"), [290.0, 110.0], 4.0)
+        is None
+    )
     # Within LOPSIDED_CM the run stands as found.
     slack = LOPSIDED_CM * px_per_cm - 1
     assert _lopsided_edges_px(100.0, 180.0 + slack, axis, px_per_cm, 82.0) is None

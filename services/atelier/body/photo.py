@@ -924,19 +924,29 @@ SCALE_SD = 0.015
 # one edge ran into the background or was cut into; it gets this much extra noise when mirrored.
 LOPSIDED_CM = 2.5
 LOPSIDED_SD_CM = 1.0
+AXIS_MAX_MAD_CM = 1.0
 
 
-def torso_axis_px(mask: np.ndarray, front: ViewResult, rows: Sequence[float]) -> float | None:
+def torso_axis_px(
+    mask: np.ndarray, front: ViewResult, rows: Sequence[float], px_per_cm: float
+) -> float | None:
     """The torso's vertical axis (column, px): the median midpoint of the runs through the centre on
     every second row between ``rows`` (the hip and chest rows). A standing body is left-right
-    symmetric about it; an edge that strays on a few rows hardly moves the median."""
+    symmetric about it; an edge that strays on a few rows hardly moves the median. None where the
+    midpoints wander (median absolute deviation over AXIS_MAX_MAD_CM: a twisted or running body, an
+    arm across the torso): no axis to mirror about."""
     lo, hi = sorted(round(r) for r in rows)
     mids = []
     for r in range(lo, hi + 1, 2):
         x0, x1 = run_width_px(mask, r, front.centre_x_px)
         if not math.isnan(x0):
             mids.append((x0 + x1) / 2)
-    return float(np.median(mids)) if len(mids) >= 5 else None
+    if len(mids) < 5:
+        return None
+    axis = float(np.median(mids))
+    if float(np.median(np.abs(np.array(mids) - axis))) > AXIS_MAX_MAD_CM * px_per_cm:
+        return None
+    return axis
 
 
 def _lopsided_edges_px(
@@ -1252,8 +1262,15 @@ def measure(
     torso = front.mask if front.arms is None else front.mask & ~front.arms
     touching: list[str] = []
     lopsided_levels: list[str] = []
-    axis_px = torso_axis_px(
-        torso, front, [front.bottom_px - levels_cm[k] * px_front for k in ("hip", "chest")]
+    # The torso's axis, about which a body square to the camera is symmetric (not a turned one).
+    spread = _shoulder_spread_cm(lms, px_front)
+    square = spread is not None and spread >= FRONT_MIN_SPREAD_CM
+    axis_px = (
+        torso_axis_px(
+            torso, front, [front.bottom_px - levels_cm[k] * px_front for k in ("hip", "chest")], px_front
+        )
+        if square
+        else None
     )
     width_ref = model.predict(base, sex, names=tuple(f"{k}_width" for k in LEVELS)).estimates
     for level, h_level in levels_cm.items():
@@ -1313,7 +1330,6 @@ def measure(
         front.issues.append(
             f"the arms touch the body at the {', '.join(touching)}: hold the arms a little away from the body"
         )
-    spread = _shoulder_spread_cm(lms, px_front)
     if spread is not None and spread < FRONT_MIN_SPREAD_CM:
         front.quality *= 0.6
         front.issues.append("the front photo is not square to the camera: face the camera")
