@@ -377,10 +377,11 @@ def _free_limb_beyond(
     end = x
     while 0 <= end + step < w and line[end + step]:
         end += step
-    beyond = line[end + step :: step] if step > 0 else line[: max(0, end - 1)][::-1]
-    if beyond.size == 0 or not beyond.any():
+    # From the first background pixel past the run outward; the limb starts after the gap.
+    beyond = line[end + 1 :] if step > 0 else line[:end][::-1]
+    if not beyond.any():
         return False
-    return int(np.argmax(beyond)) + 1 >= gap_px
+    return int(np.argmax(beyond)) >= gap_px
 
 
 def misplaced_arms(

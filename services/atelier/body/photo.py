@@ -1272,7 +1272,9 @@ def measure(
         if square
         else None
     )
-    width_ref = model.predict(base, sex, names=tuple(f"{k}_width" for k in LEVELS)).estimates
+    # What height and weight alone predict: the width a lopsided run is mirrored towards, and the
+    # reference the photo values are tested against below.
+    reference = model.predict(base, sex)
     for level, h_level in levels_cm.items():
         if level == "shoulder":
             continue
@@ -1297,7 +1299,7 @@ def measure(
                 width_px = x1 - x0
                 sd = math.hypot(sd, ARMPIT_SD_CM)
         lopsided = _lopsided_edges_px(
-            x0, x1, axis_px, px_front, width_ref[f"{level}_width"].value_cm * px_front
+            x0, x1, axis_px, px_front, reference.estimates[f"{level}_width"].value_cm * px_front
         )
         if lopsided is not None:
             # One edge ran into the background (or was cut into): the other side, mirrored.
@@ -1402,7 +1404,6 @@ def measure(
             )
             side_lines = []
         else:
-            reference = model.predict(base, sex)
             # The front widths that pass their own test (the same test as below) inform the depths.
             widths = {
                 name: obs
@@ -1434,7 +1435,6 @@ def measure(
             )
         )
     # Reject photo values the model finds implausible for this height and weight.
-    reference = model.predict(base, sex)
     for name in list(observed):
         est = reference.estimates[name]
         sd = math.hypot(est.stddev_cm, observed[name].stddev)

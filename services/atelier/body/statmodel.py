@@ -157,7 +157,8 @@ class SexModel:
         noise_covariances: Mapping[tuple[str, str], float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Posterior mean, covariance (log space) and log-likelihood of the known values (log value,
-        noise variance), with ``noise_covariances`` between pairs of them."""
+        noise variance), with ``noise_covariances`` between pairs of them (a pair listed both ways
+        counts twice)."""
         index = {v: i for i, v in enumerate(VARIABLES)}
         names = list(known)
         k = [index[n] for n in names]
@@ -166,8 +167,9 @@ class SexModel:
         z = np.array([known[n][0] for n in names])
         noise = np.diag([known[n][1] for n in names])
         position = {n: i for i, n in enumerate(names)}
-        for (a, b), c in (noise_covariances or {}).items():
-            noise[position[a], position[b]] = noise[position[b], position[a]] = c
+        for (a, b), c in (noise_covariances or {}).items():  # each pair once; contributions add up
+            noise[position[a], position[b]] += c
+            noise[position[b], position[a]] += c
         s_kk = self.cov[np.ix_(k, k)] + noise + 1e-10 * np.eye(len(k))
         s_ak = self.cov[:, k]
         resid = z - self.mean[k]
@@ -225,8 +227,7 @@ class BodyModel:
             for i, a in enumerate(members):
                 logs[a] = (logs[a][0], logs[a][1] + var)
                 for b in members[i + 1 :]:
-                    noise_cov[(a, b)] = noise_cov.get((a, b), noise_cov.get((b, a), 0.0)) + var
-                    noise_cov.pop((b, a), None)
+                    noise_cov[(a, b)] = noise_cov.get((a, b), 0.0) + var
         sexes = (sex,) if sex else SEXES
         results = {s: self.models[s].condition(logs, noise_cov) for s in sexes}
         top = max(r[2] for r in results.values())
