@@ -151,6 +151,30 @@ def test_pitched_render_is_measured_after_levelling(pose: PoseModel) -> None:
     assert result.front_quality is not None and 0 < result.front_quality.score <= 1
 
 
+def test_where_the_legs_part_only_bounds_the_inseam_from_below(
+    pose: PoseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The legs part below the crotch where the thighs touch: a gap top below what the other values
+    predict leaves the inseam predicted (with a note naming the lower bound); one above it counts."""
+    from atelier.body import photo
+
+    cam = Camera(height_cm=110, distance_cm=240, pitch_deg=0.0, focal_px=800.0, width_px=720, height_px=960)
+    front = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=30, seed=3).image_rgb
+    side = render_scene(BODY, "side", cam, "drawn", seed=4).image_rgb
+    model = BodyModel.load()
+    results = {}
+    for gap_cm in (77.0, 90.0):
+        monkeypatch.setattr(photo, "crotch_height_cm", lambda *a, gap=gap_cm, **k: gap)
+        results[gap_cm] = measure(front, side, 176, 82, "male", model, pose)
+    low = {m.name: m for m in results[77.0].measurements}["inseam"]
+    high = {m.name: m for m in results[90.0].measurements}["inseam"]
+    assert low.method.startswith("model(") and low.value_cm > 75
+    assert "inseam" not in results[77.0].observed_cm
+    assert any(name == "inseam" and "lower bound" in text for name, text in results[77.0].warnings)
+    assert high.method == "photo+model" and high.value_cm > low.value_cm + 2
+    assert results[90.0].observed_cm["inseam"] == 90.0
+
+
 def test_real_photos(pose: PoseModel) -> None:
     """The shared real photos: the man's outline against his reference mask; the woman hugged by a
     dog and the footballer with a second player behind him are measured; so are the skiers (not
