@@ -1315,7 +1315,7 @@ def measure(
         lines.append(LevelLine(f"{level}_width", row, x0, x1, width_px / px_front))
     inseam = crotch_height_cm(front, px_front, front.bottom_px - levels_cm["hip"] * px_front)
     if not math.isnan(inseam) and inseam < 0.6 * height_cm:
-        # Where the legs part (a lower bound on the crotch, see LEG_GAP_IS_LOWER_BOUND below).
+        # Where the legs part: a lower bound on the crotch (used as such with the final prediction).
         observed["inseam"] = Observation(inseam, PHOTO_SD_CM["inseam"])
         row = front.bottom_px - inseam * px_front
         lines.append(LevelLine("inseam", row, front.centre_x_px, front.centre_x_px, inseam))
