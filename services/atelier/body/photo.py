@@ -1475,12 +1475,14 @@ def measure(
     # (MAE 4.0 vs 1.8 cm) and pulled the girths with it. So it only bounds the crotch from below: it
     # counts where it lies above what everything else predicts, and is left out otherwise.
     leg_gap = observed.pop("inseam", None)
-    final = model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS, scale_groups=scale_groups)
+
+    def conditioned() -> Prediction:
+        return model.predict({**base, **observed}, sex, names=GARMENT_MEASUREMENTS, scale_groups=scale_groups)
+
+    final = conditioned()
     if leg_gap is not None and leg_gap.value > final.estimates["inseam"].value_cm:
         observed["inseam"] = leg_gap
-        final = model.predict(
-            {**base, **observed}, sex, names=GARMENT_MEASUREMENTS, scale_groups=scale_groups
-        )
+        final = conditioned()
     photo_inputs = {
         "chest_girth": ("chest_width", "chest_depth"),
         "waist_girth": ("waist_width", "waist_depth"),
