@@ -345,3 +345,34 @@ def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -
     assert "side photo not used" in result.side_quality.issues[0]
     assert not any(k.endswith("_depth") for k in result.observed_cm)
     assert "waist_width" in result.observed_cm
+
+
+@pytest.mark.parametrize("view", ["front", "side"])
+def test_the_render_is_as_wide_as_the_body(view: str) -> None:
+    """The test set's person, as drawn into the photo, has the body's own widths and depths.
+
+    cv2 fills a polygon's boundary pixels too, which made every drawn width and depth one
+    supersampled pixel (0.1-0.2 cm) too large. Rows between the waist and chest levels, where the
+    torso's profile is a straight line, so their mean is the profile's value at the middle row; the
+    width is the person's coverage summed across the torso's run (what the colours show).
+    """
+    cam = Camera(
+        height_cm=110.0, distance_cm=260.0, pitch_deg=0.0, focal_px=900.0, width_px=720, height_px=960
+    )
+    r = render_scene(BODY, view, cam, None, arm_angle_deg=35, seed=3, shadow=False)
+    assert r.coverage is not None
+    key = "width" if view == "front" else "depth"
+    mid = (BODY["waist_height"] + BODY["chest_height"]) / 2
+    rows = np.arange(-10, 11) + round(float(project(np.array([[0.0, mid, 0.0]]), cam)[0][0, 1]))
+    heights = cam.height_cm - (rows + 0.5 - cam.height_px / 2) * cam.distance_cm / cam.focal_px
+    share = (heights - BODY["waist_height"]) / (BODY["chest_height"] - BODY["waist_height"])
+    expected = BODY[f"waist_{key}"] + share * (BODY[f"chest_{key}"] - BODY[f"waist_{key}"])
+    px = cam.focal_px / cam.distance_cm
+    centre = cam.width_px // 2
+    widths = []
+    for row in rows:
+        line = r.coverage[row]
+        left = centre - int(np.argmax(line[centre::-1] == 0))  # the first empty pixel either side
+        right = centre + int(np.argmax(line[centre:] == 0))
+        widths.append(float(line[left:right].sum()))
+    assert np.mean(widths) / px == pytest.approx(np.mean(expected), abs=0.1)
