@@ -8,6 +8,7 @@ from atelier.body.outline import misplaced_arms
 from atelier.body.photo import (
     LOPSIDED_CM,
     ViewResult,
+    _cut_off,
     _lopsided_edges_px,
     _pose_fits_outline,
     anchored_waist_level_cm,
@@ -199,3 +200,19 @@ def test_a_width_that_ran_into_the_background_on_one_side_is_mirrored() -> None:
     # Within LOPSIDED_CM the run stands as found.
     slack = LOPSIDED_CM * px_per_cm - 1
     assert _lopsided_edges_px(100.0, 180.0 + slack, axis, px_per_cm, 82.0) is None
+
+
+def test_a_strand_of_outline_at_the_bottom_edge_is_not_a_cut_off_foot() -> None:
+    """The outline bleeding into the background below the feet reaches the edge as a thin strand;
+    legs running off the photo reach it as wide runs."""
+    h, w = 600, 300
+    person = np.zeros((h, w), bool)
+    person[20:560, 120:180] = True  # head to feet, 540 px tall
+    feet = {n: Landmark(n, x, 545.0, 0.9) for n, x in (("left_ankle", 130.0), ("right_ankle", 170.0))}
+    assert _cut_off(person, feet, h, w, learned=True) == []
+    bleed = person.copy()
+    bleed[560:, 150:153] = True  # 3 px to the bottom edge
+    assert _cut_off(bleed, feet, h, w, learned=True) == []
+    legs = np.zeros((h, w), bool)
+    legs[20:, 120:180] = True  # cut through the shins: 60 px wide at the edge
+    assert _cut_off(legs, feet, h, w, learned=True) == ["feet"]

@@ -455,7 +455,8 @@ def _cut_off(
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
-    The outline touching the top or bottom edge is cut off; so is a body whose landmarks (which
+    The outline touching the top edge is cut off, and at the bottom edge where it touches it over
+    more than a strand of pixels (MIN_CUT_RUN_SHARE); so is a body whose landmarks (which
     the model places outside the frame when it infers them) lie beyond the edge: every ankle
     below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
     (one ankle is hidden in a side view, plain-coloured feet score low).
@@ -467,7 +468,10 @@ def _cut_off(
     ys = np.nonzero(person)[0]
     if ys.min() <= edge or ("nose" in landmarks and landmarks["nose"].y_px < 0):
         cut.append("head")
-    if ys.max() >= h - 1 - edge:
+    # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
+    # outline bleeding into the background below the feet (a busy city photo, on one render).
+    bottom_run = int(person[max(0, h - 1 - edge) :].any(axis=0).sum())
+    if bottom_run >= MIN_CUT_RUN_SHARE * (ys.max() - ys.min()):
         cut.append("feet")
     else:
         ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
@@ -479,6 +483,10 @@ def _cut_off(
     if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
         cut.append("body")
     return cut
+
+
+# A run this share of the body's height (about 1.7 cm) along the bottom edge is a foot or leg cut off.
+MIN_CUT_RUN_SHARE = 0.01
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
