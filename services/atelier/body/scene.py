@@ -450,13 +450,14 @@ def render_scene(
     # cv2 fills a polygon's boundary pixels too (a quad from x=10.0 to 20.0 fills 11 columns), so the
     # union of the quads came out one supersampled pixel wider and taller than the body: every width
     # and depth of the test set 0.1-0.2 cm too large. Dropping the last column and row of each run
-    # (an erosion anchored at the top-left) gives the body's own extent, shifted by half a pixel.
-    alpha = cv2.erode(
+    # (an erosion anchored at the top-left) gives the body's own extent, shifted by half a
+    # supersampled pixel.
+    covered = cv2.erode(
         alpha, np.ones((2, 2), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT, borderValue=0
     )
     size = (cam.width_px, cam.height_px)
     person = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
-    a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)[..., None]
+    a = cv2.resize(covered, size, interpolation=cv2.INTER_AREA)[..., None]
     # Background and a soft shadow on the floor (contact shadow plus a cast shadow to one side).
     if background is None:
         bg = np.full((cam.height_px, cam.width_px, 3), 0.85, np.float32)
