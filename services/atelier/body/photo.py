@@ -264,6 +264,9 @@ CUT_FIX = {
     "feet": "include both feet down to the floor (step back, or hold the phone lower)",
     "body": "the whole body must be in the photo (step back)",
 }
+# The outline along the bottom edge over this share of the body's height (about 1.7 cm; a foot or
+# leg cut through is 5-15 cm wide there) is the feet cut off; less is a strand of background.
+MIN_CUT_RUN_SHARE = 0.01
 
 
 def segment(
@@ -483,10 +486,6 @@ def _cut_off(
     if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
         cut.append("body")
     return cut
-
-
-# A run this share of the body's height (about 1.7 cm) along the bottom edge is a foot or leg cut off.
-MIN_CUT_RUN_SHARE = 0.01
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
