@@ -158,6 +158,47 @@ def _whole(pose: Pose) -> bool:
     return len(ends) == 3 and all(0 <= y < h for y in ends)
 
 
+# Framed tightly at the feet, the model can lose the shoes: a render framed 7 px below black shoes
+# gave a mask ending at the ankles, with the ankle landmarks up the shins (the floor 13 cm high, the
+# height scale 8% small), while the same render framed loosely kept them. When the mask ends within
+# FEET_NEAR_SHARE of the photo's height above its bottom edge, the photo is detected again with its
+# bottom rows repeated below it (FEET_PAD_SHARE of the height): with room below the feet the model
+# sees them. That find is taken only where the first mask stops short of its toes (the foot index
+# landmarks, by more than FEET_JITTER_SHARE of the person's height): the repeated rows draw
+# vertical streaks, and a chair's legs in a terrace photo became "feet" running to the edge when
+# every mask near the bottom was found again (one render refused as cut off).
+FEET_NEAR_SHARE = 0.1
+FEET_PAD_SHARE = 0.1
+FEET_JITTER_SHARE = 0.01
+
+
+def _largest(poses: list[Pose]) -> Pose:
+    return max(poses, key=lambda p: int((p.soft > 0.5).sum() if p.soft is not None else p.mask.sum()))
+
+
+def _mask_rows(pose: Pose) -> tuple[int, int]:
+    """First and last row of a find's mask ((0, -1) when empty)."""
+    mask = pose.soft > 0.5 if pose.soft is not None else pose.mask
+    rows = np.nonzero(mask.any(axis=1))[0]
+    return (int(rows[0]), int(rows[-1])) if rows.size else (0, -1)
+
+
+def _near_bottom(pose: Pose) -> bool:
+    h = pose.mask.shape[0]
+    top, bottom = _mask_rows(pose)
+    return bottom > top and bottom > (1 - FEET_NEAR_SHARE) * h
+
+
+def _feet_lost(first: Pose, again: Pose) -> bool:
+    """Whether the first find's mask stops short of the toes the second find sees."""
+    toes = [again.landmarks.get(f"{side}_foot_index") for side in ("left", "right")]
+    if any(t is None for t in toes):
+        return False
+    top, bottom = _mask_rows(first)
+    toe = float(np.mean([t.y_px for t in toes]))  # type: ignore[union-attr]
+    return bottom < toe - max(3.0, FEET_JITTER_SHARE * (bottom - top))
+
+
 def plausibility(pose: Pose) -> float:
     """Mean visibility of the face, shoulders, hips and knees: near 1 for a person facing the camera
     or in profile, low for a "person" the detector saw in a building or a pattern."""
@@ -194,14 +235,34 @@ class PoseModel:
         whole person found there is the one to measure (in a 340 px side render the whole photo
         gave only a "person" in the floor's reflections, hips below the photo, and the photo was
         refused as cut off); when strips find no whole person the cut-off finds stand, and the
-        framing check refuses the photo as before.
+        framing check refuses the photo as before. A mask that ends just above the photo's bottom
+        edge short of the toes is found again with room below the feet (see FEET_NEAR_SHARE).
         """
+        poses = self._detect_whole(image_rgb)
+        if poses and _near_bottom(_largest(poses)):
+            again = self._detect_with_room_below(image_rgb)
+            if again and _feet_lost(_largest(poses), _largest(again)):
+                return again
+        return poses
+
+    def _detect_whole(self, image_rgb: np.ndarray) -> list[Pose]:
         poses = self._detect_either_way(image_rgb)
         if not any(_whole(p) for p in poses):
             whole = self._detect_in_strips(image_rgb)
             if whole or not poses:
                 return whole
         return poses
+
+    def _detect_with_room_below(self, image_rgb: np.ndarray) -> list[Pose]:
+        """The poses found with the photo's bottom row repeated below it (FEET_PAD_SHARE of the
+        height), in the photo's coordinates (masks cut back to the photo)."""
+        h = image_rgb.shape[0]
+        pad = max(1, round(FEET_PAD_SHARE * h))
+        padded = np.pad(image_rgb, ((0, pad), (0, 0), (0, 0)), mode="edge")
+        return [
+            Pose(p.landmarks, np.ascontiguousarray(p.mask[:h]), p.soft[:h] if p.soft is not None else None)
+            for p in self._detect_whole(padded)
+        ]
 
     def _detect_either_way(self, image_rgb: np.ndarray) -> list[Pose]:
         poses = [p for p in self._detect(image_rgb) if standing(p)]
