@@ -1,9 +1,9 @@
 """The body photo path on real photos of people: refusals, quality hints and overlays to look at.
 
-    .venv/bin/python bench/body_photos.py [--photos DIR] [--out DIR] [--height-cm 170]
+    .venv/bin/python bench/body_photos.py [--photos DIR ...] [--out DIR] [--height-cm 170]
 
-The shared photos (../shared/benchmarks/body/photos/, see its README for sources and licences)
-come without heights or tape measurements: each is measured as a front photo of a person of the
+The shared photos (../shared/benchmarks/body/photos/) and the ones kept with the tests
+(tests/body/photos/; see each folder's README for sources and licences) come without heights or tape measurements: each is measured as a front photo of a person of the
 stated height (170 cm unless given), so the numbers on the overlays are not accuracy figures. What
 is checked: is the photo refused, and if so does the message name the fix; does the outline follow
 the person (look at the overlay); where a reference mask is shared (``<name>_mask.png``), its IoU.
@@ -29,6 +29,7 @@ from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
 from atelier.body.statmodel import BodyModel  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body" / "photos"
+KEPT = REPO / "tests" / "body" / "photos"
 OUT = REPO / "docs" / "body-real-photos"
 MAX_SIDE_PX = 420  # overlays are reduced to this for the repository (about 200 KB each)
 
@@ -61,7 +62,9 @@ def refused_overlay(image_rgb: np.ndarray, pose_model, reason: str) -> np.ndarra
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--photos", type=Path, default=DATA)
+    parser.add_argument(
+        "--photos", type=Path, action="append", help=f"photo folder (repeatable; default {DATA} and {KEPT})"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--height-cm", type=float, default=170.0)
     args = parser.parse_args()
@@ -72,7 +75,8 @@ def main() -> int:
         "| photo | outcome | quality | retake hints / refusal | segmentation | pitch | reference mask IoU |",
         "|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(args.photos.glob("*")):
+    folders = args.photos or [DATA, KEPT]
+    for path in sorted(p for folder in folders for p in folder.glob("*")):
         if path.suffix.lower() not in (".jpg", ".jpeg", ".png") or path.stem.endswith("_mask"):
             continue
         image = decode(path.read_bytes(), "front")
@@ -105,7 +109,7 @@ def main() -> int:
     table = "\n".join(rows)
     print(table)
     (args.out / "README.md").write_text(
-        "# The body photo path on the shared real photos\n\n"
+        "# The body photo path on real photos\n\n"
         "Written by `.venv/bin/python bench/body_photos.py` (see its docstring). Each photo is measured as "
         f"the front photo of a person {args.height_cm:.0f} cm tall (the photos have no heights): the numbers on "
         "the overlays are not accuracy figures. Overlays: outline (orange), landmarks and skeleton, shoulder "
@@ -115,8 +119,11 @@ def main() -> int:
         + "\n\nSources and licences of the photos (the overlays are derived from them and carry the same terms): "
         "`pifu_ryota.png` from shunsukesaito/PIFu (MIT); `openpifpaf_coco_000000541055_skiers.jpg` COCO val2017, "
         "CC BY 2.0, photo by Jarrod Doll; `openpifpaf_wholebody_soccer.jpeg`, CC BY 4.0, photo by Lokomotive74 "
-        "(Wikimedia Commons); `maxobjdet_pexels_dog-human.jpg`, Pexels photo 532310 (listed as CC0). "
-        "Details: ../shared/benchmarks/body/photos/README.md.\n"
+        "(Wikimedia Commons); `maxobjdet_pexels_dog-human.jpg`, Pexels photo 532310 (listed as CC0) "
+        "(details: ../shared/benchmarks/body/photos/README.md); `yogait_*.jpg` from IBM/yogait, CC0; "
+        "`coco_000000000785_skier.jpg` (Flickr 6795644157) and `coco_000000234748_leaning.jpg` (Flickr "
+        "5056705611), COCO, CC BY 2.0; `nasa_as11-40-5903_astronaut.jpg`, NASA, public domain (details: "
+        "../../tests/body/photos/README.md).\n"
     )
     return 0
 
