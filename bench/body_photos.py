@@ -60,6 +60,47 @@ def refused_overlay(image_rgb: np.ndarray, pose_model, reason: str) -> np.ndarra
     return out
 
 
+# Crops of a measured photo that really cut the person off (shares of the outline's height from its
+# top, through the hair, forehead and eyes; from its bottom, above the toes, through the ankles and
+# the shins), and tight frames (px left around head and feet) that must still be measured.
+HEAD_CUTS = (0.02, 0.04, 0.06)
+FEET_CUTS = (0.985, 0.95, 0.85)
+TIGHT_MARGINS_PX = (3, 12)
+
+
+def framing_row(image: np.ndarray, pose) -> str | None:  # type: ignore[no-untyped-def]
+    """One table row: how many of the really cut-off crops are refused for the right end, and
+    whether the tight frames are measured with the loose frame's height scale."""
+    try:
+        loose = segment(image, pose, "front")
+    except PhotoError:
+        return None
+    ys = np.nonzero(loose.mask)[0]
+    top, bottom = int(ys.min()), int(ys.max())
+    tall = bottom - top
+
+    def refused(crop: np.ndarray, end: str) -> bool:
+        try:
+            segment(np.ascontiguousarray(crop), pose, "front")
+        except PhotoError as exc:
+            return f"{end} outside" in exc.reason
+        return False
+
+    head = sum(refused(image[top + int(s * tall) :], "head") for s in HEAD_CUTS)
+    feet = sum(refused(image[: top + int(s * tall)], "feet") for s in FEET_CUTS)
+    scale = loose.bottom_px - loose.top_px
+    tight = []
+    for margin in TIGHT_MARGINS_PX:
+        try:
+            view = segment(
+                np.ascontiguousarray(image[max(0, top - margin) : bottom + margin + 1]), pose, "front"
+            )
+            tight.append(f"{margin} px: {(view.bottom_px - view.top_px) / scale - 1:+.1%}")
+        except PhotoError as exc:
+            tight.append(f"{margin} px: refused ({exc.reason[:50]}...)")
+    return f"{head} of {len(HEAD_CUTS)} | {feet} of {len(FEET_CUTS)} | {'; '.join(tight)} |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -74,6 +115,11 @@ def main() -> int:
     rows = [
         "| photo | outcome | quality | retake hints / refusal | segmentation | pitch | reference mask IoU |",
         "|---|---|---|---|---|---|---|",
+    ]
+    framing = [
+        "| photo | cut through hair / forehead / eyes: refused (head) | above the toes / ankles / shins: "
+        "refused (feet) | tight frames: height scale vs the loose frame |",
+        "|---|---|---|---|",
     ]
     folders = args.photos or [DATA, KEPT]
     for path in sorted(p for folder in folders for p in folder.glob("*")):
@@ -97,6 +143,9 @@ def main() -> int:
             rows.append(f"| [{path.name}]({name}) | refused | – | {exc.reason} | – | – | {iou} |")
             continue
         cv2.imwrite(str(args.out / name), _small(result.front_overlay_png))
+        row = framing_row(image, pose) if pose is not None else None
+        if row is not None:
+            framing.append(f"| {path.name} | {row}")
         quality = result.front_quality
         hints = "; ".join(quality.issues) if quality and quality.issues else "none"
         rows.append(
@@ -107,7 +156,8 @@ def main() -> int:
     if pose is not None:
         pose.close()
     table = "\n".join(rows)
-    print(table)
+    framing_table = "\n".join(framing)
+    print(table + "\n\n" + framing_table)
     (args.out / "README.md").write_text(
         "# The body photo path on real photos\n\n"
         "Written by `.venv/bin/python bench/body_photos.py` (see its docstring). Each photo is measured as "
@@ -116,6 +166,12 @@ def main() -> int:
         "points (blue crosses), height scale from head top to heels (red), level lines (magenta); a refused "
         "photo shows the people the pose model found, tinted, and the refusal.\n\n"
         + table
+        + "\n\nReally cut off and tightly framed: each measured photo cropped through the person's hair, "
+        "forehead and eyes (2, 4, 6% of the outline's height from its top) and above the toes, through the "
+        "ankles and the shins (1.5, 5, 15% from its bottom), each of which must be refused for that end; and "
+        "framed 3 and 12 px around the outline, which must be measured, with the height scale (head top to "
+        "floor) of the photo as taken.\n\n"
+        + framing_table
         + "\n\nSources and licences of the photos (the overlays are derived from them and carry the same terms): "
         "`pifu_ryota.png` from shunsukesaito/PIFu (MIT); `openpifpaf_coco_000000541055_skiers.jpg` COCO val2017, "
         "CC BY 2.0, photo by Jarrod Doll; `openpifpaf_wholebody_soccer.jpeg`, CC BY 4.0, photo by Lokomotive74 "
