@@ -252,6 +252,8 @@ def test_real_photos_kept_with_the_tests(pose: PoseModel) -> None:
     assert (
         "found no person" in err.value.reason and "retake it with the whole body in view" in err.value.reason
     )
+    # Not the colour outline's guess (it found the boots "outside the photo"): a fix that is wrong.
+    assert "outside the photo" not in err.value.reason
 
 
 @pytest.mark.parametrize("name", ["yogait_tada.jpg", "yogait_t5.jpg"])
