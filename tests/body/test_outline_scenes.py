@@ -17,7 +17,7 @@ from atelier.body.outline import ANKLE_SHARE, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, measure, segment, side_view_verdict
 from atelier.body.pose import Landmark, PoseModel
 from atelier.body.scene import Camera, project, render_scene
-from atelier.body.statmodel import BodyModel
+from atelier.body.statmodel import BodyModel, Observation
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
 
@@ -254,6 +254,22 @@ def test_real_photos_kept_with_the_tests(pose: PoseModel) -> None:
     )
     # Not the colour outline's guess (it found the boots "outside the photo"): a fix that is wrong.
     assert "outside the photo" not in err.value.reason
+
+
+def test_a_loose_tops_widths_go_together(pose: PoseModel) -> None:
+    """A slim man in a boxy T-shirt (stated 178 cm, 70 kg): the hip width is far too wide for his
+    height and weight (rejected on its own), and the chest and waist widths, also well above the
+    prediction, are the same garment's outline: none is used, so the girths are what height and
+    weight predict (before, the waist width alone, 3.9 sd over, added 8 cm to the waist girth)."""
+    model = BodyModel.load()
+    known = {"height": Observation(178.0), "weight_kg": Observation(70.0)}
+    prior = model.predict(known, "male").estimates
+    result = measure(_kept("yogait_t5.jpg"), None, 178, 70, "male", model, pose)
+    assert not {"chest_width", "waist_width", "hip_width"} & set(result.observed_cm)
+    loose = [w for name, w in result.warnings if name in ("chest_width", "waist_width")]
+    assert len(loose) == 2 and all("loose garment" in w and "close-fitting clothes" in w for w in loose)
+    got = {m.name: m.value_cm for m in result.measurements}
+    assert abs(got["waist_girth"] - prior["waist_girth"].value_cm) < 1.0
 
 
 @pytest.mark.parametrize("name", ["yogait_tada.jpg", "yogait_t5.jpg"])

@@ -65,6 +65,14 @@ CLOTHING_SD_CM = 0.5
 EDGE_SD_PX = 0.5
 # An observation further than this many sd from what height/weight predict is rejected.
 MAX_Z = 4.0
+# When a front torso width is rejected as far too wide (a loose top, or the outline in the
+# background), the other torso widths more than this many sd above the prediction are dropped with
+# it: on a real photo of a slim man in a boxy T-shirt, stated 178 cm and 70 kg, the chest and hip
+# widths were 7.7 and 7.9 sd over (rejected) and the waist 3.9 sd over, which alone added 8 cm to
+# the waist girth. (2 sd: a body that is itself wider than its height and weight suggest at one
+# level stays, unless another level of the same outline is implausible.)
+GARMENT_Z = 2.0
+TORSO_WIDTHS = ("chest_width", "waist_width", "hip_width")
 # Levels found on the outline are searched for within this many sd of the predicted level: 2 sd
 # missed the waist on ~1 in 8 renders (the landmark-refined prediction is off by more than its sd).
 LEVEL_SEARCH_SD = 3.0
@@ -1447,22 +1455,36 @@ def measure(
             )
         )
     # Reject photo values the model finds implausible for this height and weight.
-    for name in list(observed):
+    z_of = {
+        name: (observed[name].value - reference.estimates[name].value_cm)
+        / math.hypot(reference.estimates[name].stddev_cm, observed[name].stddev)
+        for name in observed
+    }
+    rejected = [name for name, z in z_of.items() if abs(z) > MAX_Z]
+    # A torso width far too large is the outline of a loose garment (or of the background) at that
+    # level; the same front outline's other torso widths that are also well above the prediction
+    # are then most likely the same garment, and go with it.
+    too_wide = [n for n in rejected if n in TORSO_WIDTHS and z_of[n] > 0]
+    companions = [n for n in TORSO_WIDTHS if n in z_of and n not in rejected and z_of[n] > GARMENT_Z]
+    for name in rejected + (companions if too_wide else []):
         est = reference.estimates[name]
-        sd = math.hypot(est.stddev_cm, observed[name].stddev)
-        z = (observed[name].value - est.value_cm) / sd
-        if abs(z) > MAX_Z:
-            warnings.append(
-                (
-                    name,
-                    f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} "
-                    "is expected for this height/weight: not used (retake in close-fitting clothes, "
-                    "arms a little away from the body)",
-                )
+        why = (
+            "is expected for this height/weight"
+            if name in rejected
+            else "is expected for this height/weight, and at the "
+            + " and ".join(n.removesuffix("_width") for n in too_wide)
+            + " the outline is far wider still (a loose garment's outline)"
+        )
+        warnings.append(
+            (
+                name,
+                f"measured {observed[name].value:.1f} cm but {est.value_cm:.1f} +- {est.stddev_cm:.1f} {why}: "
+                "not used (retake in close-fitting clothes, arms a little away from the body)",
             )
-            del observed[name]
-            lines = [ln for ln in lines if ln.name != name]
-            side_lines = [ln for ln in side_lines if ln.name != name]
+        )
+        del observed[name]
+        lines = [ln for ln in lines if ln.name != name]
+        side_lines = [ln for ln in side_lines if ln.name != name]
     if not observed:
         warnings.append(
             (
