@@ -3,10 +3,13 @@
     .venv/bin/python bench/body_photos.py [--photos DIR ...] [--out DIR] [--height-cm 170]
 
 The shared photos (../shared/benchmarks/body/photos/) and the ones kept with the tests
-(tests/body/photos/; see each folder's README for sources and licences) come without heights or tape measurements: each is measured as a front photo of a person of the
-stated height (170 cm unless given), so the numbers on the overlays are not accuracy figures. What
-is checked: is the photo refused, and if so does the message name the fix; does the outline follow
-the person (look at the overlay); where a reference mask is shared (``<name>_mask.png``), its IoU.
+(tests/body/photos/; see each folder's README for sources and licences) come without heights or
+tape measurements: each is measured as a front photo of a person of the stated height (170 cm
+unless given), so the numbers on the overlays are not accuracy figures. What is checked: is the
+photo refused, and if so does the message name the fix; does the outline follow the person (look
+at the overlay); where a reference mask is shared (``<name>_mask.png``), its IoU; and for each
+measured photo, are crops that really cut the person off refused for that end, and are tight
+frames measured with the same height scale.
 Overlays (outline, landmarks, shoulder points, height scale, level lines) are written as small PNGs
 to ``--out`` with a README.md table of the outcome.
 """
