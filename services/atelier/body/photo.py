@@ -67,9 +67,9 @@ EDGE_SD_PX = 0.5
 MAX_Z = 4.0
 # When a front torso width is rejected as far too wide (a loose top, or the outline in the
 # background), the other torso widths more than this many sd above the prediction are dropped with
-# it: on a real photo of a slim man in a boxy T-shirt, stated 178 cm and 70 kg, the chest and hip
-# widths were 7.7 and 7.9 sd over (rejected) and the waist 3.9 sd over, which alone added 8 cm to
-# the waist girth. (2 sd: a body that is itself wider than its height and weight suggest at one
+# it: on a real photo of a slim man in a boxy T-shirt, stated 178 cm and 70 kg, the hip width was
+# 7.2 sd over (rejected) and the chest and waist widths 3.5 and 3.3 sd over, which stayed and added
+# 8 cm to the waist girth. (2 sd: a body that is itself wider than its height and weight suggest at one
 # level stays, unless another level of the same outline is implausible.)
 GARMENT_Z = 2.0
 TORSO_WIDTHS = ("chest_width", "waist_width", "hip_width")

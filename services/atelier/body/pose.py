@@ -146,13 +146,19 @@ def standing(pose: Pose) -> bool:
     return ys[4] - ys[2] >= MIN_LEG_TO_TORSO * (ys[2] - ys[1])
 
 
+def _mask_rows(pose: Pose) -> tuple[int, int]:
+    """First and last row of a find's mask ((0, -1) when empty)."""
+    mask = pose.soft > 0.5 if pose.soft is not None else pose.mask
+    rows = np.nonzero(mask.any(axis=1))[0]
+    return (int(rows[0]), int(rows[-1])) if rows.size else (0, -1)
+
+
 def _whole(pose: Pose) -> bool:
     """Whether a find lies inside the photo from head to feet: its mask off the top and bottom rows
     and its nose and ankles inside the photo (the model infers landmarks beyond the edge)."""
-    mask = pose.soft > 0.5 if pose.soft is not None else pose.mask
-    h = mask.shape[0]
-    rows = np.nonzero(mask.any(axis=1))[0]
-    if rows.size == 0 or rows[0] <= 1 or rows[-1] >= h - 2:
+    h = pose.mask.shape[0]
+    top, bottom = _mask_rows(pose)
+    if bottom < top or top <= 1 or bottom >= h - 2:
         return False
     ends = [pose.landmarks[n].y_px for n in ("nose", "left_ankle", "right_ankle") if n in pose.landmarks]
     return len(ends) == 3 and all(0 <= y < h for y in ends)
@@ -174,13 +180,6 @@ FEET_JITTER_SHARE = 0.01
 
 def _largest(poses: list[Pose]) -> Pose:
     return max(poses, key=lambda p: int((p.soft > 0.5).sum() if p.soft is not None else p.mask.sum()))
-
-
-def _mask_rows(pose: Pose) -> tuple[int, int]:
-    """First and last row of a find's mask ((0, -1) when empty)."""
-    mask = pose.soft > 0.5 if pose.soft is not None else pose.mask
-    rows = np.nonzero(mask.any(axis=1))[0]
-    return (int(rows[0]), int(rows[-1])) if rows.size else (0, -1)
 
 
 def _near_bottom(pose: Pose) -> bool:
