@@ -145,3 +145,26 @@ def test_body_limits_admit_12_to_48_mp_phone_photos(width: int, height: int) -> 
     assert (info.width_px, info.height_px) == (height, width)
     with pytest.raises(images.ImageError, match="larger than the limit"):
         images.probe(jpeg_claiming(9000, 6000), PHOTO_LIMITS)  # 54 MP
+
+
+def test_a_phones_heic_is_decoded_upright_with_limits_from_its_header() -> None:
+    """HEIC as iPhones save it (HEVC in HEIF, the sensor's frame with the file's own rotation and
+    EXIF orientation 6): the header gives the upright size before libheif decodes a pixel, the
+    rotation is applied once, and the pixels are the JPEG's it was made from (tests/body/photos)."""
+    from pathlib import Path
+
+    kept = Path(__file__).resolve().parent.parent / "body" / "photos"
+    data = (kept / "yogait_t5.heic").read_bytes()
+    phone = images.ImageLimits(max_bytes=10 << 20, max_side_px=4096, max_pixels=16_000_000)
+    info = images.probe(data, phone)
+    assert (info.format, info.width_px, info.height_px) == ("HEIF", 1080, 720)
+    heic = images.decode(data, phone, "RGB")
+    jpeg = images.decode((kept / "yogait_t5.jpg").read_bytes(), phone, "RGB")
+    assert heic.shape == jpeg.shape == (720, 1080, 3)
+    assert np.abs(heic.astype(int) - jpeg.astype(int)).mean() < 2  # 0.43: HEVC's loss, not a turn
+    assert images.decode(data, phone, "L").shape == (720, 1080)
+    narrow = images.ImageLimits(max_bytes=10 << 20, max_side_px=1000, max_pixels=16_000_000)
+    with pytest.raises(images.ImageError, match="1080 x 720 px, larger than the limit"):
+        images.decode(data, narrow)
+    with pytest.raises(images.ImageError, match="HEIF/ISO media file that libheif cannot read"):
+        images.decode(data[: len(data) // 3], phone)

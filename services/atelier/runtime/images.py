@@ -6,12 +6,14 @@ is decoded, so a 48 KB PNG that claims 20000 x 20000 px costs nothing.
     budget = PixelBudget(256_000_000, "good_images")  # many images in one call share one budget
     grey = decode(data, limits, "L", budget=budget)
 
-What is accepted: PNG, JPEG, WebP, TIFF and BMP (no format that runs an external program, such as
-EPS); 8- or 16-bit greyscale, greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to
+What is accepted: PNG, JPEG, WebP, TIFF, BMP and HEIF/HEIC (what iPhones and many Android phones
+save by default; decoded by libheif through pi-heif, the decoder-only build whose wheels bundle no
+encoder), and no format that runs an external program, such as EPS; 8- or 16-bit greyscale, greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to
 what the caller asks: ``L`` (H x W), ``RGB`` (H x W x 3) or ``RGBA`` (H x W x 4), all uint8.
 16-bit samples keep their top 8 bits; transparent pixels are composited on white when the caller
 asks for no alpha (an opaque alpha, as line cameras write, changes nothing). The EXIF orientation
-of phone photos is applied, so width and height are those of the upright image.
+of phone photos is applied, so width and height are those of the upright image (a HEIF file's own
+rotation and mirroring, which iPhones write, are applied by libheif, which then clears the EXIF tag).
 
 Pure: no gRPC. A servicer turns :class:`ImageError` into a field violation (:func:`check`).
 """
@@ -24,11 +26,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pi_heif
 from PIL import Image, ImageOps
 
 from atelier.runtime.errors import Violations
 
-FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+# HEIF: registered once for the process; Pillow then opens .heic/.heif files lazily like its own
+# formats (the header's size is known before libheif decodes a pixel).
+pi_heif.register_heif_opener()
+FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "HEIF")
 OUTPUT_MODES = ("L", "RGB", "RGBA")
 # EXIF orientations 5-8 turn the image by 90 degrees: the upright image's width is the stored height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -109,6 +115,11 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
         raise ImageError(f"image has {size}, larger than the limit ({limits.describe()})") from None
     except Exception as exc:  # Pillow raises many kinds for a malformed header
+        if data[4:8] == b"ftyp":  # an ISO media file (HEIF's container): libheif parses it whole
+            raise ImageError(
+                "image cannot be decoded: a HEIF/ISO media file that libheif cannot read (corrupt, "
+                f"truncated, or not a still image) ({type(exc).__name__})"
+            ) from None
         raise ImageError(
             f"image cannot be decoded: not a {', '.join(FORMATS)} image ({type(exc).__name__})"
         ) from None
