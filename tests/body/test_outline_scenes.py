@@ -16,8 +16,8 @@ from atelier.body import camera
 from atelier.body.outline import ANKLE_SHARE, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, measure, segment, side_view_verdict
 from atelier.body.pose import Landmark, PoseModel
-from atelier.body.scene import Camera, project, render_scene
-from atelier.body.statmodel import BodyModel, Observation
+from atelier.body.scene import Camera, project, random_camera, render_scene
+from atelier.body.statmodel import MEASUREMENTS, BodyModel, Observation
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
 
@@ -425,6 +425,37 @@ def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:
     assert found.soft is not None and _iou(found.soft > 0.5, r.mask) > 0.7
     nose = found.landmarks["nose"]
     assert r.mask[round(nose.y_px), max(0, round(nose.x_px) - 15) : round(nose.x_px) + 15].any()
+
+
+def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ansur: dict) -> None:
+    """ANSUR man #976 as bench/body.py renders him (camera and arm angle from his seed) before the
+    grey brick wall (CC0): the side photo's learned mask loses his legs below the knees against
+    the bricks, and MediaPipe fits a whole, shorter person into what is left (heels at the mask's
+    end): the side's own scale was 55% too large, a 46 cm waist depth (true 30.8) dropped the side
+    photo. His head top lies on the front photo's row, so the side takes the front's scale and its
+    three depths are used, each within 0.5 cm of the body's (0.0-0.2 cm)."""
+    scene = _shared(BACKGROUNDS / "skimage_cc0_brick_gray.png")
+    body = {m: float(ansur["male"][m][976]) for m in MEASUREMENTS}
+    rng = np.random.default_rng(976)
+    cam = random_camera(rng, body["height"])
+    arm = float(rng.uniform(25, 40))
+    front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=976).image_rgb
+    side_r = render_scene(body, "side", cam, scene, seed=977)
+    side = segment(side_r.image_rgb, pose, "side", "side")
+    rows = np.nonzero(side_r.mask)[0]
+    assert side.mask.any(axis=1).nonzero()[0].max() < rows.max() - 0.2 * (
+        rows.max() - rows.min()
+    )  # legs lost
+    result = measure(
+        front, side_r.image_rgb, body["height"], body["weight_kg"], "male", BodyModel.load(), pose
+    )
+    for level in ("chest", "waist", "hip"):
+        got = result.observed_cm.get(f"{level}_depth")
+        assert got is not None and abs(got - body[f"{level}_depth"]) < 0.5, (
+            level,
+            got,
+            body[f"{level}_depth"],
+        )
 
 
 def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -> None:

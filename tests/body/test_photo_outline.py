@@ -98,6 +98,20 @@ def test_side_photo_takes_the_front_scale_only_from_the_same_camera() -> None:
         assert (other.top_px, other.bottom_px) == own
 
 
+def test_a_side_outline_that_stops_short_on_the_front_head_row_takes_the_front_scale() -> None:
+    """The side's mask lost the legs (its landmarks fit a shorter person into what is left): the
+    head top on the front's row says one camera at one spot, so the front's scale is taken; a
+    head top elsewhere, or an outline longer than the front's, keeps its own."""
+    front = _view(100.0, 900.0)
+    legs_lost = _view(103.0, 620.0)  # 35% short, head top 3 px (0.6 cm) from the front's
+    assert share_front_scale(front, legs_lost, (960, 720, 3), (960, 720, 3), 160.0)
+    assert (legs_lost.top_px, legs_lost.bottom_px) == (103.0, 903.0)
+    for own in ((120.0, 620.0), (100.0, 960.0)):  # head row 4 cm apart; taller than the front
+        other = _view(*own)
+        assert not share_front_scale(front, other, (960, 720, 3), (960, 720, 3), 160.0)
+        assert (other.top_px, other.bottom_px) == own
+
+
 def test_waist_level_without_a_side_photo_is_the_least_front_width() -> None:
     h_px, px_per_cm = 1000, 5.0
     mask = np.zeros((h_px, 400), bool)
