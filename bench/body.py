@@ -90,7 +90,13 @@ def model_table(data: dict) -> tuple[str, dict]:
 
 
 def photo_table(
-    data: dict, per_sex: int, row_b: dict, backgrounds: Path, cut_per_sex: int = 40, max_seconds: float = 0.0
+    data: dict,
+    per_sex: int,
+    row_b: dict,
+    backgrounds: Path,
+    cut_per_sex: int = 40,
+    max_seconds: float = 0.0,
+    render_px: int = 960,
 ) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
@@ -141,7 +147,9 @@ def photo_table(
             reached[sex] = k + 1
             body = {m: float(columns[m][i]) for m in MEASUREMENTS}
             person_rng = np.random.default_rng(int(i) + (0 if sex == "male" else 100_000))
-            camera = random_camera(person_rng, body["height"])
+            camera = random_camera(
+                person_rng, body["height"], width_px=render_px * 3 // 4, height_px=render_px
+            )
             scene = scenes[k % len(scenes)]
             start = time.perf_counter()
             front_r = render_scene(
@@ -216,7 +224,7 @@ def photo_table(
     rows.append("")
     rows.append(
         ", ".join(f"{n} {sex}" for sex, n in reached.items())
-        + " people drawn, 3D renders 720x960 px; segmentation used: "
+        + f" people drawn, 3D renders {render_px * 3 // 4}x{render_px} px; segmentation used: "
         + ", ".join(f"{k} x{v}" for k, v in methods.items())
         + f"; refused: {len(failures)} of {sum(reached.values())}; median {np.median(seconds):.2f} s per front+side "
         f"pair to measure, {np.median(render_seconds):.2f} s to render."
@@ -307,6 +315,9 @@ def main() -> int:
     )
     parser.add_argument("--sex", choices=("male", "female"), help="one sex only (two runs side by side)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="stop drawing people after this long")
+    parser.add_argument(
+        "--render-px", type=int, default=960, help="height of the rendered photos in px (width 3/4 of it)"
+    )
     args = parser.parse_args()
     backgrounds = args.backgrounds or args.data / "backgrounds"
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -317,7 +328,9 @@ def main() -> int:
     start = time.perf_counter()
     table_model, row_b = model_table(data)
     table_rec = recommendation_table(data)
-    table_photo = photo_table(data, args.photos, row_b, backgrounds, max_seconds=args.max_seconds)
+    table_photo = photo_table(
+        data, args.photos, row_b, backgrounds, max_seconds=args.max_seconds, render_px=args.render_px
+    )
     load_after = os.getloadavg()
     body = "\n\n".join(
         [
