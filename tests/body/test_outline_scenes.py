@@ -431,7 +431,7 @@ def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ans
     """ANSUR man #976 as bench/body.py renders him (camera and arm angle from his seed) before the
     grey brick wall (CC0): the side photo's learned mask loses his legs below the knees against
     the bricks, and MediaPipe fits a whole, shorter person into what is left (heels at the mask's
-    end): the side's own scale was 55% too large, a 46 cm waist depth (true 30.8) dropped the side
+    end): the side's own pixels per cm were 35% small, a 46 cm waist depth (true 30.8) dropped the side
     photo. His head top lies on the front photo's row, so the side takes the front's scale and its
     three depths are used, each within 0.5 cm of the body's (0.0-0.2 cm)."""
     scene = _shared(BACKGROUNDS / "skimage_cc0_brick_gray.png")
@@ -442,20 +442,14 @@ def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ans
     front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=976).image_rgb
     side_r = render_scene(body, "side", cam, scene, seed=977)
     side = segment(side_r.image_rgb, pose, "side", "side")
-    rows = np.nonzero(side_r.mask)[0]
-    assert side.mask.any(axis=1).nonzero()[0].max() < rows.max() - 0.2 * (
-        rows.max() - rows.min()
-    )  # legs lost
-    result = measure(
-        front, side_r.image_rgb, body["height"], body["weight_kg"], "male", BodyModel.load(), pose
-    )
+    drawn = np.nonzero(side_r.mask)[0]
+    outlined = np.nonzero(side.mask)[0]
+    assert outlined.max() < drawn.max() - 0.2 * (drawn.max() - drawn.min())  # the legs are lost
+    model = BodyModel.load()
+    result = measure(front, side_r.image_rgb, body["height"], body["weight_kg"], "male", model, pose)
     for level in ("chest", "waist", "hip"):
-        got = result.observed_cm.get(f"{level}_depth")
-        assert got is not None and abs(got - body[f"{level}_depth"]) < 0.5, (
-            level,
-            got,
-            body[f"{level}_depth"],
-        )
+        got, want = result.observed_cm.get(f"{level}_depth"), body[f"{level}_depth"]
+        assert got is not None and abs(got - want) < 0.5, (level, got, want)
 
 
 def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -> None:

@@ -1169,10 +1169,11 @@ def share_front_scale(
     front's head row (within ``SAME_HEAD_ROW_TOLERANCE``). Against a busy background the learned
     mask can lose the legs (trousers as dark as the street behind), and MediaPipe's side landmarks
     then fit a whole, shorter person into what is left, heels at the mask's end: the side's own
-    scale came out 10-50% large and every depth with it (a 37 cm waist depth for a 20 cm one), and
-    the side photo was dropped (28 of the 52 men of 200 on renders whose depths were lost). A
-    camera that moved would move the head top's row too, unless the phone is near head height and
-    moved little; that case, which this rule would misread, is left to the depth checks.
+    pixels per cm came out 11-45% small, every depth 12-80% too large (a 46 cm waist depth for a
+    31 cm one), and the side photo was dropped (15 of the 52 men of 200 whose side depths the
+    bench lost). A camera that moved would move the head top's row too, unless the phone is near
+    head height and moved little; that case, which this rule would misread, is left to the depth
+    checks.
     """
     if front_shape[:2] != side_shape[:2]:
         return False

@@ -8,8 +8,8 @@ is decoded, so a 48 KB PNG that claims 20000 x 20000 px costs nothing.
 
 What is accepted: PNG, JPEG, WebP, TIFF, BMP and HEIF/HEIC (what iPhones and many Android phones
 save by default; decoded by libheif through pi-heif, the decoder-only build whose wheels bundle no
-encoder), and no format that runs an external program, such as EPS; 8- or 16-bit greyscale, greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to
-what the caller asks: ``L`` (H x W), ``RGB`` (H x W x 3) or ``RGBA`` (H x W x 4), all uint8.
+encoder), and no format that runs an external program, such as EPS; 8- or 16-bit greyscale,
+greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to what the caller asks: ``L`` (H x W), ``RGB`` (H x W x 3) or ``RGBA`` (H x W x 4), all uint8.
 16-bit samples keep their top 8 bits; transparent pixels are composited on white when the caller
 asks for no alpha (an opaque alpha, as line cameras write, changes nothing). The EXIF orientation
 of phone photos is applied, so width and height are those of the upright image (a HEIF file's own
