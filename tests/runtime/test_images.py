@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
@@ -168,3 +169,28 @@ def test_a_phones_heic_is_decoded_upright_with_limits_from_its_header() -> None:
         images.decode(data, narrow)
     with pytest.raises(images.ImageError, match="HEIF/ISO media file that libheif cannot read"):
         images.decode(data[: len(data) // 3], phone)
+
+
+# A 64 x 48 HEIC with 10-bit samples, as recent iPhones save HDR photos: the left half red (1023, 0,
+# 0), the right half (0, 512, 1023) of 1023. Made with pillow-heif 1.8.1 (x265, its lossless mode).
+HDR10_HEIC = base64.b64decode(
+    "AAAAHGZ0eXBoZWl4AAAAAG1pZjFoZWl4bWlhZgAAAXxtZXRhAAAAAAAAACFoZGxyAAAAAAAAAABwaWN0AAAAAAAAAAAAAAAA"
+    "AAAAACJpbG9jAAAAAERAAAEAAQAAAAABoAABAAAAAAAAAP0AAAAjaWluZgAAAAAAAQAAABVpbmZlAgAAAAABAABodmMxAAAA"
+    "AA5waXRtAAAAAAABAAAA/GlwcnAAAADcaXBjbwAAAHVodmNDAQQIAAAAnbgAAAAA//AA/P36+gAADwNgAAEAF0ABDAH//wQI"
+    "AAADAJ24AAADAAD/ugJAYQABACpCAQEECAAAAwCduAAAAwAA/6AggQTZbq5Ka5uAhoMCAAADADIAAAMAAhBiAAEABkQBwXGJ"
+    "EgAAABNjb2xybmNseAABAA0ABoAAAAAUaXNwZQAAAAAAAABAAAAAQAAAAChjbGFwAAAAQAAAAAEAAAAwAAAAAQAAAAAAAAAC"
+    "////8AAAAAIAAAAQcGl4aQAAAAADCgoKAAAAGGlwbWEAAAAAAAAAAQABBYECAwWEAAABBW1kYXQAAAD5KAGvBbgfWkzf//7n"
+    "43MscBfT3Ozzs87POzzzG8xvMbzG8xvMbzG8y3iv//kTtf//7A21+vXLatilcpXKVylcpdGXRl0ZdGXRl0ZdGWGn/7HugB/9"
+    "9f++f+9f92/27/bv9u/27/b39vf29/b39vf29/b39vOitiWIWUOX6cU01rO2gwB/1X+p/pfzvxvxvxvxvx3x3x3x3x3x3x3x"
+    "337L9qYgCz9LS+lS+j49CJzbnNuc25zbnN5s3mzebN5s3mzebN5s283+a/f//9R0PqMn6hP9Ot9K59K59K59K59LJNLJNLJN"
+    "LJNLJNLJNLJNLAcD07gacYCTotf/"
+)
+
+
+def test_a_10_bit_heic_is_read_as_8_bit() -> None:
+    info = images.probe(HDR10_HEIC, LIMITS)
+    assert (info.format, info.width_px, info.height_px) == ("HEIF", 64, 48)
+    rgb = images.decode(HDR10_HEIC, LIMITS, "RGB")
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    assert np.abs(rgb[10, 10].astype(int) - (255, 0, 0)).max() <= 3
+    assert np.abs(rgb[10, 50].astype(int) - (0, 128, 255)).max() <= 3
