@@ -452,6 +452,40 @@ def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ans
         assert got is not None and abs(got - want) < 0.5, (level, got, want)
 
 
+def test_a_front_view_sent_as_the_side_photo_is_told_to_turn(pose: PoseModel) -> None:
+    """The front photo sent again as the side photo: its "depths" are the front's runs (the chest's
+    with the arms), so its retake is to turn 90 degrees, and no depth is used."""
+    r = render_scene(BODY, "front", CAM, "drawn", arm_angle_deg=30, seed=4)
+    result = measure(r.image_rgb, r.image_rgb, 175.0, 75.0, "male", BodyModel.load(), pose)
+    assert not any(name.endswith("_depth") for name in result.observed_cm)
+    assert any("looks like a front or back view" in text for _, text in result.warnings)
+    assert result.side_quality is not None
+    assert any("turn 90 degrees" in issue for issue in result.side_quality.issues)
+
+
+def test_a_side_outline_far_wider_than_the_front_is_told_to_find_a_plainer_background(
+    pose: PoseModel, ansur: dict
+) -> None:
+    """ANSUR man #4020 as bench/body.py renders him before a stone facade: the side outline takes in
+    the facade (a 52 cm chest depth for 24), and the landmarks fitted to it look frontal. A depth
+    more than 1.3 times the front outline's run at its level is no view of a body: the retake is a
+    plainer background, not "turn 90 degrees" (he stood side-on)."""
+    scene = _shared(BACKGROUNDS / "archsearch_pexels_stone_facades_03.jpg")
+    body = {m: float(ansur["male"][m][4020]) for m in MEASUREMENTS}
+    rng = np.random.default_rng(4020)
+    cam = random_camera(rng, body["height"])
+    arm = float(rng.uniform(25, 40))
+    front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=4020).image_rgb
+    side = render_scene(body, "side", cam, scene, seed=4021).image_rgb
+    model = BodyModel.load()
+    result = measure(front, side, body["height"], body["weight_kg"], "male", model, pose)
+    assert not any(name.endswith("_depth") for name in result.observed_cm)
+    assert not any("front or back view" in text for _, text in result.warnings)
+    assert result.side_quality is not None
+    assert any("plainer background" in issue for issue in result.side_quality.issues)
+    assert not any("turn 90 degrees" in issue for issue in result.side_quality.issues)
+
+
 def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -> None:
     """A side photo in which the pose model finds nobody (here: the empty room) is not used, with a
     warning and a side quality of 0 naming the retake; the front photo is still measured."""

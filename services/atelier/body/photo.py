@@ -1139,6 +1139,11 @@ def _side_view(
     )
 
 
+# A side "depth" more than this many times the front outline's run at its level is not the body
+# seen from any side: a front view gives about 1, a side view at most its depth-to-breadth ratio,
+# 0.54-1.18 in ANSUR II at chest, waist and hip over all 6,068 people (the largest: women's chests).
+WIDER_THAN_FRONT = 1.3
+
 # How far the side photo's own height scale may differ from the front's and still be taken as the
 # same camera at the same spot: its heel landmarks lie 0-8 cm above the floor on renders (up to 5%).
 SAME_CAMERA_SCALE_TOLERANCE = 0.06
@@ -1430,7 +1435,26 @@ def measure(
                 and "hip" in depths
                 and depths["hip"].value > 0.92 * observed["hip_width"].value
             )
-        wrong_view = not verdict
+        # Depths far wider than the front photo's widths are neither a side view nor a front view:
+        # the side outline took in the background (on renders before stone facades and a night
+        # city, "depths" of 50-107 cm for 20-29 cm ones, and the landmarks fitted to that outline
+        # looked frontal). Its retake is a plainer background, which the outline check says;
+        # "turn 90 degrees" would send a customer who stood side-on to turn away from the camera.
+        # The front outline's whole run at each level, arms included where they touch (as they
+        # would in a front view sent as the side photo), not the carved torso width.
+        front_run_cm = {}
+        for level in depths:
+            run_px, _, _ = band_width(
+                front.mask, front.bottom_px - levels_cm[level] * px_front, front.centre_x_px, half_band
+            )
+            if not math.isnan(run_px):
+                front_run_cm[level] = run_px / px_front
+        far_wider = [
+            level
+            for level in LEVELS
+            if level in front_run_cm and depths[level].value > WIDER_THAN_FRONT * front_run_cm[level]
+        ]
+        wrong_view = not verdict and not far_wider
         if wrong_view:
             side.quality *= 0.3
             side.issues.append("the side photo shows the front or back: turn 90 degrees for the side photo")
@@ -1454,6 +1478,8 @@ def measure(
             }
             given_widths = model.predict({**base, **widths}, sex) if widths else None
             broken = side_outline_problem(side, depths, reference, given_widths)
+            if far_wider and not broken:
+                broken = f"a {far_wider[0]} depth wider than the front photo's width"
             if broken:
                 side.quality *= 0.3
                 side.issues.append(
