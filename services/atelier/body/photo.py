@@ -1435,9 +1435,9 @@ def measure(
                 and "hip" in depths
                 and depths["hip"].value > 0.92 * observed["hip_width"].value
             )
-        # Depths far wider than the front photo's widths are neither a side view nor a front view:
+        # Depths far wider than the front outline are neither a side view nor a front view:
         # the side outline took in the background (on renders before stone facades and a night
-        # city, "depths" of 50-107 cm for 20-29 cm ones, and the landmarks fitted to that outline
+        # city, "depths" of 48-107 cm for 17-29 cm ones, and the landmarks fitted to that outline
         # looked frontal). Its retake is a plainer background, which the outline check says;
         # "turn 90 degrees" would send a customer who stood side-on to turn away from the camera.
         # The front outline's whole run at each level, arms included where they touch (as they
@@ -1479,7 +1479,7 @@ def measure(
             given_widths = model.predict({**base, **widths}, sex) if widths else None
             broken = side_outline_problem(side, depths, reference, given_widths)
             if far_wider and not broken:
-                broken = f"a {far_wider[0]} depth wider than the front photo's width"
+                broken = f"a {far_wider[0]} depth wider than the front photo's outline"
             if broken:
                 side.quality *= 0.3
                 side.issues.append(
