@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,8 +23,40 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 
 
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; 49152 elsewhere, IANA's)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nobody listens on, for a server a test starts later, chosen below the kernel's
+    ephemeral range. A port from that range (what binding port 0 gives) can be handed to an
+    outgoing connection between the moment it is picked and the moment the server binds it: the
+    test's own health checks of the services started first can take a port picked for one started
+    later, which then fails to bind ("Address already in use": `atelier serve` with 12 ports picked
+    in advance failed so once in CI). Below the range, from 20000 up, no outgoing connection takes
+    it, and no server this machine runs (PostgreSQL, Redis, Prometheus, the platform's own 50051+
+    and 9101+) listens there. A port is handed out once per test session."""
+    low = _ephemeral_low()
+    start = min(20000, max(1024, low - 4096))
+    for _ in range(200 if low - start >= 1000 else 0):
+        port = random.randrange(start, low)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # everything below the range is taken: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
