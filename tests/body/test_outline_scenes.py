@@ -16,7 +16,7 @@ from atelier.body import camera
 from atelier.body.outline import ANKLE_SHARE, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, measure, segment, side_view_verdict
 from atelier.body.pose import Landmark, PoseModel
-from atelier.body.scene import Camera, project, random_camera, render_scene
+from atelier.body.scene import Camera, SceneRender, project, random_camera, render_scene
 from atelier.body.statmodel import MEASUREMENTS, BodyModel, Observation
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
@@ -427,20 +427,27 @@ def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:
     assert r.mask[round(nose.y_px), max(0, round(nose.x_px) - 15) : round(nose.x_px) + 15].any()
 
 
-def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ansur: dict) -> None:
-    """ANSUR man #976 as bench/body.py renders him (camera and arm angle from his seed) before the
-    grey brick wall (CC0): the side photo's learned mask loses his legs below the knees against
-    the bricks, and MediaPipe fits a whole, shorter person into what is left (heels at the mask's
-    end): the side's own pixels per cm were 35% small, a 46 cm waist depth (true 30.8) dropped the side
-    photo. His head top lies on the front photo's row, so the side takes the front's scale and its
-    three depths are used, each within 0.5 cm of the body's (0.0-0.2 cm)."""
-    scene = _shared(BACKGROUNDS / "skimage_cc0_brick_gray.png")
-    body = {m: float(ansur["male"][m][976]) for m in MEASUREMENTS}
-    rng = np.random.default_rng(976)
+def _as_the_bench_renders(ansur: dict, index: int, background: str) -> tuple[dict, SceneRender, SceneRender]:
+    """ANSUR man ``index``'s measurements and his front and side renders on ``background`` as
+    bench/body.py draws them (camera and arm angle from his seed)."""
+    scene = _shared(BACKGROUNDS / background)
+    body = {m: float(ansur["male"][m][index]) for m in MEASUREMENTS}
+    rng = np.random.default_rng(index)
     cam = random_camera(rng, body["height"])
     arm = float(rng.uniform(25, 40))
-    front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=976).image_rgb
-    side_r = render_scene(body, "side", cam, scene, seed=977)
+    front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=index)
+    return body, front, render_scene(body, "side", cam, scene, seed=index + 1)
+
+
+def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ansur: dict) -> None:
+    """ANSUR man #976 as bench/body.py renders him before the grey brick wall (CC0): the side
+    photo's learned mask loses his legs below the knees against the bricks, and MediaPipe fits a
+    whole, shorter person into what is left (heels at the mask's end): the side's own pixels per
+    cm were 35% small, and a 46 cm waist depth (true 30.8) dropped the side photo. His head top
+    lies on the front photo's row, so the side takes the front's scale and its three depths are
+    used, each within 0.5 cm of the body's (0.0-0.2 cm)."""
+    body, front_r, side_r = _as_the_bench_renders(ansur, 976, "skimage_cc0_brick_gray.png")
+    front = front_r.image_rgb
     side = segment(side_r.image_rgb, pose, "side", "side")
     drawn = np.nonzero(side_r.mask)[0]
     outlined = np.nonzero(side.mask)[0]
@@ -470,15 +477,9 @@ def test_a_side_outline_far_wider_than_the_front_is_told_to_find_a_plainer_backg
     the facade (a 52 cm chest depth for 24), and the landmarks fitted to it look frontal. A depth
     more than 1.3 times the front outline's run at its level is no view of a body: the retake is a
     plainer background, not "turn 90 degrees" (he stood side-on)."""
-    scene = _shared(BACKGROUNDS / "archsearch_pexels_stone_facades_03.jpg")
-    body = {m: float(ansur["male"][m][4020]) for m in MEASUREMENTS}
-    rng = np.random.default_rng(4020)
-    cam = random_camera(rng, body["height"])
-    arm = float(rng.uniform(25, 40))
-    front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=4020).image_rgb
-    side = render_scene(body, "side", cam, scene, seed=4021).image_rgb
+    body, front, side = _as_the_bench_renders(ansur, 4020, "archsearch_pexels_stone_facades_03.jpg")
     model = BodyModel.load()
-    result = measure(front, side, body["height"], body["weight_kg"], "male", model, pose)
+    result = measure(front.image_rgb, side.image_rgb, body["height"], body["weight_kg"], "male", model, pose)
     assert not any(name.endswith("_depth") for name in result.observed_cm)
     assert not any("front or back view" in text for _, text in result.warnings)
     assert result.side_quality is not None
