@@ -24,10 +24,11 @@ SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 
 
 _GIVEN: set[int] = set()
+PICK_FROM = 20000  # free_port()'s ports lie from here to the ephemeral range's start
 
 
 def _ephemeral_low() -> int:
-    """The lowest port the kernel hands to outgoing connections (Linux; 49152 elsewhere, IANA's)."""
+    """The lowest port the kernel hands to outgoing connections (Linux; 49152, IANA's, elsewhere)."""
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -44,9 +45,8 @@ def free_port() -> int:
     it, and no server this machine runs (PostgreSQL, Redis, Prometheus, the platform's own 50051+
     and 9101+) listens there. A port is handed out once per test session."""
     low = _ephemeral_low()
-    start = min(20000, max(1024, low - 4096))
-    for _ in range(200 if low - start >= 1000 else 0):
-        port = random.randrange(start, low)
+    for _ in range(200 if low - PICK_FROM >= 1000 else 0):
+        port = random.randrange(PICK_FROM, low)
         if port in _GIVEN:
             continue
         with socket.socket() as s:

@@ -1184,15 +1184,13 @@ def share_front_scale(
         return False
     px_front = (front.bottom_px - front.top_px) / height_cm
     px_side = (side.bottom_px - side.top_px) / height_cm
+    side.floor_by = "the front photo's scale (same camera)"
     if abs(px_side / px_front - 1) > SAME_CAMERA_SCALE_TOLERANCE:
         same_head_row = abs(side.top_px - front.top_px) <= SAME_HEAD_ROW_TOLERANCE * height_cm * px_front
         if not (px_side < px_front and same_head_row):
             return False
-        side.bottom_px = side.top_px + height_cm * px_front
         side.floor_by = "the front photo's scale and head row (same camera; the side outline stops short)"
-        return True
     side.bottom_px = side.top_px + height_cm * px_front
-    side.floor_by = "the front photo's scale (same camera)"
     return True
 
 

@@ -9,7 +9,8 @@ is decoded, so a 48 KB PNG that claims 20000 x 20000 px costs nothing.
 What is accepted: PNG, JPEG, WebP, TIFF, BMP and HEIF/HEIC (what iPhones and many Android phones
 save by default; decoded by libheif through pi-heif, the decoder-only build whose wheels bundle no
 encoder), and no format that runs an external program, such as EPS; 8- or 16-bit greyscale,
-greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to what the caller asks: ``L`` (H x W), ``RGB`` (H x W x 3) or ``RGBA`` (H x W x 4), all uint8.
+greyscale + alpha, palette, RGB, RGBA (and CMYK JPEG), converted to what the caller asks: ``L``
+(H x W), ``RGB`` (H x W x 3) or ``RGBA`` (H x W x 4), all uint8.
 16-bit samples keep their top 8 bits; transparent pixels are composited on white when the caller
 asks for no alpha (an opaque alpha, as line cameras write, changes nothing). The EXIF orientation
 of phone photos is applied, so width and height are those of the upright image (a HEIF file's own
@@ -118,7 +119,8 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
         if data[4:8] == b"ftyp":  # an ISO media file (HEIF's container): libheif parses it whole
             raise ImageError(
                 "image cannot be decoded: a HEIF/ISO media file that libheif cannot read (corrupt, "
-                f"truncated, or not a still image) ({type(exc).__name__})"
+                f"truncated, or not a still image: a video, say) ({type(exc).__name__}); send the "
+                f"photo itself as {', '.join(FORMATS)}"
             ) from None
         raise ImageError(
             f"image cannot be decoded: not a {', '.join(FORMATS)} image ({type(exc).__name__})"
