@@ -97,6 +97,7 @@ def photo_table(
     cut_per_sex: int = 40,
     max_seconds: float = 0.0,
     render_px: int = 960,
+    smooth_torso: bool = False,
 ) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
@@ -153,10 +154,18 @@ def photo_table(
             scene = scenes[k % len(scenes)]
             start = time.perf_counter()
             front_r = render_scene(
-                body, "front", camera, scene, arm_angle_deg=float(person_rng.uniform(25, 40)), seed=int(i)
+                body,
+                "front",
+                camera,
+                scene,
+                arm_angle_deg=float(person_rng.uniform(25, 40)),
+                seed=int(i),
+                smooth_torso=smooth_torso,
             )
             front = front_r.image_rgb
-            side = render_scene(body, "side", camera, scene, seed=int(i) + 1).image_rgb
+            side = render_scene(
+                body, "side", camera, scene, seed=int(i) + 1, smooth_torso=smooth_torso
+            ).image_rgb
             render_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
             try:
@@ -318,6 +327,11 @@ def main() -> int:
     parser.add_argument(
         "--render-px", type=int, default=960, help="height of the rendered photos in px (width 3/4 of it)"
     )
+    parser.add_argument(
+        "--smooth-torso",
+        action="store_true",
+        help="render the torso between its levels as a monotone cubic, not straight segments",
+    )
     args = parser.parse_args()
     backgrounds = args.backgrounds or args.data / "backgrounds"
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -329,7 +343,13 @@ def main() -> int:
     table_model, row_b = model_table(data)
     table_rec = recommendation_table(data)
     table_photo = photo_table(
-        data, args.photos, row_b, backgrounds, max_seconds=args.max_seconds, render_px=args.render_px
+        data,
+        args.photos,
+        row_b,
+        backgrounds,
+        max_seconds=args.max_seconds,
+        render_px=args.render_px,
+        smooth_torso=args.smooth_torso,
     )
     load_after = os.getloadavg()
     body = "\n\n".join(

@@ -278,6 +278,10 @@ CUT_FIX = {
 # The outline along the bottom edge over this share of the body's height (about 1.7 cm; a foot or
 # leg cut through is 5-15 cm wide there) is the feet cut off; less is a strand of background.
 MIN_CUT_RUN_SHARE = 0.01
+# Both feet's ankle, heel and toe landmarks seen (visibility over 0.5) and clear of the bottom edge
+# by this share of the outline's height (about 3.5 cm): the feet are in the photo, and an outline
+# reaching the bottom edge has run into what is below them (a low wall the person stands behind).
+FEET_CLEAR_SHARE = 0.02
 
 
 def segment(
@@ -471,7 +475,8 @@ def _cut_off(
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
     The outline touching the top edge is cut off, and at the bottom edge where it touches it over
-    more than a strand of pixels (MIN_CUT_RUN_SHARE); so is a body whose landmarks (which
+    more than a strand of pixels (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole
+    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground); so is a body whose landmarks (which
     the model places outside the frame when it infers them) lie beyond the edge: every ankle
     below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
     (one ankle is hidden in a side view, plain-coloured feet score low).
@@ -486,7 +491,12 @@ def _cut_off(
     # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
     # outline bleeding into the background below the feet (a busy city photo, on one render).
     bottom_run = int(person[max(0, h - 1 - edge) :].any(axis=0).sum())
-    if bottom_run >= MIN_CUT_RUN_SHARE * (ys.max() - ys.min()):
+    feet = [landmarks.get(f"{s}_{p}") for s in ("left", "right") for p in ("ankle", "heel", "foot_index")]
+    feet_inside = all(
+        lm is not None and lm.visibility > 0.5 and lm.y_px < h - 1 - FEET_CLEAR_SHARE * (ys.max() - ys.min())
+        for lm in feet
+    )
+    if bottom_run >= MIN_CUT_RUN_SHARE * (ys.max() - ys.min()) and not feet_inside:
         cut.append("feet")
     else:
         ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 SS = 2  # supersampling factor
 
@@ -97,8 +98,13 @@ def _ellipsoid(
     return np.stack([x, y, z], axis=-1) + np.asarray(centre, float)
 
 
-def _profile(levels: list[tuple[float, float]], heights: np.ndarray) -> np.ndarray:
+def _profile(levels: list[tuple[float, float]], heights: np.ndarray, smooth: bool = False) -> np.ndarray:
+    """The values at ``levels`` (height, value) carried to ``heights``: straight segments between
+    them, or with ``smooth`` a monotone cubic (PCHIP: no overshoot, and flat where a level is a
+    local extreme, as a real torso is at its narrowest or deepest)."""
     hs, ws = zip(*sorted(levels), strict=True)
+    if smooth and np.all(np.diff(hs) > 0):
+        return np.asarray(PchipInterpolator(hs, ws, extrapolate=False)(np.clip(heights, hs[0], hs[-1])))
     return np.interp(heights, hs, ws)
 
 
@@ -150,7 +156,12 @@ def _texture(colour: Sequence[float], pattern: str, u: np.ndarray, v: np.ndarray
 
 
 def build_body(
-    b: Mapping[str, float], view: str, arm_angle_deg: float, outfit: Outfit, seed: int
+    b: Mapping[str, float],
+    view: str,
+    arm_angle_deg: float,
+    outfit: Outfit,
+    seed: int,
+    smooth_torso: bool = False,
 ) -> tuple[_Mesh, list[np.ndarray]]:
     """The body's quads (world cm: x right, y up, z towards the camera) and its acromion points.
 
@@ -191,9 +202,9 @@ def build_body(
         (b["chest_height"], 0.06 * chest_d),
         (sh_h, -0.05 * chest_d),
     ]
-    a = _profile(width_levels, hs) / 2
-    d = _profile(depth_levels, hs) / 2
-    zc = _profile(shift_levels, hs)
+    a = _profile(width_levels, hs, smooth_torso) / 2
+    d = _profile(depth_levels, hs, smooth_torso) / 2
+    zc = _profile(shift_levels, hs, smooth_torso)
     t = np.linspace(0, 2 * np.pi, 56, endpoint=False)
     torso = np.stack(
         [
@@ -399,15 +410,19 @@ def render_scene(
     light_deg: float = 30.0,
     shadow: bool = True,
     outfit: Outfit | None = None,
+    smooth_torso: bool = False,
 ) -> SceneRender:
     """Render ``body`` (measurement name -> cm) standing at the origin, seen from ``camera``.
+
+    ``smooth_torso``: the torso's width and depth carried between the measured levels by a monotone
+    cubic instead of straight segments (which make a corner at every level, the navel's included).
 
     ``background``: a photo's path, "drawn" (a room drawn here) or None (plain grey).
     """
     rng = np.random.default_rng(seed)
     cam = camera or Camera()
     outfit = outfit or random_outfit(rng)
-    mesh, acromions = build_body(body, view, arm_angle_deg, outfit, seed)
+    mesh, acromions = build_body(body, view, arm_angle_deg, outfit, seed, smooth_torso)
     quads = np.concatenate(mesh.quads)
     albedo = np.concatenate(mesh.colours)
     # Normals (outward) from the quad diagonals; cull those facing away from the camera.
