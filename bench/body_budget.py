@@ -33,7 +33,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +44,9 @@ sys.path.insert(0, str(REPO))
 from atelier.body import camera, photo  # noqa: E402
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
-from atelier.body.scene import Camera, random_camera, render_scene  # noqa: E402
-from atelier.body.statmodel import (  # noqa: E402
-    ANSUR_FILES,
-    MEASUREMENTS,
-    BodyModel,
-    Observation,
-    fit_sex,
-    read_ansur,
-)
+from atelier.body.scene import Camera, render_scene  # noqa: E402
+from atelier.body.statmodel import ANSUR_FILES, Observation, read_ansur  # noqa: E402
+from bench.body_draw import drawn_people, held_out_model, person, scenes  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
 GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
@@ -92,18 +86,6 @@ def oracle(cam: Camera, height_cm: float, scale: bool) -> Iterator[None]:
         yield
 
 
-def held_out_model(columns: Mapping[str, np.ndarray], sex: str, test: np.ndarray) -> BodyModel:
-    """As bench/body.py: this sex refitted without the drawn people, the other sex as shipped."""
-    train = np.setdiff1d(np.arange(len(columns["height"])), test)
-    other = "male" if sex == "female" else "female"
-    return BodyModel(
-        {
-            sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
-            other: BodyModel.load().models[other],
-        }
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -113,11 +95,8 @@ def main() -> int:
     parser.add_argument("--sex", choices=("male", "female"), default="male")
     args = parser.parse_args()
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
-    test = np.random.default_rng(7).choice(len(columns["height"]), 200, replace=False)
-    photos = sorted(
-        p for p in (args.data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
-    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    test = drawn_people(columns)
+    backgrounds = scenes(args.data)
     pose = load_pose_model(default_bundle_path())
     model = held_out_model(columns, args.sex, test)
     # What the photo path gives the model last (its final prediction): for the replays.
@@ -134,13 +113,8 @@ def main() -> int:
     refused = dict.fromkeys(MEASURED, 0)
     start = time.perf_counter()
     for k, i in enumerate(test[: args.people]):
-        body = {m: float(columns[m][i]) for m in MEASUREMENTS}
-        rng = np.random.default_rng(int(i) + (0 if args.sex == "male" else 100_000))
-        cam = random_camera(rng, body["height"])
-        scene = scenes[k % len(scenes)]
-        front = render_scene(
-            body, "front", cam, scene, arm_angle_deg=float(rng.uniform(25, 40)), seed=int(i)
-        ).image_rgb
+        body, cam, arm, scene = person(columns, args.sex, int(i), k, backgrounds)
+        front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=int(i)).image_rgb
         side = render_scene(body, "side", cam, scene, seed=int(i) + 1).image_rgb
         results: dict[str, dict[str, float] | None] = {}
         for variant in MEASURED:

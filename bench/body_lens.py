@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
-from atelier.body.scene import random_camera, render_scene  # noqa: E402
-from atelier.body.statmodel import ANSUR_FILES, MEASUREMENTS, BodyModel, read_ansur  # noqa: E402
+from atelier.body.scene import render_scene  # noqa: E402
+from atelier.body.statmodel import ANSUR_FILES, BodyModel, read_ansur  # noqa: E402
+from bench.body_draw import drawn_people, person, scenes  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
 
@@ -57,11 +58,8 @@ def main() -> int:
     parser.add_argument("--k1", type=float, default=-0.05)
     args = parser.parse_args()
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
-    test = np.random.default_rng(7).choice(len(columns["height"]), 200, replace=False)
-    photos = sorted(
-        p for p in (args.data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
-    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    test = drawn_people(columns)
+    backgrounds = scenes(args.data)
     pose = load_pose_model(default_bundle_path())
     model = BodyModel.load()
     ways = ("pinhole", f"k1 {args.k1:+.2f}", "undistorted")
@@ -69,11 +67,7 @@ def main() -> int:
     girth: dict[str, dict[str, list[float]]] = {w: {g: [] for g in GIRTHS} for w in ways}
     refused = dict.fromkeys(ways, 0)
     for k, i in enumerate(test[: args.people]):
-        body = {m: float(columns[m][i]) for m in MEASUREMENTS}
-        rng = np.random.default_rng(int(i) + (0 if args.sex == "male" else 100_000))
-        cam = random_camera(rng, body["height"])
-        arm = float(rng.uniform(25, 40))
-        scene = scenes[k % len(scenes)]
+        body, cam, arm, scene = person(columns, args.sex, int(i), k, backgrounds)
         for way in ways:
             c = cam if way == "pinhole" else replace(cam, k1=args.k1)
             front = render_scene(body, "front", c, scene, arm_angle_deg=arm, seed=int(i)).image_rgb

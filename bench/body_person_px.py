@@ -24,15 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from atelier.body import photo  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
-from atelier.body.scene import random_camera, render_scene  # noqa: E402
-from atelier.body.statmodel import (  # noqa: E402
-    ANSUR_FILES,
-    MEASUREMENTS,
-    BodyModel,
-    Observation,
-    fit_sex,
-    read_ansur,
-)
+from atelier.body.scene import render_scene  # noqa: E402
+from atelier.body.statmodel import ANSUR_FILES, Observation, read_ansur  # noqa: E402
+from bench.body_draw import drawn_people, held_out_model, person, scenes  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
 GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
@@ -50,33 +44,19 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
-    n = len(columns["height"])
-    test = np.random.default_rng(7).choice(n, 200, replace=False)
-    train = np.setdiff1d(np.arange(n), test)
-    other = "male" if args.sex == "female" else "female"
-    model = BodyModel(
-        {
-            args.sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
-            other: BodyModel.load().models[other],
-        }
-    )
-    photos = sorted(
-        p for p in (args.data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
-    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    test = drawn_people(columns)
+    model = held_out_model(columns, args.sex, test)
+    backgrounds = scenes(args.data)
     pose = load_pose_model(default_bundle_path())
     photo.MIN_PERSON_PX = 40  # measure every size; the refusals counted are the other kinds
     labels = [*sizes, 0]  # 0: full resolution
-    errors = {s: {g: [] for g in GIRTHS} for s in labels}
+    errors: dict[int, dict[str, list[float]]] = {s: {g: [] for g in GIRTHS} for s in labels}
     values: dict[int, dict[str, list[float]]] = {s: {v: [] for v in VALUES} for s in labels}
     refused: dict[int, list[str]] = {s: [] for s in labels}
-    alone = {g: [] for g in GIRTHS}
+    alone: dict[str, list[float]] = {g: [] for g in GIRTHS}
     for k, i in enumerate(test[: args.people]):
-        body = {m: float(columns[m][i]) for m in MEASUREMENTS}
-        rng = np.random.default_rng(int(i) + (0 if args.sex == "male" else 100_000))
-        cam = random_camera(rng, body["height"])
-        scene = scenes[k % len(scenes)]
-        front = render_scene(body, "front", cam, scene, arm_angle_deg=float(rng.uniform(25, 40)), seed=int(i))
+        body, cam, arm, scene = person(columns, args.sex, int(i), k, backgrounds)
+        front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=int(i))
         side = render_scene(body, "side", cam, scene, seed=int(i) + 1).image_rgb
         known = {"height": Observation(body["height"]), "weight_kg": Observation(body["weight_kg"])}
         est = model.predict(known, args.sex, names=GIRTHS).estimates
