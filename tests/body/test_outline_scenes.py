@@ -538,9 +538,8 @@ def test_an_outline_run_into_a_wall_below_the_feet_is_not_a_cut_off(pose: PoseMo
     """ANSUR woman #348 as bench/body.py renders her (smooth torso) behind a low stone wall: the
     learned mask runs from her shoes down the wall to the bottom edge (26 px along it), which was
     refused as "feet outside the photo" although both feet are in it (1 of 200 women in the
-    bench with --smooth-torso). The pose model sees both
-    feet whole, well above that edge, so she is measured; the same photo cut through the shins is
-    still refused."""
+    bench with --smooth-torso). The pose model sees both feet whole, well above that edge, so she
+    is measured; the same photo cut through the shins is still refused."""
     body, front_r, side_r = _as_the_bench_renders(
         ansur, 348, "archsearch_pexels_stone_facades_03.jpg", sex="female", smooth_torso=True
     )

@@ -476,9 +476,9 @@ def _cut_off(
 
     The outline touching the top edge is cut off, and at the bottom edge where it touches it over
     more than a strand of pixels (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole
-    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground); so is a body whose landmarks (which
-    the model places outside the frame when it infers them) lie beyond the edge: every ankle
-    below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
+    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground); so is a body
+    whose landmarks (which the model places outside the frame when it infers them) lie beyond the
+    edge: every ankle below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
     (one ankle is hidden in a side view, plain-coloured feet score low).
     """
     cut = []
