@@ -33,16 +33,14 @@ from atelier.body.evaluate import (  # noqa: E402
 )
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
-from atelier.body.scene import random_camera, render_scene  # noqa: E402
+from atelier.body.scene import render_scene  # noqa: E402
 from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, recommend  # noqa: E402
 from atelier.body.statmodel import (  # noqa: E402
     ANSUR_FILES,
-    MEASUREMENTS,
-    BodyModel,
     Observation,
-    fit_sex,
     read_ansur,
 )
+from bench.body_draw import held_out_model, person, scenes  # noqa: E402
 from bench.report import write_section  # noqa: E402
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
@@ -104,8 +102,7 @@ def photo_table(
     light and arm angles (25-40 degrees, as the app asks: arms away from the body)."""
     pose_path = Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path()))
     pose = load_pose_model(pose_path)
-    photos = sorted(p for p in backgrounds.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    scenes: list[Path | str | None] = ["drawn", None, *photos]
+    backdrops = scenes(backgrounds)
     rng = np.random.default_rng(7)
     rows = [
         "| target | sex | photo path MAE | row (b) | ratio | target 1.3x | same people, ideal widths/depths |",
@@ -128,15 +125,8 @@ def photo_table(
             (max_seconds - (time.perf_counter() - started)) / (len(data) - sex_index) if max_seconds else 0.0
         )
         sex_start = time.perf_counter()
-        train = np.setdiff1d(np.arange(n), test)
         # Refit without the rendered people so the photo path is scored on unseen bodies.
-        other = BodyModel.load().models["male" if sex == "female" else "female"]
-        model = BodyModel(
-            {
-                sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
-                **({("male" if sex == "female" else "female"): other}),
-            }
-        )
+        model = held_out_model(columns, sex, test)
         errors: dict[str, list[float]] = {t: [] for t in PHOTO_TARGETS}
         # The same people through the same model with their measured widths/depths: how hard this
         # sample is (row (b) is over all people), so the photo path's own share can be read off.
@@ -146,19 +136,14 @@ def photo_table(
             if budget and time.perf_counter() - sex_start > budget:
                 break
             reached[sex] = k + 1
-            body = {m: float(columns[m][i]) for m in MEASUREMENTS}
-            person_rng = np.random.default_rng(int(i) + (0 if sex == "male" else 100_000))
-            camera = random_camera(
-                person_rng, body["height"], width_px=render_px * 3 // 4, height_px=render_px
-            )
-            scene = scenes[k % len(scenes)]
+            body, camera, arm, scene = person(columns, sex, int(i), k, backdrops, render_px)
             start = time.perf_counter()
             front_r = render_scene(
                 body,
                 "front",
                 camera,
                 scene,
-                arm_angle_deg=float(person_rng.uniform(25, 40)),
+                arm_angle_deg=arm,
                 seed=int(i),
                 smooth_torso=smooth_torso,
             )

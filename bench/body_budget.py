@@ -96,7 +96,7 @@ def main() -> int:
     args = parser.parse_args()
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
     test = drawn_people(columns)
-    backgrounds = scenes(args.data)
+    backgrounds = scenes(args.data / "backgrounds")
     pose = load_pose_model(default_bundle_path())
     model = held_out_model(columns, args.sex, test)
     # What the photo path gives the model last (its final prediction): for the replays.
@@ -146,6 +146,7 @@ def main() -> int:
             for n, o in final_known.items()
         }
         sds = {n: o.stddev for n, o in final_known.items()}
+        # A width or depth the path lost gets 0.6 cm, about the median sd it declares for them.
         six = {**true_known, **{n: Observation(body[n], sds.get(n, 0.6)) for n in SIX}}
         exact = {n: Observation(body[n]) for n in ("height", "weight_kg", *SIX)}
         # One shared scale for all of them (as where the side photo takes the front's).

@@ -1,5 +1,5 @@
-"""The people, cameras and scenes of the body benchmarks, as bench/body.py draws them for one sex
-(its ``--sex`` runs): 200 held-out ANSUR II people (seed 7), each with a phone camera and arm
+"""The people, cameras and scenes of the body benchmarks. bench/body.py draws its people for both
+sexes from one generator; with ``--sex`` (one sex a run) they are these: 200 held-out ANSUR II people (seed 7), each with a phone camera and arm
 angle from the person's own seed, on the drawn room, the plain wall and the shared background
 photos in turn. bench/body_lens.py, body_person_px.py and body_budget.py measure the same people.
 """
@@ -23,11 +23,9 @@ def drawn_people(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.random.default_rng(7).choice(len(columns["height"]), PEOPLE_PER_SEX, replace=False)
 
 
-def scenes(data: Path) -> list[Scene]:
-    """The backgrounds in turn: a drawn room, a plain wall, then each photo in ``data``/backgrounds."""
-    photos = sorted(
-        p for p in (data / "backgrounds").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
+def scenes(backgrounds: Path) -> list[Scene]:
+    """The backgrounds in turn: a drawn room, a plain wall, then each photo in ``backgrounds``."""
+    photos = sorted(p for p in backgrounds.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     return ["drawn", None, *photos]
 
 
@@ -44,11 +42,17 @@ def held_out_model(columns: Mapping[str, np.ndarray], sex: str, test: np.ndarray
 
 
 def person(
-    columns: Mapping[str, np.ndarray], sex: str, index: int, k: int, backgrounds: list[Scene]
+    columns: Mapping[str, np.ndarray],
+    sex: str,
+    index: int,
+    k: int,
+    backgrounds: list[Scene],
+    render_px: int = 960,
 ) -> tuple[dict[str, float], Camera, float, Scene]:
-    """The ``k``-th drawn person (ANSUR row ``index``): measurements, camera, arm angle and scene."""
+    """The ``k``-th drawn person (ANSUR row ``index``): measurements, camera (photos ``render_px``
+    tall, 3/4 as wide), arm angle and scene."""
     body = {m: float(columns[m][index]) for m in MEASUREMENTS}
     rng = np.random.default_rng(int(index) + (0 if sex == "male" else 100_000))
-    cam = random_camera(rng, body["height"])
+    cam = random_camera(rng, body["height"], width_px=render_px * 3 // 4, height_px=render_px)
     arm = float(rng.uniform(25, 40))
     return body, cam, arm, backgrounds[k % len(backgrounds)]

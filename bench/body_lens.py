@@ -59,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
     test = drawn_people(columns)
-    backgrounds = scenes(args.data)
+    backgrounds = scenes(args.data / "backgrounds")
     pose = load_pose_model(default_bundle_path())
     model = BodyModel.load()
     ways = ("pinhole", f"k1 {args.k1:+.2f}", "undistorted")

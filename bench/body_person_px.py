@@ -46,7 +46,7 @@ def main() -> int:
     columns = read_ansur(args.data / ANSUR_FILES[args.sex])
     test = drawn_people(columns)
     model = held_out_model(columns, args.sex, test)
-    backgrounds = scenes(args.data)
+    backgrounds = scenes(args.data / "backgrounds")
     pose = load_pose_model(default_bundle_path())
     photo.MIN_PERSON_PX = 40  # measure every size; the refusals counted are the other kinds
     labels = [*sizes, 0]  # 0: full resolution

@@ -491,12 +491,13 @@ def _cut_off(
     # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
     # outline bleeding into the background below the feet (a busy city photo, on one render).
     bottom_run = int(person[max(0, h - 1 - edge) :].any(axis=0).sum())
+    outline_px = ys.max() - ys.min()
     feet = [landmarks.get(f"{s}_{p}") for s in ("left", "right") for p in ("ankle", "heel", "foot_index")]
     feet_inside = all(
-        lm is not None and lm.visibility > 0.5 and lm.y_px < h - 1 - FEET_CLEAR_SHARE * (ys.max() - ys.min())
+        lm is not None and lm.visibility > 0.5 and lm.y_px < h - 1 - FEET_CLEAR_SHARE * outline_px
         for lm in feet
     )
-    if bottom_run >= MIN_CUT_RUN_SHARE * (ys.max() - ys.min()) and not feet_inside:
+    if bottom_run >= MIN_CUT_RUN_SHARE * outline_px and not feet_inside:
         cut.append("feet")
     else:
         ankles = [landmarks[n] for n in ("left_ankle", "right_ankle") if n in landmarks]
