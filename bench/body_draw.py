@@ -30,13 +30,14 @@ def scenes(backgrounds: Path) -> list[Scene]:
 
 
 def held_out_model(columns: Mapping[str, np.ndarray], sex: str, test: np.ndarray) -> BodyModel:
-    """This sex refitted without the drawn people (they are measured unseen), the other as shipped."""
+    """This sex refitted without the drawn people (they are measured unseen), the other as shipped;
+    the soldiers' model (ANSUR II alone): the drawn people are ANSUR II's."""
     train = np.setdiff1d(np.arange(len(columns["height"])), test)
     other = "male" if sex == "female" else "female"
     return BodyModel(
         {
             sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
-            other: BodyModel.load().models[other],
+            other: BodyModel.load().soldier_models[other],
         }
     )
 

@@ -499,3 +499,26 @@ def test_an_iphones_heic_is_measured_like_the_same_photo_as_jpeg(
         ("sleeve_length", 1.0),
     ):
         assert abs(got[name] - want[name]) < within, (name, got[name], want[name])
+
+
+def test_the_population_setting_chooses_whom_the_predictions_are_for(
+    start_server, monkeypatch, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """ATELIER_BODY_POPULATION: soldiers (ANSUR II, the default) or civilians (NHANES's height,
+    weight and hips). A heavy woman's hips from height and weight are larger for civilians; an
+    unknown population stops the service at start with the values it takes."""
+    monkeypatch.setenv("ATELIER_BODY_POSE_MODEL", str(tmp_path / "absent.task"))
+    request = body_pb2.PredictMeasurementsRequest(height_cm=165, weight_kg=115, sex=body_pb2.SEX_FEMALE)
+    hips = {}
+    for population in ("", "soldier", "civilian"):
+        if population:
+            monkeypatch.setenv("ATELIER_BODY_POPULATION", population)
+        server = start_server("body", build)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            reply = body_pb2_grpc.BodyServiceStub(channel).PredictMeasurements(request)
+        hips[population] = {m.name: m.value_cm for m in reply.measurements}["hip_girth"]
+    assert hips[""] == hips["soldier"]
+    assert hips["civilian"] > hips["soldier"] + 3.0, hips
+    monkeypatch.setenv("ATELIER_BODY_POPULATION", "retail")
+    with pytest.raises(ValueError, match="ATELIER_BODY_POPULATION must be one of civilian, soldier"):
+        start_server("body", build)

@@ -5,6 +5,10 @@ Settings (env ``ATELIER_BODY_<NAME>``):
               i.e. .venv/share/... in a checkout, installed by ``make`` through
               ``python -m atelier.body.setup_models``); absent -> GrabCut, no landmarks.
   MODEL_PARAMS  fitted body model JSON (default: the one shipped in the package).
+  POPULATION  whom the predictions are for: ``soldier`` (default: ANSUR II's US Army people, the
+              model as before) or ``civilian`` (US adults: height, weight and hip girth as NHANES
+              2017-2020 measured them, the rest as in ANSUR II; heavy customers' hips are no
+              longer predicted ~6 cm small, see atelier.body.statmodel).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from atelier.body.charts import ChartStore
 from atelier.body.pose import PoseModel, default_bundle_path, load_pose_model
 from atelier.body.servicer import BodyServicer
-from atelier.body.statmodel import PARAMS_PATH, BodyModel
+from atelier.body.statmodel import PARAMS_PATH, POPULATIONS, BodyModel
 from atelier.body.v1 import body_pb2, body_pb2_grpc
 from atelier.runtime.server import Runtime, ServiceSpec
 
@@ -25,13 +29,18 @@ def build(runtime: Runtime) -> ServiceSpec:
     config = runtime.config
     params = Path(config.setting("MODEL_PARAMS", str(PARAMS_PATH)))
     pose_path = Path(config.setting("POSE_MODEL", str(default_bundle_path())))
+    population = config.setting("POPULATION", "soldier")
+    if population not in POPULATIONS:
+        raise ValueError(
+            f"ATELIER_BODY_POPULATION must be one of {', '.join(POPULATIONS)}, got {population!r}"
+        )
     charts = ChartStore(runtime.store)
-    servicer = BodyServicer(BodyModel.load(params), charts)
+    servicer = BodyServicer(BodyModel.load(params, population), charts)
     loaded: list[PoseModel] = []
 
     def load() -> None:
         charts.migrate()
-        servicer.model = BodyModel.load(params)
+        servicer.model = BodyModel.load(params, population)
         servicer.pose_model = load_pose_model(pose_path)
         if servicer.pose_model is not None:
             loaded.append(servicer.pose_model)

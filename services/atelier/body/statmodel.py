@@ -9,7 +9,18 @@ quadratic rather than a plane; the log Ramanujan ellipse perimeter of each width
 the "fitted ellipse correction" of the photo path (the model learns how far the ellipse
 underestimates each girth, for each body).
 
-This module imports no gRPC and no pandas (pandas only in :func:`fit_from_csv`).
+Two populations. ANSUR II measured US Army soldiers, few of them heavy (BMI 40 or more: 0.4% of
+the men, 0.1% of the women); a retailer's customers are civilians (US adults in NHANES 2017-2020:
+6% of the men and 12% of the women at BMI 40 or more), and from height and weight the soldiers'
+model under-predicts a heavy civilian's hip girth by about 6 cm (bench/body_civilians.py). NHANES
+measured height, weight and the hip girth where ANSUR measures its buttock circumference, nothing
+else of ANSUR's. So each sex has two Gaussians: the soldiers' (ANSUR II alone), and the civilians'
+(:func:`civilian_model`), whose height, weight and hip girth are NHANES's and whose every other
+variable follows them as in ANSUR II (statistical matching: the rest given those three is taken to
+be the same in both populations). Which one the service answers for is its POPULATION setting
+(soldiers unless set, as before the civilians were added; :attr:`BodyModel.population`).
+
+This module imports no gRPC and no pandas (pandas only in :func:`read_ansur` and :func:`read_nhanes`).
 """
 
 from __future__ import annotations
@@ -68,6 +79,13 @@ ELLIPSES: dict[str, tuple[str, str]] = {
 }
 DERIVED = ("log_weight_sq", "log_height_x_log_weight", *(f"ellipse_{g}" for g in ELLIPSES))
 VARIABLES: tuple[str, ...] = (*MEASUREMENTS, *DERIVED)
+POPULATIONS = ("civilian", "soldier")
+# What NHANES measured of the model's variables (the two height/weight terms follow from the first two).
+NHANES_KNOWN = ("height", "weight_kg", "log_weight_sq", "log_height_x_log_weight", "hip_girth")
+NHANES_PATH = Path(__file__).with_name("nhanes_adults.csv")
+# NHANES column -> measurement, and its sex codes.
+NHANES_COLUMNS = {"BMXHT": "height", "BMXWT": "weight_kg", "BMXHIP": "hip_girth"}
+NHANES_SEX = {"male": 1, "female": 2}
 # What a customer and a pattern maker want back (the rest are helpers for the photo path).
 GARMENT_MEASUREMENTS = (
     "chest_girth",
@@ -194,11 +212,38 @@ class Prediction:
 
 
 class BodyModel:
-    """Per-sex Gaussians over log-measurements; :meth:`predict` conditions on what is known."""
+    """Per-sex Gaussians over log-measurements; :meth:`predict` conditions on what is known.
 
-    def __init__(self, models: dict[str, SexModel], source: str = "") -> None:
-        self.models = models
+    ``models``: the soldiers' (ANSUR II) per sex; ``civilian_models``: the civilians' per sex, where
+    fitted (:func:`civilian_model`). ``population``: whom :meth:`predict` answers for, soldiers by
+    default (the service's POPULATION setting chooses).
+    """
+
+    def __init__(
+        self,
+        models: dict[str, SexModel],
+        source: str = "",
+        civilian_models: dict[str, SexModel] | None = None,
+        population: str | None = None,
+    ) -> None:
+        self.soldier_models = models
+        self.civilian_models = civilian_models or {}
         self.source = source
+        population = population or "soldier"
+        if population not in POPULATIONS:
+            raise ValueError(f"population must be one of {', '.join(POPULATIONS)}, not {population!r}")
+        if population == "civilian" and not self.civilian_models:
+            raise ValueError("this model was fitted without civilians (NHANES): only population='soldier'")
+        self.population = population
+
+    @property
+    def models(self) -> dict[str, SexModel]:
+        """The per-sex Gaussians of :attr:`population`."""
+        return self.civilian_models if self.population == "civilian" else self.soldier_models
+
+    def for_population(self, population: str) -> BodyModel:
+        """The same fit answering for another population."""
+        return BodyModel(self.soldier_models, self.source, self.civilian_models, population)
 
     def predict(
         self,
@@ -247,36 +292,41 @@ class BodyModel:
 
     # --- persistence -------------------------------------------------------------------------
     def to_json(self) -> str:
-        doc = {
-            "variables": list(VARIABLES),
-            "source": self.source,
-            "sexes": {
+        def sexes(models: dict[str, SexModel]) -> dict:
+            return {
                 s: {
                     "count": m.count,
                     "mean": [round(float(x), 7) for x in m.mean],
                     "cov": [[round(float(x), 9) for x in row] for row in m.cov],
                 }
-                for s, m in self.models.items()
-            },
-        }
+                for s, m in models.items()
+            }
+
+        doc = {"variables": list(VARIABLES), "source": self.source, "sexes": sexes(self.soldier_models)}
+        if self.civilian_models:
+            doc["civilian_sexes"] = sexes(self.civilian_models)
         return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> BodyModel:
+    def from_json(cls, text: str, population: str | None = None) -> BodyModel:
         doc = json.loads(text)
         if tuple(doc["variables"]) != VARIABLES:
             raise ValueError(
                 "model_params.json was fitted for other variables: regenerate it (python -m atelier.body.fit)"
             )
-        models = {
-            s: SexModel(np.array(d["mean"]), np.array(d["cov"]), int(d["count"]))
-            for s, d in doc["sexes"].items()
-        }
-        return cls(models, doc.get("source", ""))
+
+        def sexes(part: dict) -> dict[str, SexModel]:
+            return {
+                s: SexModel(np.array(d["mean"]), np.array(d["cov"]), int(d["count"])) for s, d in part.items()
+            }
+
+        return cls(
+            sexes(doc["sexes"]), doc.get("source", ""), sexes(doc.get("civilian_sexes", {})), population
+        )
 
     @classmethod
-    def load(cls, path: Path = PARAMS_PATH) -> BodyModel:
-        return cls.from_json(path.read_text())
+    def load(cls, path: Path = PARAMS_PATH, population: str | None = None) -> BodyModel:
+        return cls.from_json(path.read_text(), population)
 
 
 def design_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -296,6 +346,34 @@ def fit_sex(columns: Mapping[str, np.ndarray]) -> SexModel:
     return SexModel(x.mean(axis=0), np.cov(x, rowvar=False), len(x))
 
 
+def civilian_model(soldiers: SexModel, civilians: Mapping[str, np.ndarray]) -> SexModel:
+    """The civilians' Gaussian: height, weight and hip girth (with the height/weight terms) as NHANES
+    measured them (``civilians``, :func:`read_nhanes`: their mean and covariance in log space), every
+    other variable given those as in ``soldiers`` (the same regression on them and the same residual
+    covariance). With K those five, R the rest, B the soldiers' regression of R on K and E its
+    residual covariance: mean_R = mean_R(soldiers) + B (mean_K - mean_K(soldiers)), cov_RK =
+    B cov_KK, cov_RR = E + B cov_KK B'.
+    """
+    index = {v: i for i, v in enumerate(VARIABLES)}
+    k = [index[v] for v in NHANES_KNOWN]
+    r = [i for i in range(len(VARIABLES)) if i not in k]
+    lh, lw = np.log(civilians["height"]), np.log(civilians["weight_kg"])
+    known = np.column_stack([lh, lw, lw * lw, lh * lw, np.log(civilians["hip_girth"])])
+    mean_k, cov_kk = known.mean(axis=0), np.cov(known, rowvar=False)
+    s = soldiers.cov
+    slope = np.linalg.solve(s[np.ix_(k, k)], s[np.ix_(k, r)]).T
+    residual = s[np.ix_(r, r)] - slope @ s[np.ix_(k, r)]
+    mean = np.empty(len(VARIABLES))
+    cov = np.empty((len(VARIABLES), len(VARIABLES)))
+    mean[k] = mean_k
+    mean[r] = soldiers.mean[r] + slope @ (mean_k - soldiers.mean[k])
+    cov[np.ix_(k, k)] = cov_kk
+    cov[np.ix_(r, k)] = slope @ cov_kk
+    cov[np.ix_(k, r)] = cov[np.ix_(r, k)].T
+    cov[np.ix_(r, r)] = residual + slope @ cov_kk @ slope.T
+    return SexModel(mean, cov, len(known))
+
+
 def read_ansur(path: Path) -> dict[str, np.ndarray]:
     """One ANSUR II CSV -> {measurement name: values in cm (kg for weight)}."""
     import pandas as pd  # only needed for fitting
@@ -307,6 +385,27 @@ def read_ansur(path: Path) -> dict[str, np.ndarray]:
 ANSUR_FILES = {"male": "ANSUR II MALE Public.csv", "female": "ANSUR II FEMALE Public.csv"}
 
 
-def fit_from_csv(folder: Path) -> BodyModel:
+def read_nhanes(path: Path = NHANES_PATH) -> dict[str, dict[str, np.ndarray]]:
+    """The NHANES adults with height, weight and hip girth measured, by sex: {measurement: values}."""
+    import pandas as pd  # only needed for fitting
+
+    frame = pd.read_csv(path, comment="#").dropna(subset=list(NHANES_COLUMNS))
+    return {
+        sex: {name: part[col].to_numpy(float) for col, name in NHANES_COLUMNS.items()}
+        for sex, code in NHANES_SEX.items()
+        for part in [frame[frame["RIAGENDR"].eq(code)]]
+    }
+
+
+def fit_from_csv(folder: Path, nhanes: Path | None = NHANES_PATH) -> BodyModel:
+    """The shipped model: ANSUR II's CSVs in ``folder``; with ``nhanes`` the civilians' too."""
     models = {sex: fit_sex(read_ansur(folder / name)) for sex, name in ANSUR_FILES.items()}
-    return BodyModel(models, source="ANSUR II public release (US Army, 2012), male + female CSVs")
+    source = "ANSUR II public release (US Army, 2012), male + female CSVs"
+    if nhanes is None:
+        return BodyModel(models, source=source)
+    civilians = read_nhanes(nhanes)
+    return BodyModel(
+        models,
+        source=source + "; civilians: NHANES 2017-March 2020 adults' height, weight and hip girth (CDC)",
+        civilian_models={sex: civilian_model(models[sex], civilians[sex]) for sex in models},
+    )
