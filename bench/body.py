@@ -96,6 +96,7 @@ def photo_table(
     max_seconds: float = 0.0,
     render_px: int = 960,
     smooth_torso: bool = False,
+    population: str = "soldier",
 ) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
@@ -126,7 +127,7 @@ def photo_table(
         )
         sex_start = time.perf_counter()
         # Refit without the rendered people so the photo path is scored on unseen bodies.
-        model = held_out_model(columns, sex, test)
+        model = held_out_model(columns, sex, test, population)
         errors: dict[str, list[float]] = {t: [] for t in PHOTO_TARGETS}
         # The same people through the same model with their measured widths/depths: how hard this
         # sample is (row (b) is over all people), so the photo path's own share can be read off.
@@ -317,6 +318,12 @@ def main() -> int:
         action="store_true",
         help="render the torso between its levels as a monotone cubic, not straight segments",
     )
+    parser.add_argument(
+        "--population",
+        choices=("soldier", "civilian"),
+        default="soldier",
+        help="whom the photo path's model answers for (ATELIER_BODY_POPULATION); the people are ANSUR II's",
+    )
     args = parser.parse_args()
     backgrounds = args.backgrounds or args.data / "backgrounds"
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -335,6 +342,7 @@ def main() -> int:
         max_seconds=args.max_seconds,
         render_px=args.render_px,
         smooth_torso=args.smooth_torso,
+        population=args.population,
     )
     load_after = os.getloadavg()
     body = "\n\n".join(
@@ -371,7 +379,8 @@ def main() -> int:
         write_section(
             "body",
             body,
-            f"nice -n 10 flock /tmp/atelier-bench.lock .venv/bin/python bench/body.py --photos {args.photos}",
+            f"nice -n 10 flock /tmp/atelier-bench.lock .venv/bin/python bench/body.py --photos {args.photos}"
+            + (f" --population {args.population}" if args.population != "soldier" else ""),
         )
     return 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.body.scene import Camera, random_camera
-from atelier.body.statmodel import MEASUREMENTS, BodyModel, fit_sex
+from atelier.body.statmodel import MEASUREMENTS, BodyModel, civilian_model, fit_sex, read_nhanes
 
 PEOPLE_PER_SEX = 200
 Scene = Path | str | None
@@ -29,17 +29,24 @@ def scenes(backgrounds: Path) -> list[Scene]:
     return ["drawn", None, *photos]
 
 
-def held_out_model(columns: Mapping[str, np.ndarray], sex: str, test: np.ndarray) -> BodyModel:
+def held_out_model(
+    columns: Mapping[str, np.ndarray], sex: str, test: np.ndarray, population: str = "soldier"
+) -> BodyModel:
     """This sex refitted without the drawn people (they are measured unseen), the other as shipped;
-    the soldiers' model (ANSUR II alone): the drawn people are ANSUR II's."""
+    answering for ``population``: soldiers by default, as the drawn people are ANSUR II's (civilians:
+    the civilians' model built on the refitted soldiers', to see what that setting does here)."""
     train = np.setdiff1d(np.arange(len(columns["height"])), test)
     other = "male" if sex == "female" else "female"
-    return BodyModel(
-        {
-            sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
-            other: BodyModel.load().soldier_models[other],
-        }
-    )
+    shipped = BodyModel.load()
+    soldiers = {
+        sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
+        other: shipped.soldier_models[other],
+    }
+    civilians = {
+        sex: civilian_model(soldiers[sex], read_nhanes()[sex]),
+        other: shipped.civilian_models[other],
+    }
+    return BodyModel(soldiers, civilian_models=civilians, population=population)
 
 
 def person(
