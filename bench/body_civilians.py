@@ -24,6 +24,15 @@ Per sex and BMI band:
    has no widths);
 4. the waist, soldiers' model, NHANES's iliac-crest waist against ANSUR's navel waist.
 
+5. with ``--photos N``: the photo path on renders of N NHANES people per sex, a third each at BMI
+   under 30, 30-40 and 40 or more (from the first fold, so the civilians' model of 2 and 3 has not
+   seen them). Each person's height, weight and hip girth are theirs; every other measurement the
+   renderer needs is one draw from the civilians' model given those three (as atelier.body.scene
+   draws ANSUR II people from their own measurements). Camera and backgrounds as in bench/body.py.
+   Measured once with each population's model, front and side photos, against the person's real
+   hip girth (NHANES): what the prior does to a heavy customer's photo measurement. The drawn shape
+   follows the civilians' model's own assumption, so only the hip, which is real, is scored.
+
 ``--nhanes`` defaults to the file the model is fitted with (atelier/body/nhanes_adults.csv, whose
 header gives its source); any CSV with NHANES's column names RIAGENDR, RIDAGEYR, BMXHT, BMXWT,
 BMXHIP and BMXWAIST serves (the CDC's P_BMX joined with P_DEMO on SEQN).
@@ -46,9 +55,11 @@ from atelier.body.evaluate import KNOWN_A, cv_predictions  # noqa: E402
 from atelier.body.photo import MAX_Z  # noqa: E402
 from atelier.body.statmodel import (  # noqa: E402
     ANSUR_FILES,
+    MEASUREMENTS,
     NHANES_PATH,
     NHANES_SEX,
     VARIABLES,
+    BodyModel,
     SexModel,
     civilian_model,
     fit_sex,
@@ -117,6 +128,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with the ANSUR II CSVs")
     parser.add_argument("--min-age", type=float, default=18)
     parser.add_argument("--max-age", type=float, default=80, help="NHANES top-codes age at 80")
+    parser.add_argument("--photos", type=int, default=0, help="NHANES people per sex to render and measure")
+    parser.add_argument("--sex", choices=tuple(NHANES_SEX), help="one sex only for --photos")
     args = parser.parse_args()
     nhanes = read_people(args.nhanes, args.min_age, args.max_age)
     ansur = {sex: read_ansur(args.data / name) for sex, name in ANSUR_FILES.items()}
@@ -205,7 +218,93 @@ def main() -> int:
     print(f"| sex | {head} |")
     print("|---|" + "---|" * len(labels))
     print("\n".join(waist_rows))
+    if args.photos:
+        print()
+        photo_table(ansur, nhanes, args.photos, args.data / "backgrounds", args.sex)
     return 0
+
+
+PHOTO_BANDS = ((0.0, 30.0), (30.0, 40.0), (40.0, 99.0))
+
+
+def drawn_body(model: SexModel, person: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
+    """Every measurement of one person: height, weight and hip girth theirs, the rest one draw from
+    ``model`` given those three (log space)."""
+    lh, lw = np.log(person["height"]), np.log(person["weight_kg"])
+    values = {"height": lh, "weight_kg": lw, "log_weight_sq": lw * lw, "log_height_x_log_weight": lh * lw}
+    values["hip_girth"] = np.log(person["hip_girth"])
+    known = {name: (float(v), 0.0) for name, v in values.items()}
+    mean, cov, _ = model.condition(known)
+    draw = rng.multivariate_normal(mean, (cov + cov.T) / 2, method="eigh")
+    body = {name: float(np.exp(draw[INDEX[name]])) for name in MEASUREMENTS}
+    body.update({k: float(person[k]) for k in ("height", "weight_kg", "hip_girth")})
+    return body
+
+
+def photo_table(
+    ansur: dict[str, dict[str, np.ndarray]],
+    nhanes: dict[str, dict[str, np.ndarray]],
+    per_sex: int,
+    backgrounds: Path,
+    only: str | None,
+) -> None:
+    from atelier.body.photo import PhotoError, measure
+    from atelier.body.pose import default_bundle_path, load_pose_model
+    from atelier.body.scene import random_camera, render_scene
+    from bench.body_draw import scenes
+
+    pose = load_pose_model(default_bundle_path())
+    backdrops = scenes(backgrounds)
+    print(
+        "The photo path on renders of NHANES people: hip girth MAE / mean error (cm) against their real hip"
+    )
+    print()
+    print(
+        "| sex | model | " + " | ".join(f"BMI {lo:.0f}-{hi:.0f}" for lo, hi in PHOTO_BANDS) + " | refused |"
+    )
+    print("|---|---|" + "---|" * len(PHOTO_BANDS) + "---|")
+    for sex, people in nhanes.items():
+        if only not in (None, sex):
+            continue
+        soldiers = fit_sex(ansur[sex])
+        fold = np.random.default_rng(0).permutation(len(people["height"])) % FOLDS
+        civilians = civilian_model(soldiers, {k: v[fold != 0] for k, v in people.items()})
+        models = {
+            name: BodyModel({sex: soldiers}, civilian_models={sex: civilians}, population=population)
+            for name, population in (("soldiers", "soldier"), ("civilians", "civilian"))
+        }
+        n_bmi = bmi(people)
+        chosen = []
+        for lo, hi in PHOTO_BANDS:
+            band = np.nonzero((fold == 0) & (n_bmi >= lo) & (n_bmi < hi))[0]
+            chosen += list(np.random.default_rng(7).choice(band, min(len(band), per_sex // 3), replace=False))
+        errors: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+        refused = dict.fromkeys(models, 0)
+        for k, i in enumerate(chosen):
+            rng = np.random.default_rng(int(i) + (0 if sex == "male" else 100_000))
+            body = drawn_body(civilians, {key: people[key][i] for key in people}, rng)
+            cam = random_camera(rng, body["height"])
+            arm = float(rng.uniform(25, 40))
+            scene = backdrops[k % len(backdrops)]
+            front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=int(i)).image_rgb
+            side = render_scene(body, "side", cam, scene, seed=int(i) + 1).image_rgb
+            for name, model in models.items():
+                try:
+                    result = measure(front, side, body["height"], body["weight_kg"], sex, model, pose)
+                except PhotoError:
+                    refused[name] += 1
+                    continue
+                got = {m.name: m.value_cm for m in result.measurements}
+                errors[name].append((n_bmi[i], got["hip_girth"] - body["hip_girth"]))
+        for name, rows in errors.items():
+            b, e = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+            cells = []
+            for lo, hi in PHOTO_BANDS:
+                sel = (b >= lo) & (b < hi)
+                cells.append(f"{np.abs(e[sel]).mean():.2f} / {e[sel].mean():+.2f} ({sel.sum()})")
+            print(f"| {sex} | {name} | " + " | ".join(cells) + f" | {refused[name]} |")
+    if pose is not None:
+        pose.close()
 
 
 def hw_of(people: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -230,3 +230,30 @@ def test_a_strand_of_outline_at_the_bottom_edge_is_not_a_cut_off_foot() -> None:
     legs = np.zeros((h, w), bool)
     legs[20:, 120:180] = True  # cut through the shins: 60 px wide at the edge
     assert _cut_off(legs, feet, h, w, learned=True) == ["feet"]
+
+
+def test_an_outline_run_down_a_chair_leg_is_a_cut_off_only_where_no_foot_is_seen() -> None:
+    """A side view whose outline followed a dark chair leg behind the feet to the bottom edge
+    (23 px along it; an NHANES woman drawn on the terrace photo, bench/body_civilians.py): the near
+    foot is seen whole above the edge, the far one hidden behind it (visibility 0.28-0.44). One foot
+    whole is the feet in a side photo; a front photo needs both, and a photo cut through the shins
+    (the feet's landmarks inferred below the edge) is refused either way."""
+    h, w = 960, 720
+    person = np.zeros((h, w), bool)
+    person[110:880, 300:420] = True  # head to heels
+    person[880:, 390:413] = True  # the chair leg to the bottom edge
+    near = {
+        f"right_{p}": Landmark(f"right_{p}", 380.0, y, 0.75)
+        for p, y in (("ankle", 844.0), ("heel", 880.0), ("foot_index", 867.0))
+    }
+    far = {
+        f"left_{p}": Landmark(f"left_{p}", 370.0, y, 0.4)
+        for p, y in (("ankle", 810.0), ("heel", 841.0), ("foot_index", 828.0))
+    }
+    landmarks = {**near, **far}
+    assert _cut_off(person, landmarks, h, w, learned=True, view="side") == []
+    assert _cut_off(person, landmarks, h, w, learned=True, view="front") == ["feet"]
+    shins = np.zeros((h, w), bool)
+    shins[110:, 300:420] = True
+    below = {n: Landmark(n, lm.x_px, lm.y_px + 200.0, lm.visibility) for n, lm in landmarks.items()}
+    assert _cut_off(shins, below, h, w, learned=True, view="side") == ["feet"]

@@ -384,7 +384,7 @@ def _segment(
                     "several people (or person-sized objects) found: "
                     "the photo must show one person on a plain background",
                 )
-    cut = _cut_off(person, landmarks, h, w, learned) if check_framing else []
+    cut = _cut_off(person, landmarks, h, w, learned, view) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -470,13 +470,20 @@ def _where(pose: Pose, width_px: int) -> str:
 
 
 def _cut_off(
-    person: np.ndarray, landmarks: Mapping[str, Landmark], h: int, w: int, learned: bool
+    person: np.ndarray,
+    landmarks: Mapping[str, Landmark],
+    h: int,
+    w: int,
+    learned: bool,
+    view: str = "front",
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
     The outline touching the top edge is cut off, and at the bottom edge where it touches it over
     more than a strand of pixels (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole
-    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground); so is a body
+    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground, or a chair's leg
+    behind the person); in a side view one foot whole and clear is enough, since the near foot
+    hides the far one (its landmarks are seen at 0.3-0.45 where the near foot's are 0.7-0.8); so is a body
     whose landmarks (which the model places outside the frame when it infers them) lie beyond the
     edge: every ankle below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
     (one ankle is hidden in a side view, plain-coloured feet score low).
@@ -493,10 +500,12 @@ def _cut_off(
     bottom_run = int(person[max(0, h - 1 - edge) :].any(axis=0).sum())
     outline_px = ys.max() - ys.min()
     feet = [landmarks.get(f"{s}_{p}") for s in ("left", "right") for p in ("ankle", "heel", "foot_index")]
-    feet_inside = all(
+    clear = [
         lm is not None and lm.visibility > 0.5 and lm.y_px < h - 1 - FEET_CLEAR_SHARE * outline_px
         for lm in feet
-    )
+    ]
+    whole = [all(clear[:3]), all(clear[3:])]  # left foot, right foot
+    feet_inside = any(whole) if view == "side" else all(whole)
     if bottom_run >= MIN_CUT_RUN_SHARE * outline_px and not feet_inside:
         cut.append("feet")
     else:
