@@ -37,6 +37,7 @@ from atelier.body.scene import render_scene  # noqa: E402
 from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, recommend  # noqa: E402
 from atelier.body.statmodel import (  # noqa: E402
     ANSUR_FILES,
+    POPULATIONS,
     Observation,
     read_ansur,
 )
@@ -320,7 +321,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--population",
-        choices=("soldier", "civilian"),
+        choices=POPULATIONS,
         default="soldier",
         help="whom the photo path's model answers for (ATELIER_BODY_POPULATION); the people are ANSUR II's",
     )

@@ -64,6 +64,7 @@ from atelier.body.statmodel import (  # noqa: E402
     civilian_model,
     fit_sex,
     read_ansur,
+    read_nhanes,
 )
 
 DATA = REPO.parent / "shared" / "benchmarks" / "body"
@@ -71,20 +72,6 @@ BANDS = ((0.0, 99.0), (0.0, 25.0), (25.0, 30.0), (30.0, 35.0), (35.0, 40.0), (40
 PHOTO_SD_CM = 0.7
 FOLDS = 5
 INDEX = {v: i for i, v in enumerate(VARIABLES)}
-
-
-def read_people(path: Path, min_age: float, max_age: float) -> dict[str, dict[str, np.ndarray]]:
-    """NHANES adults by sex with height and weight (cm, kg), hip and waist girth (cm, NaN if not taken)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, comment="#")
-    frame = frame[frame["RIDAGEYR"].between(min_age, max_age)].dropna(subset=["BMXHT", "BMXWT"])
-    columns = {"height": "BMXHT", "weight_kg": "BMXWT", "hip_girth": "BMXHIP", "waist_girth": "BMXWAIST"}
-    return {
-        sex: {name: part[col].to_numpy(float) for name, col in columns.items()}
-        for sex, code in NHANES_SEX.items()
-        for part in [frame[frame["RIAGENDR"].eq(code)]]
-    }
 
 
 def bmi(people: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -112,7 +99,7 @@ def conditional(
 def plausibility(model: SexModel, people: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per person: whether the true hip girth lies beyond MAX_Z sd of the height/weight prediction,
     and the chance that a true hip width is dropped as implausible (see the module docstring)."""
-    hw = {"height": people["height"], "weight_kg": people["weight_kg"]}
+    hw = hw_of(people)
     hip, hip_sd = conditional(model, hw, "hip_girth")
     ref, ref_sd = conditional(model, hw, "hip_width")
     likely, likely_sd = conditional(model, {**hw, "hip_girth": people["hip_girth"]}, "hip_width")
@@ -131,14 +118,13 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=0, help="NHANES people per sex to render and measure")
     parser.add_argument("--sex", choices=tuple(NHANES_SEX), help="one sex only for --photos")
     args = parser.parse_args()
-    nhanes = read_people(args.nhanes, args.min_age, args.max_age)
+    nhanes = read_nhanes(args.nhanes, (args.min_age, args.max_age), waist=True)
     ansur = {sex: read_ansur(args.data / name) for sex, name in ANSUR_FILES.items()}
     print(f"NHANES adults aged {args.min_age:.0f}-{args.max_age:.0f} with height, weight and hip girth")
     print()
     print("| sex | BMI | ANSUR II people (share) | NHANES people (share) |")
     print("|---|---|---|---|")
     for sex in NHANES_SEX:
-        nhanes[sex] = {k: v[np.isfinite(nhanes[sex]["hip_girth"])] for k, v in nhanes[sex].items()}
         a, n = bmi(ansur[sex]), bmi(nhanes[sex])
         for lo, hi in BANDS[1:]:
             ia, inn = (a >= lo) & (a < hi), (n >= lo) & (n < hi)

@@ -42,6 +42,8 @@ def held_out_model(
         sex: fit_sex({k: columns[k][train] for k in MEASUREMENTS}),
         other: shipped.soldier_models[other],
     }
+    if population == "soldier":
+        return BodyModel(soldiers)
     civilians = {
         sex: civilian_model(soldiers[sex], read_nhanes()[sex]),
         other: shipped.civilian_models[other],

@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             header,
             over.row(),
             "",
-            "From SIGTERM to exit (grace 30 s; queued jobs are drained within it, which is what nesting spent its time on): " + ", ".join(stops) + ".",
+            "From SIGTERM to exit (grace 30 s; queued jobs are drained within it, which is what nesting spent its time on): "
+            + ", ".join(stops)
+            + ".",
         ]
     )
     print(body)

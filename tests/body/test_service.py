@@ -520,5 +520,7 @@ def test_the_population_setting_chooses_whom_the_predictions_are_for(
     assert hips[""] == hips["soldier"]
     assert hips["civilian"] > hips["soldier"] + 3.0, hips
     monkeypatch.setenv("ATELIER_BODY_POPULATION", "retail")
-    with pytest.raises(ValueError, match="ATELIER_BODY_POPULATION must be one of civilian, soldier"):
+    with pytest.raises(
+        ValueError, match="ATELIER_BODY_POPULATION='retail': population must be one of civilian, soldier"
+    ):
         start_server("body", build)

@@ -18,7 +18,7 @@ from pathlib import Path
 from atelier.body.charts import ChartStore
 from atelier.body.pose import PoseModel, default_bundle_path, load_pose_model
 from atelier.body.servicer import BodyServicer
-from atelier.body.statmodel import PARAMS_PATH, POPULATIONS, BodyModel
+from atelier.body.statmodel import PARAMS_PATH, BodyModel
 from atelier.body.v1 import body_pb2, body_pb2_grpc
 from atelier.runtime.server import Runtime, ServiceSpec
 
@@ -30,17 +30,20 @@ def build(runtime: Runtime) -> ServiceSpec:
     params = Path(config.setting("MODEL_PARAMS", str(PARAMS_PATH)))
     pose_path = Path(config.setting("POSE_MODEL", str(default_bundle_path())))
     population = config.setting("POPULATION", "soldier")
-    if population not in POPULATIONS:
-        raise ValueError(
-            f"ATELIER_BODY_POPULATION must be one of {', '.join(POPULATIONS)}, got {population!r}"
-        )
+
+    def body_model() -> BodyModel:
+        try:
+            return BodyModel.load(params, population)
+        except ValueError as exc:  # an unknown population, or MODEL_PARAMS fitted without civilians
+            raise ValueError(f"ATELIER_BODY_POPULATION={population!r}: {exc}") from None
+
     charts = ChartStore(runtime.store)
-    servicer = BodyServicer(BodyModel.load(params, population), charts)
+    servicer = BodyServicer(body_model(), charts)
     loaded: list[PoseModel] = []
 
     def load() -> None:
         charts.migrate()
-        servicer.model = BodyModel.load(params, population)
+        servicer.model = body_model()
         servicer.pose_model = load_pose_model(pose_path)
         if servicer.pose_model is not None:
             loaded.append(servicer.pose_model)

@@ -385,13 +385,19 @@ def read_ansur(path: Path) -> dict[str, np.ndarray]:
 ANSUR_FILES = {"male": "ANSUR II MALE Public.csv", "female": "ANSUR II FEMALE Public.csv"}
 
 
-def read_nhanes(path: Path = NHANES_PATH) -> dict[str, dict[str, np.ndarray]]:
-    """The NHANES adults with height, weight and hip girth measured, by sex: {measurement: values}."""
+def read_nhanes(
+    path: Path = NHANES_PATH, ages: tuple[float, float] = (0.0, math.inf), waist: bool = False
+) -> dict[str, dict[str, np.ndarray]]:
+    """The NHANES adults with height, weight and hip girth measured, by sex: {measurement: values};
+    only those aged within ``ages``; with ``waist`` their iliac-crest waist too (``waist_girth``,
+    NaN where not taken; not ANSUR's navel waist, so never fitted)."""
     import pandas as pd  # only needed for fitting
 
     frame = pd.read_csv(path, comment="#").dropna(subset=list(NHANES_COLUMNS))
+    frame = frame[frame["RIDAGEYR"].between(*ages)]
+    columns = {**NHANES_COLUMNS, **({"BMXWAIST": "waist_girth"} if waist else {})}
     return {
-        sex: {name: part[col].to_numpy(float) for col, name in NHANES_COLUMNS.items()}
+        sex: {name: part[col].to_numpy(float) for col, name in columns.items()}
         for sex, code in NHANES_SEX.items()
         for part in [frame[frame["RIAGENDR"].eq(code)]]
     }
