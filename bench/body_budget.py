@@ -163,7 +163,8 @@ def _true_edges(coverage: np.ndarray, row: int, centre: int) -> tuple[float, flo
 
 def edge_errors(render: SceneRender, view: str, pose) -> list[float]:  # type: ignore[no-untyped-def]
     """The path's outline edge minus the coverage's (px, outward positive) on the torso rows of one
-    photo as taken; rows where the run through the centre joins an arm are skipped."""
+    photo as taken; rows whose true run is wider than a fifth of the body's height (an arm joined
+    to the torso there, or a broad hip) are skipped."""
     assert render.coverage is not None
     try:
         seen = segment(render.image_rgb, pose, view, view)
