@@ -194,12 +194,10 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
         else image_rgb
     )
     sh, sw = small.shape[:2]
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     margin_x, margin_y = max(2, sw // 40), max(2, sh // 100)
     if seed is None:
         mask = np.zeros((sh, sw), np.uint8)
-        rect = (margin_x, margin_y, sw - 2 * margin_x, sh - 2 * margin_y)
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+        outline.grab_cut(small, mask, (margin_x, margin_y, sw - 2 * margin_x, sh - 2 * margin_y), 4)
     else:
         s = cv2.resize(seed.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
         ys = np.nonzero(s)[0]
@@ -219,9 +217,7 @@ def grabcut_mask(image_rgb: np.ndarray, seed: np.ndarray | None = None) -> np.nd
         mask[cv2.erode(s, kernel, iterations=3) > 0] = cv2.GC_FGD
         mask[:margin_y], mask[-margin_y:], mask[:, :margin_x], mask[:, -margin_x:] = (cv2.GC_BGD,) * 4
         if (mask == cv2.GC_FGD).any():
-            cv2.grabCut(
-                cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), bgd, fgd, 4, cv2.GC_INIT_WITH_MASK
-            )
+            outline.grab_cut(small, mask, (0, 0, 0, 0), 4)
     fg: np.ndarray = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     if scale < 1:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_NEAREST)
