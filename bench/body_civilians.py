@@ -60,9 +60,11 @@ from atelier.body.statmodel import (  # noqa: E402
     NHANES_SEX,
     VARIABLES,
     BodyModel,
+    Observation,
     SexModel,
     civilian_model,
     fit_sex,
+    log_observations,
     read_ansur,
     read_nhanes,
 )
@@ -216,10 +218,9 @@ PHOTO_BANDS = ((0.0, 30.0), (30.0, 40.0), (40.0, 99.0))
 def drawn_body(model: SexModel, person: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
     """Every measurement of one person: height, weight and hip girth theirs, the rest one draw from
     ``model`` given those three (log space)."""
-    lh, lw = np.log(person["height"]), np.log(person["weight_kg"])
-    values = {"height": lh, "weight_kg": lw, "log_weight_sq": lw * lw, "log_height_x_log_weight": lh * lw}
-    values["hip_girth"] = np.log(person["hip_girth"])
-    known = {name: (float(v), 0.0) for name, v in values.items()}
+    known, _ = log_observations(
+        {k: Observation(float(person[k])) for k in ("height", "weight_kg", "hip_girth")}
+    )
     mean, cov, _ = model.condition(known)
     draw = rng.multivariate_normal(mean, (cov + cov.T) / 2, method="eigh")
     body = {name: float(np.exp(draw[INDEX[name]])) for name in MEASUREMENTS}

@@ -524,3 +524,17 @@ def test_the_population_setting_chooses_whom_the_predictions_are_for(
         ValueError, match="ATELIER_BODY_POPULATION='retail': population must be one of civilian, soldier"
     ):
         start_server("body", build)
+
+
+def test_a_model_file_for_other_variables_is_named_as_the_error(
+    start_server, monkeypatch, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A MODEL_PARAMS file fitted for other variables stops the start with its own reason, not blamed
+    on ATELIER_BODY_POPULATION (which is fine here)."""
+    stale = tmp_path / "model_params.json"
+    stale.write_text('{"variables": ["height"], "sexes": {}}\n')
+    monkeypatch.setenv("ATELIER_BODY_MODEL_PARAMS", str(stale))
+    monkeypatch.setenv("ATELIER_BODY_POSE_MODEL", str(tmp_path / "absent.task"))
+    with pytest.raises(ValueError, match="fitted for other variables") as caught:
+        start_server("body", build)
+    assert "POPULATION" not in str(caught.value)

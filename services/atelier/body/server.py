@@ -31,19 +31,17 @@ def build(runtime: Runtime) -> ServiceSpec:
     pose_path = Path(config.setting("POSE_MODEL", str(default_bundle_path())))
     population = config.setting("POPULATION", "soldier")
 
-    def body_model() -> BodyModel:
-        try:
-            return BodyModel.load(params, population)
-        except ValueError as exc:  # an unknown population, or MODEL_PARAMS fitted without civilians
-            raise ValueError(f"ATELIER_BODY_POPULATION={population!r}: {exc}") from None
-
+    fitted = BodyModel.load(params)  # a file fitted for other variables says so itself
+    try:
+        model = fitted.for_population(population)
+    except ValueError as exc:  # an unknown population, or MODEL_PARAMS fitted without civilians
+        raise ValueError(f"ATELIER_BODY_POPULATION={population!r}: {exc}") from None
     charts = ChartStore(runtime.store)
-    servicer = BodyServicer(body_model(), charts)
+    servicer = BodyServicer(model, charts)
     loaded: list[PoseModel] = []
 
     def load() -> None:
         charts.migrate()
-        servicer.model = body_model()
         servicer.pose_model = load_pose_model(pose_path)
         if servicer.pose_model is not None:
             loaded.append(servicer.pose_model)

@@ -132,7 +132,7 @@ class Estimate:
     stddev_cm: float
 
 
-def _log_obs(
+def log_observations(
     values: Mapping[str, Observation],
 ) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], float]]:
     """Known values -> log-space (value, noise variance), with the derived variables added; and the
@@ -264,7 +264,7 @@ class BodyModel:
         unknown_names = [n for n in known if n not in MEASUREMENTS]
         if unknown_names:
             raise KeyError(f"unknown measurement(s): {', '.join(unknown_names)}")
-        logs, noise_cov = _log_obs(known)
+        logs, noise_cov = log_observations(known)
         for group, rel_sd in scale_groups:
             members = [n for n in group if n in logs]
             members += [f"ellipse_{g}" for g, (w, d) in ELLIPSES.items() if w in members and d in members]
