@@ -412,6 +412,25 @@ def test_armpit_edges_skip_the_bent_top_of_the_gap() -> None:
     assert edges is not None and abs(edges[0] - 70) <= 0.5 and abs(edges[1] - 130) <= 0.5
 
 
+def test_armpit_edges_are_read_below_background_taken_in_between_arm_and_torso() -> None:
+    """Background of the clothes' tone that the mask took in beside the torso: on the left a wedge
+    between the upper arm and the chest whose bottom slopes inward over 10 cm, on the right a strip
+    5 cm wide and 7 cm long down from the armpit that tapers back to the torso. Neither ends in a step (each row
+    moves the edge 1 px at 2 px/cm), but no torso's side moves inward that fast: both edges are
+    read below them, on the torso."""
+    mask = np.zeros((200, 200), bool)
+    mask[20:200, 70:130] = True  # the torso, 60 px wide
+    mask[20:120, 40:50] = True  # arms hanging apart on both sides
+    mask[20:120, 150:160] = True
+    for row in range(45, 65):  # the wedge: from the arm's inner edge at the chest row, 1 px a row
+        mask[row, 50 + (row - 45) : 70] = True
+    mask[45:60, 130:140] = True  # the strip, then its taper back to the torso
+    for row in range(60, 70):
+        mask[row, 130 : 140 - (row - 60)] = True
+    edges = armpit_edges_px(mask, 45.0, 100.0, 2.0)
+    assert edges is not None and abs(edges[0] - 70) <= 0.5 and abs(edges[1] - 130) <= 0.5
+
+
 def test_wrist_is_the_outline_narrowing_between_forearm_and_hand() -> None:
     """A vertical forearm tapering to the wrist at row 120, then a wider hand: the wrist is found at
     the narrowing from a landmark 2 cm up the forearm; with no narrowing the landmark is kept."""
