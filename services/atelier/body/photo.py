@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -634,7 +634,7 @@ def band_width(
 # 1.5 cm jump did (1.01 / 1.28; the jump 1.13 / 1.47).
 ARMPIT_SEARCH_CM = 15.0
 ARMPIT_STEEP = 0.5
-# The edge just below the armpit is taken over this many cm; extra noise (cm) on such a width.
+# The edge just below the armpit is taken over this many cm; extra noise (cm) on every chest width.
 ARMPIT_SPAN_CM = 4.0
 # The edge's slope (px per row) carried up to the chest row is bounded: the gap's top rows bend.
 ARMPIT_MAX_SLOPE = 0.2
@@ -781,22 +781,62 @@ def _extremum(heights: np.ndarray, values: np.ndarray, mode: str) -> float | Non
 
 
 def outline_sd_cm(
-    view: ViewResult, height_cm: float, level_cm: float, level_sd_cm: float, level_free: bool = False
+    view: ViewResult,
+    height_cm: float,
+    level_cm: float,
+    level_sd_cm: float,
+    level_free: bool = False,
+    width_at: Callable[[float], float] | None = None,
 ) -> float:
     """Noise (one sd, cm) of a width or depth taken from ``view`` at ``level_cm``.
 
     Three independent parts: the two edges (EDGE_SD_PX each), the level (the spread of the
-    outline's own profile over +-1 sd of the level: large where the body widens fast, small at a
-    waist or seat turning point; none when ``level_free``, a maximum over a band) and clothing.
+    value over +-1 sd of the level: large where the body widens fast, small at a waist or seat
+    turning point; none when ``level_free``, a maximum over a band) and clothing. The value at a
+    height (cm) is ``width_at``'s, the way the value itself is taken, or else the outline's run
+    through the centre. Rows where that breaks off (an arm joins the run, the outline has a hole)
+    are left out of the spread (:func:`_level_var_cm2`): it is the body's shape about the level,
+    and a broken outline declared as an uncertain value would pass every test of it.
     """
     px = (view.bottom_px - view.top_px) / height_cm
     var = 2 * (EDGE_SD_PX / px) ** 2 + CLOTHING_SD_CM**2
     if not level_free:
         heights = np.arange(level_cm - level_sd_cm, level_cm + level_sd_cm + 1e-9, 0.5)
-        profile = _profile_cm(view, heights, height_cm)
-        if np.isfinite(profile).sum() >= 3:
-            var += float(np.nanvar(profile))
+        if width_at is None:
+            profile = _profile_cm(view, heights, height_cm)
+        else:
+            profile = np.array([width_at(h) for h in heights])
+        var += _level_var_cm2(profile, 1.0 / px)
     return math.sqrt(var)
+
+
+# Below this share of the rows about a level (+-1 sd) with a run through the body's centre, the
+# outline there is broken, not the body: a side outline before a dark station hall had the run on 4
+# of 12 rows about the hip level, 0.2 cm deep on two of them; its hip "depth" of 0.2 cm, declared
+# +-8 cm, put the hip girth 18 cm low.
+MIN_RUN_SHARE = 0.5
+
+
+def outline_run_share(view: ViewResult, height_cm: float, level_cm: float, level_sd_cm: float) -> float:
+    """The share of the rows within +-1 sd of ``level_cm`` where the outline runs through the centre."""
+    heights = np.arange(level_cm - level_sd_cm, level_cm + level_sd_cm + 1e-9, 0.5)
+    return float(np.isfinite(_profile_cm(view, heights, height_cm)).mean())
+
+
+# A row's value further than this many robust sds (at least a pixel's) from the median of a level's
+# profile is not the body's shape but a break in the outline.
+LEVEL_OUTLIER_SD = 3.0
+
+
+def _level_var_cm2(profile: np.ndarray, pixel_cm: float) -> float:
+    """Variance (cm^2) of a profile's finite values, without those far from its median."""
+    found = profile[np.isfinite(profile)]
+    if found.size < 3:
+        return 0.0
+    med = float(np.median(found))
+    spread = max(1.4826 * float(np.median(np.abs(found - med))), pixel_cm)
+    kept = found[np.abs(found - med) <= LEVEL_OUTLIER_SD * spread]
+    return float(np.var(kept))
 
 
 def hip_level_cm(
@@ -1340,10 +1380,9 @@ def measure(
     # What height and weight alone predict: the width a lopsided run is mirrored towards, and the
     # reference the photo values are tested against below.
     reference = model.predict(base, sex)
-    for level, h_level in levels_cm.items():
-        if level == "shoulder":
-            continue
-        row = front.bottom_px - h_level * px_front
+
+    def front_width(level: str, row: float) -> tuple[float, float, float]:
+        """The torso's width (px) and its edges at ``row``."""
         width_px, x0, x1 = band_width(
             torso,
             row,
@@ -1352,17 +1391,36 @@ def measure(
             "max" if level == "hip" else "median",
             image_rgb=front.image_rgb,
         )
+        if level != "chest" or math.isnan(width_px):
+            return width_px, x0, x1
+        edges = armpit_edges_px(torso, row, front.centre_x_px, px_front)
+        if edges is None:
+            return width_px, x0, x1
+        # The arms join the torso at the chest row: its edges are those just below the armpits.
+        x0, x1 = max(x0, edges[0]), min(x1, edges[1])
+        return x1 - x0, x0, x1
+
+    for level, h_level in levels_cm.items():
+        if level == "shoulder":
+            continue
+        row = front.bottom_px - h_level * px_front
+        width_px, x0, x1 = front_width(level, row)
         if math.isnan(width_px):
             warnings.append((f"{level}_girth", f"the front outline at {level} level was not found"))
             continue
-        sd = outline_sd_cm(front, height_cm, h_level, level_sd[level], level_free=level == "hip")
+
+        def width_at(h_cm: float, level: str = level) -> float:
+            return front_width(level, front.bottom_px - h_cm * px_front)[0] / px_front
+
+        # The spread over the level's uncertainty of the width as it is taken (at the chest, the
+        # torso's below the armpits, not the run that takes in the arms above them).
+        sd = outline_sd_cm(
+            front, height_cm, h_level, level_sd[level], level_free=level == "hip", width_at=width_at
+        )
         if level == "chest":
-            edges = armpit_edges_px(torso, row, front.centre_x_px, px_front)
-            if edges is not None:
-                # The arms join the torso at the chest row: its edges are those just below the armpits.
-                x0, x1 = max(x0, edges[0]), min(x1, edges[1])
-                width_px = x1 - x0
-                sd = math.hypot(sd, ARMPIT_SD_CM)
+            # Just below the armpits, where the outline between arm and torso is least sure, whether
+            # or not the edges were read lower down.
+            sd = math.hypot(sd, ARMPIT_SD_CM)
         lopsided = _lopsided_edges_px(
             x0, x1, axis_px, px_front, reference.estimates[f"{level}_width"].value_cm * px_front
         )
@@ -1502,6 +1560,14 @@ def measure(
             broken = side_outline_problem(side, depths, reference, given_widths)
             if far_wider and not broken:
                 broken = f"a {far_wider[0]} depth wider than the front photo's outline"
+            holed = [
+                level
+                for level in LEVELS
+                if level in depths
+                and outline_run_share(side, height_cm, levels_cm[level], level_sd[level]) < MIN_RUN_SHARE
+            ]
+            if holed and not broken:
+                broken = f"no outline through the body about the {holed[0]} level"
             if broken:
                 side.quality *= 0.3
                 side.issues.append(
