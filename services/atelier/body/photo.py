@@ -588,12 +588,10 @@ def run_width_px(
     c = round(centre_x)
     if not 0 <= c < line.size or not line[c]:
         return math.nan, math.nan
-    left = c
-    while left > 0 and line[left - 1]:
-        left -= 1
-    right = c
-    while right < line.size - 1 and line[right + 1]:
-        right += 1
+    gaps_left = np.flatnonzero(~line[:c])
+    left = int(gaps_left[-1]) + 1 if gaps_left.size else 0
+    gaps_right = np.flatnonzero(~line[c:])
+    right = c + int(gaps_right[0]) - 1 if gaps_right.size else line.size - 1
     x0, x1 = float(left), float(right + 1)
     if image_rgb is not None and right - left > 10:
         colours = image_rgb[row].astype(np.float32)
