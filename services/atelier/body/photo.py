@@ -637,7 +637,7 @@ ARMPIT_SPAN_CM = 4.0
 # The edge's slope (px per row) carried up to the chest row is bounded: the gap's top rows bend.
 ARMPIT_MAX_SLOPE = 0.2
 ARMPIT_SD_CM = 1.0
-# How far below the jump (cm) the torso's edge has settled (the learned mask closes the top of the
+# How far below the last steep move (cm) the torso's edge has settled (the learned mask closes the top of the
 # gap between arm and torso over a few rows).
 ARMPIT_SETTLE_CM = 1.0
 
@@ -799,7 +799,7 @@ def outline_sd_cm(
     px = (view.bottom_px - view.top_px) / height_cm
     var = 2 * (EDGE_SD_PX / px) ** 2 + CLOTHING_SD_CM**2
     if not level_free:
-        heights = np.arange(level_cm - level_sd_cm, level_cm + level_sd_cm + 1e-9, 0.5)
+        heights = _level_heights(level_cm, level_sd_cm)
         if width_at is None:
             profile = _profile_cm(view, heights, height_cm)
         else:
@@ -817,8 +817,12 @@ MIN_RUN_SHARE = 0.5
 
 def outline_run_share(view: ViewResult, height_cm: float, level_cm: float, level_sd_cm: float) -> float:
     """The share of the rows within +-1 sd of ``level_cm`` where the outline runs through the centre."""
-    heights = np.arange(level_cm - level_sd_cm, level_cm + level_sd_cm + 1e-9, 0.5)
-    return float(np.isfinite(_profile_cm(view, heights, height_cm)).mean())
+    return float(np.isfinite(_profile_cm(view, _level_heights(level_cm, level_sd_cm), height_cm)).mean())
+
+
+def _level_heights(level_cm: float, level_sd_cm: float) -> np.ndarray:
+    """Heights (cm) every 0.5 cm over +-1 sd of a level."""
+    return np.arange(level_cm - level_sd_cm, level_cm + level_sd_cm + 1e-9, 0.5)
 
 
 # A row's value further than this many robust sds (at least a pixel's) from the median of a level's
