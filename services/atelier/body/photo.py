@@ -627,9 +627,9 @@ def band_width(
 # per cm of height) a torso's side has there: an edge moving inward faster, going down, is the
 # armpit (above it the arm and the torso are one run, below it there is a gap) or the bottom of
 # background the mask took in between arm and torso. The torso's side narrows by 0.1-0.25 cm per cm
-# from chest to waist (ANSUR II breadths and heights); on the first 60 renders per sex, 0.3 and
-# 0.5 read the chest width alike (MAE 0.80 / 0.89 cm men, 1.29 / 1.28 women), 1.0 as the old
-# 1.5 cm jump did (1.01 / 1.28; the jump 1.13 / 1.47).
+# from chest to waist (ANSUR II breadths and heights); on the first 60 renders per sex (a
+# diagnostic) the chest width's MAE was 0.80 / 0.89 cm (men) and 1.29 / 1.28 (women) with 0.3 /
+# 0.5, 1.01 / 1.28 with 1.0, and 1.13 / 1.47 with the 1.5 cm jump used before.
 ARMPIT_SEARCH_CM = 15.0
 ARMPIT_STEEP = 0.5
 # The edge just below the armpit is taken over this many cm; extra noise (cm) on every chest width.
