@@ -287,7 +287,7 @@ def test_a_loose_tops_widths_go_together(pose: PoseModel) -> None:
     prior = model.predict(known, "male").estimates
     result = measure(_kept("yogait_t5.jpg"), None, 178, 70, "male", model, pose)
     assert not {"chest_width", "waist_width", "hip_width"} & set(result.observed_cm)
-    said = dict((name, w) for name, w in result.warnings if name in ("chest_width", "waist_width"))
+    said = {name: w for name, w in result.warnings if name in ("chest_width", "waist_width")}
     assert all("close-fitting clothes" in w for w in said.values()) and len(said) == 2
     assert "loose garment" in said["waist_width"]
     got = {m.name: m.value_cm for m in result.measurements}
@@ -417,9 +417,9 @@ def test_armpit_edges_skip_the_bent_top_of_the_gap() -> None:
 def test_armpit_edges_are_read_below_background_taken_in_between_arm_and_torso() -> None:
     """Background of the clothes' tone that the mask took in beside the torso: on the left a wedge
     between the upper arm and the chest whose bottom slopes inward over 10 cm, on the right a strip
-    5 cm wide and 7 cm long down from the armpit that tapers back to the torso. Neither ends in a step (each row
-    moves the edge 1 px at 2 px/cm), but no torso's side moves inward that fast: both edges are
-    read below them, on the torso."""
+    5 cm wide and 7 cm long down from the armpit that tapers back to the torso. Neither ends in a
+    step (each row moves the edge 1 px at 2 px/cm), but no torso's side moves inward that fast:
+    both edges are read below them, on the torso."""
     mask = np.zeros((200, 200), bool)
     mask[20:200, 70:130] = True  # the torso, 60 px wide
     mask[20:120, 40:50] = True  # arms hanging apart on both sides

@@ -12,6 +12,7 @@ from atelier.body.photo import (
     _lopsided_edges_px,
     _pose_fits_outline,
     anchored_waist_level_cm,
+    level_heights,
     outline_sd_cm,
     run_width_px,
     share_front_scale,
@@ -147,8 +148,8 @@ def test_a_break_in_the_outline_is_not_declared_as_level_noise() -> None:
     """A side outline broken at a few rows about the level (the run through the centre a sliver
     there, as on a render before a dark station hall: a hip depth of 0.2 cm declared +-8 cm passed
     every test and put the hip girth 18 cm low) keeps the noise of its unbroken rows, so the value
-    such a row gives cannot pass as merely uncertain; a value taken another way (``width_at``) has
-    its own spread."""
+    such a row gives cannot pass as merely uncertain; a value taken another way (its ``profile``
+    given) has its own spread."""
     h_px, px_per_cm = 1000, 5.0
     mask = np.zeros((h_px, 400), bool)
     mask[:, 125:275] = True  # 30 cm deep everywhere
@@ -162,7 +163,8 @@ def test_a_break_in_the_outline_is_not_declared_as_level_noise() -> None:
         broken[row, 201:] = False
     cut = outline_sd_cm(ViewResult(broken, 0, h_px - 1, 200.0, {}, "test"), height, 100.0, 2.0)
     assert cut == whole < 0.6
-    steep = outline_sd_cm(view, height, 100.0, 2.0, width_at=lambda h: 30.0 + (h - 100.0))
+    heights = level_heights(100.0, 2.0)
+    steep = outline_sd_cm(view, height, 100.0, 2.0, profile=30.0 + (heights - 100.0))
     assert steep > 1.2  # +-2 cm of level moves that value by +-2 cm
 
 
