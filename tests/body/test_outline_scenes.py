@@ -546,21 +546,6 @@ def test_a_side_outline_with_no_run_through_the_hips_is_not_used(pose: PoseModel
     assert abs(hip.value_cm - body["hip_girth"]) < 3 * hip.stddev_cm
 
 
-def test_a_head_cut_off_where_the_outline_stops_short_of_the_edge_is_refused(pose: PoseModel, ansur: dict) -> None:
-    """ANSUR woman #701 as bench/body.py renders her before a city of light buildings, cropped
-    through the forehead (4% of her height) as the bench crops its cut-off photos: the learned
-    outline stops 5 px below the top edge, where the model is only 0.3-0.4 sure of her head, and
-    the photo was measured. The soft mask runs on to the edge over her face: refused, with the fix."""
-    body, front, _ = _as_the_bench_renders(ansur, 701, "maxscene_pexels_city.jpg", sex="female")
-    ys = np.nonzero(front.mask)[0]
-    top, bottom = int(ys.min()), int(ys.max())
-    with pytest.raises(PhotoError) as err:
-        segment(front.image_rgb[top + int(0.04 * (bottom - top)) :], pose, "front")
-    assert "head outside" in err.value.reason and "top of the head" in err.value.reason
-    # Whole, she is measured.
-    assert segment(front.image_rgb, pose, "front").method == "mediapipe-segmentation"
-
-
 def test_a_side_photo_without_a_person_is_dropped_not_refused(pose: PoseModel) -> None:
     """A side photo in which the pose model finds nobody (here: the empty room) is not used, with a
     warning and a side quality of 0 naming the retake; the front photo is still measured."""

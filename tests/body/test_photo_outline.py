@@ -257,37 +257,6 @@ def test_a_strand_of_outline_at_the_bottom_edge_is_not_a_cut_off_foot() -> None:
     assert _cut_off(legs, feet, h, w, learned=True) == ["feet"]
 
 
-def test_a_head_the_model_sees_up_to_the_top_edge_is_cut_off() -> None:
-    """The outline stops a few rows below the top edge (the model half sure of a light head before
-    light buildings), but its soft mask over the face stays at 0.3-0.4 up to the edge: the head
-    runs on out of the photo. A head in view has background above it, where the soft mask is 0;
-    a soft patch at the edge beside the face (a lamp) is not the head."""
-    h, w = 600, 300
-    person = np.zeros((h, w), bool)
-    person[5:560, 120:180] = True
-    landmarks = {
-        "nose": Landmark("nose", 150.0, 40.0, 0.99),
-        "left_ear": Landmark("left_ear", 132.0, 42.0, 0.99),
-        "right_ear": Landmark("right_ear", 168.0, 42.0, 0.99),
-        **{n: Landmark(n, x, 545.0, 0.9) for n, x in (("left_ankle", 130.0), ("right_ankle", 170.0))},
-    }
-    soft = person.astype(np.float32)
-    soft[:5, 125:175] = np.linspace(0.31, 0.45, 5)[:, None]
-    assert _cut_off(person, landmarks, h, w, learned=True, soft=soft) == ["head"]
-    assert _cut_off(person, landmarks, h, w, learned=True) == []  # the outline alone misses it
-    in_view = person.copy()
-    in_view[:30] = False
-    halo = in_view.astype(np.float32)
-    halo[24:30, 125:175] = 0.3  # the model's halo just above the head
-    assert _cut_off(in_view, landmarks, h, w, learned=True, soft=halo) == []
-    lamp = halo.copy()
-    lamp[:10, 10:60] = 0.9
-    assert _cut_off(in_view, landmarks, h, w, learned=True, soft=lamp) == []
-    gap = soft.copy()
-    gap[2, :] = 0.1  # background between the edge and the head: not one head
-    assert _cut_off(person, landmarks, h, w, learned=True, soft=gap) == []
-
-
 def test_an_outline_run_down_a_chair_leg_is_a_cut_off_only_where_no_foot_is_seen() -> None:
     """A side view whose outline followed a dark chair leg behind the feet to the bottom edge
     (23 px along it; an NHANES woman drawn on the terrace photo, bench/body_civilians.py): the near

@@ -473,25 +473,18 @@ def acromion_points(
     return out
 
 
-FACE_POINTS = ("nose", "left_ear", "right_ear", "left_eye", "right_eye")
-
-
-def face_columns(landmarks: Mapping[str, Landmark], width_px: int) -> tuple[int, int] | None:
-    """The photo's columns over the face landmarks (a few pixels either side); None without them."""
-    xs = [landmarks[n].x_px for n in FACE_POINTS if n in landmarks]
-    if not xs:
-        return None
-    x0, x1 = max(0, int(min(xs)) - 5), min(width_px, int(max(xs)) + 6)
-    return (x0, x1) if x1 > x0 else None
-
-
 def head_top_px(mask: np.ndarray, landmarks: Mapping[str, Landmark]) -> float:
     """Top of the head: the outline's highest row in the columns over the face landmarks."""
     ys = np.nonzero(mask)[0]
-    cols = face_columns(landmarks, mask.shape[1])
-    if cols is None:
+    face = [
+        landmarks[n] for n in ("nose", "left_ear", "right_ear", "left_eye", "right_eye") if n in landmarks
+    ]
+    if not face:
         return float(ys.min())
-    rows = np.nonzero(mask[:, cols[0] : cols[1]].any(axis=1))[0]
+    xs = [lm.x_px for lm in face]
+    x0, x1 = int(min(xs)) - 5, int(max(xs)) + 6
+    cols = mask[:, max(0, x0) : max(1, x1)]
+    rows = np.nonzero(cols.any(axis=1))[0]
     return float(rows.min()) if rows.size else float(ys.min())
 
 

@@ -278,13 +278,6 @@ MIN_CUT_RUN_SHARE = 0.01
 # by this share of the outline's height (about 3.5 cm): the feet are in the photo, and an outline
 # reaching the bottom edge has run into what is below them (a low wall the person stands behind).
 FEET_CLEAR_SHARE = 0.02
-# The pose model's soft mask at the photo's top edge, over the face's columns, at least this (half
-# its own 0.5 decision) on every row from that edge down to the outline: the model sees the head
-# run on out of the photo, though the outline stops a few rows short of the edge. A head in view has
-# background above it, and there the soft mask is 0 at the top edge (under 1e-7 on 160 renders and
-# the shared real photos); a head cut through the forehead gave 0.6-1.0 there, and 0.31-0.40 on
-# the one render (a light head before light buildings) whose outline stopped 5 px short.
-HEAD_EDGE_SOFT = 0.25
 
 
 def segment(
@@ -387,7 +380,7 @@ def _segment(
                     "several people (or person-sized objects) found: "
                     "the photo must show one person on a plain background",
                 )
-    cut = _cut_off(person, landmarks, h, w, learned, view, soft if learned else None) if check_framing else []
+    cut = _cut_off(person, landmarks, h, w, learned, view) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -479,7 +472,6 @@ def _cut_off(
     w: int,
     learned: bool,
     view: str = "front",
-    soft: np.ndarray | None = None,
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
@@ -490,19 +482,14 @@ def _cut_off(
     hides the far one (its landmarks are seen at 0.3-0.45 where the near foot's are 0.7-0.8); so is a body
     whose landmarks (which the model places outside the frame when it infers them) lie beyond the
     edge: every ankle below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
-    (one ankle is hidden in a side view, plain-coloured feet score low). With the model's ``soft``
-    mask, a head the model sees up to the top edge is cut off too (HEAD_EDGE_SOFT).
+    (one ankle is hidden in a side view, plain-coloured feet score low).
     """
     cut = []
     # GrabCut's frame keeps ~1% of the height as background, so there "touching" means within that;
     # the learned mask has no such frame.
     edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
     ys = np.nonzero(person)[0]
-    if (
-        ys.min() <= edge
-        or ("nose" in landmarks and landmarks["nose"].y_px < 0)
-        or (soft is not None and _head_runs_off(soft, landmarks, int(ys.min())))
-    ):
+    if ys.min() <= edge or ("nose" in landmarks and landmarks["nose"].y_px < 0):
         cut.append("head")
     # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
     # outline bleeding into the background below the feet (a busy city photo, on one render).
@@ -527,16 +514,6 @@ def _cut_off(
     if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
         cut.append("body")
     return cut
-
-
-def _head_runs_off(soft: np.ndarray, landmarks: Mapping[str, Landmark], top: int) -> bool:
-    """Whether the soft mask over the face's columns stays at HEAD_EDGE_SOFT or above on every row
-    from the photo's top edge down to the outline's ``top`` row."""
-    cols = outline.face_columns(landmarks, soft.shape[1])
-    if cols is None:
-        return False
-    rows = soft[: max(1, top), cols[0] : cols[1]].max(axis=1)
-    return bool((rows >= HEAD_EDGE_SOFT).all())
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
