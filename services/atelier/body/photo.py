@@ -296,6 +296,11 @@ def segment(
     """
     poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
     poses = outline.distinct_people(poses)
+    if pose_model is not None and not poses and view == "front":
+        # Where the pose model finds no standing person, the front photo is not measured by colour
+        # alone: cropped through the face (the detector keys on it) or the knees before a city or a
+        # roof, GrabCut's outline was a blob of background and legs, and it passed every check.
+        raise PhotoError(f"{field_name}.data", f"{NO_PERSON}: {RETAKE_FIX}")
     try:
         return _segment(image_rgb, pose_model, poses, field_name, view, check_framing, ankle_share)
     except PhotoError as exc:

@@ -316,11 +316,15 @@ def render(
     height: float = typer.Option(176.0),
     weight: float = typer.Option(82.0),
 ) -> None:
-    """Render a synthetic front/side silhouette pair of a typical body (to try `measure` without photos)."""
-    import cv2
+    """Render a front/side photo pair of a typical body in a drawn room (to try `measure` without photos).
 
+    A 3D render (atelier.body.scene: the body's cross-sections, clothes, light, a phone camera at
+    chest height) the pose model finds a person in, as in a real photo; the same phone for both."""
+    import cv2
+    import numpy as np
+
+    from atelier.body.scene import random_camera, render_scene
     from atelier.body.statmodel import BodyModel, Observation
-    from atelier.body.synthetic import render as draw
 
     est = (
         BodyModel.load()
@@ -328,7 +332,9 @@ def render(
         .estimates
     )
     body = {k: e.value_cm for k, e in est.items()}
+    camera = random_camera(np.random.default_rng(0), height)
     out.mkdir(parents=True, exist_ok=True)
-    for view in ("front", "side"):
-        cv2.imwrite(str(out / f"{view}.png"), cv2.cvtColor(draw(body, view).image_rgb, cv2.COLOR_RGB2BGR))
+    for seed, view in enumerate(("front", "side")):
+        photo = render_scene(body, view, camera, "drawn", arm_angle_deg=30.0, seed=seed).image_rgb
+        cv2.imwrite(str(out / f"{view}.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     console.print(f"wrote {out / 'front.png'}, {out / 'side.png'} (body of {height:g} cm, {weight:g} kg)")
