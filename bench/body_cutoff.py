@@ -1,6 +1,6 @@
 """The body photo path's framing check on many cut-off and tightly framed renders.
 
-    nice -n 5 .venv/bin/python bench/body_cutoff.py --people 200 --sex male --no-write   # and --sex female
+    nice -n 5 .venv/bin/python bench/body_cutoff.py --people 200 --sex male --no-write   # and --sex female, side by side
 
 bench/body.py crops the first 40 front renders per sex once through the knees and once through the
 forehead. Here every drawn person's front render (the same people, cameras and scenes as
@@ -92,7 +92,9 @@ def run_sex(
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--people", type=int, default=200, help="drawn people per sex")
+    parser.add_argument(
+        "--people", type=int, default=40, help="drawn people per sex (200 for the figures in BENCHMARKS.md)"
+    )
     parser.add_argument("--sex", choices=("male", "female"), help="one sex only (two runs side by side)")
     parser.add_argument(
         "--data", type=Path, default=DATA, help="folder with the ANSUR II CSVs (../shared/benchmarks/body)"

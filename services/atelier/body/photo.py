@@ -278,6 +278,12 @@ MIN_CUT_RUN_SHARE = 0.01
 # by this share of the outline's height (about 3.5 cm): the feet are in the photo, and an outline
 # reaching the bottom edge has run into what is below them (a low wall the person stands behind).
 FEET_CLEAR_SHARE = 0.02
+# The nose at least this share of the outline's height below the outline's top: a whole head puts
+# 4.7-11.5% between them (160 renders, whose heads have no hair: 0.047 at the least; the shared
+# real photos 9.5-10.6%). Less is a head cut through above the nose whose outline lost what is
+# left of it: renders cropped 6% from the top (through the nose) were measured with the nose 1.2%
+# below an outline that began at the mouth (bench/body_cutoff.py).
+NOSE_BELOW_TOP_SHARE = 0.03
 
 
 def segment(
@@ -486,7 +492,8 @@ def _cut_off(
     behind the person); in a side view one foot whole and clear is enough, since the near foot
     hides the far one (its landmarks are seen at 0.3-0.45 where the near foot's are 0.7-0.8); so is a body
     whose landmarks (which the model places outside the frame when it infers them) lie beyond the
-    edge: every ankle below the bottom, or the nose above the top. A low landmark visibility alone is no evidence
+    edge: every ankle below the bottom, or the nose above the top, or (the learned outline) the nose
+    within NOSE_BELOW_TOP_SHARE of the outline's top. A low landmark visibility alone is no evidence
     (one ankle is hidden in a side view, plain-coloured feet score low).
     """
     cut = []
@@ -494,7 +501,16 @@ def _cut_off(
     # the learned mask has no such frame.
     edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
     ys = np.nonzero(person)[0]
-    if ys.min() <= edge or ("nose" in landmarks and landmarks["nose"].y_px < 0):
+    nose = landmarks.get("nose")
+    if (
+        ys.min() <= edge
+        or (nose is not None and nose.y_px < 0)
+        or (
+            learned
+            and nose is not None
+            and nose.y_px - ys.min() < NOSE_BELOW_TOP_SHARE * (ys.max() - ys.min())
+        )
+    ):
         cut.append("head")
     # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
     # outline bleeding into the background below the feet (a busy city photo, on one render).
