@@ -494,8 +494,9 @@ def _cut_off(
     hides the far one (its landmarks are seen at 0.3-0.45 where the near foot's are 0.7-0.8); so is a body
     whose landmarks (which the model places outside the frame when it infers them) lie beyond the
     edge: every ankle below the bottom, or the nose above the top, or (the learned outline of a
-    front photo) the nose within NOSE_BELOW_TOP_SHARE of the outline's top. A low landmark visibility alone is no evidence
-    (one ankle is hidden in a side view, plain-coloured feet score low).
+    front photo) the nose within NOSE_BELOW_TOP_SHARE of the outline's top. A low landmark
+    visibility alone is no evidence (one ankle is hidden in a side view, plain-coloured feet score
+    low).
     """
     cut = []
     # GrabCut's frame keeps ~1% of the height as background, so there "touching" means within that;

@@ -140,8 +140,9 @@ MAX_TORSO_LEAN_DEG = 35.0
 def standing(pose: Pose) -> bool:
     """Whether the skeleton is a person standing upright: from top to bottom of the photo the nose,
     shoulders, hips, knees and ankles in that order, the torso within ``MAX_TORSO_LEAN_DEG`` of
-    upright, and the legs (hip to ankle) at least ``MIN_LEG_TO_TORSO`` of the torso (shoulder to hip). Landmarks the model infers outside the
-    photo count (a photo cut off at the knees still has its ankles below them)."""
+    upright, and the legs (hip to ankle) at least ``MIN_LEG_TO_TORSO`` of the torso (shoulder to
+    hip). Landmarks the model infers outside the photo count (a photo cut off at the knees still
+    has its ankles below them)."""
     lm = pose.landmarks
     names = ("shoulder", "hip", "knee", "ankle")
     if "nose" not in lm or not all(f"{side}_{n}" in lm for side in ("left", "right") for n in names):

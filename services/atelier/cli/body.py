@@ -318,8 +318,9 @@ def render(
 ) -> None:
     """Render a front/side photo pair of a typical body in a drawn room (to try `measure` without photos).
 
-    A 3D render (atelier.body.scene: the body's cross-sections, clothes, light, a phone camera at
-    chest height) the pose model finds a person in, as in a real photo; the same phone for both."""
+    A 3D render (atelier.body.scene: the body's cross-sections, clothes, light, a phone held at
+    chest to eye height) that the pose model finds a person in, as in a real photo; one phone, one
+    spot for both."""
     import cv2
     import numpy as np
 
