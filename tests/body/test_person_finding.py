@@ -11,6 +11,7 @@ from atelier.body.photo import MIN_PERSON_PX, NO_PERSON, PhotoError, segment
 from atelier.body.pose import Landmark, Pose, PoseModel, standing
 from atelier.body.scene import Camera, random_camera, render_scene
 from atelier.body.statmodel import MEASUREMENTS
+from tests.body.test_outline_scenes import _as_the_bench_renders
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
 
@@ -136,14 +137,7 @@ def test_a_front_photo_the_pose_model_finds_no_one_in_is_refused_not_measured_by
     nose (6% of his height): the pose model, which keys on the face, finds no one, and GrabCut's
     colour outline (a blob of buildings and legs without the head) passed every check and was
     measured. The pose model is installed, so its finding no one is the answer, with the retake."""
-    body = {m: float(ansur["male"][m][3554]) for m in MEASUREMENTS}
-    rng = np.random.default_rng(3554)
-    cam = random_camera(rng, body["height"])
-    arm = float(rng.uniform(25, 40))
-    path = BACKGROUNDS / "maxscene_pexels_city.jpg"
-    if not path.exists():
-        pytest.skip(f"{path} not found (shared benchmark data absent)")
-    r = render_scene(body, "front", cam, path, arm_angle_deg=arm, seed=3554)
+    _, r, _ = _as_the_bench_renders(ansur, 3554, "maxscene_pexels_city.jpg")
     ys = np.nonzero(r.mask)[0]
     top, bottom = int(ys.min()), int(ys.max())
     with pytest.raises(PhotoError) as err:

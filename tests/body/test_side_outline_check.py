@@ -64,14 +64,14 @@ def test_depths_each_plausible_but_unlikely_together_discard_the_side_photo() ->
 
 
 def test_a_level_without_a_run_through_the_body_discards_the_side_photo() -> None:
-    """Depths the model finds plausible, but the outline runs through the body's centre on only a
-    third of the rows about the hip level (MIN_RUN_SHARE a half): the outline is broken there."""
+    """Depths the model finds plausible, but the outline runs through the body's centre on fewer
+    than MIN_RUN_SHARE of the rows about the hip level: the outline is broken there (a share just
+    at the bound elsewhere is kept)."""
     model = BodyModel.load()
     reference = model.predict({"height": Observation(178.0), "weight_kg": Observation(80.0)}, "male")
     depths = {level: Observation(reference.estimates[f"{level}_depth"].value_cm, 0.8) for level in LEVELS}
     side = _side_view()
     assert side_outline_problem(side, depths, reference, run_shares=dict.fromkeys(LEVELS, 1.0)) == ""
-    shares = {"chest": 1.0, "waist": 0.75, "hip": 1 / 3}
-    assert MIN_RUN_SHARE == 0.5
+    shares = {"chest": 1.0, "waist": MIN_RUN_SHARE, "hip": MIN_RUN_SHARE - 0.1}
     problem = side_outline_problem(side, depths, reference, run_shares=shares)
     assert problem == "no outline through the body about the hip level"

@@ -313,9 +313,10 @@ def segment(
     except PhotoError as exc:
         if pose_model is None or poses:
             raise
-        # The colour outline alone misreads busy scenes (a building or the floor as the person):
-        # its verdict is not the reason to give, nor its fix (on the Apollo 11 photo, boots in view,
-        # it said "feet outside the photo: include both feet"). Logged for whoever debugs it.
+        # (A side photo: a front one is refused above.) The colour outline alone misreads busy
+        # scenes (a building or the floor as the person): its verdict is not the reason to give,
+        # nor its fix (on the Apollo 11 photo, boots in view, it said "feet outside the photo:
+        # include both feet"). Logged for whoever debugs it.
         log.info("%s: no pose found; the colour outline was refused: %s", field_name, exc.reason)
         raise PhotoError(
             exc.field, f"{NO_PERSON}, nor did the outline by colour alone find one: {RETAKE_FIX}"
@@ -661,8 +662,8 @@ ARMPIT_SPAN_CM = 4.0
 # The edge's slope (px per row) carried up to the chest row is bounded: the gap's top rows bend.
 ARMPIT_MAX_SLOPE = 0.2
 ARMPIT_SD_CM = 1.0
-# How far below the last steep move (cm) the torso's edge has settled (the learned mask closes the top of the
-# gap between arm and torso over a few rows).
+# How far below the last steep move (cm) the torso's edge has settled (the learned mask closes the
+# top of the gap between arm and torso over a few rows).
 ARMPIT_SETTLE_CM = 1.0
 
 
@@ -884,9 +885,10 @@ def side_outline_problem(
     Its depths share one outline and one scale, so one sign of a broken outline discards them all:
     the feet's landmarks below the outline's bottom (the outline lost the lower legs against the
     background, and the scale with them), a run through the body's centre on fewer than
-    MIN_RUN_SHARE of the rows about a depth's level (``run_shares``, per level), or a depth the model
-    finds implausible for the height and weight. On busy backgrounds such side outlines took in a sign or a lamp and lost the feet;
-    each depth then was 3-7 cm off, and only the grossest one was caught on its own.
+    MIN_RUN_SHARE of the rows about a depth's level (``run_shares``, per level), or a depth the
+    model finds implausible for the height and weight. On busy backgrounds such side outlines took
+    in a sign or a lamp and lost the feet; each depth then was 3-7 cm off, and only the grossest
+    one was caught on its own.
 
     Learned side outlines on plain backgrounds also break less grossly (a seat level found 15 cm
     low, depths 3.5-5 cm off) and pass each depth's own test. With all three depths and
@@ -903,8 +905,9 @@ def side_outline_problem(
     ]
     if any(lm.y_px > bottom + 0.02 * (bottom - top) for lm in feet):
         return "the feet lie below it"
+    shares = run_shares or {}
     for level in depths:
-        if (run_shares or {}).get(level, 1.0) < MIN_RUN_SHARE:
+        if shares.get(level, 1.0) < MIN_RUN_SHARE:
             return f"no outline through the body about the {level} level"
     for level, depth in depths.items():
         est = reference.estimates[f"{level}_depth"]
