@@ -274,6 +274,22 @@ def test_an_outline_that_begins_at_the_nose_has_lost_a_head_cut_through() -> Non
     assert _cut_off(person, cut, h, w, learned=True, view="side") == []
 
 
+def test_an_outline_grown_to_the_top_edge_by_colour_alone_is_no_cut_head() -> None:
+    """The colour step may carry the outline a band's width past the model's mask: over dark hair
+    under a dark gutter (a render framed 4 px above the head) or over the few px of background
+    above a real photo framed tightly, to the top edge, and the photo was refused as cut off. The
+    head counts as cut there only where the model's own mask (its first row, model_top) reaches
+    the edge too, as it does on a head cut through."""
+    h, w = 760, 300
+    person = np.zeros((h, w), bool)
+    person[0:740, 120:180] = True  # the outline from the top edge to the feet
+    feet = {n: Landmark(n, x, 710.0, 0.9) for n, x in (("left_ankle", 130.0), ("right_ankle", 170.0))}
+    landmarks = {**feet, "nose": Landmark("nose", 150.0, 0.08 * 740, 0.99)}
+    assert _cut_off(person, landmarks, h, w, learned=True, model_top=4) == []
+    assert _cut_off(person, landmarks, h, w, learned=True, model_top=0) == ["head"]
+    assert _cut_off(person, landmarks, h, w, learned=True) == ["head"]  # no model mask: the outline's
+
+
 def test_an_outline_run_down_a_chair_leg_is_a_cut_off_only_where_no_foot_is_seen() -> None:
     """A side view whose outline followed a dark chair leg behind the feet to the bottom edge
     (23 px along it; an NHANES woman drawn on the terrace photo, bench/body_civilians.py): the near

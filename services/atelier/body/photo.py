@@ -393,7 +393,11 @@ def _segment(
                     "several people (or person-sized objects) found: "
                     "the photo must show one person on a plain background",
                 )
-    cut = _cut_off(person, landmarks, h, w, learned, view) if check_framing else []
+    model_top = None
+    if learned:
+        rows = np.nonzero((soft > 0.5).any(axis=1))[0]
+        model_top = int(rows[0]) if rows.size else None
+    cut = _cut_off(person, landmarks, h, w, learned, view, model_top) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -485,10 +489,13 @@ def _cut_off(
     w: int,
     learned: bool,
     view: str = "front",
+    model_top: int | None = None,
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
-    The outline touching the top edge is cut off, and at the bottom edge where it touches it over
+    The outline touching the top edge is cut off where the model's own mask reaches it too
+    (``model_top``, its first row; the colour step alone grew outlines over a few px of background
+    above the hair to the edge), and at the bottom edge where it touches it over
     more than a strand of pixels (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole
     and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground, or a chair's leg
     behind the person); in a side view one foot whole and clear is enough, since the near foot
@@ -505,8 +512,10 @@ def _cut_off(
     edge = int(0.015 * h) + 2 if not learned else max(1, round(0.002 * h))
     ys = np.nonzero(person)[0]
     nose = landmarks.get("nose")
+    # Where the model's own mask (model_top: its first row) stops short of the top edge, an outline
+    # reaching it was grown there by the colour step (dark hair under a dark gutter) and is no cut.
     if (
-        ys.min() <= edge
+        (ys.min() <= edge and (model_top is None or model_top <= edge))
         or (nose is not None and nose.y_px < 0)
         or (
             learned
