@@ -622,6 +622,22 @@ def test_an_outline_run_into_a_wall_below_the_feet_is_not_a_cut_off(pose: PoseMo
         measure(shins, None, body["height"], body["weight_kg"], "female", BodyModel.load(), pose)
 
 
+def test_a_photo_cut_through_the_ankles_is_refused_though_the_model_infers_whole_feet(
+    pose: PoseModel, ansur: dict
+) -> None:
+    """ANSUR man #1935 as bench/body.py renders him before a glass facade, cut through the ankles
+    (95% of his height from the top, bench/body_cutoff.py): the outline runs off the bottom edge
+    with both legs, but the pose model places both feet whole, heels and toes seen at visibility
+    0.6-0.8, 13-23 px above the edge, and the exception for an outline run on below whole feet
+    (woman #348's wall) let the photo be measured. The legs meet the edge as wide as they are at
+    the ankles: refused, while the wall test above still passes."""
+    _, front_r, _ = _as_the_bench_renders(ansur, 1935, "archsearch_pexels_glass_steel_09.jpg")
+    ys = np.nonzero(front_r.mask)[0]
+    ankles = front_r.image_rgb[: ys.min() + int(0.95 * (ys.max() - ys.min()))]
+    with pytest.raises(PhotoError, match="feet outside the photo"):
+        segment(np.ascontiguousarray(ankles), pose, "front")
+
+
 def test_a_smooth_torso_passes_through_its_levels_and_is_flat_at_the_narrowest() -> None:
     """bench/body.py --smooth-torso: the torso carried between its measured levels by a monotone
     cubic (no corner at the navel) instead of straight segments."""

@@ -290,6 +290,26 @@ def test_an_outline_grown_to_the_top_edge_by_colour_alone_is_no_cut_head() -> No
     assert _cut_off(person, landmarks, h, w, learned=True) == ["head"]  # no model mask: the outline's
 
 
+def test_legs_running_off_the_bottom_edge_are_cut_off_whatever_feet_the_model_infers() -> None:
+    """The pose model places "whole" feet above the edge of a photo cut through the ankles or above
+    the toes. Whole feet clear of the edge excuse an outline that ran on below them only where it
+    meets the edge narrower than one leg (LEG_RUN_SHARE of its width at the ankles)."""
+    h, w = 960, 720
+    feet = {
+        f"{side}_{p}": Landmark(f"{side}_{p}", x, y, 0.8)
+        for side, x in (("left", 315.0), ("right", 365.0))
+        for p, y in (("ankle", 850.0), ("heel", 870.0), ("foot_index", 875.0))
+    }
+    legs = np.zeros((h, w), bool)
+    legs[110:600, 290:390] = True
+    legs[600:, 300:330] = legs[600:, 350:380] = True  # two legs to the bottom edge
+    assert _cut_off(legs, feet, h, w, learned=True) == ["feet"]
+    wall = legs.copy()
+    wall[885:] = False
+    wall[885:, 330:350] = True  # below whole feet, a strand down a wall: 20 px of 60 at the ankles
+    assert _cut_off(wall, feet, h, w, learned=True) == []
+
+
 def test_an_outline_run_down_a_chair_leg_is_a_cut_off_only_where_no_foot_is_seen() -> None:
     """A side view whose outline followed a dark chair leg behind the feet to the bottom edge
     (23 px along it; an NHANES woman drawn on the terrace photo, bench/body_civilians.py): the near
