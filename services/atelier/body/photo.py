@@ -500,19 +500,23 @@ def _cut_off(
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
-    The outline touching the top edge is cut off where the model's own mask reaches it too
-    (``model_top``, its first row; the colour step alone grew outlines over a few px of background
-    above the hair to the edge), and at the bottom edge where it touches it over
-    more than a strand of pixels (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole
-    and clear of that edge (FEET_CLEAR_SHARE: the outline ran on into the ground, or a chair's leg
-    behind the person); in a side view one foot whole and clear is enough, since the near foot
-    hides the far one (its landmarks are seen at 0.3-0.45 where the near foot's are 0.7-0.8), and
-    only where the outline meets the edge narrower than one leg (LEG_RUN_SHARE); so is a body
-    whose landmarks (which the model places outside the frame when it infers them) lie beyond the
-    edge: every ankle below the bottom, or the nose above the top, or (the learned outline of a
-    front photo) the nose within NOSE_BELOW_TOP_SHARE of the outline's top. A low landmark
-    visibility alone is no evidence (one ankle is hidden in a side view, plain-coloured feet score
-    low).
+    - Head: the outline touches the top edge and the model's own mask reaches it too
+      (``model_top``, its first row: the colour step alone grew outlines over a few px of
+      background above the hair to the edge; with no model mask, the outline alone); or the nose
+      landmark lies above the top (the model places inferred landmarks outside the frame); or,
+      for the learned outline of a front photo, the nose lies within NOSE_BELOW_TOP_SHARE of the
+      outline's top.
+    - Feet: the outline touches the bottom edge over more than a strand of pixels
+      (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole and clear of that edge
+      (FEET_CLEAR_SHARE: the outline ran on into the ground, or a chair's leg behind the person)
+      and the outline meets the edge narrower than one leg (LEG_RUN_SHARE). In a side view one
+      foot whole and clear is enough, since the near foot hides the far one (its landmarks are
+      seen at 0.3-0.45 where the near foot's are 0.7-0.8). Also cut: every ankle landmark at or
+      below the bottom edge.
+    - Body: a shoulder or hip landmark outside the photo's width.
+
+    A low landmark visibility alone is no evidence (one ankle is hidden in a side view,
+    plain-coloured feet score low).
     """
     cut = []
     # GrabCut's frame keeps ~1% of the height as background, so there "touching" means within that;
