@@ -283,7 +283,8 @@ FEET_CLEAR_SHARE = 0.02
 # infer (the model places "whole" feet above the edge of a photo cut through the ankles or above
 # the toes). What ran on below whole feet is narrower: 0.19-0.39 on the renders seen (woman #348's
 # low wall 0.39, clutter under the feet of three tight frames), against 0.53-1.42 for 19 of the 20
-# crops through the feet the exception let through (first 100 per sex; one at 0.37 still is).
+# crops through the feet the exception let through (first 100 per sex; the 20th, at 0.37, it still
+# lets through).
 LEG_RUN_SHARE = 0.5
 # The nose at least this share of the outline's height below the outline's top: a whole head puts
 # 4.7-11.5% between them (160 renders, whose heads have no hair: 0.047 at the least; the shared
@@ -402,7 +403,7 @@ def _segment(
                 )
     model_top = None
     if learned:
-        rows = np.nonzero((soft > 0.5).any(axis=1))[0]
+        rows = np.nonzero(outline.person_mask(pose).any(axis=1))[0]
         model_top = int(rows[0]) if rows.size else None
     cut = _cut_off(person, landmarks, h, w, learned, view, model_top) if check_framing else []
     if cut:
