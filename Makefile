@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml constraints.txt services/atelier/body/setup_models.py s
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# opencv-python-headless (ours) and opencv-contrib-python (mediapipe's) both install the one cv2
+	# package; whichever pip wrote last won, and with it whether the body outline is guided-filtered
+	# (contrib's ximgproc) or blurred. Contrib's, always (a superset of headless's API).
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall -c constraints.txt opencv-contrib-python
 	$(BIN)/python -m atelier.body.setup_models
 	$(BIN)/python -m atelier.generation.setup_assets
 	touch $(STAMP)

@@ -335,3 +335,14 @@ def test_an_outline_run_down_a_chair_leg_is_a_cut_off_only_where_no_foot_is_seen
     shins[110:, 300:420] = True
     below = {n: Landmark(n, lm.x_px, lm.y_px + 200.0, lm.visibility) for n, lm in landmarks.items()}
     assert _cut_off(shins, below, h, w, learned=True, view="side") == ["feet"]
+
+
+def test_the_venvs_cv2_is_contribs_with_the_guided_filter() -> None:
+    """opencv-python-headless and mediapipe's opencv-contrib-python install the one cv2 package;
+    ``make`` reinstalls contrib's last, so the outline is guided-filtered (``ximgproc``), not
+    blurred: the two give other girths (BENCHMARKS 18n)."""
+    import cv2
+
+    assert hasattr(cv2, "ximgproc"), (
+        f"cv2 {cv2.__version__} from {cv2.__file__} lacks ximgproc: run make venv"
+    )
