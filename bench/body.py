@@ -33,7 +33,7 @@ from atelier.body.evaluate import (  # noqa: E402
 )
 from atelier.body.photo import PhotoError, measure  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
-from atelier.body.scene import render_scene  # noqa: E402
+from atelier.body.scene import random_outfit, render_scene  # noqa: E402
 from atelier.body.sizing import BodyMeasurement, Size, SizeChart, SizeRange, recommend  # noqa: E402
 from atelier.body.statmodel import (  # noqa: E402
     ANSUR_FILES,
@@ -98,6 +98,7 @@ def photo_table(
     render_px: int = 960,
     smooth_torso: bool = False,
     population: str = "soldier",
+    same_spot: bool = False,
 ) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
@@ -151,7 +152,15 @@ def photo_table(
             )
             front = front_r.image_rgb
             side = render_scene(
-                body, "side", camera, scene, seed=int(i) + 1, smooth_torso=smooth_torso
+                body,
+                "side",
+                camera,
+                scene,
+                seed=int(i) + 1,
+                smooth_torso=smooth_torso,
+                # One spot: the front photo's background and clothes.
+                background_seed=int(i) if same_spot else None,
+                outfit=random_outfit(np.random.default_rng(int(i))) if same_spot else None,
             ).image_rgb
             render_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
@@ -325,6 +334,12 @@ def main() -> int:
         default="soldier",
         help="whom the photo path's model answers for (ATELIER_BODY_POPULATION); the people are ANSUR II's",
     )
+    parser.add_argument(
+        "--same-spot",
+        action="store_true",
+        help="the side photo from where the front one was taken: the same background and clothes "
+        "(the phone stayed put while the person turned); default: another crop and outfit per photo",
+    )
     args = parser.parse_args()
     backgrounds = args.backgrounds or args.data / "backgrounds"
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -344,6 +359,7 @@ def main() -> int:
         render_px=args.render_px,
         smooth_torso=args.smooth_torso,
         population=args.population,
+        same_spot=args.same_spot,
     )
     load_after = os.getloadavg()
     body = "\n\n".join(

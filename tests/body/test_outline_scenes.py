@@ -16,7 +16,15 @@ from atelier.body import camera
 from atelier.body.outline import ANKLE_SHARE, _complete_feet, acromion_points, wrist_point_px
 from atelier.body.photo import PhotoError, armpit_edges_px, grabcut_mask, measure, segment, side_view_verdict
 from atelier.body.pose import Landmark, PoseModel
-from atelier.body.scene import Camera, SceneRender, _profile, project, random_camera, render_scene
+from atelier.body.scene import (
+    Camera,
+    SceneRender,
+    _profile,
+    project,
+    random_camera,
+    random_outfit,
+    render_scene,
+)
 from atelier.body.statmodel import MEASUREMENTS, BodyModel, Observation
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
@@ -659,3 +667,28 @@ def test_a_smooth_torso_passes_through_its_levels_and_is_flat_at_the_narrowest()
     assert straight[[1, 3]] == pytest.approx([30.9, 30.6])  # the corner: 0.3 and 0.2 cm per cm
     assert np.all(smooth[[1, 3]] >= 30.0)  # no overshoot below the narrowest level
     assert np.all(smooth[[1, 3]] - 30.0 < 0.5 * (straight[[1, 3]] - 30.0))  # flat there
+
+
+def test_the_side_photo_from_the_same_spot_takes_the_front_outlines_run_into_the_facade_out(
+    pose: PoseModel, ansur: dict
+) -> None:
+    """ANSUR man #3242 as bench/body.py --same-spot renders him before a glass-and-steel facade:
+    the phone stayed where it was while he turned, so both photos share the background. The front
+    photo's learned outline ran off his flanks into the facade (chest width 3.2 cm, waist width
+    4.5 cm too wide); the side photo shows that very background there, and the plate step
+    (atelier.body.plate) takes the run out: both widths within 2.2 cm of his."""
+    body, front_r, _ = _as_the_bench_renders(ansur, 3242, "archsearch_pexels_glass_steel_09.jpg")
+    side_r = render_scene(
+        body,
+        "side",
+        front_r.camera,
+        _shared(BACKGROUNDS / "archsearch_pexels_glass_steel_09.jpg"),
+        seed=3243,
+        background_seed=3242,
+        outfit=random_outfit(np.random.default_rng(3242)),
+    )
+    result = measure(
+        front_r.image_rgb, side_r.image_rgb, body["height"], body["weight_kg"], "male", BodyModel.load(), pose
+    )
+    for name in ("chest_width", "waist_width"):
+        assert abs(result.observed_cm[name] - body[name]) < 2.2, (name, result.observed_cm[name], body[name])

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy.stats import chi2
 
-from atelier.body import camera, outline
+from atelier.body import camera, outline, plate
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation, Prediction
 from atelier.runtime import images
@@ -1312,6 +1312,20 @@ def share_front_scale(
     return True
 
 
+def _take_out_plate_runs(
+    front_rgb: np.ndarray, front: ViewResult, side_rgb: np.ndarray, side: ViewResult
+) -> None:
+    """Each outline less the runs into the background that the other photo, from the same spot,
+    shows as background (:mod:`atelier.body.plate`); both found before either is changed."""
+    runs = [
+        plate.background_run(front_rgb, front.mask, side_rgb, side.mask),
+        plate.background_run(side_rgb, side.mask, front_rgb, front.mask),
+    ]
+    for view, run in zip((front, side), runs, strict=True):
+        if run is not None and run.any():
+            view.mask = view.mask & ~run
+
+
 def _confidence(sd_cm: float) -> float:
     """1 when the sd is 0, 0.5 at the 2.5 cm garment-fit tolerance, towards 0 beyond."""
     return 1.0 / (1.0 + (sd_cm / 2.5) ** 2)
@@ -1348,6 +1362,8 @@ def measure(
         front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share)
         if side is not None and side_rgb is not None:
             side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
+    if side is not None and side_rgb is not None:
+        _take_out_plate_runs(front_rgb, front, side_rgb, side)
     if pose_model is None:
         warnings.append(
             (

@@ -411,8 +411,13 @@ def render_scene(
     shadow: bool = True,
     outfit: Outfit | None = None,
     smooth_torso: bool = False,
+    background_seed: int | None = None,
 ) -> SceneRender:
     """Render ``body`` (measurement name -> cm) standing at the origin, seen from ``camera``.
+
+    ``background_seed``: the background (the photo's crop, or the drawn room) of a render with this
+    seed and no outfit given, instead of this render's own: two views of one camera with one
+    background are two photos from a phone that stayed where it was while the person turned.
 
     ``smooth_torso``: the torso's width and depth carried between the measured levels by a monotone
     cubic instead of straight segments (which make a corner at every level, the navel's included).
@@ -474,12 +479,17 @@ def render_scene(
     person = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
     a = cv2.resize(covered, size, interpolation=cv2.INTER_AREA)[..., None]
     # Background and a soft shadow on the floor (contact shadow plus a cast shadow to one side).
+    bg_rng = rng
+    if background_seed is not None:
+        # In the state a render with that seed (and no outfit given) draws its background in.
+        bg_rng = np.random.default_rng(background_seed)
+        random_outfit(bg_rng)
     if background is None:
         bg = np.full((cam.height_px, cam.width_px, 3), 0.85, np.float32)
     elif background == "drawn":
-        bg = drawn_background(cam, rng)
+        bg = drawn_background(cam, bg_rng)
     else:
-        bg = photo_background(Path(background), cam, rng)
+        bg = photo_background(Path(background), cam, bg_rng)
     if shadow:
         sh = np.zeros(bg.shape[:2], np.float32)
         foot_w = body["hip_width"] * 0.6
