@@ -482,17 +482,33 @@ def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:
 
 
 def _as_the_bench_renders(
-    ansur: dict, index: int, background: str, sex: str = "male", smooth_torso: bool = False
+    ansur: dict,
+    index: int,
+    background: str,
+    sex: str = "male",
+    smooth_torso: bool = False,
+    same_spot: bool = False,
 ) -> tuple[dict, SceneRender, SceneRender]:
     """ANSUR person ``index``'s measurements (of ``sex``) and the front and side renders on
-    ``background`` as bench/body.py draws them (camera and arm angle from the person's seed)."""
+    ``background`` as bench/body.py draws them (camera and arm angle from the person's seed;
+    ``same_spot``: as ``--same-spot`` does, the side with the front's background and clothes)."""
     scene = _shared(BACKGROUNDS / background)
     body = {m: float(ansur[sex][m][index]) for m in MEASUREMENTS}
     rng = np.random.default_rng(index + (0 if sex == "male" else 100_000))
     cam = random_camera(rng, body["height"])
     arm = float(rng.uniform(25, 40))
     front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=index, smooth_torso=smooth_torso)
-    return body, front, render_scene(body, "side", cam, scene, seed=index + 1, smooth_torso=smooth_torso)
+    side = render_scene(
+        body,
+        "side",
+        cam,
+        scene,
+        seed=index + 1,
+        smooth_torso=smooth_torso,
+        background_seed=index if same_spot else None,
+        outfit=random_outfit(np.random.default_rng(index)) if same_spot else None,
+    )
+    return body, front, side
 
 
 def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ansur: dict) -> None:
@@ -677,15 +693,8 @@ def test_the_side_photo_from_the_same_spot_takes_the_front_outlines_run_into_the
     photo's learned outline ran off his flanks into the facade (chest width 3.2 cm, waist width
     4.5 cm too wide); the side photo shows that very background there, and the plate step
     (atelier.body.plate) takes the run out: both widths within 2.2 cm of his."""
-    body, front_r, _ = _as_the_bench_renders(ansur, 3242, "archsearch_pexels_glass_steel_09.jpg")
-    side_r = render_scene(
-        body,
-        "side",
-        front_r.camera,
-        _shared(BACKGROUNDS / "archsearch_pexels_glass_steel_09.jpg"),
-        seed=3243,
-        background_seed=3242,
-        outfit=random_outfit(np.random.default_rng(3242)),
+    body, front_r, side_r = _as_the_bench_renders(
+        ansur, 3242, "archsearch_pexels_glass_steel_09.jpg", same_spot=True
     )
     result = measure(
         front_r.image_rgb, side_r.image_rgb, body["height"], body["weight_kg"], "male", BodyModel.load(), pose

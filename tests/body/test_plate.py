@@ -114,3 +114,10 @@ def test_one_plain_outfit_seen_from_two_sides_is_not_taken_for_background() -> N
     run = background_run(_noisy(side, 2), side_body, _noisy(front, 1), front_body)
     assert run is not None
     assert not (run & side_body).any()
+
+
+def test_a_plate_with_no_background_left_is_no_plate() -> None:
+    """Masks that leave (nearly) no shared background: no fit to make, None, not an error."""
+    front, outline, _, side, _, _ = _scene()
+    assert background_run(front, outline, side, np.ones((H, W), bool)) is None
+    assert background_run(front, np.zeros((H, W), bool), side, outline) is None

@@ -165,6 +165,8 @@ def background_run(
     # The other photo's person where the alignment puts it.
     aligned_person = _warped(plate_mask.astype(np.uint8), warp, cv2.INTER_NEAREST).astype(bool)
     background &= ~_grown(aligned_person, margin)
+    if background.sum() < 0.1 * background.size:
+        return None  # (the alignment moved the other person over the background: no fit left)
     matched = _matched(aligned, image_rgb, background)
     de = np.linalg.norm(_lab(image_rgb) - _lab(matched), axis=2)
     de3 = np.linalg.norm(_lab(image_rgb, 3) - _lab(matched, 3), axis=2)
