@@ -104,7 +104,8 @@ def photo_table(
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
     light and arm angles (25-40 degrees, as the app asks: arms away from the body)."""
     pose_path = Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path()))
-    pose = load_pose_model(pose_path)
+    # ATELIER_BODY_MATTE_MODEL as the service reads it: unset, the matte beside the bundle; empty, none.
+    pose = load_pose_model(pose_path, os.environ.get("ATELIER_BODY_MATTE_MODEL"))
     backdrops = scenes(backgrounds)
     rng = np.random.default_rng(7)
     rows = [

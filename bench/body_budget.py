@@ -141,6 +141,8 @@ def true_mask(renders: list[SceneRender], waist_cm: float | None = None) -> Iter
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(camera, "level_photo", levelled))
         stack.enter_context(patched(outline, "learned_mask", mask))
+        # The true outline is not trimmed by the matte model's second opinion.
+        stack.enter_context(patched(photo.matte, "trim", lambda person, *a, **k: person))
         if waist_cm is not None:
             stack.enter_context(patched(photo, "anchored_waist_level_cm", lambda *a, **k: waist_cm))
             stack.enter_context(patched(photo, "waist_level_cm", lambda *a, **k: waist_cm))

@@ -69,7 +69,10 @@ def run_sex(
     columns = read_ansur(data / ANSUR_FILES[sex])
     rng = np.random.default_rng(7)  # bench/body.py's draw for one sex (--sex)
     test = rng.choice(len(columns["height"]), 200 if people <= 200 else people, replace=False)
-    pose = load_pose_model(Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path())))
+    pose = load_pose_model(
+        Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path())),
+        os.environ.get("ATELIER_BODY_MATTE_MODEL"),
+    )
     backdrops = scenes(backgrounds)
     counts: dict[str, dict[str, int]] = {}
     misses = []

@@ -112,7 +112,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--height-cm", type=float, default=170.0)
     args = parser.parse_args()
-    pose = load_pose_model(Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path())))
+    pose = load_pose_model(
+        Path(os.environ.get("ATELIER_BODY_POSE_MODEL", default_bundle_path())),
+        os.environ.get("ATELIER_BODY_MATTE_MODEL"),
+    )
     model = BodyModel.load()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [

@@ -24,5 +24,7 @@ def pose() -> Iterator[PoseModel]:
     model = load_pose_model(default_bundle_path())
     if model is None:
         pytest.fail("pose model not installed (make venv runs python -m atelier.body.setup_models)")
+    if model.matte is None:
+        pytest.fail("matte model not installed (make venv runs python -m atelier.body.setup_models)")
     yield model
     model.close()

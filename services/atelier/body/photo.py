@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy.stats import chi2
 
-from atelier.body import camera, outline, plate
+from atelier.body import camera, matte, outline, plate
 from atelier.body.pose import Landmark, Pose, PoseModel
 from atelier.body.statmodel import GARMENT_MEASUREMENTS, BodyModel, Observation, Prediction
 from atelier.runtime import images
@@ -113,6 +113,8 @@ class ViewResult:
     # Shoulder points (acromion) on the outline, by side; what gave the floor row.
     shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
     floor_by: str = "outline bottom"
+    # The matte model's map (atelier.body.matte) the outline was trimmed with; None: not used.
+    matte: np.ndarray | None = None
 
     @property
     def px_per_cm(self) -> float:
@@ -302,12 +304,15 @@ def segment(
     view: str = "front",
     check_framing: bool = True,
     ankle_share: float = outline.ANKLE_SHARE_ANY,
+    matte_map: np.ndarray | None = None,
 ) -> ViewResult:
     """The person's outline, landmarks, height scale and framing checks for one photo.
 
     Refused (PhotoError) only when the photo cannot be measured: no person, several people of
     similar size, a person cut off at the head or feet, too small or too blurred. Everything
-    else lowers the photo's quality score with a hint that names the fix.
+    else lowers the photo's quality score with a hint that names the fix. ``matte_map``: the
+    matte model's map of this photo where it is known (the levelled photo: the original's, warped);
+    else the pose model's matte computes it.
     """
     poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
     poses = outline.distinct_people(poses)
@@ -317,7 +322,7 @@ def segment(
         # roof, GrabCut's outline was a blob of background and legs, and it passed every check.
         raise PhotoError(f"{field_name}.data", f"{NO_PERSON}: {RETAKE_FIX}")
     try:
-        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing, ankle_share)
+        return _segment(image_rgb, pose_model, poses, field_name, view, check_framing, ankle_share, matte_map)
     except PhotoError as exc:
         if pose_model is None or poses:
             raise
@@ -339,6 +344,7 @@ def _segment(
     view: str,
     check_framing: bool,
     ankle_share: float = outline.ANKLE_SHARE_ANY,
+    matte_map: np.ndarray | None = None,
 ) -> ViewResult:
     h, w = image_rgb.shape[:2]
     landmarks: dict[str, Landmark] = {}
@@ -373,12 +379,23 @@ def _segment(
             others = [p.soft for i, p in enumerate(poses) if i != best and p.soft is not None]
             parts = [outline.learned_mask(image_rgb, soft, others, landmarks)]
             method, learned = "mediapipe-segmentation", True
+            second = getattr(pose_model, "matte", None)
+            if second is not None and view in matte.VIEWS and parts[0].any():
+                if matte_map is None:
+                    ys, xs = np.nonzero(parts[0])
+                    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                    matte_map = second.soft(image_rgb, box)
+                parts[0] = matte.trim(parts[0], matte_map, landmarks)
+            else:
+                matte_map = None
         else:
             parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
             method = "mediapipe-pose(no mask)+grabcut"
     else:
         parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
         method = "grabcut" if pose_model is None else "grabcut(no landmarks)"
+    if not learned:
+        matte_map = None
     if not parts or parts[0].sum() < 0.005 * h * w:
         raise PhotoError(f"{field_name}.data", f"no person found: {RETAKE_FIX}")
     person = parts[0]
@@ -472,6 +489,7 @@ def _segment(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
     )
     result.floor_by = floor_by
+    result.matte = matte_map
     spread = _shoulder_spread_cm(landmarks, person_px / 170.0)
     if view == "front" and spread is not None and spread >= FRONT_MIN_SPREAD_CM:
         # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
@@ -1204,9 +1222,18 @@ def _levelled(
     ankle_share: float = outline.ANKLE_SHARE_ANY,
 ) -> tuple[np.ndarray, ViewResult]:
     """The photo levelled and segmented again; the original when that fails (with a note)."""
-    level, _ = camera.level_photo(image_rgb, pitch)
+    level, hom = camera.level_photo(image_rgb, pitch)
+    # The matte of the levelled photo is the original's through the same homography (a second run
+    # of the network would cost a second and see the same pixels).
+    warped = (
+        cv2.warpPerspective(view.matte, hom, (level.shape[1], level.shape[0]), flags=cv2.INTER_LINEAR)
+        if view.matte is not None
+        else None
+    )
     try:
-        again = segment(level, pose_model, name, name, check_framing=False, ankle_share=ankle_share)
+        again = segment(
+            level, pose_model, name, name, check_framing=False, ankle_share=ankle_share, matte_map=warped
+        )
     except PhotoError:
         again = None
     if again is None or again.method != view.method:

