@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from atelier.body import matte
-from atelier.body.photo import run_width_px, segment
+from atelier.body.photo import segment
 from atelier.body.pose import Landmark, PoseModel
+from bench.body_budget import edge_errors
 from tests.body.test_outline_scenes import _as_the_bench_renders
 
 H, W = 600, 400
@@ -81,35 +80,6 @@ def test_without_shoulders_and_hips_nothing_is_trimmed() -> None:
     assert (matte.trim(person, second, upside_down) == person).all()
 
 
-def _torso_edges_off(render, seen, threshold_px: float = 8.0) -> int:  # type: ignore[no-untyped-def]
-    """How many of the outline's two edges on the torso rows (30-50% of the height from the head
-    top, every third row) lie more than ``threshold_px`` from the renderer's coverage."""
-    ys = np.nonzero(render.mask)[0]
-    top, bottom = int(ys.min()), int(ys.max())
-    off = 0
-    for row in range(top + int(0.3 * (bottom - top)), top + int(0.5 * (bottom - top)), 3):
-        line = render.coverage[row]
-        centre = round(seen.centre_x_px)
-        if line[centre] < 0.99:
-            continue
-        left = centre
-        while left > 0 and line[left - 1] > 0:
-            left -= 1
-        right = centre
-        while right < line.size - 1 and line[right + 1] > 0:
-            right += 1
-        if right - left > 0.2 * (bottom - top):
-            continue  # an arm joins the torso's run there
-        true_left = centre - float(line[left:centre].sum())
-        true_right = centre + float(line[centre : right + 1].sum())
-        x0, x1 = run_width_px(seen.mask, row, centre, render.image_rgb)
-        if math.isnan(x0):
-            off += 2
-            continue
-        off += int(abs(true_left - x0) > threshold_px) + int(abs(x1 - true_right) > threshold_px)
-    return off
-
-
 @pytest.mark.parametrize(
     ("index", "background"),
     [(3015, "archsearch_pexels_brick_buildings_11.jpg"), (3242, "archsearch_pexels_glass_steel_09.jpg")],
@@ -119,18 +89,20 @@ def test_the_learned_outlines_run_into_the_facade_is_trimmed_by_the_matte(
 ) -> None:
     """ANSUR men #3015 (before a brick building) and #3242 (before glass and steel) as bench/body.py
     renders them: the pose model's outline runs off the torso's flank into the facade (14-16 of the
-    torso rows' edges more than 8 px off the renderer's coverage); with the matte's second opinion
-    at most 2 are."""
+    torso rows' edges more than 8 px off the renderer's coverage, as bench/body_budget.py counts
+    them); with the matte's second opinion at most 2 are."""
     _, front, _ = _as_the_bench_renders(ansur, index, background)
     second, pose.matte = pose.matte, None
     try:
-        alone = segment(front.image_rgb, pose, "front", "front")
+        assert segment(front.image_rgb, pose, "front", "front").matte is None
+        alone = np.abs(edge_errors(front, "front", pose))
     finally:
         pose.matte = second
-    both = segment(front.image_rgb, pose, "front", "front")
-    assert alone.matte is None and both.matte is not None
-    assert _torso_edges_off(front, alone) >= 8
-    assert _torso_edges_off(front, both) <= 2
+    assert segment(front.image_rgb, pose, "front", "front").matte is not None
+    both = np.abs(edge_errors(front, "front", pose))
+    assert alone.size == both.size > 50  # the same torso rows, each edge against the coverage
+    assert (alone > 8).sum() >= 8
+    assert (both > 8).sum() <= 2
 
 
 def test_the_matte_is_loaded_beside_the_bundle_unless_turned_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
