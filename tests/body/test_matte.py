@@ -117,3 +117,15 @@ def test_the_matte_is_loaded_beside_the_bundle_unless_turned_off(tmp_path) -> No
             assert (model.matte is not None) is expected, setting
         finally:
             model.close()
+
+
+def test_a_person_at_the_photos_edge_gets_a_map_of_the_photos_size(pose: PoseModel) -> None:
+    """The square crop around a box at the photo's corner reaches past the photo: the map is still
+    the photo's size, in 0..1, zero outside the crop."""
+    assert pose.matte is not None
+    photo = np.full((300, 200, 3), 200, np.uint8)
+    photo[20:280, 0:60] = (40, 60, 90)  # a dark figure against the left edge
+    soft = pose.matte.soft(photo, (0, 20, 60, 280))
+    assert soft.shape == (300, 200) and soft.dtype == np.float32
+    assert soft.min() >= 0.0 and soft.max() <= 1.0
+    assert not soft[:, 175:].any()  # the square (286 px) centred on the box stops at column 173

@@ -72,8 +72,16 @@ class Matte:
         x0, y0, x1, y1 = box
         side = max(8, math.ceil(max(x1 - x0, y1 - y0) * CROP_MARGIN))
         sx, sy = (x0 + x1 - side) // 2, (y0 + y1 - side) // 2
-        padded = cv2.copyMakeBorder(image_rgb, side, side, side, side, cv2.BORDER_REPLICATE)
-        crop = padded[sy + side : sy + 2 * side, sx + side : sx + 2 * side]
+        # The part of the square inside the photo; the rest repeats the photo's edge pixels.
+        cx0, cy0, cx1, cy1 = max(sx, 0), max(sy, 0), min(sx + side, w), min(sy + side, h)
+        crop = cv2.copyMakeBorder(
+            image_rgb[cy0:cy1, cx0:cx1],
+            cy0 - sy,
+            sy + side - cy1,
+            cx0 - sx,
+            sx + side - cx1,
+            cv2.BORDER_REPLICATE,
+        )
         small = cv2.resize(crop, (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)
         blob = ((small.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None]
         with self._lock:
@@ -82,9 +90,9 @@ class Matte:
         # rembg's normalisation: the map's own range to 0..1.
         out = (out - out.min()) / max(float(out.max() - out.min()), 1e-6)
         big = cv2.resize(out, (side, side), interpolation=cv2.INTER_LINEAR)
-        full = np.zeros((h + 2 * side, w + 2 * side), np.float32)
-        full[sy + side : sy + 2 * side, sx + side : sx + 2 * side] = big
-        return np.ascontiguousarray(full[side : side + h, side : side + w])
+        full = np.zeros((h, w), np.float32)
+        full[cy0:cy1, cx0:cx1] = big[cy0 - sy : cy1 - sy, cx0 - sx : cx1 - sx]
+        return full
 
 
 def load_matte(path: Path) -> Matte | None:

@@ -350,6 +350,7 @@ def _segment(
     landmarks: dict[str, Landmark] = {}
     issues: list[str] = []
     learned = False
+    trimmed_by: np.ndarray | None = None  # the matte's map, where it trimmed the outline
     quality_factor = 1.0
     if poses:
         best, similar = outline.choose_person(poses, w)
@@ -386,16 +387,13 @@ def _segment(
                     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                     matte_map = second.soft(image_rgb, box)
                 parts[0] = matte.trim(parts[0], matte_map, landmarks)
-            else:
-                matte_map = None
+                trimmed_by = matte_map
         else:
             parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
             method = "mediapipe-pose(no mask)+grabcut"
     else:
         parts = _clean_mask(image_rgb, grabcut_mask(image_rgb))
         method = "grabcut" if pose_model is None else "grabcut(no landmarks)"
-    if not learned:
-        matte_map = None
     if not parts or parts[0].sum() < 0.005 * h * w:
         raise PhotoError(f"{field_name}.data", f"no person found: {RETAKE_FIX}")
     person = parts[0]
@@ -489,7 +487,7 @@ def _segment(
         person, top_px, bottom_px, centre, landmarks, method, image_rgb, arms, quality, issues
     )
     result.floor_by = floor_by
-    result.matte = matte_map
+    result.matte = trimmed_by
     spread = _shoulder_spread_cm(landmarks, person_px / 170.0)
     if view == "front" and spread is not None and spread >= FRONT_MIN_SPREAD_CM:
         # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
