@@ -90,3 +90,13 @@ def test_both_images_install_the_clip_vocabulary_for_drop_in_checkpoints() -> No
     for name in ("cpu", "cuda"):
         build = DOCKERFILES[name].read_text().split("AS runtime", 1)[0]
         assert "RUN python -m atelier.generation.setup_assets" in build, name  # inside /opt/atelier
+
+
+def test_cpu_image_ends_with_contribs_cv2_as_the_venv_does() -> None:
+    """The body outline is guided-filtered only with contrib's ximgproc (BENCHMARKS 18n): the image,
+    like `make venv`, reinstalls opencv-contrib-python after the project, whose headless cv2 may
+    have been written last."""
+    build = DOCKERFILES["cpu"].read_text().split("AS runtime", 1)[0]
+    project = build.index("pip install -c constraints.txt .")
+    contrib = build.index("--force-reinstall -c constraints.txt opencv-contrib-python")
+    assert project < contrib < build.index("RUN python -m atelier.body.setup_models")
