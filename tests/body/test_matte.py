@@ -129,3 +129,10 @@ def test_a_person_at_the_photos_edge_gets_a_map_of_the_photos_size(pose: PoseMod
     assert soft.shape == (300, 200) and soft.dtype == np.float32
     assert soft.min() >= 0.0 and soft.max() <= 1.0
     assert not soft[:, 175:].any()  # the square (286 px) centred on the box stops at column 173
+
+
+def test_a_damaged_matte_file_stops_the_start_with_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    damaged = tmp_path / matte.MODEL_NAME
+    damaged.write_bytes(b"\x08\x07not an onnx graph" * 100)
+    with pytest.raises(RuntimeError, match=r"setup_models --force.*ATELIER_BODY_MATTE_MODEL="):
+        matte.load_matte(damaged)

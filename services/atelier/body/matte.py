@@ -103,7 +103,14 @@ def load_matte(path: Path) -> Matte | None:
             path,
         )
         return None
-    return Matte(path)
+    try:
+        return Matte(path)
+    except cv2.error as exc:
+        raise RuntimeError(
+            f"matte model {path} could not be read ({str(exc).strip().splitlines()[-1]}): reinstall it with "
+            "`python -m atelier.body.setup_models --force`, or set ATELIER_BODY_MATTE_MODEL= (empty) to run "
+            "without it"
+        ) from None
 
 
 def torso_rows(landmarks: Mapping[str, Landmark], height: int) -> tuple[int, int] | None:
