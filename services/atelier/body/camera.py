@@ -75,8 +75,16 @@ def level_photo(image_rgb: np.ndarray, pitch_deg: float) -> tuple[np.ndarray, np
 
     The new photo keeps the width and grows in height so that nothing of the old one is lost.
     """
-    h, w = image_rgb.shape[:2]
-    f = focal_px(image_rgb.shape)
+    hom, new_h = _level_homography(image_rgb.shape, pitch_deg)
+    out = cv2.warpPerspective(
+        image_rgb, hom, (image_rgb.shape[1], new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return out, hom
+
+
+def _level_homography(shape: tuple[int, ...], pitch_deg: float) -> tuple[np.ndarray, int]:
+    h, w = shape[:2]
+    f = focal_px(shape)
     k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
     th = math.radians(pitch_deg)
     # A pixel's ray in the pitched camera, expressed in the level camera's frame.
@@ -85,11 +93,19 @@ def level_photo(image_rgb: np.ndarray, pitch_deg: float) -> tuple[np.ndarray, np
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ hom.T
     corners = corners[:, :2] / corners[:, 2:]
     shift_y = -float(corners[:, 1].min())
-    new_h = math.ceil(corners[:, 1].max() + shift_y)
-    new_h = min(new_h, int(1.6 * h))
+    new_h = min(math.ceil(corners[:, 1].max() + shift_y), int(1.6 * h))
     shift = np.array([[1, 0, 0], [0, 1, shift_y], [0, 0, 1.0]])
-    hom = shift @ hom
-    out = cv2.warpPerspective(
-        image_rgb, hom, (w, new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return out, hom
+    return shift @ hom, new_h
+
+
+def horizon_row(shape: tuple[int, ...], pitch_deg: float, levelled: bool) -> float:
+    """The row of the horizon (points at the camera's height): in the photo as taken (``levelled``
+    False) or in the one :func:`level_photo` made of it, where it is the level camera's principal row."""
+    h = shape[0]
+    f = focal_px(shape)
+    row = h / 2 - f * math.tan(math.radians(pitch_deg))
+    if not levelled:
+        return row
+    hom, _ = _level_homography(shape, pitch_deg)
+    p = hom @ np.array([shape[1] / 2, row, 1.0])
+    return float(p[1] / p[2])

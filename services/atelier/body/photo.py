@@ -19,6 +19,7 @@ Photos stay in memory: nothing here writes or logs image data.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -983,6 +984,126 @@ def facing_sign(landmarks: Mapping[str, Landmark]) -> float | None:
     return signs.pop() if len(signs) == 1 else None
 
 
+def scale_plane_share(front: ViewResult, horizon_px: float) -> float:
+    """How much of the front photo's height scale the floor end carries: the camera's height over
+    the stature (0..1), from the horizon's row (a level camera's principal row) between the head
+    top and the floor.
+
+    The scale (pixels per cm, head top to floor) is set at a depth between the head top's and the
+    malleoli's (the floor row comes from the ankles): the rows above the horizon are the head's
+    share of it, those below the feet's. To first order in depth / distance, the scale's plane lies
+    at (1 - s) * head depth + s * ankle depth, with s this share.
+    """
+    span = front.bottom_px - front.top_px
+    return float(np.clip((front.bottom_px - horizon_px) / span, 0.0, 1.0)) if span > 0 else 0.5
+
+
+# Where the side photo shows the depth of the front scale's two ends (shares of the stature): the
+# head's middle between the vertex and below the ear canal (on renders 0.3 cm sd against the head
+# top's depth; the ear landmark was 2.7 cm ahead of it, sd 0.9), and the lower leg's middle above
+# the foot and below the calf (0.2 cm sd against the malleoli for most; the ankle landmarks sd 2.4).
+HEAD_ROWS_SHARE = (0.03, 0.09)  # below the head top
+SHIN_ROWS_SHARE = (0.08, 0.14)  # above the floor
+
+
+def _run_middle_px(mask: np.ndarray, rows: np.ndarray, hint_x: float) -> float:
+    """The median middle (px) of the mask's run on each row that holds ``hint_x``, or is nearest it."""
+    middles = []
+    for row in rows:
+        if not 0 <= row < mask.shape[0]:
+            continue
+        line = np.concatenate(([0], mask[row].astype(np.int8), [0]))
+        edges = np.flatnonzero(np.diff(line))
+        if edges.size == 0:
+            continue
+        starts, ends = edges[0::2], edges[1::2]  # run: [start, end)
+        gap = np.maximum(starts - hint_x, 0) + np.maximum(hint_x - ends, 0)
+        j = int(np.argmin(gap))
+        middles.append((starts[j] + ends[j]) / 2)
+    return float(np.median(middles)) if middles else math.nan
+
+
+def forward_offsets_cm(
+    side: ViewResult,
+    edges_px: Mapping[str, tuple[float, float]],
+    height_cm: float,
+    share: float,
+) -> dict[str, float]:
+    """Each level's cross-section centre ahead of the front photo's scale plane (cm, + forward).
+
+    A front photo's pixels per cm hold at one depth (:func:`scale_plane_share`): a cross-section
+    whose centre lies ``d`` nearer the camera than that plane is seen ``D / (D - d)`` wide. On renders
+    the seat's centre lies 3 cm behind the line of head top and malleoli (the front photo's hip
+    width about 1% small at 2 m); on real bodies the chest and seat lie ahead of or behind it by a
+    few cm, person by person. The side photo shows it: the middle of its run at each level against
+    the head's middle (the vertex is above it) and the lower leg's (the malleoli), in the direction
+    the person faces. Empty where the facing is not known or the outline has no head or legs there.
+    """
+    sign = facing_sign(side.landmarks)
+    px = (side.bottom_px - side.top_px) / height_cm
+    if sign is None or px <= 0:
+        return {}
+    ys, xs = np.nonzero(side.mask)
+    top = int(ys.min())
+    vertex_x = float(np.mean(xs[ys <= top + 1]))
+    head_x = _run_middle_px(
+        side.mask,
+        np.arange(
+            round(side.top_px + HEAD_ROWS_SHARE[0] * height_cm * px),
+            round(side.top_px + HEAD_ROWS_SHARE[1] * height_cm * px),
+        ),
+        vertex_x,
+    )
+    shin_x = _run_middle_px(
+        side.mask,
+        np.arange(
+            round(side.bottom_px - SHIN_ROWS_SHARE[1] * height_cm * px),
+            round(side.bottom_px - SHIN_ROWS_SHARE[0] * height_cm * px),
+        ),
+        side.centre_x_px,
+    )
+    if math.isnan(head_x) or math.isnan(shin_x):
+        return {}
+    plane_x = (1 - share) * head_x + share * shin_x
+    return {level: sign * ((x0 + x1) / 2 - plane_x) / px for level, (x0, x1) in edges_px.items()}
+
+
+def perspective_width_cm(width_cm: float, forward_cm: float, depth_cm: float, distance_cm: float) -> float:
+    """The breadth of an elliptical cross-section from its width as seen in the front photo.
+
+    ``distance_cm``: from the camera to the scale's plane (focal length / pixels per cm); the section
+    ``forward_cm`` nearer than that plane and ``depth_cm`` deep. A camera at distance L sees an
+    ellipse of half-breadth a and half-depth b as ``a / sqrt(L^2 - b^2)`` (tangent rays), so the
+    seen width is the breadth times ``distance / sqrt((distance - forward)^2 - (depth / 2)^2)``.
+    """
+    near = distance_cm - forward_cm
+    if near <= depth_cm:
+        return width_cm
+    return width_cm * math.sqrt(near**2 - (depth_cm / 2) ** 2) / distance_cm
+
+
+# Offsets of a cross-section's centre from the scale plane larger than this (cm) are not the body's
+# (a side run that took in an arm or a bag ahead of the torso): no correction there.
+MAX_FORWARD_CM = 12.0
+
+
+def _correct_front_perspective(
+    observed: dict[str, Observation],
+    lines: list[LevelLine],
+    forward_cm: Mapping[str, float],
+    distance_cm: float,
+) -> None:
+    """Turn the front widths into breadths at their own depth (:func:`perspective_width_cm`)."""
+    for level, forward in forward_cm.items():
+        name, depth = f"{level}_width", observed.get(f"{level}_depth")
+        if name not in observed or depth is None or abs(forward) > MAX_FORWARD_CM:
+            continue
+        width = observed[name]
+        breadth = perspective_width_cm(width.value, forward, depth.value, distance_cm)
+        observed[name] = Observation(breadth, width.stddev)
+        lines[:] = [dataclasses.replace(ln, value_cm=breadth) if ln.name == name else ln for ln in lines]
+
+
 def seat_level_cm(side: ViewResult, height_cm: float, predicted_cm: float, sd_cm: float) -> float:
     """The hip (seat) level: where the buttocks protrude furthest back, within 3 sd of the prediction.
 
@@ -1382,9 +1503,13 @@ def measure(
     if side_dropped is not None:
         warnings.append(("", side_dropped.issues[0]))
     pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
+    taken_shape = front_rgb.shape
+    levelled = False
     if abs(pitch) >= camera.MIN_PITCH_DEG:
         # Measure on the photos a level camera would have taken (the same phone for both photos).
+        taken = front_rgb
         front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share)
+        levelled = front_rgb is not taken
         if side is not None and side_rgb is not None:
             side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
     if side is not None and side_rgb is not None:
@@ -1670,6 +1795,17 @@ def measure(
             else:
                 for level, depth in depths.items():
                     observed[f"{level}_depth"] = depth
+                _correct_front_perspective(
+                    observed,
+                    lines,
+                    forward_offsets_cm(
+                        side,
+                        {ln.name.removesuffix("_depth"): (ln.x0_px, ln.x1_px) for ln in side_lines},
+                        height_cm,
+                        scale_plane_share(front, camera.horizon_row(taken_shape, pitch, levelled)),
+                    ),
+                    camera.focal_px(taken_shape) / px_front,
+                )
     elif side_dropped is None:
         warnings.append(
             (
