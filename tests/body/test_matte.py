@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atelier.body import matte
-from atelier.body.photo import segment
+from atelier.body import matte, photo
+from atelier.body.photo import measure, segment
 from atelier.body.pose import Landmark, PoseModel
+from atelier.body.statmodel import BodyModel
 from bench.body_budget import edge_errors
 from tests.body.test_outline_scenes import _as_the_bench_renders
 
@@ -136,3 +137,23 @@ def test_a_damaged_matte_file_stops_the_start_with_what_to_do(tmp_path) -> None:
     damaged.write_bytes(b"\x08\x07not an onnx graph" * 100)
     with pytest.raises(RuntimeError, match=r"setup_models --force.*ATELIER_BODY_MATTE_MODEL="):
         matte.load_matte(damaged)
+
+
+def test_a_side_outline_run_into_the_facade_is_measured_where_the_matte_agrees(
+    pose: PoseModel, ansur: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ANSUR man #2555 before a stone facade, as bench/body.py renders him: the side outline runs
+    into the wall behind his back (a chest depth of 41 cm is implausible), so without the matte the
+    side photo is dropped and the girths rest on the front widths. Trimmed where the matte calls it
+    background, the side passes the same checks and each depth is within 1 cm of his."""
+    body, front, side = _as_the_bench_renders(ansur, 2555, "archsearch_pexels_stone_facades_03.jpg")
+    model = BodyModel.load()
+    result = measure(front.image_rgb, side.image_rgb, body["height"], body["weight_kg"], "male", model, pose)
+    for level in ("chest", "waist", "hip"):
+        assert abs(result.observed_cm[f"{level}_depth"] - body[f"{level}_depth"]) < 1.0
+    assert result.side_quality is not None
+    assert any("ran into the background" in issue for issue in result.side_quality.issues)
+    monkeypatch.setattr(photo, "_matte_trimmed_side", lambda *args: None)
+    alone = measure(front.image_rgb, side.image_rgb, body["height"], body["weight_kg"], "male", model, pose)
+    assert not any(name.endswith("_depth") for name in alone.observed_cm)
+    assert any("side photo not used" in message for _, message in alone.warnings)

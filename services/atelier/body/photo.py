@@ -1530,6 +1530,81 @@ def measure(
                 "are predicted, body levels come from proportions",
             )
         )
+    photos = _Photos(front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled)
+    args = (height_cm, weight_kg, sex, model, overlay)
+    result, side_broken = _measure_photos(photos.fresh(), *args, list(warnings))
+    trimmed = _matte_trimmed_side(side, pose_model) if side_broken else None
+    if trimmed is not None:
+        # The side outline ran into the background: measured again on what the matte agrees with.
+        again, still_broken = _measure_photos(
+            dataclasses.replace(photos.fresh(), side=trimmed), *args, list(warnings)
+        )
+        if not still_broken and again.side_quality is not None:
+            again.side_quality.score = round(again.side_quality.score * 0.8, 3)
+            again.side_quality.issues.append(
+                f"the side outline ran into the background ({side_broken}) and was measured where a second "
+                "segmentation model agrees: a plainer background measures better"
+            )
+            return again
+    return result
+
+
+@dataclass
+class _Photos:
+    """The photos as measured (levelled where the phone was pitched) and their outlines."""
+
+    front_rgb: np.ndarray
+    front: ViewResult
+    side_rgb: np.ndarray | None
+    side: ViewResult | None
+    side_dropped: PhotoQuality | None
+    pitch: float
+    taken_shape: tuple[int, ...]
+    levelled: bool
+
+    def fresh(self) -> _Photos:
+        """A copy whose views' quality and issues a measurement may change (masks are not changed)."""
+        return dataclasses.replace(
+            self,
+            front=dataclasses.replace(self.front, issues=list(self.front.issues)),
+            side=dataclasses.replace(self.side, issues=list(self.side.issues)) if self.side else None,
+        )
+
+
+def _matte_trimmed_side(side: ViewResult | None, pose_model: PoseModel | None) -> ViewResult | None:
+    """The side outline less the torso pieces the matte calls background (:func:`matte.trim`), or
+    None where there is no matte, the side is trimmed anyway, or the matte takes nothing away."""
+    second = getattr(pose_model, "matte", None)
+    if (
+        second is None
+        or side is None
+        or side.image_rgb is None
+        or "side" in matte.VIEWS
+        or not side.mask.any()
+    ):
+        return None
+    ys, xs = np.nonzero(side.mask)
+    soft = second.soft(side.image_rgb, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    mask = matte.trim(side.mask, soft, side.landmarks)
+    if mask is side.mask or np.array_equal(mask, side.mask):
+        return None
+    return dataclasses.replace(side, mask=mask, issues=list(side.issues), matte=soft)
+
+
+def _measure_photos(
+    photos: _Photos,
+    height_cm: float,
+    weight_kg: float,
+    sex: str | None,
+    model: BodyModel,
+    overlay: bool,
+    warnings: list[tuple[str, str]],
+) -> tuple[MeasureResult, str]:
+    """The measurement from the photos' outlines, and what broke the side outline ('' if nothing)."""
+    front_rgb, front, side_rgb, side = photos.front_rgb, photos.front, photos.side_rgb, photos.side
+    side_dropped, pitch = photos.side_dropped, photos.pitch
+    taken_shape, levelled = photos.taken_shape, photos.levelled
+    side_broken = ""
     base = _known(height_cm, weight_kg)
     px_front = (front.bottom_px - front.top_px) / height_cm
     shared_scale = False
@@ -1784,6 +1859,7 @@ def measure(
             broken = side_outline_problem(side, depths, reference, given_widths, run_shares)
             if far_wider and not broken:
                 broken = f"a {far_wider[0]} depth wider than the front photo's outline"
+            side_broken = broken
             if broken:
                 side.quality *= 0.3
                 side.issues.append(
@@ -1928,7 +2004,7 @@ def measure(
         result.front_overlay_png = draw_overlay(front_rgb, front, lines, {m.name: m for m in measurements})
         if side is not None and side_rgb is not None:
             result.side_overlay_png = draw_overlay(side_rgb, side, side_lines, {})
-    return result
+    return result, side_broken
 
 
 SKELETON = (
