@@ -10,7 +10,8 @@ people per sex the edges of the torso rows off by more than 8 px were 3.2% / 5.2
 for the pose model's outline, 4.8% / 3.0% for the matte alone, and 1.7% / 2.3% where both must
 agree (BENCHMARKS "issue 18o").
 
-So the matte only ever takes pixels away from the front photo's outline (VIEWS), and only
+So the matte only ever takes pixels away from the front photo's outline (VIEWS; the side photo's
+only as a second try, when its outline failed the side checks: photo._matte_trimmed_side), and only
 :func:`trim` decides which: on the torso's rows (shoulders to below the seat), pixels the matte
 calls background. Never above
 the shoulders or below the seat (the framing check, the head top and the floor row stay the pose
@@ -53,7 +54,8 @@ MAX_TRIM_SHARE = 0.25
 # The photos whose outline the matte trims: the front only. On the bench's first 100 per sex
 # (BENCHMARKS "issue 18o") trimming the front moved no girth the wrong way (men chest / waist / hip
 # 1.93 / 2.20 / 1.61 -> 1.93 / 2.04 / 1.47, women 2.42 / 2.54 / 1.56 -> 2.39 / 2.49 / 1.55); the
-# side as well lost two men's side depths and put the men's chest at 2.10.
+# side as well lost two men's side depths and put the men's chest at 2.10. (A side outline that
+# fails its checks is trimmed and measured again: BENCHMARKS "issue 18p".)
 VIEWS = ("front",)
 
 
