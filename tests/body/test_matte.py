@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from atelier.body import matte, photo
-from atelier.body.photo import measure, segment
+from atelier.body.photo import ViewResult, measure, segment
 from atelier.body.pose import Landmark, PoseModel
+from atelier.body.scene import Camera, render_scene
 from atelier.body.statmodel import BodyModel
 from bench.body_budget import edge_errors
 from tests.body.test_outline_scenes import _as_the_bench_renders
+from tests.body.test_service import BODY
 
 H, W = 600, 400
 
@@ -157,3 +159,66 @@ def test_a_side_outline_run_into_the_facade_is_measured_where_the_matte_agrees(
     alone = measure(front.image_rgb, side.image_rgb, body["height"], body["weight_kg"], "male", model, pose)
     assert not any(name.endswith("_depth") for name in alone.observed_cm)
     assert any("side photo not used" in message for _, message in alone.warnings)
+
+
+class _BleedMatte:
+    """A matte that calls background exactly what the test stuck onto the side outline (and
+    nothing on any other photo)."""
+
+    def __init__(self) -> None:
+        self.image: np.ndarray | None = None
+        self.bleed: np.ndarray | None = None
+
+    def soft(self, image_rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        if image_rgb is self.image and self.bleed is not None:
+            return (~self.bleed).astype(np.float32)
+        return np.ones(image_rgb.shape[:2], np.float32)
+
+
+def test_a_broken_side_outline_is_trimmed_and_measured_again_through_the_same_checks(
+    pose: PoseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slab of background 20 cm deep stuck to the back of the side outline at the chest (as a
+    wall of the clothes' tone does) makes the chest depth implausible and drops the side photo. With
+    a matte that calls the slab background, the pair is measured again on the trimmed outline: every
+    depth within 1.5 cm of the body's, the side's quality lowered and the reason named. A matte
+    that calls nothing background leaves the side dropped."""
+    cam = Camera(
+        height_cm=120, distance_cm=240, pitch_deg=0.0, focal_px=0.78 * 960, width_px=720, height_px=960
+    )
+    front = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=32, seed=21).image_rgb
+    side = render_scene(BODY, "side", cam, "drawn", seed=22).image_rgb
+    fake = _BleedMatte()
+    original = photo.segment
+
+    def segment_with_a_bleed(image_rgb: np.ndarray, *args: object, **kwargs: object) -> ViewResult:
+        view = original(image_rgb, *args, **kwargs)  # type: ignore[arg-type]
+        if args[2] != "side":
+            return view
+        rows = np.nonzero(view.mask.any(axis=1))[0]
+        top, bottom = int(rows[0]), int(rows[-1])
+        px = (bottom - top) / BODY["height"]
+        row = round(bottom - BODY["chest_height"] * px)
+        cols = np.nonzero(view.mask[row])[0]
+        sign = photo.facing_sign(view.landmarks)
+        assert sign is not None
+        back = int(cols.min()) if sign > 0 else int(cols.max())
+        bleed = np.zeros_like(view.mask)
+        x0, x1 = (back - round(20 * px), back) if sign > 0 else (back + 1, back + 1 + round(20 * px))
+        bleed[row - round(6 * px) : row + round(6 * px), x0:x1] = True
+        bleed &= ~view.mask
+        fake.image, fake.bleed = image_rgb, bleed
+        view.mask = view.mask | bleed
+        return view
+
+    monkeypatch.setattr(photo, "segment", segment_with_a_bleed)
+    monkeypatch.setattr(pose, "matte", fake)
+    model = BodyModel.load()
+    result = measure(front, side, 176, 82, "male", model, pose)
+    for level in ("chest", "waist", "hip"):
+        assert abs(result.observed_cm[f"{level}_depth"] - BODY[f"{level}_depth"]) < 1.5
+    assert result.side_quality is not None and result.side_quality.score < 0.81
+    assert any("ran into the background (a chest depth" in i for i in result.side_quality.issues)
+    fake.soft = lambda image_rgb, box: np.ones(image_rgb.shape[:2], np.float32)  # type: ignore[method-assign]
+    dropped = measure(front, side, 176, 82, "male", model, pose)
+    assert not any(name.endswith("_depth") for name in dropped.observed_cm)
