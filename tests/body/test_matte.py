@@ -174,6 +174,8 @@ class _BleedMatte:
             return (~self.bleed).astype(np.float32)
         return np.ones(image_rgb.shape[:2], np.float32)
 
+    around = matte.Matte.around
+
 
 def test_a_broken_side_outline_is_trimmed_and_measured_again_through_the_same_checks(
     pose: PoseModel, monkeypatch: pytest.MonkeyPatch
@@ -222,3 +224,21 @@ def test_a_broken_side_outline_is_trimmed_and_measured_again_through_the_same_ch
     fake.soft = lambda image_rgb, box: np.ones(image_rgb.shape[:2], np.float32)  # type: ignore[method-assign]
     dropped = measure(front, side, 176, 82, "male", model, pose)
     assert not any(name.endswith("_depth") for name in dropped.observed_cm)
+
+
+def test_a_side_outline_that_lost_the_feet_is_not_trimmed_in_vain(
+    pose: PoseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trim changes only the torso's rows, so a side dropped for feet below its outline is not
+    sent through the matte again (it would fail the same check, after a second of network)."""
+    cam = Camera(
+        height_cm=120, distance_cm=240, pitch_deg=0.0, focal_px=0.78 * 960, width_px=720, height_px=960
+    )
+    front = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=32, seed=21).image_rgb
+    side = render_scene(BODY, "side", cam, "drawn", seed=22).image_rgb
+    monkeypatch.setattr(photo, "side_outline_problem", lambda *args: photo.FEET_BELOW)
+    tried: list[object] = []
+    monkeypatch.setattr(photo, "_matte_trimmed_side", lambda *args: tried.append(args))
+    result = measure(front, side, 176, 82, "male", BodyModel.load(), pose)
+    assert not tried
+    assert not any(name.endswith("_depth") for name in result.observed_cm)

@@ -96,6 +96,11 @@ class Matte:
         full[cy0:cy1, cx0:cx1] = big[cy0 - sy : cy1 - sy, cx0 - sx : cx1 - sx]
         return full
 
+    def around(self, image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """:meth:`soft` of the crop around ``mask``'s bounding box (``mask`` not empty)."""
+        ys, xs = np.nonzero(mask)
+        return self.soft(image_rgb, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+
 
 def load_matte(path: Path) -> Matte | None:
     if not path.exists():

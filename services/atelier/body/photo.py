@@ -384,9 +384,7 @@ def _segment(
             second = getattr(pose_model, "matte", None)
             if second is not None and view in matte.VIEWS and parts[0].any():
                 if matte_map is None:
-                    ys, xs = np.nonzero(parts[0])
-                    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-                    matte_map = second.soft(image_rgb, box)
+                    matte_map = second.around(image_rgb, parts[0])
                 parts[0] = matte.trim(parts[0], matte_map, landmarks)
                 trimmed_by = matte_map
         else:
@@ -917,6 +915,9 @@ def hip_level_cm(
     return predicted_cm if found is None else found
 
 
+FEET_BELOW = "the feet lie below it"
+
+
 def side_outline_problem(
     side: ViewResult,
     depths: Mapping[str, Observation],
@@ -948,7 +949,7 @@ def side_outline_problem(
         if n in side.landmarks and side.landmarks[n].visibility > 0.5
     ]
     if any(lm.y_px > bottom + 0.02 * (bottom - top) for lm in feet):
-        return "the feet lie below it"
+        return FEET_BELOW
     shares = run_shares or {}
     for level in depths:
         if shares.get(level, 1.0) < MIN_RUN_SHARE:
@@ -1533,7 +1534,8 @@ def measure(
     photos = _Photos(front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled)
     args = (height_cm, weight_kg, sex, model, overlay)
     result, side_broken = _measure_photos(photos.fresh(), *args, list(warnings))
-    trimmed = _matte_trimmed_side(side, pose_model) if side_broken else None
+    # The trim changes only the torso's rows: feet lost below the outline stay lost.
+    trimmed = _matte_trimmed_side(side, pose_model) if side_broken not in ("", FEET_BELOW) else None
     if trimmed is not None:
         # The side outline ran into the background: measured again on what the matte agrees with.
         again, still_broken = _measure_photos(
@@ -1573,18 +1575,17 @@ class _Photos:
 
 def _matte_trimmed_side(side: ViewResult | None, pose_model: PoseModel | None) -> ViewResult | None:
     """The side outline less the torso pieces the matte calls background (:func:`matte.trim`), or
-    None where there is no matte, the side is trimmed anyway, or the matte takes nothing away."""
+    None where there is no matte, the outline was trimmed already, or the matte takes nothing away."""
     second = getattr(pose_model, "matte", None)
     if (
         second is None
         or side is None
         or side.image_rgb is None
-        or "side" in matte.VIEWS
+        or side.matte is not None
         or not side.mask.any()
     ):
         return None
-    ys, xs = np.nonzero(side.mask)
-    soft = second.soft(side.image_rgb, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    soft = second.around(side.image_rgb, side.mask)
     mask = matte.trim(side.mask, soft, side.landmarks)
     if mask is side.mask or np.array_equal(mask, side.mask):
         return None
