@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def _outlines_once(cache: Path | None = None) -> Iterator[None]:
     ``cache``, also in files there that later runs read (the photo itself is not stored: the key
     is its pixels, and the caller's array is handed back in its place)."""
     original = photo.segment
-    memo: dict[str, tuple[str, object]] = {}
+    memo: dict[str, tuple[str, Any]] = {}
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
 
@@ -104,11 +105,12 @@ def _outlines_once(cache: Path | None = None) -> Iterator[None]:
                 path.write_bytes(gzip.compress(pickle.dumps(memo[key]), compresslevel=3))
         kind, value = memo[key]
         if kind == "error":
-            raise PhotoError(*value)  # type: ignore[misc]
-        view = copy.deepcopy(value)
-        if view.image_rgb is None:  # type: ignore[attr-defined]
-            view.image_rgb = image_rgb  # type: ignore[attr-defined]
-        return view
+            raise PhotoError(*value)
+        found = copy.deepcopy(value)
+        assert isinstance(found, photo.ViewResult)
+        if found.image_rgb is None:
+            found.image_rgb = image_rgb
+        return found
 
     photo.segment = segment  # type: ignore[assignment]
     try:
