@@ -61,12 +61,13 @@ VALUES = ("chest_width", "waist_width", "hip_width", "chest_depth", "waist_depth
 
 def _digest(value: object) -> object:
     """What identifies a segment() argument: an array's pixels, a plain value itself, and for any
-    other object (the pose model) its type, so that keys hold across processes."""
+    other object (the pose model) its type and whether it carries a matte (a run with
+    ATELIER_BODY_MATTE_MODEL empty gets outlines of its own), so that keys hold across processes."""
     if isinstance(value, np.ndarray):
         return hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return type(value).__name__
+    return (type(value).__name__, getattr(value, "matte", None) is not None)
 
 
 @contextlib.contextmanager

@@ -119,7 +119,7 @@ def test_a_seat_level_as_noisy_as_the_side_outlines_is_weighed_by_its_own_sd(
                 for k, _, _, t in cases
             ]
         )
-        # Trusted more than its noise the seat drags the navel after it; at its own sd it does best.
+        # Trusted more than its noise the seat drags the navel after it; at its own sd it does no worse than at 2.0.
         assert mae[own_sd] <= mae[chest_sd] < mae[1.0] and mae[own_sd] < mae[1.0] - 0.02, (sex, mae)
         assert mae[own_sd] < prior, (sex, mae, prior)
 

@@ -1151,10 +1151,9 @@ def anchored_waist_level_cm(
     stature, weight and acromion height (``known``) together with the buttock and chest heights
     as observed (the greatest protrusions of the seat and the chest; SEAT_LEVEL_SD_CM and
     SIDE_LEVEL_SD_CM), so the waist sits where people of this build have it relative to those two
-    levels. The outline's
-    sharpest bend of the side depth was used before: it is where a body drawn from straight
-    segments between levels has its corner, and it was 2.2-2.7 cm off on renders (this: 1.6-2.1),
-    and a real waist need not bend there.
+    levels. The outline's sharpest bend of the side depth was used before: it is where a body drawn
+    from straight segments between levels has its corner, and it was 2.2-2.7 cm off on renders
+    (this: 1.6-2.1), and a real waist need not bend there.
     """
     observed = {
         **known,
