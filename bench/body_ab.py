@@ -54,6 +54,8 @@ ABLATIONS = {
     "perspective": ("_correct_front_perspective", None),
     # A side outline that failed its checks is dropped, not measured again where the matte agrees.
     "side-rescue": ("_matte_trimmed_side", None),
+    # The lens's focal length as the photo's EXIF gives it (the renderer's camera), not assumed.
+    "exif": ("", None),
 }
 GIRTHS = ("chest_girth", "waist_girth", "hip_girth")
 VALUES = ("chest_width", "waist_width", "hip_width", "chest_depth", "waist_depth", "hip_depth")
@@ -126,6 +128,9 @@ def _outlines_once(cache: Path | None = None) -> Iterator[None]:
 @contextlib.contextmanager
 def _without(step: str) -> Iterator[None]:
     name, value = ABLATIONS[step]
+    if not name:  # a step that is an argument of measure(), not one of photo's functions
+        yield
+        return
     original = getattr(photo, name)
     setattr(photo, name, lambda *args, **kwargs: value)
     try:
@@ -141,6 +146,12 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--start", type=int, default=0, help="skip the draw's first people")
     parser.add_argument("--data", type=Path, default=DATA, help="the ANSUR II CSVs and backgrounds/")
+    parser.add_argument(
+        "--lens",
+        type=float,
+        default=1.0,
+        help="the phone's lens, x its main camera's focal length (0.5, 2, ...)",
+    )
     parser.add_argument(
         "--outline-cache",
         type=Path,
@@ -162,16 +173,29 @@ def main() -> int:
     with _outlines_once(args.outline_cache):
         for k in range(args.start, min(args.start + args.people, test.size)):
             i = int(test[k])
-            body, cam, arm, scene = person(columns, args.sex, i, k, backdrops)
+            body, cam, arm, scene = person(columns, args.sex, i, k, backdrops, lens=args.lens)
             front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=i).image_rgb
             side = render_scene(body, "side", cam, scene, seed=i + 1).image_rgb
             got = {}
             for mode in ("with", "without"):
                 step_out = _without(args.without) if mode == "without" else contextlib.nullcontext()
+                focal = cam.focal_35mm if args.without == "exif" and mode == "with" else None
                 with step_out, contextlib.suppress(PhotoError):
-                    got[mode] = measure(front, side, body["height"], body["weight_kg"], args.sex, model, pose)
+                    got[mode] = measure(
+                        front,
+                        side,
+                        body["height"],
+                        body["weight_kg"],
+                        args.sex,
+                        model,
+                        pose,
+                        focal_35mm=focal,
+                    )
             if len(got) < 2:
                 refused += 1
+                print(
+                    f"#{i} ({getattr(scene, 'name', scene)}): refused {'both ways' if not got else 'only ' + ('with' if 'without' in got else 'without') + ' it'}"
+                )
                 continue
             for mode, result in got.items():
                 est = {m.name: m.value_cm for m in result.measurements}

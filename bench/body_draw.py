@@ -58,11 +58,12 @@ def person(
     k: int,
     backgrounds: list[Scene],
     render_px: int = 960,
+    lens: float = 1.0,
 ) -> tuple[dict[str, float], Camera, float, Scene]:
     """The ``k``-th drawn person (ANSUR row ``index``): measurements, camera (photos ``render_px``
-    tall, 3/4 as wide), arm angle and scene."""
+    tall, 3/4 as wide; ``lens`` x a phone main camera's focal length), arm angle and scene."""
     body = {m: float(columns[m][index]) for m in MEASUREMENTS}
     rng = np.random.default_rng(int(index) + (0 if sex == "male" else 100_000))
-    cam = random_camera(rng, body["height"], width_px=render_px * 3 // 4, height_px=render_px)
+    cam = random_camera(rng, body["height"], width_px=render_px * 3 // 4, height_px=render_px, lens=lens)
     arm = float(rng.uniform(25, 40))
     return body, cam, arm, backgrounds[k % len(backgrounds)]

@@ -189,6 +189,44 @@ def test_pitch_is_found_from_the_body_and_levelled() -> None:
     assert abs((heel[1] - waist[1]) / (heel[1] - top[1]) * 176 - 105.0) > 4
 
 
+def test_a_wide_lens_pitch_is_found_with_its_own_focal_length() -> None:
+    """A 0.5x lens (13 mm equivalent) pitched 20 degrees from 1.15 m: with its focal length the rows of
+    head top, acromion and heels give the pitch back; taken for a main camera's, they do not."""
+    cam = Camera(
+        height_cm=140, distance_cm=115, pitch_deg=20.0, focal_px=0.39 * 960, width_px=720, height_px=960
+    )
+    assert 12 < cam.focal_35mm < 15
+    (top, acr, heel), _ = project(np.array([[0, 176.0, 0], [0, 144.0, 0], [0, 0, 0]]), cam)
+    cues = [(acr[1], 144 / 176, 0.012)]
+    pitch, _ = camera.estimate_pitch_deg(top[1], heel[1], cues, (960, 720), cam.focal_35mm)
+    assert abs(pitch - 20.0) < 1.5
+    assumed, _ = camera.estimate_pitch_deg(top[1], heel[1], cues, (960, 720))
+    assert abs(assumed - 20.0) > 5
+    # The focal length in pixels follows the 35 mm equivalent at any size of the photo.
+    assert camera.focal_px((960, 720), cam.focal_35mm) == pytest.approx(cam.focal_px, rel=1e-6)
+    assert camera.focal_px((480, 360), cam.focal_35mm) == pytest.approx(cam.focal_px / 2, rel=1e-6)
+
+
+def test_a_wide_lens_photo_is_measured_with_its_focal_length(pose: PoseModel) -> None:
+    """The same 0.5x camera: given the lens (as the photo's EXIF gives it), the photos are levelled at
+    the true pitch and the torso widths come out within 1.5 cm; taken for a main camera's, the pitch
+    ran to the search's end (30 degrees) and the waist and hip read 3 cm narrow (checked)."""
+    cam = Camera(
+        height_cm=140, distance_cm=115, pitch_deg=20.0, focal_px=0.39 * 720, width_px=540, height_px=720
+    )
+    front = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=30, seed=8).image_rgb
+    side = render_scene(BODY, "side", cam, "drawn", seed=9).image_rgb
+    model = BodyModel.load()
+    result = measure(front, side, 176, 82, "male", model, pose, focal_35mm=cam.focal_35mm)
+    assert result.focal_35mm == cam.focal_35mm
+    assert abs(result.camera_pitch_deg - 20.0) < 2.0
+    for name in ("waist_width", "hip_width"):
+        assert abs(result.observed_cm[name] - BODY[name]) < 1.5, name
+    assert measure(front, None, 176, 82, "male", model, pose).focal_35mm is None
+    with pytest.raises(PhotoError, match="8-1000 mm"):
+        measure(front, None, 176, 82, "male", model, pose, focal_35mm=2.0)
+
+
 def test_pitched_render_is_measured_after_levelling(pose: PoseModel) -> None:
     cam = Camera(
         height_cm=150, distance_cm=230, pitch_deg=14.0, focal_px=0.78 * 720, width_px=540, height_px=720

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import grpc
 import matplotlib
 import numpy as np
 import pytest
+from PIL import Image
 
 from atelier.body.pose import default_bundle_path, load_pose_model
 from atelier.body.scene import Camera, render_scene
@@ -439,6 +441,39 @@ def test_measure_with_pose_model(pose_stub: body_pb2_grpc.BodyServiceStub) -> No
     overlay = cv2.imdecode(np.frombuffer(reply.overlay.data, np.uint8), cv2.IMREAD_COLOR)
     assert (np.all(overlay == (0, 255, 0), axis=2)).sum() > 200  # landmark dots
     assert (np.all(overlay == (255, 255, 0), axis=2)).sum() > 200  # skeleton lines
+
+
+def test_the_lens_comes_from_the_request_or_the_photos_exif(pose_stub: body_pb2_grpc.BodyServiceStub) -> None:
+    """A 0.5x lens photo pitched 20 degrees: its EXIF FocalLengthIn35mmFilm (13 mm) is what it is measured
+    with, the request's focal length overrides it, neither gives 0 (a main camera assumed); a focal
+    length no lens has is a field violation."""
+    cam = Camera(
+        height_cm=140, distance_cm=115, pitch_deg=20.0, focal_px=0.39 * 720, width_px=540, height_px=720
+    )
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = round(cam.focal_35mm)
+    buf = io.BytesIO()
+    Image.fromarray(render_scene(BODY, "front", cam, "drawn", arm_angle_deg=30, seed=8).image_rgb).save(
+        buf, "JPEG", quality=95, exif=exif.tobytes()
+    )
+    front = image_pb2.Image(data=buf.getvalue())
+
+    def reply(**kw: float) -> body_pb2.MeasureBodyResponse:
+        return pose_stub.MeasureBody(
+            body_pb2.MeasureBodyRequest(front=front, height_cm=176, weight_kg=82, sex=body_pb2.SEX_MALE, **kw)
+        )
+
+    from_exif = reply()
+    assert from_exif.focal_length_35mm == 13.0
+    assert abs(from_exif.camera_pitch_deg - 20.0) < 2.5
+    stated = reply(focal_length_35mm=26.0)
+    assert stated.focal_length_35mm == 26.0 and stated.camera_pitch_deg > 25
+    plain = pose_stub.MeasureBody(
+        body_pb2.MeasureBodyRequest(front=png(np.asarray(Image.open(buf))), height_cm=176)
+    )
+    assert plain.focal_length_35mm == 0.0
+    bad = body_pb2.MeasureBodyRequest(front=front, height_cm=176, focal_length_35mm=2000)
+    assert [f for f, _ in violations(pose_stub.MeasureBody, bad)] == ["focal_length_35mm"]
 
 
 def test_a_48_mp_phone_photo_is_measured_like_the_same_photo_small(

@@ -90,6 +90,28 @@ def test_exif_orientation_is_applied_and_limits_use_the_upright_size() -> None:
         images.decode(data, tall)
 
 
+def test_the_focal_length_is_read_from_the_exif_header() -> None:
+    """FocalLengthIn35mmFilm (in the Exif sub-IFD, as phones write it) comes back; absent, 0 (the
+    standard's "unknown"), a malformed block or an image over the limits give None."""
+
+    def jpeg(focal: int | None, size: tuple[int, int] = (40, 60)) -> bytes:
+        exif = Image.Exif()
+        exif[0x0112] = 1
+        if focal is not None:
+            exif.get_ifd(0x8769)[0xA405] = focal
+        return encode(Image.new("RGB", size, "grey"), "JPEG", exif=exif.tobytes())
+
+    assert images.focal_length_35mm(jpeg(13), LIMITS) == 13.0
+    assert images.focal_length_35mm(jpeg(77), LIMITS) == 77.0
+    assert images.focal_length_35mm(jpeg(None), LIMITS) is None
+    assert images.focal_length_35mm(jpeg(0), LIMITS) is None
+    assert images.focal_length_35mm(encode(Image.new("RGB", (40, 60))), LIMITS) is None  # a PNG, no EXIF
+    assert images.focal_length_35mm(b"garbage", LIMITS) is None
+    assert images.focal_length_35mm(jpeg(26, (600, 60)), LIMITS) is None  # over the limits: not opened
+    broken = jpeg(26).replace(b"Exif\x00\x00", b"Exif\x00\x00\xff\xff\xff\xff", 1)
+    assert images.focal_length_35mm(broken, LIMITS) is None
+
+
 @pytest.mark.parametrize(
     ("data", "needle"),
     [

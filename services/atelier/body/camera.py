@@ -11,9 +11,11 @@ top and the heels: ANSUR II's acromial height over stature varies little (about 
 the statistical model predicts it for the stated height and weight; the pitch that puts them at
 that share is the camera's, shrunk towards level by a prior (a shoulder point 2 cm off is about 4
 degrees). A misplaced shoulder point (a raised shoulder, padding) tilts the correction: unverified
-on real photos, which come without the camera's pitch. The focal length is taken as a phone main
-camera's (26 mm equivalent: 0.78 of the photo's long side); EXIF is not read. Lens distortion
-of phone main cameras is corrected on the phone before the JPEG is written, and is not modelled.
+on real photos, which come without the camera's pitch. The focal length is the photo's own where it
+is known (its 35 mm equivalent: the caller's, or the front photo's EXIF FocalLengthIn35mmFilm, which
+phones write: 13 mm for a 0.5x lens, 24-26 for the main camera, 48-77 for 2x-3x), else a phone main
+camera's (0.78 of the photo's long side, 27 mm on a 4:3 photo). Lens distortion of phone cameras is
+corrected on the phone before the JPEG is written, and is not modelled.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ import math
 import cv2
 import numpy as np
 
-FOCAL_SHARE = 0.78  # focal length / long side of the photo (26 mm equivalent)
+FOCAL_SHARE = 0.78  # focal length / long side of the photo when it is not known (27 mm equivalent at 4:3)
+# The 35 mm equivalent focal length is the focal length a 36 x 24 mm frame (43.27 mm diagonal) would
+# need for the same angle of view across the diagonal (CIPA DC-008's definition, which EXIF uses).
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+# 35 mm equivalents a phone or camera photo can have (a 1000 mm sports telephoto at most): outside
+# them a stated or EXIF value is not a full-body photo's lens (or the tag is wrong) and is not used.
+FOCAL_35MM_RANGE = (8.0, 1000.0)
 MAX_PITCH_DEG = 30.0
 # Phones are held about level or aimed at the body: pitches beyond 20 degrees are rare.
 PRIOR_SD_DEG = 15.0
@@ -33,8 +41,12 @@ MAX_DISAGREEMENT_DEG = 6.0
 MIN_PITCH_DEG = 1.0
 
 
-def focal_px(shape: tuple[int, ...]) -> float:
-    return FOCAL_SHARE * max(shape[0], shape[1])
+def focal_px(shape: tuple[int, ...], focal_35mm: float | None = None) -> float:
+    """The focal length in pixels of a photo of ``shape``: from its 35 mm equivalent where that is known
+    (the same for the photo at any size, as long as it is not cropped), else FOCAL_SHARE."""
+    if focal_35mm is None:
+        return FOCAL_SHARE * max(shape[0], shape[1])
+    return focal_35mm / FULL_FRAME_DIAGONAL_MM * math.hypot(shape[0], shape[1])
 
 
 def level_rows(rows: np.ndarray, pitch_deg: float, f: float, cy: float) -> np.ndarray:
@@ -45,7 +57,11 @@ def level_rows(rows: np.ndarray, pitch_deg: float, f: float, cy: float) -> np.nd
 
 
 def estimate_pitch_deg(
-    top_px: float, heel_px: float, cues: list[tuple[float, float, float]], shape: tuple[int, ...]
+    top_px: float,
+    heel_px: float,
+    cues: list[tuple[float, float, float]],
+    shape: tuple[int, ...],
+    focal_35mm: float | None = None,
 ) -> tuple[float, float]:
     """(pitch in degrees, positive: pointing down; how far apart the cues' own pitches are).
 
@@ -54,7 +70,7 @@ def estimate_pitch_deg(
     prior of 0 +- PRIOR_SD_DEG: a cue a few cm off moves it by degrees. With two or more cues their
     separate pitches are returned apart, so a caller can refuse to level when they disagree.
     """
-    f, cy = focal_px(shape), shape[0] / 2
+    f, cy = focal_px(shape, focal_35mm), shape[0] / 2
     grid = np.arange(-MAX_PITCH_DEG, MAX_PITCH_DEG + 1e-9, 0.25)
     rows = np.array([top_px, heel_px, *(c[0] for c in cues)])
     expected = np.array([c[1] for c in cues])
@@ -70,21 +86,25 @@ def estimate_pitch_deg(
     return pitch, (max(alone) - min(alone)) if len(alone) > 1 else 0.0
 
 
-def level_photo(image_rgb: np.ndarray, pitch_deg: float) -> tuple[np.ndarray, np.ndarray]:
+def level_photo(
+    image_rgb: np.ndarray, pitch_deg: float, focal_35mm: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(the photo a level camera would have taken, the 3x3 homography from old to new pixels).
 
     The new photo keeps the width and grows in height so that nothing of the old one is lost.
     """
-    hom, new_h = _level_homography(image_rgb.shape, pitch_deg)
+    hom, new_h = _level_homography(image_rgb.shape, pitch_deg, focal_35mm)
     out = cv2.warpPerspective(
         image_rgb, hom, (image_rgb.shape[1], new_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     return out, hom
 
 
-def _level_homography(shape: tuple[int, ...], pitch_deg: float) -> tuple[np.ndarray, int]:
+def _level_homography(
+    shape: tuple[int, ...], pitch_deg: float, focal_35mm: float | None = None
+) -> tuple[np.ndarray, int]:
     h, w = shape[:2]
-    f = focal_px(shape)
+    f = focal_px(shape, focal_35mm)
     k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
     th = math.radians(pitch_deg)
     # A pixel's ray in the pitched camera, expressed in the level camera's frame.
@@ -98,14 +118,16 @@ def _level_homography(shape: tuple[int, ...], pitch_deg: float) -> tuple[np.ndar
     return shift @ hom, new_h
 
 
-def horizon_row(shape: tuple[int, ...], pitch_deg: float, levelled: bool) -> float:
+def horizon_row(
+    shape: tuple[int, ...], pitch_deg: float, levelled: bool, focal_35mm: float | None = None
+) -> float:
     """The row of the horizon (points at the camera's height): in the photo as taken (``levelled``
     False) or in the one :func:`level_photo` made of it, where it is the level camera's principal row."""
     h = shape[0]
-    f = focal_px(shape)
+    f = focal_px(shape, focal_35mm)
     row = h / 2 - f * math.tan(math.radians(pitch_deg))
     if not levelled:
         return row
-    hom, _ = _level_homography(shape, pitch_deg)
+    hom, _ = _level_homography(shape, pitch_deg, focal_35mm)
     p = hom @ np.array([shape[1] / 2, row, 1.0])
     return float(p[1] / p[2])

@@ -162,6 +162,8 @@ class MeasureResult:
     side_quality: PhotoQuality | None = None
     photo_values_used: int = 0
     camera_pitch_deg: float = 0.0
+    # The focal length measured with (35 mm equivalent); None: a main camera's was assumed.
+    focal_35mm: float | None = None
     # Shoulder points found on the front outline (px), for the overlay and the benchmark.
     shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -172,6 +174,14 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
         return images.decode(data, PHOTO_LIMITS, "RGB")
     except images.ImageError as exc:
         raise PhotoError(f"{field_name}.data", str(exc)) from None
+
+
+def exif_focal_35mm(data: bytes) -> float | None:
+    """The focal length (35 mm equivalent, mm) the photo's EXIF gives, where it is one a phone or camera
+    photo can have (camera.FOCAL_35MM_RANGE); None otherwise (most apps that re-encode photos drop EXIF)."""
+    value = images.focal_length_35mm(data, PHOTO_LIMITS)
+    low, high = camera.FOCAL_35MM_RANGE
+    return value if value is not None and low <= value <= high else None
 
 
 def _largest_components(mask: np.ndarray) -> list[np.ndarray]:
@@ -1324,6 +1334,7 @@ def _camera_pitch_deg(
     weight_kg: float,
     sex: str | None,
     model: BodyModel,
+    focal_35mm: float | None = None,
 ) -> float:
     """The phone's pitch from where the front outline's acromions lie between head top and heels.
 
@@ -1336,7 +1347,7 @@ def _camera_pitch_deg(
     est = model.predict(_known(height_cm, weight_kg), sex).estimates
     acromion = (front.shoulder_points["left"][1] + front.shoulder_points["right"][1]) / 2
     cues = [(acromion, est["shoulder_height"].value_cm / height_cm, PITCH_CUE_SD["acromion"])]
-    pitch, _ = camera.estimate_pitch_deg(front.top_px, front.bottom_px, cues, shape)
+    pitch, _ = camera.estimate_pitch_deg(front.top_px, front.bottom_px, cues, shape, focal_35mm)
     return pitch
 
 
@@ -1347,9 +1358,10 @@ def _levelled(
     pose_model: PoseModel | None,
     name: str,
     ankle_share: float = outline.ANKLE_SHARE_ANY,
+    focal_35mm: float | None = None,
 ) -> tuple[np.ndarray, ViewResult]:
     """The photo levelled and segmented again; the original when that fails (with a note)."""
-    level, hom = camera.level_photo(image_rgb, pitch)
+    level, hom = camera.level_photo(image_rgb, pitch, focal_35mm)
     # The matte of the levelled photo is the original's through the same homography (a second run
     # of the network would cost a second and see the same pixels).
     warped = (
@@ -1501,7 +1513,23 @@ def measure(
     model: BodyModel,
     pose_model: PoseModel | None,
     overlay: bool = False,
+    focal_35mm: float | None = None,
 ) -> MeasureResult:
+    """Measurements from a front photo (and a side photo) of a person of the stated height and weight.
+
+    ``focal_35mm``: the camera's focal length as a 35 mm equivalent (the request's, or the front
+    photo's EXIF, :func:`exif_focal_35mm`), for both photos (one phone, one lens); None: a phone
+    main camera's is assumed (camera.FOCAL_SHARE). It places the horizon for levelling a pitched
+    photo and the camera's distance for the front widths' perspective: a 0.5x or 2x lens taken for
+    the main one measured the widths 1.2-2x worse on renders (BENCHMARKS "issue 18r").
+    """
+    low, high = camera.FOCAL_35MM_RANGE
+    if focal_35mm is not None and not low <= focal_35mm <= high:
+        raise PhotoError(
+            "focal_length_35mm",
+            f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a "
+            "phone's main camera), or 0 to read it from the photo",
+        )
     warnings: list[tuple[str, str]] = []
     front_rgb = _work_size(front_rgb)
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
@@ -1510,16 +1538,16 @@ def measure(
     side, side_dropped = _side_view(side_rgb, pose_model)
     if side_dropped is not None:
         warnings.append(("", side_dropped.issues[0]))
-    pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model)
+    pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model, focal_35mm)
     taken_shape = front_rgb.shape
     levelled = False
     if abs(pitch) >= camera.MIN_PITCH_DEG:
         # Measure on the photos a level camera would have taken (the same phone for both photos).
         taken = front_rgb
-        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share)
+        front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share, focal_35mm)
         levelled = front_rgb is not taken
         if side is not None and side_rgb is not None:
-            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side")
+            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side", focal_35mm=focal_35mm)
     if side is not None and side_rgb is not None:
         _take_out_plate_runs(front_rgb, front, side_rgb, side)
     if pose_model is None:
@@ -1538,7 +1566,7 @@ def measure(
                 "are predicted, body levels come from proportions",
             )
         )
-    photos = _Photos(front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled)
+    photos = _Photos(front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled, focal_35mm)
     args = (height_cm, weight_kg, sex, model, overlay)
     result, side_broken = _measure_photos(photos.fresh(), *args, list(warnings))
     # The trim changes only the torso's rows: feet lost below the outline stay lost.
@@ -1570,6 +1598,7 @@ class _Photos:
     pitch: float
     taken_shape: tuple[int, ...]
     levelled: bool
+    focal_35mm: float | None = None
 
     def fresh(self) -> _Photos:
         """A copy whose views' quality and issues a measurement may change (masks are not changed)."""
@@ -1611,7 +1640,7 @@ def _measure_photos(
     """The measurement from the photos' outlines, and what broke the side outline ('' if nothing)."""
     front_rgb, front, side_rgb, side = photos.front_rgb, photos.front, photos.side_rgb, photos.side
     side_dropped, pitch = photos.side_dropped, photos.pitch
-    taken_shape, levelled = photos.taken_shape, photos.levelled
+    taken_shape, levelled, focal_35mm = photos.taken_shape, photos.levelled, photos.focal_35mm
     side_broken = ""
     base = _known(height_cm, weight_kg)
     px_front = (front.bottom_px - front.top_px) / height_cm
@@ -1886,9 +1915,11 @@ def _measure_photos(
                         side,
                         {ln.name.removesuffix("_depth"): (ln.x0_px, ln.x1_px) for ln in side_lines},
                         height_cm,
-                        scale_plane_share(front, camera.horizon_row(taken_shape, pitch, levelled)),
+                        scale_plane_share(
+                            front, camera.horizon_row(taken_shape, pitch, levelled, focal_35mm)
+                        ),
                     ),
-                    camera.focal_px(taken_shape) / px_front,
+                    camera.focal_px(taken_shape, focal_35mm) / px_front,
                 )
     elif side_dropped is None:
         warnings.append(
@@ -2006,6 +2037,7 @@ def _measure_photos(
         side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else side_dropped,
         photo_values_used=len(observed),
         camera_pitch_deg=round(pitch, 1),
+        focal_35mm=focal_35mm,
         shoulder_points=dict(front.shoulder_points),
     )
     if overlay:

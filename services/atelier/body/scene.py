@@ -42,6 +42,11 @@ class Camera:
     # as it is).
     k1: float = 0.0
 
+    @property
+    def focal_35mm(self) -> float:
+        """The focal length as a 35 mm equivalent, as a phone writes it into the photo's EXIF."""
+        return self.focal_px * math.hypot(36.0, 24.0) / math.hypot(self.width_px, self.height_px)
+
 
 @dataclass
 class SceneRender:
@@ -532,11 +537,13 @@ def render_scene(
 
 
 def random_camera(
-    rng: np.random.Generator, stature_cm: float, width_px: int = 720, height_px: int = 960
+    rng: np.random.Generator, stature_cm: float, width_px: int = 720, height_px: int = 960, lens: float = 1.0
 ) -> Camera:
     """A phone held by someone else: chest to eye height, the person filling 60-85% of the frame, aimed at
-    the middle of the body or held level (half each), +-3 degrees."""
-    focal = 0.78 * height_px * rng.uniform(0.9, 1.1)  # 26 mm-equivalent lens, portrait
+    the middle of the body or held level (half each), +-3 degrees. ``lens``: the lens as a multiple of
+    the main camera's focal length (0.5: an ultra-wide, taken from half as far; 2: a telephoto); the
+    draws from ``rng`` are the same for any lens."""
+    focal = 0.78 * height_px * rng.uniform(0.9, 1.1) * lens  # 26 mm-equivalent main lens (x lens), portrait
     cam_h = float(rng.uniform(90, 160))
     # Far enough that the person fills at most ~85% of the frame height.
     aim_middle = rng.random() < 0.5

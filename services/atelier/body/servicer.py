@@ -11,7 +11,7 @@ from collections.abc import Collection
 import grpc
 from prometheus_client import Counter, Histogram
 
-from atelier.body import photo, sizing
+from atelier.body import camera, photo, sizing
 from atelier.body.charts import ChartStore
 from atelier.body.pose import LANDMARK_NAMES, PoseModel
 from atelier.body.statmodel import (
@@ -169,10 +169,18 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             v.check(
                 len(img.data) <= MAX_PHOTO_BYTES, f"{name}.data", f"at most {MAX_PHOTO_BYTES // 2**20} MB"
             )
+        low, high = camera.FOCAL_35MM_RANGE
+        v.check(
+            request.focal_length_35mm == 0 or low <= request.focal_length_35mm <= high,
+            "focal_length_35mm",
+            f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a phone's main camera), or 0 "
+            "to read it from the front photo's EXIF",
+        )
         v.raise_if_any("the measure request is invalid")
         start = time.monotonic()
         try:
             front = photo.decode(request.front.data, "front")
+            focal = request.focal_length_35mm or photo.exif_focal_35mm(request.front.data)
             side = photo.decode(request.side.data, "side") if request.side.data else None
             result = photo.measure(
                 front,
@@ -183,6 +191,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
                 self.model,
                 self.pose_model,
                 overlay=request.include_overlay,
+                focal_35mm=focal,
             )
         except photo.PhotoError as exc:
             measure_total.labels("rejected").inc()
@@ -213,6 +222,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             male_probability=result.male_probability,
             photo_values_used=result.photo_values_used,
             camera_pitch_deg=result.camera_pitch_deg,
+            focal_length_35mm=result.focal_35mm or 0.0,
         )
         for quality, target in (
             (result.front_quality, response.front_quality),

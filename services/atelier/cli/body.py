@@ -93,6 +93,12 @@ def measure(
     height: float = typer.Option(..., "--height", help="stated height in cm"),
     weight: float = typer.Option(0.0, "--weight", help="weight in kg (optional)"),
     sex: str = typer.Option("", "--sex", help="female or male (optional)"),
+    focal_35mm: float = typer.Option(
+        0.0,
+        "--focal-35mm",
+        help="the lens's focal length as a 35 mm equivalent (26: a phone's main camera, 13: 0.5x); "
+        "0: read from the front photo's EXIF",
+    ),
     out: Path = typer.Option(
         Path("body-out"), "-o", "--out", help="folder for overlay PNGs and measurements.json"
     ),
@@ -105,6 +111,7 @@ def measure(
         weight_kg=weight,
         sex=_sex(sex),
         include_overlay=True,
+        focal_length_35mm=focal_35mm,
     )
     if side is not None:
         request.side.CopyFrom(image_pb2.Image(data=side.read_bytes()))

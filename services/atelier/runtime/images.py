@@ -138,6 +138,27 @@ def _open(data: bytes, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
     return img, info
 
 
+_EXIF_IFD_TAG = 0x8769
+_EXIF_FOCAL_35MM_TAG = 0xA405  # FocalLengthIn35mmFilm
+
+
+def focal_length_35mm(data: bytes, limits: ImageLimits) -> float | None:
+    """The camera's focal length as a 35 mm equivalent (mm) from the image's EXIF (FocalLengthIn35mmFilm,
+    which phones write for each of their lenses), read from the header only; None where the tag is
+    absent, 0 (the standard's "unknown"), the EXIF block is malformed, or the image is not one to open."""
+    try:
+        img, _ = _open(data, limits)
+        raw = img.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        value = float(exif.get_ifd(_EXIF_IFD_TAG).get(_EXIF_FOCAL_35MM_TAG, 0))
+    except Exception:  # a malformed header or EXIF block: the focal length is simply unknown
+        return None
+    return value if value > 0 else None
+
+
 def _orientation(img: Image.Image) -> int:
     """The EXIF orientation from what the header parse already read. (``img.getexif()`` would decode
     a whole PNG to look for a late eXIf chunk: exactly what a bomb needs.)"""
