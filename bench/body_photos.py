@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atelier.body.photo import PhotoError, decode, measure, segment  # noqa: E402
+from atelier.body.photo import PhotoError, decode, exif_focal_35mm, measure, segment  # noqa: E402
 from atelier.body.pose import default_bundle_path, load_pose_model  # noqa: E402
 from atelier.body.statmodel import BodyModel  # noqa: E402
 
@@ -131,7 +131,8 @@ def main() -> int:
     for path in sorted(p for folder in folders for p in folder.glob("*")):
         if path.suffix.lower() not in (".jpg", ".jpeg", ".png") or path.stem.endswith("_mask"):
             continue
-        image = decode(path.read_bytes(), "front")
+        data = path.read_bytes()
+        image = decode(data, "front")
         iou = "–"
         reference = path.with_name(path.stem + "_mask.png")
         if reference.exists() and pose is not None:
@@ -143,7 +144,18 @@ def main() -> int:
                 pass
         name = path.stem + "_overlay.png"
         try:
-            result = measure(image, None, args.height_cm, 0.0, None, model, pose, overlay=True)
+            # The lens as the service takes it: the photo's EXIF where it gives one.
+            result = measure(
+                image,
+                None,
+                args.height_cm,
+                0.0,
+                None,
+                model,
+                pose,
+                overlay=True,
+                focal_35mm=exif_focal_35mm(data),
+            )
         except PhotoError as exc:
             cv2.imwrite(str(args.out / name), refused_overlay(image, pose, exc.reason))
             rows.append(f"| [{path.name}]({name}) | refused | – | {exc.reason} | – | – | {iou} |")
