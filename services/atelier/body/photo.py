@@ -274,7 +274,7 @@ def sharpness(image_rgb: np.ndarray, mask: np.ndarray) -> float:
 
 NO_PERSON = "the pose model found no person in the photo"
 # What to do when no person is found: every refusal names the fix. The phone's hold is in it because
-# a phone pointed steeply down from close by is one cause: 0.5x-lens renders from 0.8-0.9 m, pitched
+# a phone pointed steeply down from close by is one cause: 0.5x-lens renders from 0.75-0.95 m, pitched
 # 28-47 degrees, were refused this way (11 of 100 women, 1 of 100 men; BENCHMARKS "issue 18r").
 RETAKE_FIX = (
     "retake it with the whole body in view, facing the camera (or side-on for the side photo), in good "
@@ -1523,7 +1523,8 @@ def measure(
     photo's EXIF, :func:`exif_focal_35mm`), for both photos (one phone, one lens); None: a phone
     main camera's is assumed (camera.FOCAL_SHARE). It places the horizon for levelling a pitched
     photo and the camera's distance for the front widths' perspective: a 0.5x or 2x lens taken for
-    the main one measured the widths 1.2-2x worse on renders (BENCHMARKS "issue 18r").
+    the main one measured the waist and hip widths 1.2-1.7x worse (MAE) on renders (BENCHMARKS
+    "issue 18r").
     """
     low, high = camera.FOCAL_35MM_RANGE
     if focal_35mm is not None and not low <= focal_35mm <= high:
