@@ -99,6 +99,8 @@ def photo_table(
     smooth_torso: bool = False,
     population: str = "soldier",
     same_spot: bool = False,
+    lens: float = 1.0,
+    exif: bool = False,
 ) -> str:
     """The photo path on 3D renders (atelier.body.scene): a phone camera at a random height, distance
     and pitch; drawn rooms, a plain wall and the shared background photos in turn; random outfits,
@@ -140,7 +142,9 @@ def photo_table(
             if budget and time.perf_counter() - sex_start > budget:
                 break
             reached[sex] = k + 1
-            body, camera, arm, scene = person(columns, sex, int(i), k, backdrops, render_px)
+            body, camera, arm, scene = person(columns, sex, int(i), k, backdrops, render_px, lens)
+            # The lens as a phone's EXIF gives it, or (as most of this bench's history) not given.
+            focal = camera.focal_35mm if exif else None
             start = time.perf_counter()
             front_r = render_scene(
                 body,
@@ -166,7 +170,9 @@ def photo_table(
             render_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
             try:
-                result = measure(front, side, body["height"], body["weight_kg"], sex, model, pose)
+                result = measure(
+                    front, side, body["height"], body["weight_kg"], sex, model, pose, focal_35mm=focal
+                )
             except PhotoError as exc:
                 failures.append(f"{sex} #{i} on {getattr(scene, 'name', scene)}: {exc.reason}")
                 continue
@@ -191,7 +197,9 @@ def photo_table(
                 ):
                     cut_total += 1
                     try:
-                        measure(crop, None, body["height"], body["weight_kg"], sex, model, pose)
+                        measure(
+                            crop, None, body["height"], body["weight_kg"], sex, model, pose, focal_35mm=focal
+                        )
                     except PhotoError as exc:
                         cut_refused += 1
                         key = (
@@ -341,6 +349,17 @@ def main() -> int:
         help="the side photo from where the front one was taken: the same background and clothes "
         "(the phone stayed put while the person turned); default: another crop and outfit per photo",
     )
+    parser.add_argument(
+        "--lens",
+        type=float,
+        default=1.0,
+        help="the phone's lens as a multiple of its main camera's focal length (0.5: ultra-wide, 2: telephoto)",
+    )
+    parser.add_argument(
+        "--exif",
+        action="store_true",
+        help="give the path each photo's focal length, as a phone's EXIF does (default: none, a main camera assumed)",
+    )
     args = parser.parse_args()
     backgrounds = args.backgrounds or args.data / "backgrounds"
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -361,6 +380,8 @@ def main() -> int:
         smooth_torso=args.smooth_torso,
         population=args.population,
         same_spot=args.same_spot,
+        lens=args.lens,
+        exif=args.exif,
     )
     load_after = os.getloadavg()
     body = "\n\n".join(
@@ -371,7 +392,9 @@ def main() -> int:
             table_model,
             "Full photo path on 3D renders of held-out ANSUR people (model refitted without them; "
             "atelier.body.scene: elliptical cross-sections, limbs, clothing textures, light, soft shadows, "
-            "a phone camera at 90-160 cm, pitched at the body or level, in drawn rooms, on a plain wall and on "
+            f"a phone camera at 90-160 cm{f' with a {args.lens:g}x lens' if args.lens != 1 else ''}, "
+            f"{'its focal length given as EXIF gives it, ' if args.exif else ''}"
+            "pitched at the body or level, in drawn rooms, on a plain wall and on "
             "the 17 shared background photos): learned segmentation (full-height strips when the whole photo "
             "gives no person), framing checks, scale from head top to the floor (front: ankle landmarks plus "
             "ANSUR's malleolus height; side: heel landmarks), side view told from the landmarks and side outlines "
@@ -400,7 +423,9 @@ def main() -> int:
             "body",
             body,
             f"nice -n 10 flock /tmp/atelier-bench.lock .venv/bin/python bench/body.py --photos {args.photos}"
-            + (f" --population {args.population}" if args.population != "soldier" else ""),
+            + (f" --population {args.population}" if args.population != "soldier" else "")
+            + (f" --lens {args.lens:g}" if args.lens != 1 else "")
+            + (" --exif" if args.exif else ""),
         )
     return 0
 
