@@ -464,16 +464,16 @@ def test_the_lens_comes_from_the_request_or_the_photos_exif(pose_stub: body_pb2_
         )
 
     from_exif = reply()
-    assert from_exif.focal_length_35mm == 13.0
+    assert from_exif.focal_length_35mm_equiv_mm == 13.0
     assert abs(from_exif.camera_pitch_deg - 20.0) < 2.5
-    stated = reply(focal_length_35mm=26.0)
-    assert stated.focal_length_35mm == 26.0 and stated.camera_pitch_deg > 25
+    stated = reply(focal_length_35mm_equiv_mm=26.0)
+    assert stated.focal_length_35mm_equiv_mm == 26.0 and stated.camera_pitch_deg > 25
     plain = pose_stub.MeasureBody(
         body_pb2.MeasureBodyRequest(front=png(np.asarray(Image.open(buf))), height_cm=176)
     )
-    assert plain.focal_length_35mm == 0.0
-    bad = body_pb2.MeasureBodyRequest(front=front, height_cm=176, focal_length_35mm=2000)
-    assert [f for f, _ in violations(pose_stub.MeasureBody, bad)] == ["focal_length_35mm"]
+    assert plain.focal_length_35mm_equiv_mm == 0.0
+    bad = body_pb2.MeasureBodyRequest(front=front, height_cm=176, focal_length_35mm_equiv_mm=2000)
+    assert [f for f, _ in violations(pose_stub.MeasureBody, bad)] == ["focal_length_35mm_equiv_mm"]
 
 
 def test_a_48_mp_phone_photo_is_measured_like_the_same_photo_small(

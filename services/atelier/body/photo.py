@@ -1529,7 +1529,7 @@ def measure(
     low, high = camera.FOCAL_35MM_RANGE
     if focal_35mm is not None and not low <= focal_35mm <= high:
         raise PhotoError(
-            "focal_length_35mm",
+            "focal_length_35mm_equiv_mm",
             f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a "
             "phone's main camera), or 0 to read it from the photo",
         )

@@ -171,8 +171,8 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             )
         low, high = camera.FOCAL_35MM_RANGE
         v.check(
-            request.focal_length_35mm == 0 or low <= request.focal_length_35mm <= high,
-            "focal_length_35mm",
+            request.focal_length_35mm_equiv_mm == 0 or low <= request.focal_length_35mm_equiv_mm <= high,
+            "focal_length_35mm_equiv_mm",
             f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a phone's main camera), or 0 "
             "to read it from the front photo's EXIF",
         )
@@ -180,7 +180,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         start = time.monotonic()
         try:
             front = photo.decode(request.front.data, "front")
-            focal = request.focal_length_35mm or photo.exif_focal_35mm(request.front.data)
+            focal = request.focal_length_35mm_equiv_mm or photo.exif_focal_35mm(request.front.data)
             side = photo.decode(request.side.data, "side") if request.side.data else None
             result = photo.measure(
                 front,
@@ -222,7 +222,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             male_probability=result.male_probability,
             photo_values_used=result.photo_values_used,
             camera_pitch_deg=result.camera_pitch_deg,
-            focal_length_35mm=result.focal_35mm or 0.0,
+            focal_length_35mm_equiv_mm=result.focal_35mm or 0.0,
         )
         for quality, target in (
             (result.front_quality, response.front_quality),

@@ -111,7 +111,7 @@ def measure(
         weight_kg=weight,
         sex=_sex(sex),
         include_overlay=True,
-        focal_length_35mm=focal_35mm,
+        focal_length_35mm_equiv_mm=focal_35mm,
     )
     if side is not None:
         request.side.CopyFrom(image_pb2.Image(data=side.read_bytes()))

@@ -157,13 +157,13 @@ class MeasureBodyRequest(_message.Message):
     WEIGHT_KG_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
     INCLUDE_OVERLAY_FIELD_NUMBER: _builtins.int
-    FOCAL_LENGTH_35MM_FIELD_NUMBER: _builtins.int
+    FOCAL_LENGTH_35MM_EQUIV_MM_FIELD_NUMBER: _builtins.int
     height_cm: _builtins.float
     weight_kg: _builtins.float
     sex: Global___Sex.ValueType
     include_overlay: _builtins.bool
     """Also return the front photo with landmarks and measurement lines drawn on it."""
-    focal_length_35mm: _builtins.float
+    focal_length_35mm_equiv_mm: _builtins.float
     """The camera's focal length as a 35 mm equivalent (mm), for both photos: 24-26 for a phone's main
     camera, 13 for a 0.5x lens, 48-77 for 2x-3x. 0: read from the front photo's EXIF
     (FocalLengthIn35mmFilm), else a main camera's (27 mm) is assumed. Send it where the upload drops
@@ -182,11 +182,11 @@ class MeasureBodyRequest(_message.Message):
         weight_kg: _builtins.float = ...,
         sex: Global___Sex.ValueType = ...,
         include_overlay: _builtins.bool = ...,
-        focal_length_35mm: _builtins.float = ...,
+        focal_length_35mm_equiv_mm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["front", b"front", "side", b"side"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["focal_length_35mm", b"focal_length_35mm", "front", b"front", "height_cm", b"height_cm", "include_overlay", b"include_overlay", "sex", b"sex", "side", b"side", "weight_kg", b"weight_kg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["focal_length_35mm_equiv_mm", b"focal_length_35mm_equiv_mm", "front", b"front", "height_cm", b"height_cm", "include_overlay", b"include_overlay", "sex", b"sex", "side", b"side", "weight_kg", b"weight_kg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,7 +209,7 @@ class MeasureBodyResponse(_message.Message):
     SIDE_QUALITY_FIELD_NUMBER: _builtins.int
     PHOTO_VALUES_USED_FIELD_NUMBER: _builtins.int
     CAMERA_PITCH_DEG_FIELD_NUMBER: _builtins.int
-    FOCAL_LENGTH_35MM_FIELD_NUMBER: _builtins.int
+    FOCAL_LENGTH_35MM_EQUIV_MM_FIELD_NUMBER: _builtins.int
     segmentation_method: _builtins.str
     """"mediapipe-segmentation" (the pose model's person mask, refined at its edges), or "grabcut"
     (fallback when the pose model is absent or finds nobody; a warning says so).
@@ -224,7 +224,7 @@ class MeasureBodyResponse(_message.Message):
     """The phone's pitch found from the body (degrees, positive: pointing down); the photos were
     levelled before measuring when it was 1 degree or more.
     """
-    focal_length_35mm: _builtins.float
+    focal_length_35mm_equiv_mm: _builtins.float
     """The focal length measured with (35 mm equivalent, mm): the request's or the front photo's EXIF;
     0 where neither gave one and a main camera's was assumed.
     """
@@ -270,11 +270,11 @@ class MeasureBodyResponse(_message.Message):
         side_quality: Global___PhotoQuality | None = ...,
         photo_values_used: _builtins.int = ...,
         camera_pitch_deg: _builtins.float = ...,
-        focal_length_35mm: _builtins.float = ...,
+        focal_length_35mm_equiv_mm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["front_quality", b"front_quality", "overlay", b"overlay", "side_overlay", b"side_overlay", "side_quality", b"side_quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_pitch_deg", b"camera_pitch_deg", "focal_length_35mm", b"focal_length_35mm", "front_landmarks", b"front_landmarks", "front_quality", b"front_quality", "male_probability", b"male_probability", "measurement_warnings", b"measurement_warnings", "measurements", b"measurements", "overlay", b"overlay", "photo_values_used", b"photo_values_used", "segmentation_method", b"segmentation_method", "side_landmarks", b"side_landmarks", "side_overlay", b"side_overlay", "side_quality", b"side_quality", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_pitch_deg", b"camera_pitch_deg", "focal_length_35mm_equiv_mm", b"focal_length_35mm_equiv_mm", "front_landmarks", b"front_landmarks", "front_quality", b"front_quality", "male_probability", b"male_probability", "measurement_warnings", b"measurement_warnings", "measurements", b"measurements", "overlay", b"overlay", "photo_values_used", b"photo_values_used", "segmentation_method", b"segmentation_method", "side_landmarks", b"side_landmarks", "side_overlay", b"side_overlay", "side_quality", b"side_quality", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
