@@ -193,9 +193,8 @@ def main() -> int:
                     )
             if len(got) < 2:
                 refused += 1
-                print(
-                    f"#{i} ({getattr(scene, 'name', scene)}): refused {'both ways' if not got else 'only ' + ('with' if 'without' in got else 'without') + ' it'}"
-                )
+                how = "both ways" if not got else f"only {'with' if 'without' in got else 'without'} it"
+                print(f"#{i} ({getattr(scene, 'name', scene)}): refused {how}")
                 continue
             for mode, result in got.items():
                 est = {m.name: m.value_cm for m in result.measurements}
