@@ -176,6 +176,11 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
         raise PhotoError(f"{field_name}.data", str(exc)) from None
 
 
+# Two photos whose focal lengths (35 mm equivalents) differ by more than this share went through two
+# lenses (a phone's lenses are 2x or more apart; one lens's EXIF value is rounded to a millimetre).
+OTHER_LENS_SHARE = 0.1
+
+
 def exif_focal_35mm(data: bytes) -> float | None:
     """The focal length (35 mm equivalent, mm) the photo's EXIF gives, where it is one a phone or camera
     photo can have (camera.FOCAL_35MM_RANGE); None otherwise (most apps that re-encode photos drop EXIF)."""
@@ -1516,23 +1521,35 @@ def measure(
     pose_model: PoseModel | None,
     overlay: bool = False,
     focal_35mm: float | None = None,
+    side_focal_35mm: float | None = None,
 ) -> MeasureResult:
     """Measurements from a front photo (and a side photo) of a person of the stated height and weight.
 
     ``focal_35mm``: the camera's focal length as a 35 mm equivalent (the request's, or the front
-    photo's EXIF, :func:`exif_focal_35mm`), for both photos (one phone, one lens); None: a phone
+    photo's EXIF, :func:`exif_focal_35mm`), for both photos unless ``side_focal_35mm``; None: a phone
     main camera's is assumed (camera.FOCAL_SHARE). It places the horizon for levelling a pitched
     photo and the camera's distance for the front widths' perspective: a 0.5x or 2x lens taken for
     the main one measured the waist and hip widths 1.2-1.7x worse (MAE) on renders (BENCHMARKS
     "issue 18r").
+
+    ``side_focal_35mm``: the side photo's own, where it was taken through another lens (its EXIF
+    says so); None: the front's. It levels the side photo, and the two photos' pixels per cm are not
+    shared (the same spot through two lenses is two scales).
     """
     low, high = camera.FOCAL_35MM_RANGE
-    if focal_35mm is not None and not low <= focal_35mm <= high:
-        raise PhotoError(
-            "focal_length_35mm_equiv_mm",
-            f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a "
-            "phone's main camera), or 0 to read it from the photo",
-        )
+    for value in (focal_35mm, side_focal_35mm):
+        if value is not None and not low <= value <= high:
+            raise PhotoError(
+                "focal_length_35mm_equiv_mm",
+                f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a "
+                "phone's main camera), or 0 to read it from the photo",
+            )
+    other_lens = (
+        side_focal_35mm is not None
+        and side_rgb is not None
+        and abs(side_focal_35mm / (focal_35mm or camera.assumed_focal_35mm(side_rgb.shape)) - 1)
+        > OTHER_LENS_SHARE
+    )
     warnings: list[tuple[str, str]] = []
     front_rgb = _work_size(front_rgb)
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
@@ -1550,7 +1567,8 @@ def measure(
         front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share, focal_35mm)
         levelled = front_rgb is not taken
         if side is not None and side_rgb is not None:
-            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side", focal_35mm=focal_35mm)
+            side_focal = side_focal_35mm if other_lens else focal_35mm
+            side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side", focal_35mm=side_focal)
     if side is not None and side_rgb is not None:
         _take_out_plate_runs(front_rgb, front, side_rgb, side)
     if pose_model is None:
@@ -1569,7 +1587,9 @@ def measure(
                 "are predicted, body levels come from proportions",
             )
         )
-    photos = _Photos(front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled, focal_35mm)
+    photos = _Photos(
+        front_rgb, front, side_rgb, side, side_dropped, pitch, taken_shape, levelled, focal_35mm, other_lens
+    )
     args = (height_cm, weight_kg, sex, model, overlay)
     result, side_broken = _measure_photos(photos.fresh(), *args, list(warnings))
     # The trim changes only the torso's rows: feet lost below the outline stay lost.
@@ -1602,6 +1622,8 @@ class _Photos:
     taken_shape: tuple[int, ...]
     levelled: bool
     focal_35mm: float | None = None
+    # The side photo was taken through another lens than the front one (their EXIF say so).
+    side_other_lens: bool = False
 
     def fresh(self) -> _Photos:
         """A copy whose views' quality and issues a measurement may change (masks are not changed)."""
@@ -1648,7 +1670,7 @@ def _measure_photos(
     base = _known(height_cm, weight_kg)
     px_front = (front.bottom_px - front.top_px) / height_cm
     shared_scale = False
-    if side is not None and side_rgb is not None:
+    if side is not None and side_rgb is not None and not photos.side_other_lens:
         shared_scale = share_front_scale(front, side, front_rgb.shape, side_rgb.shape, height_cm)
     # Landmark heights refine where the chest/waist/hip levels are, but only without a side photo:
     # MediaPipe's shoulder and hip points are joint centres, not the acromion and trochanterion, so

@@ -180,7 +180,14 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         start = time.monotonic()
         try:
             front = photo.decode(request.front.data, "front")
+            # The request's focal length is both photos'; else each photo's EXIF (a side photo through
+            # another lens is levelled with its own).
             focal = request.focal_length_35mm_equiv_mm or photo.exif_focal_35mm(request.front.data)
+            side_focal = (
+                photo.exif_focal_35mm(request.side.data)
+                if request.side.data and not request.focal_length_35mm_equiv_mm
+                else None
+            )
             side = photo.decode(request.side.data, "side") if request.side.data else None
             result = photo.measure(
                 front,
@@ -192,6 +199,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
                 self.pose_model,
                 overlay=request.include_overlay,
                 focal_35mm=focal,
+                side_focal_35mm=side_focal,
             )
         except photo.PhotoError as exc:
             measure_total.labels("rejected").inc()
