@@ -229,6 +229,16 @@ DOMAIN: dict[str, list[Panel]] = {
             "ops",
         ),
         Panel(
+            "Lens focal length source (assumed: no EXIF, a main camera taken)",
+            (
+                (
+                    "sum by (source) (rate(atelier_body_measure_focal_length_total[$__rate_interval]))",
+                    "{{source}}",
+                ),
+            ),
+            "ops",
+        ),
+        Panel(
             "Size recommendations (between sizes or not)",
             (
                 (

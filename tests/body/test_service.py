@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from atelier.body.pose import default_bundle_path, load_pose_model
 from atelier.body.scene import Camera, render_scene
@@ -463,6 +464,10 @@ def test_the_lens_comes_from_the_request_or_the_photos_exif(pose_stub: body_pb2_
             body_pb2.MeasureBodyRequest(front=front, height_cm=176, weight_kg=82, sex=body_pb2.SEX_MALE, **kw)
         )
 
+    def counted(source: str) -> float:
+        return REGISTRY.get_sample_value("atelier_body_measure_focal_length_total", {"source": source}) or 0.0
+
+    before = {source: counted(source) for source in ("exif", "request", "assumed")}
     from_exif = reply()
     assert from_exif.focal_length_35mm_equiv_mm == 13.0
     assert abs(from_exif.camera_pitch_deg - 20.0) < 2.5
@@ -472,6 +477,12 @@ def test_the_lens_comes_from_the_request_or_the_photos_exif(pose_stub: body_pb2_
         body_pb2.MeasureBodyRequest(front=png(np.asarray(Image.open(buf))), height_cm=176)
     )
     assert plain.focal_length_35mm_equiv_mm == 0.0
+    # Ops see where the lens came from (the server runs in this process).
+    assert {source: counted(source) - before[source] for source in before} == {
+        "exif": 1,
+        "request": 1,
+        "assumed": 1,
+    }
     bad = body_pb2.MeasureBodyRequest(front=front, height_cm=176, focal_length_35mm_equiv_mm=2000)
     assert [f for f, _ in violations(pose_stub.MeasureBody, bad)] == ["focal_length_35mm_equiv_mm"]
 

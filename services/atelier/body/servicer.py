@@ -39,6 +39,13 @@ measure_total = Counter("atelier_body_measure_total", "MeasureBody calls by outc
 photo_rejections_total = Counter(
     "atelier_body_photo_observations_rejected_total", "photo values rejected as implausible", ["measurement"]
 )
+# Where the front photo's focal length came from: how often EXIF is missing (a main camera assumed)
+# says whether a lens other than the main one can go unnoticed.
+focal_source_total = Counter(
+    "atelier_body_measure_focal_length_total",
+    "measured photo pairs by where the lens's focal length came from",
+    ["source"],
+)
 recommend_total = Counter("atelier_body_recommendations_total", "RecommendSize answers", ["between_sizes"])
 prediction_sd = Histogram(
     "atelier_body_prediction_stddev_centimetres",
@@ -205,6 +212,9 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             measure_total.labels("rejected").inc()
             raise InvalidArgumentError.for_field(exc.field, exc.reason) from None
         measure_total.labels("ok").inc()
+        focal_source_total.labels(
+            "request" if request.focal_length_35mm_equiv_mm else "exif" if focal else "assumed"
+        ).inc()
         measure_seconds.observe(time.monotonic() - start)
         for name, reason in result.warnings:
             if "not used" in reason:
