@@ -39,6 +39,11 @@ def test_cli_measure_writes_overlay_then_recommend_and_grid(start_server, tmp_pa
         address,
     )
     assert "measurements (" in said and "waist_girth" in said
+    assert "lens: not in the photo's EXIF" in said  # the rendered PNG carries none
+    refused = runner.invoke(
+        app, ["measure", str(front), "--height", "172", "--focal-35mm", "2", "--address", address]
+    )
+    assert refused.exit_code != 0 and "focal_length_35mm_equiv_mm" in refused.output, refused.output
     # The overlay is the photo as measured: levelled where the phone was pitched (as wide, taller).
     overlay = cv2.imread(str(out / "overlay.png"))
     photo = cv2.imread(str(front))

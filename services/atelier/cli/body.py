@@ -122,6 +122,11 @@ def measure(
             raise _fail(exc) from None
     out.mkdir(parents=True, exist_ok=True)
     _table(list(reply.measurements), f"measurements ({reply.segmentation_method})")
+    console.print(
+        f"lens: {reply.focal_length_35mm_equiv_mm:g} mm (35 mm equivalent)"
+        if reply.focal_length_35mm_equiv_mm
+        else "lens: not in the photo's EXIF, a phone's main camera assumed (--focal-35mm gives it)"
+    )
     for warning in reply.warnings:
         console.print(f"[yellow]warning[/yellow]: {warning}")
     _save_measurements(list(reply.measurements), out / "measurements.json")
