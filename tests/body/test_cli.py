@@ -44,6 +44,10 @@ def test_cli_measure_writes_overlay_then_recommend_and_grid(start_server, tmp_pa
         app, ["measure", str(front), "--height", "172", "--focal-35mm", "2", "--address", address]
     )
     assert refused.exit_code != 0 and "focal_length_35mm_equiv_mm" in refused.output, refused.output
+    refused = runner.invoke(
+        app, ["measure", str(front), "--height", "172", "--phone-pitch", "70", "--address", address]
+    )
+    assert refused.exit_code != 0 and "phone_pitch_deg" in refused.output, refused.output
     # The overlay is the photo as measured: levelled where the phone was pitched (as wide, taller).
     overlay = cv2.imread(str(out / "overlay.png"))
     photo = cv2.imread(str(front))

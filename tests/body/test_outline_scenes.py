@@ -227,6 +227,23 @@ def test_a_wide_lens_photo_is_measured_with_its_focal_length(pose: PoseModel) ->
         measure(front, None, 176, 82, "male", model, pose, focal_35mm=2.0)
 
 
+def test_the_phones_own_pitch_is_used_where_it_is_given(pose: PoseModel) -> None:
+    """The phone's motion sensor gives its pitch: the photos are levelled with it, not with the one
+    found from the body; a pitch no standing person can be measured at is refused."""
+    cam = Camera(
+        height_cm=150, distance_cm=230, pitch_deg=14.0, focal_px=0.78 * 720, width_px=540, height_px=720
+    )
+    front = render_scene(BODY, "front", cam, "drawn", arm_angle_deg=30, seed=8).image_rgb
+    side = render_scene(BODY, "side", cam, "drawn", seed=9).image_rgb
+    model = BodyModel.load()
+    result = measure(front, side, 176, 82, "male", model, pose, phone_pitch_deg=14.0)
+    assert result.camera_pitch_deg == 14.0
+    for name in ("waist_width", "hip_width", "waist_depth", "hip_depth"):
+        assert abs(result.observed_cm[name] - BODY[name]) < 1.5, name
+    with pytest.raises(PhotoError, match="within \\+-45 degrees"):
+        measure(front, None, 176, 82, "male", model, pose, phone_pitch_deg=60.0)
+
+
 def test_a_side_photo_through_another_lens_is_levelled_with_its_own(pose: PoseModel) -> None:
     """The front through the main camera from 2.3 m, the side through the 0.5x lens from 1.15 m, both
     pitched 20 degrees: with the side's own focal length (its EXIF) its depths come out within 1 cm;

@@ -483,6 +483,11 @@ def test_the_lens_comes_from_the_request_or_the_photos_exif(pose_stub: body_pb2_
         "request": 1,
         "assumed": 1,
     }
+    # The phone's own pitch (its motion sensor) is what the photos are levelled with; 0 is level.
+    assert reply(phone_pitch_deg=19.0).camera_pitch_deg == 19.0
+    assert reply(phone_pitch_deg=0.0).camera_pitch_deg == 0.0
+    steep = body_pb2.MeasureBodyRequest(front=front, height_cm=176, phone_pitch_deg=-50)
+    assert [f for f, _ in violations(pose_stub.MeasureBody, steep)] == ["phone_pitch_deg"]
     bad = body_pb2.MeasureBodyRequest(front=front, height_cm=176, focal_length_35mm_equiv_mm=2000)
     assert [f for f, _ in violations(pose_stub.MeasureBody, bad)] == ["focal_length_35mm_equiv_mm"]
 

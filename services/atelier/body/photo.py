@@ -176,6 +176,9 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
         raise PhotoError(f"{field_name}.data", str(exc)) from None
 
 
+# A phone pitched further than this (its sensor's reading) does not see a standing person square enough
+# to measure: the levelled photo stretches the far end of the body more than twice over.
+MAX_PHONE_PITCH_DEG = 45.0
 # Two photos whose focal lengths (35 mm equivalents) differ by more than this share went through two
 # lenses (a phone's lenses are 2x or more apart; one lens's EXIF value is rounded to a millimetre).
 OTHER_LENS_SHARE = 0.1
@@ -1522,6 +1525,7 @@ def measure(
     overlay: bool = False,
     focal_35mm: float | None = None,
     side_focal_35mm: float | None = None,
+    phone_pitch_deg: float | None = None,
 ) -> MeasureResult:
     """Measurements from a front photo (and a side photo) of a person of the stated height and weight.
 
@@ -1535,7 +1539,17 @@ def measure(
     ``side_focal_35mm``: the side photo's own, where it was taken through another lens (its EXIF
     says so); None: the front's. It levels the side photo, and the two photos' pixels per cm are not
     shared (the same spot through two lenses is two scales).
+
+    ``phone_pitch_deg``: the phone's pitch when the photos were taken, as its motion sensor gives it
+    (degrees below the horizon, positive: pointing down), used instead of the pitch found from the
+    body (the acromions' share of the height, a few degrees off: BENCHMARKS "issue 18q").
     """
+    if phone_pitch_deg is not None and not abs(phone_pitch_deg) <= MAX_PHONE_PITCH_DEG:
+        raise PhotoError(
+            "phone_pitch_deg",
+            f"must be within +-{MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
+            "retake the photos with the phone held upright at about waist height",
+        )
     low, high = camera.FOCAL_35MM_RANGE
     for value in (focal_35mm, side_focal_35mm):
         if value is not None and not low <= value <= high:
@@ -1558,7 +1572,11 @@ def measure(
     side, side_dropped = _side_view(side_rgb, pose_model)
     if side_dropped is not None:
         warnings.append(("", side_dropped.issues[0]))
-    pitch = _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model, focal_35mm)
+    pitch = (
+        phone_pitch_deg
+        if phone_pitch_deg is not None
+        else _camera_pitch_deg(front, front_rgb.shape, height_cm, weight_kg, sex, model, focal_35mm)
+    )
     taken_shape = front_rgb.shape
     levelled = False
     if abs(pitch) >= camera.MIN_PITCH_DEG:

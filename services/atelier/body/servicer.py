@@ -183,6 +183,13 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a phone's main camera), or 0 "
             "to read it from the front photo's EXIF",
         )
+        if request.HasField("phone_pitch_deg"):
+            v.check(
+                abs(request.phone_pitch_deg) <= photo.MAX_PHONE_PITCH_DEG,
+                "phone_pitch_deg",
+                f"must be within +-{photo.MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
+                "retake the photos with the phone held upright at about waist height",
+            )
         v.raise_if_any("the measure request is invalid")
         start = time.monotonic()
         try:
@@ -207,6 +214,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
                 overlay=request.include_overlay,
                 focal_35mm=focal,
                 side_focal_35mm=side_focal,
+                phone_pitch_deg=request.phone_pitch_deg if request.HasField("phone_pitch_deg") else None,
             )
         except photo.PhotoError as exc:
             measure_total.labels("rejected").inc()

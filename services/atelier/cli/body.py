@@ -99,6 +99,12 @@ def measure(
         help="the lens's focal length as a 35 mm equivalent (26: a phone's main camera, 13: 0.5x); "
         "0: read from the front photo's EXIF",
     ),
+    phone_pitch: float | None = typer.Option(
+        None,
+        "--phone-pitch",
+        help="the phone's pitch from its motion sensor, degrees (positive: pointing down); "
+        "default: found from the body",
+    ),
     out: Path = typer.Option(
         Path("body-out"), "-o", "--out", help="folder for overlay PNGs and measurements.json"
     ),
@@ -113,6 +119,8 @@ def measure(
         include_overlay=True,
         focal_length_35mm_equiv_mm=focal_35mm,
     )
+    if phone_pitch is not None:
+        request.phone_pitch_deg = phone_pitch
     if side is not None:
         request.side.CopyFrom(image_pb2.Image(data=side.read_bytes()))
     with console.status("measuring..."):

@@ -158,6 +158,7 @@ class MeasureBodyRequest(_message.Message):
     SEX_FIELD_NUMBER: _builtins.int
     INCLUDE_OVERLAY_FIELD_NUMBER: _builtins.int
     FOCAL_LENGTH_35MM_EQUIV_MM_FIELD_NUMBER: _builtins.int
+    PHONE_PITCH_DEG_FIELD_NUMBER: _builtins.int
     height_cm: _builtins.float
     weight_kg: _builtins.float
     sex: Global___Sex.ValueType
@@ -168,6 +169,11 @@ class MeasureBodyRequest(_message.Message):
     camera, 13 for a 0.5x lens, 48-77 for 2x-3x. 0: read from the front photo's EXIF
     (FocalLengthIn35mmFilm), else a main camera's (27 mm) is assumed. Send it where the upload drops
     EXIF and the app knows the lens; 8-1000, not for a cropped photo.
+    """
+    phone_pitch_deg: _builtins.float
+    """The phone's pitch when the photos were taken, from its motion sensor (degrees below the horizon,
+    positive: pointing down; within +-45). Unset: found from the body in the front photo (a few
+    degrees off). Both photos are levelled with it.
     """
     @_builtins.property
     def front(self) -> _image_pb2.Image: ...
@@ -183,12 +189,15 @@ class MeasureBodyRequest(_message.Message):
         sex: Global___Sex.ValueType = ...,
         include_overlay: _builtins.bool = ...,
         focal_length_35mm_equiv_mm: _builtins.float = ...,
+        phone_pitch_deg: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["front", b"front", "side", b"side"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_phone_pitch_deg", b"_phone_pitch_deg", "front", b"front", "phone_pitch_deg", b"phone_pitch_deg", "side", b"side"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["focal_length_35mm_equiv_mm", b"focal_length_35mm_equiv_mm", "front", b"front", "height_cm", b"height_cm", "include_overlay", b"include_overlay", "sex", b"sex", "side", b"side", "weight_kg", b"weight_kg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_phone_pitch_deg", b"_phone_pitch_deg", "focal_length_35mm_equiv_mm", b"focal_length_35mm_equiv_mm", "front", b"front", "height_cm", b"height_cm", "include_overlay", b"include_overlay", "phone_pitch_deg", b"phone_pitch_deg", "sex", b"sex", "side", b"side", "weight_kg", b"weight_kg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__phone_pitch_deg: _TypeAlias = _typing.Literal["phone_pitch_deg"]  # noqa: Y015
+    _WhichOneofArgType__phone_pitch_deg: _TypeAlias = _typing.Literal["_phone_pitch_deg", b"_phone_pitch_deg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phone_pitch_deg) -> _WhichOneofReturnType__phone_pitch_deg | None: ...
 
 Global___MeasureBodyRequest: _TypeAlias = MeasureBodyRequest  # noqa: Y015
 
@@ -221,8 +230,9 @@ class MeasureBodyResponse(_message.Message):
     0 means every measurement is the height/weight model's prediction (a warning says so too).
     """
     camera_pitch_deg: _builtins.float
-    """The phone's pitch found from the body (degrees, positive: pointing down); the photos were
-    levelled before measuring when it was 1 degree or more.
+    """The phone's pitch the photos were measured with (degrees, positive: pointing down): the request's
+    phone_pitch_deg, else found from the body; the photos were levelled before measuring when it was
+    1 degree or more.
     """
     focal_length_35mm_equiv_mm: _builtins.float
     """The focal length measured with (35 mm equivalent, mm): the request's or the front photo's EXIF;
