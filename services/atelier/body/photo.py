@@ -176,8 +176,9 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
         raise PhotoError(f"{field_name}.data", str(exc)) from None
 
 
-# A phone pitched further than this (its sensor's reading) does not see a standing person square enough
-# to measure: the levelled photo stretches the far end of the body more than twice over.
+# A phone pitched further than this (its sensor's reading) is refused with the retake. A bound chosen,
+# not measured: the pitch found from the body is searched to camera.MAX_PITCH_DEG (30), and 0.5x
+# renders pointed 28-47 degrees down from under a metre were already refused as "no person".
 MAX_PHONE_PITCH_DEG = 45.0
 # Two photos whose focal lengths (35 mm equivalents) differ by more than this share went through two
 # lenses (a phone's lenses are 2x or more apart; one lens's EXIF value is rounded to a millimetre).
