@@ -180,6 +180,14 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
 # not measured: the pitch found from the body is searched to camera.MAX_PITCH_DEG (30), and 0.5x
 # renders pointed 28-47 degrees down from under a metre were already refused as "no person".
 MAX_PHONE_PITCH_DEG = 45.0
+PHONE_PITCH_FIX = (
+    f"must be within +-{MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
+    "retake the photos with the phone held upright at about waist height"
+)
+FOCAL_FIX = (
+    f"must be {camera.FOCAL_35MM_RANGE[0]:.0f}-{camera.FOCAL_35MM_RANGE[1]:.0f} mm (a 35 mm equivalent, e.g. 26 "
+    "for a phone's main camera), or 0 to read it from the front photo's EXIF"
+)
 # Two photos whose focal lengths (35 mm equivalents) differ by more than this share went through two
 # lenses (a phone's lenses are 2x or more apart; one lens's EXIF value is rounded to a millimetre).
 OTHER_LENS_SHARE = 0.1
@@ -1546,19 +1554,11 @@ def measure(
     body (the acromions' share of the height, a few degrees off: BENCHMARKS "issue 18q").
     """
     if phone_pitch_deg is not None and not abs(phone_pitch_deg) <= MAX_PHONE_PITCH_DEG:
-        raise PhotoError(
-            "phone_pitch_deg",
-            f"must be within +-{MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
-            "retake the photos with the phone held upright at about waist height",
-        )
+        raise PhotoError("phone_pitch_deg", PHONE_PITCH_FIX)
     low, high = camera.FOCAL_35MM_RANGE
     for value in (focal_35mm, side_focal_35mm):
         if value is not None and not low <= value <= high:
-            raise PhotoError(
-                "focal_length_35mm_equiv_mm",
-                f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a "
-                "phone's main camera), or 0 to read it from the photo",
-            )
+            raise PhotoError("focal_length_35mm_equiv_mm", FOCAL_FIX)
     other_lens = (
         side_focal_35mm is not None
         and side_rgb is not None

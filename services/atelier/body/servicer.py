@@ -180,15 +180,13 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
         v.check(
             request.focal_length_35mm_equiv_mm == 0 or low <= request.focal_length_35mm_equiv_mm <= high,
             "focal_length_35mm_equiv_mm",
-            f"must be {low:.0f}-{high:.0f} mm (a 35 mm equivalent, e.g. 26 for a phone's main camera), or 0 "
-            "to read it from the front photo's EXIF",
+            photo.FOCAL_FIX,
         )
         if request.HasField("phone_pitch_deg"):
             v.check(
                 abs(request.phone_pitch_deg) <= photo.MAX_PHONE_PITCH_DEG,
                 "phone_pitch_deg",
-                f"must be within +-{photo.MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
-                "retake the photos with the phone held upright at about waist height",
+                photo.PHONE_PITCH_FIX,
             )
         v.raise_if_any("the measure request is invalid")
         start = time.monotonic()
