@@ -173,9 +173,7 @@ class RecommendationsServicer(pb_grpc.RecommendationsServiceServicer):
             price = _money(v, item.price, f"{path}.price")
             found: list[DominantColour] = []
             if item.image.data:
-                rgb = images.check(
-                    v, f"{path}.image.data", item.image.data, colours.PHOTO_LIMITS, budget=budget
-                )
+                rgb = images.check(v, f"{path}.image.data", item.image.data, colours.PHOTO_LIMITS, budget=budget)
                 if rgb is not None:
                     found = colours.dominant_colours(rgb)
                     extracted += 1
