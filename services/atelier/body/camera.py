@@ -32,6 +32,13 @@ FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 # 35 mm equivalents a phone or camera photo can have (a 1000 mm sports telephoto at most): outside
 # them a stated or EXIF value is not a full-body photo's lens (or the tag is wrong) and is not used.
 FOCAL_35MM_RANGE = (8.0, 1000.0)
+
+
+def plausible_focal_35mm(value: float) -> bool:
+    """Whether ``value`` (mm, a 35 mm equivalent) is a focal length a photo of a person can have."""
+    return FOCAL_35MM_RANGE[0] <= value <= FOCAL_35MM_RANGE[1]
+
+
 MAX_PITCH_DEG = 30.0
 # Phones are held about level or aimed at the body: pitches beyond 20 degrees are rare.
 PRIOR_SD_DEG = 15.0

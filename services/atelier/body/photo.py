@@ -162,8 +162,6 @@ class MeasureResult:
     side_quality: PhotoQuality | None = None
     photo_values_used: int = 0
     camera_pitch_deg: float = 0.0
-    # The focal length measured with (35 mm equivalent); None: a main camera's was assumed.
-    focal_35mm: float | None = None
     # Shoulder points found on the front outline (px), for the overlay and the benchmark.
     shoulder_points: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -197,8 +195,7 @@ def exif_focal_35mm(data: bytes) -> float | None:
     """The focal length (35 mm equivalent, mm) the photo's EXIF gives, where it is one a phone or camera
     photo can have (camera.FOCAL_35MM_RANGE); None otherwise (most apps that re-encode photos drop EXIF)."""
     value = images.focal_length_35mm(data, PHOTO_LIMITS)
-    low, high = camera.FOCAL_35MM_RANGE
-    return value if value is not None and low <= value <= high else None
+    return value if value is not None and camera.plausible_focal_35mm(value) else None
 
 
 def _largest_components(mask: np.ndarray) -> list[np.ndarray]:
@@ -1555,9 +1552,8 @@ def measure(
     """
     if phone_pitch_deg is not None and not abs(phone_pitch_deg) <= MAX_PHONE_PITCH_DEG:
         raise PhotoError("phone_pitch_deg", PHONE_PITCH_FIX)
-    low, high = camera.FOCAL_35MM_RANGE
     for value in (focal_35mm, side_focal_35mm):
-        if value is not None and not low <= value <= high:
+        if value is not None and not camera.plausible_focal_35mm(value):
             raise PhotoError("focal_length_35mm_equiv_mm", FOCAL_FIX)
     other_lens = (
         side_focal_35mm is not None
@@ -2081,7 +2077,6 @@ def _measure_photos(
         side_quality=PhotoQuality(round(side.quality, 3), side.issues) if side is not None else side_dropped,
         photo_values_used=len(observed),
         camera_pitch_deg=round(pitch, 1),
-        focal_35mm=focal_35mm,
         shoulder_points=dict(front.shoulder_points),
     )
     if overlay:

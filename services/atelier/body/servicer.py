@@ -176,9 +176,9 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             v.check(
                 len(img.data) <= MAX_PHOTO_BYTES, f"{name}.data", f"at most {MAX_PHOTO_BYTES // 2**20} MB"
             )
-        low, high = camera.FOCAL_35MM_RANGE
         v.check(
-            request.focal_length_35mm_equiv_mm == 0 or low <= request.focal_length_35mm_equiv_mm <= high,
+            request.focal_length_35mm_equiv_mm == 0
+            or camera.plausible_focal_35mm(request.focal_length_35mm_equiv_mm),
             "focal_length_35mm_equiv_mm",
             photo.FOCAL_FIX,
         )
@@ -246,7 +246,7 @@ class BodyServicer(body_pb2_grpc.BodyServiceServicer):
             male_probability=result.male_probability,
             photo_values_used=result.photo_values_used,
             camera_pitch_deg=result.camera_pitch_deg,
-            focal_length_35mm_equiv_mm=result.focal_35mm or 0.0,
+            focal_length_35mm_equiv_mm=focal or 0.0,
         )
         for quality, target in (
             (result.front_quality, response.front_quality),
