@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
+from atelier.body.camera import FULL_FRAME_DIAGONAL_MM
+
 SS = 2  # supersampling factor
 
 
@@ -45,7 +47,7 @@ class Camera:
     @property
     def focal_35mm(self) -> float:
         """The focal length as a 35 mm equivalent, as a phone writes it into the photo's EXIF."""
-        return self.focal_px * math.hypot(36.0, 24.0) / math.hypot(self.width_px, self.height_px)
+        return self.focal_px * FULL_FRAME_DIAGONAL_MM / math.hypot(self.width_px, self.height_px)
 
 
 @dataclass
