@@ -7,7 +7,8 @@ forehead. Here every drawn person's front render (the same people, cameras and s
 bench/body.py draws with --sex) is cropped through the hair, forehead, eyes and nose (1 / 2 / 4 / 6%
 of the rendered person's height from the top) and through the knees, shins, ankles and toe tips
 (72 / 85 / 95 / 98.5% from the top); each must be refused, naming the end that is cut off. The same
-render framed tightly (4 and 12 px left above the head and below the feet) must be measured.
+render framed tightly (4 and 12 px left above the head and below the feet), and the render whole,
+must be measured.
 
 Outcomes per crop: refused for that end (the fix names it), refused otherwise (no person found, or
 the other end: still not measured, but the fix is less direct), measured (a miss). Each miss is
@@ -48,6 +49,7 @@ def crops(image: np.ndarray, mask: np.ndarray) -> dict[str, tuple[str, np.ndarra
     out = {f"head {s:.1%}": ("head", image[top + max(1, int(s * tall)) :]) for s in HEAD_CUTS}
     out.update({f"feet {s:.1%}": ("feet", image[: top + int(s * tall)]) for s in FEET_CUTS})
     out.update({f"tight {m} px": ("", image[max(0, top - m) : bottom + m + 1]) for m in MARGINS_PX})
+    out["whole"] = ("", image)
     return out
 
 
@@ -64,7 +66,7 @@ def outcome(crop: np.ndarray, end: str, pose: object) -> tuple[str, str]:
 
 
 def run_sex(
-    sex: str, people: int, data: Path, backgrounds: Path, render_px: int, only: str = ""
+    sex: str, people: int, data: Path, backgrounds: Path, render_px: int, only: str = "", lens: float = 1.0
 ) -> tuple[dict, list[str]]:
     columns = read_ansur(data / ANSUR_FILES[sex])
     rng = np.random.default_rng(7)  # bench/body.py's draw for one sex (--sex)
@@ -77,10 +79,10 @@ def run_sex(
     counts: dict[str, dict[str, int]] = {}
     misses = []
     for k, i in enumerate(test[:people]):
-        body, camera, arm, scene = person(columns, sex, int(i), k, backdrops, render_px)
+        body, camera, arm, scene = person(columns, sex, int(i), k, backdrops, render_px, lens)
         render = render_scene(body, "front", camera, scene, arm_angle_deg=arm, seed=int(i))
         for name, (end, crop) in crops(render.image_rgb, render.mask).items():
-            if only and not name.startswith(only):
+            if only and not name.startswith(tuple(only.split(","))):
                 continue
             got, why = outcome(crop, end, pose)
             counts.setdefault(name, {})
@@ -104,7 +106,17 @@ def main() -> int:
     )
     parser.add_argument("--backgrounds", type=Path, help="background photos (default: DATA/backgrounds)")
     parser.add_argument("--render-px", type=int, default=960, help="height of the renders in px")
-    parser.add_argument("--only", default="", help="only the crops whose name starts so (head, feet, tight)")
+    parser.add_argument(
+        "--lens",
+        type=float,
+        default=1.0,
+        help="the phone's lens as a multiple of its main camera's focal length (0.5: ultra-wide)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="only the crops whose name starts so (head, feet, tight, whole; comma-separated)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     if not all((args.data / f).exists() for f in ANSUR_FILES.values()):
@@ -124,6 +136,7 @@ def main() -> int:
             args.backgrounds or args.data / "backgrounds",
             args.render_px,
             args.only,
+            args.lens,
         )
         for name, got in counts.items():
             cells = [got.get(k, 0) for k in ("refused for that end", "refused otherwise", "measured")]
@@ -131,10 +144,12 @@ def main() -> int:
         listed += misses
     body = "\n".join(
         [
-            f"Front renders of {args.people} people per sex (bench/body.py's draw), cropped through the head "
+            f"Front renders of {args.people} people per sex (bench/body.py's draw"
+            + (f", through a {args.lens:g}x lens" if args.lens != 1 else "")
+            + "), cropped through the head "
             "and the feet (share of the rendered person's height from the top) and framed tightly (px "
-            "above the head and below the feet). A crop should be refused for its end; a tight frame "
-            "measured.",
+            "above the head and below the feet). A crop should be refused for its end; a tight frame, "
+            "and the render whole, measured.",
             "",
             *rows,
             "",
@@ -149,7 +164,8 @@ def main() -> int:
             "body-cutoff",
             body,
             f"nice -n 5 .venv/bin/python bench/body_cutoff.py --people {args.people}"
-            + (f" --sex {args.sex}" if args.sex else ""),
+            + (f" --sex {args.sex}" if args.sex else "")
+            + (f" --lens {args.lens:g}" if args.lens != 1 else ""),
         )
     return 0
 

@@ -1,5 +1,5 @@
 """bench/body_cutoff.py's crops: each cuts the person off at the end it names, by the share it
-names; each tight frame keeps the whole person with the margin it names."""
+names; each tight frame keeps the whole person with the margin it names; the whole render is kept."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def test_crops_cut_the_end_they_name_and_tight_frames_keep_the_person() -> None:
     mask[100:901, 300:420] = True  # head top at row 100, feet at row 900: 800 px tall
     image[mask] = 255
     got = crops(image, mask)
-    assert len(got) == len(HEAD_CUTS) + len(FEET_CUTS) + len(MARGINS_PX)
+    assert len(got) == len(HEAD_CUTS) + len(FEET_CUTS) + len(MARGINS_PX) + 1
+    assert got["whole"][0] == "" and got["whole"][1] is image
     for share in HEAD_CUTS:
         end, crop = got[f"head {share:.1%}"]
         cut = max(1, int(share * 800))

@@ -568,14 +568,16 @@ def _as_the_bench_renders(
     sex: str = "male",
     smooth_torso: bool = False,
     same_spot: bool = False,
+    lens: float = 1.0,
 ) -> tuple[dict, SceneRender, SceneRender]:
     """ANSUR person ``index``'s measurements (of ``sex``) and the front and side renders on
     ``background`` as bench/body.py draws them (camera and arm angle from the person's seed;
-    ``same_spot``: as ``--same-spot`` does, the side with the front's background and clothes)."""
+    ``same_spot``: as ``--same-spot`` does, the side with the front's background and clothes;
+    ``lens``: as ``--lens`` does)."""
     scene = _shared(BACKGROUNDS / background)
     body = {m: float(ansur[sex][m][index]) for m in MEASUREMENTS}
     rng = np.random.default_rng(index + (0 if sex == "male" else 100_000))
-    cam = random_camera(rng, body["height"])
+    cam = random_camera(rng, body["height"], lens=lens)
     arm = float(rng.uniform(25, 40))
     front = render_scene(body, "front", cam, scene, arm_angle_deg=arm, seed=index, smooth_torso=smooth_torso)
     side = render_scene(
@@ -589,6 +591,27 @@ def _as_the_bench_renders(
         outfit=random_outfit(np.random.default_rng(index)) if same_spot else None,
     )
     return body, front, side
+
+
+def test_a_head_cut_through_is_refused_where_the_mask_lost_the_crown(pose: PoseModel, ansur: dict) -> None:
+    """ANSUR woman #579 as bench/body.py renders her through a 0.5x lens (92 cm away, the phone at
+    146 cm pitched 35 degrees down) before red brick: seen from above, the pose model's mask leaves
+    out the crown (her hair), so cut 2% of her height from the top, the outline stopped about 30 px
+    below the edge, nothing touched it, and the crop was measured. The matte holds the head's
+    columns along the top row: the head goes on past the edge. Whole, she is measured."""
+    _, front, _ = _as_the_bench_renders(
+        ansur, 579, "archsearch_pexels_brick_buildings_01.jpg", sex="female", lens=0.5
+    )
+    ys = np.nonzero(front.mask)[0]
+    top, bottom = int(ys.min()), int(ys.max())
+    crop = np.ascontiguousarray(front.image_rgb[top + int(0.02 * (bottom - top)) :])
+    outline_only = segment(crop, pose, "front", check_framing=False)
+    assert np.nonzero(outline_only.mask)[0].min() > 10  # the outline stops short of the edge
+    with pytest.raises(PhotoError) as err:
+        segment(crop, pose, "front")
+    assert "head outside" in err.value.reason and "top of the head" in err.value.reason
+    segment(front.image_rgb, pose, "front")  # whole: measured
+    segment(np.ascontiguousarray(front.image_rgb[max(0, top - 4) :]), pose, "front")  # 4 px above: too
 
 
 def test_a_side_outline_that_lost_the_legs_keeps_its_depths(pose: PoseModel, ansur: dict) -> None:

@@ -331,6 +331,27 @@ def test_an_outline_grown_to_the_top_edge_by_colour_alone_is_no_cut_head() -> No
     assert _cut_off(person, landmarks, h, w, learned=True) == ["head"]  # no model mask: the outline's
 
 
+def test_a_head_the_matte_holds_at_the_top_edge_is_cut_off_where_the_outline_stops_short() -> None:
+    """Seen from above through a wide lens, the pose model's mask can lose the crown, so the outline
+    of a head cut through stops below the top edge. The matte (the front outline's second opinion)
+    still calls the head's columns along the top row person: cut off. Background there (a tight
+    frame), or the matte high only away from the head's columns: not."""
+    h, w = 760, 300
+    person = np.zeros((h, w), bool)
+    person[30:740, 120:180] = True  # the outline's top 30 px below the edge
+    feet = {n: Landmark(n, x, 710.0, 0.9) for n, x in (("left_ankle", 130.0), ("right_ankle", 170.0))}
+    landmarks = {**feet, "nose": Landmark("nose", 150.0, 30 + 0.12 * 710, 0.99)}
+    matte_map = np.zeros((h, w), np.float32)
+    matte_map[30:740, 120:180] = 1.0
+    assert _cut_off(person, landmarks, h, w, learned=True, matte_map=matte_map) == []
+    matte_map[0:30, 125:175] = 0.9  # the head goes on above the outline, to the edge
+    assert _cut_off(person, landmarks, h, w, learned=True, matte_map=matte_map) == ["head"]
+    assert _cut_off(person, landmarks, h, w, learned=True) == []  # without the matte: not seen
+    elsewhere = np.zeros((h, w), np.float32)
+    elsewhere[0:30, 0:100] = 1.0  # something salient at the top, beside the head
+    assert _cut_off(person, landmarks, h, w, learned=True, matte_map=elsewhere) == []
+
+
 def test_legs_running_off_the_bottom_edge_are_cut_off_whatever_feet_the_model_infers() -> None:
     """The pose model places "whole" feet above the edge of a photo cut through the ankles or above
     the toes. Whole feet clear of the edge excuse an outline that ran on below them only where it

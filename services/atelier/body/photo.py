@@ -322,6 +322,16 @@ LEG_RUN_SHARE = 0.5
 # below an outline that began at the mouth (bench/body_cutoff.py). Front photos only: a side view's
 # nose landmark lay at or near the outline's top on 4 of 400 whole side renders (-1.6% to 2.9%).
 NOSE_BELOW_TOP_SHARE = 0.03
+# The matte (U^2-Net, the second opinion on the front outline) over the head's columns along the
+# photo's top row, median at or over this: the head runs on past the top edge, wherever the pose
+# model's mask stops. Through a 0.5x lens from under a metre, pitched down, the head is seen from
+# above and the mask lost the crown (a cap of hair) 2-14% of the height below the edge of photos
+# cut through the hair or forehead, so nothing touched it: those crops were measured (BENCHMARKS
+# "issue 18s"). The matte's row there was 0.75-1.0 on six of them; on whole photos and frames
+# tight to 4 px it was 0.16 at the most (first 27 per sex at 0.5x, ... at 1x).
+HEAD_MATTE_EDGE = 0.5
+# The head's columns: those the outline holds in this share of its height below its top.
+HEAD_TOP_BAND_SHARE = 0.02
 
 
 def segment(
@@ -445,7 +455,7 @@ def _segment(
     if learned:
         rows = np.nonzero(outline.person_mask(pose).any(axis=1))[0]
         model_top = int(rows[0]) if rows.size else None
-    cut = _cut_off(person, landmarks, h, w, learned, view, model_top) if check_framing else []
+    cut = _cut_off(person, landmarks, h, w, learned, view, model_top, trimmed_by) if check_framing else []
     if cut:
         raise PhotoError(
             f"{field_name}.data",
@@ -539,6 +549,7 @@ def _cut_off(
     learned: bool,
     view: str = "front",
     model_top: int | None = None,
+    matte_map: np.ndarray | None = None,
 ) -> list[str]:
     """Which ends of the body are outside the photo, from the outline and the landmarks together.
 
@@ -547,7 +558,9 @@ def _cut_off(
       background above the hair to the edge; with no model mask, the outline alone); or the nose
       landmark lies above the top (the model places inferred landmarks outside the frame); or,
       for the learned outline of a front photo, the nose lies within NOSE_BELOW_TOP_SHARE of the
-      outline's top.
+      outline's top; or the matte (``matte_map``, where the front outline was trimmed by it) holds
+      the head's columns along the top row (HEAD_MATTE_EDGE), however far below the edge the
+      outline stops.
     - Feet: the outline touches the bottom edge over more than a strand of pixels
       (MIN_CUT_RUN_SHARE), unless the pose model sees both feet whole and clear of that edge
       (FEET_CLEAR_SHARE: the outline ran on into the ground, or a chair's leg behind the person)
@@ -577,6 +590,7 @@ def _cut_off(
             and nose is not None
             and nose.y_px - ys.min() < NOSE_BELOW_TOP_SHARE * (ys.max() - ys.min())
         )
+        or (matte_map is not None and _matte_holds_top_row(person, matte_map))
     ):
         cut.append("head")
     # A foot or leg cut by the bottom edge spans many columns there; a strand of a few pixels is the
@@ -607,6 +621,19 @@ def _cut_off(
     if any(not (0 <= lm.x_px < w) for lm in shoulders_hips):
         cut.append("body")
     return cut
+
+
+def _matte_holds_top_row(person: np.ndarray, matte_map: np.ndarray) -> bool:
+    """Whether the matte calls the photo's top row person over the columns of the outline's head
+    (those it holds in HEAD_TOP_BAND_SHARE of its height below its top): the head goes on past the
+    edge (see HEAD_MATTE_EDGE)."""
+    ys = np.nonzero(person)[0]
+    top = int(ys.min())
+    band = person[top : top + max(2, round(HEAD_TOP_BAND_SHARE * (ys.max() - top)))]
+    cols = np.nonzero(band.any(axis=0))[0]
+    if cols.size == 0:
+        return False
+    return float(np.median(matte_map[0, cols.min() : cols.max() + 1])) >= HEAD_MATTE_EDGE
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
