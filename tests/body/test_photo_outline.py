@@ -335,7 +335,7 @@ def test_a_head_the_matte_holds_at_the_top_edge_is_cut_off_where_the_outline_sto
     """Seen from above through a wide lens, the pose model's mask can lose the crown, so the outline
     of a head cut through stops below the top edge. The matte (the front outline's second opinion)
     still calls the head's columns along the top row person: cut off. Background there (a tight
-    frame), or the matte high only away from the head's columns: not."""
+    frame), the matte high only away from the head's columns, or high along the whole row: not."""
     h, w = 760, 300
     person = np.zeros((h, w), bool)
     person[30:740, 120:180] = True  # the outline's top 30 px below the edge
@@ -350,6 +350,9 @@ def test_a_head_the_matte_holds_at_the_top_edge_is_cut_off_where_the_outline_sto
     elsewhere = np.zeros((h, w), np.float32)
     elsewhere[0:30, 0:100] = 1.0  # something salient at the top, beside the head
     assert _cut_off(person, landmarks, h, w, learned=True, matte_map=elsewhere) == []
+    # A matte that calls the whole photo person tells the head from nothing: not heard.
+    everything = np.ones((h, w), np.float32)
+    assert _cut_off(person, landmarks, h, w, learned=True, matte_map=everything) == []
 
 
 def test_legs_running_off_the_bottom_edge_are_cut_off_whatever_feet_the_model_infers() -> None:

@@ -625,15 +625,22 @@ def _cut_off(
 
 def _matte_holds_top_row(person: np.ndarray, matte_map: np.ndarray) -> bool:
     """Whether the matte calls the photo's top row person over the columns of the outline's head
-    (those it holds in HEAD_TOP_BAND_SHARE of its height below its top): the head goes on past the
-    edge (see HEAD_MATTE_EDGE)."""
+    (those it holds in HEAD_TOP_BAND_SHARE of its height below its top), and background beside
+    them (a head's width each side): the head goes on past the edge (see HEAD_MATTE_EDGE). A matte
+    that calls the whole row person cannot tell the head from what is around it, and is not heard
+    (on the renders where the head's columns were held, the row beside them was 0.03 at the most)."""
     ys = np.nonzero(person)[0]
     top = int(ys.min())
     band = person[top : top + max(2, round(HEAD_TOP_BAND_SHARE * (ys.max() - top)))]
     cols = np.nonzero(band.any(axis=0))[0]
     if cols.size == 0:
         return False
-    return float(np.median(matte_map[0, cols.min() : cols.max() + 1])) >= HEAD_MATTE_EDGE
+    x0, x1 = int(cols.min()), int(cols.max()) + 1
+    row = matte_map[0]
+    beside = np.concatenate([row[max(0, 2 * x0 - x1) : x0], row[x1 : 2 * x1 - x0]])
+    return float(np.median(row[x0:x1])) >= HEAD_MATTE_EDGE and (
+        beside.size == 0 or float(np.median(beside)) < HEAD_MATTE_EDGE
+    )
 
 
 def _clean_mask(image_rgb: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
