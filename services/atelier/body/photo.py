@@ -327,8 +327,8 @@ NOSE_BELOW_TOP_SHARE = 0.03
 # model's mask stops. Through a 0.5x lens from under a metre, pitched down, the head is seen from
 # above and the mask lost the crown (a cap of hair) 2-14% of the height below the edge of photos
 # cut through the hair or forehead, so nothing touched it: those crops were measured (BENCHMARKS
-# "issue 18s"). The matte's row there was 0.75-1.0 on six of them; on whole photos and frames
-# tight to 4 px it was 0.16 at the most (first 27 per sex at 0.5x, ... at 1x).
+# "issue 18s"). On the first 40 per sex at 0.5x the matte's row there was 0.75-1.0 on 8 of the 15
+# crops measured, and 0.18 at the most on whole renders and frames tight to 4 and 12 px.
 HEAD_MATTE_EDGE = 0.5
 # The head's columns: those the outline holds in this share of its height below its top.
 HEAD_TOP_BAND_SHARE = 0.02
