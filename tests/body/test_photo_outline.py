@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from atelier.body import photo
+from atelier.body import camera, photo
 from atelier.body.outline import misplaced_arms
 from atelier.body.photo import (
     LOPSIDED_CM,
@@ -353,6 +354,23 @@ def test_a_head_the_matte_holds_at_the_top_edge_is_cut_off_where_the_outline_sto
     # A matte that calls the whole photo person tells the head from nothing: not heard.
     everything = np.ones((h, w), np.float32)
     assert _cut_off(person, landmarks, h, w, learned=True, matte_map=everything) == []
+
+
+def test_a_side_photo_names_another_lens_against_the_fronts_or_the_assumed_one() -> None:
+    """A side photo's EXIF lens counts as another lens over 10% from the front's; where the front
+    gives none, from the main camera's assumed for the front photo (27 mm at 4:3, 29.4 mm at 16:9)."""
+    four_three, sixteen_nine = (960, 720, 3), (1280, 720, 3)
+    assert camera.assumed_focal_35mm(four_three) == pytest.approx(27.0, abs=0.1)
+    assert not photo.side_through_other_lens(four_three, 26.0, None)
+    assert not photo.side_through_other_lens(four_three, 26.0, 27.0)
+    assert photo.side_through_other_lens(four_three, 26.0, 13.0)
+    assert not photo.side_through_other_lens(four_three, None, 26.0)  # the main camera, assumed
+    assert photo.side_through_other_lens(four_three, None, 13.0)
+    # The assumption is the front photo's own: 29.4 mm for a 16:9 front, so a side at 26 mm is another
+    # lens there (12% apart), though within 10% of what a 4:3 photo would assume.
+    assert camera.assumed_focal_35mm(sixteen_nine) == pytest.approx(29.4, abs=0.1)
+    assert photo.side_through_other_lens(sixteen_nine, None, 26.0)
+    assert not photo.side_through_other_lens(sixteen_nine, None, 28.0)
 
 
 def test_legs_running_off_the_bottom_edge_are_cut_off_whatever_feet_the_model_infers() -> None:

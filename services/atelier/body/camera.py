@@ -58,7 +58,7 @@ def focal_px(shape: tuple[int, ...], focal_35mm: float | None = None) -> float:
 
 def assumed_focal_35mm(shape: tuple[int, ...]) -> float:
     """The 35 mm equivalent of the focal length assumed for a photo of ``shape`` (FOCAL_SHARE)."""
-    return FOCAL_SHARE * max(shape[0], shape[1]) * FULL_FRAME_DIAGONAL_MM / math.hypot(shape[0], shape[1])
+    return focal_px(shape) * FULL_FRAME_DIAGONAL_MM / math.hypot(shape[0], shape[1])
 
 
 def level_rows(rows: np.ndarray, pitch_deg: float, f: float, cy: float) -> np.ndarray:

@@ -191,6 +191,17 @@ FOCAL_FIX = (
 OTHER_LENS_SHARE = 0.1
 
 
+def side_through_other_lens(
+    front_shape: tuple[int, ...], focal_35mm: float | None, side_focal_35mm: float | None
+) -> bool:
+    """Whether the side photo's focal length (its EXIF) names another lens than the one the front is
+    measured with: ``focal_35mm``, or where that is None the main camera's assumed for the front."""
+    if side_focal_35mm is None:
+        return False
+    front = focal_35mm if focal_35mm is not None else camera.assumed_focal_35mm(front_shape)
+    return abs(side_focal_35mm / front - 1) > OTHER_LENS_SHARE
+
+
 def exif_focal_35mm(data: bytes) -> float | None:
     """The focal length (35 mm equivalent, mm) the photo's EXIF gives, where it is one a phone or camera
     photo can have (camera.FOCAL_35MM_RANGE); None otherwise (most apps that re-encode photos drop EXIF)."""
@@ -1589,11 +1600,8 @@ def measure(
     for value in (focal_35mm, side_focal_35mm):
         if value is not None and not camera.plausible_focal_35mm(value):
             raise PhotoError("focal_length_35mm_equiv_mm", FOCAL_FIX)
-    other_lens = (
-        side_focal_35mm is not None
-        and side_rgb is not None
-        and abs(side_focal_35mm / (focal_35mm or camera.assumed_focal_35mm(side_rgb.shape)) - 1)
-        > OTHER_LENS_SHARE
+    other_lens = side_rgb is not None and side_through_other_lens(
+        front_rgb.shape, focal_35mm, side_focal_35mm
     )
     warnings: list[tuple[str, str]] = []
     front_rgb = _work_size(front_rgb)
