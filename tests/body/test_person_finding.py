@@ -3,14 +3,16 @@ busy background) are not taken for the person, and the real person is found inst
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
-from atelier.body.photo import MIN_PERSON_PX, NO_PERSON, PhotoError, segment
-from atelier.body.pose import Landmark, Pose, PoseModel, standing
-from atelier.body.scene import Camera, random_camera, render_scene
-from atelier.body.statmodel import MEASUREMENTS
+from atelier.body.photo import FROM_ABOVE, MIN_PERSON_PX, NO_PERSON, PhotoError, measure, segment
+from atelier.body.pose import Landmark, Pose, PoseModel, standing, standing_pitched
+from atelier.body.scene import Camera, project, random_camera, render_scene
+from atelier.body.statmodel import MEASUREMENTS, BodyModel
 from tests.body.test_outline_scenes import _as_the_bench_renders
 from tests.body.test_service import BODY
 from tests.conftest import SHARED_BENCHMARKS
@@ -61,6 +63,49 @@ def test_a_skeleton_lying_across_the_photo_is_not_standing() -> None:
 
     assert standing(leaning(upright, 200 * np.tan(np.radians(23))))  # the skier
     assert not standing(leaning(upright, 200 * np.tan(np.radians(56))))
+
+
+# A phone through a 0.5x lens (13 mm equivalent) at 150 cm, 90 cm from the body, pointed 38
+# degrees down: as bench/body.py --lens 0.5 draws its steepest cameras.
+FROM_ABOVE_CAM = Camera(
+    height_cm=150.0, distance_cm=90.0, pitch_deg=38.0, focal_px=360.0, width_px=720, height_px=960
+)
+
+
+def _seen(cam: Camera, knees_for_ankles: bool = False) -> Pose:
+    """A standing 170 cm skeleton and its outline as ``cam`` sees them (nose 160 cm, shoulders 140,
+    hips 90, knees 48, ankles 7, the toes 15 cm ahead of the ankles on the floor); with
+    ``knees_for_ankles`` the ankles put at the knees and the knees halfway up the thighs (a facade's
+    "person": a shin's length of outline below its "ankles")."""
+    heights = {"nose": 160.0, "shoulder": 140.0, "hip": 90.0, "knee": 48.0, "ankle": 7.0}
+    if knees_for_ankles:
+        heights.update(knee=69.0, ankle=48.0)
+    marks = {}
+    for part, y in heights.items():
+        for side, x in (("left", 10.0), ("right", -10.0)) if part != "nose" else (("", 0.0),):
+            name = f"{side}_{part}" if side else part
+            (u, v), _ = project(np.array([x, y, 8.0 if part == "nose" else 0.0]), cam)
+            marks[name] = Landmark(name, float(u), float(v), 1.0)
+    (_, top), _ = project(np.array([0.0, 170.0, 0.0]), cam)
+    (_, toes), _ = project(np.array([0.0, 0.0, 15.0]), cam)
+    mask = np.zeros((cam.height_px, cam.width_px), bool)
+    mask[int(top) : int(toes) + 1, cam.width_px // 2 - 60 : cam.width_px // 2 + 60] = True
+    return Pose(marks, mask, mask.astype(np.float32))
+
+
+def test_a_person_seen_steeply_from_above_stands_once_levelled() -> None:
+    """Seen from above and close by, the legs are foreshortened (here 0.75 of the torso on the photo):
+    not standing as the photo shows them, standing as a level camera at the same place would see
+    them. A skeleton whose "ankles" have a shin of outline below them does not stand levelled."""
+    shape = (FROM_ABOVE_CAM.height_px, FROM_ABOVE_CAM.width_px, 3)
+    focal_35mm = FROM_ABOVE_CAM.focal_35mm
+    seen = _seen(FROM_ABOVE_CAM)
+    assert not standing(seen)
+    assert standing_pitched(seen, shape, focal_35mm)
+    assert not standing_pitched(_seen(FROM_ABOVE_CAM, knees_for_ankles=True), shape, focal_35mm)
+    # A level camera's view of the same skeleton stands as it is.
+    level = dataclasses.replace(FROM_ABOVE_CAM, pitch_deg=0.0, distance_cm=250.0)
+    assert standing(_seen(level))
 
 
 def _ansur_render(columns: dict, index: int, view: str, scene: str, rng_offset: int = 0):  # type: ignore[no-untyped-def]
@@ -145,3 +190,37 @@ def test_a_front_photo_the_pose_model_finds_no_one_in_is_refused_not_measured_by
     assert err.value.reason.startswith(NO_PERSON) and "whole body in view" in err.value.reason
     # Whole, he is found and measured.
     assert segment(r.image_rgb, pose, "front").method == "mediapipe-segmentation"
+
+
+def test_a_person_seen_steeply_from_above_is_measured_where_the_lens_is_known(
+    pose: PoseModel, ansur: dict
+) -> None:
+    """ANSUR woman #918 as bench/body.py renders her through a 0.5x lens: the phone at 158 cm, 91 cm
+    away, pointed 44 degrees down. Her legs came out 0.80 of her torso on the photo, and the pair
+    was refused as "no person". She is found as a level camera would see her; with the photo's
+    focal length (13 mm, as its EXIF gives it) the photos are levelled and measured. Without it the
+    lens taken for the main camera's put the pitch at its bound (45) and the waist 7 cm off, so the
+    photo is refused with what to do instead."""
+    body, front, side = _as_the_bench_renders(
+        ansur, 918, "archsearch_pexels_mixed_materials_08.jpg", sex="female", lens=0.5
+    )
+    cam = front.camera
+    assert not any(standing(p) for p in pose._detect(front.image_rgb))
+    assert segment(front.image_rgb, pose, "front", focal_35mm=cam.focal_35mm).from_above
+    model = BodyModel.load()
+    result = measure(
+        front.image_rgb,
+        side.image_rgb,
+        body["height"],
+        body["weight_kg"],
+        "female",
+        model,
+        pose,
+        focal_35mm=cam.focal_35mm,
+    )
+    assert abs(result.camera_pitch_deg - cam.pitch_deg) < 4.0
+    for name in ("chest_width", "waist_width", "hip_width"):
+        assert abs(result.observed_cm[name] - body[name]) < 2.0, name
+    with pytest.raises(PhotoError) as err:
+        measure(front.image_rgb, side.image_rgb, body["height"], body["weight_kg"], "female", model, pose)
+    assert err.value.reason.startswith(FROM_ABOVE) and "focal_length_35mm_equiv_mm" in err.value.reason

@@ -54,6 +54,34 @@ def test_the_horizon_row_as_taken_and_levelled() -> None:
     assert p[1] / p[2] == pytest.approx(camera.horizon_row((960, 720, 3), 12.0, levelled=True), abs=0.5)
 
 
+def test_a_steep_ultra_wide_photo_is_levelled_with_the_body_in_it() -> None:
+    """A 0.5x lens (13 mm equivalent) at 152 cm, 85 cm away, pointed 40 degrees down: the photo's
+    bottom edge looks past straight down, where a level camera's row is at infinity (the levelled
+    photo was 1.6x the height of streaks, the body not in it). Levelled, the rays are kept within
+    camera.MAX_RAY_DEG of the horizon: head top and heels land inside the new photo, and points are
+    mapped as level_rows maps rows. The pitch is found back from the body with the lens known
+    (searched to 45 degrees), not with a main camera's assumed (searched to 30)."""
+    cam = Camera(
+        height_cm=152, distance_cm=85, pitch_deg=40.0, focal_px=0.375 * 960, width_px=720, height_px=960
+    )
+    shape = (960, 720, 3)
+    (top, acr, heel), _ = project(np.array([[0, 165.0, 0], [0, 135.0, 0], [8, 0, 0]]), cam)
+    assert 0 < top[1] and heel[1] < 960
+    level, hom = camera.level_photo(np.zeros(shape, np.uint8), 40.0, cam.focal_35mm)
+    assert level.shape[0] <= 1.6 * 960
+    for point in (top, heel):
+        p = hom @ np.array([point[0], point[1], 1.0])
+        assert 0 <= p[0] / p[2] < level.shape[1] and 0 <= p[1] / p[2] < level.shape[0]
+    f = camera.focal_px(shape, cam.focal_35mm)
+    moved = camera.level_points(np.array([top, heel]), 40.0, f, (360.0, 480.0))
+    assert moved[:, 1] == pytest.approx(camera.level_rows(np.array([top[1], heel[1]]), 40.0, f, 480.0))
+    cues = [(acr[1], 135 / 165, 0.012)]
+    pitch, _ = camera.estimate_pitch_deg(top[1], heel[1], cues, shape, cam.focal_35mm)
+    assert abs(pitch - 40.0) < 3.0
+    assumed, _ = camera.estimate_pitch_deg(top[1], heel[1], cues, shape)
+    assert assumed <= camera.MAX_ASSUMED_LENS_PITCH_DEG
+
+
 def _side_view(facing: float, head_x: float, shin_x: float, torso_x: float) -> ViewResult:
     """A side outline 900 px tall (5 px per cm of a 180 cm person): a round head, a torso, lower legs."""
     mask = np.zeros((1000, 600), bool)

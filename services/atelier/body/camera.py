@@ -39,13 +39,22 @@ def plausible_focal_35mm(value: float) -> bool:
     return FOCAL_35MM_RANGE[0] <= value <= FOCAL_35MM_RANGE[1]
 
 
-MAX_PITCH_DEG = 30.0
+# The pitch found from the body is searched this far where the photo's lens is known (0.5x renders
+# are pointed up to 47 degrees down from under a metre), and to MAX_ASSUMED_LENS_PITCH_DEG where it
+# is assumed to be a main camera's: through that lens from where it frames a whole person, phones
+# are pointed at most about 30 degrees down (the renderer's draw: the body's middle from 1.6 m),
+# and a steeper pitch is more likely another lens. Searched to 45 with the lens assumed, 0.5x
+# photos without EXIF read the men's waist 3.02 cm off (MAE), against 2.71 to 30 (BENCHMARKS "issue 18t").
+MAX_PITCH_DEG = 45.0
+MAX_ASSUMED_LENS_PITCH_DEG = 30.0
 # Phones are held about level or aimed at the body: pitches beyond 20 degrees are rare.
 PRIOR_SD_DEG = 15.0
 # Cues whose own pitches differ by more than this do not describe one camera: no levelling.
 MAX_DISAGREEMENT_DEG = 6.0
 # Below this the photo is left alone (a level camera within a degree maps heights within ~1 mm).
 MIN_PITCH_DEG = 1.0
+# The levelled photo keeps rays at most this far above or below the horizon (see _level_homography).
+MAX_RAY_DEG = 75.0
 
 
 def focal_px(shape: tuple[int, ...], focal_35mm: float | None = None) -> float:
@@ -68,6 +77,15 @@ def level_rows(rows: np.ndarray, pitch_deg: float, f: float, cy: float) -> np.nd
     return cy + f * (t * math.cos(th) + math.sin(th)) / (math.cos(th) - t * math.sin(th))
 
 
+def level_points(xy: np.ndarray, pitch_deg: float, f: float, centre: tuple[float, float]) -> np.ndarray:
+    """Points (x, y; n x 2) of a photo pitched down by ``pitch_deg`` -> where a level camera at the
+    same place would have seen them, about the principal point ``centre``."""
+    s, t = ((np.asarray(xy, float) - centre) / f).T
+    th = math.radians(pitch_deg)
+    w = math.cos(th) - t * math.sin(th)
+    return np.column_stack([centre[0] + f * s / w, centre[1] + f * (t * math.cos(th) + math.sin(th)) / w])
+
+
 def estimate_pitch_deg(
     top_px: float,
     heel_px: float,
@@ -80,10 +98,12 @@ def estimate_pitch_deg(
     ``cues``: (row, expected share of the height from the heels, sd of that share). The pitch is the
     one whose levelled rows put every cue nearest its share (least squares in sd units), with a
     prior of 0 +- PRIOR_SD_DEG: a cue a few cm off moves it by degrees. With two or more cues their
-    separate pitches are returned apart, so a caller can refuse to level when they disagree.
+    separate pitches are returned apart, so a caller can refuse to level when they disagree. Searched
+    to MAX_PITCH_DEG where ``focal_35mm`` is known, else to MAX_ASSUMED_LENS_PITCH_DEG.
     """
     f, cy = focal_px(shape, focal_35mm), shape[0] / 2
-    grid = np.arange(-MAX_PITCH_DEG, MAX_PITCH_DEG + 1e-9, 0.25)
+    bound = MAX_PITCH_DEG if focal_35mm is not None else MAX_ASSUMED_LENS_PITCH_DEG
+    grid = np.arange(-bound, bound + 1e-9, 0.25)
     rows = np.array([top_px, heel_px, *(c[0] for c in cues)])
     expected = np.array([c[1] for c in cues])
     sd = np.array([c[2] for c in cues])
@@ -117,16 +137,20 @@ def _level_homography(
 ) -> tuple[np.ndarray, int]:
     h, w = shape[:2]
     f = focal_px(shape, focal_35mm)
-    k = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+    cy = h / 2
+    k = np.array([[f, 0, w / 2], [0, f, cy], [0, 0, 1.0]])
     th = math.radians(pitch_deg)
     # A pixel's ray in the pitched camera, expressed in the level camera's frame.
     rot = np.array([[1, 0, 0], [0, math.cos(th), math.sin(th)], [0, -math.sin(th), math.cos(th)]])
     hom = k @ rot @ np.linalg.inv(k)
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ hom.T
-    corners = corners[:, :2] / corners[:, 2:]
-    shift_y = -float(corners[:, 1].min())
-    new_h = min(math.ceil(corners[:, 1].max() + shift_y), int(1.6 * h))
-    shift = np.array([[1, 0, 0], [0, 1, shift_y], [0, 0, 1.0]])
+    # A level camera maps a row of the photo to one row whatever the column; the new photo spans
+    # the rows of the old one's top and bottom edges, each ray taken at most MAX_RAY_DEG from the
+    # horizon (an ultra-wide lens pitched 40 degrees down sees the floor under the phone, where the
+    # level camera's row is at infinity).
+    edges = np.degrees(np.arctan((np.array([0.0, h]) - cy) / f)) + pitch_deg
+    top, bottom = cy + f * np.tan(np.radians(np.clip(edges, -MAX_RAY_DEG, MAX_RAY_DEG)))
+    new_h = min(math.ceil(bottom - top), int(1.6 * h))
+    shift = np.array([[1, 0, 0], [0, 1, -top], [0, 0, 1.0]])
     return shift @ hom, new_h
 
 

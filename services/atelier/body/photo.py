@@ -116,6 +116,8 @@ class ViewResult:
     floor_by: str = "outline bottom"
     # The matte model's map (atelier.body.matte) the outline was trimmed with; None: not used.
     matte: np.ndarray | None = None
+    # The person was found only as a level camera would see them (pose.standing_pitched).
+    from_above: bool = False
 
     @property
     def px_per_cm(self) -> float:
@@ -175,9 +177,9 @@ def decode(data: bytes, field_name: str) -> np.ndarray:
 
 
 # A phone pitched further than this (its sensor's reading) is refused with the retake. A bound chosen,
-# not measured: the pitch found from the body is searched to camera.MAX_PITCH_DEG (30), and 0.5x
-# renders pointed 28-47 degrees down from under a metre were already refused as "no person".
-MAX_PHONE_PITCH_DEG = 45.0
+# not measured: the pitch found from the body is searched as far (camera.MAX_PITCH_DEG), and 0.5x
+# renders are pointed up to 47 degrees down from under a metre.
+MAX_PHONE_PITCH_DEG = camera.MAX_PITCH_DEG
 PHONE_PITCH_FIX = (
     f"must be within +-{MAX_PHONE_PITCH_DEG:.0f} degrees (positive: the phone pointing down); "
     "retake the photos with the phone held upright at about waist height"
@@ -305,6 +307,18 @@ RETAKE_FIX = (
     "retake it with the whole body in view, facing the camera (or side-on for the side photo), in good "
     "light in front of a plainer background, the phone held upright at about waist height"
 )
+# A person found only as a level camera would see them (pose.standing_pitched) is measured where the
+# lens is known: levelled through a lens assumed to be the main camera's, 0.5x renders pointed
+# 28-47 degrees down came out with the pitch at its bound and waist girths 4-19 cm off; through
+# their own (EXIF) focal length, about as near as the rest of the 0.5x photos (BENCHMARKS "issue 18t").
+FROM_ABOVE = (
+    "the person is seen steeply from above (the phone pointed down from close by) and the photo does "
+    "not give its lens's focal length"
+)
+FROM_ABOVE_FIX = (
+    "retake it with the phone held upright at about waist height, 2-3 m away; or send the photo with "
+    "its EXIF (or focal_length_35mm_equiv_mm), so that it can be levelled"
+)
 
 CUT_FIX = {
     "head": "include the top of the head (step back, or hold the phone a little higher)",
@@ -353,6 +367,7 @@ def segment(
     check_framing: bool = True,
     ankle_share: float = outline.ANKLE_SHARE_ANY,
     matte_map: np.ndarray | None = None,
+    focal_35mm: float | None = None,
 ) -> ViewResult:
     """The person's outline, landmarks, height scale and framing checks for one photo.
 
@@ -360,9 +375,10 @@ def segment(
     similar size, a person cut off at the head or feet, too small or too blurred. Everything
     else lowers the photo's quality score with a hint that names the fix. ``matte_map``: the
     matte model's map of this photo where it is known (the levelled photo: the original's, warped);
-    else the pose model's matte computes it.
+    else the pose model's matte computes it. ``focal_35mm``: the photo's lens where known (a person
+    seen steeply from above is found by levelling the skeleton, :func:`pose.standing_pitched`).
     """
-    poses: list[Pose] = pose_model.detect(image_rgb) if pose_model is not None else []
+    poses: list[Pose] = pose_model.detect(image_rgb, focal_35mm) if pose_model is not None else []
     poses = outline.distinct_people(poses)
     if pose_model is not None and not poses and view == "front":
         # Where the pose model finds no standing person, the front photo is not measured by colour
@@ -400,6 +416,7 @@ def _segment(
     learned = False
     trimmed_by: np.ndarray | None = None  # the matte's map, where it trimmed the outline
     quality_factor = 1.0
+    from_above = False
     if poses:
         best, similar = outline.choose_person(poses, w)
         if similar and outline.touches_another(poses, best):
@@ -423,6 +440,7 @@ def _segment(
             )
         pose = poses[best]
         landmarks = pose.landmarks
+        from_above = pose.from_above
         soft = pose.soft if pose.soft is not None else pose.mask.astype(np.float32)
         if (soft > 0.5).sum() >= 0.005 * h * w:
             others = [p.soft for i, p in enumerate(poses) if i != best and p.soft is not None]
@@ -534,6 +552,7 @@ def _segment(
     )
     result.floor_by = floor_by
     result.matte = trimmed_by
+    result.from_above = from_above
     spread = _shoulder_spread_cm(landmarks, person_px / 170.0)
     if view == "front" and spread is not None and spread >= FRONT_MIN_SPREAD_CM:
         # Only square to the camera: turned, the outline's top near the shoulder is the head or hair.
@@ -1451,7 +1470,7 @@ def _levelled(
 
 
 def _side_view(
-    side_rgb: np.ndarray | None, pose_model: PoseModel | None
+    side_rgb: np.ndarray | None, pose_model: PoseModel | None, focal_35mm: float | None = None
 ) -> tuple[ViewResult | None, PhotoQuality | None]:
     """The side photo's view; or, where neither the pose model nor the colour outline finds a
     person in it, none and why (quality 0).
@@ -1466,11 +1485,13 @@ def _side_view(
     if side_rgb is None:
         return None, None
     try:
-        side = segment(side_rgb, pose_model, "side", "side")
+        side = segment(side_rgb, pose_model, "side", "side", focal_35mm=focal_35mm)
     except PhotoError as exc:
         if pose_model is None or not exc.reason.startswith(NO_PERSON):
             raise
         side = None
+    if side is not None and side.from_above and focal_35mm is None:
+        return None, PhotoQuality(0.0, [f"side photo not used: {FROM_ABOVE}: {FROM_ABOVE_FIX}"])
     if side is not None:
         # A colour outline that passed its checks is kept: on a plain background it is exact (the
         # flat renders), and the side outline check (any implausible depth drops all) still applies.
@@ -1607,8 +1628,10 @@ def measure(
     front_rgb = _work_size(front_rgb)
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
     ankle_share = outline.ANKLE_SHARE.get(sex or "", outline.ANKLE_SHARE_ANY)
-    front = segment(front_rgb, pose_model, "front", "front", ankle_share=ankle_share)
-    side, side_dropped = _side_view(side_rgb, pose_model)
+    front = segment(front_rgb, pose_model, "front", "front", ankle_share=ankle_share, focal_35mm=focal_35mm)
+    if front.from_above and focal_35mm is None:
+        raise PhotoError("front.data", f"{FROM_ABOVE}: {FROM_ABOVE_FIX}")
+    side, side_dropped = _side_view(side_rgb, pose_model, side_focal_35mm if other_lens else focal_35mm)
     if side_dropped is not None:
         warnings.append(("", side_dropped.issues[0]))
     pitch = (

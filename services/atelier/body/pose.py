@@ -15,11 +15,14 @@ import logging
 import math
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from atelier.body import camera
 
 if TYPE_CHECKING:
     from atelier.body.matte import Matte
@@ -94,6 +97,9 @@ class Pose:
     mask: np.ndarray  # bool, image size
     # The model's person probability per pixel (float32 0..1, image size): the learned segmentation.
     soft: np.ndarray | None = None
+    # Found standing only as a level camera would see it (:func:`standing_pitched`): the photo was
+    # taken steeply from above.
+    from_above: bool = False
 
 
 # Strips tried when the whole photo gives no pose: widths (share of the photo's width), then
@@ -112,7 +118,13 @@ KEY_LANDMARKS = (
 )
 
 
-def _spans_body(landmarks: dict[str, Landmark], mask: np.ndarray, image_h: int) -> bool:
+def _spans_body(
+    landmarks: dict[str, Landmark],
+    mask: np.ndarray,
+    image_h: int,
+    nose_share: float = 0.2,
+    ankle_share: float = 0.1,
+) -> bool:
     """Whether a strip's find is a whole person the skeleton agrees with: at least 30% of the photo
     tall, the nose in the top fifth of the mask and the ankles in its bottom tenth (in a standing
     person the malleoli are 4% of the stature above the soles). Strips of a facade gave "people"
@@ -125,7 +137,7 @@ def _spans_body(landmarks: dict[str, Landmark], mask: np.ndarray, image_h: int) 
     if tall < 0.3 * image_h:
         return False
     ankle = (landmarks["left_ankle"].y_px + landmarks["right_ankle"].y_px) / 2
-    return landmarks["nose"].y_px - top < 0.2 * tall and 0 <= bottom - ankle < 0.1 * tall
+    return landmarks["nose"].y_px - top < nose_share * tall and 0 <= bottom - ankle < ankle_share * tall
 
 
 # Hip-to-ankle over shoulder-to-hip height, standing: ANSUR II (trochanterion minus lateral
@@ -147,7 +159,10 @@ def standing(pose: Pose) -> bool:
     upright, and the legs (hip to ankle) at least ``MIN_LEG_TO_TORSO`` of the torso (shoulder to
     hip). Landmarks the model infers outside the photo count (a photo cut off at the knees still
     has its ankles below them)."""
-    lm = pose.landmarks
+    return _stands(pose.landmarks)
+
+
+def _stands(lm: dict[str, Landmark]) -> bool:
     names = ("shoulder", "hip", "knee", "ankle")
     if "nose" not in lm or not all(f"{side}_{n}" in lm for side in ("left", "right") for n in names):
         return False
@@ -158,6 +173,46 @@ def standing(pose: Pose) -> bool:
     if abs(math.degrees(math.atan2(hip_x - shoulder_x, ys[2] - ys[1]))) > MAX_TORSO_LEAN_DEG:
         return False
     return ys[4] - ys[2] >= MIN_LEG_TO_TORSO * (ys[2] - ys[1])
+
+
+# A phone pointed steeply down from close by (an ultra-wide lens at arm's length) sees the legs
+# foreshortened: 0.5x renders from 0.8-0.95 m, pitched 28-47 degrees down, had legs 0.61-0.80 of
+# the torso on the photo (1.25-1.69 levelled at their true pitch) and were refused as "no person"
+# (11 of 100 women, BENCHMARKS "issue 18t"). Where no find stands upright on the photo, one that
+# stands as a level camera would see it, at some pitch down to this, is taken; a pitch the body's
+# proportions then find and level away (photo.measure). The bound is the phone pitch a request may
+# state (photo.MAX_PHONE_PITCH_DEG).
+MAX_PITCH_TRIED_DEG = 45.0
+PITCH_STEP_DEG = 2.5
+# Seen from above, the head is near the phone and large, and the feet reach forward below the
+# ankles: on those 11 photos the nose lay 0.15-0.20 of the mask's height below its top and the
+# ankles 0.07-0.11 above its bottom (:func:`_spans_body` asks under 0.2 and 0.1 of a strip's find).
+# A skeleton with its knees taken for ankles (a facade's "person") has a shin's length, about a
+# quarter of the stature, of mask below them.
+PITCHED_NOSE_SHARE = 0.25
+PITCHED_ANKLE_SHARE = 0.15
+
+
+def standing_pitched(pose: Pose, shape: tuple[int, ...], focal_35mm: float | None = None) -> bool:
+    """Whether the skeleton stands (:func:`standing`) as a level camera at the same place would
+    have seen it, the phone pitched down 0-``MAX_PITCH_TRIED_DEG`` (its lens ``focal_35mm``, or a
+    phone main camera's), and is a plausible whole person: its face, shoulders, hips and knees
+    seen and its mask spanning the skeleton from the nose to the ankles (the checks that strips'
+    finds pass)."""
+    inside = pose.soft > 0.5 if pose.soft is not None else pose.mask
+    if plausibility(pose) < MIN_STRIP_VISIBILITY or not _spans_body(
+        pose.landmarks, inside, shape[0], PITCHED_NOSE_SHARE, PITCHED_ANKLE_SHARE
+    ):
+        return False
+    names = list(pose.landmarks)
+    xy = np.array([(pose.landmarks[n].x_px, pose.landmarks[n].y_px) for n in names])
+    f = camera.focal_px(shape, focal_35mm)
+    centre = (shape[1] / 2, shape[0] / 2)
+    for pitch in np.arange(PITCH_STEP_DEG, MAX_PITCH_TRIED_DEG + 1e-9, PITCH_STEP_DEG):
+        level = camera.level_points(xy, float(pitch), f, centre)
+        if _stands({n: Landmark(n, x, y, 1.0) for n, (x, y) in zip(names, level, strict=True)}):
+            return True
+    return False
 
 
 def _mask_rows(pose: Pose) -> tuple[int, int]:
@@ -240,7 +295,7 @@ class PoseModel:
         # A second opinion on the torso's outline (atelier.body.matte); set by load_pose_model.
         self.matte: Matte | None = None
 
-    def detect(self, image_rgb: np.ndarray) -> list[Pose]:
+    def detect(self, image_rgb: np.ndarray, focal_35mm: float | None = None) -> list[Pose]:
         """The people found standing in the photo (:func:`standing`); [] when none.
 
         A skeleton that is not a standing person (upside down, legs half the torso) is a find in
@@ -252,8 +307,15 @@ class PoseModel:
         refused as cut off); when strips find no whole person the cut-off finds stand, and the
         framing check refuses the photo as before. A mask that ends just above the photo's bottom
         edge short of the toes is found again with room below the feet (see FEET_NEAR_SHARE).
+        Where nothing stands upright on the photo, a find that would as a level camera saw it is
+        taken (:func:`standing_pitched`; ``focal_35mm``: the photo's lens where known).
         """
         poses = self._detect_whole(image_rgb)
+        if not poses:
+            shape = image_rgb.shape
+            poses = self._detect_either_way(image_rgb, lambda p: standing_pitched(p, shape, focal_35mm))
+            for p in poses:
+                p.from_above = True
         if poses and _near_bottom(_largest(poses)):
             again = self._detect_with_room_below(image_rgb)
             if again and _feet_lost(_largest(poses), _largest(again)):
@@ -279,11 +341,14 @@ class PoseModel:
             for p in self._detect_whole(padded)
         ]
 
-    def _detect_either_way(self, image_rgb: np.ndarray) -> list[Pose]:
-        poses = [p for p in self._detect(image_rgb) if standing(p)]
+    def _detect_either_way(
+        self, image_rgb: np.ndarray, keep: Callable[[Pose], bool] = standing
+    ) -> list[Pose]:
+        poses = [p for p in self._detect(image_rgb) if keep(p)]
         if not poses:
             # The person detector keys on the face; a profile it misses is often found mirrored.
-            poses = [p for p in self._detect(np.ascontiguousarray(image_rgb[:, ::-1])) if standing(p)]
+            # (Both checks read the same on a mirrored find.)
+            poses = [p for p in self._detect(np.ascontiguousarray(image_rgb[:, ::-1])) if keep(p)]
             w = image_rgb.shape[1]
             for p in poses:
                 p.landmarks = {
