@@ -66,7 +66,7 @@ def test_a_steep_ultra_wide_photo_is_levelled_with_the_body_in_it() -> None:
     )
     shape = (960, 720, 3)
     (top, acr, heel), _ = project(np.array([[0, 165.0, 0], [0, 135.0, 0], [8, 0, 0]]), cam)
-    assert 0 < top[1] and heel[1] < 960
+    assert top[1] > 0 and heel[1] < 960
     level, hom = camera.level_photo(np.zeros(shape, np.uint8), 40.0, cam.focal_35mm)
     assert level.shape[0] <= 1.6 * 960
     for point in (top, heel):
