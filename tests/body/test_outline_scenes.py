@@ -548,6 +548,27 @@ def test_wrist_is_the_outline_narrowing_between_forearm_and_hand() -> None:
     assert wrist_point_px(straight, elbow, wrist, px_per_cm) == (100.0, 110.0)
 
 
+def test_the_wrist_is_found_where_the_hand_widens_only_past_the_search_of_old() -> None:
+    """A forearm tapering to a 24 px wrist at rows 120-123, the hand widening slowly from there (26 px
+    at row 124, 44 px 6 cm further), the landmark 3.5 cm up the forearm. Within 4 cm towards the hand
+    the outline was no wider than the wrist, and the landmark was kept: the sleeve 3.5 cm short. The
+    search now reaches 6 cm towards the hand and finds the wrist."""
+    px_per_cm = 5.0
+    mask = np.zeros((260, 200), bool)
+    for row in range(20, 240):
+        if row < 120:
+            half = 17 - 4 * (row - 20) / 100  # forearm: 34 px wide at the elbow, 26 px at the wrist
+        elif row < 124:
+            half = 12.0  # the wrist
+        else:
+            half = 13 + 9 * min(1.0, (row - 124) / 30) ** 2  # the hand: 44 px wide 6 cm past the wrist
+        mask[row, round(100 - half) : round(100 + half)] = True
+    elbow = Landmark("left_elbow", 100.0, 20.0, 1.0)
+    wrist = Landmark("left_wrist", 100.0, 102.5, 1.0)
+    x, y = wrist_point_px(mask, elbow, wrist, px_per_cm)
+    assert x == pytest.approx(100.0) and 119 <= y <= 124
+
+
 def test_strips_find_a_person_the_whole_photo_hides(pose: PoseModel) -> None:
     """A slim side view before a busy facade: the person found in a strip of the photo comes back in
     the photo's own coordinates (landmarks and mask on the person)."""
