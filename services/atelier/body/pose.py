@@ -180,9 +180,9 @@ def _stands(lm: dict[str, Landmark]) -> bool:
 # the torso on the photo (1.25-1.69 levelled at their true pitch) and were refused as "no person"
 # (11 of 100 women, BENCHMARKS "issue 18t"). Where no find stands upright on the photo, one that
 # stands as a level camera would see it, at some pitch down to this, is taken; a pitch the body's
-# proportions then find and level away (photo.measure). The bound is the phone pitch a request may
-# state (photo.MAX_PHONE_PITCH_DEG).
-MAX_PITCH_TRIED_DEG = 45.0
+# proportions then find and level away (photo.measure). The bound is the pitch search's where the
+# lens is known, which is also the phone pitch a request may state (photo.MAX_PHONE_PITCH_DEG).
+MAX_PITCH_TRIED_DEG = camera.MAX_PITCH_DEG
 PITCH_STEP_DEG = 2.5
 # Seen from above, the head is near the phone and large, and the feet reach forward below the
 # ankles: on those 11 photos the nose lay 0.15-0.20 of the mask's height below its top and the
@@ -195,10 +195,10 @@ PITCHED_ANKLE_SHARE = 0.15
 
 def standing_pitched(pose: Pose, shape: tuple[int, ...], focal_35mm: float | None = None) -> bool:
     """Whether the skeleton stands (:func:`standing`) as a level camera at the same place would
-    have seen it, the phone pitched down 0-``MAX_PITCH_TRIED_DEG`` (its lens ``focal_35mm``, or a
-    phone main camera's), and is a plausible whole person: its face, shoulders, hips and knees
-    seen and its mask spanning the skeleton from the nose to the ankles (the checks that strips'
-    finds pass)."""
+    have seen it, the phone pitched down ``PITCH_STEP_DEG`` to ``MAX_PITCH_TRIED_DEG`` (through its
+    lens ``focal_35mm``, or a phone main camera's), and is a plausible whole person: its face,
+    shoulders, hips and knees seen and its mask spanning the skeleton from the nose to the ankles
+    (the checks that strips' finds pass)."""
     inside = pose.soft > 0.5 if pose.soft is not None else pose.mask
     if plausibility(pose) < MIN_STRIP_VISIBILITY or not _spans_body(
         pose.landmarks, inside, shape[0], PITCHED_NOSE_SHARE, PITCHED_ANKLE_SHARE
