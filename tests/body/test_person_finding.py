@@ -198,9 +198,9 @@ def test_a_person_seen_steeply_from_above_is_measured_where_the_lens_is_known(
     """ANSUR woman #918 as bench/body.py renders her through a 0.5x lens: the phone at 158 cm, 91 cm
     away, pointed 44 degrees down. Her legs came out 0.80 of her torso on the photo, and the pair
     was refused as "no person". She is found as a level camera would see her; with the photo's
-    focal length (13 mm, as its EXIF gives it) the photos are levelled and measured. Without it the
-    lens taken for the main camera's put the pitch at its bound (45) and the waist 7 cm off, so the
-    photo is refused with what to do instead."""
+    focal length (13 mm, as its EXIF gives it) the photos are levelled and measured. Without it (a
+    main camera's lens assumed) a diagnostic run put the pitch at the search's bound and the waist
+    7 cm off, so the photo is refused with what to do instead."""
     body, front, side = _as_the_bench_renders(
         ansur, 918, "archsearch_pexels_mixed_materials_08.jpg", sex="female", lens=0.5
     )

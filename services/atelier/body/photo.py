@@ -1624,6 +1624,7 @@ def measure(
     other_lens = side_rgb is not None and side_through_other_lens(
         front_rgb.shape, focal_35mm, side_focal_35mm
     )
+    side_focal = side_focal_35mm if other_lens else focal_35mm  # the side photo's lens
     warnings: list[tuple[str, str]] = []
     front_rgb = _work_size(front_rgb)
     side_rgb = _work_size(side_rgb) if side_rgb is not None else None
@@ -1631,7 +1632,7 @@ def measure(
     front = segment(front_rgb, pose_model, "front", "front", ankle_share=ankle_share, focal_35mm=focal_35mm)
     if front.from_above and focal_35mm is None:
         raise PhotoError("front.data", f"{FROM_ABOVE}: {FROM_ABOVE_FIX}")
-    side, side_dropped = _side_view(side_rgb, pose_model, side_focal_35mm if other_lens else focal_35mm)
+    side, side_dropped = _side_view(side_rgb, pose_model, side_focal)
     if side_dropped is not None:
         warnings.append(("", side_dropped.issues[0]))
     pitch = (
@@ -1647,7 +1648,6 @@ def measure(
         front_rgb, front = _levelled(front_rgb, front, pitch, pose_model, "front", ankle_share, focal_35mm)
         levelled = front_rgb is not taken
         if side is not None and side_rgb is not None:
-            side_focal = side_focal_35mm if other_lens else focal_35mm
             side_rgb, side = _levelled(side_rgb, side, pitch, pose_model, "side", focal_35mm=side_focal)
     if side is not None and side_rgb is not None:
         _take_out_plate_runs(front_rgb, front, side_rgb, side)
